@@ -1,0 +1,166 @@
+/**
+ * conv-cp — a Conv becomes 1x1 → depthwise → 1x1 through a rank-R CP decomposition of its
+ * kernel reshaped to [T, S, K] (K = ∏k), fitted by ALS (Lebedev et al. 2015):
+ * W[t, s, k] ≈ Σ_r A[t, r]·B[s, r]·C[k, r].
+ *
+ * Before: Y = Conv(X, W [T, S, k…], b; strides, pads, dilations, auto_pad)
+ * After:  Z1 = Conv(X,  Bᵀ [R, S, 1…])
+ *         Z2 = Conv(Z1, Cᵀ [R, 1, k…]; group R, strides, pads, dilations, auto_pad)
+ *         Y  = Conv(Z2, A  [T, R, 1…], b)
+ * The window lives on the depthwise conv only. Each rank-one term's scale λ_r is spread
+ * evenly over its three factors (λ^⅓ each) so no factor is far from unit scale (fp16).
+ * Grouped convs are declined (CP per group is not implemented), as are depthwise and 1x1.
+ * Plain CP-ALS can diverge on conv kernels: a fit that did not converge or is not finite
+ * is declined rather than written.
+ */
+import type { LayerInfo } from '../src/graph/layers.js';
+import { cpAls } from '../src/linalg/cp.js';
+import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import {
+  chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  type ConvGeometry, type GroupKernel,
+} from '../src/rewrite/conv-geometry.js';
+import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
+import { alignRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
+import { tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+
+export interface ConvCpMatch extends MatchBase {
+  geo: ConvGeometry;
+  w: Float32Array;
+  /** One group (group 1): the kernel as [T, S, K]. */
+  groups: GroupKernel[];
+  spectra?: ConvTucker2Match['spectra'];
+}
+
+/** Iteration budget and tolerance of the ALS fit. */
+const ALS = { maxIter: 500, tol: 1e-10 };
+
+export const convCp: LayerPass<ConvCpMatch> = {
+  name: 'conv-cp',
+  method: 'cp',
+  ops: ['Conv'],
+
+  match(layer: LayerInfo, cx: PassContext): ConvCpMatch | Skip {
+    const n = layer.node;
+    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
+    const dataType = layer.weight.tensor.dataType ?? 0;
+    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
+    const geo = readConvGeometry(n, layer.weightShape);
+    if (isSkip(geo)) return geo;
+    if (isDepthwise(geo)) return skip(`depthwise: nothing to gain (one input channel per group, group ${geo.group})`);
+    if (geo.group !== 1) return skip(`grouped conv (group ${geo.group}): CP per group is not implemented (conv-tucker2 handles it)`);
+    if (isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
+    const w = readTensorFloat(layer.weight.tensor, cx.external);
+    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
+  },
+
+  /**
+   * fixed r → R = r; ratio ρ → R = ⌊ρ·T·S·K / (S + T + K)⌋ (CP params R(S + T + K));
+   * energy and vbmf have no CP spectrum to read: they take the Tucker-2 ranks of the
+   * channel unfoldings and use R = max(R1, R2) (a CP of rank R has Tucker-2 ranks ≤ R,
+   * so this is a lower bound on the CP rank needed, exact when the kernel is a
+   * "diagonal" Tucker tensor).
+   */
+  chooseRanks(m: ConvCpMatch, policy: RankPolicy): number[] | Skip {
+    const { T, S, kernelSize: K } = m.geo;
+    let r: number;
+    switch (policy.kind) {
+      case 'fixed':
+        if (!Number.isInteger(policy.rank) || policy.rank < 1) return skip(`rank ${policy.rank} is not a positive integer`);
+        r = policy.rank;
+        break;
+      case 'ratio':
+        r = Math.max(1, Math.floor((policy.ratio * T * S * K) / (S + T + K)));
+        break;
+      case 'energy': case 'vbmf': {
+        const t = tucker2RawRanks(m, policy);
+        if (isSkip(t)) return t;
+        r = Math.max(t[0], t[1]);
+        break;
+      }
+    }
+    r = alignRank(r, policy.align, T * S * K);
+    if (r <= 0) return skip('rank 0: the kernel has no low-rank structure worth keeping');
+    return [r];
+  },
+
+  cost: (m, ranks) => ({ before: convCost(m.geo), after: cpCost(m.geo, ranks[0]) }),
+
+  apply(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
+    const R = ranks[0];
+    const { node: n, graph: g, geo } = m;
+    const { T, S, kernelSize: K } = geo;
+    if (!Number.isInteger(R) || R < 1) return skip(`rank ${R} is not a positive integer`);
+    const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, R, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
+    if (!fit.converged) return skip(`CP-ALS did not converge in ${ALS.maxIter} iterations (rel. error ${fit.relError.toExponential(2)})`);
+    const [fa, fb, fc] = fit.factors; // A [T, R], B [S, R], C [K, R]
+    const lambda = fit.weights;
+    const first = new Float32Array(R * S); // Bᵀ [R, S]
+    const depth = new Float32Array(R * K); // Cᵀ [R, K]
+    const last = new Float32Array(T * R); // A [T, R]
+    for (let r = 0; r < R; r++) {
+      const na = colNorm(fa.data, T, R, r);
+      const nb = colNorm(fb.data, S, R, r);
+      const nc = colNorm(fc.data, K, R, r);
+      const scale = Math.cbrt(Math.abs((lambda ? lambda[r] : 1) * na * nb * nc));
+      const sign = lambda && lambda[r] < 0 ? -1 : 1;
+      const ka = na === 0 ? 0 : (sign * scale) / na;
+      const kb = nb === 0 ? 0 : scale / nb;
+      const kc = nc === 0 ? 0 : scale / nc;
+      for (let i = 0; i < T; i++) last[i * R + r] = fa.data[i * R + r] * ka;
+      for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r] * kb;
+      for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r] * kc;
+    }
+    const relError = cpError(m.w, T, S, K, first, depth, last, R);
+    if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
+    const ones = new Array<number>(geo.spatial).fill(1);
+    const nameB = derivedName(cx, n, 'lr_cp_s');
+    const nameC = derivedName(cx, n, 'lr_cp_k');
+    const nameA = derivedName(cx, n, 'lr_cp_t');
+    g.addInitializer(makeFloatTensor(nameB, [R, S, ...ones], first, m.dataType));
+    g.addInitializer(makeFloatTensor(nameC, [R, 1, ...geo.kernel], depth, m.dataType));
+    g.addInitializer(makeFloatTensor(nameA, [T, R, ...ones], last, m.dataType));
+    const z1 = derivedName(cx, n, 'lr_z1');
+    const z2 = derivedName(cx, n, 'lr_z2');
+    const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)})`);
+    const nodes = [
+      convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameB, z1, chainConvAttrs(ones, 1), undefined, doc),
+      convNode(derivedName(cx, n, 'lr_b'), z1, nameC, z2, chainConvAttrs(geo.kernel, R, placementAttrs(n)), undefined, doc),
+      convNode(derivedName(cx, n, 'lr_c'), z2, nameA, n.output[0], chainConvAttrs(ones, 1), geo.hasBias ? n.input[2] : undefined, doc),
+    ];
+    g.replaceNode(n, nodes);
+    return { relError, nodes: nodes.map((x) => x.name!) };
+  },
+};
+
+function colNorm(d: ArrayLike<number>, rows: number, cols: number, c: number): number {
+  let s = 0;
+  for (let i = 0; i < rows; i++) s += d[i * cols + c] * d[i * cols + c];
+  return Math.sqrt(s);
+}
+
+/** ‖W − Σ_r a_r∘b_r∘c_r‖_F / ‖W‖_F from the stored (fp32) chain weights. */
+export function cpError(w: Float32Array, T: number, S: number, K: number, first: Float32Array, depth: Float32Array, last: Float32Array, R: number): number {
+  let num = 0;
+  let den = 0;
+  const bc = new Float64Array(R * S * K); // (b_r ⊗ c_r)[s, k]
+  for (let r = 0; r < R; r++) for (let s = 0; s < S; s++) for (let k = 0; k < K; k++) bc[(r * S + s) * K + k] = first[r * S + s] * depth[r * K + k];
+  const row = new Float64Array(S * K);
+  for (let t = 0; t < T; t++) {
+    row.fill(0);
+    for (let r = 0; r < R; r++) {
+      const a = last[t * R + r];
+      if (a === 0) continue;
+      const off = r * S * K;
+      for (let i = 0; i < S * K; i++) row[i] += a * bc[off + i];
+    }
+    for (let i = 0; i < S * K; i++) {
+      const x = w[t * S * K + i];
+      const d = x - row[i];
+      num += d * d;
+      den += x * x;
+    }
+  }
+  return den === 0 ? 0 : Math.sqrt(num / den);
+}

@@ -1,0 +1,206 @@
+/**
+ * conv-tucker2 — a Conv becomes a chain of three convs through a Tucker-2 decomposition of
+ * its channel modes (Kim et al. 2015): W ≈ G ×_T U_T ×_S U_S.
+ *
+ * Before: Y = Conv(X, W [T, S/g, k…], b; strides, pads, dilations, auto_pad, group g)
+ * After:  Z1 = Conv(X,  A [g·r1, S/g, 1…]; group g)                        A = U_Sᵀ per group
+ *         Z2 = Conv(Z1, G [g·r2, r1, k…]; strides, pads, dilations, auto_pad, group g)
+ *         Y  = Conv(Z2, B [T, r2, 1…], b; group g)                        B = U_T per group
+ * Per group j (W_j [T/g, S/g, k…]): U_S [S/g, r1], U_T [T/g, r2], core G_j [r2, r1, k…].
+ * Ranks are per group: [r1, r2], so the chain has g·r1 and g·r2 channels. The window
+ * (stride, pads, dilation, auto_pad) lives on the core only: the 1x1 convs are pointwise,
+ * so padding X with zeros and then mixing channels equals mixing and then padding.
+ * Depthwise convs (S/g = 1) and plain 1x1 convs (conv1x1-svd's job) are declined.
+ */
+import type { LayerInfo } from '../src/graph/layers.js';
+import { tucker2 } from '../src/linalg/tucker.js';
+import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import {
+  chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  tucker2Cost, unfoldingSpectrum, unfoldS, unfoldT, type ConvGeometry, type GroupKernel,
+} from '../src/rewrite/conv-geometry.js';
+import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
+import { alignRank, energyRank, vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
+
+export interface ConvTucker2Match extends MatchBase {
+  geo: ConvGeometry;
+  /** The weight, fp32 as stored: [T, S/g, k…]. */
+  w: Float32Array;
+  groups: GroupKernel[];
+  /** Spectra of the mode-S and mode-T unfoldings of each group, computed on first use. */
+  spectra?: { s: { sigma: Float64Array; total: number }; t: { sigma: Float64Array; total: number } }[];
+}
+
+/** Spectra of each group's channel unfoldings (cached on the match). */
+export function channelSpectra(m: { groups: GroupKernel[]; spectra?: ConvTucker2Match['spectra'] }): NonNullable<ConvTucker2Match['spectra']> {
+  m.spectra ??= m.groups.map((gk) => ({ s: unfoldingSpectrum(unfoldS(gk)), t: unfoldingSpectrum(unfoldT(gk)) }));
+  return m.spectra;
+}
+
+/**
+ * Per-group Tucker-2 ranks [r1 (input side), r2 (output side)] under a policy, before
+ * alignment. Over several groups the largest per-group rank is taken (one rank serves all).
+ *  - fixed r:  [r, r], clamped to [S/g, T/g].
+ *  - energy e: the energy rank of the mode-S and mode-T unfolding spectra.
+ *  - ratio ρ:  r1 = α·S/g, r2 = α·T/g with α solving params(α) = ρ·T·(S/g)·K, i.e.
+ *              α²·s·t·K + α·(s² + t²) − ρ·s·t·K = 0 with s = S/g, t = T/g (g cancels).
+ *  - vbmf:     EVBMF on the two unfoldings.
+ */
+export function tucker2RawRanks(m: { geo: ConvGeometry; groups: GroupKernel[]; spectra?: ConvTucker2Match['spectra'] }, policy: RankPolicy): [number, number] | Skip {
+  const { geo } = m;
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  switch (policy.kind) {
+    case 'fixed':
+      if (!Number.isInteger(policy.rank) || policy.rank < 1) return skip(`rank ${policy.rank} is not a positive integer`);
+      return [Math.min(policy.rank, s), Math.min(policy.rank, t)];
+    case 'ratio': {
+      const a = s * t * K;
+      const b = s * s + t * t;
+      const alpha = (-b + Math.sqrt(b * b + 4 * a * policy.ratio * a)) / (2 * a);
+      return [Math.min(s, Math.max(1, Math.floor(alpha * s))), Math.min(t, Math.max(1, Math.floor(alpha * t)))];
+    }
+    case 'energy': {
+      let r1 = 0;
+      let r2 = 0;
+      for (const sp of channelSpectra(m)) {
+        r1 = Math.max(r1, energyRank(sp.s.sigma, sp.s.total, policy.energy) ?? s);
+        r2 = Math.max(r2, energyRank(sp.t.sigma, sp.t.total, policy.energy) ?? t);
+      }
+      return [r1, r2];
+    }
+    case 'vbmf': {
+      let r1 = 0;
+      let r2 = 0;
+      for (const sp of channelSpectra(m)) {
+        r1 = Math.max(r1, vbmfRank(sp.s.sigma, sp.s.total, s, t * K));
+        r2 = Math.max(r2, vbmfRank(sp.t.sigma, sp.t.total, t, s * K));
+      }
+      return [r1, r2];
+    }
+  }
+}
+
+export const convTucker2: LayerPass<ConvTucker2Match> = {
+  name: 'conv-tucker2',
+  method: 'tucker2',
+  ops: ['Conv'],
+
+  match(layer: LayerInfo, cx: PassContext): ConvTucker2Match | Skip {
+    const n = layer.node;
+    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
+    const dataType = layer.weight.tensor.dataType ?? 0;
+    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
+    const geo = readConvGeometry(n, layer.weightShape);
+    if (isSkip(geo)) return geo;
+    if (isDepthwise(geo)) return skip(`depthwise: nothing to gain (one input channel per group, group ${geo.group})`);
+    if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
+    const w = readTensorFloat(layer.weight.tensor, cx.external);
+    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
+  },
+
+  chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
+    const raw = tucker2RawRanks(m, policy);
+    if (isSkip(raw)) return raw;
+    const r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
+    const r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
+    if (r1 <= 0 || r2 <= 0) return skip(`rank 0 (r1 ${r1}, r2 ${r2}): the kernel has no low-rank structure worth keeping`);
+    return [r1, r2];
+  },
+
+  cost: (m, ranks) => ({ before: convCost(m.geo), after: tucker2Cost(m.geo, ranks[0], ranks[1]) }),
+
+  apply(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
+    const [r1, r2] = ranks;
+    const { node: n, graph: g, geo } = m;
+    const s = geo.S / geo.group;
+    const t = geo.T / geo.group;
+    const K = geo.kernelSize;
+    const G = geo.group;
+    if (!Number.isInteger(r1) || !Number.isInteger(r2) || r1 < 1 || r2 < 1 || r1 > s || r2 > t) {
+      return skip(`ranks [${r1}, ${r2}] are out of range for ${t}x${s} channels per group`);
+    }
+    const first = new Float32Array(G * r1 * s); // [g·r1, s]
+    const core = new Float32Array(G * r2 * r1 * K); // [g·r2, r1, K]
+    const last = new Float32Array(geo.T * r2); // [T, r2]
+    for (let j = 0; j < G; j++) {
+      const gk = m.groups[j];
+      const d = tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [r2, r1], { rng: cx.rng });
+      // d.factors[0] = U_T [t, r2], d.factors[1] = U_S [s, r1], d.core [r2, r1, K]: see linalg/tucker.
+      const uT = d.factors[0];
+      const uS = d.factors[1];
+      for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = uS.data[c * uS.cols + b];
+      core.set(Float32Array.from(d.core.data.subarray(0, r2 * r1 * K)), j * r2 * r1 * K);
+      for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * uT.cols + b];
+    }
+    const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
+    if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
+    const ones = new Array<number>(geo.spatial).fill(1);
+    const nameA = derivedName(cx, n, 'lr_s');
+    const nameG = derivedName(cx, n, 'lr_core');
+    const nameB = derivedName(cx, n, 'lr_t');
+    g.addInitializer(makeFloatTensor(nameA, [G * r1, s, ...ones], first, m.dataType));
+    g.addInitializer(makeFloatTensor(nameG, [G * r2, r1, ...geo.kernel], core, m.dataType));
+    g.addInitializer(makeFloatTensor(nameB, [geo.T, r2, ...ones], last, m.dataType));
+    const z1 = derivedName(cx, n, 'lr_z1');
+    const z2 = derivedName(cx, n, 'lr_z2');
+    const per = G > 1 ? ` per group (${G} groups)` : '';
+    const doc = docString('conv-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.T}x${geo.S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)})`);
+    const nodes = [
+      convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameA, z1, chainConvAttrs(ones, G), undefined, doc),
+      convNode(derivedName(cx, n, 'lr_b'), z1, nameG, z2, chainConvAttrs(geo.kernel, G, placementAttrs(n)), undefined, doc),
+      convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0], chainConvAttrs(ones, G), geo.hasBias ? n.input[2] : undefined, doc),
+    ];
+    g.replaceNode(n, nodes);
+    return { relError, nodes: nodes.map((x) => x.name!) };
+  },
+};
+
+/**
+ * ‖W − Ŵ‖_F / ‖W‖_F from the stored (fp32) chain weights, so wiring bugs show:
+ * Ŵ_j[t, s, k] = Σ_a B[j·T/g + t, a] Σ_b G[j·r2 + a, b, k] A[j·r1 + b, s].
+ */
+export function tucker2Error(w: Float32Array, geo: ConvGeometry, first: Float32Array, core: Float32Array, last: Float32Array, r1: number, r2: number): number {
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  let num = 0;
+  let den = 0;
+  const p = new Float64Array(r2 * s * K); // P[a, s, k] = Σ_b G[a, b, k] A[b, s]
+  const row = new Float64Array(s * K);
+  for (let j = 0; j < geo.group; j++) {
+    p.fill(0);
+    for (let a = 0; a < r2; a++) {
+      for (let b = 0; b < r1; b++) {
+        const aRow = (j * r1 + b) * s;
+        const gOff = ((j * r2 + a) * r1 + b) * K;
+        for (let c = 0; c < s; c++) {
+          const av = first[aRow + c];
+          if (av === 0) continue;
+          const pOff = (a * s + c) * K;
+          for (let k = 0; k < K; k++) p[pOff + k] += core[gOff + k] * av;
+        }
+      }
+    }
+    for (let tt = 0; tt < t; tt++) {
+      row.fill(0);
+      const oc = j * t + tt;
+      for (let a = 0; a < r2; a++) {
+        const bv = last[oc * r2 + a];
+        if (bv === 0) continue;
+        const pOff = a * s * K;
+        for (let i = 0; i < s * K; i++) row[i] += bv * p[pOff + i];
+      }
+      const wOff = oc * s * K;
+      for (let i = 0; i < s * K; i++) {
+        const x = w[wOff + i];
+        const dd = x - row[i];
+        num += dd * dd;
+        den += x * x;
+      }
+    }
+  }
+  return den === 0 ? 0 : Math.sqrt(num / den);
+}

@@ -1,0 +1,71 @@
+/**
+ * conv1x1-svd — a pointwise Conv (every kernel extent 1, group 1) is a matrix W [T, S]
+ * applied at each pixel (y = W·x); an SVD pair of 1x1 convs replaces it.
+ *
+ * Before: Y = Conv(X, W [T, S, 1…], b; strides, pads, auto_pad, dilations)
+ * After:  Z = Conv(X, R [r, S, 1…]; strides, pads, auto_pad, dilations)   R = Σ_r^½ V_rᵀ
+ *         Y = Conv(Z, L [T, r, 1…], b)                                    L = U_r Σ_r^½
+ * A 1x1 window's stride and pads act only on which pixels are read (pads add zero pixels),
+ * so they move to the first conv; the second runs with stride 1 and no pads. Padded pixels
+ * give Z = 0 there, hence Y = b, exactly as before. Dilations have no effect on a 1x1
+ * window and are carried along unchanged.
+ */
+import type { LayerInfo } from '../src/graph/layers.js';
+import { fromArray } from '../src/linalg/matrix.js';
+import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import {
+  chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
+} from '../src/rewrite/conv-geometry.js';
+import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
+import { SvdCache, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+
+export interface Conv1x1Match extends MatchBase {
+  geo: ConvGeometry;
+  /** W as the matrix [T, S]. */
+  svd: SvdCache;
+}
+
+export const conv1x1Svd: LayerPass<Conv1x1Match> = {
+  name: 'conv1x1-svd',
+  method: 'svd',
+  ops: ['Conv'],
+
+  match(layer: LayerInfo, cx: PassContext): Conv1x1Match | Skip {
+    const n = layer.node;
+    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
+    const dataType = layer.weight.tensor.dataType ?? 0;
+    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
+    const geo = readConvGeometry(n, layer.weightShape);
+    if (isSkip(geo)) return geo;
+    if (!isPointwise(geo)) return skip(`kernel [${geo.kernel.join(', ')}] is not 1x1 (conv-tucker2 / conv-cp handle it)`);
+    if (geo.group !== 1) return skip(`grouped 1x1 conv (group ${geo.group}) is not decomposed by conv1x1-svd`);
+    const w = fromArray(geo.T, geo.S, readTensorFloat(layer.weight.tensor, cx.external));
+    return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0) };
+  },
+
+  chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
+
+  cost: (m, ranks) => ({ before: convCost(m.geo), after: pointwiseSvdCost(m.geo, ranks[0]) }),
+
+  apply(m: Conv1x1Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
+    const r = ranks[0];
+    const { node: n, graph: g, geo } = m;
+    if (!Number.isInteger(r) || r < 1 || r > Math.min(geo.T, geo.S)) return skip(`rank ${r} is out of range for a ${geo.T}x${geo.S} 1x1 conv`);
+    const f = svdPairFactors(m.svd, r);
+    if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+    const ones = new Array<number>(geo.spatial).fill(1);
+    const nameR = derivedName(cx, n, 'lr_r');
+    const nameL = derivedName(cx, n, 'lr_l');
+    g.addInitializer(makeFloatTensor(nameR, [r, geo.S, ...ones], f.right, m.dataType));
+    g.addInitializer(makeFloatTensor(nameL, [geo.T, r, ...ones], f.left, m.dataType));
+    const z = derivedName(cx, n, 'lr_z');
+    const doc = docString('conv1x1-svd', `rank ${r} of ${geo.T}x${geo.S} (weight rel. error ${f.relError.toExponential(2)})`);
+    const nodes = [
+      convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameR, z, chainConvAttrs(ones, 1, placementAttrs(n)), undefined, doc),
+      convNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0], chainConvAttrs(ones, 1), geo.hasBias ? n.input[2] : undefined, doc),
+    ];
+    g.replaceNode(n, nodes);
+    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+  },
+};

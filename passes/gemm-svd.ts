@@ -1,0 +1,94 @@
+/**
+ * gemm-svd — a Gemm with a constant weight becomes two products through rank r.
+ *
+ * Before: Y = Gemm(A, B, C; α, β, transA, transB)          op(B) = W [K, N] constant
+ * After:  Z = op(A)·L            (MatMul, or Gemm keeping transA)   L = U_r Σ_r^½ [K, r]
+ *         Y = Gemm(Z, α·R, C; β)  (MatMul when there is no C)       R = Σ_r^½ V_rᵀ [r, N]
+ * Mirror case, constant A: op(A) = W [M, K] ≈ L·R, Z = Gemm(R, B; transB), Y = Gemm(α·L, Z, C; β).
+ * α is folded into the constant factor so the second node needs no scaling of its own.
+ */
+import { attrFloat, attrInt, floatAttr } from '../src/graph/attrs.js';
+import type { LayerInfo } from '../src/graph/layers.js';
+import { fromArray, transpose } from '../src/linalg/matrix.js';
+import { newNode } from '../src/onnx/schema.js';
+import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
+import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+
+export interface GemmMatch extends MatchBase {
+  /** true: B is the constant (Y = X·W); false: A is (Y = W·X). */
+  weightRight: boolean;
+  svd: SvdCache;
+  alpha: number;
+  beta: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+export const gemmSvd: LayerPass<GemmMatch> = {
+  name: 'gemm-svd',
+  method: 'svd',
+  ops: ['Gemm'],
+
+  match(layer: LayerInfo, cx: PassContext): GemmMatch | Skip {
+    const n = layer.node;
+    const dataType = layer.weight.tensor.dataType ?? 0;
+    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
+    if (layer.weightShape.length !== 2) return skip('weight is not 2-D');
+    const transA = attrInt(n, 'transA', 0) !== 0;
+    const transB = attrInt(n, 'transB', 0) !== 0;
+    const weightRight = layer.weightInput === 1;
+    const [r0, c0] = layer.weightShape;
+    const raw = fromArray(r0, c0, readTensorFloat(layer.weight.tensor, cx.external));
+    // The matrix as it enters the product: op(B) [K, N] or op(A) [M, K].
+    const trans = weightRight ? transB : transA;
+    const w = trans ? transpose(raw) : raw;
+    return {
+      layer, node: n, graph: layer.graph, dataType,
+      weightRight, svd: new SvdCache(w, 0), transA, transB,
+      alpha: attrFloat(n, 'alpha', 1), beta: attrFloat(n, 'beta', 1),
+    };
+  },
+
+  chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
+
+  cost: (m, ranks) => svdPairCost(m.svd.w.rows, m.svd.w.cols, ranks[0]),
+
+  apply(m: GemmMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
+    const r = ranks[0];
+    const { node: n, graph: g } = m;
+    const { rows, cols } = m.svd.w;
+    const f = svdPairFactors(m.svd, r);
+    if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+    const hasC = n.input.length > 2 && n.input[2] !== '';
+    const z = derivedName(cx, n, 'lr_z');
+    const nameA = derivedName(cx, n, 'lr_a');
+    const nameB = derivedName(cx, n, 'lr_b');
+    const lName = derivedName(cx, n, 'lr_l');
+    const rName = derivedName(cx, n, 'lr_r');
+    const scaled = (x: Float32Array): Float32Array => (m.alpha === 1 ? x : x.map((v) => v * m.alpha));
+    let first, second;
+    const doc = docString('gemm-svd', `rank ${r} of ${rows}x${cols} (weight rel. error ${f.relError.toExponential(2)})`);
+    const passAttrs = n.attribute.filter((a) => !['alpha', 'beta', 'transA', 'transB'].includes(a.name ?? ''));
+    if (m.weightRight) {
+      g.addInitializer(makeFloatTensor(lName, [rows, r], f.left, m.dataType));
+      g.addInitializer(makeFloatTensor(rName, [r, cols], scaled(f.right), m.dataType));
+      first = emitProduct(cx, g, nameA, n.input[0], lName, z, { transA: m.transA, dataType: m.dataType });
+      second = hasC
+        ? [newNode({ opType: 'Gemm', name: nameB, input: [z, rName, n.input[2]], output: [n.output[0]], attribute: [...passAttrs, floatAttr('beta', m.beta)] })]
+        : [newNode({ opType: 'MatMul', name: nameB, input: [z, rName], output: [n.output[0]] })];
+    } else {
+      g.addInitializer(makeFloatTensor(lName, [rows, r], scaled(f.left), m.dataType));
+      g.addInitializer(makeFloatTensor(rName, [r, cols], f.right, m.dataType));
+      first = emitProduct(cx, g, nameA, rName, n.input[1], z, { transB: m.transB, dataType: m.dataType });
+      second = hasC
+        ? [newNode({ opType: 'Gemm', name: nameB, input: [lName, z, n.input[2]], output: [n.output[0]], attribute: [...passAttrs, floatAttr('beta', m.beta)] })]
+        : [newNode({ opType: 'MatMul', name: nameB, input: [lName, z], output: [n.output[0]] })];
+    }
+    const nodes = [...first, ...second];
+    for (const x of nodes) x.docString = doc;
+    g.replaceNode(n, nodes);
+    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+  },
+};

@@ -1,0 +1,39 @@
+/** `onnx-lr convert IN OUT`: load and save (normalises the encoding, moves data in or out). */
+import { LrError } from '../errors.js';
+import { loadModel, saveModel } from '../onnx/file.js';
+import { bytes } from '../report/format.js';
+import { expectPositionals, flag, num, parse } from './args.js';
+
+export const CONVERT_HELP = `Usage: onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--force]
+
+Loads IN and writes it to OUT: every field survives, including ones this tool does not
+know. OUT is written to a temporary file and renamed, so a failure never leaves a
+half-written file; IN is never modified.
+
+Options:
+  --external-data     store initializers of at least --threshold bytes in OUT.data beside
+                      OUT (4096-byte aligned). Chosen automatically past 2 GiB.
+  --threshold BYTES   size threshold for --external-data (default 1024)
+  --inline            keep every tensor inside OUT, even when the input used external data
+  --force             allow OUT to be the same file as IN
+  -h, --help          this help`;
+
+export function convert(argv: readonly string[], out: (s: string) => void): number {
+  const p = parse(argv, {
+    'external-data': { type: 'boolean' }, threshold: { type: 'string' }, inline: { type: 'boolean' },
+    force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  }, 'convert');
+  if (flag(p, 'help')) { out(CONVERT_HELP); return 0; }
+  const [inPath, outPath] = expectPositionals(p, 2, 'convert', 'IN OUT');
+  const threshold = num(p, 'threshold', { min: 0, integer: true });
+  if (threshold !== undefined && !flag(p, 'external-data')) throw new LrError('usage', '--threshold needs --external-data');
+  const loaded = loadModel(inPath);
+  try {
+    const ext = flag(p, 'external-data') ? { threshold } : flag(p, 'inline') ? false : undefined;
+    const r = saveModel(loaded, outPath, { externalData: ext, force: flag(p, 'force') });
+    out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
+    return 0;
+  } finally {
+    loaded.external.close();
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * A small mutable view over a ModelProto: producers and consumers by value name, nested
+ * subgraphs that see outer-scope values, topological order, unique names, node
+ * replacement and dead-code removal. The protobuf objects are edited in place, so every
+ * field the view does not know about survives untouched.
+ */
+import { LrError } from '../errors.js';
+import { newValueInfo, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { subgraphsOf } from './attrs.js';
+
+const normDomain = (d: string | undefined): string => (d === undefined || d === 'ai.onnx' ? '' : d);
+
+export class Model {
+  readonly root: Graph;
+  private readonly names = new Set<string>();
+  private readonly graphs = new WeakMap<GraphProto, Graph>();
+
+  constructor(readonly proto: ModelProto) {
+    if (!proto.graph) throw new LrError('parse', 'the model has no graph');
+    this.root = new Graph(this, proto.graph, undefined, undefined);
+    this.graphs.set(proto.graph, this.root);
+    for (const g of this.allGraphs()) g.collectNames(this.names);
+  }
+
+  /** The opset version imported for a domain ('' = the default ONNX domain). */
+  opsetVersion(domain = ''): number | undefined {
+    const d = normDomain(domain);
+    return this.proto.opsetImport.find((o) => normDomain(o.domain) === d)?.version;
+  }
+
+  /** A name not used anywhere in the model (values, nodes, initializers), then reserved. */
+  uniqueName(base: string): string {
+    let name = base;
+    for (let i = 1; this.names.has(name); i++) name = `${base}_${i}`;
+    this.names.add(name);
+    return name;
+  }
+
+  /** The Graph view of a subgraph proto, created once. */
+  graphOf(proto: GraphProto, parent: Graph, owner: NodeProto): Graph {
+    let g = this.graphs.get(proto);
+    if (!g) {
+      g = new Graph(this, proto, parent, owner);
+      this.graphs.set(proto, g);
+    }
+    return g;
+  }
+
+  /** Every graph, outer before inner. */
+  allGraphs(): Graph[] {
+    const out: Graph[] = [];
+    const visit = (g: Graph): void => {
+      out.push(g);
+      for (const c of g.children()) visit(c);
+    };
+    visit(this.root);
+    return out;
+  }
+}
+
+interface Index {
+  producer: Map<string, NodeProto>;
+  consumers: Map<string, NodeProto[]>;
+  initializers: Map<string, TensorProto>;
+  inputs: Set<string>;
+  outputs: Set<string>;
+}
+
+export class Graph {
+  private index: Index | undefined;
+
+  constructor(
+    readonly model: Model,
+    readonly proto: GraphProto,
+    readonly parent: Graph | undefined,
+    /** The node whose attribute holds this subgraph. */
+    readonly owner: NodeProto | undefined,
+  ) {}
+
+  get nodes(): NodeProto[] { return this.proto.node; }
+
+  /** Marks indexes stale here and in enclosing graphs (their implicit inputs may change). */
+  invalidate(): void {
+    for (let g: Graph | undefined = this; g; g = g.parent) g.index = undefined;
+  }
+
+  private idx(): Index {
+    if (this.index) return this.index;
+    const producer = new Map<string, NodeProto>();
+    const consumers = new Map<string, NodeProto[]>();
+    for (const n of this.proto.node) {
+      for (const o of n.output) if (o) producer.set(o, n);
+      const used = new Set<string>(n.input.filter((x) => x));
+      for (const v of this.implicitInputsOf(n)) used.add(v);
+      for (const v of used) {
+        const list = consumers.get(v);
+        if (list) list.push(n); else consumers.set(v, [n]);
+      }
+    }
+    this.index = {
+      producer,
+      consumers,
+      initializers: new Map(this.proto.initializer.filter((t) => t.name).map((t) => [t.name!, t])),
+      inputs: new Set(this.proto.input.map((v) => v.name ?? '')),
+      outputs: new Set(this.proto.output.map((v) => v.name ?? '')),
+    };
+    return this.index;
+  }
+
+  children(): Graph[] {
+    const out: Graph[] = [];
+    for (const n of this.proto.node) for (const sg of subgraphsOf(n)) out.push(this.model.graphOf(sg, this, n));
+    return out;
+  }
+
+  producer(v: string): NodeProto | undefined { return this.idx().producer.get(v); }
+  /** Nodes of this graph that read v, directly or from inside one of their subgraphs. */
+  consumers(v: string): readonly NodeProto[] { return this.idx().consumers.get(v) ?? []; }
+  initializer(v: string): TensorProto | undefined { return this.idx().initializers.get(v); }
+  isGraphOutput(v: string): boolean { return this.idx().outputs.has(v); }
+  isGraphInput(v: string): boolean { return this.idx().inputs.has(v); }
+
+  /** True when v is defined in this graph (input, initializer or node output). */
+  defines(v: string): boolean {
+    const i = this.idx();
+    return i.producer.has(v) || i.initializers.has(v) || i.inputs.has(v);
+  }
+
+  /** Names a node's subgraphs read from enclosing scopes. */
+  implicitInputsOf(node: NodeProto): string[] {
+    const out = new Set<string>();
+    for (const sg of subgraphsOf(node)) for (const v of outerReferences(sg)) out.add(v);
+    return [...out];
+  }
+
+  /** Inserts nodes in place of `node` (same position), or removes it when `replacement` is empty. */
+  replaceNode(node: NodeProto, replacement: readonly NodeProto[]): void {
+    const i = this.proto.node.indexOf(node);
+    if (i < 0) throw new Error(`replaceNode: node ${node.name} is not in this graph`);
+    this.proto.node.splice(i, 1, ...replacement);
+    this.invalidate();
+  }
+
+  insertBefore(anchor: NodeProto, nodes: readonly NodeProto[]): void {
+    const i = this.proto.node.indexOf(anchor);
+    if (i < 0) throw new Error(`insertBefore: node ${anchor.name} is not in this graph`);
+    this.proto.node.splice(i, 0, ...nodes);
+    this.invalidate();
+  }
+
+  addInitializer(t: TensorProto): void {
+    this.proto.initializer.push(t);
+    // Before IR 4 every initializer must also be a graph input.
+    if ((this.model.proto.irVersion ?? 0) < 4 && t.name) {
+      this.proto.input.push(newValueInfo({ name: t.name }));
+    }
+    this.invalidate();
+  }
+
+  /** Removes nodes none of whose outputs is used; returns how many were removed. */
+  removeDeadNodes(): number {
+    let removed = 0;
+    for (;;) {
+      const dead = this.proto.node.filter(
+        (n) => n.output.length > 0 && n.output.every((o) => !o || (this.consumers(o).length === 0 && !this.isGraphOutput(o))),
+      );
+      if (dead.length === 0) return removed;
+      const deadSet = new Set(dead);
+      this.proto.node = this.proto.node.filter((n) => !deadSet.has(n));
+      removed += dead.length;
+      this.invalidate();
+    }
+  }
+
+  /**
+   * Removes initializers no node (here or in a subgraph) reads. An initializer that is also
+   * listed as a graph input (old IR) loses that input entry too.
+   */
+  removeUnusedInitializers(): number {
+    const unused = new Set(
+      this.proto.initializer
+        .map((t) => t.name ?? '')
+        .filter((n) => this.consumers(n).length === 0 && !this.isGraphOutput(n)),
+    );
+    if (unused.size === 0) return 0;
+    this.proto.initializer = this.proto.initializer.filter((t) => !unused.has(t.name ?? ''));
+    this.proto.input = this.proto.input.filter((v) => !unused.has(v.name ?? ''));
+    this.invalidate();
+    return unused.size;
+  }
+
+  /**
+   * Sorts nodes topologically (real models ship unsorted), keeping the original order
+   * among ready nodes. Values not produced here (inputs, initializers, outer scope) are
+   * available from the start.
+   */
+  topoSort(): void {
+    const nodes = this.proto.node;
+    const producerIdx = new Map<string, number>();
+    nodes.forEach((n, i) => n.output.forEach((o) => { if (o) producerIdx.set(o, i); }));
+    const pending = new Array<number>(nodes.length).fill(0);
+    const dependents: number[][] = nodes.map(() => []);
+    nodes.forEach((n, i) => {
+      const deps = new Set<number>();
+      for (const v of [...n.input, ...this.implicitInputsOf(n)]) {
+        const p = v ? producerIdx.get(v) : undefined;
+        if (p !== undefined && p !== i) deps.add(p);
+        else if (p === i) throw new LrError('parse', `graph ${this.proto.name ?? ''}: node ${n.name ?? n.opType} reads its own output`);
+      }
+      pending[i] = deps.size;
+      for (const d of deps) dependents[d].push(i);
+    });
+    // A binary heap keyed by original index keeps the order stable.
+    const heap: number[] = [];
+    const push = (x: number): void => {
+      heap.push(x);
+      for (let k = heap.length - 1; k > 0;) {
+        const p = (k - 1) >> 1;
+        if (heap[p] <= heap[k]) break;
+        [heap[p], heap[k]] = [heap[k], heap[p]];
+        k = p;
+      }
+    };
+    const pop = (): number => {
+      const top = heap[0];
+      const last = heap.pop()!;
+      if (heap.length > 0) {
+        heap[0] = last;
+        for (let k = 0; ;) {
+          const l = 2 * k + 1, r = l + 1;
+          let m = k;
+          if (l < heap.length && heap[l] < heap[m]) m = l;
+          if (r < heap.length && heap[r] < heap[m]) m = r;
+          if (m === k) break;
+          [heap[m], heap[k]] = [heap[k], heap[m]];
+          k = m;
+        }
+      }
+      return top;
+    };
+    pending.forEach((c, i) => { if (c === 0) push(i); });
+    const order: number[] = [];
+    while (heap.length > 0) {
+      const i = pop();
+      order.push(i);
+      for (const d of dependents[i]) if (--pending[d] === 0) push(d);
+    }
+    if (order.length !== nodes.length) {
+      throw new LrError('parse', `graph ${this.proto.name ?? ''} has a cycle (${nodes.length - order.length} nodes on or after it)`);
+    }
+    if (order.some((v, k) => v !== k)) {
+      this.proto.node = order.map((i) => nodes[i]);
+      this.invalidate();
+    }
+  }
+
+  collectNames(into: Set<string>): void {
+    for (const n of this.proto.node) {
+      if (n.name) into.add(n.name);
+      for (const v of n.input) if (v) into.add(v);
+      for (const v of n.output) if (v) into.add(v);
+    }
+    for (const t of this.proto.initializer) if (t.name) into.add(t.name);
+    for (const v of [...this.proto.input, ...this.proto.output, ...this.proto.valueInfo]) if (v.name) into.add(v.name);
+  }
+}
+
+/** Names a subgraph reads that it does not define itself (recursively through nested subgraphs). */
+export function outerReferences(g: GraphProto): Set<string> {
+  const defined = new Set<string>();
+  for (const v of g.input) if (v.name) defined.add(v.name);
+  for (const t of g.initializer) if (t.name) defined.add(t.name);
+  for (const s of g.sparseInitializer) if (s.values?.name) defined.add(s.values.name);
+  for (const n of g.node) for (const o of n.output) if (o) defined.add(o);
+  const out = new Set<string>();
+  for (const n of g.node) {
+    for (const v of n.input) if (v && !defined.has(v)) out.add(v);
+    for (const sg of subgraphsOf(n)) for (const v of outerReferences(sg)) if (!defined.has(v)) out.add(v);
+  }
+  for (const v of g.output) if (v.name && !defined.has(v.name)) out.add(v.name);
+  return out;
+}

@@ -1,0 +1,120 @@
+/**
+ * Finds the decomposable layers of a model (Gemm, MatMul with a constant operand, Conv,
+ * ConvTranspose, Gather on a constant table) and counts their parameters and MACs.
+ */
+import type { NodeProto } from '../onnx/schema.js';
+import { attrInt } from './attrs.js';
+import { resolveConstant, type ConstRef } from './constants.js';
+import type { Graph, Model } from './graph.js';
+import type { ShapeMap } from './shapes.js';
+
+export type WeightLocation = 'initializer' | 'constant' | 'outer-initializer' | 'outer-constant';
+
+export interface LayerInfo {
+  name: string;
+  op: string;
+  weightName: string;
+  weightShape: number[];
+  params: number;
+  /** Multiply-accumulates for one run at the known shapes, or undefined when shapes are unknown. */
+  macs: number | undefined;
+  where: WeightLocation;
+  /** Depth of the graph holding the node: 0 = main graph. */
+  subgraphDepth: number;
+  /** Which input of the node is the constant weight. */
+  weightInput: number;
+  node: NodeProto;
+  graph: Graph;
+  weight: ConstRef;
+}
+
+const numel = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+
+function depthOf(g: Graph): number {
+  let d = 0;
+  for (let p = g.parent; p; p = p.parent) d++;
+  return d;
+}
+
+/** Which input holds the constant weight, or undefined when the node is not decomposable. */
+function weightInputOf(n: NodeProto, g: Graph): { index: number; ref: ConstRef } | undefined {
+  const tryIn = (i: number): { index: number; ref: ConstRef } | undefined => {
+    const v = n.input[i];
+    const ref = v ? resolveConstant(g, v) : undefined;
+    return ref ? { index: i, ref } : undefined;
+  };
+  switch (n.opType) {
+    case 'Conv': case 'ConvTranspose': return tryIn(1);
+    case 'Gemm': {
+      const b = tryIn(1);
+      if (b && b.ref.tensor.dims.length === 2) return b;
+      const a = tryIn(0);
+      return a && a.ref.tensor.dims.length === 2 ? a : undefined;
+    }
+    case 'MatMul': {
+      const b = tryIn(1);
+      if (b && b.ref.tensor.dims.length === 2 && !tryIn(0)) return b;
+      const a = tryIn(0);
+      return a && a.ref.tensor.dims.length === 2 && !tryIn(1) ? a : undefined;
+    }
+    case 'Gather': {
+      const t = tryIn(0);
+      return t && t.ref.tensor.dims.length === 2 ? t : undefined;
+    }
+    default: return undefined;
+  }
+}
+
+/** MACs of one layer given the known shapes; `weightInput` says which input is the constant. */
+export function layerMacs(n: NodeProto, weightShape: readonly number[], weightInput: number, shapes: ShapeMap | undefined): number | undefined {
+  if (!shapes) return undefined;
+  const out = n.output[0] ? shapes.get(n.output[0]) : undefined;
+  switch (n.opType) {
+    case 'Conv':
+      // Each output element reads (S/g)·k… weights.
+      return out ? numel(out) * numel(weightShape.slice(1)) : undefined;
+    case 'ConvTranspose': {
+      // Each input element scatters into (T/g)·k… outputs; the weight is [S, T/g, k…].
+      const x = n.input[0] ? shapes.get(n.input[0]) : undefined;
+      return x ? numel(x) * numel(weightShape.slice(1)) : undefined;
+    }
+    case 'Gemm': case 'MatMul': {
+      if (!out || weightShape.length !== 2) return undefined;
+      // Y has one entry per (row, column); each costs K multiplies.
+      const trans = n.opType === 'Gemm' ? attrInt(n, weightInput === 1 ? 'transB' : 'transA', 0) : 0;
+      const k = weightInput === 1 ? (trans ? weightShape[1] : weightShape[0]) : (trans ? weightShape[0] : weightShape[1]);
+      return numel(out) * k;
+    }
+    case 'Gather': return 0;
+    default: return undefined;
+  }
+}
+
+export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
+  const layers: LayerInfo[] = [];
+  for (const g of model.allGraphs()) {
+    for (const n of g.nodes) {
+      if ((n.domain ?? '') !== '' && n.domain !== 'ai.onnx') continue;
+      const w = weightInputOf(n, g);
+      if (!w) continue;
+      const weightShape = [...w.ref.tensor.dims];
+      const where: WeightLocation = `${w.ref.outer ? 'outer-' : ''}${w.ref.kind}` as WeightLocation;
+      const macs = layerMacs(n, weightShape, w.index, shapes);
+      layers.push({
+        name: n.name || n.output[0] || (n.opType ?? '?'),
+        op: n.opType ?? '',
+        weightName: w.ref.name,
+        weightShape,
+        params: numel(weightShape),
+        macs,
+        where,
+        subgraphDepth: depthOf(g),
+        weightInput: w.index,
+        node: n,
+        graph: g,
+        weight: w.ref,
+      });
+    }
+  }
+  return layers;
+}

@@ -1,0 +1,90 @@
+/**
+ * Where shapes come from: dims declared in the model (inputs, outputs, value_info), and,
+ * when intermediate shapes are not declared, one ORT run of a copy of the model whose
+ * graph outputs list every main-graph value. Values inside subgraphs cannot be exposed
+ * that way; they keep only their declared shapes.
+ */
+import { err, ok, type Result } from '../errors.js';
+import { encodeModel } from '../onnx/codec.js';
+import { newValueInfo, type GraphProto, type ModelProto } from '../onnx/schema.js';
+import { buildFeeds, type DefaultedDim, type ShapeOverrides, type ValueOverrides } from '../verify/inputs.js';
+import { createSession } from '../verify/session.js';
+import { mapTensors } from '../onnx/file.js';
+import { isExternal, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
+import type { TensorProto } from '../onnx/schema.js';
+import { subgraphsOf } from './attrs.js';
+
+function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {
+  const c: TensorProto = { ...t, externalData: [], rawData: tensorRawBytes(t, ext) };
+  delete c.dataLocation;
+  return c;
+}
+
+export type ShapeMap = Map<string, number[]>;
+
+function addDeclared(g: GraphProto, into: ShapeMap): void {
+  for (const v of [...g.input, ...g.output, ...g.valueInfo]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!v.name || !dims) continue;
+    if (dims.every((d) => d.dimValue !== undefined && d.dimValue >= 0)) into.set(v.name, dims.map((d) => d.dimValue!));
+  }
+  for (const t of g.initializer) if (t.name) into.set(t.name, [...t.dims]);
+  for (const n of g.node) for (const sg of subgraphsOf(n)) addDeclared(sg, into);
+}
+
+/** Fully static shapes declared anywhere in the model. */
+export function declaredShapes(model: ModelProto): ShapeMap {
+  const m: ShapeMap = new Map();
+  if (model.graph) addDeclared(model.graph, m);
+  return m;
+}
+
+export interface LearnedShapes {
+  shapes: ShapeMap;
+  /** Input dims that were dynamic and set to 1 because no --shape named them. */
+  defaulted: DefaultedDim[];
+  /** The concrete input dims used. */
+  inputDims: Record<string, number[]>;
+}
+
+/**
+ * Runs the model once in ORT with every main-graph value exposed as an output, and
+ * records the shape of each. Declared shapes fill in what the run cannot see.
+ */
+export async function learnShapes(
+  model: ModelProto,
+  opts: { shapes?: ShapeOverrides; values?: ValueOverrides; seed?: number; names?: readonly string[]; external?: ExternalBytes } = {},
+): Promise<Result<LearnedShapes>> {
+  const g = model.graph;
+  if (!g) return err('parse', 'the model has no graph');
+  const existing = new Set(g.output.map((o) => o.name));
+  const initNames = new Set(g.initializer.map((t) => t.name));
+  const wanted = opts.names ? new Set(opts.names) : undefined;
+  const extra = [];
+  for (const n of g.node) {
+    for (const o of n.output) {
+      if (!o || existing.has(o) || initNames.has(o) || (wanted && !wanted.has(o))) continue;
+      extra.push(newValueInfo({ name: o }));
+      existing.add(o);
+    }
+  }
+  // A shallow copy: only the output list differs, the (possibly large) tensors are shared.
+  // External tensors are inlined: ORT resolves external data only when loading from a path.
+  let probe: ModelProto = { ...model, graph: { ...g, output: [...g.output, ...extra] } };
+  const ext = opts.external;
+  if (ext) probe = mapTensors(probe, (t) => (isExternal(t) ? inlined(t, ext) : t));
+  const sess = await createSession({ bytes: encodeModel(probe) }, { graphOptimizationLevel: 'disabled' });
+  if (!sess.ok) return sess;
+  try {
+    const plan = buildFeeds(sess.value.inputs, { seed: opts.seed ?? 0, shapes: opts.shapes, values: opts.values });
+    if (!plan.ok) return plan;
+    const out = await sess.value.run(plan.value.feeds[0]);
+    if (!out.ok) return out;
+    const shapes = declaredShapes(model);
+    for (const [name, t] of Object.entries(out.value)) shapes.set(name, [...t.dims]);
+    for (const [name, dims] of Object.entries(plan.value.dims)) shapes.set(name, dims);
+    return ok({ shapes, defaulted: plan.value.defaulted, inputDims: plan.value.dims });
+  } finally {
+    await sess.value.release();
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * Orthonormal bases: Householder QR (always stable, any rank) and CholeskyQR2, which
+ * does almost all its work in two Gram products, so it runs at GEMM speed on an
+ * engine (Yamamoto et al. 2015; shifted variant: Fukaya et al. 2020). CholeskyQR2 is
+ * the fast path for tall-skinny blocks in randomized SVD; it falls back to Householder
+ * when the block is numerically rank-deficient.
+ */
+import { LrError } from '../errors.js';
+import { cholesky } from './cholesky.js';
+import { mm, runSync, type GemmProgram } from './engine.js';
+import { asFloat64, type Matrix } from './matrix.js';
+import { invertUpper } from './triangular.js';
+
+export interface QrResult {
+  /** m×k with orthonormal columns, k = min(m, n). */
+  q: Matrix;
+  /** k×n upper triangular (upper trapezoidal when n > m). */
+  r: Matrix;
+}
+
+/**
+ * Thin Householder QR: A = Q·R. Works on a fp64 copy; reflectors are applied
+ * row by row so every inner loop is contiguous in row-major storage.
+ */
+export function householderQr(a: Matrix): QrResult {
+  const m = a.rows;
+  const n = a.cols;
+  const k = Math.min(m, n);
+  const w = Float64Array.from(a.data); // overwritten by R (upper part) and reflectors (below)
+  const tau = new Float64Array(k);
+  const tmp = new Float64Array(Math.max(n, k));
+  for (let j = 0; j < k; j++) {
+    tau[j] = makeReflector(w, m, n, j);
+    applyReflectorLeft(w, m, n, j, j, tau[j]!, j + 1, n, tmp);
+  }
+  const r = new Float64Array(k * n);
+  for (let i = 0; i < k; i++) for (let j = i; j < n; j++) r[i * n + j] = w[i * n + j]!;
+  // Backward accumulation of Q = H_0 ⋯ H_{k-1}·[I; 0]: H_j only touches rows/cols ≥ j.
+  const q = new Float64Array(m * k);
+  for (let i = 0; i < k; i++) q[i * k + i] = 1;
+  for (let j = k - 1; j >= 0; j--) {
+    if (tau[j] === 0) continue;
+    applyStoredReflector(w, n, j, tau[j]!, q, m, k, j, tmp);
+  }
+  return { q: { rows: m, cols: k, data: q }, r: { rows: k, cols: n, data: r } };
+}
+
+/**
+ * Householder vector for column j of w (rows j..m-1): leaves β on the diagonal, the
+ * vector's tail below it (implicit leading 1), returns τ with H = I − τ·v·vᵀ.
+ */
+function makeReflector(w: Float64Array, m: number, n: number, j: number): number {
+  const alpha = w[j * n + j]!;
+  let ss = 0;
+  for (let i = j + 1; i < m; i++) ss += w[i * n + j]! ** 2;
+  if (ss === 0) return 0; // already zero below the diagonal: H = I
+  const beta = -Math.sign(alpha || 1) * Math.sqrt(alpha * alpha + ss);
+  const inv = 1 / (alpha - beta);
+  for (let i = j + 1; i < m; i++) w[i * n + j]! *= inv;
+  w[j * n + j] = beta;
+  return (beta - alpha) / beta;
+}
+
+/** Applies H_j (vector in column j of w below row j) to w[j:, c0:c1] from the left. */
+function applyReflectorLeft(
+  w: Float64Array, m: number, n: number, j: number, _col: number, tau: number, c0: number, c1: number, tmp: Float64Array,
+): void {
+  if (tau === 0 || c0 >= c1) return;
+  for (let c = c0; c < c1; c++) tmp[c] = w[j * n + c]!;
+  for (let i = j + 1; i < m; i++) {
+    const vi = w[i * n + j]!;
+    if (vi === 0) continue;
+    const o = i * n;
+    for (let c = c0; c < c1; c++) tmp[c]! += vi * w[o + c]!;
+  }
+  for (let c = c0; c < c1; c++) {
+    tmp[c]! *= tau;
+    w[j * n + c]! -= tmp[c]!;
+  }
+  for (let i = j + 1; i < m; i++) {
+    const vi = w[i * n + j]!;
+    if (vi === 0) continue;
+    const o = i * n;
+    for (let c = c0; c < c1; c++) w[o + c]! -= vi * tmp[c]!;
+  }
+}
+
+/** q[j:, j:k] ← H_j·q[j:, j:k], H_j's vector read from column j of w (row stride wn). */
+function applyStoredReflector(
+  w: Float64Array, wn: number, j: number, tau: number, q: Float64Array, m: number, k: number, c0: number, tmp: Float64Array,
+): void {
+  for (let c = c0; c < k; c++) tmp[c] = q[j * k + c]!;
+  for (let i = j + 1; i < m; i++) {
+    const vi = w[i * wn + j]!;
+    if (vi === 0) continue;
+    const o = i * k;
+    for (let c = c0; c < k; c++) tmp[c]! += vi * q[o + c]!;
+  }
+  for (let c = c0; c < k; c++) {
+    tmp[c]! *= tau;
+    q[j * k + c]! -= tmp[c]!;
+  }
+  for (let i = j + 1; i < m; i++) {
+    const vi = w[i * wn + j]!;
+    if (vi === 0) continue;
+    const o = i * k;
+    for (let c = c0; c < k; c++) q[o + c]! -= vi * tmp[c]!;
+  }
+}
+
+/**
+ * Orthonormal basis of range(Y) for tall Y (m×k, m ≥ k) by CholeskyQR2:
+ * G = YᵀY = RᵀR, Q = Y·R⁻¹, done twice (the second pass restores orthogonality to
+ * ~machine precision when cond(Y) ≲ 1e7 in fp64). If the first Cholesky fails, one
+ * shifted pass (shifted CholeskyQR3) conditions Y first; if that also fails, Y is
+ * numerically rank-deficient and Householder QR gives a complete orthonormal basis.
+ * Gram products run in fp64 whatever Y's dtype, since squaring the condition number
+ * in fp32 would fail far too early.
+ */
+export function* choleskyQr2(y: Matrix): GemmProgram<Matrix> {
+  if (y.rows < y.cols) throw new LrError('numeric', `choleskyQr2 needs a tall matrix, got ${y.rows}x${y.cols}`);
+  let q = asFloat64(y);
+  const first = yield* cholQrPass(q, 0);
+  if (first) {
+    q = first;
+  } else {
+    const shifted = yield* cholQrPass(q, shiftFor(q));
+    if (!shifted) return householderQr(q).q;
+    q = shifted;
+  }
+  const second = yield* cholQrPass(q, 0);
+  if (!second) return householderQr(q).q;
+  // A third, cheap check pass is not needed: after a successful second pass ‖QᵀQ − I‖ ≈ ε·k.
+  return second;
+}
+
+/** Synchronous CholeskyQR2 (JS products). */
+export function orthonormalize(y: Matrix): Matrix {
+  return runSync(choleskyQr2(y));
+}
+
+/** One pass Q = Y·R⁻¹ with R = chol(YᵀY + shift·I); null if the Cholesky fails. */
+function* cholQrPass(y: Matrix, shift: number): GemmProgram<Matrix | null> {
+  const g = asFloat64(yield* mm(y, y, { transA: true }));
+  const k = g.rows;
+  const gd = Float64Array.from(g.data);
+  // Symmetrise: an engine's blocked product need not return an exactly symmetric Gram.
+  for (let i = 0; i < k; i++) {
+    for (let j = i + 1; j < k; j++) {
+      const s = 0.5 * (gd[i * k + j]! + gd[j * k + i]!);
+      gd[i * k + j] = s;
+      gd[j * k + i] = s;
+    }
+    gd[i * k + i]! += shift;
+  }
+  const l = cholesky({ rows: k, cols: k, data: gd });
+  if (!l) return null;
+  // Reject near-singular factors: R⁻¹ would amplify rounding beyond repair by pass two.
+  let dmin = Infinity, dmax = 0;
+  for (let i = 0; i < k; i++) {
+    const v = l.data[i * k + i]!;
+    dmin = Math.min(dmin, v);
+    dmax = Math.max(dmax, v);
+  }
+  if (dmin <= dmax * 1e-7) return null;
+  const rinv = invertUpper(transposeSmall(l)); // R = Lᵀ
+  return asFloat64(yield* mm(y, rinv));
+}
+
+/** Shift of shifted CholeskyQR3 (Fukaya et al.), from ‖Y‖_F² as a bound on ‖Y‖₂². */
+function shiftFor(y: Matrix): number {
+  let fro2 = 0;
+  for (let i = 0; i < y.data.length; i++) fro2 += y.data[i]! ** 2;
+  const m = y.rows, k = y.cols;
+  return 11 * (m * k + k * (k + 1)) * 2 ** -52 * fro2;
+}
+
+function transposeSmall(a: Matrix): Matrix {
+  const out = new Float64Array(a.rows * a.cols);
+  for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) out[j * a.rows + i] = a.data[i * a.cols + j]!;
+  return { rows: a.cols, cols: a.rows, data: out };
+}

@@ -1,0 +1,92 @@
+/**
+ * Triangular solves with matrix right-hand sides, row-major friendly (every inner
+ * loop runs along a contiguous row).
+ */
+import { LrError } from '../errors.js';
+import type { Matrix } from './matrix.js';
+
+/**
+ * X = B·R⁻¹ for upper-triangular R (k×k) and B (m×k): the step Q = Y·R⁻¹ of
+ * Cholesky-QR. Solves row by row: x·R = b by forward substitution over columns.
+ */
+export function solveUpperRight(b: Matrix, r: Matrix): Matrix {
+  const k = r.cols;
+  if (r.rows !== k || b.cols !== k) throw new LrError('numeric', `solveUpperRight: R ${r.rows}x${r.cols}, B ${b.rows}x${b.cols}`);
+  const rd = r.data;
+  const x = Float64Array.from(b.data);
+  const diag = new Float64Array(k);
+  for (let j = 0; j < k; j++) {
+    const v = rd[j * k + j]!;
+    if (v === 0) throw new LrError('numeric', `solveUpperRight: zero pivot at ${j}`);
+    diag[j] = 1 / v;
+  }
+  for (let i = 0; i < b.rows; i++) {
+    const o = i * k;
+    // x_j = (b_j − Σ_{p<j} x_p R[p,j]) / R[j,j]; done as axpys over rows of R (contiguous).
+    for (let p = 0; p < k; p++) {
+      const xp = x[o + p]! * diag[p]!;
+      x[o + p] = xp;
+      if (xp !== 0) {
+        const ro = p * k;
+        for (let j = p + 1; j < k; j++) x[o + j]! -= xp * rd[ro + j]!;
+      }
+    }
+  }
+  return { rows: b.rows, cols: k, data: x };
+}
+
+/** X = L⁻¹·B for lower-triangular L (k×k), B (k×n): forward substitution by rows. */
+export function solveLowerLeft(l: Matrix, b: Matrix): Matrix {
+  const k = l.rows;
+  if (l.cols !== k || b.rows !== k) throw new LrError('numeric', `solveLowerLeft: L ${l.rows}x${l.cols}, B ${b.rows}x${b.cols}`);
+  const n = b.cols;
+  const ld = l.data;
+  const x = Float64Array.from(b.data);
+  for (let i = 0; i < k; i++) {
+    const xo = i * n;
+    for (let p = 0; p < i; p++) {
+      const f = ld[i * k + p]!;
+      if (f !== 0) {
+        const po = p * n;
+        for (let j = 0; j < n; j++) x[xo + j]! -= f * x[po + j]!;
+      }
+    }
+    const piv = ld[i * k + i]!;
+    if (piv === 0) throw new LrError('numeric', `solveLowerLeft: zero pivot at ${i}`);
+    const inv = 1 / piv;
+    for (let j = 0; j < n; j++) x[xo + j]! *= inv;
+  }
+  return { rows: k, cols: n, data: x };
+}
+
+/** X = U⁻¹·B for upper-triangular U (k×k), B (k×n): back substitution by rows. */
+export function solveUpperLeft(u: Matrix, b: Matrix): Matrix {
+  const k = u.rows;
+  if (u.cols !== k || b.rows !== k) throw new LrError('numeric', `solveUpperLeft: U ${u.rows}x${u.cols}, B ${b.rows}x${b.cols}`);
+  const n = b.cols;
+  const ud = u.data;
+  const x = Float64Array.from(b.data);
+  for (let i = k - 1; i >= 0; i--) {
+    const xo = i * n;
+    for (let p = i + 1; p < k; p++) {
+      const f = ud[i * k + p]!;
+      if (f !== 0) {
+        const po = p * n;
+        for (let j = 0; j < n; j++) x[xo + j]! -= f * x[po + j]!;
+      }
+    }
+    const piv = ud[i * k + i]!;
+    if (piv === 0) throw new LrError('numeric', `solveUpperLeft: zero pivot at ${i}`);
+    const inv = 1 / piv;
+    for (let j = 0; j < n; j++) x[xo + j]! *= inv;
+  }
+  return { rows: k, cols: n, data: x };
+}
+
+/** R⁻¹ for upper-triangular R (used to turn Y·R⁻¹ into one engine product). */
+export function invertUpper(r: Matrix): Matrix {
+  const k = r.rows;
+  const id = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) id[i * k + i] = 1;
+  return solveUpperLeft(r, { rows: k, cols: k, data: id });
+}

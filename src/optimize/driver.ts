@@ -1,0 +1,157 @@
+/**
+ * Applies the passes to every decomposable layer: picks the pass for each layer, asks it
+ * for ranks (from the policy or from a plan), keeps a rewrite only when it lowers both
+ * parameters and MACs, then removes what became dead. Visits graphs outer to inner and
+ * nodes in topological order, so the same input and seed give the same output.
+ */
+import { attrInt } from '../graph/attrs.js';
+import type { Model } from '../graph/graph.js';
+import { findLayers, type LayerInfo } from '../graph/layers.js';
+import type { ShapeMap } from '../graph/shapes.js';
+import type { ExternalReader } from '../onnx/external.js';
+import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
+import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
+import { createRng } from '../util/rng.js';
+import { passByName, type AnyPass } from '../../passes/index.js';
+import type { LayerRecord, PlanFile } from './plan.js';
+
+export type MethodChoice = 'auto' | 'svd' | 'tucker2' | 'cp';
+
+export interface OptimizeOptions {
+  method: MethodChoice;
+  policy: RankPolicy;
+  /** Layers whose node or weight name matches are left alone. */
+  exclude?: RegExp;
+  /** Layers with fewer weight parameters are left alone. */
+  minParams: number;
+  seed: number;
+  /** Apply these decisions exactly instead of choosing ranks. */
+  plan?: PlanFile;
+  external?: ExternalReader;
+  onProgress?: (done: number, total: number, layer: string) => void;
+}
+
+/** Default: tiny layers cost more in kernel launches than they save. */
+export const DEFAULT_MIN_PARAMS = 4096;
+
+const numel = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
+
+/** The pass for a layer under a method choice, or the reason there is none. */
+export function passFor(layer: LayerInfo, method: MethodChoice): AnyPass | string {
+  switch (layer.op) {
+    case 'Gemm': return method === 'tucker2' || method === 'cp' ? `--method ${method} does not apply to Gemm` : passByName('gemm-svd')!;
+    case 'MatMul': return method === 'tucker2' || method === 'cp' ? `--method ${method} does not apply to MatMul` : passByName('matmul-svd')!;
+    case 'Conv': {
+      const kernel = layer.weightShape.slice(2);
+      const pointwise = kernel.every((k) => k === 1) && attrInt(layer.node, 'group', 1) === 1;
+      if (pointwise) return method === 'auto' || method === 'svd' ? passByName('conv1x1-svd')! : passByName(method === 'cp' ? 'conv-cp' : 'conv-tucker2')!;
+      if (method === 'svd') return '--method svd applies to 1x1 convs only';
+      return passByName(method === 'cp' ? 'conv-cp' : 'conv-tucker2')!;
+    }
+    case 'ConvTranspose': return 'ConvTranspose is not decomposed yet';
+    case 'Gather': return 'embedding tables (Gather) are not decomposed yet';
+    default: return `${layer.op} is not decomposable`;
+  }
+}
+
+function baseRecord(layer: LayerInfo, macs: number | undefined): LayerRecord {
+  return {
+    name: layer.name, op: layer.op, weightShape: layer.weightShape, where: layer.where,
+    paramsBefore: layer.params, paramsAfter: layer.params, macsBefore: macs, macsAfter: macs, ms: 0,
+  };
+}
+
+/** Scales per-position costs to absolute MACs with the layer's known MAC count. */
+function scaleMacs(layerMacs: number | undefined, c: { before: Cost; after: Cost }): number | undefined {
+  if (layerMacs === undefined || c.before.macsPerPosition === 0) return undefined;
+  return Math.round((layerMacs * c.after.macsPerPosition) / c.before.macsPerPosition);
+}
+
+export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions): LayerRecord[] {
+  for (const g of model.allGraphs()) g.topoSort();
+  const layers = findLayers(model, shapes);
+  const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map() };
+  const records: LayerRecord[] = [];
+  layers.forEach((layer, i) => {
+    opts.onProgress?.(i, layers.length, layer.name);
+    const t0 = performance.now();
+    const rec = baseRecord(layer, layer.macs);
+    records.push(rec);
+    const done = (reason?: string): void => {
+      rec.ms = Math.round((performance.now() - t0) * 10) / 10;
+      if (reason !== undefined) { rec.skipped = true; rec.reason = reason; }
+    };
+    const decision = planned?.get(layer.name);
+    if (planned && (!decision || decision.skipped)) return done(decision?.reason ?? 'not in the plan');
+    if (!planned) {
+      if (opts.exclude && (opts.exclude.test(layer.name) || opts.exclude.test(layer.weightName))) return done('excluded by --exclude');
+      if (layer.params < opts.minParams) return done(`${layer.params} params < --min-params ${opts.minParams}`);
+    }
+    const pass = decision ? passByName(decision.pass!) : passFor(layer, opts.method);
+    if (pass === undefined) return done(`unknown pass ${decision?.pass}`);
+    if (typeof pass === 'string') return done(pass);
+    if (decision && !pass.ops.includes(layer.op)) return done(`plan pass ${pass.name} does not apply to ${layer.op}`);
+    rec.pass = pass.name;
+    rec.method = pass.method;
+    let m;
+    try {
+      m = pass.match(layer, cx);
+    } catch (e) {
+      // A weight we cannot read (e.g. NaN/Inf, bad payload) skips the layer, not the model.
+      return done((e as Error).message);
+    }
+    if (isSkip(m)) return done(m.skip);
+    let ranks: number[];
+    if (decision) {
+      ranks = decision.ranks!;
+    } else {
+      let chosen;
+      try {
+        chosen = pass.chooseRanks(m, opts.policy);
+      } catch (e) {
+        return done((e as Error).message);
+      }
+      if (isSkip(chosen)) return done(chosen.skip);
+      ranks = chosen;
+    }
+    rec.ranks = ranks;
+    const cost = pass.cost(m, ranks);
+    rec.paramsAfter = cost.after.params;
+    rec.macsAfter = scaleMacs(layer.macs, cost) ?? rec.macsBefore;
+    if (!decision && (cost.after.params >= cost.before.params || cost.after.macsPerPosition >= cost.before.macsPerPosition)) {
+      rec.paramsAfter = rec.paramsBefore;
+      rec.macsAfter = rec.macsBefore;
+      return done(`ranks ${ranks.join(',')} do not pay: params ${cost.before.params}→${cost.after.params}, MACs/position ${cost.before.macsPerPosition}→${cost.after.macsPerPosition}`);
+    }
+    let applied;
+    try {
+      applied = pass.apply(m, ranks, cx);
+    } catch (e) {
+      applied = { skip: (e as Error).message };
+    }
+    if (isSkip(applied)) {
+      rec.paramsAfter = rec.paramsBefore;
+      rec.macsAfter = rec.macsBefore;
+      return done(applied.skip);
+    }
+    rec.relError = applied.relError;
+    done();
+  });
+  opts.onProgress?.(layers.length, layers.length, '');
+  cleanUp(model);
+  return records;
+}
+
+/** Removes nodes and initializers the rewrites left unused, innermost graphs first. */
+export function cleanUp(model: Model): void {
+  const graphs = model.allGraphs().reverse();
+  for (const g of graphs) g.removeDeadNodes();
+  for (const g of graphs) g.removeUnusedInitializers();
+}
+
+export function policyLabel(opts: OptimizeOptions): string {
+  return opts.plan ? 'plan' : `${opts.method}, ${describePolicy(opts.policy)}`;
+}
+
+export { numel };

@@ -1,0 +1,99 @@
+/** The optimize report: one object for machines (--report), one table for people. */
+import type { ModelSummary } from '../graph/summary.js';
+import { opDiff } from '../graph/summary.js';
+import type { LayerRecord } from '../optimize/plan.js';
+import type { LatencyStats } from '../verify/latency.js';
+import type { VerifyStats } from '../verify/verify.js';
+import { bytes, human, ratio, table } from './format.js';
+
+export interface ModelSide extends ModelSummary { bytes: number; file: string }
+
+export interface Report {
+  tool: string;
+  seed: number;
+  policy: string;
+  input: ModelSide;
+  output: ModelSide;
+  layers: LayerRecord[];
+  /** How verification inputs were made: random (seeded) or the files given with --input. */
+  inputs?: string;
+  verify?: VerifyStats & { minCosine?: number; atol?: number; rtol?: number };
+  latency?: LatencyStats;
+  latencyWeb?: LatencyStats;
+  /** Total time of the run, seconds. */
+  seconds: number;
+  notes: string[];
+}
+
+const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));
+const sci = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toExponential(2));
+
+function latencyLine(label: string, l: LatencyStats): string {
+  const o = l.originalMs;
+  const n = l.optimizedMs;
+  return `${label}: original ${o.p50.toFixed(3)} ms (p10 ${o.p10.toFixed(3)}, p90 ${o.p90.toFixed(3)})  ->  optimized ${n.p50.toFixed(3)} ms (p10 ${n.p10.toFixed(3)}, p90 ${n.p90.toFixed(3)})  speed-up ${l.speedup.toFixed(2)}x  [${l.runs} runs each, ${l.threads} thread(s)]`;
+}
+
+export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): string {
+  const L: string[] = [];
+  const a = r.input;
+  const b = r.output;
+  L.push(`onnx-lr optimize: ${a.file} -> ${b.file}   (${r.policy}, seed ${r.seed}, ${r.seconds.toFixed(1)} s)`);
+  L.push('');
+  L.push(table(
+    ['', 'before', 'after', 'ratio'],
+    [
+      ['nodes', String(a.nodeCount), String(b.nodeCount), ratio(b.nodeCount, a.nodeCount)],
+      ['params', human(a.params), human(b.params), ratio(b.params, a.params)],
+      ['MACs (decomposable layers)', human(a.macs), human(b.macs), ratio(b.macs, a.macs)],
+      ['file size', bytes(a.bytes), bytes(b.bytes), ratio(b.bytes, a.bytes)],
+      ...(r.latency ? [['latency p50, ORT-node', `${r.latency.originalMs.p50.toFixed(3)} ms`, `${r.latency.optimizedMs.p50.toFixed(3)} ms`, ratio(r.latency.optimizedMs.p50, r.latency.originalMs.p50)]] : []),
+      ...(r.latencyWeb ? [['latency p50, ORT-web wasm', `${r.latencyWeb.originalMs.p50.toFixed(3)} ms`, `${r.latencyWeb.optimizedMs.p50.toFixed(3)} ms`, ratio(r.latencyWeb.optimizedMs.p50, r.latencyWeb.originalMs.p50)]] : []),
+    ],
+    ['l', 'r', 'r', 'r'],
+  ));
+  const diff = opDiff(a.ops, b.ops);
+  L.push('');
+  L.push(`op counts: ${diff.length === 0 ? 'unchanged' : diff.map((d) => `${d.op} ${d.before}->${d.after}`).join(', ')}  (nodes ${b.nodeCount - a.nodeCount >= 0 ? '+' : ''}${b.nodeCount - a.nodeCount})`);
+  const rewritten = r.layers.filter((l) => !l.skipped);
+  const skipped = r.layers.filter((l) => l.skipped);
+  L.push('');
+  L.push(`layers: ${rewritten.length} rewritten, ${skipped.length} left as they were`);
+  const shown = opts.allLayers ? r.layers : rewritten;
+  if (shown.length > 0) {
+    L.push(table(
+      ['layer', 'op', 'weight', 'method', 'ranks', 'params', 'MACs', 'weight err', 'ms', 'note'],
+      shown.map((l) => [
+        l.name, l.op, l.weightShape.join('x'), l.skipped ? '-' : l.method ?? '', l.ranks && !l.skipped ? l.ranks.join(',') : '',
+        l.skipped ? human(l.paramsBefore) : `${human(l.paramsBefore)}->${human(l.paramsAfter)}`,
+        l.skipped || l.macsBefore === undefined ? human(l.macsBefore) : `${human(l.macsBefore)}->${human(l.macsAfter)}`,
+        l.skipped ? '' : sci(l.relError), String(l.ms), l.skipped ? l.reason ?? '' : '',
+      ]),
+      ['l', 'l', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'l'],
+    ));
+  }
+  if (!opts.allLayers && skipped.length > 0) {
+    const reasons = new Map<string, number>();
+    for (const l of skipped) {
+      const key = (l.reason ?? '').replace(/\d[\d.,→x]*/g, 'N');
+      reasons.set(key, (reasons.get(key) ?? 0) + 1);
+    }
+    L.push(`skipped: ${[...reasons].map(([k, v]) => `${v}x ${k}`).join('; ')}  (--report has each layer's reason)`);
+  }
+  if (r.verify) {
+    const v = r.verify;
+    L.push('');
+    L.push(`verification (ORT-node, ${v.runs} seeded input set(s), ${r.inputs ?? 'random inputs'}): ${v.pass ? 'PASS' : 'FAIL'}` +
+      `  [min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}]`);
+    L.push(table(
+      ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result'],
+      v.outputs.map((o) => [o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), f3(o.cosine), o.top1 === undefined ? '' : f3(o.top1), o.pass ? 'ok' : 'FAIL']),
+      ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
+    ));
+    for (const reason of v.reasons) L.push(`  ${reason}`);
+  }
+  if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
+  if (r.latencyWeb) L.push(latencyLine('latency ORT-web (wasm)', r.latencyWeb));
+  for (const n of r.notes) L.push(`note: ${n}`);
+  return L.join('\n');
+}

@@ -1,0 +1,72 @@
+/**
+ * The contract every rewrite in passes/ follows. A pass is a pattern over one layer:
+ * `match` is pure and says why when it declines (a Skip), `chooseRanks` turns a rank
+ * policy into ranks, `cost` prices a choice, and `apply` factorizes the weight and
+ * rewrites the graph through the Graph API (the only mutation path).
+ */
+import type { Graph, Model } from '../graph/graph.js';
+import type { LayerInfo } from '../graph/layers.js';
+import type { ExternalReader } from '../onnx/external.js';
+import type { NodeProto, TensorProto } from '../onnx/schema.js';
+import type { Rng } from '../util/rng.js';
+import type { RankPolicy } from './rank-policy.js';
+
+export interface Skip { skip: string }
+export const skip = (reason: string): Skip => ({ skip: reason });
+export const isSkip = (x: unknown): x is Skip => typeof x === 'object' && x !== null && 'skip' in x;
+
+export type Method = 'svd' | 'tucker2' | 'cp';
+
+export interface PassContext {
+  model: Model;
+  rng: Rng;
+  /** Reads weights stored as external data (absent for self-contained models). */
+  external?: ExternalReader;
+  /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */
+  shared: Map<string, { names: string[]; relError: number }>;
+}
+
+/** Parameters and multiply-accumulates of a layer, before or after a rewrite. */
+export interface Cost {
+  params: number;
+  /** MACs per output position (exact up to the spatial factor, which is common to both sides). */
+  macsPerPosition: number;
+}
+
+export interface Applied {
+  /** Relative Frobenius error of the reconstructed weight. */
+  relError: number;
+  /** Names of the new nodes, first to last. */
+  nodes: string[];
+}
+
+export interface LayerPass<M> {
+  /** Kebab-case id: file name, report name and --passes id. */
+  readonly name: string;
+  readonly method: Method;
+  readonly ops: readonly string[];
+  /** Pure: checks attributes and reads the weight; declines with a reason. */
+  match(layer: LayerInfo, cx: PassContext): M | Skip;
+  /** Ranks under a policy, or a Skip (e.g. rank 0: leave the layer alone). */
+  chooseRanks(m: M, policy: RankPolicy): number[] | Skip;
+  /** Original cost and cost at the given ranks. */
+  cost(m: M, ranks: readonly number[]): { before: Cost; after: Cost };
+  /** Factorizes and rewrites; the graph is untouched when it returns a Skip. */
+  apply(m: M, ranks: readonly number[], cx: PassContext): Applied | Skip;
+}
+
+/** What every match carries about its layer. */
+export interface MatchBase {
+  layer: LayerInfo;
+  node: NodeProto;
+  graph: Graph;
+  /** Element type of the weight (factors are stored back in the same type). */
+  dataType: number;
+}
+
+/** Unique initializer name derived from the node, e.g. `conv1/lr_a`. */
+export function derivedName(cx: PassContext, node: NodeProto, suffix: string): string {
+  return cx.model.uniqueName(`${node.name || node.output[0] || node.opType}/${suffix}`);
+}
+
+export type TensorFactory = (name: string, dims: number[], data: Float32Array, dataType: number) => TensorProto;

@@ -1,0 +1,71 @@
+/**
+ * How ranks are chosen from spectra when no calibration data is given:
+ * fixed rank, energy fraction, fraction of parameters kept, or EVBMF. `align` rounds a
+ * rank up to a multiple (kernels often run faster on multiples of 8), never past full rank.
+ */
+import { skip, type Skip } from './pass.js';
+import type { SvdSpectrum } from './svd-pair.js';
+
+export type RankPolicy = (
+  | { kind: 'fixed'; rank: number }
+  | { kind: 'energy'; energy: number }
+  | { kind: 'ratio'; ratio: number }
+  | { kind: 'vbmf' }
+) & { align?: number };
+
+export function describePolicy(p: RankPolicy): string {
+  const base = p.kind === 'fixed' ? `rank ${p.rank}` : p.kind === 'energy' ? `energy ${p.energy}` : p.kind === 'ratio' ? `rank-ratio ${p.ratio}` : 'vbmf';
+  return p.align && p.align > 1 ? `${base}, align ${p.align}` : base;
+}
+
+/** Smallest r with Σ_{i≤r} σ_i² ≥ e·‖W‖²_F; undefined when the known σ do not reach it. */
+export function energyRank(sigma: ArrayLike<number>, total: number, e: number): number | undefined {
+  if (total <= 0) return 0;
+  let acc = 0;
+  for (let i = 0; i < sigma.length; i++) {
+    acc += sigma[i] * sigma[i];
+    if (acc >= e * total * (1 - 1e-12)) return i + 1;
+  }
+  return undefined;
+}
+
+export function alignRank(r: number, align: number | undefined, max: number): number {
+  if (!align || align <= 1 || r <= 0) return Math.min(r, max);
+  return Math.min(Math.ceil(r / align) * align, max);
+}
+
+/**
+ * EVBMF rank estimate (Nakajima et al. 2013, global analytic VB solution with the noise
+ * variance estimated): the number of singular values above the VB threshold.
+ */
+export function vbmfRank(sigma: ArrayLike<number>, total: number, m: number, n: number): number {
+  // Delegated to the numerical core.
+  return evbmfFromSpectrum(sigma, total, m, n);
+}
+
+import { evbmfFromSpectrum } from '../linalg/rank.js';
+
+export function chooseSvdRank(p: RankPolicy, spec: SvdSpectrum, m: number, n: number): number | Skip {
+  const full = Math.min(m, n);
+  let r: number;
+  switch (p.kind) {
+    case 'fixed':
+      if (!Number.isInteger(p.rank) || p.rank < 1) return skip(`rank ${p.rank} is not a positive integer`);
+      r = Math.min(p.rank, full);
+      break;
+    case 'energy': {
+      const e = energyRank(spec.sigma, spec.total, p.energy);
+      if (e === undefined) return skip(`energy ${p.energy} needs a rank above break-even`);
+      r = e;
+      break;
+    }
+    case 'ratio':
+      r = Math.max(1, Math.floor((p.ratio * m * n) / (m + n)));
+      break;
+    case 'vbmf':
+      r = vbmfRank(spec.sigma, spec.total, m, n);
+      if (r === 0) return skip('EVBMF rank 0: leave the layer alone');
+      break;
+  }
+  return alignRank(r, p.align, full);
+}

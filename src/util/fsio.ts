@@ -1,0 +1,214 @@
+/**
+ * File I/O in bounded chunks (fs.readFileSync/writeFileSync fail past 2 GiB) and atomic
+ * writes: temp file in the target's folder, fsync, rename. Every function takes an
+ * optional fs-like object so tests can inject failures (a full disk) without global state.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LrError } from '../errors.js';
+
+/** The subset of node:fs used here; swap members to simulate failures. */
+export interface FsLike {
+  openSync(path: string, flags: string, mode?: number): number;
+  closeSync(fd: number): void;
+  readSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number | null): number;
+  writeSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number | null): number;
+  fstatSync(fd: number): fs.Stats;
+  fsyncSync(fd: number): void;
+  renameSync(from: string, to: string): void;
+  unlinkSync(path: string): void;
+  linkSync(existing: string, newPath: string): void;
+}
+
+export const nodeFs: FsLike = {
+  openSync: (p, flags, mode) => fs.openSync(p, flags, mode),
+  closeSync: (fd) => fs.closeSync(fd),
+  readSync: (fd, b, o, l, pos) => fs.readSync(fd, b, o, l, pos),
+  writeSync: (fd, b, o, l, pos) => fs.writeSync(fd, b, o, l, pos),
+  fstatSync: (fd) => fs.fstatSync(fd),
+  fsyncSync: (fd) => fs.fsyncSync(fd),
+  renameSync: (a, b) => fs.renameSync(a, b),
+  unlinkSync: (p) => fs.unlinkSync(p),
+  linkSync: (a, b) => fs.linkSync(a, b),
+};
+
+/** Largest single read/write request (well under the 2 GiB per-call limit). */
+export const IO_CHUNK = 64 * 1024 * 1024;
+
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const errCode = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
+
+/** Fills `dst` from `fd` starting at byte `position`; a short file is an 'io' error. */
+export function readFully(fd: number, dst: Uint8Array, position: number, what: string, fsx: FsLike = nodeFs): void {
+  let done = 0;
+  while (done < dst.length) {
+    const n = fsx.readSync(fd, dst, done, Math.min(IO_CHUNK, dst.length - done), position + done);
+    if (n <= 0) throw new LrError('io', `${what}: unexpected end of file after ${position + done} bytes`);
+    done += n;
+  }
+}
+
+/** Writes all of `data` at the fd's current position, in chunks, retrying short writes. */
+export function writeFully(fd: number, data: Uint8Array, fsx: FsLike = nodeFs): void {
+  let done = 0;
+  while (done < data.length) {
+    const n = fsx.writeSync(fd, data, done, Math.min(IO_CHUNK, data.length - done), null);
+    if (n <= 0) throw new Error(`write returned ${n}`);
+    done += n;
+  }
+}
+
+/**
+ * Reads a whole regular file. `maxBytes` is checked against the size before allocating.
+ * Errors: missing file / directory / unreadable → 'io'; too large → 'unsupported'.
+ */
+export function readFileChunked(file: string, opts: { maxBytes?: number; fs?: FsLike } = {}): Uint8Array {
+  const fsx = opts.fs ?? nodeFs;
+  let fd: number;
+  try {
+    fd = fsx.openSync(file, 'r');
+  } catch (e) {
+    const code = errCode(e);
+    if (code === 'ENOENT') throw new LrError('io', `no such file: ${file}`);
+    if (code === 'EISDIR') throw new LrError('io', `${file} is a directory, not a file`);
+    throw new LrError('io', `cannot open ${file}: ${errText(e)}`);
+  }
+  try {
+    const st = fsx.fstatSync(fd);
+    if (st.isDirectory()) throw new LrError('io', `${file} is a directory, not a file`);
+    if (!st.isFile()) throw new LrError('io', `${file} is not a regular file`);
+    const max = opts.maxBytes ?? Number.MAX_SAFE_INTEGER;
+    if (st.size > max) throw new LrError('unsupported', `${file} is ${st.size} bytes, over the ${max}-byte limit`);
+    const buf = new Uint8Array(st.size);
+    readFully(fd, buf, 0, file, fsx);
+    return buf;
+  } catch (e) {
+    if (e instanceof LrError) throw e;
+    throw new LrError('io', `cannot read ${file}: ${errText(e)}`);
+  } finally {
+    fsx.closeSync(fd);
+  }
+}
+
+/**
+ * A file being written under a temp name (`.NAME.tmp-<pid>-<n>` beside NAME) until
+ * commitFiles renames it into place. discard() removes it; both are idempotent.
+ */
+export class TempFile {
+  readonly tmpPath: string;
+  bytesWritten = 0;
+  private fd: number | undefined;
+
+  constructor(readonly finalPath: string, private readonly fsx: FsLike = nodeFs) {
+    const dir = path.dirname(finalPath);
+    const base = path.basename(finalPath);
+    // Exclusive create picks a free name without any shared counter.
+    for (let n = 0; ; n++) {
+      const candidate = path.join(dir, `.${base}.tmp-${process.pid}-${n}`);
+      try {
+        this.fd = fsx.openSync(candidate, 'wx', 0o666);
+        this.tmpPath = candidate;
+        return;
+      } catch (e) {
+        if (errCode(e) === 'EEXIST' && n < 1000) continue;
+        if (errCode(e) === 'ENOENT') throw new LrError('io', `cannot write ${finalPath}: no such folder ${dir}`);
+        throw new LrError('io', `cannot create a temp file beside ${finalPath}: ${errText(e)}`);
+      }
+    }
+  }
+
+  write(data: Uint8Array): void {
+    if (this.fd === undefined) throw new Error(`${this.tmpPath} is already closed`);
+    try {
+      writeFully(this.fd, data, this.fsx);
+    } catch (e) {
+      throw new LrError('io', `cannot write ${this.finalPath}: ${errText(e)}`);
+    }
+    this.bytesWritten += data.length;
+  }
+
+  /** Flushes to disk and closes (before the rename, so a crash never leaves a short file). */
+  finish(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    try {
+      this.fsx.fsyncSync(fd);
+    } catch (e) {
+      try { this.fsx.closeSync(fd); } catch { /* already failing */ }
+      throw new LrError('io', `cannot write ${this.finalPath}: ${errText(e)}`);
+    }
+    this.fsx.closeSync(fd);
+  }
+
+  discard(): void {
+    if (this.fd !== undefined) {
+      try { this.fsx.closeSync(this.fd); } catch { /* best effort */ }
+      this.fd = undefined;
+    }
+    try { this.fsx.unlinkSync(this.tmpPath); } catch { /* already gone */ }
+  }
+}
+
+/**
+ * Renames finished temp files into place, the last one last (the model file goes last so
+ * that it never points at missing data). If a rename fails, files already moved are put
+ * back (earlier contents restored from hard-link backups) and all temps are removed.
+ */
+export function commitFiles(files: readonly TempFile[], fsx: FsLike = nodeFs): void {
+  const moved: { file: TempFile; backup?: string; existed: boolean }[] = [];
+  const backups: string[] = [];
+  try {
+    for (const f of files) f.finish();
+    for (const f of files) {
+      let backup: string | undefined;
+      let existed = true;
+      const candidate = `${f.tmpPath}.bak`;
+      try {
+        fsx.linkSync(f.finalPath, candidate);
+        backup = candidate;
+        backups.push(candidate);
+      } catch (e) {
+        if (errCode(e) === 'ENOENT') existed = false; // nothing to restore later
+      }
+      try {
+        fsx.renameSync(f.tmpPath, f.finalPath);
+      } catch (e) {
+        throw new LrError('io', `cannot rename ${f.tmpPath} to ${f.finalPath}: ${errText(e)}`);
+      }
+      moved.push({ file: f, backup, existed });
+    }
+  } catch (e) {
+    for (const m of moved.reverse()) {
+      try {
+        if (m.backup) fsx.renameSync(m.backup, m.file.finalPath);
+        else if (!m.existed) fsx.unlinkSync(m.file.finalPath);
+      } catch { /* best effort: report the original failure */ }
+    }
+    for (const f of files) f.discard();
+    for (const b of backups) { try { fsx.unlinkSync(b); } catch { /* restored or gone */ } }
+    throw e;
+  }
+  for (const b of backups) { try { fsx.unlinkSync(b); } catch { /* gone */ } }
+}
+
+export type ChunkProducer = (write: (chunk: Uint8Array) => void) => void;
+
+/**
+ * Writes `content` (byte parts, or a producer that calls `write` repeatedly) to `file`
+ * atomically. On any failure no temp file is left and an existing `file` is untouched.
+ * Returns the number of bytes written.
+ */
+export function writeFileAtomic(file: string, content: Iterable<Uint8Array> | ChunkProducer, opts: { fs?: FsLike } = {}): number {
+  const fsx = opts.fs ?? nodeFs;
+  const tmp = new TempFile(file, fsx);
+  try {
+    if (typeof content === 'function') content((chunk) => tmp.write(chunk));
+    else for (const part of content) tmp.write(part);
+    commitFiles([tmp], fsx);
+  } catch (e) {
+    tmp.discard();
+    throw e;
+  }
+  return tmp.bytesWritten;
+}

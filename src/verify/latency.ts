@@ -1,0 +1,120 @@
+/**
+ * Latency of the original vs the optimized model, measured the way the runtime notes ask:
+ * same session options for both, ≥ 3 warm-up runs each, then interleaved timed runs
+ * (order alternating A B / B A so drift and cache effects hit both equally), reporting
+ * p10 / median / p90.
+ *
+ * Stopping rule: at least `minRuns` timed runs of each model, then keep going until the
+ * timed runs of both together took `minSeconds`, but never more than `maxRuns` each.
+ * A 0.05 ms model thus gets thousands of runs, a 200 ms model exactly `minRuns`.
+ */
+import { err, ok, type Result } from '../errors.js';
+import { buildFeeds, type ShapeOverrides, type ValueOverrides } from './inputs.js';
+import { createSession, firstLine, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
+import type { Feeds } from './tensor.js';
+
+export interface LatencyOptions {
+  /** intraOpNumThreads (node backend); default 1. */
+  threads?: number;
+  /** Default 'node'. */
+  backend?: Backend;
+  /** Default 20. */
+  minRuns?: number;
+  /** Default 1. */
+  minSeconds?: number;
+  /** Default 5000. */
+  maxRuns?: number;
+  /** Default 3 (fewer is raised to 3: first runs allocate and pick kernels). */
+  warmup?: number;
+  /** Inputs for every run; default: one seeded random feed (seed 0, `shapes`). */
+  feeds?: Feeds;
+  shapes?: ShapeOverrides;
+  /** Fixed input values (from --input), used when `feeds` is not given. */
+  values?: ValueOverrides;
+  graphOptimizationLevel?: OptLevel;
+}
+
+export interface Percentiles { p10: number; p50: number; p90: number }
+
+export interface LatencyStats {
+  originalMs: Percentiles;
+  optimizedMs: Percentiles;
+  /** original p50 / optimized p50: > 1 means the optimized model is faster. */
+  speedup: number;
+  /** Timed runs per model. */
+  runs: number;
+  backend: Backend;
+  threads: number;
+}
+
+export async function measureLatency(original: ModelSource, optimized: ModelSource, opts: LatencyOptions = {}): Promise<Result<LatencyStats>> {
+  const backend = opts.backend ?? 'node';
+  const threads = opts.threads ?? 1;
+  const so = { backend, intraOpNumThreads: threads, graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all' } as const;
+  const a = await createSession(original, { ...so, label: 'original' });
+  if (!a.ok) return a;
+  const b = await createSession(optimized, { ...so, label: 'optimized' });
+  if (!b.ok) { await a.value.release(); return b; }
+  try {
+    const r = await timePair(a.value, b.value, opts);
+    return r.ok ? ok({ ...r.value, backend, threads }) : r;
+  } finally {
+    await a.value.release();
+    await b.value.release();
+  }
+}
+
+/** Interleaved timing of two open sessions on the same feeds. */
+export async function timePair(
+  a: Session, b: Session, opts: LatencyOptions = {},
+): Promise<Result<{ originalMs: Percentiles; optimizedMs: Percentiles; speedup: number; runs: number }>> {
+  let feeds = opts.feeds;
+  if (!feeds) {
+    const plan = buildFeeds(a.inputs, { seed: 0, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.values && { values: opts.values }) });
+    if (!plan.ok) return plan;
+    feeds = plan.value.feeds[0]!;
+  }
+  const runA = a.prepare(feeds);
+  if (!runA.ok) return runA;
+  const runB = b.prepare(feeds);
+  if (!runB.ok) return runB;
+  const minRuns = Math.max(1, opts.minRuns ?? 20);
+  const maxRuns = Math.max(minRuns, opts.maxRuns ?? 5000);
+  const budgetNs = BigInt(Math.round((opts.minSeconds ?? 1) * 1e9));
+  const warmup = Math.max(3, opts.warmup ?? 3);
+  const ta: number[] = [];
+  const tb: number[] = [];
+  try {
+    for (let i = 0; i < warmup; i++) { await runA.value(); await runB.value(); }
+    let spent = 0n;
+    const timeOne = async (run: () => Promise<void>, into: number[]) => {
+      const t0 = process.hrtime.bigint();
+      await run();
+      const dt = process.hrtime.bigint() - t0;
+      spent += dt;
+      into.push(Number(dt) / 1e6);
+    };
+    while (ta.length < maxRuns && (ta.length < minRuns || spent < budgetNs)) {
+      if (ta.length % 2 === 0) { await timeOne(runA.value, ta); await timeOne(runB.value, tb); }
+      else { await timeOne(runB.value, tb); await timeOne(runA.value, ta); }
+    }
+  } catch (e) {
+    return err('verify-mismatch', `ORT failed while timing: ${firstLine(e)}`);
+  }
+  const originalMs = percentiles(ta);
+  const optimizedMs = percentiles(tb);
+  return ok({ originalMs, optimizedMs, speedup: originalMs.p50 / optimizedMs.p50, runs: ta.length });
+}
+
+/** p10/p50/p90 with linear interpolation between order statistics (numpy's default). */
+export function percentiles(xs: readonly number[]): Percentiles {
+  const s = [...xs].sort((x, y) => x - y);
+  const q = (p: number) => {
+    if (s.length === 0) return NaN;
+    const pos = p * (s.length - 1);
+    const lo = Math.floor(pos);
+    const hi = Math.min(lo + 1, s.length - 1);
+    return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+  };
+  return { p10: q(0.1), p50: q(0.5), p90: q(0.9) };
+}

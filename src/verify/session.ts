@@ -1,0 +1,162 @@
+/**
+ * ORT sessions with fixed, comparable options. Both models of a comparison must run with
+ * the same graphOptimizationLevel and thread settings, or differences in fusion and
+ * scheduling get blamed on the rewrite.
+ *
+ * Note: onnxruntime-node's `run()` is synchronous inside (it blocks the event loop for
+ * the duration of the inference) even though it returns a Promise.
+ */
+import { statSync } from 'node:fs';
+import * as ortNode from 'onnxruntime-node';
+import { err, ok, type Result } from '../errors.js';
+import { isElemType, type Feeds, type HostData, type HostTensor } from './tensor.js';
+
+/** A model to load: a file path (required when the model has external data) or bytes. */
+export type ModelSource = { path: string } | { bytes: Uint8Array };
+
+export type Backend = 'node' | 'web';
+export type OptLevel = 'disabled' | 'basic' | 'extended' | 'all';
+
+export interface SessionOptions {
+  /** 'node' = onnxruntime-node (native CPU); 'web' = onnxruntime-web wasm, single-threaded. */
+  backend?: Backend;
+  /** Default 'all'. Use the same level for both models of a comparison. */
+  graphOptimizationLevel?: OptLevel;
+  /** Default 1 (node backend only; the web backend always runs one wasm thread). */
+  intraOpNumThreads?: number;
+  /** Names the model in error messages; defaults to the path or "<bytes>". */
+  label?: string;
+}
+
+export interface ValueInfo {
+  name: string;
+  isTensor: boolean;
+  /** ORT element type name ('float32', 'int64', …); '' for non-tensor values. */
+  type: string;
+  /** Numbers are fixed dims, strings symbolic ones; [] is a scalar (or, rarely, unknown rank). */
+  shape: readonly (number | string)[];
+}
+
+export interface Session {
+  readonly backend: Backend;
+  readonly label: string;
+  readonly inputs: readonly ValueInfo[];
+  readonly outputs: readonly ValueInfo[];
+  /** Runs once; `fetches` defaults to every graph output. */
+  run(feeds: Feeds, fetches?: readonly string[]): Promise<Result<Record<string, HostTensor>>>;
+  /** Converts feeds to ORT tensors once and returns a closure that only runs (for timing). */
+  prepare(feeds: Feeds): Result<() => Promise<void>>;
+  release(): Promise<void>;
+}
+
+type Ort = typeof ortNode;
+
+/** ORT cannot parse a protobuf over 2 GiB from memory; such models need external data and a path. */
+const MAX_PROTO_BYTES = 2 ** 31 - 1;
+
+let webOrt: Promise<Ort> | undefined;
+
+/** onnxruntime-web is loaded lazily: its wasm start-up costs ~0.4 s and most runs never need it. */
+function loadWeb(): Promise<Ort> {
+  webOrt ??= import('onnxruntime-web').then((m) => {
+    const ort = m as unknown as Ort;
+    // Must be set before the first session; threaded wasm in Node is slower and needs workers.
+    ort.env.wasm.numThreads = 1;
+    ort.env.logLevel = 'error';
+    return ort;
+  });
+  return webOrt;
+}
+
+export function describeSource(src: ModelSource): string {
+  return 'path' in src ? src.path : `<${src.bytes.length} bytes>`;
+}
+
+/** ORT errors can span lines and carry ANSI colour codes; we report one clean line. */
+export function firstLine(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/\u001b\[[0-9;]*m/g, '').trim();
+  return clean.split('\n')[0]!.trim();
+}
+
+export async function createSession(src: ModelSource, opts: SessionOptions = {}): Promise<Result<Session>> {
+  const backend = opts.backend ?? 'node';
+  const label = opts.label ?? describeSource(src);
+  if ('path' in src) {
+    try {
+      if (!statSync(src.path).isFile()) return err('io', `${label}: not a file`);
+    } catch (e) {
+      return err('io', `cannot read model ${label}: ${(e as NodeJS.ErrnoException).code ?? firstLine(e)}`);
+    }
+  } else if (src.bytes.length > MAX_PROTO_BYTES) {
+    return err('io', `${label}: ${src.bytes.length} bytes exceeds ORT's 2 GiB protobuf limit; save it with external data and load it from a path`);
+  }
+  const ort = backend === 'web' ? await loadWeb() : ortNode;
+  const options: ortNode.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
+    executionMode: 'sequential',
+    interOpNumThreads: 1,
+    logSeverityLevel: 4, // fatal only: ORT warns about unused initializers on stock models, and errors come back as exceptions anyway
+    ...(backend === 'node' ? { intraOpNumThreads: opts.intraOpNumThreads ?? 1 } : { executionProviders: ['wasm'] }),
+  };
+  let s: ortNode.InferenceSession;
+  try {
+    s = 'path' in src
+      ? await ort.InferenceSession.create(src.path, options)
+      : await ort.InferenceSession.create(src.bytes, options);
+  } catch (e) {
+    // The file was readable, so ORT rejected the model itself (bad proto, invalid graph, unknown op).
+    return err('verify-mismatch', `ORT (${backend}) failed to load ${label}: ${firstLine(e)}`);
+  }
+  return ok(wrap(ort, s, backend, label));
+}
+
+function wrap(ort: Ort, s: ortNode.InferenceSession, backend: Backend, label: string): Session {
+  const info = (m: ortNode.InferenceSession.ValueMetadata): ValueInfo =>
+    m.isTensor ? { name: m.name, isTensor: true, type: m.type, shape: [...m.shape] } : { name: m.name, isTensor: false, type: '', shape: [] };
+  const inputs = s.inputMetadata.map(info);
+  const outputs = s.outputMetadata.map(info);
+
+  const toOrt = (feeds: Feeds): Result<Record<string, ortNode.Tensor>> => {
+    const out: Record<string, ortNode.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      try {
+        out[name] = new ort.Tensor(t.type, t.data as never, t.dims);
+      } catch (e) {
+        return err('usage', `${label}: bad feed ${name}: ${firstLine(e)}`);
+      }
+    }
+    return ok(out);
+  };
+
+  return {
+    backend,
+    label,
+    inputs,
+    outputs,
+    async run(feeds, fetches) {
+      const f = toOrt(feeds);
+      if (!f.ok) return f;
+      let r: ortNode.InferenceSession.ReturnType;
+      try {
+        r = fetches ? await s.run(f.value, fetches as string[]) : await s.run(f.value);
+      } catch (e) {
+        return err('verify-mismatch', `ORT (${backend}) failed to run ${label}: ${firstLine(e)}`);
+      }
+      const out: Record<string, HostTensor> = {};
+      for (const [name, v] of Object.entries(r)) {
+        if (!isElemType(v.type)) return err('unsupported', `${label}: output ${name} has type ${v.type}, which we cannot compare`);
+        out[name] = { type: v.type, dims: [...v.dims], data: v.data as HostData };
+      }
+      return ok(out);
+    },
+    prepare(feeds) {
+      const f = toOrt(feeds);
+      if (!f.ok) return f;
+      const native = f.value;
+      return ok(async () => { await s.run(native); });
+    },
+    release: () => s.release(),
+  };
+}

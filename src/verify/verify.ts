@@ -1,0 +1,159 @@
+/**
+ * Runs the original and the optimized model on the same seeded feeds and compares every
+ * output. A verification that ran is `ok` even when it fails (`pass: false` with reasons);
+ * an `err` means we could not verify at all (model missing, original model fails to run).
+ *
+ * Metrics are computed over all feeds together: outputs of the k feeds are concatenated
+ * along axis 0, so a [1, 1] output still yields a meaningful cosine over k values.
+ */
+import { err, ok, type Result } from '../errors.js';
+import { compareOutput, DEFAULT_TOLERANCES, type OutputStats, type Tolerances } from './compare.js';
+import { buildFeeds, type DefaultedDim, type DefaultFeedsHook, type ShapeOverrides, type ValueOverrides } from './inputs.js';
+import { createSession, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
+import { toNumbers, type HostTensor } from './tensor.js';
+
+export interface VerifyOptions extends Partial<Tolerances> {
+  /** Seed of the random feeds; default 0. */
+  seed?: number;
+  shapes?: ShapeOverrides;
+  /** Fixed input values (from `--input NAME:file.npy`). */
+  inputs?: ValueOverrides;
+  defaultFeedsFor?: DefaultFeedsHook;
+  /** intraOpNumThreads for both sessions; default 1. */
+  threads?: number;
+  /** Number of seeded feeds; default 3. */
+  runs?: number;
+  graphOptimizationLevel?: OptLevel;
+  backend?: Backend;
+}
+
+export interface VerifyStats {
+  outputs: OutputStats[];
+  pass: boolean;
+  /** Every reason for failure, across outputs and signature checks. */
+  reasons: string[];
+  seed: number;
+  runs: number;
+  inputDims: Record<string, number[]>;
+  defaulted: DefaultedDim[];
+}
+
+export async function verifyModels(original: ModelSource, optimized: ModelSource, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
+  const sessionOpts = {
+    backend: opts.backend ?? 'node',
+    graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
+    intraOpNumThreads: opts.threads ?? 1,
+  } as const;
+  const ref = await createSession(original, { ...sessionOpts, label: `original ${describe(original)}` });
+  if (!ref.ok) return ref;
+  const cand = await createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}` });
+  if (!cand.ok) { await ref.value.release(); return cand; }
+  try {
+    return await compareSessions(ref.value, cand.value, opts);
+  } finally {
+    await ref.value.release();
+    await cand.value.release();
+  }
+}
+
+const describe = (s: ModelSource) => ('path' in s ? s.path : 'model bytes');
+
+/** The comparison itself, on open sessions (also used to compare backends on one model). */
+export async function compareSessions(ref: Session, cand: Session, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
+  const seed = opts.seed ?? 0;
+  const runs = opts.runs ?? 3;
+  const tol: Tolerances = { ...DEFAULT_TOLERANCES, ...pickTolerances(opts) };
+  const plan = buildFeeds(ref.inputs, {
+    seed, count: runs, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
+    ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
+  });
+  if (!plan.ok) return plan;
+  const base = { seed, runs, inputDims: plan.value.dims, defaulted: plan.value.defaulted };
+  const failed = (reasons: string[], outputs: OutputStats[] = []): Result<VerifyStats> =>
+    ok({ outputs, pass: false, reasons, ...base });
+
+  const sig = signatureReasons(ref, cand, plan.value.dims);
+  if (sig.length) return failed(sig);
+
+  const refOut: Record<string, HostTensor>[] = [];
+  const candOut: Record<string, HostTensor>[] = [];
+  for (const feed of plan.value.feeds) {
+    const r = await ref.run(feed);
+    if (!r.ok) return err(r.error.kind, r.error.message + defaultedHint(plan.value.defaulted));
+    const c = await cand.run(feed);
+    if (!c.ok) return failed([c.error.message]);
+    refOut.push(r.value);
+    candOut.push(c.value);
+  }
+
+  const outputs: OutputStats[] = [];
+  const reasons: string[] = [];
+  for (const { name } of ref.outputs) {
+    const a = refOut.map((o) => o[name]!);
+    const b = candOut.map((o) => o[name]!);
+    const shapeBad = a.findIndex((t, k) => !sameDims(t.dims, b[k]!.dims));
+    if (shapeBad >= 0) {
+      reasons.push(`output ${name}: shape [${b[shapeBad]!.dims.join(',')}], original has [${a[shapeBad]!.dims.join(',')}]`);
+      continue;
+    }
+    // Compared as one stack of all feeds (top-1 then counts every row), reported per feed.
+    const s = { ...compareOutput(name, concat(a), concat(b), stackedDims(a), tol), dims: [...a[0]!.dims] };
+    outputs.push(s);
+    reasons.push(...s.reasons);
+  }
+  return ok({ outputs, pass: reasons.length === 0, reasons, ...base });
+}
+
+function pickTolerances(o: VerifyOptions): Partial<Tolerances> {
+  const t: Partial<Tolerances> = {};
+  if (o.atol !== undefined) t.atol = o.atol;
+  if (o.rtol !== undefined) t.rtol = o.rtol;
+  if (o.minCosine !== undefined) t.minCosine = o.minCosine;
+  if (o.minTop1 !== undefined) t.minTop1 = o.minTop1;
+  return t;
+}
+
+/** Inputs and outputs must agree by name and type, and the feeds must fit the candidate's fixed dims. */
+function signatureReasons(ref: Session, cand: Session, dims: Record<string, number[]>): string[] {
+  const reasons: string[] = [];
+  const candIn = new Map(cand.inputs.map((i) => [i.name, i]));
+  for (const i of ref.inputs) {
+    const c = candIn.get(i.name);
+    if (!c) { reasons.push(`input ${i.name} is missing from the optimized model`); continue; }
+    if (c.type !== i.type) reasons.push(`input ${i.name}: optimized model expects ${c.type}, original ${i.type}`);
+    const d = dims[i.name]!;
+    const fits = c.shape.length === 0 || (c.shape.length === d.length && c.shape.every((x, a) => typeof x !== 'number' || x < 0 || x === d[a]));
+    if (!fits) reasons.push(`input ${i.name}: optimized model expects [${c.shape.join(',')}], feeds are [${d.join(',')}]`);
+  }
+  const refIn = new Set(ref.inputs.map((i) => i.name));
+  for (const c of cand.inputs) if (!refIn.has(c.name)) reasons.push(`optimized model has an extra input ${c.name}`);
+  const refOutNames = new Set(ref.outputs.map((o) => o.name));
+  const candOutNames = new Set(cand.outputs.map((o) => o.name));
+  for (const o of refOutNames) if (!candOutNames.has(o)) reasons.push(`output ${o} is missing from the optimized model`);
+  for (const o of candOutNames) if (!refOutNames.has(o)) reasons.push(`optimized model has an extra output ${o}`);
+  return reasons;
+}
+
+function defaultedHint(d: readonly DefaultedDim[]): string {
+  if (!d.length) return '';
+  const list = d.map((x) => `${x.input}[${x.axis}]${x.symbol ? ` (${x.symbol})` : ''}`).join(', ');
+  return ` — note: dynamic dims defaulted to 1: ${list}; set them with --shape NAME:DIMS`;
+}
+
+const sameDims = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+function concat(ts: readonly HostTensor[]): Float64Array {
+  const parts = ts.map(toNumbers);
+  const out = new Float64Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** Dims of the feeds' outputs stacked along axis 0 (flat when scalar or ragged). */
+function stackedDims(ts: readonly HostTensor[]): number[] {
+  const first = ts[0]!.dims;
+  const total = ts.reduce((a, t) => a + t.data.length, 0);
+  if (first.length === 0 || ts.some((t) => !sameDims(t.dims.slice(1), first.slice(1)))) return [total];
+  return [ts.reduce((a, t) => a + t.dims[0]!, 0), ...first.slice(1)];
+}
