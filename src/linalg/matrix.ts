@@ -184,10 +184,14 @@ export function randomNormal(rows: number, cols: number, normal: () => number, f
 /** Throws LrError('numeric') naming the first non-finite entry: NaN never flows silently. */
 export function assertFinite(m: Matrix | FloatArray, what = 'matrix'): void {
   const d = 'data' in m ? m.data : m;
+  // Fast pass: v·0 is 0 for finite v and NaN for NaN/±Inf, so acc stays 0 unless
+  // something is non-finite (a plain sum could overflow on large finite values).
+  let acc = 0;
+  for (let i = 0; i < d.length; i++) acc += d[i]! * 0;
+  if (acc === 0) return;
   for (let i = 0; i < d.length; i++) {
     const v = d[i]!;
-    // v - v is NaN exactly for NaN and ±Inf; cheaper than Number.isFinite in a hot loop.
-    if (v - v !== 0) {
+    if (!Number.isFinite(v)) {
       const where = 'data' in m ? ` at (${Math.floor(i / m.cols)}, ${i % m.cols})` : ` at index ${i}`;
       throw new LrError('numeric', `${what} contains a non-finite value (${v})${where}`);
     }

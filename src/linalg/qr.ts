@@ -134,6 +134,16 @@ export function* choleskyQr2(y: Matrix): GemmProgram<Matrix> {
   return second;
 }
 
+/**
+ * A well-conditioned (not necessarily orthonormal to working precision) basis of
+ * range(Y): one CholeskyQR pass, falling back to the full CholeskyQR2 path. Enough
+ * between the products of a power iteration, where only conditioning matters.
+ */
+export function* cholQrBasis(y: Matrix): GemmProgram<Matrix> {
+  const once = yield* cholQrPass(asFloat64(y), 0);
+  return once ?? (yield* choleskyQr2(y));
+}
+
 /** Synchronous CholeskyQR2 (JS products). */
 export function orthonormalize(y: Matrix): Matrix {
   return runSync(choleskyQr2(y));

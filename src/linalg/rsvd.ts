@@ -12,7 +12,7 @@ import { createRng } from '../util/rng.js';
 import { checkRank } from './checks.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
 import { asFloat32, asFloat64, assertFinite, sliceCols, transpose, type Matrix } from './matrix.js';
-import { choleskyQr2 } from './qr.js';
+import { cholQrBasis, choleskyQr2 } from './qr.js';
 import { svd, type SvdResult } from './svd.js';
 
 export interface TruncatedSvdOptions {
@@ -74,10 +74,12 @@ function* randomizedSvdProgram(a: Matrix, k: number, l: number, q: number, rng: 
   const omega: Matrix = { rows: a.cols, cols: l, data: f32 ? new Float32Array(a.cols * l) : new Float64Array(a.cols * l) };
   for (let i = 0; i < omega.data.length; i++) omega.data[i] = rng.normal();
 
-  let qm = yield* choleskyQr2(yield* mm(a, omega)); // m×l basis of range(A·Ω)
+  // Intermediate bases only need to be well conditioned (one CholeskyQR pass);
+  // the final one must be orthonormal (CholeskyQR2).
+  let qm = yield* (q === 0 ? choleskyQr2 : cholQrBasis)(yield* mm(a, omega)); // m×l basis of range(A·Ω)
   for (let it = 0; it < q; it++) {
-    const z = yield* choleskyQr2(yield* mm(a, work(qm), { transA: true })); // n×l
-    qm = yield* choleskyQr2(yield* mm(a, work(z)));
+    const z = yield* cholQrBasis(yield* mm(a, work(qm), { transA: true })); // n×l
+    qm = yield* (it === q - 1 ? choleskyQr2 : cholQrBasis)(yield* mm(a, work(z)));
   }
   // B = Qᵀ·A (l×n). Its SVD via Bᵀ = Q₂·R (CholeskyQR2 again, products on the engine)
   // and the SVD of the small l×l R: B = Rᵀ·Q₂ᵀ = (V_R)·Σ·(Q₂·U_R)ᵀ.

@@ -30,7 +30,8 @@ function expectedWireType(kind: FieldSpec['kind']): number {
   }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in a string instead of stripping it (lossless).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8enc = new TextEncoder();
 
 type Obj = Record<string, unknown>;

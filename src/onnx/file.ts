@@ -194,6 +194,7 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
   const threshold = cfg?.threshold ?? DEFAULT_EXTERNAL_THRESHOLD;
   const location = cfg?.location ?? `${path.basename(out)}.data`;
   if (cfg) {
+    if (!(threshold >= 0)) throw new LrError('usage', `external data threshold must be a byte count >= 0, not ${threshold}`);
     checkLocation(location, `output ${outPath}`);
     if (/[\\/]/.test(location)) throw new LrError('usage', `external data location "${location}" must be a plain file name beside ${outPath}`);
   }

@@ -95,7 +95,8 @@ export class Reader {
   }
 
   /** Skips one field of the given wire type (used to capture unknown fields verbatim). */
-  skip(wireType: number, fieldNo: number): void {
+  skip(wireType: number, fieldNo: number, depth = 0): void {
+    if (depth > 100) this.fail('groups nested deeper than 100');
     switch (wireType) {
       case WT_VARINT: this.varint64(); return;
       case WT_I64: this.advance(8); return;
@@ -110,7 +111,7 @@ export class Reader {
             if (tag >>> 3 !== fieldNo) this.fail('mismatched end group');
             return;
           }
-          this.skip(wt, tag >>> 3);
+          this.skip(wt, tag >>> 3, depth + 1);
         }
       }
       default: this.fail(`invalid wire type ${wireType}`);
@@ -208,6 +209,8 @@ export class Writer {
     const parts = child.finish();
     let len = 0;
     for (const p of parts) len += p.length;
+    // Protobuf lengths are 32-bit; a larger message cannot be written (use external data).
+    if (len > 0xffffffff) throw new LrError('unsupported', `message field ${fieldNo} is ${len} bytes, past protobuf's limit`);
     this.tag(fieldNo, WT_LEN);
     this.uint32(len);
     this.flush();

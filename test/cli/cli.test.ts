@@ -8,7 +8,7 @@ import type { InspectResult } from '../../src/cli/inspect.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import type { GraphProto, ModelProto } from '../../src/onnx/schema.js';
 import { createRng } from '../../src/util/rng.js';
-import { REAL, REAL_SHAPES, type RealName } from '../helpers/models.js';
+import { REAL, REAL_SHAPES, realModelArgs, type RealName } from '../helpers/models.js';
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -68,7 +68,7 @@ function feedsFor(s: ort.InferenceSession, shapes: string[]): Record<string, ort
 describe('onnx-lr inspect', () => {
   for (const name of Object.keys(REAL) as RealName[]) {
     it(`counts match an independent count: ${name}`, async () => {
-      const r = await run('inspect', REAL[name], ...REAL_SHAPES[name].flatMap((s) => ['--shape', s]), '--json');
+      const r = await run('inspect', REAL[name], ...realModelArgs(name), '--json');
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       const j = JSON.parse(r.out) as InspectResult;

