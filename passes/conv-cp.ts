@@ -17,7 +17,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { cpAls } from '../src/linalg/cp.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
-  chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  allFinite, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
   type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
@@ -34,7 +34,7 @@ export interface ConvCpMatch extends MatchBase {
 }
 
 /** Iteration budget and tolerance of the ALS fit. */
-const ALS = { maxIter: 500, tol: 1e-10 };
+const ALS = { maxIter: 500, tol: 1e-9 };
 
 export const convCp: LayerPass<ConvCpMatch> = {
   name: 'conv-cp',
@@ -52,6 +52,7 @@ export const convCp: LayerPass<ConvCpMatch> = {
     if (geo.group !== 1) return skip(`grouped conv (group ${geo.group}): CP per group is not implemented (conv-tucker2 handles it)`);
     if (isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = readTensorFloat(layer.weight.tensor, cx.external);
+    if (!allFinite(w)) return skip('weight has NaN or infinite values');
     return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
   },
 
@@ -80,7 +81,8 @@ export const convCp: LayerPass<ConvCpMatch> = {
         break;
       }
     }
-    r = alignRank(r, policy.align, T * S * K);
+    // Beyond T·S·K / max(T, S, K) a CP is always exact: no point in more.
+    r = alignRank(Math.min(r, (T * S * K) / Math.max(T, S, K)), policy.align, (T * S * K) / Math.max(T, S, K));
     if (r <= 0) return skip('rank 0: the kernel has no low-rank structure worth keeping');
     return [r];
   },
@@ -88,12 +90,14 @@ export const convCp: LayerPass<ConvCpMatch> = {
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpCost(m.geo, ranks[0]) }),
 
   apply(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
-    const R = ranks[0];
     const { node: n, graph: g, geo } = m;
     const { T, S, kernelSize: K } = geo;
-    if (!Number.isInteger(R) || R < 1) return skip(`rank ${R} is not a positive integer`);
-    const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, R, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
+    if (!Number.isInteger(ranks[0]) || ranks[0] < 1) return skip(`rank ${ranks[0]} is not a positive integer`);
+    const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, ranks[0], { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
     if (!fit.converged) return skip(`CP-ALS did not converge in ${ALS.maxIter} iterations (rel. error ${fit.relError.toExponential(2)})`);
+    if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
+    // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
+    const R = fit.rank;
     const [fa, fb, fc] = fit.factors; // A [T, R], B [S, R], C [K, R]
     const lambda = fit.weights;
     const first = new Float32Array(R * S); // Bᵀ [R, S]

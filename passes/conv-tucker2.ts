@@ -16,7 +16,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { tucker2 } from '../src/linalg/tucker.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
-  chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  allFinite, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
   tucker2Cost, unfoldingSpectrum, unfoldS, unfoldT, type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
@@ -98,14 +98,19 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     if (isDepthwise(geo)) return skip(`depthwise: nothing to gain (one input channel per group, group ${geo.group})`);
     if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = readTensorFloat(layer.weight.tensor, cx.external);
+    if (!allFinite(w)) return skip('weight has NaN or infinite values');
     return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
   },
 
   chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
     const raw = tucker2RawRanks(m, policy);
     if (isSkip(raw)) return raw;
-    const r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
-    const r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
+    const K = m.geo.kernelSize;
+    let r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
+    let r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
+    // Multilinear ranks satisfy r1 ≤ r2·K and r2 ≤ r1·K: more cannot lower the error.
+    r1 = Math.min(r1, r2 * K);
+    r2 = Math.min(r2, r1 * K);
     if (r1 <= 0 || r2 <= 0) return skip(`rank 0 (r1 ${r1}, r2 ${r2}): the kernel has no low-rank structure worth keeping`);
     return [r1, r2];
   },
@@ -113,28 +118,29 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
   cost: (m, ranks) => ({ before: convCost(m.geo), after: tucker2Cost(m.geo, ranks[0], ranks[1]) }),
 
   apply(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
-    const [r1, r2] = ranks;
     const { node: n, graph: g, geo } = m;
     const s = geo.S / geo.group;
     const t = geo.T / geo.group;
     const K = geo.kernelSize;
     const G = geo.group;
-    if (!Number.isInteger(r1) || !Number.isInteger(r2) || r1 < 1 || r2 < 1 || r1 > s || r2 > t) {
-      return skip(`ranks [${r1}, ${r2}] are out of range for ${t}x${s} channels per group`);
+    if (!Number.isInteger(ranks[0]) || !Number.isInteger(ranks[1]) || ranks[0] < 1 || ranks[1] < 1 || ranks[0] > s || ranks[1] > t) {
+      return skip(`ranks [${ranks[0]}, ${ranks[1]}] are out of range for ${t}x${s} channels per group`);
     }
+    // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
+    const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
+    // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
+    const r1 = parts[0].factors[1].cols;
+    const r2 = parts[0].factors[0].cols;
+    if (parts.some((d) => d.factors[1].cols !== r1 || d.factors[0].cols !== r2)) throw new Error('conv-tucker2: groups came back with different ranks');
     const first = new Float32Array(G * r1 * s); // [g·r1, s]
     const core = new Float32Array(G * r2 * r1 * K); // [g·r2, r1, K]
     const last = new Float32Array(geo.T * r2); // [T, r2]
-    for (let j = 0; j < G; j++) {
-      const gk = m.groups[j];
-      const d = tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [r2, r1], { rng: cx.rng });
-      // d.factors[0] = U_T [t, r2], d.factors[1] = U_S [s, r1], d.core [r2, r1, K]: see linalg/tucker.
-      const uT = d.factors[0];
-      const uS = d.factors[1];
-      for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = uS.data[c * uS.cols + b];
-      core.set(Float32Array.from(d.core.data.subarray(0, r2 * r1 * K)), j * r2 * r1 * K);
-      for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * uT.cols + b];
-    }
+    parts.forEach((d, j) => {
+      const [uT, uS] = d.factors;
+      for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = uS.data[c * r1 + b];
+      for (let i = 0; i < r2 * r1 * K; i++) core[j * r2 * r1 * K + i] = d.core.data[i];
+      for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * r2 + b];
+    });
     const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
     if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
     const ones = new Array<number>(geo.spatial).fill(1);

@@ -14,7 +14,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
-  chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
+  allFinite, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
@@ -40,7 +40,9 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     if (isSkip(geo)) return geo;
     if (!isPointwise(geo)) return skip(`kernel [${geo.kernel.join(', ')}] is not 1x1 (conv-tucker2 / conv-cp handle it)`);
     if (geo.group !== 1) return skip(`grouped 1x1 conv (group ${geo.group}) is not decomposed by conv1x1-svd`);
-    const w = fromArray(geo.T, geo.S, readTensorFloat(layer.weight.tensor, cx.external));
+    const data = readTensorFloat(layer.weight.tensor, cx.external);
+    if (!allFinite(data)) return skip('weight has NaN or infinite values');
+    const w = fromArray(geo.T, geo.S, data);
     return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0) };
   },
 

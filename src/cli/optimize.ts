@@ -16,7 +16,7 @@ import { flag, num, parse, str, strs, expectPositionals, type Options, type Pars
 import { feedOverrides } from './feeds.js';
 import { shapesFor } from './inspect.js';
 
-const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.99}):
+const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
   --rank-ratio R      keep about fraction R of each layer's parameters
   --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
@@ -81,7 +81,7 @@ const OPTIMIZE_ONLY: Options = {
   force: { type: 'boolean' },
 };
 
-export const DEFAULT_ENERGY = 0.99;
+export const DEFAULT_ENERGY = 0.999;
 export const DEFAULT_MIN_COSINE = 0.99;
 
 function policyFrom(p: Parsed): RankPolicy {

@@ -111,8 +111,8 @@ function applyStoredReflector(
 /**
  * Orthonormal basis of range(Y) for tall Y (m×k, m ≥ k) by CholeskyQR2:
  * G = YᵀY = RᵀR, Q = Y·R⁻¹, done twice (the second pass restores orthogonality to
- * ~machine precision when cond(Y) ≲ 1e7 in fp64). If the first Cholesky fails, one
- * shifted pass (shifted CholeskyQR3) conditions Y first; if that also fails, Y is
+ * ~machine precision when cond(Y) ≲ 1e7 in fp64). If the first Cholesky fails, a
+ * shifted pass conditions Y first (shifted CholeskyQR3); if that also fails, Y is
  * numerically rank-deficient and Householder QR gives a complete orthonormal basis.
  * Gram products run in fp64 whatever Y's dtype, since squaring the condition number
  * in fp32 would fail far too early.
@@ -124,13 +124,14 @@ export function* choleskyQr2(y: Matrix): GemmProgram<Matrix> {
   if (first) {
     q = first;
   } else {
+    // Shifted CholeskyQR3: the shifted pass brings cond(Q) down to ~1e5, then two plain passes.
     const shifted = yield* cholQrPass(q, shiftFor(q));
-    if (!shifted) return householderQr(q).q;
-    q = shifted;
+    const again = shifted && (yield* cholQrPass(shifted, 0));
+    if (!again) return householderQr(q).q;
+    q = again;
   }
   const second = yield* cholQrPass(q, 0);
   if (!second) return householderQr(q).q;
-  // A third, cheap check pass is not needed: after a successful second pass ‖QᵀQ − I‖ ≈ ε·k.
   return second;
 }
 

@@ -210,7 +210,7 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
   if (cfg && realTarget(dataPath) === realTarget(out)) throw new LrError('usage', `external data location "${location}" is the output file itself`);
   if (!opts.force) {
     for (const t of targets) {
-      if (inputs.has(realTarget(t))) throw new LrError('usage', `refusing to overwrite the input file ${t} (use force)`);
+      if (inputs.has(realTarget(t))) throw new LrError('usage', `refusing to overwrite the input file ${t} (use --force to allow it)`);
     }
   }
 

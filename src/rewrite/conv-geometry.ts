@@ -206,3 +206,9 @@ export function unfoldingSpectrum(m: { rows: number; cols: number; data: Float64
   for (let i = 0; i < m.data.length; i++) total += m.data[i] * m.data[i];
   return { sigma: singularValues(m), total };
 }
+
+/** True when every weight value is finite (the decompositions refuse NaN/Inf). */
+export function allFinite(w: ArrayLike<number>): boolean {
+  for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) return false;
+  return true;
+}

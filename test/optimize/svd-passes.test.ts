@@ -30,6 +30,8 @@ function gemmModel(c: GemmCase): { bytes: Uint8Array; feeds: Record<string, Retu
     xDims = c.transB ? [c.n, c.k] : [c.k, c.n];
     inputs.push(b.input('x', xDims));
   }
+  // Gemm's C is required before opset 11.
+  if (c.bias === 'none' && c.opset < 11) c.bias = 'row';
   if (c.bias !== 'none') {
     const dims = c.bias === 'row' ? [c.n] : c.bias === 'full' ? [c.m, c.n] : [1];
     inputs.push(b.init('c', dims, Array.from({ length: dims.reduce((p, q) => p * q, 1) }, (_, i) => Math.sin(i))));

@@ -8,6 +8,8 @@ import { createRng } from '../../src/util/rng.js';
 import { compareInOrt, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode } from './conv-harness.js';
 
 const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
+/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
+const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 describe('conv-cp', () => {
   it('exact CP rank: 1x1 → depthwise → 1x1 matches the original in ORT (1D/2D/3D, strides, pads, dilations, bias)', async () => {
@@ -23,7 +25,7 @@ describe('conv-cp', () => {
           bias: fc.boolean(),
           kernelShapeAttr: fc.boolean(),
           seed: fc.integer({ min: 0, max: 1_000_000 }),
-        }),
+        }).filter(ortRuns),
         async (c) => {
           const rng = createRng(c.seed);
           const S = 5 + rng.int(4);
@@ -52,9 +54,9 @@ describe('conv-cp', () => {
           runs++;
         },
       ),
-      { seed: 2, numRuns: 40 },
+      { seed: 2, numRuns: 100 },
     );
-    expect(runs).toBeGreaterThanOrEqual(40);
+    expect(runs).toBeGreaterThanOrEqual(100);
   });
 
   it('declines depthwise, grouped, 1x1 and integer weights with reasons', () => {

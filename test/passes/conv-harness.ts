@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { ModelBuilder, type AttrValue } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers, type LayerInfo } from '../../src/graph/layers.js';
+import { orthonormalize } from '../../src/linalg/qr.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import type { ModelProto } from '../../src/onnx/schema.js';
 import { isSkip, type Applied, type LayerPass, type PassContext, type Skip } from '../../src/rewrite/pass.js';
@@ -156,15 +157,26 @@ export function tuckerKernel(rng: Rng, T: number, S: number, group: number, K: n
   return w;
 }
 
-/** W[t, s, k] = Σ_r A[t, r] B[s, r] C[k, r]. */
+/**
+ * W[t, s, k] = Σ_r λ_r A[t, r] B[s, r] C[k, r], λ_r ∈ [1, 3]. Factor columns are
+ * orthonormalised when R fits the mode: well-separated components, where ALS from an SVD
+ * start converges reliably (random columns at these tiny sizes are often nearly
+ * collinear, the "swamp" where plain ALS stalls — a property of ALS, not of the wiring
+ * these tests check).
+ */
 export function cpKernel(rng: Rng, T: number, S: number, K: number, R: number): Float32Array {
-  const A = randn(rng, T * R);
-  const B = randn(rng, S * R);
-  const C = randn(rng, K * R);
+  const factor = (n: number): Float64Array => {
+    const m = { rows: n, cols: R, data: Float64Array.from(randn(rng, n * R)) };
+    return R <= n ? Float64Array.from(orthonormalize(m).data) : m.data;
+  };
+  const A = factor(T);
+  const B = factor(S);
+  const C = factor(K);
+  const lambda = Array.from({ length: R }, () => 1 + 2 * rng.next());
   const w = new Float32Array(T * S * K);
   for (let t = 0; t < T; t++) for (let s = 0; s < S; s++) for (let k = 0; k < K; k++) {
     let v = 0;
-    for (let r = 0; r < R; r++) v += A[t * R + r] * B[s * R + r] * C[k * R + r];
+    for (let r = 0; r < R; r++) v += lambda[r] * A[t * R + r] * B[s * R + r] * C[k * R + r];
     w[(t * S + s) * K + k] = v;
   }
   return w;

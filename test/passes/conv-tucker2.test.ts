@@ -16,6 +16,8 @@ import {
 } from './conv-harness.js';
 
 const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
+/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
+const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 const caseArb = fc.record({
   spatial: fc.constantFrom(1, 2, 3),
@@ -27,7 +29,7 @@ const caseArb = fc.record({
   group: fc.constantFrom(1, 2),
   kernelShapeAttr: fc.boolean(),
   seed: fc.integer({ min: 0, max: 1_000_000 }),
-}).filter((c) => !(c.k === 1 && c.group === 1)); // a group-1 1x1 conv is conv1x1-svd's
+}).filter((c) => !(c.k === 1 && c.group === 1) && ortRuns(c)); // a group-1 1x1 conv is conv1x1-svd's
 
 describe('conv-tucker2', () => {
   it('exact Tucker rank: the rewritten model matches the original in ORT (1D/2D/3D, strides, pads, dilations, groups, bias)', async () => {
@@ -60,9 +62,9 @@ describe('conv-tucker2', () => {
         expect(cmp.rel, describe1(spec)).toBeLessThan(1e-4);
         runs++;
       }),
-      { seed: 4, numRuns: 60 },
+      { seed: 4, numRuns: 150 },
     );
-    expect(runs).toBeGreaterThanOrEqual(60);
+    expect(runs).toBeGreaterThanOrEqual(150);
   });
 
   it('per-group ranks: a group-2 chain has 2·r1 and 2·r2 channels and group 2 on every conv', () => {
@@ -131,6 +133,8 @@ describe('conv-tucker2', () => {
       if (isSkip(a)) throw new Error(a.skip);
       expect(a.relError).toBeLessThan(1e-5);
     }
+    model.root.removeUnusedInitializers();
+    expect(model.root.initializer('w')).toBeUndefined();
     const rewritten = encodeModel(model.proto);
     const data = randn(createRng(5), 8 * 90);
     for (const c of [true, false]) {
@@ -145,7 +149,7 @@ describe('conv-tucker2', () => {
     }
   });
 
-  it('declines depthwise, a group-1 1x1 conv and integer weights, with reasons', () => {
+  it('declines depthwise, a group-1 1x1 conv, integer and non-finite weights, with reasons', () => {
     const rng = createRng(1);
     const dw = convModel({ S: 8, T: 8, group: 8, ...windowSpec(2, 3, 1, 1, 'sym') }, randn(rng, 8 * 9), rng);
     const m1 = matchOnly(dw, convTucker2).m;
@@ -158,6 +162,10 @@ describe('conv-tucker2', () => {
     b.output(b.node('Conv', [x, b.initInt64('w', [4, 4, 3, 3], new Array<number>(144).fill(1))], {}, { name: 'conv' }));
     const m3 = matchOnly(encodeModel(b.build()), convTucker2).m;
     expect(isSkip(m3) && m3.skip).toMatch(/not floating point/);
+    const nanW = randn(rng, 8 * 8 * 9);
+    nanW[5] = NaN;
+    const m4 = matchOnly(convModel({ S: 8, T: 8, ...windowSpec(2, 3, 1, 1, 'sym') }, nanW, rng), convTucker2).m;
+    expect(isSkip(m4) && m4.skip).toMatch(/NaN/);
   });
 
   it('costs: params and MACs per output position, with the stride factor on the first 1x1', () => {

@@ -6,6 +6,8 @@ import { createRng } from '../../src/util/rng.js';
 import { compareInOrt, convModel, describe1, lowRankMatrix, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode } from './conv-harness.js';
 
 const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
+/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
+const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 describe('conv1x1-svd', () => {
   it('exact matrix rank: the SVD pair of 1x1 convs matches the original in ORT (1D/2D/3D, strides, pads, bias)', async () => {
@@ -20,7 +22,7 @@ describe('conv1x1-svd', () => {
           bias: fc.boolean(),
           kernelShapeAttr: fc.boolean(),
           seed: fc.integer({ min: 0, max: 1_000_000 }),
-        }),
+        }).filter(ortRuns),
         async (c) => {
           const rng = createRng(c.seed);
           const S = 6 + rng.int(6);
@@ -47,9 +49,9 @@ describe('conv1x1-svd', () => {
           runs++;
         },
       ),
-      { seed: 1, numRuns: 40 },
+      { seed: 1, numRuns: 100 },
     );
-    expect(runs).toBeGreaterThanOrEqual(40);
+    expect(runs).toBeGreaterThanOrEqual(100);
   });
 
   it('declines kernels larger than 1 and grouped 1x1 convs', () => {

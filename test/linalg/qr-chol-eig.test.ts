@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { cholesky, choleskyWithRidge } from '../../src/linalg/cholesky.js';
+import { eigSym } from '../../src/linalg/eig-sym.js';
+import { gemm } from '../../src/linalg/gemm.js';
+import { diffNorm, fromRows, frobeniusNorm, orthonormalityError, randomNormal, scaleCols, transpose } from '../../src/linalg/matrix.js';
+import { householderQr, orthonormalize } from '../../src/linalg/qr.js';
+import { solveLowerLeft, solveUpperLeft, solveUpperRight } from '../../src/linalg/triangular.js';
+import { createRng } from '../../src/util/rng.js';
+import { withSpectrum } from './helpers.js';
+
+describe('Householder QR', () => {
+  it('A = QR with orthonormal Q and upper-triangular R (tall and wide)', () => {
+    const rng = createRng(1);
+    for (const [m, n] of [[40, 12], [12, 40], [9, 9]] as const) {
+      const a = randomNormal(m, n, rng.normal);
+      const { q, r } = householderQr(a);
+      expect(orthonormalityError(q)).toBeLessThan(1e-13);
+      for (let i = 0; i < r.rows; i++) for (let j = 0; j < Math.min(i, r.cols); j++) expect(r.data[i * r.cols + j]).toBe(0);
+      expect(diffNorm(gemm(q, r), a) / frobeniusNorm(a)).toBeLessThan(1e-14);
+    }
+  });
+});
+
+describe('CholeskyQR2', () => {
+  it('is orthonormal to ~1e-14 for well and badly conditioned blocks', () => {
+    const rng = createRng(2);
+    for (const cond of [1, 1e6, 1e12]) {
+      const s = Array.from({ length: 15 }, (_, i) => Math.pow(cond, -i / 14));
+      const y = withSpectrum(300, 15, s, rng);
+      const q = orthonormalize(y);
+      expect(orthonormalityError(q)).toBeLessThan(1e-13);
+      // Same range: projecting Y onto Q loses nothing.
+      const proj = gemm(q, gemm(q, y, { transA: true }));
+      expect(diffNorm(proj, y) / frobeniusNorm(y)).toBeLessThan(1e-10);
+    }
+  });
+
+  it('still returns a complete orthonormal basis for a rank-deficient block', () => {
+    const rng = createRng(3);
+    const y = withSpectrum(100, 10, [3, 2, 1, 0, 0, 0, 0, 0, 0, 0], rng);
+    const q = orthonormalize(y);
+    expect(q.cols).toBe(10);
+    expect(orthonormalityError(q)).toBeLessThan(1e-12);
+    const proj = gemm(q, gemm(q, y, { transA: true }));
+    expect(diffNorm(proj, y) / frobeniusNorm(y)).toBeLessThan(1e-12);
+  });
+});
+
+describe('Cholesky and triangular solves', () => {
+  it('factors an SPD matrix and solves with it', () => {
+    const rng = createRng(4);
+    const x = randomNormal(30, 8, rng.normal);
+    const g = gemm(x, x, { transA: true });
+    const l = cholesky(g)!;
+    expect(l).not.toBeNull();
+    expect(diffNorm(gemm(l, l, { transB: true }), g) / frobeniusNorm(g)).toBeLessThan(1e-14);
+    const b = randomNormal(8, 3, rng.normal);
+    const y = solveUpperLeft(transpose(l), solveLowerLeft(l, b)); // g⁻¹ b
+    expect(diffNorm(gemm(g, y), b) / frobeniusNorm(b)).toBeLessThan(1e-12);
+    const bb = randomNormal(5, 8, rng.normal);
+    const z = solveUpperRight(bb, transpose(l)); // bb · R⁻¹
+    expect(diffNorm(gemm(z, transpose(l)), bb) / frobeniusNorm(bb)).toBeLessThan(1e-12);
+  });
+
+  it('returns null for indefinite input and adds the smallest working ridge for singular Gram matrices', () => {
+    expect(cholesky(fromRows([[1, 2], [2, 1]]))).toBeNull();
+    const rng = createRng(5);
+    const x = randomNormal(3, 6, rng.normal); // rank 3 Gram of size 6
+    const g = gemm(x, x, { transA: true });
+    const { l, ridge } = choleskyWithRidge(g);
+    expect(ridge).toBeGreaterThan(0);
+    expect(ridge).toBeLessThan(1e-6);
+    const back = gemm(l, l, { transB: true });
+    for (let i = 0; i < 6; i++) back.data[i * 6 + i]! -= ridge;
+    expect(diffNorm(back, g) / frobeniusNorm(g)).toBeLessThan(1e-10);
+    expect(choleskyWithRidge(fromRows([[4, 0], [0, 9]])).ridge).toBe(0);
+    expect(() => choleskyWithRidge(fromRows([[0, 0], [0, 0]]))).toThrowError(/non-positive trace/);
+  });
+});
+
+describe('symmetric eigendecomposition (Jacobi)', () => {
+  it('A·V = V·Λ with orthonormal V, eigenvalues descending', () => {
+    const rng = createRng(6);
+    const x = randomNormal(20, 20, rng.normal);
+    const a = gemm(x, x, { transB: true });
+    for (let i = 0; i < 20; i++) a.data[i * 20 + i]! -= 30; // make it indefinite
+    const { values, vectors } = eigSym(a);
+    expect(orthonormalityError(vectors)).toBeLessThan(1e-13);
+    for (let i = 1; i < 20; i++) expect(values[i]).toBeLessThanOrEqual(values[i - 1]!);
+    expect(diffNorm(gemm(a, vectors), scaleCols(vectors, values)) / frobeniusNorm(a)).toBeLessThan(1e-13);
+    expect(values.some((v) => v < 0)).toBe(true);
+  });
+});
