@@ -10,8 +10,9 @@
  * The window lives on the depthwise conv only. Each rank-one term's scale λ_r is spread
  * evenly over its three factors (λ^⅓ each) so no factor is far from unit scale (fp16).
  * Grouped convs are declined (CP per group is not implemented), as are depthwise and 1x1.
- * Plain CP-ALS can diverge on conv kernels: a fit that did not converge or is not finite
- * is declined rather than written.
+ * Plain CP-ALS can diverge on conv kernels: the numerics regularise the fit; a fit that is
+ * not finite is declined, and one that hit the iteration cap is kept with its measured
+ * error (the doc string says it did not converge).
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { cpAls } from '../src/linalg/cp.js';
@@ -31,10 +32,14 @@ export interface ConvCpMatch extends MatchBase {
   /** One group (group 1): the kernel as [T, S, K]. */
   groups: GroupKernel[];
   spectra?: ConvTucker2Match['spectra'];
+  /** The last factorization, reused by apply when the rank matches. */
+  fitted?: CpFactors;
 }
 
+interface CpFactors { rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number }
+
 /** Iteration budget and tolerance of the ALS fit. */
-const ALS = { maxIter: 500, tol: 1e-9 };
+const ALS = { maxIter: 200, tol: 1e-7 };
 
 export const convCp: LayerPass<ConvCpMatch> = {
   name: 'conv-cp',
@@ -89,35 +94,17 @@ export const convCp: LayerPass<ConvCpMatch> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpCost(m.geo, ranks[0]) }),
 
+  estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): number | Skip {
+    const f = factorizeCp(m, ranks[0], cx);
+    return isSkip(f) ? f : f.relError;
+  },
+
   apply(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
     const { node: n, graph: g, geo } = m;
-    const { T, S, kernelSize: K } = geo;
-    if (!Number.isInteger(ranks[0]) || ranks[0] < 1) return skip(`rank ${ranks[0]} is not a positive integer`);
-    const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, ranks[0], { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
-    if (!fit.converged) return skip(`CP-ALS did not converge in ${ALS.maxIter} iterations (rel. error ${fit.relError.toExponential(2)})`);
-    if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
-    // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
-    const R = fit.rank;
-    const [fa, fb, fc] = fit.factors; // A [T, R], B [S, R], C [K, R]
-    const lambda = fit.weights;
-    const first = new Float32Array(R * S); // Bᵀ [R, S]
-    const depth = new Float32Array(R * K); // Cᵀ [R, K]
-    const last = new Float32Array(T * R); // A [T, R]
-    for (let r = 0; r < R; r++) {
-      const na = colNorm(fa.data, T, R, r);
-      const nb = colNorm(fb.data, S, R, r);
-      const nc = colNorm(fc.data, K, R, r);
-      const scale = Math.cbrt(Math.abs((lambda ? lambda[r] : 1) * na * nb * nc));
-      const sign = lambda && lambda[r] < 0 ? -1 : 1;
-      const ka = na === 0 ? 0 : (sign * scale) / na;
-      const kb = nb === 0 ? 0 : scale / nb;
-      const kc = nc === 0 ? 0 : scale / nc;
-      for (let i = 0; i < T; i++) last[i * R + r] = fa.data[i * R + r] * ka;
-      for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r] * kb;
-      for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r] * kc;
-    }
-    const relError = cpError(m.w, T, S, K, first, depth, last, R);
-    if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
+    const { T, S } = geo;
+    const f = factorizeCp(m, ranks[0], cx);
+    if (isSkip(f)) return f;
+    const { R, first, depth, last, relError } = f;
     const ones = new Array<number>(geo.spatial).fill(1);
     const nameB = derivedName(cx, n, 'lr_cp_s');
     const nameC = derivedName(cx, n, 'lr_cp_k');
@@ -127,7 +114,8 @@ export const convCp: LayerPass<ConvCpMatch> = {
     g.addInitializer(makeFloatTensor(nameA, [T, R, ...ones], last, m.dataType));
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
-    const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)})`);
+    const fitNote = f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`;
+    const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${fitNote})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameB, z1, chainConvAttrs(ones, 1), undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z1, nameC, z2, chainConvAttrs(geo.kernel, R, placementAttrs(n)), undefined, doc),
@@ -137,6 +125,39 @@ export const convCp: LayerPass<ConvCpMatch> = {
     return { relError, nodes: nodes.map((x) => x.name!) };
   },
 };
+
+/** CP-ALS fit of the kernel at rank `rank`, as chain weights; cached on the match. */
+function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors | Skip {
+  if (!Number.isInteger(rank) || rank < 1) return skip(`rank ${rank} is not a positive integer`);
+  if (m.fitted?.rank === rank) return m.fitted;
+  const { T, S, kernelSize: K } = m.geo;
+  const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
+  if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
+  // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
+  const R = fit.rank;
+  const [fa, fb, fc] = fit.factors; // A [T, R], B [S, R], C [K, R]
+  const lambda = fit.weights;
+  const first = new Float32Array(R * S); // Bᵀ [R, S]
+  const depth = new Float32Array(R * K); // Cᵀ [R, K]
+  const last = new Float32Array(T * R); // A [T, R]
+  for (let r = 0; r < R; r++) {
+    const na = colNorm(fa.data, T, R, r);
+    const nb = colNorm(fb.data, S, R, r);
+    const nc = colNorm(fc.data, K, R, r);
+    const scale = Math.cbrt(Math.abs((lambda ? lambda[r] : 1) * na * nb * nc));
+    const sign = lambda && lambda[r] < 0 ? -1 : 1;
+    const ka = na === 0 ? 0 : (sign * scale) / na;
+    const kb = nb === 0 ? 0 : scale / nb;
+    const kc = nc === 0 ? 0 : scale / nc;
+    for (let i = 0; i < T; i++) last[i * R + r] = fa.data[i * R + r] * ka;
+    for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r] * kb;
+    for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r] * kc;
+  }
+  const relError = cpError(m.w, T, S, K, first, depth, last, R);
+  if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
+  m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations };
+  return m.fitted;
+}
 
 function colNorm(d: ArrayLike<number>, rows: number, cols: number, c: number): number {
   let s = 0;

@@ -30,7 +30,11 @@ export interface ConvTucker2Match extends MatchBase {
   groups: GroupKernel[];
   /** Spectra of the mode-S and mode-T unfoldings of each group, computed on first use. */
   spectra?: { s: { sigma: Float64Array; total: number }; t: { sigma: Float64Array; total: number } }[];
+  /** The last factorization, reused by apply when the ranks match. */
+  fitted?: Tucker2Factors;
 }
+
+interface Tucker2Factors { key: string; r1: number; r2: number; first: Float32Array; core: Float32Array; last: Float32Array; relError: number }
 
 /** Spectra of each group's channel unfoldings (cached on the match). */
 export function channelSpectra(m: { groups: GroupKernel[]; spectra?: ConvTucker2Match['spectra'] }): NonNullable<ConvTucker2Match['spectra']> {
@@ -117,32 +121,18 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: tucker2Cost(m.geo, ranks[0], ranks[1]) }),
 
+  estimate(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): number | Skip {
+    const f = factorizeTucker2(m, ranks, cx);
+    return isSkip(f) ? f : f.relError;
+  },
+
   apply(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
     const { node: n, graph: g, geo } = m;
     const s = geo.S / geo.group;
-    const t = geo.T / geo.group;
-    const K = geo.kernelSize;
     const G = geo.group;
-    if (!Number.isInteger(ranks[0]) || !Number.isInteger(ranks[1]) || ranks[0] < 1 || ranks[1] < 1 || ranks[0] > s || ranks[1] > t) {
-      return skip(`ranks [${ranks[0]}, ${ranks[1]}] are out of range for ${t}x${s} channels per group`);
-    }
-    // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
-    const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
-    // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
-    const r1 = parts[0].factors[1].cols;
-    const r2 = parts[0].factors[0].cols;
-    if (parts.some((d) => d.factors[1].cols !== r1 || d.factors[0].cols !== r2)) throw new Error('conv-tucker2: groups came back with different ranks');
-    const first = new Float32Array(G * r1 * s); // [g·r1, s]
-    const core = new Float32Array(G * r2 * r1 * K); // [g·r2, r1, K]
-    const last = new Float32Array(geo.T * r2); // [T, r2]
-    parts.forEach((d, j) => {
-      const [uT, uS] = d.factors;
-      for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = uS.data[c * r1 + b];
-      for (let i = 0; i < r2 * r1 * K; i++) core[j * r2 * r1 * K + i] = d.core.data[i];
-      for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * r2 + b];
-    });
-    const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
-    if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
+    const f = factorizeTucker2(m, ranks, cx);
+    if (isSkip(f)) return f;
+    const { r1, r2, first, core, last, relError } = f;
     const ones = new Array<number>(geo.spatial).fill(1);
     const nameA = derivedName(cx, n, 'lr_s');
     const nameG = derivedName(cx, n, 'lr_core');
@@ -163,6 +153,39 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     return { relError, nodes: nodes.map((x) => x.name!) };
   },
 };
+
+/** HOSVD + HOOI per group at ranks [r1, r2], as chain weights; cached on the match. */
+function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Tucker2Factors | Skip {
+  const { geo } = m;
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  const G = geo.group;
+  if (!Number.isInteger(ranks[0]) || !Number.isInteger(ranks[1]) || ranks[0] < 1 || ranks[1] < 1 || ranks[0] > s || ranks[1] > t) {
+    return skip(`ranks [${ranks[0]}, ${ranks[1]}] are out of range for ${t}x${s} channels per group`);
+  }
+  const key = ranks.join(',');
+  if (m.fitted?.key === key) return m.fitted;
+  // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
+  const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
+  // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
+  const r1 = parts[0].factors[1].cols;
+  const r2 = parts[0].factors[0].cols;
+  if (parts.some((d) => d.factors[1].cols !== r1 || d.factors[0].cols !== r2)) throw new Error('conv-tucker2: groups came back with different ranks');
+  const first = new Float32Array(G * r1 * s); // [g·r1, s]
+  const core = new Float32Array(G * r2 * r1 * K); // [g·r2, r1, K]
+  const last = new Float32Array(geo.T * r2); // [T, r2]
+  parts.forEach((d, j) => {
+    const [uT, uS] = d.factors;
+    for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = uS.data[c * r1 + b];
+    for (let i = 0; i < r2 * r1 * K; i++) core[j * r2 * r1 * K + i] = d.core.data[i];
+    for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * r2 + b];
+  });
+  const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
+  if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
+  m.fitted = { key, r1, r2, first, core, last, relError };
+  return m.fitted;
+}
 
 /**
  * ‖W − Ŵ‖_F / ‖W‖_F from the stored (fp32) chain weights, so wiring bugs show:

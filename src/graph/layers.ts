@@ -118,3 +118,34 @@ export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
   }
   return layers;
 }
+
+const QUANTIZED_OPS = new Set(['ConvInteger', 'MatMulInteger', 'QLinearConv', 'QLinearMatMul', 'DynamicQuantizeLinear']);
+
+/**
+ * Quantized layers: integer convs/matmuls, and float ones whose weight is dequantized at
+ * run time (DequantizeLinear → Conv). They are reported and left alone: decomposing
+ * would need re-quantizing the factors.
+ */
+export function findQuantizedLayers(model: Model): { name: string; op: string; reason: string }[] {
+  const out: { name: string; op: string; reason: string }[] = [];
+  for (const g of model.allGraphs()) {
+    for (const n of g.nodes) {
+      const name = n.name || n.output[0] || (n.opType ?? '?');
+      if (QUANTIZED_OPS.has(n.opType ?? '') && n.opType !== 'DynamicQuantizeLinear') {
+        out.push({ name, op: n.opType!, reason: `quantized layer (${n.opType}): not decomposed` });
+        continue;
+      }
+      if (!['Conv', 'MatMul', 'Gemm', 'ConvTranspose'].includes(n.opType ?? '')) continue;
+      const wIn = n.opType === 'MatMul' || n.opType === 'Gemm' ? [0, 1] : [1];
+      for (const i of wIn) {
+        let p = n.input[i] ? g.producer(n.input[i]) : undefined;
+        while (p && p.opType === 'Identity' && p.input[0]) p = g.producer(p.input[0]);
+        if (p?.opType === 'DequantizeLinear' && p.input[0] && resolveConstant(g, p.input[0])) {
+          out.push({ name, op: n.opType!, reason: `quantized weight (DequantizeLinear → ${n.opType}): not decomposed` });
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}

@@ -18,6 +18,7 @@ import { createRng } from '../util/rng.js';
 import { checkRank } from './checks.js';
 import { cholesky, choleskyWithRidge } from './cholesky.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
+import { gemm } from './gemm.js';
 import { asFloat64, assertFinite, type Matrix } from './matrix.js';
 import { truncatedSvdProgram } from './rsvd.js';
 import { checkTensor, tensorNorm, unfold, type Tensor } from './tensor.js';
@@ -76,7 +77,8 @@ export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions =
 
   const x: Tensor = { data: Float64Array.from(tensor.data), shape: dims };
   const xNorm = tensorNorm(x);
-  const unfoldings = dims.map((_, n) => unfold(x, n));
+  // Mode-n unfoldings: only mode 0 (the data itself) is needed by ALS; the others feed the SVD init.
+  const unfoldings = dims.map((_, n) => (n === 0 || (opts.init ?? 'svd') === 'svd' ? unfold(x, n) : null));
   if (xNorm === 0) {
     // Zero tensor: the zero decomposition is exact.
     const factors = dims.map((d) => ({ rows: d, cols: R, data: new Float64Array(d * R) }));
@@ -103,13 +105,22 @@ export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions =
   let iterations = 0;
   const bound = maxNormRatio * xNorm;
 
+  const grams = factors.map(gram);
   for (let it = 1; it <= maxIter; it++) {
     let lastM: Matrix | null = null;
+    let z: Matrix | null = null; // F_0ᵀ·X_(0), shared by the updates of modes 1..N-1
     for (let n = 0; n < N; n++) {
-      const others = factors.filter((_, m) => m !== n);
-      const kr = khatriRao(others); // rows in the unfolding's column order
-      const mtt = asFloat64(yield* mm(unfoldings[n]!, kr)); // I_n × R
-      const h = hadamardGram(others);
+      let mtt: Matrix; // MTTKRP, I_n × R
+      if (n === 0) {
+        // X_(0)·KR(F_1, …): the Khatri–Rao block is only (Π_{m≥1} I_m) × R.
+        mtt = asFloat64(yield* mm(unfoldings[0]!, khatriRao(factors.slice(1))));
+      } else {
+        // Contract mode 0 by one product, then the remaining modes elementwise: this
+        // avoids the (T·…) × R Khatri–Rao matrix that mode n ≥ 1 would need.
+        z ??= asFloat64(yield* mm(factors[0]!, unfoldings[0]!, { transA: true }));
+        mtt = contractRest(z, dims, factors, n);
+      }
+      const h = hadamard(grams.filter((_, m) => m !== n), R);
       // Regularised update; raise λ until every component respects the bound.
       for (let attempt = 0; ; attempt++) {
         const f = solveRidge(mtt, h, lambda);
@@ -117,6 +128,7 @@ export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions =
         if (Math.max(...w) <= bound || attempt >= 60) {
           normalizeColumns(f, w, rng);
           factors[n] = f;
+          grams[n] = gram(f);
           weights = w;
           break;
         }
@@ -126,7 +138,7 @@ export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions =
     }
     iterations = it;
     const prev = relError;
-    relError = fitError(xNorm, lastM!, factors, weights);
+    relError = fitError(xNorm, lastM!, factors[N - 1]!, hadamard(grams, R), weights);
     // Near an exact fit the Gram identity cancels catastrophically: measure directly.
     if (relError < 1e-4) relError = yield* explicitError(x, xNorm, factors, weights);
     opts.onIter?.({ iteration: it, relError, ridge: lambda });
@@ -170,51 +182,77 @@ export function cpAls(tensor: Tensor, rank: number, opts: CpAlsOptions & { engin
  */
 export function khatriRao(fs: Matrix[]): Matrix {
   const R = fs[0]!.cols;
-  let acc: Float64Array = Float64Array.from(fs[0]!.data);
+  let acc = Float64Array.from(fs[0]!.data);
   let rows = fs[0]!.rows;
   for (let q = 1; q < fs.length; q++) {
     const f = fs[q]!;
-    const next = new Float64Array(rows * f.rows * R);
+    const fd = Float64Array.from(f.data); // monomorphic fp64 access in the hot loop
+    const fr = f.rows;
+    const next = new Float64Array(rows * fr * R);
     for (let i = 0; i < rows; i++) {
-      for (let j = 0; j < f.rows; j++) {
-        const o = (i * f.rows + j) * R;
-        for (let r = 0; r < R; r++) next[o + r] = acc[i * R + r]! * f.data[j * R + r]!;
+      const ao = i * R;
+      for (let j = 0; j < fr; j++) {
+        const o = (i * fr + j) * R;
+        const bo = j * R;
+        for (let r = 0; r < R; r++) next[o + r] = acc[ao + r]! * fd[bo + r]!;
       }
     }
     acc = next;
-    rows *= f.rows;
+    rows *= fr;
   }
   return { rows, cols: R, data: acc };
 }
 
-/** ∗_m (F_mᵀ F_m): the normal-equation matrix of the ALS step. */
-function hadamardGram(fs: Matrix[]): Float64Array {
-  const R = fs[0]!.cols;
-  const h = new Float64Array(R * R).fill(1);
-  for (const f of fs) {
-    for (let a = 0; a < R; a++) {
-      for (let b = a; b < R; b++) {
-        let s = 0;
-        for (let i = 0; i < f.rows; i++) s += f.data[i * R + a]! * f.data[i * R + b]!;
-        h[a * R + b]! *= s;
-        if (a !== b) h[b * R + a]! *= s;
+/**
+ * MTTKRP of mode n ≥ 1 from Z = F_0ᵀ·X_(0) (R × Π_{m≥1} I_m):
+ * M[i_n, r] = Σ_{i_m, m∉{0,n}} Z[r, i_1, …] · Π_{m∉{0,n}} F_m[i_m, r].
+ */
+function contractRest(z: Matrix, dims: readonly number[], factors: Matrix[], n: number): Matrix {
+  const N = dims.length;
+  const R = z.rows;
+  const P = z.cols;
+  const out = new Float64Array(dims[n]! * R);
+  const fds = factors.map((f) => f.data);
+  const idx = new Array<number>(N).fill(0);
+  for (let r = 0; r < R; r++) {
+    idx.fill(0);
+    const zo = r * P;
+    for (let p = 0; p < P; p++) {
+      let v = z.data[zo + p]!;
+      for (let m = 1; m < N; m++) if (m !== n) v *= fds[m]![idx[m]! * R + r]!;
+      out[idx[n]! * R + r]! += v;
+      for (let m = N - 1; m >= 1; m--) {
+        if (++idx[m]! < dims[m]!) break;
+        idx[m] = 0;
       }
     }
   }
+  return { rows: dims[n]!, cols: R, data: out };
+}
+
+/** FᵀF (R×R). */
+function gram(f: Matrix): Float64Array {
+  return gemm(f, f, { transA: true }).data as Float64Array;
+}
+
+/** Elementwise product of Gram matrices: the normal-equation matrix of the ALS step. */
+function hadamard(grams: Float64Array[], R: number): Float64Array {
+  const h = new Float64Array(R * R).fill(1);
+  for (const g of grams) for (let i = 0; i < h.length; i++) h[i]! *= g[i]!;
   return h;
 }
 
-/** F = M·(H + λI)⁻¹ via Cholesky (H is symmetric PSD). */
+/** F = M·(H + λI)⁻¹ via Cholesky (H is symmetric PSD); the R×R inverse then one product. */
 function solveRidge(mtt: Matrix, h: Float64Array, lambda: number): Matrix {
   const R = mtt.cols;
   const hr = Float64Array.from(h);
   for (let i = 0; i < R; i++) hr[i * R + i]! += lambda;
   const hm: Matrix = { rows: R, cols: R, data: hr };
   const l = cholesky(hm) ?? choleskyWithRidge(hm, Math.max(lambda, 1e-12)).l;
-  const mt = transposeSmall(mtt); // R × I
-  const lt = transposeSmall(l);
-  const ft = solveUpperLeft(lt, solveLowerLeft(l, mt)); // (H+λI)⁻¹·Mᵀ
-  return transposeSmall(ft);
+  const eye = new Float64Array(R * R);
+  for (let i = 0; i < R; i++) eye[i * R + i] = 1;
+  const inv = solveUpperLeft(transposeSmall(l), solveLowerLeft(l, { rows: R, cols: R, data: eye }));
+  return gemm(mtt, inv);
 }
 
 function columnNorms(f: Matrix): Float64Array {
@@ -256,14 +294,12 @@ function padColumns(f: Matrix, R: number, rng: Rng): Matrix {
  * ‖X − X̂‖/‖X‖ from ‖X‖² − 2⟨X, X̂⟩ + ‖X̂‖², using the MTTKRP of the last updated
  * mode (⟨X, X̂⟩ = Σ_r w_r Σ_i M[i,r]·F[i,r]) and the full Hadamard Gram for ‖X̂‖².
  */
-function fitError(xNorm: number, mLast: Matrix, factors: Matrix[], w: Float64Array): number {
+function fitError(xNorm: number, mLast: Matrix, fl: Matrix, hAll: Float64Array, w: Float64Array): number {
   const R = w.length;
-  const fl = factors[factors.length - 1]!;
   let inner = 0;
   for (let i = 0; i < fl.rows; i++) for (let r = 0; r < R; r++) inner += w[r]! * mLast.data[i * R + r]! * fl.data[i * R + r]!;
-  const h = hadamardGram(factors);
   let model = 0;
-  for (let a = 0; a < R; a++) for (let b = 0; b < R; b++) model += w[a]! * w[b]! * h[a * R + b]!;
+  for (let a = 0; a < R; a++) for (let b = 0; b < R; b++) model += w[a]! * w[b]! * hAll[a * R + b]!;
   return Math.sqrt(Math.max(0, xNorm * xNorm - 2 * inner + model)) / xNorm;
 }
 

@@ -7,6 +7,7 @@
  */
 import { LrError } from '../errors.js';
 import { cholesky } from './cholesky.js';
+import { accumulateLeftQ } from './householder.js';
 import { mm, runSync, type GemmProgram } from './engine.js';
 import { asFloat64, type Matrix } from './matrix.js';
 import { invertUpper } from './triangular.js';
@@ -23,6 +24,17 @@ export interface QrResult {
  * row by row so every inner loop is contiguous in row-major storage.
  */
 export function householderQr(a: Matrix): QrResult {
+  const { w, tau, r } = factor(a);
+  const k = tau.length;
+  return { q: { rows: a.rows, cols: k, data: accumulateLeftQ(w, a.cols, a.rows, k, tau) }, r };
+}
+
+/** R of the thin QR only (k×n): for singular values of tall matrices, Q is not needed. */
+export function householderR(a: Matrix): Matrix {
+  return factor(a).r;
+}
+
+function factor(a: Matrix): { w: Float64Array; tau: Float64Array; r: Matrix } {
   const m = a.rows;
   const n = a.cols;
   const k = Math.min(m, n);
@@ -35,14 +47,7 @@ export function householderQr(a: Matrix): QrResult {
   }
   const r = new Float64Array(k * n);
   for (let i = 0; i < k; i++) for (let j = i; j < n; j++) r[i * n + j] = w[i * n + j]!;
-  // Backward accumulation of Q = H_0 ⋯ H_{k-1}·[I; 0]: H_j only touches rows/cols ≥ j.
-  const q = new Float64Array(m * k);
-  for (let i = 0; i < k; i++) q[i * k + i] = 1;
-  for (let j = k - 1; j >= 0; j--) {
-    if (tau[j] === 0) continue;
-    applyStoredReflector(w, n, j, tau[j]!, q, m, k, j, tmp);
-  }
-  return { q: { rows: m, cols: k, data: q }, r: { rows: k, cols: n, data: r } };
+  return { w, tau, r: { rows: k, cols: n, data: r } };
 }
 
 /**
@@ -82,29 +87,6 @@ function applyReflectorLeft(
     if (vi === 0) continue;
     const o = i * n;
     for (let c = c0; c < c1; c++) w[o + c]! -= vi * tmp[c]!;
-  }
-}
-
-/** q[j:, j:k] ← H_j·q[j:, j:k], H_j's vector read from column j of w (row stride wn). */
-function applyStoredReflector(
-  w: Float64Array, wn: number, j: number, tau: number, q: Float64Array, m: number, k: number, c0: number, tmp: Float64Array,
-): void {
-  for (let c = c0; c < k; c++) tmp[c] = q[j * k + c]!;
-  for (let i = j + 1; i < m; i++) {
-    const vi = w[i * wn + j]!;
-    if (vi === 0) continue;
-    const o = i * k;
-    for (let c = c0; c < k; c++) tmp[c]! += vi * q[o + c]!;
-  }
-  for (let c = c0; c < k; c++) {
-    tmp[c]! *= tau;
-    q[j * k + c]! -= tmp[c]!;
-  }
-  for (let i = j + 1; i < m; i++) {
-    const vi = w[i * wn + j]!;
-    if (vi === 0) continue;
-    const o = i * k;
-    for (let c = c0; c < k; c++) q[o + c]! -= vi * tmp[c]!;
   }
 }
 

@@ -11,7 +11,8 @@
 import { LrError } from '../errors.js';
 import { gemm } from './gemm.js';
 import { assertFinite, transpose, type Matrix } from './matrix.js';
-import { householderQr } from './qr.js';
+import { accumulateLeftQ, applyBlockReflector, NB } from './householder.js';
+import { householderQr, householderR } from './qr.js';
 
 export interface SvdResult {
   /** m×k, orthonormal columns (left singular vectors). */
@@ -48,7 +49,7 @@ export function singularValues(a: Matrix): Float64Array {
   assertFinite(a, 'singularValues input');
   const t = a.rows < a.cols ? transpose(a) : a;
   if (t.cols === 0) return new Float64Array(0);
-  if (t.rows >= 1.6 * t.cols && t.cols > 1) return squareishSvd(householderQr(t).r, false).s;
+  if (t.rows >= 1.6 * t.cols && t.cols > 1) return squareishSvd(householderR(t), false).s;
   return squareishSvd(t, false).s;
 }
 
@@ -118,131 +119,131 @@ function zeroSvd(m: number, n: number, vectors: boolean): SvdResult | { s: Float
  * Householder reduction of w (m×n, m ≥ n) to upper bidiagonal form B = Qᵀ·A·P.
  * Left vectors stay in the columns below the diagonal, right vectors in the rows
  * right of the superdiagonal (implicit leading ones).
+ *
+ * One sweep over the trailing matrix per step instead of three: for each row the
+ * left update, the right reflector's dot product and update, and the next step's
+ * left dot products (vᵀ·W, from the not yet scaled next column) are fused, so the
+ * row is read from memory once while it sits in L1.
  */
 function bidiagonalize(
   w: Float64Array, m: number, n: number, d: Float64Array, e: Float64Array, tauQ: Float64Array, tauP: Float64Array,
 ): void {
-  const tmp = new Float64Array(n);
+  const tmp = new Float64Array(n); // τ·vᵀ·W[k:, k+1:] for the current left reflector
+  let raw = new Float64Array(n); // Σ_{i>k} W[i,k]·W[i,j] (unscaled column k), from the previous sweep
+  let next = new Float64Array(n);
+  // Step 0 has no previous sweep: form its raw sums directly.
+  for (let i = 1; i < m; i++) {
+    const o = i * n;
+    const c = w[o]!;
+    if (c !== 0) for (let j = 1; j < n; j++) raw[j]! += c * w[o + j]!;
+  }
   for (let k = 0; k < n; k++) {
-    // Left reflector: zero w[k+1:, k].
     const kk = k * n + k;
     const alpha = w[kk]!;
     let ss = 0;
     for (let i = k + 1; i < m; i++) ss += w[i * n + k]! ** 2;
+    let tau = 0;
+    let sc = 0;
     if (ss === 0) {
-      tauQ[k] = 0;
       d[k] = alpha;
     } else {
       const beta = -Math.sign(alpha || 1) * Math.sqrt(alpha * alpha + ss);
-      const sc = 1 / (alpha - beta);
+      sc = 1 / (alpha - beta);
       for (let i = k + 1; i < m; i++) w[i * n + k]! *= sc;
-      const tau = (beta - alpha) / beta;
-      tauQ[k] = tau;
+      tau = (beta - alpha) / beta;
       d[k] = beta;
-      // w[k:, k+1:] -= τ v (vᵀ w[k:, k+1:]), v = [1; w[k+1:, k]].
-      for (let j = k + 1; j < n; j++) tmp[j] = w[k * n + j]!;
-      for (let i = k + 1; i < m; i++) {
-        const vi = w[i * n + k]!;
-        const o = i * n;
-        for (let j = k + 1; j < n; j++) tmp[j]! += vi * w[o + j]!;
-      }
-      for (let j = k + 1; j < n; j++) {
-        tmp[j]! *= tau;
-        w[k * n + j]! -= tmp[j]!;
-      }
-      for (let i = k + 1; i < m; i++) {
-        const vi = w[i * n + k]!;
-        const o = i * n;
-        for (let j = k + 1; j < n; j++) w[o + j]! -= vi * tmp[j]!;
-      }
     }
+    tauQ[k] = tau;
     w[kk] = d[k]!;
-    if (k >= n - 1) {
-      tauP[k] = 0;
-      continue;
-    }
-    // Right reflector: zero w[k, k+2:].
+    // tmp = τ·(W[k, j] + sc·raw[j]); row k (v_k = 1) is updated right away.
     const ro = k * n;
-    const alphaR = w[ro + k + 1]!;
-    let ssR = 0;
-    for (let j = k + 2; j < n; j++) ssR += w[ro + j]! ** 2;
-    if (ssR === 0) {
-      tauP[k] = 0;
-      e[k] = alphaR;
-      continue;
+    for (let j = k + 1; j < n; j++) {
+      const t = tau * (w[ro + j]! + sc * raw[j]!);
+      tmp[j] = t;
+      w[ro + j]! -= t;
     }
-    const betaR = -Math.sign(alphaR || 1) * Math.sqrt(alphaR * alphaR + ssR);
-    const scR = 1 / (alphaR - betaR);
-    for (let j = k + 2; j < n; j++) w[ro + j]! *= scR;
-    const tauR = (betaR - alphaR) / betaR;
+    // Right reflector from row k, columns k+1.. (zeroing k+2..).
+    let tauR = 0;
+    if (k < n - 1) {
+      const alphaR = w[ro + k + 1]!;
+      let ssR = 0;
+      for (let j = k + 2; j < n; j++) ssR += w[ro + j]! ** 2;
+      if (ssR === 0) {
+        e[k] = alphaR;
+      } else {
+        const betaR = -Math.sign(alphaR || 1) * Math.sqrt(alphaR * alphaR + ssR);
+        const scR = 1 / (alphaR - betaR);
+        for (let j = k + 2; j < n; j++) w[ro + j]! *= scR;
+        tauR = (betaR - alphaR) / betaR;
+        e[k] = betaR;
+        w[ro + k + 1] = betaR;
+      }
+    }
     tauP[k] = tauR;
-    e[k] = betaR;
-    w[ro + k + 1] = betaR;
-    // Rows below: x ← x − τ (x·v) v over columns k+1.. (v = [1, w[k, k+2:]]).
+    // Fused sweep over rows below k.
+    next.fill(0, k + 2, n);
+    const c1 = k + 1;
     for (let i = k + 1; i < m; i++) {
       const o = i * n;
-      let dot = w[o + k + 1]!;
-      for (let j = k + 2; j < n; j++) dot += w[o + j]! * w[ro + j]!;
-      if (dot === 0) continue;
-      dot *= tauR;
-      w[o + k + 1]! -= dot;
-      for (let j = k + 2; j < n; j++) w[o + j]! -= dot * w[ro + j]!;
+      const vi = w[o + k]!;
+      let dot = 0;
+      if (tauR !== 0) {
+        // left update, and x·u with u = [1, w[k, k+2:]]
+        let x = w[o + c1]! - vi * tmp[c1]!;
+        w[o + c1] = x;
+        dot = x;
+        for (let j = k + 2; j < n; j++) {
+          x = w[o + j]! - vi * tmp[j]!;
+          w[o + j] = x;
+          dot += x * w[ro + j]!;
+        }
+        dot *= tauR;
+        w[o + c1]! -= dot;
+        const lead = w[o + c1]!;
+        if (i > k + 1) {
+          for (let j = k + 2; j < n; j++) {
+            const y = w[o + j]! - dot * w[ro + j]!;
+            w[o + j] = y;
+            next[j]! += lead * y;
+          }
+        } else {
+          for (let j = k + 2; j < n; j++) w[o + j]! -= dot * w[ro + j]!;
+        }
+      } else {
+        if (vi !== 0) for (let j = c1; j < n; j++) w[o + j]! -= vi * tmp[j]!;
+        if (i > k + 1) {
+          const lead = w[o + c1]!;
+          if (lead !== 0) for (let j = k + 2; j < n; j++) next[j]! += lead * w[o + j]!;
+        }
+      }
     }
+    const swap = raw;
+    raw = next;
+    next = swap;
   }
 }
 
-/** U = H_0 ⋯ H_{n-1}·[I; 0] (m×n) by backward accumulation (H_k touches rows/cols ≥ k only). */
+/** U = H_0 ⋯ H_{n-1}·[I; 0] (m×n): the left reflectors stored below the diagonal of w. */
 function accumulateU(w: Float64Array, m: number, n: number, tauQ: Float64Array): Float64Array {
-  const u = new Float64Array(m * n);
-  for (let i = 0; i < n; i++) u[i * n + i] = 1;
-  const tmp = new Float64Array(n);
-  for (let k = n - 1; k >= 0; k--) {
-    const tau = tauQ[k]!;
-    if (tau === 0) continue;
-    for (let j = k; j < n; j++) tmp[j] = u[k * n + j]!;
-    for (let i = k + 1; i < m; i++) {
-      const vi = w[i * n + k]!;
-      const o = i * n;
-      for (let j = k; j < n; j++) tmp[j]! += vi * u[o + j]!;
-    }
-    for (let j = k; j < n; j++) {
-      tmp[j]! *= tau;
-      u[k * n + j]! -= tmp[j]!;
-    }
-    for (let i = k + 1; i < m; i++) {
-      const vi = w[i * n + k]!;
-      const o = i * n;
-      for (let j = k; j < n; j++) u[o + j]! -= vi * tmp[j]!;
-    }
-  }
-  return u;
+  return accumulateLeftQ(w, n, m, n, tauQ);
 }
 
-/** V = G_0 ⋯ G_{n-3} (n×n), G_k acting on indices k+1.., by backward accumulation. */
+/** V = G_0 ⋯ G_{n-3} (n×n), G_k acting on indices k+1.., blocked like accumulateLeftQ. */
 function accumulateV(w: Float64Array, n: number, tauP: Float64Array): Float64Array {
   const v = new Float64Array(n * n);
   for (let i = 0; i < n; i++) v[i * n + i] = 1;
-  const tmp = new Float64Array(n);
-  for (let k = n - 2; k >= 0; k--) {
-    const tau = tauP[k]!;
-    if (tau === 0) continue;
-    const ro = k * n; // vector: 1 at k+1, w[ro + j] for j ≥ k+2
-    const c0 = k + 1;
-    for (let j = c0; j < n; j++) tmp[j] = v[c0 * n + j]!;
-    for (let i = k + 2; i < n; i++) {
-      const vi = w[ro + i]!;
-      const o = i * n;
-      for (let j = c0; j < n; j++) tmp[j]! += vi * v[o + j]!;
+  const count = Math.max(n - 2, 0); // G_0 … G_{n-3}; G_{n-2} is the identity
+  for (let k0 = Math.floor((count - 1) / NB) * NB; k0 >= 0 && count > 0; k0 -= NB) {
+    const nb = Math.min(NB, count - k0);
+    const r0 = k0 + 1;
+    const p = n - r0;
+    const vm = new Float64Array(p * nb);
+    for (let j = 0; j < nb; j++) {
+      const k = k0 + j; // reflector G_k: 1 at index k+1, then w[k, k+2:]
+      vm[(k + 1 - r0) * nb + j] = 1;
+      for (let i = k + 2; i < n; i++) vm[(i - r0) * nb + j] = w[k * n + i]!;
     }
-    for (let j = c0; j < n; j++) {
-      tmp[j]! *= tau;
-      v[c0 * n + j]! -= tmp[j]!;
-    }
-    for (let i = k + 2; i < n; i++) {
-      const vi = w[ro + i]!;
-      const o = i * n;
-      for (let j = c0; j < n; j++) v[o + j]! -= vi * tmp[j]!;
-    }
+    applyBlockReflector(v, n, r0, r0, p, n - r0, vm, nb, tauP.subarray(k0, k0 + nb));
   }
   return v;
 }

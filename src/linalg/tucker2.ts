@@ -65,11 +65,12 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   const lead = function* (x: Matrix, r: number): GemmProgram<Matrix> {
     return (yield* truncatedSvdProgram(x, r, svdOpts)).u;
   };
-  // HOSVD initialisation: U_S from the mode-S unfolding (U_T is recomputed first in HOOI).
+  // HOSVD initialisation. HOOI recomputes U_T first, so U_T's HOSVD is only needed
+  // when there are no HOOI sweeps.
   let uS = yield* lead(xS, r1);
-  let uT = yield* lead(xT, r2);
+  let uT: Matrix | null = maxIter > 0 && wNorm > 0 ? null : yield* lead(xT, r2);
   let prevErr = Infinity;
-  let relError = relErrFromCore(wNorm, yield* coreOf(xT, uT, uS, T, S, k));
+  let relError = Infinity;
   let iterations = 0;
   for (let it = 1; it <= maxIter && wNorm > 0; it++) {
     // U_T ← leading vectors of (W ×₂ U_Sᵀ) unfolded on T: [T, R1·k].
@@ -84,6 +85,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
     opts.onIter?.({ iteration: it, relError });
     if (prevErr - relError < tol) break;
   }
+  if (!uT) throw new LrError('numeric', 'tucker2: internal error, no HOOI sweep ran'); // unreachable: maxIter > 0 ran a sweep
   const core = yield* coreOf(xT, uT, uS, T, S, k);
   // Explicit residual: the ‖W‖² − ‖G‖² identity loses all digits when the fit is near exact.
   const recon = yield* reconstructTucker2(core, uT, uS);

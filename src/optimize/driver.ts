@@ -6,7 +6,7 @@
  */
 import { attrInt } from '../graph/attrs.js';
 import type { Model } from '../graph/graph.js';
-import { findLayers, type LayerInfo } from '../graph/layers.js';
+import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalReader } from '../onnx/external.js';
 import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
@@ -70,6 +70,7 @@ function scaleMacs(layerMacs: number | undefined, c: { before: Cost; after: Cost
 export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions): LayerRecord[] {
   for (const g of model.allGraphs()) g.topoSort();
   const layers = findLayers(model, shapes);
+  const quantized = findQuantizedLayers(model);
   const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map() };
   const records: LayerRecord[] = [];
@@ -88,7 +89,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       if (opts.exclude && (opts.exclude.test(layer.name) || opts.exclude.test(layer.weightName))) return done('excluded by --exclude');
       if (layer.params < opts.minParams) return done(`${layer.params} params < --min-params ${opts.minParams}`);
     }
-    const pass = decision ? passByName(decision.pass!) : passFor(layer, opts.method);
+    let pass = decision ? passByName(decision.pass!) : passFor(layer, opts.method);
     if (pass === undefined) return done(`unknown pass ${decision?.pass}`);
     if (typeof pass === 'string') return done(pass);
     if (decision && !pass.ops.includes(layer.op)) return done(`plan pass ${pass.name} does not apply to ${layer.op}`);
@@ -115,6 +116,15 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       if (isSkip(chosen)) return done(chosen.skip);
       ranks = chosen;
     }
+    if (!decision && opts.method === 'auto' && pass.name === 'conv-tucker2') {
+      const alt = preferCp(layer, m, ranks, pass, cx);
+      if (alt) {
+        rec.note = alt.note;
+        if (alt.use) ({ pass, m, ranks } = { pass: alt.use.pass, m: alt.use.m, ranks: alt.use.ranks });
+        rec.pass = pass.name;
+        rec.method = pass.method;
+      }
+    }
     rec.ranks = ranks;
     const cost = pass.cost(m, ranks);
     rec.paramsAfter = cost.after.params;
@@ -139,8 +149,38 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
     done();
   });
   opts.onProgress?.(layers.length, layers.length, '');
+  for (const q of quantized) {
+    records.push({ name: q.name, op: q.op, weightShape: [], where: 'quantized', paramsBefore: 0, paramsAfter: 0, ms: 0, skipped: true, reason: q.reason });
+  }
   cleanUp(model);
   return records;
+}
+
+/**
+ * --method auto on a k×k conv: Tucker-2 unless a CP chain with no more parameters (and no
+ * more MACs) reconstructs the weight at least as well. CP chains run faster in ORT at
+ * equal rank (depthwise core), so equal error at equal size favours CP.
+ */
+function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPass, cx: PassContext):
+  { note: string; use?: { pass: AnyPass; m: unknown; ranks: number[] } } | undefined {
+  const cp = passByName('conv-cp')!;
+  const mc = cp.match(layer, cx);
+  if (isSkip(mc)) return undefined;
+  const ct = tucker.cost(mt, ranksT);
+  if (ct.after.params >= ct.before.params) return undefined;
+  let r = 0;
+  for (let lo = 1, hi = Math.max(1, ct.after.params); lo <= hi;) {
+    const mid = (lo + hi) >> 1;
+    const c = cp.cost(mc, [mid]);
+    if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  if (r === 0 || !tucker.estimate || !cp.estimate) return undefined;
+  const eT = tucker.estimate(mt, ranksT, cx);
+  const eC = cp.estimate(mc, [r], cx);
+  if (isSkip(eT) || isSkip(eC)) return undefined;
+  const note = `tucker2 ${ranksT.join(',')} err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
+  // Equal within 2% (and fp32 round-off) counts as equal.
+  return eC <= eT * 1.02 + 1e-6 ? { note, use: { pass: cp, m: mc, ranks: [r] } } : { note };
 }
 
 /** Removes nodes and initializers the rewrites left unused, innermost graphs first. */

@@ -24,6 +24,8 @@ export interface LayerRecord {
   ms: number;
   skipped?: boolean;
   reason?: string;
+  /** How the method was chosen, when more than one was tried (--method auto on k×k convs). */
+  note?: string;
 }
 
 export interface PlanFile {

@@ -53,6 +53,11 @@ export interface LayerPass<M> {
   cost(m: M, ranks: readonly number[]): { before: Cost; after: Cost };
   /** Factorizes and rewrites; the graph is untouched when it returns a Skip. */
   apply(m: M, ranks: readonly number[], cx: PassContext): Applied | Skip;
+  /**
+   * Optional: the weight's relative error at these ranks without touching the graph
+   * (the factors are cached on the match, so a following apply reuses them).
+   */
+  estimate?(m: M, ranks: readonly number[], cx: PassContext): number | Skip;
 }
 
 /** What every match carries about its layer. */
