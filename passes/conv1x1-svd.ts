@@ -16,9 +16,9 @@ import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
   allFinite, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
-import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface Conv1x1Match extends MatchBase {
   geo: ConvGeometry;
@@ -43,7 +43,9 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     const data = readTensorFloat(layer.weight.tensor, cx.external);
     if (!allFinite(data)) return skip('weight has NaN or infinite values');
     const w = fromArray(geo.T, geo.S, data);
-    return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0) };
+    // Per pixel y = W·x: the input channels are W's columns.
+    const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S);
+    return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -62,12 +64,12 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     g.addInitializer(makeFloatTensor(nameR, [r, geo.S, ...ones], f.right, m.dataType));
     g.addInitializer(makeFloatTensor(nameL, [geo.T, r, ...ones], f.left, m.dataType));
     const z = derivedName(cx, n, 'lr_z');
-    const doc = docString('conv1x1-svd', `rank ${r} of ${geo.T}x${geo.S} (weight rel. error ${f.relError.toExponential(2)})`);
+    const doc = docString('conv1x1-svd', `rank ${r} of ${geo.T}x${geo.S} (weight rel. error ${f.relError.toExponential(2)}${dataNote(f.dataError)})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameR, z, chainConvAttrs(ones, 1, placementAttrs(n)), undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0], chainConvAttrs(ones, 1), geo.hasBias ? n.input[2] : undefined, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };

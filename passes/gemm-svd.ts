@@ -12,9 +12,9 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray, transpose } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
-import { docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { dataNote, docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface GemmMatch extends MatchBase {
   /** true: B is the constant (Y = X·W); false: A is (Y = W·X). */
@@ -44,9 +44,11 @@ export const gemmSvd: LayerPass<GemmMatch> = {
     // The matrix as it enters the product: op(B) [K, N] or op(A) [M, K].
     const trans = weightRight ? transB : transA;
     const w = trans ? transpose(raw) : raw;
+    // Inputs enter op(B) = W [K, N] from the rows side (Y = X·W), op(A) = W [M, K] from the columns side.
+    const whiten = whiteningFor(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? w.rows : w.cols);
     return {
       layer, node: n, graph: layer.graph, dataType,
-      weightRight, svd: new SvdCache(w, 0), transA, transB,
+      weightRight, svd: new SvdCache(w, 0, whiten), transA, transB,
       alpha: attrFloat(n, 'alpha', 1), beta: attrFloat(n, 'beta', 1),
     };
   },
@@ -69,7 +71,7 @@ export const gemmSvd: LayerPass<GemmMatch> = {
     const rName = derivedName(cx, n, 'lr_r');
     const scaled = (x: Float32Array): Float32Array => (m.alpha === 1 ? x : x.map((v) => v * m.alpha));
     let first, second;
-    const doc = docString('gemm-svd', `rank ${r} of ${rows}x${cols} (weight rel. error ${f.relError.toExponential(2)})`);
+    const doc = docString('gemm-svd', `rank ${r} of ${rows}x${cols} (weight rel. error ${f.relError.toExponential(2)}${dataNote(f.dataError)})`);
     const passAttrs = n.attribute.filter((a) => !['alpha', 'beta', 'transA', 'transB'].includes(a.name ?? ''));
     if (m.weightRight) {
       g.addInitializer(makeFloatTensor(lName, [rows, r], f.left, m.dataType));
@@ -89,6 +91,6 @@ export const gemmSvd: LayerPass<GemmMatch> = {
     const nodes = [...first, ...second];
     for (const x of nodes) x.docString = doc;
     g.replaceNode(n, nodes);
-    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };

@@ -11,9 +11,9 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
-import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface MatMulMatch extends MatchBase {
   weightRight: boolean;
@@ -31,7 +31,9 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     if (layer.weightShape.length !== 2) return skip('weight is not 2-D (batched constant weights are not decomposed)');
     const [rows, cols] = layer.weightShape;
     const w = fromArray(rows, cols, readTensorFloat(layer.weight.tensor, cx.external));
-    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight: layer.weightInput === 1, svd: new SvdCache(w, 0) };
+    const weightRight = layer.weightInput === 1;
+    const whiten = whiteningFor(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? rows : cols);
+    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -42,17 +44,18 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     const r = ranks[0];
     const { node: n, graph: g } = m;
     const { rows, cols } = m.svd.w;
-    const key = `${m.layer.weight.graph.proto.name}|${m.layer.weightName}|matmul-svd|${r}`;
+    // Whitened factors depend on the layer's own inputs: share them only when not whitened.
+    const key = `${m.layer.weight.graph.proto.name}|${m.layer.weightName}|matmul-svd|${r}${m.svd.whiten ? `|${m.layer.name}` : ''}`;
     let entry = cx.shared.get(key);
     if (!entry || !visible(g, entry.names)) {
       const f = svdPairFactors(m.svd, r);
       if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
-      entry = { names: [derivedName(cx, n, 'lr_l'), derivedName(cx, n, 'lr_r')], relError: f.relError };
+      entry = { names: [derivedName(cx, n, 'lr_l'), derivedName(cx, n, 'lr_r')], relError: f.relError, dataError: f.dataError };
       g.addInitializer(makeFloatTensor(entry.names[0], [rows, r], f.left, m.dataType));
       g.addInitializer(makeFloatTensor(entry.names[1], [r, cols], f.right, m.dataType));
       cx.shared.set(key, entry);
     }
-    const { names, relError } = entry;
+    const { names, relError, dataError } = entry;
     const [lName, rName] = names;
     const z = derivedName(cx, n, 'lr_z');
     const x = n.input[m.weightRight ? 0 : 1];
@@ -63,10 +66,10 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
          newNode({ opType: 'MatMul', name: nameB, input: [z, rName], output: [n.output[0]] })]
       : [newNode({ opType: 'MatMul', name: nameA, input: [rName, x], output: [z] }),
          newNode({ opType: 'MatMul', name: nameB, input: [lName, z], output: [n.output[0]] })];
-    const doc = docString('matmul-svd', `rank ${r} of ${rows}x${cols} (weight rel. error ${relError.toExponential(2)})`);
+    const doc = docString('matmul-svd', `rank ${r} of ${rows}x${cols} (weight rel. error ${relError.toExponential(2)}${dataNote(dataError)})`);
     for (const x2 of nodes) x2.docString = doc;
     g.replaceNode(n, nodes);
-    return { relError, nodes: nodes.map((x2) => x2.name!) };
+    return { relError, dataError, nodes: nodes.map((x2) => x2.name!) };
   },
 };
 

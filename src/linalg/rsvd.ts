@@ -7,6 +7,7 @@
  * Float32 weight runs at ORT's fp32 speed; orthonormalisation (CholeskyQR2) and the
  * small SVDs run in fp64. Seeded: same input, options and seed → same output.
  */
+import { LrError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 import { createRng } from '../util/rng.js';
 import { checkRank } from './checks.js';
@@ -26,6 +27,12 @@ export interface TruncatedSvdOptions {
   seed?: number;
   /** 'auto' (default) uses the exact SVD when the matrix is small relative to the rank. */
   method?: 'auto' | 'exact' | 'randomized';
+  /**
+   * Warm start: an m×c guess of the leading left singular subspace (e.g. the previous
+   * iterate in HOOI). The sketch starts from Aᵀ·start (completed with random columns),
+   * so iterative callers keep refining one subspace instead of restarting at random.
+   */
+  start?: Matrix;
 }
 
 export interface AsyncSvdOptions extends TruncatedSvdOptions {
@@ -45,7 +52,7 @@ export function* truncatedSvdProgram(a: Matrix, rank: number, opts: TruncatedSvd
   const small = Math.min(a.rows, a.cols);
   const exact = opts.method === 'exact' || (opts.method !== 'randomized' && (small <= 2 * l || small <= 64));
   if (exact) return truncate(svd(a), k);
-  return yield* randomizedSvdProgram(a, k, l, opts.powerIters ?? 2, opts.rng ?? createRng(opts.seed ?? 0));
+  return yield* randomizedSvdProgram(a, k, l, opts.powerIters ?? 2, opts.rng ?? createRng(opts.seed ?? 0), opts.start);
 }
 
 /** Synchronous truncated SVD (JS products). */
@@ -68,11 +75,23 @@ export function randomizedSvdSync(a: Matrix, rank: number, opts: TruncatedSvdOpt
   return truncatedSvdSync(a, rank, { ...opts, method: 'randomized' });
 }
 
-function* randomizedSvdProgram(a: Matrix, k: number, l: number, q: number, rng: Rng): GemmProgram<SvdResult> {
+function* randomizedSvdProgram(a: Matrix, k: number, l: number, q: number, rng: Rng, start?: Matrix): GemmProgram<SvdResult> {
   const f32 = a.data instanceof Float32Array;
   const work = (x: Matrix): Matrix => (f32 ? asFloat32(x) : asFloat64(x)); // operand dtype for products with A
   const omega: Matrix = { rows: a.cols, cols: l, data: f32 ? new Float32Array(a.cols * l) : new Float64Array(a.cols * l) };
   for (let i = 0; i < omega.data.length; i++) omega.data[i] = rng.normal();
+  if (start) {
+    if (start.rows !== a.rows) throw new LrError('numeric', `truncated SVD: start has ${start.rows} rows, matrix has ${a.rows}`);
+    // Leading columns of Ω = Aᵀ·start, scaled like the Gaussian columns (norm √n) so Y stays well conditioned.
+    const c = Math.min(start.cols, l);
+    const z = yield* mm(a, work(c === start.cols ? start : sliceCols(start, 0, c)), { transA: true }); // n×c
+    for (let j = 0; j < c; j++) {
+      let nrm = 0;
+      for (let i = 0; i < a.cols; i++) nrm += z.data[i * c + j]! ** 2;
+      const f = nrm > 0 ? Math.sqrt(a.cols / nrm) : 0;
+      if (f > 0) for (let i = 0; i < a.cols; i++) omega.data[i * l + j] = z.data[i * c + j]! * f;
+    }
+  }
 
   // Intermediate bases only need to be well conditioned (one CholeskyQR pass);
   // the final one must be orthonormal (CholeskyQR2).

@@ -62,8 +62,10 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   const xS: Matrix = { rows: S, cols: T * k, data: swapLeadingAxes(xT.data, T, S, k) }; // [S, T·k]
   const wNorm = tensorNorm(xT.data);
 
-  const lead = function* (x: Matrix, r: number): GemmProgram<Matrix> {
-    return (yield* truncatedSvdProgram(x, r, svdOpts)).u;
+  // Each HOOI update warm-starts the sketch from the previous factor (subspace
+  // iteration carried across sweeps), so randomized SVDs converge with HOOI.
+  const lead = function* (x: Matrix, r: number, start?: Matrix | null): GemmProgram<Matrix> {
+    return (yield* truncatedSvdProgram(x, r, start ? { ...svdOpts, start } : svdOpts)).u;
   };
   // HOSVD initialisation. HOOI recomputes U_T first, so U_T's HOSVD is only needed
   // when there are no HOOI sweeps.
@@ -75,10 +77,10 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   for (let it = 1; it <= maxIter && wNorm > 0; it++) {
     // U_T ← leading vectors of (W ×₂ U_Sᵀ) unfolded on T: [T, R1·k].
     const ys = asFloat64(yield* mm(uS, xS, { transA: true })); // [R1, T·k]
-    uT = yield* lead({ rows: T, cols: r1 * k, data: swapLeadingAxes(ys.data, r1, T, k) }, r2);
+    uT = yield* lead({ rows: T, cols: r1 * k, data: swapLeadingAxes(ys.data, r1, T, k) }, r2, uT);
     // U_S ← leading vectors of (W ×₁ U_Tᵀ) unfolded on S: [S, R2·k].
     const yt = asFloat64(yield* mm(uT, xT, { transA: true })); // [R2, S·k]
-    uS = yield* lead({ rows: S, cols: r2 * k, data: swapLeadingAxes(yt.data, r2, S, k) }, r1);
+    uS = yield* lead({ rows: S, cols: r2 * k, data: swapLeadingAxes(yt.data, r2, S, k) }, r1, uS);
     prevErr = relError;
     relError = relErrFromCore(wNorm, yield* coreOf(xT, uT, uS, T, S, k));
     iterations = it;

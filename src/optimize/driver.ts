@@ -9,7 +9,7 @@ import type { Model } from '../graph/graph.js';
 import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalReader } from '../onnx/external.js';
-import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
+import { isSkip, type Cost, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
 import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
 import { createRng } from '../util/rng.js';
 import { passByName, type AnyPass } from '../../passes/index.js';
@@ -25,6 +25,8 @@ export interface OptimizeOptions {
   /** Layers with fewer weight parameters are left alone. */
   minParams: number;
   seed: number;
+  /** Calibration statistics per layer name: data-aware decomposition where present. */
+  stats?: ReadonlyMap<string, LayerInputStats>;
   /** Apply these decisions exactly instead of choosing ranks. */
   plan?: PlanFile;
   external?: ExternalReader;
@@ -72,7 +74,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
   const layers = findLayers(model, shapes);
   const quantized = findQuantizedLayers(model);
   const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map() };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats };
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {
     opts.onProgress?.(i, layers.length, layer.name);
@@ -146,6 +148,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       return done(applied.skip);
     }
     rec.relError = applied.relError;
+    if (applied.dataError !== undefined) rec.dataError = applied.dataError;
     done();
   });
   opts.onProgress?.(layers.length, layers.length, '');

@@ -20,6 +20,8 @@ export interface LayerRecord {
   macsAfter?: number;
   /** Relative Frobenius error of the reconstructed weight. */
   relError?: number;
+  /** Relative output error on the calibration statistics (data-aware rewrites). */
+  dataError?: number;
   /** Time spent on this layer (factorization and rewrite), ms. */
   ms: number;
   skipped?: boolean;

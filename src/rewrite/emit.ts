@@ -37,3 +37,8 @@ export const FLOAT_TYPES = new Set<number>([DataType.FLOAT, DataType.FLOAT16, Da
 export function docString(pass: string, detail: string): string {
   return `onnx-lr: ${pass}: ${detail}`;
 }
+
+/** ", data-aware output error 1.2e-3" for doc strings, or nothing. */
+export function dataNote(dataError: number | undefined): string {
+  return dataError === undefined ? '' : `, data-aware: output rel. error ${dataError.toExponential(2)} on calibration data`;
+}

@@ -22,8 +22,10 @@ export interface PassContext {
   rng: Rng;
   /** Reads weights stored as external data (absent for self-contained models). */
   external?: ExternalReader;
+  /** Input statistics per layer name, from calibration data (data-aware decomposition). */
+  stats?: ReadonlyMap<string, LayerInputStats>;
   /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */
-  shared: Map<string, { names: string[]; relError: number }>;
+  shared: Map<string, { names: string[]; relError: number; dataError?: number }>;
 }
 
 /** Parameters and multiply-accumulates of a layer, before or after a rewrite. */
@@ -33,9 +35,25 @@ export interface Cost {
   macsPerPosition: number;
 }
 
+/**
+ * Second moments of a layer's input over the calibration data. `gram` is [dim, dim]
+ * row-major: XᵀX over rows for Y = X·W, X·Xᵀ over columns for Y = W·X, the input-channel
+ * covariance (per group) for a Conv; `patchGram` is the im2col patch covariance of a k×k conv.
+ */
+export interface LayerInputStats {
+  kind: 'matrix' | 'conv';
+  gram: Float64Array;
+  dim: number;
+  count: number;
+  patchGram?: Float64Array;
+  patchDim?: number;
+}
+
 export interface Applied {
   /** Relative Frobenius error of the reconstructed weight. */
   relError: number;
+  /** Relative output error on the calibration statistics (data-aware rewrites only). */
+  dataError?: number;
   /** Names of the new nodes, first to last. */
   nodes: string[];
 }
