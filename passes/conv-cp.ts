@@ -39,7 +39,7 @@ export interface ConvCpMatch extends MatchBase {
 interface CpFactors { rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number }
 
 /** Iteration budget and tolerance of the ALS fit. */
-const ALS = { maxIter: 200, tol: 1e-7 };
+const ALS = { maxIter: 100, tol: 1e-5 };
 
 export const convCp: LayerPass<ConvCpMatch> = {
   name: 'conv-cp',

@@ -13,7 +13,9 @@
  * Depthwise convs (S/g = 1) and plain 1x1 convs (conv1x1-svd's job) are declined.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
+import { svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
+import { SvdCache, svdPairFactors } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
   allFinite, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
@@ -32,6 +34,8 @@ export interface ConvTucker2Match extends MatchBase {
   spectra?: { s: { sigma: Float64Array; total: number }; t: { sigma: Float64Array; total: number } }[];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: Tucker2Factors;
+  /** Per-group input-channel Gram blocks [g][s·s] from calibration data (data-aware). */
+  channelGram?: Float64Array[];
 }
 
 interface Tucker2Factors { key: string; r1: number; r2: number; first: Float32Array; core: Float32Array; last: Float32Array; relError: number }
@@ -103,7 +107,7 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = readTensorFloat(layer.weight.tensor, cx.external);
     if (!allFinite(w)) return skip('weight has NaN or infinite values');
-    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
+    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo) };
   },
 
   chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
@@ -143,7 +147,8 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const doc = docString('conv-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.T}x${geo.S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)})`);
+    const aware = m.channelGram ? ', data-aware input factor' : '';
+    const doc = docString('conv-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.T}x${geo.S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameA, z1, chainConvAttrs(ones, G), undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z1, nameG, z2, chainConvAttrs(geo.kernel, G, placementAttrs(n)), undefined, doc),
@@ -166,6 +171,7 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
+  if (m.channelGram) return (m.fitted = { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram) });
   // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
   const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
   // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
@@ -185,6 +191,53 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
   m.fitted = { key, r1, r2, first, core, last, relError };
   return m.fitted;
+}
+
+/** The input-channel Gram blocks of a conv's calibration statistics, when they fit. */
+function channelBlocks(cx: PassContext, name: string, geo: ConvGeometry): Float64Array[] | undefined {
+  const st = cx.stats?.get(name);
+  const s = geo.S / geo.group;
+  if (!st || st.kind !== 'conv' || st.dim !== s || (st.groups ?? 1) !== geo.group || st.gram.length !== geo.group * s * s || st.count === 0) return undefined;
+  return Array.from({ length: geo.group }, (_, j) => st.gram.subarray(j * s * s, (j + 1) * s * s));
+}
+
+/**
+ * Data-aware Tucker-2 (per group): the input-side factor comes from the whitened SVD of
+ * the mode-S unfolding, W_(S) ≈ P·Q with P = L⁻ᵀU_rΣ^½ minimising ‖L_xᵀ(W_(S) − P·Q)‖ for
+ * the input-channel covariance L_x·L_xᵀ (so the first 1x1 keeps what the data excites);
+ * the output side is the plain truncated SVD of Q's mode-T unfolding.
+ */
+function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams: Float64Array[]): Omit<Tucker2Factors, 'key'> {
+  const { geo } = m;
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  const G = geo.group;
+  const r1 = Math.min(r1In, s, t * K);
+  const r2 = Math.min(r2In, t, r1 * K);
+  const first = new Float32Array(G * r1 * s);
+  const core = new Float32Array(G * r2 * r1 * K);
+  const last = new Float32Array(geo.T * r2);
+  m.groups.forEach((gk, j) => {
+    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j] }), r1);
+    for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = sv.left[c * r1 + b];
+    // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
+    const qt = new Float64Array(t * r1 * K);
+    for (let b = 0; b < r1; b++) for (let a = 0; a < t; a++) for (let k = 0; k < K; k++) qt[(a * r1 + b) * K + k] = sv.right[b * t * K + a * K + k];
+    const ut = svd({ rows: t, cols: r1 * K, data: qt }).u; // [t, min(t, r1·K)]
+    for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = ut.data[a * ut.cols + c];
+    // core = U_Tᵀ·Q_(T) [r2, r1·K]
+    for (let c = 0; c < r2; c++) {
+      for (let a = 0; a < t; a++) {
+        const u = ut.data[a * ut.cols + c];
+        if (u === 0) continue;
+        const src = a * r1 * K;
+        const dst = (j * r2 + c) * r1 * K;
+        for (let i = 0; i < r1 * K; i++) core[dst + i] += u * qt[src + i];
+      }
+    }
+  });
+  return { r1, r2, first, core, last, relError: tucker2Error(m.w, geo, first, core, last, r1, r2) };
 }
 
 /**

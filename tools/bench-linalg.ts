@@ -12,16 +12,14 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpAls } from '../src/linalg/cp-als.js';
-import type { GemmEngine } from '../src/linalg/engine.js';
+import { cpAls, khatriRao } from '../src/linalg/cp-als.js';
+import { runAsync, type GemmEngine } from '../src/linalg/engine.js';
 import { gemm } from '../src/linalg/gemm.js';
 import { randomNormal, scaleCols, type Matrix } from '../src/linalg/matrix.js';
 import { createOrtGemmEngine } from '../src/linalg/ort-gemm.js';
 import { randomizedSvd } from '../src/linalg/rsvd.js';
 import { svd } from '../src/linalg/svd.js';
-import { runAsync } from '../src/linalg/engine.js';
 import { reconstructTucker2, tucker2 } from '../src/linalg/tucker2.js';
-import { khatriRao } from '../src/linalg/cp-als.js';
 import { createRng, type Rng } from '../src/util/rng.js';
 
 const PEAK_GFLOPS = 227; // this machine's fp32 peak (2 cores, AVX2 FMA)
@@ -36,6 +34,8 @@ interface Row {
   ratio: number | null;
   rel_err: number | null;
   ref_rel_err: number | null;
+  gflops?: number;
+  peak_share?: number;
   note?: string;
 }
 
@@ -47,6 +47,8 @@ interface Case {
   /** One timed run; returns rel_err. */
   run(): Promise<number>;
   note?(seconds: number): string;
+  /** Products only: 2mnk flops per run. */
+  flops?: number;
 }
 
 interface PyCase {
@@ -134,6 +136,7 @@ function gemmCase(engine: GemmEngine): Case {
   return {
     name: 'GEMM 1024^3 fp32 (ORT)',
     repeats: 7,
+    flops: 2 * n ** 3,
     async setup(dir) {
       const rng = createRng(3);
       a = randomNormal(n, n, rng.normal, true);
@@ -155,6 +158,7 @@ function jsGemmCase(): Case {
   return {
     name: 'GEMM 1024^3 fp64 (pure JS)',
     repeats: 3,
+    flops: 2 * n ** 3,
     async setup(dir) {
       const rng = createRng(4);
       a = randomNormal(n, n, rng.normal);
@@ -309,20 +313,21 @@ async function main(): Promise<void> {
       gemmCase(engine), jsGemmCase(), svdCase(512, engine), svdCase(1024, engine),
       rsvdCase(2048, 128, engine), rsvdCase(4096, 128, engine), tuckerCase(engine), cpCase(engine),
     ].filter((c) => !only || c.name.toLowerCase().includes(only.toLowerCase()));
-    const specs: PyCase[] = [];
+    // Ours and numpy alternate case by case, so both sides of a ratio see the same
+    // machine load (other processes may come and go during a long run).
+    const hasNumpy = numpyAvailable();
     const ours = new Map<string, { s: number; err: number }>();
+    const ref: Record<string, { s: number; err: number }> = {};
     for (const c of cases) {
-      specs.push(await c.setup(dir));
+      const spec = await c.setup(dir);
       await c.run(); // warm-up (JIT, ORT sessions)
       ours.set(c.name, await median(() => c.run(), c.repeats));
+      if (hasNumpy) {
+        const py = spawnSync('/usr/bin/python3', ['-c', PY], { input: JSON.stringify([spec]), encoding: 'utf8', maxBuffer: 1 << 24 });
+        if (py.status === 0) Object.assign(ref, JSON.parse(py.stdout.trim().split('\n').pop()!));
+        else process.stderr.write(`numpy reference failed for ${c.name}:\n${py.stderr}\n`);
+      }
       if (!json) process.stderr.write(`  measured ${c.name}\n`);
-    }
-    let ref: Record<string, { s: number; err: number }> = {};
-    if (numpyAvailable()) {
-      if (!json) process.stderr.write('  running numpy reference…\n');
-      const py = spawnSync('/usr/bin/python3', ['-c', PY], { input: JSON.stringify(specs), encoding: 'utf8', maxBuffer: 1 << 24 });
-      if (py.status === 0) ref = JSON.parse(py.stdout.trim().split('\n').pop()!);
-      else process.stderr.write(`numpy reference failed:\n${py.stderr}\n`);
     }
     const rows: Row[] = cases.map((c) => {
       const o = ours.get(c.name)!;
@@ -334,6 +339,7 @@ async function main(): Promise<void> {
         ratio: r ? round(o.s / r.s) : null,
         rel_err: c.name.startsWith('GEMM') ? null : o.err,
         ref_rel_err: r && !c.name.startsWith('GEMM') ? r.err : null,
+        ...(c.flops ? { gflops: round(c.flops / o.s / 1e9), peak_share: round(c.flops / o.s / 1e9 / PEAK_GFLOPS) } : {}),
         ...(c.note ? { note: c.note(o.s) } : {}),
       };
     });

@@ -19,9 +19,9 @@ const pick = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',');
 const models = (pick ?? Object.keys(REAL_MODELS)) as RealName[];
 
 const SETTINGS: [string, string[]][] = quick
-  ? [['default (energy 0.99)', []], ['rank-ratio 0.25', ['--rank-ratio', '0.25']]]
+  ? [['default (energy 0.999)', []], ['rank-ratio 0.25', ['--rank-ratio', '0.25']]]
   : [
-      ['default (energy 0.99)', []],
+      ['default (energy 0.999)', []],
       ['energy 0.95', ['--energy', '0.95']],
       ['vbmf', ['--vbmf']],
       ['rank-ratio 0.5', ['--rank-ratio', '0.5']],

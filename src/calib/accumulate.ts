@@ -179,7 +179,7 @@ export interface PatchGeometry {
 }
 
 /** Size of one group's patch vector: (channels/groups)·∏kernel. */
-export const patchDimOf = (g: Pick<PatchGeometry, 'channels' | 'groups' | 'kernel'>): number =>
+export const patchDimOf = (g: { channels: number; groups: number; kernel: readonly number[] }): number =>
   (g.channels / g.groups) * g.kernel.reduce((a, b) => a * b, 1);
 
 /** The subset of a Conv's attributes (see rewrite/conv-geometry.ts) that places its windows. */
@@ -234,7 +234,7 @@ export function resolvePatchGeometry(conv: ConvPlacement, inputDims: readonly nu
   };
 }
 
-/** Output positions per block of accumulatePatches. */
+/** Patches (batch item × output position) per block of accumulatePatches. */
 const PATCH_BLOCK = 256;
 
 /**
@@ -268,15 +268,20 @@ export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGe
     for (let a = sp - 1, r = q; a >= 0; a--) { c[a] = r % kernel[a]!; r = Math.floor(r / kernel[a]!); }
     kc.push(c);
   }
-  const nb = Math.min(PATCH_BLOCK, outSize);
-  const index = new Int32Array(K * nb); // input spatial offset per (kernel offset, position), −1 = padding
+  // Blocks run over (batch item, output position) pairs, so small feature maps still fill them.
+  const total = batch * outSize;
+  const nb = Math.min(PATCH_BLOCK, total);
+  const index = new Int32Array(K * nb); // input spatial offset per (kernel offset, pair), −1 = padding
+  const itemBase = new Float64Array(nb); // offset of the pair's batch item in x
   const buf = new Float64Array(D * nb);
   const origin = new Array<number>(sp);
 
-  for (let p0 = 0; p0 < outSize; p0 += PATCH_BLOCK) {
-    const np = Math.min(PATCH_BLOCK, outSize - p0);
-    for (let p = 0; p < np; p++) {
-      for (let a = sp - 1, r = p0 + p; a >= 0; a--) {
+  for (let t0 = 0; t0 < total; t0 += PATCH_BLOCK) {
+    const np = Math.min(PATCH_BLOCK, total - t0);
+    for (let e = 0; e < np; e++) {
+      const n = Math.floor((t0 + e) / outSize);
+      itemBase[e] = n * channels * inSize;
+      for (let a = sp - 1, r = t0 + e - n * outSize; a >= 0; a--) {
         origin[a] = (r % outSpatial[a]!) * strides[a]! - padsBegin[a]!;
         r = Math.floor(r / outSpatial[a]!);
       }
@@ -288,25 +293,23 @@ export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGe
           if (i < 0 || i >= inSpatial[a]!) { inside = false; break; }
           off += i * inStride[a]!;
         }
-        index[q * nb + p] = inside ? off : -1;
+        index[q * nb + e] = inside ? off : -1;
       }
     }
-    for (let n = 0; n < batch; n++) {
-      for (let j = 0; j < groups; j++) {
-        for (let c = 0; c < s; c++) {
-          const base = (n * channels + j * s + c) * inSize;
-          for (let q = 0; q < K; q++) {
-            const row = (c * K + q) * nb;
-            const idx = q * nb;
-            for (let p = 0; p < np; p++) {
-              const o = index[idx + p]!;
-              buf[row + p] = o >= 0 ? x[base + o]! : 0;
-            }
+    for (let j = 0; j < groups; j++) {
+      for (let c = 0; c < s; c++) {
+        const chan = (j * s + c) * inSize;
+        for (let q = 0; q < K; q++) {
+          const row = (c * K + q) * nb;
+          const idx = q * nb;
+          for (let e = 0; e < np; e++) {
+            const o = index[idx + e]!;
+            buf[row + e] = o >= 0 ? x[itemBase[e]! + chan + o]! : 0;
           }
         }
-        syrkUpper(gram, j * D * D, D, buf, 0, nb, np);
-        if (sum) rowSums(sum, j * D, D, buf, 0, nb, np);
       }
+      syrkUpper(gram, j * D * D, D, buf, 0, nb, np);
+      if (sum) rowSums(sum, j * D, D, buf, 0, nb, np);
     }
   }
   for (let j = 0; j < groups; j++) mirror(gram, j * D * D, D);

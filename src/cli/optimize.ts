@@ -1,20 +1,17 @@
 /** `onnx-lr optimize IN OUT` and `onnx-lr plan IN`: the main job. */
 import { readFileSync } from 'node:fs';
 import { LrError } from '../errors.js';
-import { Model } from '../graph/graph.js';
-import { findLayers } from '../graph/layers.js';
-import { summarize } from '../graph/summary.js';
-import { loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
-import { DEFAULT_MIN_PARAMS, optimizeModel, policyLabel, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
+import type { Budget } from '../optimize/budget.js';
+import { DEFAULT_MIN_PARAMS, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
+import { runOptimize, type PipelineConfig } from '../optimize/pipeline.js';
 import { parsePlan, type PlanFile } from '../optimize/plan.js';
-import { renderReport, type Report } from '../report/report.js';
+import { renderReport } from '../report/report.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { writeFileAtomic } from '../util/fsio.js';
-import { measureLatency } from '../verify/latency.js';
-import { verifyModels } from '../verify/verify.js';
-import { flag, num, parse, str, strs, expectPositionals, type Options, type Parsed } from './args.js';
+import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
+import { calibrationFrom } from './calibration.js';
 import { feedOverrides } from './feeds.js';
-import { shapesFor } from './inspect.js';
 
 const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
@@ -28,6 +25,22 @@ Layer selection:
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
   --seed N            seed for randomized numerics and verification inputs (default 0)
+Whole-model budgets (measure each layer's sensitivity on calibration inputs, then
+allocate ranks globally, greedy on output error per saved unit):
+  --target-params F   keep at most fraction F of the parameters (e.g. 0.5)
+  --target-macs F     keep at most fraction F of the decomposable layers' MACs
+  --target-latency F  aim at fraction F of the original latency (allocated by MACs,
+                      then measured in ORT; the report says whether it was met)
+  --max-error E       compress as much as the output error allows: relative L2 E
+                      (e.g. 0.05) or cosine:C (e.g. cosine:0.995), checked in ORT
+Calibration data (data-aware decomposition is on when --calib is given):
+  --calib PATH        .npy (samples on the first axis), .npz (one array per input),
+                      a folder of them, or a folder of .png/.jpg images
+  --calib-samples N   use at most N samples (default 64)
+  --resize HxW        image size (default: the input's static H, W)
+  --mean R,G,B --std R,G,B   image normalisation after scaling to [0,1]
+  --layout nchw|nhwc  image tensor layout (default nchw)
+  --no-data-aware     use calibration data for budgets only, decompose weight-only
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
   --input NAME:FILE   a .npy value for an input (repeatable)`;
@@ -42,7 +55,8 @@ before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is s
 written), 2 for bad input.
 
 ${RANK_OPTIONS}
-  --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly
+  --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly; with a
+                      budget, reuse the plan's cached sensitivity measurements instead
 Verification:
   --min-cosine C      pass when every output's cosine similarity is at least C (default 0.99)
   --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
@@ -65,9 +79,13 @@ and MACs, weight error) as JSON, without writing a model. Edit it and apply it e
 with 'onnx-lr optimize IN OUT --plan plan.json'.
 
 ${RANK_OPTIONS}
+  --plan FILE         reuse a plan's cached sensitivity measurements (with a budget)
   -h, --help          this help`;
 
 const COMMON: Options = {
+  'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' },
+  calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
+  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
   seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
@@ -75,7 +93,7 @@ const COMMON: Options = {
 };
 
 const OPTIMIZE_ONLY: Options = {
-  plan: { type: 'string' }, 'min-cosine': { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' },
+  'min-cosine': { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' },
   'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'bench-web': { type: 'boolean' },
   report: { type: 'string' }, json: { type: 'boolean' }, 'all-layers': { type: 'boolean' }, 'external-data': { type: 'boolean' },
   force: { type: 'boolean' },
@@ -102,7 +120,7 @@ function policyFrom(p: Parsed): RankPolicy {
   return withAlign({ kind: 'energy', energy });
 }
 
-function optionsFrom(p: Parsed, loaded: LoadedModel): OptimizeOptions {
+function optionsFrom(p: Parsed): OptimizeOptions {
   const method = (str(p, 'method') ?? 'auto') as MethodChoice;
   if (!['auto', 'svd', 'tucker2', 'cp'].includes(method)) throw new LrError('usage', `--method expects auto, svd, tucker2 or cp, got "${method}"`);
   let exclude: RegExp | undefined;
@@ -121,7 +139,6 @@ function optionsFrom(p: Parsed, loaded: LoadedModel): OptimizeOptions {
     method, policy: policyFrom(p), exclude, plan,
     minParams: num(p, 'min-params', { min: 0, integer: true }) ?? DEFAULT_MIN_PARAMS,
     seed: num(p, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }) ?? 0,
-    external: loaded.external,
   };
 }
 
@@ -132,83 +149,70 @@ function progress(enabled: boolean): OptimizeOptions['onProgress'] {
   };
 }
 
+/** --target-params/--target-macs/--target-latency F or --max-error E (rel. L2, or cosine:C). */
+function budgetFrom(p: Parsed): Budget | undefined {
+  const given = ['target-params', 'target-macs', 'target-latency', 'max-error'].filter((k) => p.values[k] !== undefined);
+  if (given.length > 1) throw new LrError('usage', `choose one budget (got ${given.map((g) => `--${g}`).join(', ')})`);
+  for (const kind of ['params', 'macs', 'latency'] as const) {
+    const f = num(p, `target-${kind}`, { min: 0, max: 1 });
+    if (f !== undefined) return { kind, fraction: f };
+  }
+  const e = str(p, 'max-error');
+  if (e === undefined) return undefined;
+  const m = /^(?:(rel|cosine):)?([0-9.eE+-]+)$/.exec(e.trim());
+  const v = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isFinite(v)) throw new LrError('usage', `--max-error expects a relative L2 error (e.g. 0.1) or cosine:C (e.g. cosine:0.99), got "${e}"`);
+  if (m[1] === 'cosine') {
+    if (v <= 0 || v >= 1) throw new LrError('usage', '--max-error cosine:C needs 0 < C < 1');
+    // For small errors 1 − cos ≈ ½‖Δy‖²/‖y‖².
+    return { kind: 'error', err2: 2 * (1 - v) };
+  }
+  if (v <= 0) throw new LrError('usage', '--max-error must be above 0');
+  return { kind: 'error', err2: v * v };
+}
+
+function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, json: boolean): PipelineConfig {
+  const budget = budgetFrom(p);
+  if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
+  const tty = process.stderr.isTTY === true && !json;
+  return {
+    opts, budget, shapes, values, dataAware: !flag(p, 'no-data-aware'),
+    calibration: calibrationFrom(p, shapes, values, opts.seed),
+    verify: {
+      enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,
+      atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }) ?? 1,
+      latency: !flag(p, 'no-latency'), web: flag(p, 'bench-web'),
+    },
+    save: { force: flag(p, 'force'), externalData: flag(p, 'external-data') },
+    onProgress: progress(tty),
+    onStage: tty ? (stage) => process.stderr.write(`\r\x1b[K${stage}…`) : undefined,
+  };
+}
+
 export async function optimize(argv: readonly string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
   const p = parse(argv, { ...COMMON, ...OPTIMIZE_ONLY }, 'optimize');
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
-  const t0 = performance.now();
-  const minCosine = num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE;
-  const atol = num(p, 'atol', { min: 0 });
-  const rtol = num(p, 'rtol', { min: 0 });
-  const threads = num(p, 'threads', { min: 1, max: 256, integer: true }) ?? 1;
-  const { shapes: shapeArgs, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
-  const loaded = loadModel(inPath);
-  try {
-    const opts = optionsFrom(p, loaded);
-    opts.onProgress = progress(process.stderr.isTTY === true && !flag(p, 'json'));
-    const model = new Model(loaded.model);
-    const notes: string[] = [];
-    const sh = await shapesFor(loaded, model, shapeArgs, values);
-    if (sh.note) notes.push(sh.note);
-    if (sh.defaulted.length > 0) notes.push(`dynamic dims set to 1 (use --shape): ${sh.defaulted.map((d) => `${d.input}[${d.axis}]`).join(', ')}`);
-    const before = summarize(loaded.model, findLayers(model, sh.shapes));
-    // Rewrites edit the proto in place: keep the original bytes' summary first, then rewrite.
-    const layers = optimizeModel(model, sh.shapes, opts);
-    const saved = saveModel({ model: loaded.model, external: loaded.external, path: loaded.path }, outPath, {
-      force: flag(p, 'force'), ...(flag(p, 'external-data') ? { externalData: true } : {}),
-    });
-    const report: Report = {
-      tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: policyLabel(opts),
-      input: { file: inPath, bytes: loaded.byteSize, ...before },
-      output: { file: outPath, bytes: saved.bytes + (saved.externalBytes ?? 0), ...summarize(loaded.model) },
-      layers, seconds: 0, notes,
-    };
-    // MACs after: the original layers' MACs with each rewritten layer's share replaced.
-    if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
-    let pass = true;
-    if (!flag(p, 'no-verify')) {
-      const vopts = { seed: opts.seed, shapes: shapeArgs, inputs: values, minCosine, threads, ...(atol !== undefined && { atol }), ...(rtol !== undefined && { rtol }) };
-      // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
-      const v = await verifyModels({ path: loaded.path }, { path: saved.path }, { ...vopts, atol: atol ?? Infinity, rtol: rtol ?? 0 });
-      if (!v.ok) throw v.error;
-      report.verify = { ...v.value, minCosine, atol, rtol };
-      report.inputs = Object.keys(values).length > 0 ? `--input ${Object.keys(values).join(', ')} + seeded random for the rest` : 'seeded random inputs';
-      pass = v.value.pass;
-      if (!flag(p, 'no-latency')) {
-        const lat = await measureLatency({ path: loaded.path }, { path: saved.path }, { threads, shapes: shapeArgs, values });
-        if (lat.ok) report.latency = lat.value; else notes.push(`latency not measured: ${lat.error.message}`);
-        if (flag(p, 'bench-web')) {
-          const web = await measureLatency({ path: loaded.path }, { path: saved.path }, { backend: 'web', shapes: shapeArgs, values });
-          if (web.ok) report.latencyWeb = web.value; else notes.push(`web latency not measured: ${web.error.message}`);
-        }
-      }
-    }
-    report.seconds = (performance.now() - t0) / 1000;
-    const reportPath = str(p, 'report');
-    if (reportPath) writeFileAtomic(reportPath, [new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n')]);
-    io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
-    return pass ? 0 : 1;
-  } finally {
-    loaded.external.close();
-  }
+  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
+  const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, flag(p, 'json'));
+  const { report, pass } = await runOptimize(inPath, outPath, cfg);
+  if (process.stderr.isTTY && !flag(p, 'json')) process.stderr.write('\r\x1b[K');
+  const reportPath = str(p, 'report');
+  if (reportPath) writeFileAtomic(reportPath, [new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n')]);
+  io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
+  return pass ? 0 : 1;
 }
 
 export async function plan(argv: readonly string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
   const p = parse(argv, COMMON, 'plan');
   if (flag(p, 'help')) { io.out(PLAN_HELP); return 0; }
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
-  const { shapes: shapeArgs, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
-  const loaded = loadModel(inPath);
-  try {
-    const opts = optionsFrom(p, loaded);
-    opts.onProgress = progress(process.stderr.isTTY === true);
-    const model = new Model(loaded.model);
-    const sh = await shapesFor(loaded, model, shapeArgs, values);
-    const layers = optimizeModel(model, sh.shapes, opts);
-    const planFile: PlanFile = { version: 1, model: inPath, policy: policyLabel(opts), layers };
-    io.out(JSON.stringify(planFile, null, 2));
-    return 0;
-  } finally {
-    loaded.external.close();
-  }
+  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
+  const opts = optionsFrom(p);
+  const cfg = pipelineConfig(p, opts, shapes, values, false);
+  const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  const planFile: PlanFile = { version: 1, model: inPath, policy: report.policy, layers: report.layers, ...(sensitivity && { sensitivity }) };
+  io.out(JSON.stringify(planFile, null, 2));
+  return 0;
 }

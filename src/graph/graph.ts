@@ -13,6 +13,8 @@ const normDomain = (d: string | undefined): string => (d === undefined || d === 
 export class Model {
   readonly root: Graph;
   private readonly names = new Set<string>();
+  /** Names reserved since construction, in order (lets a trial rewrite be rolled back). */
+  private readonly reserved: string[] = [];
   private readonly graphs = new WeakMap<GraphProto, Graph>();
 
   constructor(readonly proto: ModelProto) {
@@ -33,7 +35,18 @@ export class Model {
     let name = base;
     for (let i = 1; this.names.has(name); i++) name = `${base}_${i}`;
     this.names.add(name);
+    this.reserved.push(name);
     return name;
+  }
+
+  /** A point to return to with releaseNames (trial rewrites that are undone). */
+  nameMark(): number {
+    return this.reserved.length;
+  }
+
+  /** Frees the names reserved since `mark`, so an undone trial leaves no trace in later names. */
+  releaseNames(mark: number): void {
+    for (const n of this.reserved.splice(mark)) this.names.delete(n);
   }
 
   /** The Graph view of a subgraph proto, created once. */
@@ -159,17 +172,41 @@ export class Graph {
 
   /** Removes nodes none of whose outputs is used; returns how many were removed. */
   removeDeadNodes(): number {
-    let removed = 0;
-    for (;;) {
-      const dead = this.proto.node.filter(
-        (n) => n.output.length > 0 && n.output.every((o) => !o || (this.consumers(o).length === 0 && !this.isGraphOutput(o))),
-      );
-      if (dead.length === 0) return removed;
-      const deadSet = new Set(dead);
-      this.proto.node = this.proto.node.filter((n) => !deadSet.has(n));
-      removed += dead.length;
-      this.invalidate();
+    // A graph that declares no outputs has nothing live by declaration: removing every
+    // node would leave an empty graph that ORT refuses, so leave it as it is.
+    if (this.proto.output.length === 0) return 0;
+    // Worklist over use counts: linear in the graph size (a dead chain of n nodes used to
+    // take n passes over the whole graph).
+    const nodes = this.proto.node;
+    const uses = new Map<string, number>();
+    const producers = new Map<string, NodeProto[]>();
+    const usedBy = (n: NodeProto): Set<string> => {
+      const s = new Set<string>(n.input.filter((x) => x));
+      for (const v of this.implicitInputsOf(n)) s.add(v);
+      return s;
+    };
+    for (const n of nodes) {
+      for (const v of usedBy(n)) uses.set(v, (uses.get(v) ?? 0) + 1);
+      for (const o of n.output) if (o) { const l = producers.get(o); if (l) l.push(n); else producers.set(o, [n]); }
     }
+    const isDead = (n: NodeProto): boolean =>
+      n.output.length > 0 && n.output.every((o) => !o || ((uses.get(o) ?? 0) === 0 && !this.isGraphOutput(o)));
+    const dead = new Set<NodeProto>();
+    const queue = nodes.filter(isDead);
+    while (queue.length > 0) {
+      const n = queue.pop()!;
+      if (dead.has(n)) continue;
+      dead.add(n);
+      for (const v of usedBy(n)) {
+        const c = uses.get(v)! - 1;
+        uses.set(v, c);
+        if (c === 0) for (const p of producers.get(v) ?? []) if (!dead.has(p) && isDead(p)) queue.push(p);
+      }
+    }
+    if (dead.size === 0) return 0;
+    this.proto.node = nodes.filter((n) => !dead.has(n));
+    this.invalidate();
+    return dead.size;
   }
 
   /**

@@ -3,10 +3,13 @@
  * QR on the bidiagonal (Golub–Kahan; Golub & Van Loan §8.6). Backward stable:
  * ‖A − U·diag(s)·Vᵀ‖ ≈ n·ε·‖A‖, which gives ~1e-13 relative reconstruction.
  *
- * Layout choices for speed in row-major JS: the rotations of each QR sweep are
- * recorded and applied row by row to U and V in a single contiguous pass;
- * very tall inputs are first reduced by Householder QR (R-bidiagonalisation), so
- * the expensive part only ever sees an n×n matrix.
+ * Choices for speed in row-major JS: the bidiagonalisation reads the trailing
+ * matrix once per step (fused updates); U and V are formed from blocks of
+ * reflectors as matrix products (compact WY); the rotations of each QR sweep are
+ * recorded and applied row by row to U and V in one contiguous pass; very tall
+ * inputs are first reduced by Householder QR, so the expensive part only sees n×n.
+ * Cost is still O(n³) scalar JS (~9 s for 1024², vs ~4.5 s for numpy on reference
+ * LAPACK here): large truncated problems should use rsvd.ts instead.
  */
 import { LrError } from '../errors.js';
 import { gemm } from './gemm.js';

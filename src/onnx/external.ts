@@ -125,6 +125,14 @@ export class ExternalDataReader implements ExternalReader {
   private handle(file: string, location: string, what: string): { fd: number; size: number } {
     let h = this.open.get(file);
     if (h) return h;
+    // stat before open: opening a FIFO (or a device) for reading can block forever.
+    let pre: fs.Stats;
+    try {
+      pre = fs.statSync(file);
+    } catch (e) {
+      throw new LrError('io', `${what}: cannot open external data file "${location}": ${(e as Error).message}`);
+    }
+    if (!pre.isFile()) throw new LrError('io', `${what}: external data location "${location}" is not a regular file`);
     let fd: number;
     try {
       fd = this.fsx.openSync(file, 'r');

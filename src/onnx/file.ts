@@ -22,6 +22,15 @@ export const AUTO_EXTERNAL_BYTES = 2 ** 31 - 64 * 2 ** 20;
 /** Offsets in external data files are multiples of this (lets ORT mmap them). */
 export const EXTERNAL_ALIGN = 4096;
 export const DEFAULT_EXTERNAL_THRESHOLD = 1024;
+/**
+ * Integer initializers smaller than this stay inline whatever the threshold: they are shape,
+ * axes and index constants, and ORT (1.30) refuses to load a model whose shape inference
+ * needs one of them from external data ("Cannot parse data from external tensors").
+ */
+export const INLINE_INT_BYTES = 1024;
+
+const isIntType = (dt: number): boolean => dt === DataType.INT64 || dt === DataType.INT32 || dt === DataType.INT16
+  || dt === DataType.INT8 || dt === DataType.UINT64 || dt === DataType.UINT32 || dt === DataType.UINT16 || dt === DataType.UINT8;
 
 export interface LoadedModel {
   model: ModelProto;
@@ -91,6 +100,8 @@ export function loadModel(file: string): LoadedModel {
     throw new LrError('io', `cannot open ${file}: ${(e as Error).message}`);
   }
   if (st.isDirectory()) throw new LrError('io', `${file} is a directory, not an ONNX file`);
+  // Opening a FIFO or a device would block or never end: only regular files are models.
+  if (!st.isFile()) throw new LrError('io', `${file} is not a regular file`);
   if (st.size > MAX_PROTOBUF_BYTES) {
     throw new LrError('unsupported', `${file} is ${st.size} bytes: an ONNX protobuf cannot exceed 2 GiB (large weights belong in external data)`);
   }
@@ -127,7 +138,10 @@ export function loadModel(file: string): LoadedModel {
 export interface ExternalDataOptions {
   /** File name beside the output (a plain name, no folders); default `<OUT basename>.data`. */
   location?: string;
-  /** Initializers with payloads of at least this many bytes go external; default 1024. */
+  /**
+   * Initializers with payloads of at least this many bytes go external; default 1024.
+   * Integer tensors under INLINE_INT_BYTES stay inline regardless.
+   */
   threshold?: number;
 }
 
@@ -222,7 +236,8 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
       const dt = t.dataType ?? DataType.UNDEFINED;
       // Only initializers go external: ORT loads external data for initializers, and
       // Constant-node / attribute tensors are kept inline to be safe.
-      if (cfg && site === 'initializer' && dt !== DataType.STRING && tensorByteSize(t) >= threshold) {
+      const size = cfg && site === 'initializer' && dt !== DataType.STRING ? tensorByteSize(t) : -1;
+      if (size >= threshold && !(isIntType(dt) && size < INLINE_INT_BYTES)) {
         const bytes = tensorRawBytes(t, reader);
         if (!dataTmp) { dataTmp = new TempFile(dataPath, fsx); temps.push(dataTmp); }
         const pad = (EXTERNAL_ALIGN - (dataTmp.bytesWritten % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;

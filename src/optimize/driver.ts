@@ -182,8 +182,8 @@ function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPa
   const eC = cp.estimate(mc, [r], cx);
   if (isSkip(eT) || isSkip(eC)) return undefined;
   const note = `tucker2 ${ranksT.join(',')} err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
-  // Equal within 2% (and fp32 round-off) counts as equal.
-  return eC <= eT * 1.02 + 1e-6 ? { note, use: { pass: cp, m: mc, ranks: [r] } } : { note };
+  // Equal within 2% (or both below 1e-4, where ALS stops) counts as equal.
+  return eC <= eT * 1.02 + 1e-4 ? { note, use: { pass: cp, m: mc, ranks: [r] } } : { note };
 }
 
 /** Removes nodes and initializers the rewrites left unused, innermost graphs first. */

@@ -3,6 +3,7 @@
  * A plan names layers by node name (or first output when unnamed) and fixes pass and ranks.
  */
 import { LrError } from '../errors.js';
+import type { LayerSensitivity } from './sensitivity.js';
 
 export interface LayerRecord {
   name: string;
@@ -35,6 +36,8 @@ export interface PlanFile {
   model: string;
   policy: string;
   layers: LayerRecord[];
+  /** Per-layer sensitivity measurements, cached so a budgeted run can reuse them. */
+  sensitivity?: LayerSensitivity[];
 }
 
 export function parsePlan(text: string, file: string): PlanFile {

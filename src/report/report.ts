@@ -17,6 +17,13 @@ export interface Report {
   layers: LayerRecord[];
   /** How verification inputs were made: random (seeded) or the files given with --input. */
   inputs?: string;
+  /** What the calibration inputs were (data-aware or budgeted runs). */
+  calibration?: string;
+  /** A budgeted run: the target, what was achieved, and whether it was met. */
+  budget?: {
+    kind: string; unit: string; target: number; achieved: number; met: boolean; why?: string;
+    predictedError: number; measuredError: number; attempts: number;
+  };
   verify?: VerifyStats & { minCosine?: number; atol?: number; rtol?: number };
   latency?: LatencyStats;
   latencyWeb?: LatencyStats;
@@ -79,6 +86,14 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       reasons.set(key, (reasons.get(key) ?? 0) + 1);
     }
     L.push(`skipped: ${[...reasons].map(([k, v]) => `${v}x ${k}`).join('; ')}  (--report has each layer's reason)`);
+  }
+  if (r.calibration) L.push(`calibration inputs: ${r.calibration}`);
+  if (r.budget) {
+    const b = r.budget;
+    L.push(`budget: ${b.kind} target ${b.target.toPrecision(3)}, achieved ${b.achieved.toPrecision(3)} (${b.unit}) — ${b.met ? 'met' : 'NOT met'}` +
+      `; output rel. error on calibration inputs: predicted ${b.predictedError.toPrecision(3)}, measured ${b.measuredError.toPrecision(3)}` +
+      (b.attempts > 1 ? `; ${b.attempts} allocations` : ''));
+    if (!b.met && b.why) L.push(`  why: ${b.why}`);
   }
   if (r.verify) {
     const v = r.verify;

@@ -42,8 +42,10 @@ export interface Cost {
  */
 export interface LayerInputStats {
   kind: 'matrix' | 'conv';
+  /** [dim, dim]; for a grouped conv [groups, dim, dim] with dim = S/g. */
   gram: Float64Array;
   dim: number;
+  groups?: number;
   count: number;
   patchGram?: Float64Array;
   patchDim?: number;

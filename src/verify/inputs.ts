@@ -51,12 +51,24 @@ export interface FeedPlan {
   defaulted: DefaultedDim[];
 }
 
+/** Largest random input we generate (elements per input; 2^26 float32 = 256 MiB). */
+export const MAX_FEED_ELEMENTS = 2 ** 26;
+
 export function buildFeeds(inputs: readonly ValueInfo[], opts: FeedOptions = {}): Result<FeedPlan> {
   const bad = inputs.find((i) => !i.isTensor || !isElemType(i.type));
   if (bad) return err('unsupported', `input ${bad.name} has type ${bad.type || 'non-tensor'}; only numeric and bool tensors can be fed`);
   const resolved = resolveDims(inputs, opts.shapes ?? {}, opts.values ?? {});
   if (!resolved.ok) return resolved;
   const { dims, defaulted, values } = resolved.value;
+  // Dims come from the model file (untrusted) or --shape: check them before allocating.
+  for (const input of inputs) {
+    if (values[input.name]) continue;
+    const d = dims[input.name]!;
+    const n = d.reduce((a, b) => a * b, 1);
+    if (d.some((x) => !Number.isSafeInteger(x) || x < 0) || !(n <= MAX_FEED_ELEMENTS)) {
+      return err('unsupported', `input ${input.name} has dims [${d.join(',')}]: over ${MAX_FEED_ELEMENTS} elements for a random input; set smaller dims with --shape or give a value with --input`);
+    }
+  }
 
   const base = createRng(opts.seed ?? 0);
   const streams = inputs.map(() => base.fork());

@@ -53,6 +53,19 @@ describe('randomized truncated SVD', () => {
     );
   });
 
+  it('a warm start with the right subspace makes even q = 0 optimal', () => {
+    const rng = createRng(27);
+    const s = Array.from({ length: 150 }, (_, i) => 1 / Math.sqrt(i + 1));
+    const a = withSpectrum(300, 200, s, rng);
+    const exact = truncatedSvdSync(a, 20, { method: 'exact' });
+    const cold = randomizedSvdSync(a, 20, { seed: 1, powerIters: 0 });
+    const warm = randomizedSvdSync(a, 20, { seed: 1, powerIters: 0, start: exact.u });
+    const opt = optimalError(s, 20);
+    expect(diffNorm(reconstruct(cold), a) / opt).toBeGreaterThan(1.01);
+    expect(diffNorm(reconstruct(warm), a) / opt).toBeLessThan(1 + 1e-9);
+    expect(() => randomizedSvdSync(a, 20, { start: exact.vt })).toThrowError(/start has/);
+  });
+
   it('is deterministic for a given seed, and the seed matters', () => {
     const rng = createRng(22);
     const a = randomNormal(150, 120, rng.normal);

@@ -21,7 +21,7 @@ function subspaceInputs(n: number, k: number, d: number, noise: number): Matrix 
   return x;
 }
 
-const frob = (m: Matrix): number => Math.sqrt(m.data.reduce((a, v) => a + v * v, 0));
+const frob = (m: Matrix): number => Math.sqrt(Array.from(m.data).reduce((a, v) => a + v * v, 0));
 function outErr(x: Matrix, w: Matrix, left: Float32Array, right: Float32Array, r: number): number {
   const wr = gemm({ rows: w.rows, cols: r, data: Float64Array.from(left) }, { rows: r, cols: w.cols, data: Float64Array.from(right) });
   const d = { rows: w.rows, cols: w.cols, data: w.data.map((v, i) => v - wr.data[i]) };

@@ -1,0 +1,438 @@
+/**
+ * Per-layer input statistics over a calibration set, for data-aware decomposition
+ * (DESIGN-NOTES "Data-aware compression": with XᵀX = L·Lᵀ, the SVD of LᵀW minimises the
+ * output error ‖X(W − W')‖).
+ *
+ * How: a copy of the model lists the layers' input tensors as graph outputs; ORT runs it
+ * on every calibration feed and each fetched tensor is folded into Float64 running sums
+ * (accumulate.ts), batch by batch, so memory holds one batch of activations at a time.
+ * When the exposed tensors of one run would exceed `maxBytesPerRun` (estimated from
+ * their dims, found by a first run of a copy that outputs only their Shape), the layers
+ * are split into groups, one ORT session and one pass over the data each.
+ *
+ * Only main-graph layers can be reached: tensors inside If/Loop/Scan bodies cannot be
+ * made graph outputs. Those layers, and any whose statistics cannot be collected, are
+ * returned in `unavailable` with the reason.
+ *
+ * Statistics per layer (LayerStats; all sums, not averages — divide by the count):
+ * - Gemm / MatMul, weight on the right (Y = X·W, W [K, N]): X's leading dims are
+ *   flattened into rows x ∈ ℝᴷ; gram = Σ x·xᵀ [K, K], count = rows. A Gemm with transA=1
+ *   reads A [K, M]: its columns are the vectors.
+ * - weight on the left (Y = W·X, W [M, K], X [..., K, N]): the vectors are X's columns;
+ *   gram = Σ over the leading (batch) dims of X·Xᵀ [K, K], count = columns.
+ * - Conv (X [N, S, spatial…], W [T, S/g, k…]): gram = input-channel covariance per group,
+ *   [g, S/g, S/g] (block j = channels j·S/g …), count = N·∏spatial (input positions).
+ *   For kernels > 1 with (S/g)·∏k ≤ maxPatchDim also patchGram [g, D, D], D = (S/g)·∏k,
+ *   over the im2col patches exactly as the conv sees them (strides, pads incl. auto_pad,
+ *   dilations, zero padding), patch index c·∏k + kernel offset (the order of W[t, c, k…]
+ *   flattened), patchCount = N·∏output spatial. So a group's conv is Y = W_g [T/g, D] · p.
+ * Layers that read the same tensor the same way share one LayerStats object (read-only).
+ */
+import { attrInt } from '../graph/attrs.js';
+import { resolveConstant } from '../graph/constants.js';
+import type { Model } from '../graph/graph.js';
+import type { LayerInfo } from '../graph/layers.js';
+import { encodeModel } from '../onnx/codec.js';
+import { mapTensors } from '../onnx/file.js';
+import { newNode, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { isExternal, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
+import { readConvGeometry } from '../rewrite/conv-geometry.js';
+import { isSkip } from '../rewrite/pass.js';
+import { err, ok, type Result } from '../errors.js';
+import { openFetcher, type TensorFetcher } from '../verify/intermediate.js';
+import type { SessionOptions } from '../verify/session.js';
+import { elementCount, toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
+import {
+  accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows, patchDimOf, resolvePatchGeometry,
+  type ConvPlacement, type FloatData, type PatchGeometry,
+} from './accumulate.js';
+import type { CalibSet } from './load.js';
+
+export {
+  accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows, patchDimOf, resolvePatchGeometry,
+  type ConvPlacement, type FloatData, type PatchGeometry,
+} from './accumulate.js';
+
+/** Default memory budget of the tensors one run exposes. */
+export const DEFAULT_MAX_BYTES_PER_RUN = 512 * 2 ** 20;
+/** Patch statistics only for (S/g)·∏k up to this (a 4608² Float64 gram is 170 MB). */
+export const DEFAULT_MAX_PATCH_DIM = 4608;
+
+export interface LayerStats {
+  kind: 'matrix' | 'conv';
+  /** The tensor the statistics are over (the layer's data input). */
+  input: string;
+  /**
+   * Σ x·xᵀ, row-major Float64, symmetric, not divided by `count`.
+   * matrix: [dim, dim], dim = K (the weight's reduction dim).
+   * conv: [groups, dim, dim], dim = S/g; block j covers input channels j·dim … j·dim+dim−1.
+   */
+  gram: Float64Array;
+  dim: number;
+  /** 1 for matrix layers; the conv's group count. */
+  groups: number;
+  /** Vectors summed into gram: rows or columns (matrix), batch × input positions (conv). */
+  count: number;
+  /** Σ x / count, [groups·dim]. */
+  mean: Float64Array;
+  /** Conv only, when the kernel is > 1 and patchDim ≤ maxPatchDim: Σ p·pᵀ per group, [groups, patchDim, patchDim]. */
+  patchGram?: Float64Array;
+  /** (S/g)·∏k; patch index c·∏k + kernel offset (row-major over the kernel axes). */
+  patchDim?: number;
+  /** Patches summed into patchGram per group: batch × output positions. */
+  patchCount?: number;
+  /** Σ p / patchCount, [groups·patchDim]. */
+  patchMean?: Float64Array;
+}
+
+export interface CalibStats {
+  /** By layer name (LayerInfo.name). */
+  stats: Map<string, LayerStats>;
+  /** Layer name → why it has no statistics. */
+  unavailable: Map<string, string>;
+  /** Passes over the calibration data (one ORT session each), without the shape probe. */
+  passes: number;
+  /** Model runs, the shape probe included. */
+  runs: number;
+  /** Calibration samples seen per pass. */
+  samples: number;
+}
+
+export interface StatsOptions {
+  /** Budget for the tensors one run exposes (default 512 MiB); above it, layers are split into passes. */
+  maxBytesPerRun?: number;
+  /** Largest patch vector for patch statistics (default 4608; 0 = none). */
+  maxPatchDim?: number;
+  /** Payloads of external tensors (they are inlined into the in-memory copy ORT loads). */
+  external?: ExternalBytes;
+  /** ORT options (default graphOptimizationLevel 'disabled', 1 thread). */
+  session?: Pick<SessionOptions, 'graphOptimizationLevel' | 'intraOpNumThreads'>;
+  /** Called after each run: runs done and the total (probe included). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+// ---------------------------------------------------------------------------- planning
+
+/** How a layer's input is read. */
+export type StatSpec =
+  | { kind: 'rows'; tensor: string; k: number }
+  | { kind: 'cols'; tensor: string; k: number }
+  | { kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string };
+
+const specKey = (s: StatSpec): string =>
+  s.kind === 'conv'
+    ? `conv|${s.tensor}|${JSON.stringify([s.conv, s.patches])}`
+    : `${s.kind}|${s.tensor}|${s.k}`;
+
+/** What statistic a layer needs, or why it cannot have one. Pure: reads only the node and its weight's shape. */
+export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_MAX_PATCH_DIM): StatSpec | string {
+  if (layer.graph !== model.root) {
+    return 'inside a subgraph (If/Loop/Scan body): its input cannot be exposed as a graph output';
+  }
+  const n = layer.node;
+  const w = layer.weightShape;
+  const xIndex = layer.op === 'Conv' ? 0 : layer.weightInput === 1 ? 0 : 1;
+  const tensor = n.input[xIndex];
+  if (!tensor) return `the ${layer.op} has no data input`;
+  if (resolveConstant(model.root, tensor)) return 'both operands are constants';
+  switch (layer.op) {
+    case 'MatMul':
+      if (w.length !== 2) return `weight of rank ${w.length}`;
+      return layer.weightInput === 1 ? { kind: 'rows', tensor, k: w[0]! } : { kind: 'cols', tensor, k: w[1]! };
+    case 'Gemm': {
+      if (w.length !== 2) return `weight of rank ${w.length}`;
+      const transA = attrInt(n, 'transA', 0) !== 0;
+      const transB = attrInt(n, 'transB', 0) !== 0;
+      if (layer.weightInput === 1) {
+        // Y = op(A)·op(B), op(B) = W [K, N]: X = A is [M, K], or [K, M] with transA.
+        const k = transB ? w[1]! : w[0]!;
+        return transA ? { kind: 'cols', tensor, k } : { kind: 'rows', tensor, k };
+      }
+      // The mirror case: op(A) = W [M, K] constant, X = B is [K, N], or [N, K] with transB.
+      const k = transA ? w[0]! : w[1]!;
+      return transB ? { kind: 'rows', tensor, k } : { kind: 'cols', tensor, k };
+    }
+    case 'Conv': {
+      const geo = readConvGeometry(n, w);
+      if (isSkip(geo)) return geo.skip;
+      const conv: ConvPlacement = {
+        kernel: geo.kernel, strides: geo.strides, dilations: geo.dilations, pads: geo.pads, autoPad: geo.autoPad, S: geo.S, group: geo.group,
+      };
+      const patches = geo.kernelSize > 1 && maxPatchDim > 0 && patchDimOf({ channels: geo.S, groups: geo.group, kernel: geo.kernel }) <= maxPatchDim;
+      return { kind: 'conv', tensor, conv, patches, output: n.output[0] ?? '' };
+    }
+    case 'ConvTranspose': return 'input statistics of ConvTranspose are not collected';
+    case 'Gather': return 'Gather reads indices, not activations';
+    default: return `${layer.op} is not a supported layer`;
+  }
+}
+
+// ---------------------------------------------------------------------------- accumulators
+
+interface Acc {
+  spec: StatSpec;
+  stats: LayerStats;
+  sum: Float64Array;
+  patchSum?: Float64Array;
+  /** Set when the layer's tensor turns out not to fit; the layers become unavailable. */
+  failed?: string;
+  geoCache: Map<string, PatchGeometry | string>;
+}
+
+function newAcc(spec: StatSpec): Acc {
+  if (spec.kind !== 'conv') {
+    const k = spec.k;
+    return {
+      spec, sum: new Float64Array(k), geoCache: new Map(),
+      stats: { kind: 'matrix', input: spec.tensor, gram: new Float64Array(k * k), dim: k, groups: 1, count: 0, mean: new Float64Array(k) },
+    };
+  }
+  const g = spec.conv.group;
+  const s = spec.conv.S / g;
+  const stats: LayerStats = { kind: 'conv', input: spec.tensor, gram: new Float64Array(g * s * s), dim: s, groups: g, count: 0, mean: new Float64Array(g * s) };
+  const acc: Acc = { spec, stats, sum: new Float64Array(g * s), geoCache: new Map() };
+  if (spec.patches) {
+    const d = patchDimOf({ channels: spec.conv.S, groups: g, kernel: spec.conv.kernel });
+    stats.patchGram = new Float64Array(g * d * d);
+    stats.patchDim = d;
+    stats.patchCount = 0;
+    stats.patchMean = new Float64Array(g * d);
+    acc.patchSum = new Float64Array(g * d);
+  }
+  return acc;
+}
+
+function floatData(t: HostTensor): FloatData | undefined {
+  if (t.type === 'float32' || t.type === 'float64') return t.data as FloatData;
+  if (t.type === 'float16') return toNumbers(t);
+  return undefined;
+}
+
+/** Folds one fetched tensor into an accumulator; returns a reason when it does not fit the layer. */
+function accumulate(acc: Acc, t: HostTensor): string | undefined {
+  const x = floatData(t);
+  if (!x) return `its input is ${t.type}, not a float tensor`;
+  const dims = t.dims;
+  const st = acc.stats;
+  const spec = acc.spec;
+  switch (spec.kind) {
+    case 'rows': {
+      const k = spec.k;
+      if (dims.length < 1 || dims[dims.length - 1] !== k) return `input dims [${dims.join(', ')}] do not end in K = ${k}`;
+      st.count += accumulateRows(st.gram, x, elementCount(dims) / k, k, acc.sum);
+      return undefined;
+    }
+    case 'cols': {
+      const k = spec.k;
+      if (dims.length === 1) {
+        if (dims[0] !== k) return `input dims [${dims.join(', ')}] are not [K = ${k}]`;
+        st.count += accumulateCols(st.gram, x, k, 1, acc.sum);
+        return undefined;
+      }
+      if (dims.length < 2 || dims[dims.length - 2] !== k) return `input dims [${dims.join(', ')}] do not have K = ${k} second to last`;
+      const cols = dims[dims.length - 1]!;
+      const batch = elementCount(dims.slice(0, -2));
+      for (let b = 0; b < batch; b++) st.count += accumulateCols(st.gram, x, k, cols, acc.sum, b * k * cols);
+      return undefined;
+    }
+    case 'conv': {
+      const key = dims.join('x');
+      let geo = acc.geoCache.get(key);
+      if (!geo) { geo = resolvePatchGeometry(spec.conv, dims); acc.geoCache.set(key, geo); }
+      if (typeof geo === 'string') return geo;
+      const positions = elementCount(geo.inSpatial);
+      st.count += accumulateConvChannels(st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
+      if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum);
+      return undefined;
+    }
+  }
+}
+
+function allFinite(a: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
+  return true;
+}
+
+function finish(acc: Acc): string | undefined {
+  const st = acc.stats;
+  if (st.count === 0) return 'no calibration rows reached it';
+  // NaN/Inf anywhere in the input reaches the gram's diagonal, so the diagonal and sums suffice.
+  const d = st.dim;
+  for (let g = 0; g < st.groups; g++) {
+    for (let j = 0; j < d; j++) if (!Number.isFinite(st.gram[g * d * d + j * d + j]!)) return 'its input activations have NaN or Inf';
+  }
+  if (!allFinite(acc.sum)) return 'its input activations have NaN or Inf';
+  for (let i = 0; i < acc.sum.length; i++) st.mean[i] = acc.sum[i]! / st.count;
+  if (st.patchGram && acc.patchSum) {
+    if (!allFinite(acc.patchSum)) return 'its input activations have NaN or Inf';
+    for (let i = 0; i < acc.patchSum.length; i++) st.patchMean![i] = acc.patchSum[i]! / Math.max(1, st.patchCount!);
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------- model copies
+
+function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {
+  const c: TensorProto = { ...t, externalData: [], rawData: tensorRawBytes(t, ext) };
+  delete c.dataLocation;
+  return c;
+}
+
+/** A copy of the model (sharing tensors) whose graph also outputs `names`, after `extraNodes`. */
+function withOutputs(model: ModelProto, names: readonly string[], extraNodes: readonly NodeProto[], ext: ExternalBytes | undefined): Uint8Array {
+  const g = model.graph!;
+  const have = new Set(g.output.map((o) => o.name));
+  const extra = names.filter((n) => !have.has(n)).map((name) => newValueInfo({ name }));
+  let copy: ModelProto = { ...model, graph: { ...g, node: [...g.node, ...extraNodes], output: [...g.output, ...extra] } };
+  if (ext) copy = mapTensors(copy, (t) => (isExternal(t) ? inlined(t, ext) : t));
+  return encodeModel(copy);
+}
+
+const feedElements = (f: Feeds): number => Object.values(f).reduce((a, t) => a + t.data.length, 0);
+
+/** Greedy split of tensors (in order) into groups whose byte sizes stay within the budget. */
+export function groupByBudget(sizes: readonly { name: string; bytes: number }[], budget: number): string[][] {
+  const groups: string[][] = [];
+  let cur: string[] = [];
+  let used = 0;
+  for (const { name, bytes } of sizes) {
+    if (cur.length > 0 && used + bytes > budget) { groups.push(cur); cur = []; used = 0; }
+    cur.push(name);
+    used += bytes;
+  }
+  if (cur.length > 0) groups.push(cur);
+  return groups;
+}
+
+// ---------------------------------------------------------------------------- driver
+
+/**
+ * Collects the input statistics of `layers` (from findLayers(model)) over `calib`.
+ * Fails only when the model cannot run on the calibration feeds; layer-level problems
+ * land in `unavailable`.
+ */
+export async function collectStats(model: Model, layers: readonly LayerInfo[], calib: CalibSet, opts: StatsOptions = {}): Promise<Result<CalibStats>> {
+  const budget = opts.maxBytesPerRun ?? DEFAULT_MAX_BYTES_PER_RUN;
+  if (!(budget > 0)) return err('usage', `maxBytesPerRun must be positive, got ${budget}`);
+  const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
+  const proto = model.proto;
+
+  const unavailable = new Map<string, string>();
+  const accs = new Map<string, Acc>();
+  const layerAcc = new Map<string, Acc>();
+  for (const layer of layers) {
+    const spec = planLayer(model, layer, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM);
+    if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
+    const key = specKey(spec);
+    let acc = accs.get(key);
+    if (!acc) { acc = newAcc(spec); accs.set(key, acc); }
+    layerAcc.set(layer.name, acc);
+  }
+
+  // The largest feed is the one the budget must hold.
+  let probeFeed: Feeds | undefined;
+  for (const f of calib.feeds()) if (!probeFeed || feedElements(f) > feedElements(probeFeed)) probeFeed = f;
+  if (!probeFeed) return err('usage', 'the calibration set has no feeds');
+  const inputNames = new Set(Object.keys(probeFeed));
+
+  let runs = 0;
+  const sizes = new Map<string, number[]>(Object.entries(probeFeed).map(([n, t]) => [n, [...t.dims]]));
+  // Shape probe: one run of a copy that outputs only the dims of the tensors to expose and
+  // of the conv outputs (to check our conv geometry against ORT's).
+  const probed = [...new Set([...accs.values()].flatMap((a) => [a.spec.tensor, ...(a.spec.kind === 'conv' && a.spec.output ? [a.spec.output] : [])]))]
+    .filter((t) => !inputNames.has(t));
+  if (probed.length > 0) {
+    const names = new Set<string>();
+    for (const g of model.allGraphs()) g.collectNames(names);
+    const unique = (base: string): string => { let n = base; for (let i = 1; names.has(n); i++) n = `${base}_${i}`; names.add(n); return n; };
+    const nodes: NodeProto[] = [];
+    const shapeOf = new Map<string, string>();
+    for (const t of probed) {
+      const out = unique(`${t}/calib_shape`);
+      nodes.push(newNode({ opType: 'Shape', name: unique(`${t}/calib_shape_node`), input: [t], output: [out] }));
+      shapeOf.set(t, out);
+    }
+    const f = await openFetcher({ bytes: withOutputs(proto, [...shapeOf.values()], nodes, opts.external) }, [...shapeOf.values()], sessionOpts);
+    if (!f.ok) return f;
+    try {
+      const r = await f.value.run(probeFeed);
+      if (!r.ok) return r;
+      for (const [t, out] of shapeOf) sizes.set(t, Array.from(r.value[out]!.data as BigInt64Array, Number));
+    } finally {
+      await f.value.release();
+    }
+    runs++;
+  }
+  for (const acc of accs.values()) {
+    const spec = acc.spec;
+    if (spec.kind !== 'conv') continue;
+    const inDims = sizes.get(spec.tensor);
+    const outDims = sizes.get(spec.output);
+    if (!inDims || !outDims) continue;
+    const geo = resolvePatchGeometry(spec.conv, inDims);
+    if (typeof geo === 'string') acc.failed = geo;
+    else if (outDims.length !== inDims.length || !geo.outSpatial.every((d, i) => d === outDims[i + 2])) {
+      acc.failed = `ORT's output dims [${outDims.join(', ')}] differ from the computed spatial dims [${geo.outSpatial.join(', ')}]`;
+    }
+  }
+
+  // Passes: tensors that are model inputs come from the feeds (first pass); the others
+  // are exposed as graph outputs, grouped under the budget.
+  const byTensor = new Map<string, Acc[]>();
+  for (const a of accs.values()) {
+    if (a.failed) continue;
+    const list = byTensor.get(a.spec.tensor);
+    if (list) list.push(a); else byTensor.set(a.spec.tensor, [a]);
+  }
+  const fromFeed = [...byTensor.keys()].filter((t) => inputNames.has(t));
+  const estimate = [...byTensor.keys()].filter((t) => !inputNames.has(t)).map((name) => ({ name, bytes: 4 * elementCount(sizes.get(name) ?? [0]) }));
+  const groups = groupByBudget(estimate, budget);
+  if (groups.length === 0 && fromFeed.length > 0) groups.push([]);
+
+  const total = runs + groups.length * calib.batches;
+  opts.onProgress?.(runs, total);
+  for (let gi = 0; gi < groups.length; gi++) {
+    const group = groups[gi]!;
+    const direct = gi === 0 ? fromFeed : [];
+    let fetcher: TensorFetcher | undefined;
+    if (group.length > 0) {
+      const f = await openFetcher({ bytes: withOutputs(proto, group, [], opts.external) }, group, sessionOpts);
+      if (!f.ok) return f;
+      fetcher = f.value;
+    }
+    try {
+      for (const feed of calib.feeds()) {
+        let got: Record<string, HostTensor> = {};
+        if (fetcher) {
+          const r = await fetcher.run(feed);
+          if (!r.ok) return r;
+          got = r.value;
+        }
+        for (const t of direct) got[t] = feed[t]!;
+        for (const [t, value] of Object.entries(got)) {
+          for (const acc of byTensor.get(t) ?? []) {
+            if (acc.failed) continue;
+            const why = accumulate(acc, value);
+            if (why) acc.failed = why;
+          }
+        }
+        runs++;
+        opts.onProgress?.(runs, total);
+      }
+    } finally {
+      await fetcher?.release();
+    }
+  }
+
+  const stats = new Map<string, LayerStats>();
+  const finished = new Map<Acc, string | undefined>();
+  for (const layer of layers) {
+    const acc = layerAcc.get(layer.name);
+    if (!acc) continue;
+    if (!finished.has(acc)) finished.set(acc, acc.failed ?? finish(acc));
+    const why = finished.get(acc);
+    if (why) unavailable.set(layer.name, why);
+    else stats.set(layer.name, acc.stats);
+  }
+  return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
+}

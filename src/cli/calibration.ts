@@ -1,0 +1,58 @@
+/** --calib and its image options → a calibration source for the pipeline. */
+import { findLayers } from '../graph/layers.js';
+import { Model } from '../graph/graph.js';
+import { LrError } from '../errors.js';
+import { collectStats } from '../calib/stats.js';
+import { describeCalibration, loadCalibration } from '../calib/load.js';
+import type { CalibrationSource } from '../optimize/pipeline.js';
+import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import type { ValueInfo } from '../verify/session.js';
+import { num, str, type Parsed } from './args.js';
+
+function numberList(p: Parsed, name: string): number[] | undefined {
+  const s = str(p, name);
+  if (s === undefined) return undefined;
+  const v = s.split(',').map((x) => Number(x.trim()));
+  if (v.length === 0 || v.some((x) => !Number.isFinite(x))) throw new LrError('usage', `--${name} expects comma-separated numbers (e.g. 0.485,0.456,0.406), got "${s}"`);
+  return v;
+}
+
+export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, seed: number):
+  ((inputs: ValueInfo[]) => Promise<CalibrationSource>) | undefined {
+  const path = str(p, 'calib');
+  if (path === undefined) {
+    for (const k of ['calib-samples', 'resize', 'mean', 'std', 'layout']) {
+      if (p.values[k] !== undefined) throw new LrError('usage', `--${k} needs --calib`);
+    }
+    return undefined;
+  }
+  const samples = num(p, 'calib-samples', { min: 1, max: 1_000_000, integer: true });
+  const rs = str(p, 'resize');
+  let resize: [number, number] | undefined;
+  if (rs !== undefined) {
+    const m = /^(\d+)x(\d+)$/.exec(rs.trim());
+    if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new LrError('usage', `--resize expects HxW (e.g. 224x224), got "${rs}"`);
+    resize = [Number(m[1]), Number(m[2])];
+  }
+  const layout = str(p, 'layout');
+  if (layout !== undefined && layout !== 'nchw' && layout !== 'nhwc') throw new LrError('usage', `--layout expects nchw or nhwc, got "${layout}"`);
+  const mean = numberList(p, 'mean');
+  const std = numberList(p, 'std');
+  return async (inputs) => {
+    const set = loadCalibration(path, { inputs, samples, resize, mean, std, layout: layout as 'nchw' | 'nhwc' | undefined, shapes, values, seed });
+    if (!set.ok) throw set.error;
+    return {
+      feeds: [...set.value.feeds()],
+      description: describeCalibration(set.value),
+      collectStats: async (loaded, names) => {
+        const model = new Model(loaded.model);
+        const wanted = new Set(names);
+        const layers = findLayers(model).filter((l) => wanted.has(l.name));
+        // Patch covariances are not used by the passes yet; channel statistics are cheap.
+        const r = await collectStats(model, layers, set.value, { external: loaded.external, maxPatchDim: 0 });
+        if (!r.ok) throw r.error;
+        return r.value.stats;
+      },
+    };
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * Whole-model rank choice under a budget: measure each layer's sensitivity on the
+ * calibration inputs, allocate ranks globally (budget.ts), and turn the allocation into a
+ * plan the driver applies exactly.
+ */
+import type { Model } from '../graph/graph.js';
+import { findLayers, type LayerInfo } from '../graph/layers.js';
+import type { ShapeMap } from '../graph/shapes.js';
+import type { ExternalReader } from '../onnx/external.js';
+import type { LayerInputStats, PassContext } from '../rewrite/pass.js';
+import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { createRng } from '../util/rng.js';
+import { allocate, type Allocation, type Budget } from './budget.js';
+import type { MethodChoice } from './driver.js';
+import type { LayerRecord, PlanFile } from './plan.js';
+import { measureSensitivity, type LayerSensitivity } from './sensitivity.js';
+
+export interface BudgetedOptions {
+  method: MethodChoice;
+  align?: number;
+  exclude?: RegExp;
+  minParams: number;
+  seed: number;
+  external?: ExternalReader;
+  stats?: ReadonlyMap<string, LayerInputStats>;
+  feeds: readonly Feeds[];
+  reference: readonly Record<string, HostTensor>[];
+  /** Model totals, to skip layers too small to matter. */
+  totals?: { params: number; macs?: number };
+  /** Reuse these measurements (from a plan file) instead of measuring again. */
+  sensitivity?: readonly LayerSensitivity[];
+  onProgress?: (done: number, total: number, layer: string) => void;
+}
+
+/** Layers under 0.5% of both the params and the MACs are not worth a trial each. */
+export const SENSITIVITY_MIN_SHARE = 0.005;
+
+/** The layers a budget may touch (the same filters as a policy run). */
+export function eligibleLayers(model: Model, shapes: ShapeMap | undefined, exclude: RegExp | undefined, minParams: number): LayerInfo[] {
+  return findLayers(model, shapes).filter((l) => !(exclude && (exclude.test(l.name) || exclude.test(l.weightName))) && l.params >= minParams);
+}
+
+export async function measureAll(model: Model, shapes: ShapeMap | undefined, opts: BudgetedOptions): Promise<LayerSensitivity[]> {
+  if (opts.sensitivity) return [...opts.sensitivity];
+  for (const g of model.allGraphs()) g.topoSort();
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats };
+  return measureSensitivity(model, eligibleLayers(model, shapes, opts.exclude, opts.minParams), {
+    method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
+    totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
+  });
+}
+
+/** A plan that applies exactly what the allocation chose. */
+export function planFromAllocation(model: string, policy: string, sens: readonly LayerSensitivity[], alloc: Allocation): PlanFile {
+  const layers: LayerRecord[] = sens.map((s) => {
+    const c = alloc.choices.get(s.name);
+    const base = { name: s.name, op: s.op, weightShape: [], where: '', paramsBefore: s.before.params, paramsAfter: s.before.params, ms: 0 };
+    if (!c) {
+      return { ...base, skipped: true, reason: s.reason ?? (s.candidates.length ? 'left as it was by the budget allocation' : 'no candidate rank') };
+    }
+    return { ...base, pass: c.pass, ranks: c.ranks, paramsAfter: c.after.params, relError: c.relError };
+  });
+  return { version: 1, model, policy, layers, sensitivity: [...sens] };
+}
+
+export function budgetLabel(b: Budget): string {
+  return b.kind === 'error' ? `max output error (rel. L2) ${Math.sqrt(b.err2).toPrecision(3)}` : `target ${b.kind} ${b.fraction}`;
+}
+
+export { allocate };

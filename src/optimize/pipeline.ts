@@ -1,0 +1,203 @@
+/**
+ * The optimize job end to end: load, learn shapes, (calibrate, measure sensitivity,
+ * allocate a budget), rewrite, write OUT atomically, verify in ORT, measure latency,
+ * and assemble the report. The CLI only parses arguments and prints.
+ */
+import { Model } from '../graph/graph.js';
+import { findLayers } from '../graph/layers.js';
+import { summarize } from '../graph/summary.js';
+import { encodeModel } from '../onnx/codec.js';
+import { loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
+import type { Report } from '../report/report.js';
+import type { LayerInputStats } from '../rewrite/pass.js';
+import { buildFeeds, type ShapeOverrides, type ValueOverrides } from '../verify/inputs.js';
+import { measureLatency } from '../verify/latency.js';
+import { createSession } from '../verify/session.js';
+import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { verifyModels } from '../verify/verify.js';
+import { shapesFor } from '../cli/inspect.js';
+import type { Budget } from './budget.js';
+import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
+import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
+import { outputErr2, runAll, type LayerSensitivity } from './sensitivity.js';
+
+export interface CalibrationSource {
+  /** Feeds for the model's inputs (batches). */
+  feeds: Feeds[];
+  /** Said in the report: what the calibration inputs were. */
+  description: string;
+  /** Per-layer input statistics, when data-aware decomposition is on. */
+  collectStats?: (model: LoadedModel, layerNames: readonly string[]) => Promise<ReadonlyMap<string, LayerInputStats>>;
+}
+
+export interface PipelineConfig {
+  opts: OptimizeOptions;
+  budget?: Budget;
+  /** For error budgets: what to save. */
+  budgetUnit?: 'params' | 'macs';
+  shapes: ShapeOverrides;
+  values: ValueOverrides;
+  /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
+  calibration?: (inputs: import('../verify/session.js').ValueInfo[]) => Promise<CalibrationSource>;
+  dataAware: boolean;
+  verify: { enabled: boolean; minCosine: number; atol?: number; rtol?: number; threads: number; latency: boolean; web: boolean };
+  save: { force: boolean; externalData: boolean };
+  onProgress?: OptimizeOptions['onProgress'];
+  onStage?: (stage: string) => void;
+}
+
+export interface PipelineResult {
+  report: Report;
+  pass: boolean;
+  /** Sensitivity measurements of a budgeted run (cached in plan files). */
+  sensitivity?: LayerSensitivity[];
+}
+
+const RANDOM_CALIB_SAMPLES = 4;
+
+async function defaultFeeds(loaded: LoadedModel, cfg: PipelineConfig): Promise<CalibrationSource> {
+  const s = await createSession({ path: loaded.path }, { graphOptimizationLevel: 'disabled' });
+  if (!s.ok) throw s.error;
+  try {
+    if (cfg.calibration) return await cfg.calibration([...s.value.inputs]);
+    // Seeded, and a different seed from verification's, so verification stays held out.
+    const plan = buildFeeds(s.value.inputs, { seed: cfg.opts.seed + 1000, count: RANDOM_CALIB_SAMPLES, shapes: cfg.shapes, values: cfg.values });
+    if (!plan.ok) throw plan.error;
+    return { feeds: plan.value.feeds, description: `${RANDOM_CALIB_SAMPLES} seeded random input sets (seed ${cfg.opts.seed + 1000})` };
+  } finally {
+    await s.value.release();
+  }
+}
+
+/** With `outPath` undefined nothing is written or verified (the plan command). */
+export async function runOptimize(inPath: string, outPath: string | undefined, cfg: PipelineConfig): Promise<PipelineResult> {
+  const t0 = performance.now();
+  const opts: OptimizeOptions = { ...cfg.opts };
+  let loaded = loadModel(inPath);
+  try {
+    opts.external = loaded.external;
+    let model = new Model(loaded.model);
+    const notes: string[] = [];
+    cfg.onStage?.('learning shapes');
+    const sh = await shapesFor(loaded, model, cfg.shapes, cfg.values);
+    if (sh.note) notes.push(sh.note);
+    if (sh.defaulted.length > 0) notes.push(`dynamic dims set to 1 (use --shape): ${sh.defaulted.map((d) => `${d.input}[${d.axis}]`).join(', ')}`);
+    const before = summarize(loaded.model, findLayers(model, sh.shapes));
+    const needData = cfg.budget !== undefined || (cfg.calibration !== undefined && cfg.dataAware);
+    let calib: CalibrationSource | undefined;
+    let reference: Record<string, HostTensor>[] | undefined;
+    if (needData) {
+      cfg.onStage?.('reading calibration inputs');
+      calib = await defaultFeeds(loaded, cfg);
+      const ref = await runAll({ path: loaded.path }, calib.feeds);
+      if (!ref.ok) throw ref.error;
+      reference = ref.value;
+    }
+    if (calib?.collectStats && cfg.dataAware) {
+      cfg.onStage?.('collecting layer input statistics');
+      opts.stats = await calib.collectStats(loaded, findLayers(model, sh.shapes).map((l) => l.name));
+      notes.push(`data-aware decomposition: input statistics for ${opts.stats.size} layer(s)`);
+    }
+    let budgetInfo: Report['budget'];
+    let sensitivity: LayerSensitivity[] | undefined;
+    if (cfg.budget) {
+      const budget = cfg.budget;
+      cfg.onStage?.('measuring layer sensitivity');
+      const sens = sensitivity = await measureAll(model, sh.shapes, {
+        method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, seed: opts.seed,
+        external: loaded.external, stats: opts.stats, sensitivity: opts.plan?.sensitivity,
+        // Two input sets rank the layers well enough; the final check uses all of them.
+        feeds: calib!.feeds.slice(0, 2), reference: reference!.slice(0, 2),
+        totals: { params: before.params, macs: before.macs },
+        onProgress: cfg.onProgress,
+      });
+      const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
+      const total = unit === 'params' ? before.params : before.macs ?? findLayers(model, sh.shapes).reduce((a, l) => a + l.params, 0);
+      let err2Budget = budget.kind === 'error' ? budget.err2 : Infinity;
+      // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
+      // the allocation is tightened and redone until the measured error fits (3 tries).
+      for (let attempt = 0; ; attempt++) {
+        const b: Budget = budget.kind === 'error' ? { kind: 'error', err2: err2Budget } : budget;
+        const alloc = allocate(sens, b, total, unit === 'latency' ? 'macs' : unit);
+        opts.plan = planFromAllocation(inPath, budgetLabel(budget), sens, alloc);
+        const records = optimizeModel(model, sh.shapes, opts);
+        const got = await runAll({ bytes: encodeModel(loaded.model) }, calib!.feeds);
+        const measured = got.ok ? outputErr2(reference!, got.value) : Infinity;
+        budgetInfo = {
+          kind: budget.kind, target: budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction,
+          achieved: budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
+          predictedError: Math.sqrt(alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met, why: alloc.why, attempts: attempt + 1,
+          unit: unit === 'latency' ? 'macs (latency proxy)' : unit,
+        };
+        if (budget.kind !== 'error' || measured <= budget.err2 || attempt >= 2) {
+          if (budget.kind === 'error' && measured > budget.err2) {
+            budgetInfo.met = false;
+            budgetInfo.why = `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempt + 1} allocations`;
+          }
+          return await finish(records);
+        }
+        err2Budget = err2Budget * Math.min(0.7, budget.err2 / measured);
+        // Start again from the original model for the next allocation.
+        loaded.external.close();
+        loaded = loadModel(inPath);
+        opts.external = loaded.external;
+        model = new Model(loaded.model);
+      }
+    }
+    return await finish(optimizeModel(model, sh.shapes, opts));
+
+    async function finish(layers: ReturnType<typeof optimizeModel>): Promise<PipelineResult> {
+      const report: Report = {
+        tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
+        input: { file: inPath, bytes: loaded.byteSize, ...before },
+        output: { file: outPath ?? '', bytes: 0, ...summarize(loaded.model) },
+        layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo,
+      };
+      if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
+      if (outPath === undefined) {
+        report.seconds = (performance.now() - t0) / 1000;
+        return { report, pass: true, sensitivity };
+      }
+      cfg.onStage?.('writing');
+      const saved = saveModel({ model: loaded.model, external: loaded.external, path: loaded.path }, outPath, {
+        force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}),
+      });
+      report.output.bytes = saved.bytes + (saved.externalBytes ?? 0);
+      let pass = true;
+      if (cfg.verify.enabled) {
+        cfg.onStage?.('verifying in ONNX Runtime');
+        const v = cfg.verify;
+        const res = await verifyModels({ path: loaded.path }, { path: saved.path }, {
+          seed: opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: v.minCosine, threads: v.threads,
+          // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
+          atol: v.atol ?? Infinity, rtol: v.rtol ?? 0,
+        });
+        if (!res.ok) throw res.error;
+        report.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
+        report.inputs = Object.keys(cfg.values).length > 0 ? `--input ${Object.keys(cfg.values).join(', ')} + seeded random for the rest` : 'seeded random inputs';
+        pass = res.value.pass;
+        if (v.latency) {
+          cfg.onStage?.('measuring latency');
+          const lat = await measureLatency({ path: loaded.path }, { path: saved.path }, { threads: v.threads, shapes: cfg.shapes, values: cfg.values });
+          if (lat.ok) report.latency = lat.value; else notes.push(`latency not measured: ${lat.error.message}`);
+          if (v.web) {
+            const web = await measureLatency({ path: loaded.path }, { path: saved.path }, { backend: 'web', shapes: cfg.shapes, values: cfg.values });
+            if (web.ok) report.latencyWeb = web.value; else notes.push(`web latency not measured: ${web.error.message}`);
+          }
+          if (cfg.budget?.kind === 'latency' && report.latency && budgetInfo) {
+            const ratio = report.latency.optimizedMs.p50 / report.latency.originalMs.p50;
+            budgetInfo.achieved = ratio;
+            budgetInfo.unit = 'measured latency (ORT-node p50)';
+            budgetInfo.met = ratio <= cfg.budget.fraction * 1.02;
+            if (!budgetInfo.met) budgetInfo.why = `measured latency ratio ${ratio.toFixed(3)} > target ${cfg.budget.fraction} (allocated by MACs, ${budgetInfo.why ?? 'MAC target met'})`;
+          }
+        }
+      }
+      if (budgetInfo && !budgetInfo.met) notes.push(`budget not met: ${budgetInfo.why}`);
+      report.seconds = (performance.now() - t0) / 1000;
+      return { report, pass, sensitivity };
+    }
+  } finally {
+    loaded.external.close();
+  }
+}

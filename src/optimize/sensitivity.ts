@@ -1,0 +1,171 @@
+/**
+ * Per-layer sensitivity: the output error of the whole model (on calibration inputs)
+ * when only one layer is compressed, at a ladder of candidate ranks. Each candidate is
+ * applied to the live model, encoded, run in ORT, and undone (the graph's node and
+ * initializer lists are restored), so factorization caches on the match are reused.
+ */
+import { err, ok, type Result } from '../errors.js';
+import type { Graph, Model } from '../graph/graph.js';
+import type { LayerInfo } from '../graph/layers.js';
+import { encodeModel } from '../onnx/codec.js';
+import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
+import type { RankPolicy } from '../rewrite/rank-policy.js';
+import { createSession, type ModelSource } from '../verify/session.js';
+import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { toNumbers } from '../verify/tensor.js';
+import { passFor, type MethodChoice } from './driver.js';
+import type { AnyPass } from '../../passes/index.js';
+
+export interface Candidate {
+  pass: string;
+  ranks: number[];
+  after: Cost;
+  /** Weight relative error. */
+  relError: number;
+  /** Model output error with only this layer compressed: Σ‖Δy‖² / Σ‖y‖² over outputs and inputs. */
+  outErr2: number;
+}
+
+export interface LayerSensitivity {
+  name: string;
+  op: string;
+  before: Cost;
+  /** MACs of the layer at the known shapes (scales per-position costs), if known. */
+  macs?: number;
+  candidates: Candidate[];
+  /** Why the layer has no candidates. */
+  reason?: string;
+}
+
+/** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
+export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
+
+/** Squared relative error of b against reference a, summed over all outputs. */
+export function outputErr2(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number {
+  let num = 0;
+  let den = 0;
+  ref.forEach((r, k) => {
+    for (const [name, t] of Object.entries(r)) {
+      const a = toNumbers(t);
+      const b = toNumbers(got[k][name]);
+      for (let i = 0; i < a.length; i++) {
+        const d = a[i] - b[i];
+        num += Number.isFinite(d) ? d * d : Infinity;
+        den += a[i] * a[i];
+      }
+    }
+  });
+  return den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+}
+
+/** Runs a model on every feed. Graph optimizations are off: session creation dominates trials. */
+export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise<Result<Record<string, HostTensor>[]>> {
+  const s = await createSession(src, { graphOptimizationLevel: 'disabled' });
+  if (!s.ok) return s;
+  try {
+    const outs: Record<string, HostTensor>[] = [];
+    for (const f of feeds) {
+      const r = await s.value.run(f);
+      if (!r.ok) return r;
+      outs.push(r.value);
+    }
+    return ok(outs);
+  } finally {
+    await s.value.release();
+  }
+}
+
+/** Applies one rewrite, runs the model, and restores the graph exactly. */
+async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: number[], cx: PassContext, feeds: readonly Feeds[]):
+  Promise<Result<{ outs: Record<string, HostTensor>[]; relError: number }>> {
+  const nodes = [...g.proto.node];
+  const nInit = g.proto.initializer.length;
+  const nInput = g.proto.input.length;
+  const mark = model.nameMark();
+  const shared = new Map(cx.shared);
+  try {
+    const applied = pass.apply(m, ranks, cx);
+    if (isSkip(applied)) return err('rank', applied.skip);
+    const outs = await runAll({ bytes: encodeModel(model.proto) }, feeds);
+    return outs.ok ? ok({ outs: outs.value, relError: applied.relError }) : outs;
+  } finally {
+    g.proto.node = nodes;
+    g.proto.initializer.length = nInit;
+    g.proto.input.length = nInput;
+    g.invalidate();
+    model.releaseNames(mark);
+    cx.shared.clear();
+    for (const [k, v] of shared) cx.shared.set(k, v);
+  }
+}
+
+export interface SensitivityOptions {
+  method: MethodChoice;
+  align?: number;
+  feeds: readonly Feeds[];
+  reference: readonly Record<string, HostTensor>[];
+  cx: PassContext;
+  /** Candidate ranks per layer at most (spread over the ladder). */
+  maxCandidates?: number;
+  /**
+   * Layers below this share of the model's parameters and of its MACs are not measured
+   * (each trial is a full ORT session: the small layers would cost most of the time and
+   * save little).
+   */
+  minShare?: number;
+  totals?: { params: number; macs?: number };
+  onProgress?: (done: number, total: number, layer: string) => void;
+}
+
+export async function measureSensitivity(model: Model, layers: readonly LayerInfo[], opts: SensitivityOptions): Promise<LayerSensitivity[]> {
+  const out: LayerSensitivity[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i];
+    opts.onProgress?.(i, layers.length, layer.name);
+    const pass = passFor(layer, opts.method);
+    const entry: LayerSensitivity = { name: layer.name, op: layer.op, before: { params: layer.params, macsPerPosition: layer.params }, macs: layer.macs, candidates: [] };
+    out.push(entry);
+    if (typeof pass === 'string') { entry.reason = pass; continue; }
+    const share = opts.minShare ?? 0;
+    if (share > 0 && opts.totals) {
+      const pShare = layer.params / Math.max(opts.totals.params, 1);
+      const mShare = layer.macs !== undefined && opts.totals.macs ? layer.macs / opts.totals.macs : pShare;
+      if (pShare < share && mShare < share) {
+        entry.reason = `below ${(share * 100).toFixed(1)}% of the model's params and MACs: not measured`;
+        continue;
+      }
+    }
+    let m: unknown;
+    try {
+      m = pass.match(layer, opts.cx);
+    } catch (e) {
+      entry.reason = (e as Error).message;
+      continue;
+    }
+    if (isSkip(m)) { entry.reason = m.skip; continue; }
+    const seen = new Set<string>();
+    const ranksList: number[][] = [];
+    for (const e of LADDER) {
+      const policy: RankPolicy = { kind: 'energy', energy: e, ...(opts.align ? { align: opts.align } : {}) };
+      let r;
+      try { r = pass.chooseRanks(m, policy); } catch { continue; }
+      if (isSkip(r) || seen.has(r.join(','))) continue;
+      const c = pass.cost(m, r);
+      entry.before = c.before;
+      if (c.after.params >= c.before.params || c.after.macsPerPosition >= c.before.macsPerPosition) continue;
+      seen.add(r.join(','));
+      ranksList.push(r);
+    }
+    const max = opts.maxCandidates ?? 4;
+    // Keep the cheapest, the most accurate and an even spread between.
+    const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
+    for (const ranks of pickList) {
+      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, opts.feeds);
+      if (!t.ok) continue;
+      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: outputErr2(opts.reference, t.value.outs) });
+    }
+    if (entry.candidates.length === 0) entry.reason ??= 'no rank below break-even';
+  }
+  opts.onProgress?.(layers.length, layers.length, '');
+  return out;
+}

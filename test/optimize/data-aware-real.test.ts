@@ -1,0 +1,76 @@
+/**
+ * Issue 5 on the real models: data-aware vs plain at equal parameters, and budgets
+ * (met within 2% or the run says why; an error budget holds when re-measured).
+ * Shapes are kept small so each run stays within seconds.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeNpy } from '../../src/io/npy.js';
+import { main } from '../../src/cli/main.js';
+import type { Report } from '../../src/report/report.js';
+import { createRng } from '../../src/util/rng.js';
+import { REAL } from '../helpers/models.js';
+
+async function optimizeJson(...argv: string[]): Promise<{ code: number; report: Report; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(['optimize', ...argv, '--json'], { out: (s) => { out += s; }, err: (s) => { err += s; } });
+  if (code === 2) throw new Error(err);
+  return { code, report: JSON.parse(out) as Report, err };
+}
+
+function calibFile(dir: string, dims: number[], seed: number): string {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const rng = createRng(seed);
+  const f = path.join(dir, 'calib.npy');
+  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: n }, () => rng.normal()) });
+  if (!r.ok) throw r.error;
+  return f;
+}
+
+const REC_SHAPE = ['--shape', 'x:1x3x48x96'];
+
+describe('data-aware decomposition on real models', () => {
+  for (const [name, shape, dims] of [
+    ['rec', REC_SHAPE, [16, 3, 48, 96]],
+    ['cls', ['--shape', 'x:1x3x48x192'], [16, 3, 48, 192]],
+  ] as [keyof typeof REAL, string[], number[]][]) {
+    it(`at equal params, the output error is no worse than plain (and lower): ${name}`, async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-da-'));
+      const common = [REAL[name], path.join(dir, 'o.onnx'), ...shape, '--rank-ratio', '0.5', '--min-params', '0', '--no-latency'];
+      const plain = await optimizeJson(...common);
+      const aware = await optimizeJson(...common, '--calib', calibFile(dir, dims, 5));
+      expect(aware.report.calibration).toMatch(/16 samples/);
+      expect(aware.report.layers.some((l) => l.dataError !== undefined)).toBe(true);
+      // Equal rank policy → equal parameter counts.
+      expect(aware.report.output.params).toBe(plain.report.output.params);
+      const e = (r: Report): number => Math.max(...r.verify!.outputs.map((o) => o.relL2));
+      expect(e(aware.report)).toBeLessThan(e(plain.report));
+    });
+  }
+});
+
+describe('budgets on a real model', () => {
+  it('--target-params is met within 2% (or the run says why)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--target-params', '0.8', '--no-latency', '--no-verify');
+    const b = report.budget!;
+    expect(b.kind).toBe('params');
+    const ratio = report.output.params / report.input.params;
+    if (b.met) expect(ratio).toBeLessThanOrEqual(0.8 * 1.02);
+    else expect(b.why).toBeTruthy();
+    expect(ratio).toBeLessThan(1);
+  });
+
+  it('--max-error holds when the output error is re-measured, and verification agrees', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const { code, report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.995', '--no-latency');
+    const b = report.budget!;
+    expect(b.met).toBe(true);
+    expect(b.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.005) + 1e-9);
+    expect(report.output.params).toBeLessThan(report.input.params);
+    expect(code).toBe(0);
+  });
+});
