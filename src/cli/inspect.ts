@@ -48,7 +48,7 @@ export async function shapesFor(
 ): Promise<{ shapes: ShapeMap; source: 'ort-run' | 'declared'; note?: string; defaulted: DefaultedDim[] }> {
   const layers = findLayers(model);
   const names = layers.flatMap((l) => [l.node.output[0], l.node.input[0]]).filter((x): x is string => !!x);
-  const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external });
+  const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external, modelDir: loaded.dir });
   if (r.ok) return { shapes: r.value.shapes, source: 'ort-run', defaulted: r.value.defaulted };
   return { shapes: declaredShapes(loaded.model), source: 'declared', note: `MACs from declared shapes only (ORT run failed: ${r.error.message})`, defaulted: [] };
 }

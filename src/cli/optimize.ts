@@ -29,8 +29,10 @@ Whole-model budgets (measure each layer's sensitivity on calibration inputs, the
 allocate ranks globally, greedy on output error per saved unit):
   --target-params F   keep at most fraction F of the parameters (e.g. 0.5)
   --target-macs F     keep at most fraction F of the decomposable layers' MACs
-  --target-latency F  aim at fraction F of the original latency (allocated by MACs,
-                      then measured in ORT; the report says whether it was met)
+  --target-latency F  aim at fraction F of the original latency: each candidate is timed
+                      as a one-layer model in ORT, only faster ones are kept, and the
+                      result is re-measured (the report says whether it was met)
+  --layer-latency     with any budget: keep only candidates measured faster in ORT
   --max-error E       compress as much as the output error allows: relative L2 E
                       (e.g. 0.05) or cosine:C (e.g. cosine:0.995), checked in ORT
 Calibration data (data-aware decomposition is on when --calib is given):
@@ -85,7 +87,7 @@ ${RANK_OPTIONS}
 const COMMON: Options = {
   'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
-  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' },
+  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
   seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
@@ -176,7 +178,7 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
   const tty = process.stderr.isTTY === true && !json;
   return {
-    opts, budget, shapes, values, dataAware: !flag(p, 'no-data-aware'),
+    opts, budget, shapes, values, dataAware: !flag(p, 'no-data-aware'), layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
       enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,

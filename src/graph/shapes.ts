@@ -4,14 +4,17 @@
  * graph outputs list every main-graph value. Values inside subgraphs cannot be exposed
  * that way; they keep only their declared shapes.
  */
+import * as path from 'node:path';
 import { err, ok, type Result } from '../errors.js';
-import { encodeModel } from '../onnx/codec.js';
+import { concatParts } from '../onnx/wire.js';
+import { encodeParts, partsLength } from '../onnx/codec.js';
 import { newValueInfo, type GraphProto, type ModelProto } from '../onnx/schema.js';
 import { buildFeeds, type DefaultedDim, type ShapeOverrides, type ValueOverrides } from '../verify/inputs.js';
-import { createSession } from '../verify/session.js';
-import { mapTensors } from '../onnx/file.js';
-import { isExternal, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
+import { createSession, type ModelSource } from '../verify/session.js';
+import { forEachTensor, MAX_PROTOBUF_BYTES, mapTensors } from '../onnx/file.js';
+import { isExternal, tensorByteSize, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
 import type { TensorProto } from '../onnx/schema.js';
+import { TempFile } from '../util/fsio.js';
 import { subgraphsOf } from './attrs.js';
 
 function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {
@@ -53,7 +56,15 @@ export interface LearnedShapes {
  */
 export async function learnShapes(
   model: ModelProto,
-  opts: { shapes?: ShapeOverrides; values?: ValueOverrides; seed?: number; names?: readonly string[]; external?: ExternalBytes } = {},
+  opts: {
+    shapes?: ShapeOverrides; values?: ValueOverrides; seed?: number; names?: readonly string[]; external?: ExternalBytes;
+    /**
+     * The model's folder. With external data, the probe is written there under a hidden
+     * temp name and loaded by path, so ORT reads the weights from their files (nothing is
+     * inlined, and models past 2 GiB work); it is removed afterwards.
+     */
+    modelDir?: string;
+  } = {},
 ): Promise<Result<LearnedShapes>> {
   const g = model.graph;
   if (!g) return err('parse', 'the model has no graph');
@@ -71,10 +82,33 @@ export async function learnShapes(
   // A shallow copy: only the output list differs, the (possibly large) tensors are shared.
   // External tensors are inlined: ORT resolves external data only when loading from a path.
   let probe: ModelProto = { ...model, graph: { ...g, output: [...g.output, ...extra] } };
-  const ext = opts.external;
-  if (ext) probe = mapTensors(probe, (t) => (isExternal(t) ? inlined(t, ext) : t));
-  const sess = await createSession({ bytes: encodeModel(probe) }, { graphOptimizationLevel: 'disabled' });
-  if (!sess.ok) return sess;
+  let externalBytes = 0;
+  forEachTensor(probe, (t) => { if (isExternal(t)) externalBytes += tensorByteSize(t); });
+  let src: ModelSource;
+  let tmp: TempFile | undefined;
+  if (externalBytes > 0 && opts.modelDir) {
+    try {
+      tmp = new TempFile(path.join(opts.modelDir, 'onnx-lr-shape-probe.onnx'));
+      for (const p of encodeParts('ModelProto', probe)) tmp.write(p);
+      tmp.finish();
+    } catch (e) {
+      tmp?.discard();
+      return err('io', `cannot write a probe model beside the input (${(e as Error).message})`);
+    }
+    src = { path: tmp.tmpPath };
+  } else {
+    const ext = opts.external;
+    if (externalBytes > 0) {
+      // Inlining reads every external payload: check the size first (ORT parses ≤ 2 GiB from memory).
+      if (!ext) return err('usage', 'the model has external data but no reader was given');
+      const inlineSize = partsLength(encodeParts('ModelProto', probe)) + externalBytes;
+      if (inlineSize > MAX_PROTOBUF_BYTES) return err('unsupported', `the model with its external data inlined would be ${inlineSize} bytes, over ORT's 2 GiB limit`);
+      probe = mapTensors(probe, (t) => (isExternal(t) ? inlined(t, ext) : t));
+    }
+    src = { bytes: concatParts(encodeParts('ModelProto', probe)) };
+  }
+  const sess = await createSession(src, { graphOptimizationLevel: 'disabled', label: 'the model' });
+  if (!sess.ok) { tmp?.discard(); return sess; }
   try {
     const plan = buildFeeds(sess.value.inputs, { seed: opts.seed ?? 0, shapes: opts.shapes, values: opts.values });
     if (!plan.ok) return plan;
@@ -86,5 +120,6 @@ export async function learnShapes(
     return ok({ shapes, defaulted: plan.value.defaulted, inputDims: plan.value.dims });
   } finally {
     await sess.value.release();
+    tmp?.discard();
   }
 }

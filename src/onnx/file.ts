@@ -11,7 +11,7 @@ import { commitFiles, nodeFs, readFileChunked, TempFile, type FsLike } from '../
 import { decodeModel, encodeParts, partsLength } from './codec.js';
 import { checkLocation, ExternalDataReader, type ExternalReader } from './external.js';
 import { DATA_LOCATION_EXTERNAL, DataType, SCHEMA, type MessageName, type ModelProto, type TensorProto } from './schema.js';
-import { isExternal, tensorByteSize, tensorRawBytes } from './tensor.js';
+import { dataTypeBits, isExternal, tensorByteSize, tensorRawBytes } from './tensor.js';
 
 /** ORT accepts IR versions up to 13 (see DESIGN-NOTES). */
 export const MAX_IR_VERSION = 13;
@@ -199,10 +199,14 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
 
   // Decide on external data. Inline size estimate: the model as it is, plus external payloads.
   let ext = opts.externalData;
-  if (ext === undefined) {
+  if (!ext) {
     let inline = partsLength(encodeParts('ModelProto', model));
     forEachTensor(model, (t) => { if (isExternal(t)) inline += tensorByteSize(t) + 16; });
-    if (inline > (opts.autoExternalBytes ?? AUTO_EXTERNAL_BYTES)) ext = true;
+    if (ext === undefined && inline > (opts.autoExternalBytes ?? AUTO_EXTERNAL_BYTES)) ext = true;
+    // Refuse before reading gigabytes of external data into memory.
+    else if (ext === false && inline > MAX_PROTOBUF_BYTES) {
+      throw new LrError('unsupported', `the model protobuf would be about ${inline} bytes inline, over the 2 GiB limit (use external data)`);
+    }
   }
   const cfg = ext ? (ext === true ? {} : ext) : undefined;
   const threshold = cfg?.threshold ?? DEFAULT_EXTERNAL_THRESHOLD;
@@ -236,7 +240,8 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
       const dt = t.dataType ?? DataType.UNDEFINED;
       // Only initializers go external: ORT loads external data for initializers, and
       // Constant-node / attribute tensors are kept inline to be safe.
-      const size = cfg && site === 'initializer' && dt !== DataType.STRING ? tensorByteSize(t) : -1;
+      // Types without a fixed element size (STRING, unknown) cannot be laid out externally: kept inline.
+      const size = cfg && site === 'initializer' && dataTypeBits(dt) > 0 ? tensorByteSize(t) : -1;
       if (size >= threshold && !(isIntType(dt) && size < INLINE_INT_BYTES)) {
         const bytes = tensorRawBytes(t, reader);
         if (!dataTmp) { dataTmp = new TempFile(dataPath, fsx); temps.push(dataTmp); }

@@ -27,6 +27,8 @@ export interface Allocation {
 /** The saving of a candidate in the budget's unit (MACs scale per-position costs by the layer's MACs). */
 export function saving(layer: LayerSensitivity, c: Candidate, unit: Budget['kind']): number {
   if (unit === 'params' || unit === 'error') return layer.before.params - c.after.params;
+  // Latency budgets count measured milliseconds; an untimed layer saves nothing there.
+  if (unit === 'latency') return layer.ms !== undefined && c.ms !== undefined ? layer.ms - c.ms : 0;
   const scale = layer.macs !== undefined && layer.before.macsPerPosition > 0 ? layer.macs / layer.before.macsPerPosition : 1;
   return (layer.before.macsPerPosition - c.after.macsPerPosition) * scale;
 }

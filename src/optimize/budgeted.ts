@@ -25,6 +25,8 @@ export interface BudgetedOptions {
   stats?: ReadonlyMap<string, LayerInputStats>;
   feeds: readonly Feeds[];
   reference: readonly Record<string, HostTensor>[];
+  /** Time candidates as one-layer models (ORT, these threads) and keep only faster ones. */
+  layerLatency?: { threads: number; shapes: ShapeMap };
   /** Model totals, to skip layers too small to matter. */
   totals?: { params: number; macs?: number };
   /** Reuse these measurements (from a plan file) instead of measuring again. */
@@ -47,6 +49,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
   return measureSensitivity(model, eligibleLayers(model, shapes, opts.exclude, opts.minParams), {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
+    latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external },
   });
 }
 

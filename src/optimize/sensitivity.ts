@@ -15,6 +15,9 @@ import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { toNumbers } from '../verify/tensor.js';
 import { passFor, type MethodChoice } from './driver.js';
 import type { AnyPass } from '../../passes/index.js';
+import type { ShapeMap } from '../graph/shapes.js';
+import type { ExternalBytes } from '../onnx/tensor.js';
+import { timeCandidate } from './layer-latency.js';
 
 export interface Candidate {
   pass: string;
@@ -24,6 +27,8 @@ export interface Candidate {
   relError: number;
   /** Model output error with only this layer compressed: Σ‖Δy‖² / Σ‖y‖² over outputs and inputs. */
   outErr2: number;
+  /** Measured median ms of the chain alone, when per-layer latency was measured. */
+  ms?: number;
 }
 
 export interface LayerSensitivity {
@@ -33,6 +38,8 @@ export interface LayerSensitivity {
   /** MACs of the layer at the known shapes (scales per-position costs), if known. */
   macs?: number;
   candidates: Candidate[];
+  /** Measured median ms of the original layer alone, when per-layer latency was measured. */
+  ms?: number;
   /** Why the layer has no candidates. */
   reason?: string;
 }
@@ -114,6 +121,8 @@ export interface SensitivityOptions {
    */
   minShare?: number;
   totals?: { params: number; macs?: number };
+  /** Time each candidate as a one-layer model and keep only those measured faster. */
+  latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes };
   onProgress?: (done: number, total: number, layer: string) => void;
 }
 
@@ -159,12 +168,23 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     const max = opts.maxCandidates ?? 4;
     // Keep the cheapest, the most accurate and an even spread between.
     const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
+    let slower = 0;
     for (const ranks of pickList) {
+      let ms: number | undefined;
+      if (opts.latency) {
+        const lt = await timeCandidate(model, layer, pass, ranks, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, seed: 0 });
+        if (lt.ok) {
+          entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
+          ms = lt.value.candidateMs;
+          // Keep a rewrite only when ORT runs it faster than the layer it replaces.
+          if (ms >= lt.value.originalMs) { slower++; continue; }
+        }
+      }
       const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, opts.feeds);
       if (!t.ok) continue;
-      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: outputErr2(opts.reference, t.value.outs) });
+      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: outputErr2(opts.reference, t.value.outs), ms });
     }
-    if (entry.candidates.length === 0) entry.reason ??= 'no rank below break-even';
+    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured)` : 'no rank below break-even';
   }
   opts.onProgress?.(layers.length, layers.length, '');
   return out;
