@@ -24,7 +24,8 @@ import {
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
-import { tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { correctedBias, patchBlocks, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { refitLastFactor } from '../src/rewrite/refit.js';
 
 export interface ConvCpMatch extends MatchBase {
   geo: ConvGeometry;
@@ -34,9 +35,15 @@ export interface ConvCpMatch extends MatchBase {
   spectra?: ConvTucker2Match['spectra'];
   /** The last factorization, reused by apply when the rank matches. */
   fitted?: CpFactors;
+  /** Patch statistics (group 1) for the least-squares refit of the last factor. */
+  patches?: { gram: Float64Array[]; mean?: Float64Array[] };
 }
 
-interface CpFactors { rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number }
+interface CpFactors {
+  rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number;
+  dataError?: number;
+  biasDelta?: Float64Array;
+}
 
 /** Iteration budget and tolerance of the ALS fit. */
 const ALS = { maxIter: 100, tol: 1e-5 };
@@ -58,7 +65,7 @@ export const convCp: LayerPass<ConvCpMatch> = {
     if (isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = readTensorFloat(layer.weight.tensor, cx.external);
     if (!allFinite(w)) return skip('weight has NaN or infinite values');
-    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo) };
+    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), patches: patchBlocks(cx, layer.name, geo) };
   },
 
   /**
@@ -105,6 +112,8 @@ export const convCp: LayerPass<ConvCpMatch> = {
     const f = factorizeCp(m, ranks[0], cx);
     if (isSkip(f)) return f;
     const { R, first, depth, last, relError } = f;
+    const bias = correctedBias(cx, m, f.biasDelta);
+    if (isSkip(bias)) return bias;
     const ones = new Array<number>(geo.spatial).fill(1);
     const nameB = derivedName(cx, n, 'lr_cp_s');
     const nameC = derivedName(cx, n, 'lr_cp_k');
@@ -114,15 +123,15 @@ export const convCp: LayerPass<ConvCpMatch> = {
     g.addInitializer(makeFloatTensor(nameA, [T, R, ...ones], last, m.dataType));
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
-    const fitNote = f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`;
+    const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`) + (m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${fitNote})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameB, z1, chainConvAttrs(ones, 1), undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z1, nameC, z2, chainConvAttrs(geo.kernel, R, placementAttrs(n)), undefined, doc),
-      convNode(derivedName(cx, n, 'lr_c'), z2, nameA, n.output[0], chainConvAttrs(ones, 1), geo.hasBias ? n.input[2] : undefined, doc),
+      convNode(derivedName(cx, n, 'lr_c'), z2, nameA, n.output[0], chainConvAttrs(ones, 1), bias, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError, nodes: nodes.map((x) => x.name!) };
+    return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
 
@@ -156,6 +165,15 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   const relError = cpError(m.w, T, S, K, first, depth, last, R);
   if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
   m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations };
+  if (m.patches) {
+    // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
+    const D = S * K;
+    const h = new Float64Array(R * D);
+    for (let r = 0; r < R; r++) for (let c = 0; c < S; c++) for (let k = 0; k < K; k++) h[r * D + c * K + k] = depth[r * K + k] * first[r * S + c];
+    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches.gram[0], m.patches.mean?.[0]);
+    const refit = Float32Array.from(rf.b);
+    m.fitted = { ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
+  }
   return m.fitted;
 }
 

@@ -12,7 +12,11 @@
  * so padding X with zeros and then mixing channels equals mixing and then padding.
  * Depthwise convs (S/g = 1) and plain 1x1 convs (conv1x1-svd's job) are declined.
  */
+import { resolveConstant } from '../src/graph/constants.js';
+import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
+import type { NodeProto } from '../src/onnx/schema.js';
+import { refitLastFactor } from '../src/rewrite/refit.js';
 import { svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
 import { SvdCache, svdPairFactors } from '../src/rewrite/svd-pair.js';
@@ -36,9 +40,16 @@ export interface ConvTucker2Match extends MatchBase {
   fitted?: Tucker2Factors;
   /** Per-group input-channel Gram blocks [g][s·s] from calibration data (data-aware). */
   channelGram?: Float64Array[];
+  /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = s·K (least-squares refit). */
+  patches?: { gram: Float64Array[]; mean?: Float64Array[] };
 }
 
-interface Tucker2Factors { key: string; r1: number; r2: number; first: Float32Array; core: Float32Array; last: Float32Array; relError: number }
+interface Tucker2Factors {
+  key: string; r1: number; r2: number; first: Float32Array; core: Float32Array; last: Float32Array; relError: number;
+  /** With patch statistics: output error on them, and the bias correction [T]. */
+  dataError?: number;
+  biasDelta?: Float64Array;
+}
 
 /** Spectra of each group's channel unfoldings (cached on the match). */
 export function channelSpectra(m: { groups: GroupKernel[]; spectra?: ConvTucker2Match['spectra'] }): NonNullable<ConvTucker2Match['spectra']> {
@@ -107,7 +118,7 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = readTensorFloat(layer.weight.tensor, cx.external);
     if (!allFinite(w)) return skip('weight has NaN or infinite values');
-    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo) };
+    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo), patches: patchBlocks(cx, layer.name, geo) };
   },
 
   chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
@@ -137,6 +148,8 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     const f = factorizeTucker2(m, ranks, cx);
     if (isSkip(f)) return f;
     const { r1, r2, first, core, last, relError } = f;
+    const bias = correctedBias(cx, m, f.biasDelta);
+    if (isSkip(bias)) return bias;
     const ones = new Array<number>(geo.spatial).fill(1);
     const nameA = derivedName(cx, n, 'lr_s');
     const nameG = derivedName(cx, n, 'lr_core');
@@ -147,15 +160,15 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const aware = m.channelGram ? ', data-aware input factor' : '';
+    const aware = (m.channelGram ? ', data-aware input factor' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('conv-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.T}x${geo.S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameA, z1, chainConvAttrs(ones, G), undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z1, nameG, z2, chainConvAttrs(geo.kernel, G, placementAttrs(n)), undefined, doc),
-      convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0], chainConvAttrs(ones, G), geo.hasBias ? n.input[2] : undefined, doc),
+      convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0], chainConvAttrs(ones, G), bias, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError, nodes: nodes.map((x) => x.name!) };
+    return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
 
@@ -171,7 +184,7 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  if (m.channelGram) return (m.fitted = { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram) });
+  if (m.channelGram) return (m.fitted = refitted(m, { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram) }));
   // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
   const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
   // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
@@ -189,8 +202,78 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   });
   const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
   if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
-  m.fitted = { key, r1, r2, first, core, last, relError };
+  m.fitted = refitted(m, { key, r1, r2, first, core, last, relError });
   return m.fitted;
+}
+
+/** Patch statistics of a conv, per group, when they were collected and fit. */
+export function patchBlocks(cx: PassContext, name: string, geo: ConvGeometry): ConvTucker2Match['patches'] {
+  const st = cx.stats?.get(name);
+  const D = (geo.S / geo.group) * geo.kernelSize;
+  if (!st?.patchGram || st.patchDim !== D || st.patchGram.length !== geo.group * D * D) return undefined;
+  const pm = st.patchMean;
+  return {
+    gram: Array.from({ length: geo.group }, (_, j) => st.patchGram!.subarray(j * D * D, (j + 1) * D * D)),
+    mean: pm && pm.length === geo.group * D ? Array.from({ length: geo.group }, (_, j) => pm.subarray(j * D, (j + 1) * D)) : undefined,
+  };
+}
+
+/**
+ * With patch statistics, the last 1x1 of each group is refitted by least squares on them
+ * (refit.ts) and the mean error moved into the bias.
+ */
+function refitted(m: ConvTucker2Match, f: Tucker2Factors): Tucker2Factors {
+  if (!m.patches) return f;
+  const { geo } = m;
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  const D = s * K;
+  const { r1, r2 } = f;
+  const last = Float32Array.from(f.last);
+  const biasDelta = new Float64Array(geo.T);
+  let num = 0;
+  let den = 0;
+  m.groups.forEach((gk, j) => {
+    // H [r2, D]: H[a, c·K + k] = Σ_b core[a, b, k]·first[b, c].
+    const h = new Float64Array(r2 * D);
+    for (let a = 0; a < r2; a++) for (let b = 0; b < r1; b++) {
+      const gOff = ((j * r2 + a) * r1 + b) * K;
+      for (let c = 0; c < s; c++) {
+        const av = f.first[(j * r1 + b) * s + c];
+        if (av === 0) continue;
+        for (let k = 0; k < K; k++) h[a * D + c * K + k] += f.core[gOff + k] * av;
+      }
+    }
+    const r = refitLastFactor({ rows: t, cols: D, data: gk.data }, { rows: r2, cols: D, data: h }, m.patches!.gram[j], m.patches!.mean?.[j]);
+    for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = r.b[a * r2 + c];
+    if (r.biasDelta) for (let a = 0; a < t; a++) biasDelta[j * t + a] = r.biasDelta[a];
+    num += r.num;
+    den += r.den;
+  });
+  const relError = tucker2Error(m.w, geo, f.first, f.core, last, r1, r2);
+  return { ...f, last, relError, dataError: den > 0 ? Math.sqrt(Math.max(num, 0) / den) : 0, biasDelta: m.patches.mean ? biasDelta : undefined };
+}
+
+/**
+ * The bias input of the last conv: the original one, or, with a bias correction, a new
+ * initializer holding original + correction (a missing bias counts as zeros).
+ */
+export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Graph; geo: ConvGeometry; dataType: number }, delta: Float64Array | undefined): string | undefined | Skip {
+  const n = m.node;
+  if (!delta) return m.geo.hasBias ? n.input[2] : undefined;
+  const b = new Float32Array(m.geo.T);
+  if (m.geo.hasBias) {
+    const c = resolveConstant(m.graph, n.input[2]);
+    // A bias computed at run time cannot absorb the correction: keep it as it is.
+    if (!c) return n.input[2];
+    b.set(readTensorFloat(c.tensor, cx.external));
+  }
+  for (let t = 0; t < b.length; t++) b[t] += delta[t];
+  if (!allFinite(b)) return skip('bias correction produced non-finite values');
+  const name = derivedName(cx, n, 'lr_bias');
+  m.graph.addInitializer(makeFloatTensor(name, [m.geo.T], b, m.dataType));
+  return name;
 }
 
 /** The input-channel Gram blocks of a conv's calibration statistics, when they fit. */

@@ -48,8 +48,8 @@ export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: Value
         const model = new Model(loaded.model);
         const wanted = new Set(names);
         const layers = findLayers(model).filter((l) => wanted.has(l.name));
-        // Patch covariances are not used by the passes yet; channel statistics are cheap.
-        const r = await collectStats(model, layers, set.value, { external: loaded.external, maxPatchDim: 0 });
+        // Patch second moments (k×k convs) let the chains' last factor be refitted.
+        const r = await collectStats(model, layers, set.value, { external: loaded.external });
         if (!r.ok) throw r.error;
         return r.value.stats;
       },

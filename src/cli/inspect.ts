@@ -50,6 +50,9 @@ export async function shapesFor(
   const names = layers.flatMap((l) => [l.node.output[0], l.node.input[0]]).filter((x): x is string => !!x);
   const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external, modelDir: loaded.dir });
   if (r.ok) return { shapes: r.value.shapes, source: 'ort-run', defaulted: r.value.defaulted };
+  // A --shape/--input that names no input or disagrees with the model is the user's mistake:
+  // report it now (optimize would otherwise write OUT and only then fail verification).
+  if (r.error.kind === 'usage') throw r.error;
   return { shapes: declaredShapes(loaded.model), source: 'declared', note: `MACs from declared shapes only (ORT run failed: ${r.error.message})`, defaulted: [] };
 }
 

@@ -64,8 +64,11 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
 
   // Each HOOI update warm-starts the sketch from the previous factor (subspace
   // iteration carried across sweeps), so randomized SVDs converge with HOOI.
+  // A warm-started sketch is already close, so one power iteration suffices there
+  // (unless the caller chose powerIters).
   const lead = function* (x: Matrix, r: number, start?: Matrix | null): GemmProgram<Matrix> {
-    return (yield* truncatedSvdProgram(x, r, start ? { ...svdOpts, start } : svdOpts)).u;
+    const o = start ? { powerIters: 1, ...svdOpts, start } : svdOpts;
+    return (yield* truncatedSvdProgram(x, r, o)).u;
   };
   // HOSVD initialisation. HOOI recomputes U_T first, so U_T's HOSVD is only needed
   // when there are no HOOI sweeps.

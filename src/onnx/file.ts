@@ -189,6 +189,22 @@ function realTarget(p: string): string {
   return realpathOrNull(p) ?? path.join(realpathOrNull(path.dirname(p)) ?? path.dirname(p), path.basename(p));
 }
 
+/** Writes byte parts with few system calls: small parts are gathered into 1 MiB chunks. */
+function writeCoalesced(tmp: TempFile, parts: readonly Uint8Array[]): void {
+  const CHUNK = 1 << 20;
+  let buf: Uint8Array | undefined;
+  let used = 0;
+  const flush = (): void => { if (buf && used > 0) tmp.write(buf.subarray(0, used)); used = 0; };
+  for (const p of parts) {
+    if (p.length >= CHUNK / 4) { flush(); tmp.write(p); continue; }
+    if (used + p.length > CHUNK) flush();
+    buf ??= new Uint8Array(CHUNK);
+    buf.set(p, used);
+    used += p.length;
+  }
+  flush();
+}
+
 export function saveModel(source: ModelSource, outPath: string, opts: SaveOptions = {}): SaveResult {
   const src = 'model' in source ? source : { model: source as ModelProto };
   const model = src.model;
@@ -242,7 +258,8 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
       // Constant-node / attribute tensors are kept inline to be safe.
       // Types without a fixed element size (STRING, unknown) cannot be laid out externally: kept inline.
       const size = cfg && site === 'initializer' && dataTypeBits(dt) > 0 ? tensorByteSize(t) : -1;
-      if (size >= threshold && !(isIntType(dt) && size < INLINE_INT_BYTES)) {
+      // Empty tensors stay inline too: ORT fails to read a zero-length external range.
+      if (size > 0 && size >= threshold && !(isIntType(dt) && size < INLINE_INT_BYTES)) {
         const bytes = tensorRawBytes(t, reader);
         if (!dataTmp) { dataTmp = new TempFile(dataPath, fsx); temps.push(dataTmp); }
         const pad = (EXTERNAL_ALIGN - (dataTmp.bytesWritten % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
@@ -270,7 +287,7 @@ export function saveModel(source: ModelSource, outPath: string, opts: SaveOption
     }
     const modelTmp = new TempFile(out, fsx);
     temps.push(modelTmp);
-    for (const p of parts) modelTmp.write(p);
+    writeCoalesced(modelTmp, parts);
     commitFiles(temps, fsx); // data file first, the model last
     return {
       path: out,

@@ -47,8 +47,12 @@ export interface LayerInputStats {
   dim: number;
   groups?: number;
   count: number;
+  /** E[x] per input channel (or row dim), [groups·dim]. */
+  mean?: Float64Array;
   patchGram?: Float64Array;
   patchDim?: number;
+  /** E[p] per group, [groups·patchDim]. */
+  patchMean?: Float64Array;
 }
 
 export interface Applied {
