@@ -16,12 +16,12 @@
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { cpAls } from '../src/linalg/cp.js';
-import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  allFinite, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
   type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
-import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 import { correctedBias, patchBlocks, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
@@ -55,16 +55,14 @@ export const convCp: LayerPass<ConvCpMatch> = {
 
   match(layer: LayerInfo, cx: PassContext): ConvCpMatch | Skip {
     const n = layer.node;
-    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
-    const dataType = layer.weight.tensor.dataType ?? 0;
-    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
-    const geo = readConvGeometry(n, layer.weightShape);
-    if (isSkip(geo)) return geo;
+    const c = convLayerGeometry(layer);
+    if (isSkip(c)) return c;
+    const { geo, dataType } = c;
     if (isDepthwise(geo)) return skip(`depthwise: nothing to gain (one input channel per group, group ${geo.group})`);
     if (geo.group !== 1) return skip(`grouped conv (group ${geo.group}): CP per group is not implemented (conv-tucker2 handles it)`);
     if (isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
-    const w = readTensorFloat(layer.weight.tensor, cx.external);
-    if (!allFinite(w)) return skip('weight has NaN or infinite values');
+    const w = finiteWeight(layer, cx);
+    if (isSkip(w)) return w;
     return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), patches: patchBlocks(cx, layer.name, geo) };
   },
 

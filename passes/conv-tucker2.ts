@@ -22,10 +22,10 @@ import { tucker2 } from '../src/linalg/tucker.js';
 import { SvdCache, svdPairFactors } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
-  allFinite, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs, readConvGeometry,
+  allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
   tucker2Cost, unfoldingSpectrum, unfoldS, unfoldT, type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
-import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, energyRank, vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 
@@ -109,15 +109,13 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
 
   match(layer: LayerInfo, cx: PassContext): ConvTucker2Match | Skip {
     const n = layer.node;
-    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
-    const dataType = layer.weight.tensor.dataType ?? 0;
-    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
-    const geo = readConvGeometry(n, layer.weightShape);
-    if (isSkip(geo)) return geo;
+    const c = convLayerGeometry(layer);
+    if (isSkip(c)) return c;
+    const { geo, dataType } = c;
     if (isDepthwise(geo)) return skip(`depthwise: nothing to gain (one input channel per group, group ${geo.group})`);
     if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
-    const w = readTensorFloat(layer.weight.tensor, cx.external);
-    if (!allFinite(w)) return skip('weight has NaN or infinite values');
+    const w = finiteWeight(layer, cx);
+    if (isSkip(w)) return w;
     return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo), patches: patchBlocks(cx, layer.name, geo) };
   },
 

@@ -12,11 +12,11 @@
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
-import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  allFinite, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
+  allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
-import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
@@ -33,15 +33,13 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
 
   match(layer: LayerInfo, cx: PassContext): Conv1x1Match | Skip {
     const n = layer.node;
-    if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
-    const dataType = layer.weight.tensor.dataType ?? 0;
-    if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
-    const geo = readConvGeometry(n, layer.weightShape);
-    if (isSkip(geo)) return geo;
+    const c = convLayerGeometry(layer);
+    if (isSkip(c)) return c;
+    const { geo, dataType } = c;
     if (!isPointwise(geo)) return skip(`kernel [${geo.kernel.join(', ')}] is not 1x1 (conv-tucker2 / conv-cp handle it)`);
     if (geo.group !== 1) return skip(`grouped 1x1 conv (group ${geo.group}) is not decomposed by conv1x1-svd`);
-    const data = readTensorFloat(layer.weight.tensor, cx.external);
-    if (!allFinite(data)) return skip('weight has NaN or infinite values');
+    const data = finiteWeight(layer, cx);
+    if (isSkip(data)) return data;
     const w = fromArray(geo.T, geo.S, data);
     // Per pixel y = W·x: the input channels are W's columns.
     const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S);

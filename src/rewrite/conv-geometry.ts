@@ -12,7 +12,10 @@
 import { attrInt, attrInts, attrString, intAttr, intsAttr } from '../graph/attrs.js';
 import { singularValues } from '../linalg/svd.js';
 import { newNode, type AttributeProto, type NodeProto } from '../onnx/schema.js';
-import { skip, type Cost, type Skip } from './pass.js';
+import type { LayerInfo } from '../graph/layers.js';
+import { readTensorFloat } from '../onnx/tensor.js';
+import { FLOAT_TYPES } from './emit.js';
+import { isSkip, skip, type Cost, type PassContext, type Skip } from './pass.js';
 
 export type AutoPad = 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
 const AUTO_PADS: readonly string[] = ['NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
@@ -211,4 +214,20 @@ export function unfoldingSpectrum(m: { rows: number; cols: number; data: Float64
 export function allFinite(w: ArrayLike<number>): boolean {
   for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) return false;
   return true;
+}
+
+/** The checks every conv pass starts with: a Conv with a float weight and a valid geometry. */
+export function convLayerGeometry(layer: LayerInfo): { geo: ConvGeometry; dataType: number } | Skip {
+  const n = layer.node;
+  if (n.opType !== 'Conv') return skip(`${n.opType} is not a Conv`);
+  const dataType = layer.weight.tensor.dataType ?? 0;
+  if (!FLOAT_TYPES.has(dataType)) return skip(`weight type ${dataType} is not floating point`);
+  const geo = readConvGeometry(n, layer.weightShape);
+  return isSkip(geo) ? geo : { geo, dataType };
+}
+
+/** The weight as fp32, or a Skip when it holds NaN or infinite values. */
+export function finiteWeight(layer: LayerInfo, cx: PassContext): Float32Array | Skip {
+  const w = readTensorFloat(layer.weight.tensor, cx.external);
+  return allFinite(w) ? w : skip('weight has NaN or infinite values');
 }
