@@ -46,7 +46,7 @@ interface CpFactors {
 }
 
 /** Iteration budget and tolerance of the ALS fit. */
-const ALS = { maxIter: 100, tol: 1e-5 };
+const ALS = { maxIter: 50, tol: 1e-5 };
 
 export const convCp: LayerPass<ConvCpMatch> = {
   name: 'conv-cp',

@@ -664,7 +664,9 @@ export const STRUCT_MUTATIONS: Record<string, StructMutation> = {
         for (let d = 0; d < 20; d++) {
           const inner = g;
           g = newGraph({ name: `nest${d}`, node: [newNode({ opType: 'If', input: [model.graph!.input[0]?.name ?? 'cond'], output: [inner.output[0]?.name ?? 'o'], attribute: [
-            newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: inner }), newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: inner }),
+            // Only one branch nests (sharing `inner` in both would double the model per level).
+            newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: inner }),
+            newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: newGraph({ name: `e${d}`, node: [newNode({ opType: 'Constant', output: [inner.output[0]?.name ?? 'o'], attribute: [newAttribute({ name: 'value', type: AttributeType.TENSOR, t: floatTensor('c', [2, 6], new Float32Array(12)) })] })], output: inner.output }) }),
           ] })], output: inner.output });
         }
         a.g = g;
@@ -886,12 +888,21 @@ export function caseSeed(runSeed: number, i: number): number {
   return (z ^ (z >>> 15)) >>> 0;
 }
 
+/** Relative weights of kinds whose cases are slow (long graphs): drawn less often. */
+const KIND_WEIGHT: Record<string, number> = { 'many-nodes': 0.3 };
+
 function chooseKinds(r: Recipe): string[] {
   if (r.kinds) return r.kinds;
   const rng = createRng(r.seed);
   const kinds = FAMILY_KINDS[r.family];
+  const total = kinds.reduce((a, k) => a + (KIND_WEIGHT[k] ?? 1), 0);
+  const draw = (): string => {
+    let u = rng.next() * total;
+    for (const k of kinds) if ((u -= KIND_WEIGHT[k] ?? 1) < 0) return k;
+    return kinds[kinds.length - 1];
+  };
   const n = r.family === 'bytes' ? 1 : 1 + (rng.next() < 0.3 ? 1 : 0) + (rng.next() < 0.1 ? 1 : 0);
-  return Array.from({ length: n }, () => kinds[rng.int(kinds.length)]);
+  return Array.from({ length: n }, draw);
 }
 
 /** Stream for the k-th mutation of a recipe. */

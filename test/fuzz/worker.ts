@@ -32,7 +32,7 @@ export interface JobResult {
   outExists?: boolean;
   /** Our loader on OUT: '' when it loads, else the error. */
   outLoad?: string;
-  /** ORT on OUT / IN: '' when it loads, else the first line of its error. */
+  /** ORT on IN / OUT: '' when it loads, else the first line of its error (OUT is asked only when IN loads). */
   outOrt?: string;
   inOrt?: string;
 }
@@ -73,14 +73,8 @@ async function runJob(job: Job): Promise<JobResult> {
   }
   const ms = performance.now() - t0;
   const res: JobResult = { id: job.id, code, out: out.slice(0, 4000), err: err.slice(0, 4000), ms, peakMb: canReset ? peakMb() : -1, threw };
-  if (job.out) {
-    res.outExists = fs.existsSync(job.out);
-    if (res.outExists) {
-      try { const m = loadModel(job.out); m.external.close(); res.outLoad = ''; } catch (e) { res.outLoad = (e as Error).message; }
-      res.outOrt = await ortLoads(job.out);
-    }
-  }
-  if (job.in) {
+  const outExists = job.out ? fs.existsSync(job.out) : false;
+  if (job.in && outExists) {
     let v = inCache.get(job.in);
     if (v === undefined) {
       // Only ask ORT about files our loader accepts (a FIFO would block ORT's open forever).
@@ -88,6 +82,14 @@ async function runJob(job: Job): Promise<JobResult> {
       inCache.set(job.in, v);
     }
     res.inOrt = v;
+  }
+  if (job.out) {
+    res.outExists = outExists;
+    if (outExists) {
+      try { const m = loadModel(job.out); m.external.close(); res.outLoad = ''; } catch (e) { res.outLoad = (e as Error).message; }
+      // Whether ORT loads OUT matters only when it loads IN (see harness.ts judge).
+      if (res.inOrt === '') res.outOrt = await ortLoads(job.out);
+    }
   }
   return res;
 }

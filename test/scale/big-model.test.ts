@@ -1,0 +1,117 @@
+/**
+ * Scale: a synthetic MLP over 2 GiB with external data (tools/make-big-model.ts, 14 MatMul
+ * weights of 4096×11008 fp32 = 2.52 GB) through inspect, convert and optimize --rank 64.
+ * Slow (building alone takes minutes, optimize much longer): opt in with LR_BIG_TESTS=1.
+ *   LR_BIG_DIR=DIR     build (or reuse) the model there and keep it
+ *   LR_BIG_LAYERS=N    number of weights (default 14; 12 is the smallest count over 2 GiB)
+ *   LR_BIG_VERIFY=0    optimize with --no-verify
+ * Peak memory per command: npm run bench:memory.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import type { InspectResult } from '../../src/cli/inspect.js';
+import { loadModel } from '../../src/onnx/file.js';
+import type { Report } from '../../src/report/report.js';
+import { makeBigModel } from '../../tools/make-big-model.js';
+
+const HOUR = 3_600_000;
+
+async function run(...argv: string[]): Promise<{ code: number; out: string; err: string; seconds: number }> {
+  let out = '';
+  let err = '';
+  const t0 = performance.now();
+  const code = await main(argv, { out: (s) => { out += `${s}\n`; }, err: (s) => { err += `${s}\n`; } });
+  return { code, out, err, seconds: (performance.now() - t0) / 1000 };
+}
+
+function sha256(file: string): string {
+  const h = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.alloc(64 << 20);
+  try {
+    for (let pos = 0; ;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+describe.skipIf(!process.env.LR_BIG_TESTS)('a model over 2 GiB with external data', () => {
+  const layers = Number(process.env.LR_BIG_LAYERS ?? 14);
+  const dir = process.env.LR_BIG_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-lr-big-'));
+  const model = path.join(dir, 'big.onnx');
+  const data = `${model}.data`;
+  const outDir = path.join(dir, 'out');
+  let dataHash = '';
+
+  beforeAll(() => {
+    fs.mkdirSync(outDir, { recursive: true });
+    if (!fs.existsSync(model) || !fs.existsSync(data)) makeBigModel(dir, { layers });
+    dataHash = sha256(data);
+  }, HOUR);
+
+  afterAll(() => {
+    if (!process.env.LR_BIG_DIR) fs.rmSync(dir, { recursive: true, force: true });
+    else fs.rmSync(outDir, { recursive: true, force: true });
+  });
+
+  it('is over 2 GiB, in a small protobuf and a data file', () => {
+    const size = fs.statSync(model).size + fs.statSync(data).size;
+    if (layers >= 12) expect(size).toBeGreaterThan(2 ** 31);
+    expect(fs.statSync(model).size).toBeLessThan(64 * 1024);
+  });
+
+  it('inspect lists every layer with MACs from an ORT run', async () => {
+    const r = await run('inspect', model, '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as InspectResult;
+    expect(j.layers).toHaveLength(layers);
+    expect(j.layers.every((l) => l.macs === 4096 * 11008)).toBe(true);
+    // Shapes come from ORT reading the weights from their file (no inlining past 2 GiB).
+    expect(j.shapeSource).toBe('ort-run');
+    console.log(`inspect: ${r.seconds.toFixed(1)} s`);
+  }, HOUR);
+
+  it('convert streams it to OUT + OUT.data (external data chosen automatically), byte-identical data, ORT loads it', async () => {
+    const out = path.join(outDir, 'conv.onnx');
+    const r = await run('convert', model, out);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(fs.existsSync(`${out}.data`)).toBe(true);
+    expect(sha256(`${out}.data`)).toBe(dataHash);
+    const back = loadModel(out);
+    expect(back.model.graph!.initializer).toHaveLength(layers);
+    back.external.close();
+    const s = await ort.InferenceSession.create(out, { logSeverityLevel: 4 });
+    await s.release();
+    fs.rmSync(`${out}.data`);
+    console.log(`convert: ${r.seconds.toFixed(1)} s`);
+  }, HOUR);
+
+  it('optimize --rank 64 rewrites every 4096x11008 layer and the result verifies in ORT', async () => {
+    const out = path.join(outDir, 'opt.onnx');
+    const verify = process.env.LR_BIG_VERIFY === '0' ? ['--no-verify'] : ['--no-latency'];
+    const r = await run('optimize', model, out, '--rank', '64', ...verify, '--json');
+    expect(r.err).toBe('');
+    const rep = JSON.parse(r.out) as Report;
+    console.log(`optimize: ${r.seconds.toFixed(1)} s; per layer ms: ${rep.layers.map((l) => l.ms).join(', ')}`);
+    expect(rep.layers.filter((l) => !l.skipped)).toHaveLength(layers);
+    expect(rep.layers.every((l) => l.ranks?.[0] === 64)).toBe(true);
+    if (process.env.LR_BIG_VERIFY !== '0') {
+      expect(r.code).toBe(0);
+      expect(rep.verify!.pass).toBe(true);
+    }
+    expect(sha256(data)).toBe(dataHash); // IN untouched
+  }, 12 * HOUR);
+});
