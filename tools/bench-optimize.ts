@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --json] [-- --models det,rec] [-- --quick]
+ * npm run bench [-- --json] [-- --models=det,rec] [-- --settings=default,max-error] [-- --quick]
  * Runs `onnx-lr optimize` on each real model at a few settings and prints params ratio,
  * MACs ratio, ORT-node and ORT-web (wasm) latency ratios, output cosine and tool time.
  * For conv-heavy models it names the layers that keep the speed-up from the 1.5x target.
@@ -18,6 +18,8 @@ const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const quick = argv.includes('--quick');
 const pick = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',');
+// --settings=substring,substring: only the settings whose label contains one of them.
+const only = argv.find((a) => a.startsWith('--settings='))?.slice(11).split(',');
 const models = (pick ?? Object.keys(REAL_MODELS)) as RealName[];
 
 /** A seeded N(0,1) calibration file for single-input models (8 samples at the bench shape). */
@@ -66,6 +68,7 @@ const rows: Row[] = [];
 for (const name of models) {
   const inputs = realModelArgs(name, dir);
   for (const [label, argsFor] of SETTINGS) {
+    if (only && !only.some((o) => label.includes(o))) continue;
     const args = argsFor(name);
     if (!args) continue;
     let out = '';
