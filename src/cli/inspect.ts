@@ -1,11 +1,11 @@
 /** `onnx-lr inspect MODEL`: what the model is and which layers could be decomposed. */
 import { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
-import { declaredShapes, learnShapes, type ShapeMap } from '../graph/shapes.js';
+import { shapesFor } from '../graph/layer-shapes.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
-import { loadModel, type LoadedModel } from '../onnx/file.js';
+import { loadModel } from '../onnx/file.js';
 import { bytes, human, table } from '../report/format.js';
-import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import type { DefaultedDim } from '../verify/inputs.js';
 import { expectPositionals, flag, parse, strs } from './args.js';
 import { feedOverrides } from './feeds.js';
 
@@ -42,19 +42,6 @@ export interface InspectResult extends ModelSummary {
   defaultedDims: DefaultedDim[];
 }
 
-/** Shapes for MAC counts: one ORT run when possible, else only what the model declares. */
-export async function shapesFor(
-  loaded: LoadedModel, model: Model, shapes: ShapeOverrides, values: ValueOverrides,
-): Promise<{ shapes: ShapeMap; source: 'ort-run' | 'declared'; note?: string; defaulted: DefaultedDim[] }> {
-  const layers = findLayers(model);
-  const names = layers.flatMap((l) => [l.node.output[0], l.node.input[0]]).filter((x): x is string => !!x);
-  const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external, modelDir: loaded.dir });
-  if (r.ok) return { shapes: r.value.shapes, source: 'ort-run', defaulted: r.value.defaulted };
-  // A --shape/--input that names no input or disagrees with the model is the user's mistake:
-  // report it now (optimize would otherwise write OUT and only then fail verification).
-  if (r.error.kind === 'usage') throw r.error;
-  return { shapes: declaredShapes(loaded.model), source: 'declared', note: `MACs from declared shapes only (ORT run failed: ${r.error.message})`, defaulted: [] };
-}
 
 export function layerRows(layers: readonly LayerInfo[]): InspectLayer[] {
   return layers.map((l) => ({

@@ -15,7 +15,7 @@ import { measureLatency } from '../verify/latency.js';
 import { createSession } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { verifyModels } from '../verify/verify.js';
-import { shapesFor } from '../cli/inspect.js';
+import { shapesFor } from '../graph/layer-shapes.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';

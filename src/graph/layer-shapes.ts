@@ -1,0 +1,20 @@
+/** Shapes for the decomposable layers of a loaded model (MAC counts, layer timing). */
+import type { LoadedModel } from '../onnx/file.js';
+import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import type { Model } from './graph.js';
+import { findLayers } from './layers.js';
+import { declaredShapes, learnShapes, type ShapeMap } from './shapes.js';
+
+/** Shapes for MAC counts: one ORT run when possible, else only what the model declares. */
+export async function shapesFor(
+  loaded: LoadedModel, model: Model, shapes: ShapeOverrides, values: ValueOverrides,
+): Promise<{ shapes: ShapeMap; source: 'ort-run' | 'declared'; note?: string; defaulted: DefaultedDim[] }> {
+  const layers = findLayers(model);
+  const names = layers.flatMap((l) => [l.node.output[0], l.node.input[0]]).filter((x): x is string => !!x);
+  const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external, modelDir: loaded.dir });
+  if (r.ok) return { shapes: r.value.shapes, source: 'ort-run', defaulted: r.value.defaulted };
+  // A --shape/--input that names no input or disagrees with the model is the user's mistake:
+  // report it now (optimize would otherwise write OUT and only then fail verification).
+  if (r.error.kind === 'usage') throw r.error;
+  return { shapes: declaredShapes(loaded.model), source: 'declared', note: `MACs from declared shapes only (ORT run failed: ${r.error.message})`, defaulted: [] };
+}
