@@ -79,43 +79,9 @@ export function toNumbers(t: HostTensor): Float64Array {
   return out;
 }
 
-const F32 = new Float32Array(1);
-const U32 = new Uint32Array(F32.buffer);
-
-/** IEEE float32 → half bits, round to nearest even, with overflow to ±Inf and subnormals. */
-export function floatToHalf(x: number): number {
-  F32[0] = x;
-  const b = U32[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // Inf / NaN
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000; // implicit leading 1
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // may carry into the exponent: still correct
-  return sign | h;
-}
-
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
+/** IEEE half conversions are the codec's (exhaustively tested there). */
+export { f32ToF16Bits as floatToHalf, f16BitsToF32 as halfToFloat } from '../onnx/tensor.js';
+import { f16BitsToF32 as halfToFloat, f32ToF16Bits as floatToHalf } from '../onnx/tensor.js';
 
 // ------------------------------------------------------------------ npy bridge
 
