@@ -86,11 +86,12 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       if (reason !== undefined) { rec.skipped = true; rec.reason = reason; }
     };
     const decision = planned?.get(layer.name);
-    if (planned && (!decision || decision.skipped)) return done(decision?.reason ?? 'not in the plan');
-    if (!planned) {
-      if (opts.exclude && (opts.exclude.test(layer.name) || opts.exclude.test(layer.weightName))) return done('excluded by --exclude');
-      if (layer.params < opts.minParams) return done(`${layer.params} params < --min-params ${opts.minParams}`);
-    }
+    // A plan is applied exactly; the filters only explain layers it does not mention.
+    const filtered = opts.exclude && (opts.exclude.test(layer.name) || opts.exclude.test(layer.weightName))
+      ? 'excluded by --exclude'
+      : layer.params < opts.minParams ? `${layer.params} params < --min-params ${opts.minParams}` : undefined;
+    if (planned && (!decision || decision.skipped)) return done(decision?.reason ?? filtered ?? 'not in the plan');
+    if (!planned && filtered) return done(filtered);
     let pass = decision ? passByName(decision.pass!) : passFor(layer, opts.method);
     if (pass === undefined) return done(`unknown pass ${decision?.pass}`);
     if (typeof pass === 'string') return done(pass);
