@@ -163,6 +163,8 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo,
       };
       if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
+      const nonFinite = layers.filter((l) => l.skipped && /NaN|non-finite|infinite/i.test(l.reason ?? ''));
+      if (nonFinite.length > 0) notes.push(`warning: ${nonFinite.length} layer(s) skipped for NaN/Inf in their weights: ${nonFinite.map((l) => l.name).join(', ')}`);
       if (outPath === undefined) {
         report.seconds = (performance.now() - t0) / 1000;
         return { report, pass: true, sensitivity };

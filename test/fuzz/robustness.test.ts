@@ -92,8 +92,14 @@ describe('NaN / Inf in a weight: that layer is skipped, the rest proceeds', () =
     expect(rep.output.ops.MatMul).toBe(3);
   });
 
-  // Needs src/cli/optimize.ts (not ours): a report note naming layers skipped for non-finite weights.
-  it.todo('the report carries a note (not only the layer reason) when a layer is skipped for NaN/Inf');
+  it('the report carries a warning naming the layers skipped for NaN/Inf', async () => {
+    const dir = tmpDir();
+    const f = path.join(dir, 'in.onnx');
+    fs.writeFileSync(f, poisonedModel(NaN));
+    const r = await run('optimize', f, path.join(dir, 'out.onnx'), '--rank', '4', '--min-params', '0', '--no-verify', '--json');
+    const rep = JSON.parse(r.out) as Report;
+    expect(rep.notes.join('\n')).toMatch(/warning: 1 layer\(s\) skipped for NaN\/Inf in their weights: bad/);
+  });
 });
 
 describe('no data lost', () => {
