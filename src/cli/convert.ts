@@ -13,7 +13,9 @@ half-written file; IN is never modified.
 Options:
   --external-data     store initializers of at least --threshold bytes in OUT.data beside
                       OUT (4096-byte aligned). Chosen automatically past 2 GiB.
-  --threshold BYTES   size threshold for --external-data (default 1024)
+  --threshold BYTES   size threshold for --external-data (default 1024); empty tensors and
+                      integer tensors under 1024 bytes (shapes, axes) always stay inline:
+                      ORT reads those during shape inference
   --inline            keep every tensor inside OUT, even when the input used external data
   --force             allow OUT to be the same file as IN
   -h, --help          this help`;

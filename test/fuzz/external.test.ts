@@ -10,13 +10,13 @@ describe('fuzz: external-data mutations', () => {
   it('each case exits 0/1 with a loadable OUT, or 2 with one clean line; nothing outside the folder is read', async () => {
     const r = await runSuite({
       family: 'external',
-      cases: scaled(400),
+      cases: scaled(450),
       runSeed: runSeedFromEnv(3),
       bases: { wake: 3, mlp: 3, conv: 2, ifm: 2, shared: 1, vad: 1 },
       optimizeRate: { wake: 0.2, mlp: 0.3, conv: 0.3, ifm: 0.3, shared: 0.3 },
     });
     console.log(summary(r));
     expect(r.failures, `LR_FUZZ_SEED=${r.runSeed}\n${describeFailures(r.failures)}`).toEqual([]);
-    expect(r.cases).toBe(scaled(400));
+    expect(r.cases).toBe(scaled(450));
   }, 600_000);
 });

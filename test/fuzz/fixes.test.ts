@@ -67,6 +67,31 @@ describe('FIFOs and other non-regular files (src/onnx/external.ts, file.ts)', ()
   });
 });
 
+describe('models that make ONNX Runtime abort the process (src/onnx/file.ts)', () => {
+  function splitModel(numOutputs: number): string {
+    const b = new ModelBuilder({ opset: 18 });
+    const x = b.input('x', [4, 8]);
+    const outs = b.nodeMulti('Split', [x], { axis: 0, num_outputs: numOutputs }, { outputs: 4, name: 'split' });
+    for (const o of outs) b.output(o);
+    const f = path.join(tmpDir(), `split${numOutputs}.onnx`);
+    fs.writeFileSync(f, encodeModel(b.build()));
+    return f;
+  }
+
+  it('a Split with num_outputs below its output count is refused before ORT sees it (ORT 1.30 aborts on it)', async () => {
+    expectLrError(() => loadModel(splitModel(2)), 'parse', /Split.*num_outputs 2 but 4 outputs/);
+    const r = await run('inspect', splitModel(1));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^onnx-lr: .*num_outputs 1 but 4 outputs/);
+  });
+
+  it('a consistent Split loads and inspects', async () => {
+    const f = splitModel(4);
+    loadModel(f).external.close();
+    expect((await run('inspect', f)).code).toBe(0);
+  });
+});
+
 describe('random inputs sized by the model (src/verify/inputs.ts)', () => {
   it('refuses dims past MAX_FEED_ELEMENTS before allocating anything', () => {
     const t0 = Date.now();

@@ -11,13 +11,13 @@ describe('fuzz: structural mutations', () => {
   it('each case exits 0/1 with a loadable OUT, or 2 with one clean line; no hang, no crash, IN untouched', async () => {
     const r = await runSuite({
       family: 'struct',
-      cases: scaled(650),
+      cases: scaled(800),
       runSeed: runSeedFromEnv(2),
       bases: { wake: 3, cls: 1, vad: 1, mlp: 3, conv: 2, ifm: 2, constw: 1, ir4: 1, shared: 1 },
       optimizeRate: { wake: 0.15, mlp: 0.3, conv: 0.3, ifm: 0.3, constw: 0.3, ir4: 0.3, shared: 0.3 },
     });
     console.log(summary(r));
     expect(r.failures, `LR_FUZZ_SEED=${r.runSeed}\n${describeFailures(r.failures)}`).toEqual([]);
-    expect(r.cases).toBe(scaled(650));
+    expect(r.cases).toBe(scaled(800));
   }, 600_000);
 });

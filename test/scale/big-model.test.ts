@@ -99,10 +99,10 @@ describe.skipIf(!process.env.LR_BIG_TESTS)('a model over 2 GiB with external dat
     console.log(`convert: ${r.seconds.toFixed(1)} s`);
   }, HOUR);
 
-  it('optimize --rank 64 rewrites every 4096x11008 layer and the result verifies in ORT', async () => {
+  async function optimizeAll(extra: string[]): Promise<void> {
     const out = path.join(outDir, 'opt.onnx');
     const verify = process.env.LR_BIG_VERIFY === '0' ? ['--no-verify'] : ['--no-latency'];
-    const r = await run('optimize', model, out, '--rank', '64', ...verify, '--json');
+    const r = await run('optimize', model, out, ...extra, ...verify, '--json');
     expect(r.err).toBe('');
     const rep = JSON.parse(r.out) as Report;
     console.log(`optimize: ${r.seconds.toFixed(1)} s; per layer ms: ${rep.layers.map((l) => l.ms).join(', ')}`);
@@ -113,5 +113,20 @@ describe.skipIf(!process.env.LR_BIG_TESTS)('a model over 2 GiB with external dat
       expect(rep.verify!.pass).toBe(true);
     }
     expect(sha256(data)).toBe(dataHash); // IN untouched
-  }, 12 * HOUR);
+  }
+
+  it('optimize --plan (rank 64 for every layer) rewrites every 4096x11008 layer and the result verifies in ORT', async () => {
+    const plan = path.join(outDir, 'plan.json');
+    fs.writeFileSync(plan, JSON.stringify({
+      version: 1, model, policy: 'plan', layers: Array.from({ length: layers }, (_, i) => ({ name: `mm${i}`, pass: 'matmul-svd', ranks: [64] })),
+    }));
+    await optimizeAll(['--plan', plan]);
+  }, 6 * HOUR);
+
+  // The rank search asks src/rewrite/svd-pair.ts for every singular value up to break-even
+  // (2985 of them for 4096x11008), an exact JS SVD that takes tens of minutes per layer:
+  // opt in separately with LR_BIG_RANK=1 until that is fixed.
+  it.skipIf(!process.env.LR_BIG_RANK)('optimize --rank 64 rewrites every 4096x11008 layer and the result verifies in ORT', async () => {
+    await optimizeAll(['--rank', '64']);
+  }, 24 * HOUR);
 });

@@ -1,0 +1,148 @@
+/**
+ * npm run bench:memory [-- --layers 14] [--k 4096] [--n 11008] [--dir DIR] [--keep]
+ *                      [--only build,inspect,convert,optimize,optimize-plan] [--no-verify] [--json]
+ *
+ * Peak memory of each command on a synthetic model over 2 GiB with external data
+ * (tools/make-big-model.ts: 14 MatMul weights of 4096×11008 fp32 by default, 2.52 GB).
+ * Every step runs in its own child process (`node --import tsx`); its peak RSS is the
+ * kernel's high-water mark (VmHWM) read at exit. Prints peak RSS / model size per command
+ * against the target of 2 × model size + 300 MB.
+ *
+ * optimize runs `--rank 64`; optimize-plan applies rank 64 to every layer through a plan
+ * file (the same rewrite without the rank search).
+ *
+ * Needs about 2 × model size of free disk in DIR (the model and convert's copy).
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SELF = fileURLToPath(import.meta.url);
+const ROOT = path.resolve(path.dirname(SELF), '..');
+const MB = 1024 * 1024;
+
+function vmHwmBytes(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) * 1024 : -1;
+}
+
+// ---- child mode: run one step, write {code, peak} to BENCH_RESULT --------------------------
+
+async function child(args: string[]): Promise<void> {
+  const result = process.env.BENCH_RESULT!;
+  let code = 0;
+  if (args[0] === 'build') {
+    const { makeBigModel } = await import('./make-big-model.js');
+    const [dir, layers, k, n] = [args[1], Number(args[2]), Number(args[3]), Number(args[4])];
+    const r = makeBigModel(dir, { layers, k, n });
+    process.stdout.write(`wrote ${r.path} + ${r.externalPath} (${r.totalBytes} bytes)\n`);
+  } else {
+    const { main } = await import('../src/cli/main.js');
+    code = await main(args.slice(1));
+  }
+  fs.writeFileSync(result, JSON.stringify({ code, peak: vmHwmBytes() }));
+  process.exitCode = code;
+}
+
+// ---- parent -------------------------------------------------------------------------------
+
+interface Step { name: string; args: string[]; code: number; seconds: number; peak: number }
+
+function runStep(name: string, args: string[], log: string): Promise<Step> {
+  const result = path.join(os.tmpdir(), `onnx-lr-bench-mem-${process.pid}-${name}.json`);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const out = fs.openSync(log, 'a');
+    fs.writeSync(out, `\n$ ${name}: ${args.join(' ')}\n`);
+    const p = spawn(process.execPath, ['--import', 'tsx', SELF, '--child', ...args], {
+      cwd: ROOT, env: { ...process.env, BENCH_RESULT: result }, stdio: ['ignore', out, out],
+    });
+    p.on('error', reject);
+    p.on('exit', (code, signal) => {
+      fs.closeSync(out);
+      let peak = -1;
+      let exit = code ?? -1;
+      try {
+        const r = JSON.parse(fs.readFileSync(result, 'utf8')) as { code: number; peak: number };
+        peak = r.peak;
+        exit = r.code;
+        fs.rmSync(result);
+      } catch {
+        if (signal) exit = -1;
+      }
+      resolve({ name, args, code: exit, seconds: (performance.now() - t0) / 1000, peak });
+    });
+  });
+}
+
+function dirBytes(files: string[]): number {
+  return files.reduce((a, f) => a + (fs.existsSync(f) ? fs.statSync(f).size : 0), 0);
+}
+
+async function parent(argv: string[]): Promise<void> {
+  const opt = (name: string): string | undefined => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
+  const layers = Number(opt('layers') ?? 14);
+  const k = Number(opt('k') ?? 4096);
+  const n = Number(opt('n') ?? 11008);
+  const only = new Set((opt('only') ?? 'build,inspect,convert,optimize').split(','));
+  const json = argv.includes('--json');
+  const dir = opt('dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-lr-bench-mem-'));
+  fs.mkdirSync(dir, { recursive: true });
+  const log = path.join(dir, 'bench-memory.log');
+  const model = path.join(dir, 'big.onnx');
+  const say = (s: string): void => { if (!json) process.stdout.write(`${s}\n`); };
+  say(`model folder ${dir} (log: ${log})`);
+
+  const steps: Step[] = [];
+  const baseline = await runStep('baseline', ['cli', '--version'], log);
+  if (only.has('build') || !fs.existsSync(model)) {
+    say(`building ${layers} weights of ${k}x${n} fp32 …`);
+    steps.push(await runStep('build', ['build', dir, String(layers), String(k), String(n)], log));
+  }
+  const size = dirBytes([model, `${model}.data`]);
+  say(`model: ${(size / MB).toFixed(0)} MB (${(size / 2 ** 30).toFixed(2)} GiB)`);
+  const outDir = path.join(dir, 'out');
+  fs.mkdirSync(outDir, { recursive: true });
+  if (only.has('inspect')) steps.push(await runStep('inspect', ['cli', 'inspect', model], log));
+  if (only.has('convert')) {
+    steps.push(await runStep('convert', ['cli', 'convert', model, path.join(outDir, 'converted.onnx')], log));
+    // The copy is only there to be measured: free the disk.
+    for (const f of fs.readdirSync(outDir)) if (f.startsWith('converted')) fs.rmSync(path.join(outDir, f));
+  }
+  const verify = argv.includes('--no-verify') ? ['--no-verify'] : ['--no-latency'];
+  if (only.has('optimize')) {
+    steps.push(await runStep('optimize', ['cli', 'optimize', model, path.join(outDir, 'optimized.onnx'), '--rank', '64', ...verify, '--report', path.join(outDir, 'report.json')], log));
+  }
+  if (only.has('optimize-plan')) {
+    // The same rank-64 rewrite of every layer through a plan: no rank search, only the rank-64 factorization.
+    const plan = path.join(outDir, 'plan.json');
+    const names = Array.from({ length: layers }, (_, i) => `mm${i}`);
+    fs.writeFileSync(plan, JSON.stringify({ version: 1, model, policy: 'plan', layers: names.map((name) => ({ name, pass: 'matmul-svd', ranks: [64] })) }));
+    steps.push(await runStep('optimize-plan', ['cli', 'optimize', model, path.join(outDir, 'optimized-plan.onnx'), '--plan', plan, ...verify, '--report', path.join(outDir, 'report-plan.json')], log));
+  }
+
+  const target = (s: number): number => 2 * s + 300 * MB;
+  const rows = steps.map((s) => ({
+    step: s.name, exit: s.code, seconds: Math.round(s.seconds * 10) / 10, peak_mb: Math.round(s.peak / MB),
+    ratio: s.name === 'build' ? null : Math.round((s.peak / size) * 100) / 100,
+    within_target: s.name === 'build' ? null : s.peak <= target(size),
+  }));
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ model_bytes: size, baseline_peak_mb: Math.round(baseline.peak / MB), target_mb: Math.round(target(size) / MB), steps: rows }, null, 2)}\n`);
+  } else {
+    say(`baseline (node + tsx + onnxruntime, --version): ${Math.round(baseline.peak / MB)} MB`);
+    say(`target: peak <= 2 x model + 300 MB = ${Math.round(target(size) / MB)} MB`);
+    say('step           exit  seconds  peak RSS MB  peak / model  within target');
+    for (const r of rows) {
+      say(`${r.step.padEnd(14)} ${String(r.exit).padStart(4)}  ${r.seconds.toFixed(1).padStart(7)}  ${String(r.peak_mb).padStart(11)}  ${(r.ratio === null ? '' : r.ratio.toFixed(2)).padStart(12)}  ${r.within_target === null ? '' : r.within_target ? 'yes' : 'NO'}`);
+    }
+  }
+  if (!argv.includes('--keep') && !opt('dir')) fs.rmSync(dir, { recursive: true, force: true });
+  if (steps.some((s) => s.code !== 0 && !(s.name.startsWith('optimize') && s.code === 1))) process.exitCode = 1;
+}
+
+const argv = process.argv.slice(2);
+if (argv[0] === '--child') await child(argv.slice(1));
+else await parent(argv);
