@@ -10,7 +10,7 @@ import { LrError } from '../errors.js';
 import { commitFiles, nodeFs, readFileChunked, TempFile, type FsLike } from '../util/fsio.js';
 import { decodeModel, encodeParts, partsLength } from './codec.js';
 import { checkLocation, ExternalDataReader, type ExternalReader } from './external.js';
-import { DATA_LOCATION_EXTERNAL, DataType, SCHEMA, type MessageName, type ModelProto, type TensorProto } from './schema.js';
+import { DATA_LOCATION_EXTERNAL, DataType, SCHEMA, type GraphProto, type MessageName, type ModelProto, type NodeProto, type TensorProto } from './schema.js';
 import { dataTypeBits, isExternal, tensorByteSize, tensorRawBytes } from './tensor.js';
 
 /** ORT accepts IR versions up to 13 (see DESIGN-NOTES). */
@@ -90,6 +90,33 @@ export function forEachTensor(model: ModelProto, fn: (t: TensorProto, site: Tens
 
 // ---- load -------------------------------------------------------------------------------
 
+/**
+ * Invalid constructs that make ONNX Runtime 1.30 abort the whole process (a C++ assertion,
+ * not an error it reports) when it loads the model: refused here with a message instead.
+ * - Split with 1 <= num_outputs < its number of outputs (onnx Split-18 shape inference
+ *   indexes past the end of its split sizes).
+ */
+function checkOrtAborts(model: ModelProto, file: string): void {
+  const nodes = (g: GraphProto | undefined, out: NodeProto[]): void => {
+    if (!g) return;
+    for (const n of g.node) {
+      out.push(n);
+      for (const a of n.attribute) { nodes(a.g, out); for (const sg of a.graphs) nodes(sg, out); }
+    }
+  };
+  const all: NodeProto[] = [];
+  nodes(model.graph, all);
+  for (const f of model.functions) for (const n of f.node) all.push(n);
+  for (const t of model.trainingInfo) { nodes(t.initialization, all); nodes(t.algorithm, all); }
+  for (const n of all) {
+    if (n.opType !== 'Split' || ((n.domain ?? '') !== '' && n.domain !== 'ai.onnx')) continue;
+    const v = n.attribute.find((a) => a.name === 'num_outputs')?.i;
+    if (v !== undefined && v >= 1n && v < BigInt(n.output.length)) {
+      throw new LrError('parse', `${file}: node "${n.name ?? ''}" (Split) has num_outputs ${v} but ${n.output.length} outputs: an invalid model (ONNX Runtime aborts on it)`);
+    }
+  }
+}
+
 export function loadModel(file: string): LoadedModel {
   const abs = path.resolve(file);
   let st: fs.Stats;
@@ -121,6 +148,7 @@ export function loadModel(file: string): LoadedModel {
   }
   if (!model.graph) throw new LrError('parse', `${file}: the model has no graph`);
   if (model.irVersion >= 3 && model.opsetImport.length === 0) throw new LrError('parse', `${file}: the model has no opset_import`);
+  checkOrtAborts(model, file);
 
   const dir = path.dirname(abs);
   const external = new ExternalDataReader(dir);
