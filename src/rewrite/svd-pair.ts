@@ -86,7 +86,10 @@ export class SvdCache {
 export function svdPairRank(cache: SvdCache, policy: RankPolicy): number[] | Skip {
   const { rows: m, cols: n } = cache.w;
   const cap = Math.max(1, svdBreakEven(m, n));
-  const r = chooseSvdRank(policy, cache.spectrum(Math.min(m, n, Math.max(cap, policy.kind === 'fixed' ? policy.rank : 0))), m, n);
+  // A fixed rank needs only that many singular values (a large layer then takes the
+  // randomized path); other policies look at the spectrum up to break-even.
+  const want = policy.kind === 'fixed' && Number.isInteger(policy.rank) && policy.rank >= 1 ? Math.min(policy.rank, cap) : cap;
+  const r = chooseSvdRank(policy, cache.spectrum(Math.min(m, n, want)), m, n);
   if (typeof r !== 'number') return r;
   if (r <= 0) return skip('rank 0: the weight has no low-rank structure worth keeping');
   return [r];

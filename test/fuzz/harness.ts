@@ -117,7 +117,7 @@ export const KNOWN: { id: string; where: string; match: (cmd: Cmd, problem: stri
   {
     id: 'gemm-svd-opset<11-matmul',
     where: 'passes/gemm-svd.ts: a Gemm at opset < 11 is rewritten into MatMuls; when the model declares an input K that disagrees with the weight, ORT loads IN (Gemm-9 shape inference ignores K) but refuses OUT (MatMul inference checks it)',
-    match: (cmd, p) => cmd === 'optimize' && /ORT rejects while it loads IN: .*\/lr_a\) Op \(MatMul\) \[ShapeInferenceError\] Incompatible dimensions/.test(p),
+    match: (cmd, p) => cmd === 'optimize' && /(ORT rejects while it loads IN|ORT loads IN but not OUT): .*\/lr_a\) Op \(MatMul\) \[ShapeInferenceError\] Incompatible dimensions/.test(p),
   },
 ];
 

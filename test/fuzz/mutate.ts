@@ -436,6 +436,7 @@ export const STRUCT_MUTATIONS: Record<string, StructMutation> = {
     if (!x) return undefined;
     const k = rng.int(x.t.dims.length);
     const before = x.t.dims.join('x');
+    if (!Number.isSafeInteger(x.t.dims[k] + 2)) return undefined;
     switch (rng.int(4)) {
       case 0: x.t.dims[k] += 1; break;
       case 1: x.t.dims[k] = Math.max(0, x.t.dims[k] - 1); break;
@@ -678,6 +679,7 @@ export const STRUCT_MUTATIONS: Record<string, StructMutation> = {
     const x = pick(rng, floatTensors(model));
     if (!x) return undefined;
     const n = x.t.dims.reduce((p, d) => p * d, 1);
+    if (!Number.isSafeInteger(n) || n < 0) return undefined;
     const before = x.t.dims.join('x');
     switch (rng.int(5)) {
       case 0: x.t.dims = [n]; break;
