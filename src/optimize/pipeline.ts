@@ -14,7 +14,8 @@ import { buildFeeds, type ShapeOverrides, type ValueOverrides } from '../verify/
 import { measureLatency } from '../verify/latency.js';
 import { createSession } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
-import { verifyModels } from '../verify/verify.js';
+import { preflightOriginal, verifyModels } from '../verify/verify.js';
+import { LrError } from '../errors.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
@@ -169,6 +170,16 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         report.seconds = (performance.now() - t0) / 1000;
         return { report, pass: true, sensitivity };
       }
+      const verifyOpts = {
+        seed: opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads,
+        // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
+        atol: cfg.verify.atol ?? Infinity, rtol: cfg.verify.rtol ?? 0,
+      };
+      if (cfg.verify.enabled) {
+        // Verification needs the original to run in ORT: find out before anything is written.
+        const pre = await preflightOriginal({ path: loaded.path }, verifyOpts);
+        if (!pre.ok) throw new LrError(pre.error.kind, `cannot verify: ${pre.error.message}; nothing written (--no-verify writes OUT unchecked)`);
+      }
       cfg.onStage?.('writing');
       const saved = saveModel({ model: loaded.model, external: loaded.external, path: loaded.path }, outPath, {
         force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}),
@@ -178,11 +189,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       if (cfg.verify.enabled) {
         cfg.onStage?.('verifying in ONNX Runtime');
         const v = cfg.verify;
-        const res = await verifyModels({ path: loaded.path }, { path: saved.path }, {
-          seed: opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: v.minCosine, threads: v.threads,
-          // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
-          atol: v.atol ?? Infinity, rtol: v.rtol ?? 0,
-        });
+        const res = await verifyModels({ path: loaded.path }, { path: saved.path }, verifyOpts);
         if (!res.ok) throw res.error;
         report.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
         report.inputs = Object.keys(cfg.values).length > 0 ? `--input ${Object.keys(cfg.values).join(', ')} + seeded random for the rest` : 'seeded random inputs';

@@ -56,6 +56,30 @@ export async function verifyModels(original: ModelSource, optimized: ModelSource
   }
 }
 
+/**
+ * Checks that ORT can load and run the original on the first verification feed, with the
+ * settings verification will use. Run before OUT is written, so a model ORT cannot check
+ * leaves no output behind.
+ */
+export async function preflightOriginal(original: ModelSource, opts: VerifyOptions = {}): Promise<Result<void>> {
+  const s = await createSession(original, {
+    backend: opts.backend ?? 'node', graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
+    intraOpNumThreads: opts.threads ?? 1, label: `original ${describe(original)}`,
+  });
+  if (!s.ok) return s;
+  try {
+    const plan = buildFeeds(s.value.inputs, {
+      seed: opts.seed ?? 0, count: 1, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
+      ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
+    });
+    if (!plan.ok) return plan;
+    const r = await s.value.run(plan.value.feeds[0]!);
+    return r.ok ? ok(undefined) : err(r.error.kind, r.error.message + defaultedHint(plan.value.defaulted));
+  } finally {
+    await s.value.release();
+  }
+}
+
 const describe = (s: ModelSource) => ('path' in s ? s.path : 'model bytes');
 
 /** The comparison itself, on open sessions (also used to compare backends on one model). */

@@ -153,6 +153,31 @@ describe('no data lost', () => {
     expect(listDir(dir)).toEqual(['out.onnx']);
   });
 
+  it('a model ORT cannot run: verification fails before OUT is written (exit 2, old OUT kept); --no-verify writes it', async () => {
+    const dir = tmpDir();
+    const rng = createRng(5);
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [4, 32]);
+    const h = b.node('MatMul', [x, b.init('w', [32, 32], Float32Array.from({ length: 1024 }, () => rng.normal()))], {}, { name: 'mm' });
+    // An op of a domain ORT has no kernels for: we can still parse and rewrite the model.
+    const y = b.node('Frobnicate', [h], {}, { name: 'custom', domain: 'com.example' });
+    b.output(y, [4, 32]);
+    const m = b.build();
+    m.opsetImport.push({ domain: 'com.example', version: 1 });
+    const f = path.join(dir, 'in.onnx');
+    fs.writeFileSync(f, encodeModel(m));
+    const out = path.join(dir, 'out.onnx');
+    fs.writeFileSync(out, 'previous');
+    const r = await run('optimize', f, out, '--rank', '4', '--min-params', '0', '--no-latency');
+    expectCleanError(r);
+    expect(r.err).toMatch(/cannot verify: .*nothing written \(--no-verify/);
+    expect(fs.readFileSync(out, 'utf8')).toBe('previous');
+    expect(listDir(dir)).toEqual(['in.onnx', 'out.onnx']);
+    const r2 = await run('optimize', f, out, '--rank', '4', '--min-params', '0', '--no-verify', '--force', '--json');
+    expect(r2.code, r2.err).toBe(0);
+    expect((JSON.parse(r2.out) as Report).output.ops.MatMul).toBe(2);
+  });
+
   // A full disk at the CLI level: the child process gets EFBIG once it writes past
   // RLIMIT_FSIZE (SIGXFSZ ignored so the write fails instead of killing the process).
   const canLimit = process.platform === 'linux' && fs.existsSync('/bin/bash');
