@@ -34,7 +34,9 @@ allocate ranks globally, greedy on output error per saved unit):
                       result is re-measured (the report says whether it was met)
   --layer-latency     with any budget: keep only candidates measured faster in ORT
   --max-error E       compress as much as the output error allows: relative L2 E
-                      (e.g. 0.05) or cosine:C (e.g. cosine:0.995), checked in ORT
+                      (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
+                      agreement over each output's last axis on the calibration inputs,
+                      e.g. top1:0.99 or top1:99%), checked in ORT
 Calibration data (data-aware decomposition is on when --calib is given):
   --calib PATH        .npy (samples on the first axis), .npz (one array per input),
                       a folder of them, or a folder of .png/.jpg images
@@ -161,9 +163,16 @@ function budgetFrom(p: Parsed): Budget | undefined {
   }
   const e = str(p, 'max-error');
   if (e === undefined) return undefined;
-  const m = /^(?:(rel|cosine):)?([0-9.eE+-]+)$/.exec(e.trim());
-  const v = m ? Number(m[2]) : NaN;
-  if (!m || !Number.isFinite(v)) throw new LrError('usage', `--max-error expects a relative L2 error (e.g. 0.1) or cosine:C (e.g. cosine:0.99), got "${e}"`);
+  const m = /^(?:(rel|cosine|top1):)?([0-9.eE+-]+)(%?)$/.exec(e.trim());
+  const v = m ? Number(m[2]) / (m[3] ? 100 : 1) : NaN;
+  if (!m || !Number.isFinite(v) || (m[3] && m[1] !== 'top1')) {
+    throw new LrError('usage', `--max-error expects a relative L2 error (e.g. 0.1), cosine:C (e.g. cosine:0.99) or top1:P (e.g. top1:0.99 or top1:99%), got "${e}"`);
+  }
+  if (m[1] === 'top1') {
+    if (v <= 0 || v > 1) throw new LrError('usage', '--max-error top1:P needs 0 < P <= 1 (or a percentage)');
+    // First guess for the allocation's error budget; the search (error-search.ts) adjusts it.
+    return { kind: 'error', err2: Math.max(2 * (1 - v), 1e-3), top1: v };
+  }
   if (m[1] === 'cosine') {
     if (v <= 0 || v >= 1) throw new LrError('usage', '--max-error cosine:C needs 0 < C < 1');
     // For small errors 1 − cos ≈ ½‖Δy‖²/‖y‖².

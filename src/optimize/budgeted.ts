@@ -67,7 +67,8 @@ export function planFromAllocation(model: string, policy: string, sens: readonly
 }
 
 export function budgetLabel(b: Budget): string {
-  return b.kind === 'error' ? `max output error (rel. L2) ${Math.sqrt(b.err2).toPrecision(3)}` : `target ${b.kind} ${b.fraction}`;
+  if (b.kind !== 'error') return `target ${b.kind} ${b.fraction}`;
+  return b.top1 !== undefined ? `min top-1 agreement ${b.top1}` : `max output error (rel. L2) ${Math.sqrt(b.err2).toPrecision(3)}`;
 }
 
 export { allocate };

@@ -20,7 +20,8 @@ import { shapesFor } from '../graph/layer-shapes.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
-import { outputErr2, runAll, type LayerSensitivity } from './sensitivity.js';
+import { outputErr2, runAll, top1OverLastAxis, type LayerSensitivity } from './sensitivity.js';
+import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
 
 export interface CalibrationSource {
   /** Feeds for the model's inputs (batches). */
@@ -123,30 +124,53 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         if (!lat.ok) throw lat.error;
         total = lat.value.originalMs.p50;
       }
+      const top1 = budget.kind === 'error' ? budget.top1 : undefined;
+      const mode = top1 !== undefined ? 'top1' : 'err2';
+      const attempts: ErrorAttempt[] = [];
       let err2Budget = budget.kind === 'error' ? budget.err2 : Infinity;
+      let prevChoices: string | undefined;
+      let finalRedo = false;
       // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
-      // the allocation is tightened and redone until the measured error fits (3 tries).
-      for (let attempt = 0; ; attempt++) {
+      // the allocation is redone with another budget until the measured error fits
+      // (error-search.ts decides how).
+      for (;;) {
         const b: Budget = budget.kind === 'error' ? { kind: 'error', err2: err2Budget } : budget;
         const alloc = allocate(sens, b, total, unit);
         opts.plan = planFromAllocation(inPath, budgetLabel(budget), sens, alloc);
         const records = optimizeModel(model, sh.shapes, opts);
         const got = await runAll({ bytes: encodeModel(loaded.model) }, calib!.feeds);
         const measured = got.ok ? outputErr2(reference!, got.value) : Infinity;
+        const agreement = got.ok && top1 !== undefined ? top1OverLastAxis(reference!, got.value) : undefined;
+        if (top1 !== undefined && got.ok && agreement === undefined) {
+          throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
+        }
+        const met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : measured <= budget.err2;
+        const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
+        attempts.push({ err2: err2Budget, met, measuredErr2: measured, saturated: choices === prevChoices });
+        prevChoices = choices;
         budgetInfo = {
-          kind: budget.kind, target: budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction,
-          achieved: budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
-          predictedError: Math.sqrt(alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met, why: alloc.why, attempts: attempt + 1,
-          unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : unit,
+          kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
+          achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
+          predictedError: Math.sqrt(alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why, attempts: attempts.length,
+          unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}` : unit,
         };
-        if (budget.kind !== 'error' || measured <= budget.err2 || attempt >= 2) {
-          if (budget.kind === 'error' && measured > budget.err2) {
+        if (budget.kind !== 'error') return await finish(records);
+        const step = finalRedo ? { done: true as const, best: attempts[attempts.length - 1] } : nextErrorBudget(mode, budget.err2, attempts);
+        if ('next' in step) {
+          err2Budget = step.next;
+        } else if (step.best && step.best !== attempts[attempts.length - 1]) {
+          // The search ended past the best budget that held: rebuild that one.
+          err2Budget = step.best.err2;
+          finalRedo = true;
+        } else {
+          if (!met) {
             budgetInfo.met = false;
-            budgetInfo.why = `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempt + 1} allocations`;
+            budgetInfo.why = top1 !== undefined
+              ? `measured top-1 agreement ${(agreement ?? 0).toFixed(4)} below ${top1} after ${attempts.length} allocations`
+              : `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempts.length} allocations`;
           }
           return await finish(records);
         }
-        err2Budget = err2Budget * Math.min(0.7, budget.err2 / measured);
         // Start again from the original model for the next allocation.
         loaded.external.close();
         loaded = loadModel(inPath);

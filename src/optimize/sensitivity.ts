@@ -13,6 +13,7 @@ import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { createSession, type ModelSource } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { toNumbers } from '../verify/tensor.js';
+import { top1Agreement } from '../verify/compare.js';
 import { passFor, type MethodChoice } from './driver.js';
 import type { AnyPass } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
@@ -63,6 +64,29 @@ export function outputErr2(ref: readonly Record<string, HostTensor>[], got: read
     }
   });
   return den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+}
+
+/**
+ * Top-1 agreement over the last axis: every output whose last dim is above 1 is read as
+ * rows of class scores; the worst output's share of rows whose argmax agrees, over all
+ * feeds. Undefined when no output has such an axis.
+ */
+export function top1OverLastAxis(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number | undefined {
+  let worst: number | undefined;
+  for (const name of Object.keys(ref[0] ?? {})) {
+    let rows = 0;
+    let agree = 0;
+    ref.forEach((r, k) => {
+      const t = r[name]!;
+      const cols = t.dims[t.dims.length - 1] ?? 1;
+      if (cols < 2) return;
+      const n = t.dims.reduce((a, d) => a * d, 1) / cols;
+      rows += n;
+      agree += top1Agreement(toNumbers(t), toNumbers(got[k]![name]!), n, cols) * n;
+    });
+    if (rows > 0) worst = Math.min(worst ?? 1, agree / rows);
+  }
+  return worst;
 }
 
 /** Runs a model on every feed. Graph optimizations are off: session creation dominates trials. */

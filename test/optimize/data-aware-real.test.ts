@@ -7,7 +7,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { writeNpy } from '../../src/io/npy.js';
+import * as ort from 'onnxruntime-node';
+import { readNpy, writeNpy } from '../../src/io/npy.js';
 import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
@@ -79,6 +80,35 @@ describe('budgets on a real model', () => {
     expect(b.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.005) + 1e-9);
     expect(report.output.params).toBeLessThan(report.input.params);
     expect(code).toBe(0);
+  });
+
+  it('--max-error top1:P holds on the calibration inputs when checked independently in ORT', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const dims = [16, 3, 48, 192];
+    const calib = calibFile(dir, dims, 11);
+    const out = path.join(dir, 'o.onnx');
+    const { report } = await optimizeJson(REAL.cls, out, '--shape', 'x:1x3x48x192', '--max-error', 'top1:0.9', '--calib', calib, '--no-data-aware', '--no-latency', '--no-verify');
+    const b = report.budget!;
+    expect(b.kind).toBe('error');
+    expect(b.unit).toMatch(/top-1/);
+    expect(b.target).toBe(0.9);
+    expect(b.met).toBe(true);
+    expect(report.output.params).toBeLessThan(report.input.params);
+    // Recount the agreement here, sample by sample, from the two files.
+    const [a, o] = await Promise.all([REAL.cls, out].map((f) => ort.InferenceSession.create(f)));
+    const npy = readNpy(calib);
+    if (!npy.ok) throw npy.error;
+    const data = npy.value.data as Float32Array;
+    const per = data.length / dims[0]!;
+    let agree = 0;
+    for (let i = 0; i < dims[0]!; i++) {
+      const x = new ort.Tensor('float32', data.slice(i * per, (i + 1) * per), [1, ...dims.slice(1)]);
+      const [ya, yo] = [await a.run({ x }), await o.run({ x })].map((r) => r[Object.keys(r)[0]!]!.data as Float32Array);
+      const arg = (y: Float32Array) => y.indexOf(Math.max(...y));
+      if (arg(ya!) === arg(yo!)) agree++;
+    }
+    expect(agree / dims[0]!).toBeGreaterThanOrEqual(0.9);
+    expect(b.achieved).toBeCloseTo(agree / dims[0]!, 9);
   });
 
   it('--target-latency: candidates are timed per layer and the result is faster when re-measured', async () => {
