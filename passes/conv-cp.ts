@@ -13,9 +13,20 @@
  * Plain CP-ALS can diverge on conv kernels: the numerics regularise the fit; a fit that is
  * not finite is declined, and one that hit the iteration cap is kept with its measured
  * error (the doc string says it did not converge).
+ *
+ * Data-aware (with calibration statistics): the output error of a patch p is
+ * tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ] over the im2col patches (index c·K + k). With the Kronecker
+ * approximation Σ ≈ Σ_S ⊗ Σ_K = (L_S·L_Sᵀ) ⊗ (L_K·L_Kᵀ) (conv-stats.ts) it is
+ * Σ_t ‖L_Sᵀ·ΔW_t·L_K‖²_F, so CP-ALS runs on W'_t = L_Sᵀ·W_t·L_K (modes S and K whitened)
+ * and the factors map back as B = L_S⁻ᵀ·B', C = L_K⁻ᵀ·C': the rank goes to the directions
+ * the inputs excite (exact when Σ is Kronecker-structured). The last factor A is then
+ * refitted by least squares on the full Σ (refit.ts) and the mean error moved into the
+ * bias, which also corrects what the Kronecker approximation misses.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { cpAls } from '../src/linalg/cp.js';
+import { transpose, type Matrix } from '../src/linalg/matrix.js';
+import { solveUpperLeft } from '../src/linalg/triangular.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -24,7 +35,8 @@ import {
 import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
-import { correctedBias, patchBlocks, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { channelBlocks, kroneckerWhitening, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
 
 export interface ConvCpMatch extends MatchBase {
@@ -35,14 +47,20 @@ export interface ConvCpMatch extends MatchBase {
   spectra?: ConvTucker2Match['spectra'];
   /** The last factorization, reused by apply when the rank matches. */
   fitted?: CpFactors;
-  /** Patch statistics (group 1) for the least-squares refit of the last factor. */
-  patches?: { gram: Float64Array[]; mean?: Float64Array[] };
+  /** Patch statistics (group 1) for the whitening and the least-squares refit of the last factor. */
+  patches?: PatchBlocks;
+  /** Input-channel Gram (group 1): whitens mode S when there are no patch statistics. */
+  channelGram?: Float64Array;
+  /** Cholesky factors of the Kronecker whitening, computed on first use (null: none). */
+  whitening?: { ls: Matrix; lk?: Matrix } | null;
 }
 
 interface CpFactors {
   rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number;
   dataError?: number;
   biasDelta?: Float64Array;
+  /** True when the CP was fitted to the whitened kernel (data-aware). */
+  whitened?: boolean;
 }
 
 /** Iteration budget and tolerance of the ALS fit. */
@@ -63,7 +81,10 @@ export const convCp: LayerPass<ConvCpMatch> = {
     if (isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = finiteWeight(layer, cx);
     if (isSkip(w)) return w;
-    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), patches: patchBlocks(cx, layer.name, geo) };
+    return {
+      layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo),
+      patches: patchBlocks(cx, layer.name, geo), channelGram: channelBlocks(cx, layer.name, geo)?.[0],
+    };
   },
 
   /**
@@ -121,7 +142,8 @@ export const convCp: LayerPass<ConvCpMatch> = {
     g.addInitializer(makeFloatTensor(nameA, [T, R, ...ones], last, m.dataType));
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
-    const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`) + (m.patches ? ', last factor refitted on calibration patches' : '');
+    const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
+      + (f.whitened ? ', data-aware (Kronecker-whitened) input factors' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${fitNote})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameB, z1, chainConvAttrs(ones, 1), undefined, doc),
@@ -138,11 +160,18 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   if (!Number.isInteger(rank) || rank < 1) return skip(`rank ${rank} is not a positive integer`);
   if (m.fitted?.rank === rank) return m.fitted;
   const { T, S, kernelSize: K } = m.geo;
-  const fit = cpAls({ data: m.groups[0].data, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
+  // Without statistics the weight itself is fitted (weight-only behaviour unchanged).
+  if (m.whitening === undefined) m.whitening = m.patches || m.channelGram ? kroneckerWhitening(S, K, m.patches?.gram[0], m.channelGram) ?? null : null;
+  const wh = m.whitening;
+  const target = wh ? whitenKernel(m.groups[0].data, T, S, K, wh.ls, wh.lk) : m.groups[0].data;
+  const fit = cpAls({ data: target, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
   if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
   // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
   const R = fit.rank;
-  const [fa, fb, fc] = fit.factors; // A [T, R], B [S, R], C [K, R]
+  const fa = fit.factors[0]; // A [T, R]
+  // B [S, R], C [K, R]; fitted in whitened coordinates, mapped back by L⁻ᵀ.
+  const fb = wh ? solveUpperLeft(transpose(wh.ls), fit.factors[1]) : fit.factors[1];
+  const fc = wh?.lk ? solveUpperLeft(transpose(wh.lk), fit.factors[2]) : fit.factors[2];
   const lambda = fit.weights;
   const first = new Float32Array(R * S); // Bᵀ [R, S]
   const depth = new Float32Array(R * K); // Cᵀ [R, K]
@@ -162,7 +191,7 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   }
   const relError = cpError(m.w, T, S, K, first, depth, last, R);
   if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
-  m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations };
+  m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations, whitened: wh ? true : undefined };
   if (m.patches) {
     // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
     const D = S * K;
@@ -173,6 +202,33 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
     m.fitted = { ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
   }
   return m.fitted;
+}
+
+/** W'_t = L_Sᵀ·W_t·L_K for each output t (W_t the [S, K] slice; L_K = I when absent). */
+export function whitenKernel(w: ArrayLike<number>, T: number, S: number, K: number, ls: Matrix, lk?: Matrix): Float64Array {
+  const out = new Float64Array(T * S * K);
+  const tmp = new Float64Array(S * K);
+  const L = ls.data;
+  for (let t = 0; t < T; t++) {
+    const off = t * S * K;
+    // tmp = L_Sᵀ·W_t: tmp[i, k] = Σ_{c ≥ i} L_S[c, i]·W_t[c, k] (L_S lower triangular).
+    tmp.fill(0);
+    for (let c = 0; c < S; c++) {
+      for (let i = 0; i <= c; i++) {
+        const l = L[c * S + i];
+        if (l === 0) continue;
+        for (let k = 0; k < K; k++) tmp[i * K + k] += l * w[off + c * K + k];
+      }
+    }
+    if (!lk) { out.set(tmp, off); continue; }
+    // out = tmp·L_K: out[i, k'] = Σ_{k ≥ k'} tmp[i, k]·L_K[k, k'].
+    for (let i = 0; i < S; i++) for (let k = 0; k < K; k++) {
+      const v = tmp[i * K + k];
+      if (v === 0) continue;
+      for (let k2 = 0; k2 <= k; k2++) out[off + i * K + k2] += v * lk.data[k * K + k2];
+    }
+  }
+  return out;
 }
 
 function colNorm(d: ArrayLike<number>, rows: number, cols: number, c: number): number {

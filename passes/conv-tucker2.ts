@@ -16,6 +16,7 @@ import { resolveConstant } from '../src/graph/constants.js';
 import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
+import { channelBlocks, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
 import { svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
@@ -41,7 +42,7 @@ export interface ConvTucker2Match extends MatchBase {
   /** Per-group input-channel Gram blocks [g][s·s] from calibration data (data-aware). */
   channelGram?: Float64Array[];
   /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = s·K (least-squares refit). */
-  patches?: { gram: Float64Array[]; mean?: Float64Array[] };
+  patches?: PatchBlocks;
 }
 
 interface Tucker2Factors {
@@ -204,18 +205,6 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   return m.fitted;
 }
 
-/** Patch statistics of a conv, per group, when they were collected and fit. */
-export function patchBlocks(cx: PassContext, name: string, geo: ConvGeometry): ConvTucker2Match['patches'] {
-  const st = cx.stats?.get(name);
-  const D = (geo.S / geo.group) * geo.kernelSize;
-  if (!st?.patchGram || st.patchDim !== D || st.patchGram.length !== geo.group * D * D) return undefined;
-  const pm = st.patchMean;
-  return {
-    gram: Array.from({ length: geo.group }, (_, j) => st.patchGram!.subarray(j * D * D, (j + 1) * D * D)),
-    mean: pm && pm.length === geo.group * D ? Array.from({ length: geo.group }, (_, j) => pm.subarray(j * D, (j + 1) * D)) : undefined,
-  };
-}
-
 /**
  * With patch statistics, the last 1x1 of each group is refitted by least squares on them
  * (refit.ts) and the mean error moved into the bias.
@@ -272,14 +261,6 @@ export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Grap
   const name = derivedName(cx, n, 'lr_bias');
   m.graph.addInitializer(makeFloatTensor(name, [m.geo.T], b, m.dataType));
   return name;
-}
-
-/** The input-channel Gram blocks of a conv's calibration statistics, when they fit. */
-function channelBlocks(cx: PassContext, name: string, geo: ConvGeometry): Float64Array[] | undefined {
-  const st = cx.stats?.get(name);
-  const s = geo.S / geo.group;
-  if (!st || st.kind !== 'conv' || st.dim !== s || (st.groups ?? 1) !== geo.group || st.gram.length !== geo.group * s * s || st.count === 0) return undefined;
-  return Array.from({ length: geo.group }, (_, j) => st.gram.subarray(j * s * s, (j + 1) * s * s));
 }
 
 /**

@@ -1,11 +1,15 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { convCp } from '../../passes/conv-cp.js';
+import { convCp, whitenKernel } from '../../passes/conv-cp.js';
 import { ModelBuilder } from '../../models/builder.js';
-import { encodeModel } from '../../src/onnx/codec.js';
-import { isSkip } from '../../src/rewrite/pass.js';
+import { Model } from '../../src/graph/graph.js';
+import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
+import { kroneckerWhitening } from '../../src/rewrite/conv-stats.js';
+import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
-import { compareInOrt, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode } from './conv-harness.js';
+import {
+  compareInOrt, context, convLayer, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode,
+} from './conv-harness.js';
 
 const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
 /** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
@@ -92,5 +96,97 @@ describe('conv-cp', () => {
     expect(convCp.chooseRanks(m, { kind: 'ratio', ratio: 0.5 })).toEqual([Math.floor((0.5 * 24 * 16 * 9) / (16 + 24 + 9))]);
     expect(convCp.chooseRanks(m, { kind: 'energy', energy: 1 - 1e-9 })).toEqual([6]);
     expect(convCp.chooseRanks(m, { kind: 'fixed', rank: 7, align: 8 })).toEqual([8]);
+  });
+});
+
+/** Random symmetric positive definite [n, n]: X·Xᵀ/m for X [n, m] with uneven row scales, plus a little I. */
+function spd(rng: ReturnType<typeof createRng>, n: number, m: number): Float64Array {
+  const x = Array.from({ length: n * m }, (_, i) => rng.normal() * (1 + 3 * ((i / m) % 3)));
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    let v = 0;
+    for (let p = 0; p < m; p++) v += x[i * m + p] * x[j * m + p];
+    g[i * n + j] = v / m + (i === j ? 0.01 : 0);
+  }
+  return g;
+}
+
+/** (A ⊗ B) in the patch layout c·K + k: entry (cK + k, c'K + k') = A[c, c']·B[k, k']. */
+function kron(a: Float64Array, S: number, b: Float64Array, K: number): Float64Array {
+  const D = S * K;
+  const out = new Float64Array(D * D);
+  for (let c = 0; c < S; c++) for (let c2 = 0; c2 < S; c2++) for (let k = 0; k < K; k++) for (let k2 = 0; k2 < K; k2++) out[(c * K + k) * D + c2 * K + k2] = a[c * S + c2] * b[k * K + k2];
+  return out;
+}
+
+/** tr(W·Σ·Wᵀ) for W [T, D]. */
+function quad(w: ArrayLike<number>, T: number, sigma: Float64Array, D: number): number {
+  let s = 0;
+  for (let t = 0; t < T; t++) for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) s += w[t * D + i] * sigma[i * D + j] * w[t * D + j];
+  return s;
+}
+
+const trace = (a: Float64Array, n: number): number => Array.from({ length: n }, (_, i) => a[i * n + i]).reduce((p, q) => p + q, 0);
+const sumSq = (a: ArrayLike<number>): number => Array.from(a).reduce((p, q) => p + q * q, 0);
+
+describe('conv-cp data-aware (Kronecker whitening of the channel and kernel modes)', () => {
+  it('turns the patch-weighted error into the Frobenius norm of the whitened kernel when Σ = Σ_S ⊗ Σ_K', () => {
+    for (const seed of [1, 2, 3]) {
+      const rng = createRng(seed);
+      const S = 3 + rng.int(5);
+      const K = [3, 5, 9][rng.int(3)];
+      const T = 2 + rng.int(4);
+      const gs = spd(rng, S, S + 2);
+      const gk = spd(rng, K, K + 2);
+      const sigma = kron(gs, S, gk, K);
+      const wh = kroneckerWhitening(S, K, sigma);
+      if (!wh?.lk) throw new Error('no whitening');
+      // Partial traces normalise each factor to mean diagonal 1: Σ = (trΣ_S/S)(trΣ_K/K)·(L_S L_Sᵀ ⊗ L_K L_Kᵀ).
+      const scale = (trace(gs, S) / S) * (trace(gk, K) / K);
+      for (let rep = 0; rep < 3; rep++) {
+        const dw = randn(rng, T * S * K);
+        const lhs = sumSq(whitenKernel(dw, T, S, K, wh.ls, wh.lk)) * scale;
+        expect(lhs / quad(dw, T, sigma, S * K)).toBeCloseTo(1, 9);
+      }
+      // Channel Gram alone: Σ_S ⊗ I.
+      const ch = kroneckerWhitening(S, K, undefined, gs);
+      if (!ch) throw new Error('no whitening');
+      expect(ch.lk).toBeUndefined();
+      const eye = Float64Array.from({ length: K * K }, (_, i) => (i % (K + 1) === 0 ? 1 : 0));
+      const dw = randn(rng, T * S * K);
+      expect((sumSq(whitenKernel(dw, T, S, K, ch.ls)) * trace(gs, S) / S) / quad(dw, T, kron(gs, S, eye, K), S * K)).toBeCloseTo(1, 9);
+    }
+  });
+
+  it('an exactly rank-R kernel stays exact through the whitening and refit (non-Kronecker statistics), in ORT', async () => {
+    for (const seed of [11, 12, 13]) {
+      const rng = createRng(seed);
+      const S = 6 + rng.int(3);
+      const T = 5 + rng.int(4);
+      const R = 2 + rng.int(3);
+      const spec: ConvSpec = { S, T, bias: seed % 2 === 0, ...windowSpec(2, 3, 1, 1, 'sym') };
+      const K = 9;
+      const bytes = convModel(spec, cpKernel(rng, T, S, K, R), rng);
+      const D = S * K;
+      const patchGram = spd(rng, D, D + 5);
+      const stats: LayerInputStats = {
+        kind: 'conv', gram: spd(rng, S, S + 3), dim: S, groups: 1, count: 100,
+        patchGram, patchDim: D, patchMean: Float64Array.from({ length: D }, () => 0.3 * rng.normal()),
+      };
+      const model = new Model(decodeModel(bytes));
+      const cx = { ...context(model), stats: new Map([['conv', stats]]) };
+      const m = convCp.match(convLayer(model), cx);
+      if (isSkip(m)) throw new Error(m.skip);
+      const applied = convCp.apply(m, [R], cx);
+      if (isSkip(applied)) throw new Error(applied.skip);
+      expect(m.whitening?.lk).toBeDefined();
+      expect(m.fitted?.whitened).toBe(true);
+      expect(applied.relError).toBeLessThan(1e-4);
+      expect(applied.dataError).toBeLessThan(1e-4);
+      expect(model.root.nodes.find((n) => n.opType === 'Conv')?.docString).toMatch(/Kronecker-whitened/);
+      model.root.removeUnusedInitializers();
+      const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, seed);
+      expect(cmp.rel).toBeLessThan(1e-4);
+    }
   });
 });

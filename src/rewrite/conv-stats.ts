@@ -1,0 +1,93 @@
+/**
+ * Calibration statistics of a Conv as the conv passes use them (conv-tucker2, conv-cp):
+ * per-group input-channel Gram blocks, per-group im2col patch Gram blocks and means, and
+ * a Kronecker-structured whitening of the patch space for decompositions whose factors
+ * act on the channel mode and the kernel mode separately (CP).
+ *
+ * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
+ * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
+ */
+import { choleskyWithRidge } from '../linalg/cholesky.js';
+import type { Matrix } from '../linalg/matrix.js';
+import type { ConvGeometry } from './conv-geometry.js';
+import type { PassContext } from './pass.js';
+
+/** Per-group patch Gram blocks [g][D·D] and means [g][D], D = (S/g)·K. */
+export interface PatchBlocks { gram: Float64Array[]; mean?: Float64Array[] }
+
+/** Patch statistics of a conv, per group, when they were collected and fit. */
+export function patchBlocks(cx: PassContext, name: string, geo: ConvGeometry): PatchBlocks | undefined {
+  const st = cx.stats?.get(name);
+  const D = (geo.S / geo.group) * geo.kernelSize;
+  if (!st?.patchGram || st.patchDim !== D || st.patchGram.length !== geo.group * D * D) return undefined;
+  const pm = st.patchMean;
+  return {
+    gram: Array.from({ length: geo.group }, (_, j) => st.patchGram!.subarray(j * D * D, (j + 1) * D * D)),
+    mean: pm && pm.length === geo.group * D ? Array.from({ length: geo.group }, (_, j) => pm.subarray(j * D, (j + 1) * D)) : undefined,
+  };
+}
+
+/** The input-channel Gram blocks [g][s·s] of a conv's calibration statistics, when they fit. */
+export function channelBlocks(cx: PassContext, name: string, geo: ConvGeometry): Float64Array[] | undefined {
+  const st = cx.stats?.get(name);
+  const s = geo.S / geo.group;
+  if (!st || st.kind !== 'conv' || st.dim !== s || (st.groups ?? 1) !== geo.group || st.gram.length !== geo.group * s * s || st.count === 0) return undefined;
+  return Array.from({ length: geo.group }, (_, j) => st.gram.subarray(j * s * s, (j + 1) * s * s));
+}
+
+/**
+ * Σ ≈ Σ_S ⊗ Σ_K for a patch Gram Σ [s·K, s·K] by partial traces:
+ * Σ_S[c, c'] = Σ_k Σ[cK+k, c'K+k] and Σ_K[k, k'] = Σ_c Σ[cK+k, cK+k']. When Σ is a
+ * Kronecker product these are its factors up to scale (tr Σ_K and tr Σ_S), and both are
+ * positive semidefinite whenever Σ is. Each is scaled to mean diagonal 1 (scale-free).
+ */
+export function kroneckerFactors(gram: ArrayLike<number>, s: number, K: number): { gs: Float64Array; gk: Float64Array } {
+  const D = s * K;
+  if (gram.length !== D * D) throw new Error(`kroneckerFactors: Gram has ${gram.length} entries, expected ${D}x${D}`);
+  const gs = new Float64Array(s * s);
+  const gk = new Float64Array(K * K);
+  for (let c = 0; c < s; c++) {
+    for (let c2 = 0; c2 < s; c2++) {
+      let v = 0;
+      for (let k = 0; k < K; k++) v += gram[(c * K + k) * D + c2 * K + k];
+      gs[c * s + c2] = v;
+    }
+    for (let k = 0; k < K; k++) for (let k2 = 0; k2 < K; k2++) gk[k * K + k2] += gram[(c * K + k) * D + c * K + k2];
+  }
+  return { gs: unitDiagonalMean(gs, s), gk: unitDiagonalMean(gk, K) };
+}
+
+function unitDiagonalMean(a: Float64Array, n: number): Float64Array {
+  let tr = 0;
+  for (let i = 0; i < n; i++) tr += a[i * n + i];
+  if (tr > 0 && Number.isFinite(tr)) for (let i = 0; i < a.length; i++) a[i] *= n / tr;
+  return a;
+}
+
+/**
+ * Lower Cholesky factors of a Kronecker whitening Σ_S ⊗ Σ_K = (L_S·L_Sᵀ) ⊗ (L_K·L_Kᵀ):
+ * then tr(ΔW·(Σ_S ⊗ Σ_K)·ΔWᵀ) = Σ_t ‖L_Sᵀ·ΔW_t·L_K‖²_F with ΔW_t the [s, K] slice of
+ * output t, so a decomposition fitted to W_t ↦ L_Sᵀ·W_t·L_K in plain Frobenius norm is
+ * fitted to the outputs. From the patch Gram when there is one (partial traces), else
+ * from the channel Gram alone (L_K = I, absent). Ridge as in svd-pair.ts when a factor
+ * is only semidefinite (channels the data never excites). Undefined when the statistics
+ * are degenerate (zero or non-finite trace): then there is nothing to weight by.
+ */
+export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<number>, channelGram?: ArrayLike<number>): { ls: Matrix; lk?: Matrix } | undefined {
+  let gs: Float64Array;
+  let gk: Float64Array | undefined;
+  if (patchGram) ({ gs, gk } = kroneckerFactors(patchGram, s, K));
+  else if (channelGram && channelGram.length === s * s) gs = unitDiagonalMean(Float64Array.from(channelGram), s);
+  else return undefined;
+  const chol = (a: Float64Array, n: number): Matrix | undefined => {
+    let tr = 0;
+    for (let i = 0; i < n; i++) tr += a[i * n + i];
+    if (!(tr > 0) || !Number.isFinite(tr) || a.some((v) => !Number.isFinite(v))) return undefined;
+    return choleskyWithRidge({ rows: n, cols: n, data: a }, 1e-6).l;
+  };
+  const ls = chol(gs, s);
+  if (!ls) return undefined;
+  if (!gk) return { ls };
+  const lk = chol(gk, K);
+  return lk ? { ls, lk } : undefined;
+}
