@@ -33,6 +33,9 @@ allocate ranks globally, greedy on output error per saved unit):
                       as a one-layer model in ORT, only faster ones are kept, and the
                       result is re-measured (the report says whether it was met)
   --layer-latency     with any budget: keep only candidates measured faster in ORT
+  --stages K          reach the budget in K steps (MUSCO-style): after each stage the
+                      factored layers are merged back, statistics and sensitivity are
+                      measured again, and ranks can only go down (default 1, at most 10)
   --max-error E       compress as much as the output error allows: relative L2 E
                       (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
                       agreement over each output's last axis on the calibration inputs,
@@ -90,6 +93,7 @@ const COMMON: Options = {
   'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
   layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
+  stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
   seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
@@ -185,9 +189,11 @@ function budgetFrom(p: Parsed): Budget | undefined {
 function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, json: boolean): PipelineConfig {
   const budget = budgetFrom(p);
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
+  const stages = num(p, 'stages', { min: 1, max: 10, integer: true });
+  if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   const tty = process.stderr.isTTY === true && !json;
   return {
-    opts, budget, shapes, values, dataAware: !flag(p, 'no-data-aware'), layerLatency: flag(p, 'layer-latency'),
+    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
       enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,

@@ -49,6 +49,11 @@ export class Model {
     for (const n of this.reserved.splice(mark)) this.names.delete(n);
   }
 
+  /** Frees names that are no longer in the model (nodes merged away), for reuse. */
+  forgetNames(names: Iterable<string>): void {
+    for (const n of names) this.names.delete(n);
+  }
+
   /** The Graph view of a subgraph proto, created once. */
   graphOf(proto: GraphProto, parent: Graph, owner: NodeProto): Graph {
     let g = this.graphs.get(proto);

@@ -39,12 +39,20 @@ export function saving(layer: LayerSensitivity, c: Candidate, unit: Budget['kind
  * @param total the model's total in the budget's unit (all params, or all layer MACs):
  *   targets are fractions of it.
  * @param unit for 'error' budgets, what to save (params by default).
+ * @param initial choices to start from (multi-stage runs).
+ * @param stepwise move each layer one candidate at a time (multi-stage runs, early stages).
  */
-export function allocate(layers: readonly LayerSensitivity[], budget: Budget, total: number, unit: 'params' | 'macs' | 'latency' = 'params'): Allocation {
+export function allocate(layers: readonly LayerSensitivity[], budget: Budget, total: number, unit: 'params' | 'macs' | 'latency' = 'params',
+  initial?: ReadonlyMap<string, Candidate>, stepwise = false): Allocation {
   const u = budget.kind === 'error' ? unit : budget.kind;
-  const state = new Map<string, Candidate>();
+  // A later stage starts where the previous one left each layer, and only moves on from there.
+  const state = new Map<string, Candidate>(initial);
   let err2 = 0;
   let saved = 0;
+  for (const [name, c] of state) {
+    const layer = layers.find((l) => l.name === name);
+    if (layer) { saved += saving(layer, c, u); err2 += c.outErr2; }
+  }
   const target = budget.kind === 'error' ? undefined : total * (1 - budget.fraction);
   const done = (): boolean => target !== undefined && saved >= target;
   for (;;) {
@@ -54,9 +62,15 @@ export function allocate(layers: readonly LayerSensitivity[], budget: Budget, to
       const cur = state.get(layer.name);
       const curSave = cur ? saving(layer, cur, u) : 0;
       const curErr = cur ? cur.outErr2 : 0;
+      // Stepwise (the early stages of a multi-stage run): only the next rung down each
+      // layer's ladder, so a stage stops near its target instead of jumping past it.
+      const next = stepwise ? layer.candidates.reduce<number>((m, c) => {
+        const d = saving(layer, c, u) - curSave;
+        return d > 0 && Number.isFinite(c.outErr2) ? Math.min(m, d) : m;
+      }, Infinity) : undefined;
       for (const c of layer.candidates) {
         const ds = saving(layer, c, u) - curSave;
-        if (ds <= 0 || !Number.isFinite(c.outErr2)) continue;
+        if (ds <= 0 || !Number.isFinite(c.outErr2) || (next !== undefined && ds !== next)) continue;
         const de = Math.max(c.outErr2 - curErr, 0);
         if (budget.kind === 'error' && err2 + de > budget.err2) continue;
         // Saving per unit of added error; free savings first, the larger the better.

@@ -149,6 +149,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       return done(applied.skip);
     }
     rec.relError = applied.relError;
+    rec.nodes = applied.nodes;
     if (applied.dataError !== undefined) rec.dataError = applied.dataError;
     done();
   });

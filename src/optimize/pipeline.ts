@@ -6,7 +6,6 @@
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import { summarize } from '../graph/summary.js';
-import { encodeModel } from '../onnx/codec.js';
 import { loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
@@ -20,8 +19,10 @@ import { shapesFor } from '../graph/layer-shapes.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
-import { outputErr2, runAll, top1OverLastAxis, type LayerSensitivity } from './sensitivity.js';
+import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
+import { carryOver, mergeStage, snapshotLayers, stageBudget } from './stages.js';
+import { decodeModel, encodeModel } from '../onnx/codec.js';
 
 export interface CalibrationSource {
   /** Feeds for the model's inputs (batches). */
@@ -42,6 +43,8 @@ export interface PipelineConfig {
   /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
   calibration?: (inputs: import('../verify/session.js').ValueInfo[]) => Promise<CalibrationSource>;
   dataAware: boolean;
+  /** Reach the budget in this many stages, merging and re-splitting factored layers (default 1). */
+  stages?: number;
   /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */
   layerLatency?: boolean;
   verify: { enabled: boolean; minCosine: number; atol?: number; rtol?: number; threads: number; latency: boolean; web: boolean };
@@ -106,16 +109,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     let sensitivity: LayerSensitivity[] | undefined;
     if (cfg.budget) {
       const budget = cfg.budget;
-      cfg.onStage?.('measuring layer sensitivity');
-      const sens = sensitivity = await measureAll(model, sh.shapes, {
-        method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, seed: opts.seed,
-        external: loaded.external, stats: opts.stats, sensitivity: opts.plan?.sensitivity,
-        // Two input sets rank the layers well enough; the final check uses all of them.
-        feeds: calib!.feeds.slice(0, 2), reference: reference!.slice(0, 2),
-        totals: { params: before.params, macs: before.macs },
-        layerLatency: cfg.layerLatency || budget.kind === 'latency' ? { threads: cfg.verify.threads, shapes: sh.shapes } : undefined,
-        onProgress: cfg.onProgress,
-      });
+      const stages = cfg.stages ?? 1;
       const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
       let total = unit === 'params' ? before.params : before.macs ?? findLayers(model, sh.shapes).reduce((a, l) => a + l.params, 0);
       if (unit === 'latency') {
@@ -125,58 +119,118 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         total = lat.value.originalMs.p50;
       }
       const top1 = budget.kind === 'error' ? budget.top1 : undefined;
-      const mode = top1 !== undefined ? 'top1' : 'err2';
-      const attempts: ErrorAttempt[] = [];
-      let err2Budget = budget.kind === 'error' ? budget.err2 : Infinity;
-      let prevChoices: string | undefined;
-      let finalRedo = false;
-      // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
-      // the allocation is redone with another budget until the measured error fits
-      // (error-search.ts decides how).
-      for (;;) {
-        const b: Budget = budget.kind === 'error' ? { kind: 'error', err2: err2Budget } : budget;
-        const alloc = allocate(sens, b, total, unit);
-        opts.plan = planFromAllocation(inPath, budgetLabel(budget), sens, alloc);
-        const records = optimizeModel(model, sh.shapes, opts);
-        const got = await runAll({ bytes: encodeModel(loaded.model) }, calib!.feeds);
-        const measured = got.ok ? outputErr2(reference!, got.value) : Infinity;
-        const agreement = got.ok && top1 !== undefined ? top1OverLastAxis(reference!, got.value) : undefined;
-        if (top1 !== undefined && got.ok && agreement === undefined) {
-          throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
-        }
-        const met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : measured <= budget.err2;
-        const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
-        attempts.push({ err2: err2Budget, met, measuredErr2: measured, saturated: choices === prevChoices });
-        prevChoices = choices;
-        budgetInfo = {
-          kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
-          achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
-          predictedError: Math.sqrt(alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why, attempts: attempts.length,
-          unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}` : unit,
-        };
-        if (budget.kind !== 'error') return await finish(records);
-        const step = finalRedo ? { done: true as const, best: attempts[attempts.length - 1] } : nextErrorBudget(mode, budget.err2, attempts);
-        if ('next' in step) {
-          err2Budget = step.next;
-        } else if (step.best && step.best !== attempts[attempts.length - 1]) {
-          // The search ended past the best budget that held: rebuild that one.
-          err2Budget = step.best.err2;
-          finalRedo = true;
+      const snapshot = stages > 1 ? snapshotLayers(model) : undefined;
+      const stageLog: NonNullable<NonNullable<Report['budget']>['stages']> = [];
+      // Per stage: the model it starts from (undefined: the file), its outputs, and its error against the original.
+      let startBytes: Uint8Array | undefined;
+      let stageRef = reference!;
+      let baseErr2 = 0;
+      let records: ReturnType<typeof optimizeModel> = [];
+      let prev: { sens: LayerSensitivity[]; choices: ReadonlyMap<string, Candidate> } | undefined;
+      const restart = (): void => {
+        if (startBytes) {
+          loaded = { ...loaded, model: decodeModel(startBytes) };
         } else {
-          if (!met) {
-            budgetInfo.met = false;
-            budgetInfo.why = top1 !== undefined
-              ? `measured top-1 agreement ${(agreement ?? 0).toFixed(4)} below ${top1} after ${attempts.length} allocations`
-              : `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempts.length} allocations`;
-          }
-          return await finish(records);
+          loaded.external.close();
+          loaded = loadModel(inPath);
+          opts.external = loaded.external;
         }
-        // Start again from the original model for the next allocation.
-        loaded.external.close();
-        loaded = loadModel(inPath);
-        opts.external = loaded.external;
         model = new Model(loaded.model);
+      };
+      for (let stage = 1; stage <= stages; stage++) {
+        const last = stage === stages;
+        if (stage > 1) {
+          cfg.onStage?.(`stage ${stage}/${stages}: merging factors`);
+          const problems = mergeStage(model, records, snapshot!, loaded.external);
+          if (problems.length) notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
+          startBytes = encodeModel(loaded.model);
+          if (calib?.collectStats && cfg.dataAware) {
+            cfg.onStage?.(`stage ${stage}/${stages}: collecting layer input statistics`);
+            opts.stats = await calib.collectStats(loaded, findLayers(model, sh.shapes).map((l) => l.name));
+          }
+          const out = await runAll({ bytes: startBytes }, calib!.feeds);
+          if (!out.ok) throw out.error;
+          stageRef = out.value;
+          baseErr2 = outputErr2(reference!, stageRef);
+        }
+        cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
+        const sens = await measureAll(model, sh.shapes, {
+          method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, seed: opts.seed,
+          external: loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined,
+          // Two input sets rank the layers well enough; the final check uses all of them.
+          feeds: calib!.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
+          totals: { params: before.params, macs: before.macs },
+          layerLatency: cfg.layerLatency || budget.kind === 'latency' ? { threads: cfg.verify.threads, shapes: sh.shapes } : undefined,
+          onProgress: cfg.onProgress,
+        });
+        if (stage === 1) sensitivity = sens;
+        const initial = prev ? carryOver(sens, prev.sens, prev.choices) : undefined;
+        const target = stageBudget(budget, stage, stages);
+        // Errors are measured against the stage's starting model: what is left of the budget.
+        const stageErr2 = target.kind === 'error' ? Math.max(target.err2 - baseErr2, 0) : Infinity;
+        const search = last && budget.kind === 'error';
+        const attempts: ErrorAttempt[] = [];
+        let err2Budget = stageErr2;
+        let prevChoices: string | undefined;
+        let finalRedo = false;
+        // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
+        // the allocation is redone with another budget until the measured error fits
+        // (error-search.ts decides how).
+        for (;;) {
+          const b: Budget = target.kind === 'error' ? { kind: 'error', err2: err2Budget } : target;
+          const alloc = allocate(sens, b, total, unit, initial, !last);
+          opts.plan = planFromAllocation(inPath, budgetLabel(budget), sens, alloc);
+          records = optimizeModel(model, sh.shapes, opts);
+          const got = await runAll({ bytes: encodeModel(loaded.model) }, calib!.feeds);
+          const measured = got.ok ? outputErr2(reference!, got.value) : Infinity;
+          const agreement = got.ok && top1 !== undefined ? top1OverLastAxis(reference!, got.value) : undefined;
+          if (top1 !== undefined && got.ok && agreement === undefined) {
+            throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
+          }
+          const met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : measured <= budget.err2;
+          const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
+          attempts.push({ err2: err2Budget, met, measuredErr2: Math.max(measured - baseErr2, 0), saturated: choices === prevChoices });
+          prevChoices = choices;
+          budgetInfo = {
+            kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
+            achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
+            predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
+            attempts: attempts.length,
+            unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}` : unit,
+          };
+          const step = !search ? { done: true as const, best: attempts[attempts.length - 1] }
+            : finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
+            : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);
+          if ('next' in step) {
+            err2Budget = step.next;
+          } else if (step.best && step.best !== attempts[attempts.length - 1]) {
+            // The search ended past the best budget that held: rebuild that one.
+            err2Budget = step.best.err2;
+            finalRedo = true;
+          } else {
+            if (search && !met) {
+              budgetInfo.met = false;
+              budgetInfo.why = top1 !== undefined
+                ? `measured top-1 agreement ${(agreement ?? 0).toFixed(4)} below ${top1} after ${attempts.length} allocations`
+                : `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempts.length} allocations`;
+            }
+            if (stages > 1) {
+              stageLog.push({
+                stage, target: target.kind === 'error' ? Math.sqrt(target.err2) : target.fraction,
+                [unit]: alloc.after / Math.max(alloc.before, 1), measuredError: Math.sqrt(measured),
+                ...(agreement !== undefined && { top1: agreement }),
+                layers: alloc.choices.size,
+              });
+              budgetInfo.stages = stageLog;
+            }
+            prev = { sens, choices: alloc.choices };
+            break;
+          }
+          restart();
+        }
       }
+      if (stages > 1) notes.push(`${stages} stages: each layer's weight error is against the weight it had at the start of the last stage`);
+      return await finish(records);
     }
     return await finish(optimizeModel(model, sh.shapes, opts));
 

@@ -23,6 +23,8 @@ export interface Report {
   budget?: {
     kind: string; unit: string; target: number; achieved: number; met: boolean; why?: string;
     predictedError: number; measuredError: number; attempts: number;
+    /** Multi-stage runs: where each stage ended (fraction of the unit kept, measured error). */
+    stages?: { stage: number; target: number; params?: number; macs?: number; latency?: number; measuredError: number; top1?: number; layers: number }[];
   };
   verify?: VerifyStats & { minCosine?: number; atol?: number; rtol?: number };
   latency?: LatencyStats;
@@ -94,6 +96,11 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       `; output rel. error on calibration inputs: predicted ${b.predictedError.toPrecision(3)}, measured ${b.measuredError.toPrecision(3)}` +
       (b.attempts > 1 ? `; ${b.attempts} allocations` : ''));
     if (!b.met && b.why) L.push(`  why: ${b.why}`);
+    for (const st of b.stages ?? []) {
+      const kept = st.params ?? st.macs ?? st.latency;
+      L.push(`  stage ${st.stage}: target ${st.target.toPrecision(3)}${kept === undefined ? '' : `, ${b.unit.split(' ')[0]} kept ${kept.toFixed(3)}`}` +
+        `, ${st.layers} layer(s) factored, measured error ${st.measuredError.toPrecision(3)}${st.top1 === undefined ? '' : `, top-1 ${st.top1.toFixed(3)}`}`);
+    }
   }
   if (r.verify) {
     const v = r.verify;

@@ -152,6 +152,8 @@ describe('bad input: one line on stderr, exit 2, nothing written', () => {
     ['bad --shape', () => ['inspect', REAL.cls, '--shape', 'x:1xAx3']],
     ...['top1:1.5', 'top1:0', 'cosine:99%', 'top5:0.9', '0.1%'].map((e): [string, (d: string) => string[]] =>
       [`bad --max-error ${e}`, (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--max-error', e]]),
+    ['--stages without a budget', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--stages', '2']],
+    ['--stages 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--stages', '0', '--target-params', '0.5']],
     ['top1 budget on a model without a class axis', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--max-error', 'top1:0.9', '--min-params', '0']],
   ];
   for (const [label, make] of cases) {

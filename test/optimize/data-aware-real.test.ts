@@ -3,7 +3,8 @@
  * (met within 2% or the run says why; an error budget holds when re-measured).
  * Shapes are kept small so each run stays within seconds.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { decodeModel } from '../../src/onnx/codec.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
@@ -109,6 +110,28 @@ describe('budgets on a real model', () => {
     }
     expect(agree / dims[0]!).toBeGreaterThanOrEqual(0.9);
     expect(b.achieved).toBeCloseTo(agree / dims[0]!, 9);
+  });
+
+  it('--stages 3: the target is approached stage by stage, factored layers are split again without adding nodes', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const out = path.join(dir, 'o.onnx');
+    const { report } = await optimizeJson(REAL.cls, out, '--shape', 'x:1x3x48x192', '--target-params', '0.75', '--stages', '3', '--no-latency');
+    const b = report.budget!;
+    expect(b.met).toBe(true);
+    expect(report.output.params / report.input.params).toBeLessThanOrEqual(0.75 * 1.02);
+    const st = b.stages!;
+    expect(st.map((x) => x.stage)).toEqual([1, 2, 3]);
+    // Each stage keeps less than the one before, and a stage stops near its own target.
+    for (let i = 1; i < 3; i++) expect(st[i]!.params!).toBeLessThanOrEqual(st[i - 1]!.params!);
+    expect(st[0]!.params!).toBeGreaterThan(st[2]!.params!);
+    expect(st[0]!.params!).toBeGreaterThan(0.8);
+    // One chain per rewritten layer, nothing left of earlier stages.
+    const m = decodeModel(new Uint8Array(readFileSync(out)));
+    const chains = report.layers.filter((l) => !l.skipped);
+    const lrNodes = m.graph!.node.filter((n) => (n.docString ?? '').startsWith('onnx-lr:'));
+    expect(lrNodes.map((n) => n.name).sort()).toEqual(chains.flatMap((l) => l.nodes!).sort());
+    expect(m.graph!.node.some((n) => /merged_w/.test(n.input.join()))).toBe(false);
+    expect(report.verify!.outputs[0]!.cosine).toBeGreaterThan(0.5);
   });
 
   it('--target-latency: candidates are timed per layer and the result is faster when re-measured', async () => {
