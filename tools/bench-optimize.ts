@@ -55,6 +55,9 @@ const SETTINGS: Setting[] = quick
       ['--max-error cosine:0.995', () => ['--max-error', 'cosine:0.995']],
       ['--target-macs 0.5', () => ['--target-macs', '0.5']],
       ['--target-latency 0.7', () => ['--target-latency', '0.7']],
+      ['--target-params 0.75', () => ['--target-params', '0.75']],
+      ['--target-params 0.75, --stages 3', () => ['--target-params', '0.75', '--stages', '3']],
+      ['--max-error top1:0.99, data-aware', withCalib(['--max-error', 'top1:0.99'])],
     ];
 
 interface Row {
@@ -115,6 +118,14 @@ if (!json) {
       if (plain?.max_rel_l2 && aware?.max_rel_l2 !== null && aware?.max_rel_l2 !== undefined) {
         console.log(`${m} ${ratioSetting}: data-aware / plain output rel. L2 = ${(aware.max_rel_l2 / plain.max_rel_l2).toFixed(3)} (target ≤ 0.5)`);
       }
+    }
+  }
+  // One stage vs three at the same target: the output error on held-out inputs.
+  for (const m of new Set(rows.map((r) => r.model))) {
+    const one = rows.find((r) => r.model === m && r.setting === '--target-params 0.75');
+    const three = rows.find((r) => r.model === m && r.setting === '--target-params 0.75, --stages 3');
+    if (one?.max_rel_l2 && three?.max_rel_l2 !== null && three?.max_rel_l2 !== undefined) {
+      console.log(`${m} --target-params 0.75: 3 stages / 1 stage output rel. L2 = ${(three.max_rel_l2 / one.max_rel_l2).toFixed(3)} (params ${f(three.params_ratio)} vs ${f(one.params_ratio)})`);
     }
   }
   const blocked = rows.filter((r) => r.blockers && r.setting.startsWith('default'));
