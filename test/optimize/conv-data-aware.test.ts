@@ -43,17 +43,23 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
   b.output(b.node('Conv', [x, b.init('w', [T, S, 3, 3], w), b.init('bias', [T], new Array(T).fill(0.1))], { pads: [1, 1, 1, 1] }, { name: 'conv' }));
   const bytes = encodeModel(b.build());
 
+  /** Statistics of the conv over 24 calibration samples read back from a .npy file. */
+  async function calibStats() {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-cda-'));
+    const calibPath = path.join(dir, 'calib.npy');
+    const wr = writeNpy(calibPath, { dtype: 'f4', shape: [24, S, HW, HW], data: inputs(24, 1) });
+    if (!wr.ok) throw wr.error;
+    const set = loadCalibration(calibPath, { inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1, S, HW, HW] }] });
+    if (!set.ok) throw set.error;
+    const m0 = new Model(decodeModel(bytes));
+    const st = await collectStats(m0, findLayers(m0), set.value);
+    if (!st.ok) throw st.error;
+    return st;
+  }
+
   for (const method of ['tucker2', 'cp'] as const) {
     it(`${method}: lower output error than weight-only at the same ranks`, async () => {
-      const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-cda-'));
-      const calibPath = path.join(dir, 'calib.npy');
-      const wr = writeNpy(calibPath, { dtype: 'f4', shape: [24, S, HW, HW], data: inputs(24, 1) });
-      if (!wr.ok) throw wr.error;
-      const set = loadCalibration(calibPath, { inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1, S, HW, HW] }] });
-      if (!set.ok) throw set.error;
-      const m0 = new Model(decodeModel(bytes));
-      const st = await collectStats(m0, findLayers(m0), set.value);
-      if (!st.ok) throw st.error;
+      const st = await calibStats();
       expect(st.value.stats.get('conv')?.patchGram).toBeDefined();
 
       const held = { x: new ort.Tensor('float32', inputs(1, 99), [1, S, HW, HW]) };
@@ -75,15 +81,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
   }
 
   it('cp: Kronecker-whitened input factors cut the output error on held-out inputs several-fold at rank 8', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-cda-'));
-    const calibPath = path.join(dir, 'calib.npy');
-    const wr = writeNpy(calibPath, { dtype: 'f4', shape: [24, S, HW, HW], data: inputs(24, 1) });
-    if (!wr.ok) throw wr.error;
-    const set = loadCalibration(calibPath, { inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1, S, HW, HW] }] });
-    if (!set.ok) throw set.error;
-    const m0 = new Model(decodeModel(bytes));
-    const st = await collectStats(m0, findLayers(m0), set.value);
-    if (!st.ok) throw st.error;
+    const st = await calibStats();
     // Held-out: four fresh samples of the same distribution, errors pooled over all outputs.
     const held = inputs(4, 77);
     const outputs = async (model: Uint8Array): Promise<number[]> => {
