@@ -3,19 +3,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { main } from '../../src/cli/main.js';
 import type { InspectResult } from '../../src/cli/inspect.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import type { GraphProto, ModelProto } from '../../src/onnx/schema.js';
 import { createRng } from '../../src/util/rng.js';
 import { REAL, REAL_SHAPES, realModelArgs, type RealName } from '../helpers/models.js';
+import { runCli } from '../helpers/cli.js';
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => { out += `${s}\n`; }, err: (s) => { err += `${s}\n`; } });
-  return { code, out, err };
-}
+const run = runCli;
 
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'onnx-lr-cli-'));
 

@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
-import { main } from '../../src/cli/main.js';
 import type { InspectResult } from '../../src/cli/inspect.js';
 import { Model } from '../../src/graph/graph.js';
 import { learnShapes } from '../../src/graph/shapes.js';
@@ -20,15 +19,11 @@ import { DATA_LOCATION_EXTERNAL, DataType, newGraph, newModel, newNode, newTenso
 import { isExternal } from '../../src/onnx/tensor.js';
 import { buildFeeds, MAX_FEED_ELEMENTS } from '../../src/verify/inputs.js';
 import { expectLrError, floatInfo, listDir, matmulAddModel, removeTmpDirs, tmpDir } from '../onnx/helpers.js';
+import { runCli } from '../helpers/cli.js';
 
 afterAll(removeTmpDirs);
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => { out += `${s}\n`; }, err: (s) => { err += `${s}\n`; } });
-  return { code, out, err };
-}
+const run = runCli;
 
 const ortLoads = async (f: string): Promise<void> => {
   const s = await ort.InferenceSession.create(f, { logSeverityLevel: 4 });

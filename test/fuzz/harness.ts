@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { createRng } from '../../src/util/rng.js';
 import { caseSeed, materialize, REAL_BASES, type Base, type Case, type Family, type Recipe } from './mutate.js';
 import type { Job, JobResult } from './worker.js';
@@ -372,4 +373,17 @@ export function describeFailures(fs_: readonly Failure[]): string {
     `  command: ${f.argv.join(' ')}`,
     `  exit ${f.code}: ${f.err.split('\n')[0]}`,
   ].join('\n')).join('\n') + (fs_.length > 15 ? `\n… and ${fs_.length - 15} more` : '');
+}
+
+/**
+ * Runs one family as a test: every case must meet the contract; a failure names the seed
+ * that replays it. `cases` and `seed` are the unscaled count and the default run seed.
+ */
+export async function expectSuiteClean(opts: Omit<SuiteOptions, 'runSeed'> & { seed: number }): Promise<void> {
+  const { seed, ...rest } = opts;
+  const cases = scaled(opts.cases);
+  const r = await runSuite({ ...rest, cases, runSeed: runSeedFromEnv(seed) });
+  console.log(summary(r));
+  expect(r.failures, `LR_FUZZ_SEED=${r.runSeed}\n${describeFailures(r.failures)}`).toEqual([]);
+  expect(r.cases).toBe(cases);
 }

@@ -11,22 +11,17 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
-import { main } from '../../src/cli/main.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import { DEEPA, listDir, removeTmpDirs, tmpDir } from '../onnx/helpers.js';
+import { runCli } from '../helpers/cli.js';
 
 afterAll(removeTmpDirs);
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => { out += `${s}\n`; }, err: (s) => { err += `${s}\n`; } });
-  return { code, out, err };
-}
+const run = runCli;
 
 const hash = (f: string): string => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 

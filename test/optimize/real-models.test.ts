@@ -3,17 +3,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
 import type { PlanFile } from '../../src/optimize/plan.js';
 import { REAL, realModelArgs, type RealName } from '../helpers/models.js';
+import { runCli } from '../helpers/cli.js';
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => { out += `${s}\n`; }, err: (s) => { err += `${s}\n`; } });
-  return { code, out, err };
-}
+const run = runCli;
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'onnx-lr-opt-'));
 const NAMES = Object.keys(REAL) as RealName[];
 

@@ -9,11 +9,9 @@ import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import {
   compareInOrt, context, convLayer, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode,
+  PADS, ortRuns,
 } from './conv-harness.js';
 
-const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
-/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
-const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 describe('conv-cp', () => {
   it('exact CP rank: 1x1 → depthwise → 1x1 matches the original in ORT (1D/2D/3D, strides, pads, dilations, bias)', async () => {

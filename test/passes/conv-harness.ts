@@ -219,3 +219,8 @@ export function windowSpec(spatial: number, k: number, stride: number, dilation:
 
 export const describe1 = (spec: ConvSpec): string =>
   `${spec.kernel.length}D k${spec.kernel.join('x')} S${spec.S} T${spec.T} g${spec.group ?? 1} s[${spec.strides ?? ''}] d[${spec.dilations ?? ''}] p[${spec.pads ?? ''}] ${spec.autoPad ?? ''} bias=${!!spec.bias}`;
+
+/** Every padding mode the property tests draw from. */
+export const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
+/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
+export const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));

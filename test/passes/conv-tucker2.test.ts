@@ -13,11 +13,9 @@ import { createRng } from '../../src/util/rng.js';
 import {
   compareInOrt, context, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, tuckerKernel, windowSpec,
   type ConvSpec, type PadMode,
+  PADS, ortRuns,
 } from './conv-harness.js';
 
-const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
-/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
-const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 const caseArb = fc.record({
   spatial: fc.constantFrom(1, 2, 3),

@@ -3,11 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { conv1x1Svd } from '../../passes/conv1x1-svd.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
-import { compareInOrt, convModel, describe1, lowRankMatrix, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode } from './conv-harness.js';
+import { compareInOrt, convModel, describe1, lowRankMatrix, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode, PADS, ortRuns } from './conv-harness.js';
 
-const PADS: PadMode[] = ['none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'];
-/** ORT 1.30 refuses dilations with auto_pad SAME_* ("Dilation not supported"), even for the original model. */
-const ortRuns = (c: { dilation: number; pad: PadMode }): boolean => !(c.dilation > 1 && c.pad.startsWith('SAME'));
 
 describe('conv1x1-svd', () => {
   it('exact matrix rank: the SVD pair of 1x1 convs matches the original in ORT (1D/2D/3D, strides, pads, bias)', async () => {
