@@ -6,7 +6,8 @@
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import { summarize } from '../graph/summary.js';
-import { loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
+import { forEachTensor, loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
+import { isExternal } from '../onnx/tensor.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
 import { buildFeeds, type ShapeOverrides, type ValueOverrides } from '../verify/inputs.js';
@@ -257,6 +258,12 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         // Verification needs the original to run in ORT: find out before anything is written.
         const pre = await preflightOriginal({ path: loaded.path }, verifyOpts);
         if (!pre.ok) throw new LrError(pre.error.kind, `cannot verify: ${pre.error.message}; nothing written (--no-verify writes OUT unchecked)`);
+        // ORT runs IN, so it must load OUT too; models with external data are loaded from OUT's path after writing.
+        if (!hasExternalTensors(loaded.model) && !cfg.save.externalData) {
+          const s = await createSession({ bytes: encodeModel(loaded.model) }, { graphOptimizationLevel: 'all', intraOpNumThreads: 1, label: 'the rewritten model' });
+          if (!s.ok) throw new LrError('unsupported', `ONNX Runtime refuses the rewritten model (${s.error.message}); nothing written`);
+          await s.value.release();
+        }
       }
       cfg.onStage?.('writing');
       const saved = saveModel({ model: loaded.model, external: loaded.external, path: loaded.path }, outPath, {
@@ -296,4 +303,10 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   } finally {
     loaded.external.close();
   }
+}
+
+function hasExternalTensors(m: import('../onnx/schema.js').ModelProto): boolean {
+  let found = false;
+  forEachTensor(m, (t) => { if (isExternal(t)) found = true; });
+  return found;
 }

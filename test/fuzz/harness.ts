@@ -115,11 +115,8 @@ export interface Failure {
  * Each names the file, and matches its symptom precisely (anything else still fails).
  */
 export const KNOWN: { id: string; where: string; match: (cmd: Cmd, problem: string) => boolean }[] = [
-  {
-    id: 'gemm-svd-opset<11-matmul',
-    where: 'passes/gemm-svd.ts: a Gemm at opset < 11 is rewritten into MatMuls; when the model declares an input K that disagrees with the weight, ORT loads IN (Gemm-9 shape inference ignores K) but refuses OUT (MatMul inference checks it)',
-    match: (cmd, p) => cmd === 'optimize' && /(ORT rejects while it loads IN|ORT loads IN but not OUT): .*\/lr_a\) Op \(MatMul\) \[ShapeInferenceError\] Incompatible dimensions/.test(p),
-  },
+  // Empty: 'gemm-svd-opset<11-matmul' (an OUT ORT refused while it loaded IN) is fixed —
+  // optimize now loads the rewritten model in ORT before writing it.
 ];
 
 /** The verdict on one command's outcome. */
