@@ -63,6 +63,8 @@ const SETTINGS: Setting[] = quick
 interface Row {
   model: string; setting: string; pass: boolean; params_ratio: number; macs_ratio: number | null;
   node_speedup: number | null; web_speedup: number | null; min_cosine: number | null; max_rel_l2: number | null;
+  /** Top-1 agreement of the classifier outputs ([N, classes]) on the verification inputs. */
+  top1: number | null;
   tool_s: number; rewritten: number; budget?: string; blockers?: string[];
 }
 
@@ -89,6 +91,7 @@ for (const name of models) {
       macs_ratio: r.input.macs && r.output.macs !== undefined ? r.output.macs / r.input.macs : null,
       node_speedup: r.latency?.speedup ?? null, web_speedup: r.latencyWeb?.speedup ?? null,
       min_cosine: cos, max_rel_l2: r.verify ? Math.max(...r.verify.outputs.map((o) => o.relL2)) : null,
+      top1: r.verify?.outputs.some((o) => o.top1 !== undefined) ? Math.min(...r.verify.outputs.flatMap((o) => (o.top1 === undefined ? [] : [o.top1]))) : null,
       tool_s: toolS, rewritten: r.layers.filter((l) => !l.skipped).length,
       ...(r.budget && { budget: `${r.budget.kind} target ${r.budget.target.toPrecision(3)} achieved ${r.budget.achieved.toPrecision(3)} ${r.budget.met ? 'met' : 'NOT met'}` }),
     };
@@ -106,9 +109,9 @@ for (const name of models) {
 if (!json) {
   const f = (x: number | null, d = 3): string => (x === null ? '-' : x.toFixed(d));
   console.log(table(
-    ['model', 'setting', 'check', 'params', 'MACs', 'node speed-up', 'wasm speed-up', 'min cosine', 'rel L2', 'layers', 'tool s', 'budget'],
-    rows.map((r) => [r.model, r.setting, r.pass ? 'PASS' : 'FAIL', f(r.params_ratio), f(r.macs_ratio), f(r.node_speedup, 2), f(r.web_speedup, 2), f(r.min_cosine, 4), f(r.max_rel_l2, 3), String(r.rewritten), f(r.tool_s, 1), r.budget ?? '']),
-    ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+    ['model', 'setting', 'check', 'params', 'MACs', 'node speed-up', 'wasm speed-up', 'min cosine', 'rel L2', 'top-1', 'layers', 'tool s', 'budget'],
+    rows.map((r) => [r.model, r.setting, r.pass ? 'PASS' : 'FAIL', f(r.params_ratio), f(r.macs_ratio), f(r.node_speedup, 2), f(r.web_speedup, 2), f(r.min_cosine, 4), f(r.max_rel_l2, 3), f(r.top1, 3), String(r.rewritten), f(r.tool_s, 1), r.budget ?? '']),
+    ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
   ));
   // Plain vs data-aware at equal params: the ratio of output errors.
   for (const m of new Set(rows.map((r) => r.model))) {
