@@ -22,7 +22,7 @@ import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgete
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
 import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
-import { carryOver, mergeStage, snapshotLayers, stageBudget } from './stages.js';
+import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
 
 export interface CalibrationSource {
@@ -230,7 +230,14 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
           restart();
         }
       }
-      if (stages > 1) notes.push(`${stages} stages: each layer's weight error is against the weight it had at the start of the last stage`);
+      if (stages > 1) {
+        const orig = loadModel(inPath);
+        try {
+          errorsAgainstOriginal(model, records, snapshot!, new Model(orig.model), loaded.external, orig.external);
+        } finally {
+          orig.external.close();
+        }
+      }
       return await finish(records);
     }
     return await finish(optimizeModel(model, sh.shapes, opts));

@@ -9,7 +9,9 @@
 import type { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { mergeFactored, type FactoredLayer } from '../rewrite/merge.js';
+import { chainWeight, mergeFactored, type FactoredLayer } from '../rewrite/merge.js';
+import { isSkip } from '../rewrite/pass.js';
+import { readTensorFloat } from '../onnx/tensor.js';
 import type { Budget } from './budget.js';
 import { cleanUp } from './driver.js';
 import type { LayerRecord } from './plan.js';
@@ -77,4 +79,26 @@ export function carryOver(sens: LayerSensitivity[], previous: readonly LayerSens
     initial.set(name, cur);
   }
   return initial;
+}
+
+/**
+ * After the last stage: each rewritten layer's weight error against the ORIGINAL weight
+ * (the passes measure it against the merged weight they split). `original` is the input
+ * model, read again; its weights are read one layer at a time.
+ */
+export function errorsAgainstOriginal(model: Model, records: LayerRecord[], snapshot: ReadonlyMap<string, LayerSnapshot>, original: Model,
+  external: ExternalBytes | undefined, originalExternal: ExternalBytes | undefined): void {
+  const layers = new Map(findLayers(original).map((l) => [l.name, l]));
+  for (const r of records) {
+    const s = snapshot.get(r.name);
+    const l = layers.get(r.name);
+    if (r.skipped || !r.nodes || !s || !l) continue;
+    const w = chainWeight(model, { ...s, nodes: r.nodes }, external);
+    if (isSkip(w)) continue;
+    const w0 = readTensorFloat(l.weight.tensor, originalExternal);
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < w0.length; i++) { const d = w0[i]! - w[i]!; num += d * d; den += w0[i]! * w0[i]!; }
+    r.relError = den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+  }
 }

@@ -34,14 +34,12 @@ export function mergeFactored(model: Model, f: FactoredLayer, external: External
   if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
   const { g, chain } = found;
   const last = chain[chain.length - 1]!;
-  const op = f.original.opType;
-  const factors = chainFactors(g, chain, op === 'Conv' ? undefined : dataInputOf(f));
+  const factors = chainFactors(g, chain, f.original.opType === 'Conv' ? undefined : dataInputOf(f));
   if (typeof factors === 'string') return skip(factors);
   const key = factors.map((x) => x.name).join('|');
   let name = merged.get(key);
   if (name === undefined) {
-    const data = op === 'Conv' ? composeConvChain(chain, factors, f.weightDims, attrInt(f.original, 'group', 1), external)
-      : pairProduct(f, factors, external);
+    const data = productOf(f, chain, factors, external);
     if (typeof data === 'string') return skip(data);
     name = model.uniqueName(`${f.name}/merged_w`);
     g.addInitializer(makeFloatTensor(name, f.weightDims, data, factors[0]!.dataType));
@@ -49,12 +47,26 @@ export function mergeFactored(model: Model, f: FactoredLayer, external: External
   }
   const input = [...f.original.input];
   input[f.weightInput] = name;
-  if (op === 'Conv') {
+  if (f.original.opType === 'Conv') {
     const bias = last.input[2];
     if (bias) input[2] = bias; else input.length = Math.min(input.length, 2);
   }
   g.replaceNode(last, [{ ...f.original, input, output: [...last.output] }]);
   return undefined;
+}
+
+/** The weight a chain computes, in the original weight's layout (to measure it against the original). */
+export function chainWeight(model: Model, f: FactoredLayer, external: ExternalBytes | undefined): Float32Array | Skip {
+  const found = findChain(model, f.nodes);
+  if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
+  const factors = chainFactors(found.g, found.chain, f.original.opType === 'Conv' ? undefined : dataInputOf(f));
+  if (typeof factors === 'string') return skip(factors);
+  const data = productOf(f, found.chain, factors, external);
+  return typeof data === 'string' ? skip(data) : data;
+}
+
+function productOf(f: FactoredLayer, chain: readonly NodeProto[], factors: Factor[], external: ExternalBytes | undefined): Float32Array | string {
+  return f.original.opType === 'Conv' ? composeConvChain(chain, factors, f.weightDims, attrInt(f.original, 'group', 1), external) : pairProduct(f, factors, external);
 }
 
 interface Factor { name: string; dims: number[]; dataType: number; read: (ext: ExternalBytes | undefined) => Float32Array }

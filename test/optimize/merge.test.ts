@@ -8,7 +8,7 @@ import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel, type MethodChoice } from '../../src/optimize/driver.js';
-import { mergeStage, snapshotLayers } from '../../src/optimize/stages.js';
+import { errorsAgainstOriginal, mergeStage, snapshotLayers } from '../../src/optimize/stages.js';
 import type { ModelProto } from '../../src/onnx/schema.js';
 import { createRng } from '../../src/util/rng.js';
 import { compareModels, randomFeed } from '../helpers/ort.js';
@@ -104,4 +104,23 @@ describe('merging factored layers back', () => {
       expect(Number.isFinite(e)).toBe(true);
     });
   }
+});
+
+describe('weight errors after several stages', () => {
+  it('are measured against the original weight: rank 4 then 2 equals rank 2 directly for SVD pairs (Eckart–Young nesting)', () => {
+    const bytes = mlp(13);
+    const { merged } = factorThenMerge(bytes, 'auto', 4);
+    const m2 = new Model(decodeModel(merged));
+    const snapshot = snapshotLayers(new Model(decodeModel(bytes)));
+    const staged = optimizeModel(m2, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 2 }, minParams: 0, seed: 0 });
+    const againstMerged = new Map(staged.map((r) => [r.name, r.relError]));
+    errorsAgainstOriginal(m2, staged, snapshot, new Model(decodeModel(bytes)), undefined, undefined);
+    const direct = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'fixed', rank: 2 }, minParams: 0, seed: 0 });
+    for (const r of staged.filter((x) => !x.skipped)) {
+      const d = direct.find((x) => x.name === r.name)!;
+      expect(r.relError!, r.name).toBeCloseTo(d.relError!, 4);
+      // Against the merged rank-4 weight the error is smaller than against the original.
+      expect(againstMerged.get(r.name)!).toBeLessThan(r.relError!);
+    }
+  });
 });
