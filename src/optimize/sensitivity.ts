@@ -1,8 +1,14 @@
 /**
  * Per-layer sensitivity: the output error of the whole model (on calibration inputs)
  * when only one layer is compressed, at a ladder of candidate ranks. Each candidate is
- * applied to the live model, encoded, run in ORT, and undone (the graph's node and
- * initializer lists are restored), so factorization caches on the match are reused.
+ * applied to the live model, run in ORT, and undone (the graph's node and initializer
+ * lists are restored), so factorization caches on the match are reused.
+ *
+ * For a main-graph layer only the part of the model downstream of it is run, fed with
+ * tensors captured once from one run of the original (submodel.ts); the outputs it does
+ * not reach are the original's. That is the same computation as running the whole
+ * rewritten model, in a smaller session. Layers inside subgraphs, and any part that
+ * cannot be cut out, run the whole model.
  */
 import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
@@ -19,6 +25,8 @@ import type { AnyPass } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { timeCandidate } from './layer-latency.js';
+import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
+import type { NodeProto } from '../onnx/schema.js';
 
 export interface Candidate {
   pass: string;
@@ -48,22 +56,55 @@ export interface LayerSensitivity {
 /** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
 export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 
+/** Float data is read as it is; other types are widened (int64 and half need converting). */
+const asNumbers = (t: HostTensor): ArrayLike<number> => (t.type === 'float32' || t.type === 'float64' ? (t.data as Float32Array | Float64Array) : toNumbers(t));
+
+/** acc + Σ(a−b)², a non-finite difference counting as infinite; float32 pairs get a monomorphic loop. */
+function addSquaredDiff(acc: number, a: HostTensor, b: HostTensor | undefined): number {
+  if (a.type === 'float32' && b?.type === 'float32') {
+    const x = a.data as Float32Array;
+    const y = b.data as Float32Array;
+    for (let i = 0; i < x.length; i++) {
+      const d = x[i]! - y[i]!;
+      acc += Number.isFinite(d) ? d * d : Infinity;
+    }
+    return acc;
+  }
+  const x = asNumbers(a);
+  const y: ArrayLike<number> = b ? asNumbers(b) : [];
+  for (let i = 0; i < x.length; i++) {
+    const d = x[i]! - y[i]!;
+    acc += Number.isFinite(d) ? d * d : Infinity;
+  }
+  return acc;
+}
+
+/** Σ‖y‖² over the reference outputs (the denominator of outputErr2). */
+function referenceEnergy(ref: readonly Record<string, HostTensor>[]): number {
+  let den = 0;
+  for (const r of ref) {
+    for (const t of Object.values(r)) {
+      const a = asNumbers(t);
+      for (let i = 0; i < a.length; i++) den += a[i]! * a[i]!;
+    }
+  }
+  return den;
+}
+
+/** Σ‖Δy‖² of `got` against the reference, summed in the same order as ever (bit-for-bit stable). */
+function diffEnergy(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number {
+  let num = 0;
+  ref.forEach((r, k) => {
+    for (const [name, t] of Object.entries(r)) num = addSquaredDiff(num, t, got[k]?.[name]);
+  });
+  return num;
+}
+
+const err2Ratio = (num: number, den: number): number => (den === 0 ? (num === 0 ? 0 : Infinity) : num / den);
+
 /** Squared relative error of b against reference a, summed over all outputs. */
 export function outputErr2(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number {
-  let num = 0;
-  let den = 0;
-  ref.forEach((r, k) => {
-    for (const [name, t] of Object.entries(r)) {
-      const a = toNumbers(t);
-      const b = toNumbers(got[k][name]);
-      for (let i = 0; i < a.length; i++) {
-        const d = a[i] - b[i];
-        num += Number.isFinite(d) ? d * d : Infinity;
-        den += a[i] * a[i];
-      }
-    }
-  });
-  return den === 0 ? (num === 0 ? 0 : Infinity) : num / den;
+  return err2Ratio(diffEnergy(ref, got), referenceEnergy(ref));
 }
 
 /**
@@ -106,9 +147,11 @@ export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise
   }
 }
 
-/** Applies one rewrite, runs the model, and restores the graph exactly. */
-async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: number[], cx: PassContext, feeds: readonly Feeds[]):
-  Promise<Result<{ outs: Record<string, HostTensor>[]; relError: number }>> {
+type Outputs = Record<string, HostTensor>[];
+
+/** Applies one rewrite, runs it (`run` sees the graph rewritten), and restores the graph exactly. */
+async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
+  Promise<Result<{ outs: Outputs; relError: number }>> {
   const nodes = [...g.proto.node];
   const nInit = g.proto.initializer.length;
   const nInput = g.proto.input.length;
@@ -117,7 +160,7 @@ async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: n
   try {
     const applied = pass.apply(m, ranks, cx);
     if (isSkip(applied)) return err('rank', applied.skip);
-    const outs = await runAll({ bytes: encodeModel(model.proto) }, feeds);
+    const outs = await run(new Set(nodes));
     return outs.ok ? ok({ outs: outs.value, relError: applied.relError }) : outs;
   } finally {
     g.proto.node = nodes;
@@ -130,6 +173,39 @@ async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: n
   }
 }
 
+/** Tensors of one run of the original: each main-graph layer's downstream part and what it reads. */
+interface Capture {
+  parts: ReadonlyMap<NodeProto, Downstream>;
+  /** Per feed: the graph outputs and every boundary tensor. */
+  values: Outputs;
+}
+
+/** One run of the original exposing what every listed main-graph layer's part needs; undefined when it fails. */
+async function capture(model: Model, layers: readonly LayerInfo[], feeds: readonly Feeds[]): Promise<Capture | undefined> {
+  const parts = new Map<NodeProto, Downstream>();
+  for (const l of layers) if (l.graph === model.root) parts.set(l.node, downstreamOf(l.graph, l.node));
+  if (parts.size === 0) return undefined;
+  const extra = [...parts.values()].flatMap((p) => p.boundary);
+  const r = await runAll({ bytes: encodeModel(captureModel(model.proto, extra)) }, feeds);
+  return r.ok ? { parts, values: r.value } : undefined;
+}
+
+/**
+ * The rewritten model's outputs: its downstream part run on the captured tensors, the
+ * other outputs as captured; the whole model when the part cannot be cut out or run.
+ */
+async function runRewritten(model: Model, layer: LayerInfo, before: ReadonlySet<NodeProto>, feeds: readonly Feeds[], cap: Capture | undefined): Promise<Result<Outputs>> {
+  const part = cap?.parts.get(layer.node);
+  if (cap && part) {
+    const sm = subModel(model.proto, layer.graph, part, before, feeds, cap.values);
+    if (typeof sm !== 'string') {
+      const r = await runAll({ bytes: encodeModel(sm.model) }, sm.feeds);
+      if (r.ok) return ok(cap.values.map((base, k) => ({ ...base, ...r.value[k] })));
+    }
+  }
+  return runAll({ bytes: encodeModel(model.proto) }, feeds);
+}
+
 export interface SensitivityOptions {
   method: MethodChoice;
   align?: number;
@@ -140,7 +216,7 @@ export interface SensitivityOptions {
   maxCandidates?: number;
   /**
    * Layers below this share of the model's parameters and of its MACs are not measured
-   * (each trial is a full ORT session: the small layers would cost most of the time and
+   * (each trial is an ORT session: the small layers would cost most of the time and
    * save little).
    */
   minShare?: number;
@@ -148,26 +224,35 @@ export interface SensitivityOptions {
   /** Time each candidate as a one-layer model and keep only those measured faster. */
   latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes };
   onProgress?: (done: number, total: number, layer: string) => void;
+  /** Run every trial on the whole model (the reference method: same results, slower). */
+  wholeModel?: boolean;
+}
+
+/** The pass for a layer, or why the layer is not measured (cheap checks only: no factorization). */
+function passOrReason(layer: LayerInfo, opts: SensitivityOptions): AnyPass | string {
+  const pass = passFor(layer, opts.method);
+  if (typeof pass === 'string') return pass;
+  const share = opts.minShare ?? 0;
+  if (share > 0 && opts.totals) {
+    const pShare = layer.params / Math.max(opts.totals.params, 1);
+    const mShare = layer.macs !== undefined && opts.totals.macs ? layer.macs / opts.totals.macs : pShare;
+    if (pShare < share && mShare < share) return `below ${(share * 100).toFixed(1)}% of the model's params and MACs: not measured`;
+  }
+  return pass;
 }
 
 export async function measureSensitivity(model: Model, layers: readonly LayerInfo[], opts: SensitivityOptions): Promise<LayerSensitivity[]> {
   const out: LayerSensitivity[] = [];
+  // The reference does not change between trials: its energy is summed once.
+  const refEnergy = referenceEnergy(opts.reference);
+  const cap = opts.wholeModel ? undefined : await capture(model, layers.filter((l) => typeof passOrReason(l, opts) !== 'string'), opts.feeds);
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     opts.onProgress?.(i, layers.length, layer.name);
-    const pass = passFor(layer, opts.method);
+    const pass = passOrReason(layer, opts);
     const entry: LayerSensitivity = { name: layer.name, op: layer.op, before: { params: layer.params, macsPerPosition: layer.params }, macs: layer.macs, candidates: [] };
     out.push(entry);
     if (typeof pass === 'string') { entry.reason = pass; continue; }
-    const share = opts.minShare ?? 0;
-    if (share > 0 && opts.totals) {
-      const pShare = layer.params / Math.max(opts.totals.params, 1);
-      const mShare = layer.macs !== undefined && opts.totals.macs ? layer.macs / opts.totals.macs : pShare;
-      if (pShare < share && mShare < share) {
-        entry.reason = `below ${(share * 100).toFixed(1)}% of the model's params and MACs: not measured`;
-        continue;
-      }
-    }
     let m: unknown;
     try {
       m = pass.match(layer, opts.cx);
@@ -204,9 +289,9 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
           if (ms >= lt.value.originalMs) { slower++; continue; }
         }
       }
-      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, opts.feeds);
+      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, (before) => runRewritten(model, layer, before, opts.feeds, cap));
       if (!t.ok) continue;
-      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: outputErr2(opts.reference, t.value.outs), ms });
+      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: err2Ratio(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
     }
     if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured)` : 'no rank below break-even';
   }

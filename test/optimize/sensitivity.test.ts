@@ -1,0 +1,166 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { floatTensor, ModelBuilder } from '../../models/builder.js';
+import { tensorAttr } from '../../src/graph/attrs.js';
+import { Model } from '../../src/graph/graph.js';
+import { findLayers } from '../../src/graph/layers.js';
+import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
+import { AttributeType, newAttribute, newGraph, newNode } from '../../src/onnx/schema.js';
+import { measureSensitivity, outputErr2, runAll, type LayerSensitivity } from '../../src/optimize/sensitivity.js';
+import { captureModel, downstreamOf, subModel } from '../../src/optimize/submodel.js';
+import { passFor } from '../../src/optimize/driver.js';
+import { isSkip } from '../../src/rewrite/pass.js';
+import type { AnyPass } from '../../passes/index.js';
+import { createRng } from '../../src/util/rng.js';
+import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
+import { REAL } from '../helpers/models.js';
+
+/** A weight of low numerical rank (so several ladder ranks pay) plus some noise. */
+function lowRank(rows: number, cols: number, seed: number): number[] {
+  const rng = createRng(seed);
+  const r = 4;
+  const a = Array.from({ length: rows * r }, () => rng.normal());
+  const b = Array.from({ length: r * cols }, () => rng.normal());
+  return Array.from({ length: rows * cols }, (_, k) => {
+    const i = Math.floor(k / cols), j = k % cols;
+    let s = 0;
+    for (let t = 0; t < r; t++) s += a[i * r + t]! * b[t * cols + j]! / (t + 1);
+    return s + 0.2 * rng.normal();
+  });
+}
+
+/**
+ * x → mm0 → Relu = r; mm1(r) · Constant + r (a skip connection); an If whose then-branch
+ * holds a layer and reads r from outside; mm2 → out1. out2 = Sigmoid(mm0) does not
+ * depend on mm1.
+ */
+function skipModel(): Uint8Array {
+  const b = new ModelBuilder({ opset: 13 });
+  const x = b.input('x', [2, 16]);
+  const cond = b.input('cond', [], 9);
+  const h = b.node('MatMul', [x, b.init('w0', [16, 32], lowRank(16, 32, 1))], {}, { name: 'mm0' });
+  const r = b.node('Relu', [h], {}, { name: 'relu' });
+  const c = b.node('Constant', [], { value: tensorAttr('value', floatTensor('', [32], lowRank(1, 32, 2))) }, { name: 'cst' });
+  const a = b.node('MatMul', [r, b.init('w1', [32, 32], lowRank(32, 32, 3))], {}, { name: 'mm1' });
+  const y = b.node('Add', [b.node('Mul', [a, c], {}, { name: 'scale' }), r], {}, { name: 'skip' });
+  b.init('w3', [32, 32], lowRank(32, 32, 4));
+  const then = newGraph({
+    name: 'then',
+    node: [
+      newNode({ opType: 'MatMul', name: 'inner', input: [y, 'w3'], output: ['t0'] }),
+      newNode({ opType: 'Add', name: 'inner_skip', input: ['t0', r], output: ['t1'] }),
+    ],
+    output: [{ name: 't1', metadataProps: [] }],
+  });
+  const els = newGraph({ name: 'else', node: [newNode({ opType: 'Identity', name: 'e', input: [y], output: ['e0'] })], output: [{ name: 'e0', metadataProps: [] }] });
+  b.graph.node.push(newNode({
+    opType: 'If', name: 'if', input: [cond], output: ['z'],
+    attribute: [newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: then }), newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: els })],
+  }));
+  const out1 = b.node('MatMul', ['z', b.init('w2', [32, 8], lowRank(32, 8, 5))], {}, { name: 'mm2' });
+  b.output(b.node('Identity', [out1], {}, { name: 'o1' }));
+  b.output(b.node('Sigmoid', [h], {}, { name: 'o2' }));
+  return encodeModel(b.build());
+}
+
+function floatFeed(dims: number[], seed: number): HostTensor {
+  const rng = createRng(seed);
+  return { type: 'float32', dims, data: Float32Array.from({ length: dims.reduce((p, q) => p * q, 1) }, () => rng.normal()) };
+}
+
+/** Sensitivity of the named layers measured both ways on fresh copies of the model. */
+async function bothWays(bytes: Uint8Array, names: readonly string[] | undefined, feeds: Feeds[], maxCandidates = 4): Promise<[LayerSensitivity[], LayerSensitivity[]]> {
+  const ref = await runAll({ bytes }, feeds);
+  if (!ref.ok) throw ref.error;
+  const measure = async (wholeModel: boolean): Promise<LayerSensitivity[]> => {
+    const model = new Model(decodeModel(bytes));
+    for (const g of model.allGraphs()) g.topoSort();
+    const layers = findLayers(model).filter((l) => !names || names.includes(l.name));
+    const cx = { model, rng: createRng(7), shared: new Map() };
+    return measureSensitivity(model, layers, { method: 'auto', feeds, reference: ref.value, cx, maxCandidates, wholeModel });
+  };
+  return [await measure(true), await measure(false)];
+}
+
+/** Largest relative difference of outErr2 between the two measurements (same layers, same candidates). */
+function maxRelDiff(slow: LayerSensitivity[], fast: LayerSensitivity[]): number {
+  expect(fast.map((l) => [l.name, l.candidates.map((c) => c.ranks.join('x'))])).toEqual(slow.map((l) => [l.name, l.candidates.map((c) => c.ranks.join('x'))]));
+  let worst = 0;
+  slow.forEach((l, i) => l.candidates.forEach((c, k) => {
+    const f = fast[i]!.candidates[k]!;
+    expect(f.relError).toBe(c.relError);
+    worst = Math.max(worst, Math.abs(f.outErr2 - c.outErr2) / Math.max(c.outErr2, 1e-30));
+  }));
+  return worst;
+}
+
+describe('downstream parts', () => {
+  it('finds what the part after a layer reads: the skip tensor, Constant nodes, outer references of an If', () => {
+    const model = new Model(decodeModel(skipModel()));
+    const g = model.root;
+    const mm1 = g.nodes.find((n) => n.name === 'mm1')!;
+    const part = downstreamOf(g, mm1);
+    expect([...part.nodes].map((n) => n.name).sort()).toEqual(['if', 'mm1', 'mm2', 'o1', 'scale', 'skip']);
+    // Relu's output is read by mm1, by the skip Add and from inside the If.
+    expect(part.boundary).toEqual(['relu_out0']);
+    expect([...part.constants].map((n) => n.name)).toEqual(['cst']);
+    expect(part.outputs).toEqual(['o1_out0']);
+  });
+
+  it('runs a rewritten layer\'s part on captured tensors exactly as the whole rewritten model', async () => {
+    const model = new Model(decodeModel(skipModel()));
+    const g = model.root;
+    const layer = findLayers(model).find((l) => l.name === 'mm1')!;
+    const part = downstreamOf(g, layer.node);
+    const feeds: Feeds[] = [{ x: floatFeed([2, 16], 1), cond: { type: 'bool', dims: [], data: Uint8Array.of(1) } }];
+    const captured = await runAll({ bytes: encodeModel(captureModel(model.proto, part.boundary)) }, feeds);
+    if (!captured.ok) throw captured.error;
+    const before = new Set(g.nodes);
+    const cx = { model, rng: createRng(7), shared: new Map() };
+    const pass = passFor(layer, 'auto') as AnyPass;
+    const m = pass.match(layer, cx);
+    expect(isSkip(m)).toBe(false);
+    expect(isSkip(pass.apply(m, [3], cx))).toBe(false);
+    const sm = subModel(model.proto, g, part, before, feeds, captured.value);
+    if (typeof sm === 'string') throw new Error(sm);
+    const kept = sm.model.graph!.node.filter((n) => before.has(n)).map((n) => n.name);
+    expect(kept).toEqual(['cst', 'scale', 'skip', 'if', 'mm2', 'o1']);
+    expect(sm.model.graph!.input.map((i) => i.name).sort()).toEqual(['cond', 'relu_out0']);
+    expect(sm.model.graph!.output.map((o) => o.name)).toEqual(['o1_out0']);
+    const whole = await runAll({ bytes: encodeModel(model.proto) }, feeds);
+    const cut = await runAll({ bytes: encodeModel(sm.model) }, sm.feeds);
+    if (!whole.ok || !cut.ok) throw new Error('run failed');
+    expect(cut.value[0]!.o1_out0!.data).toEqual(whole.value[0]!.o1_out0!.data);
+    // Without the captured skip tensor the part cannot be cut out (the caller runs the whole model).
+    expect(subModel(model.proto, g, part, before, feeds, [{}])).toMatch(/relu_out0/);
+  });
+});
+
+describe('sensitivity: the downstream part against the whole model', () => {
+  it('a synthetic model with a skip connection, a Constant node and a layer inside If', async () => {
+    const feeds: Feeds[] = [1, 2].map((s) => ({ x: floatFeed([2, 16], s), cond: { type: 'bool', dims: [], data: Uint8Array.of(1) } }));
+    const [slow, fast] = await bothWays(skipModel(), undefined, feeds);
+    expect(slow.map((l) => l.name).sort()).toEqual(['inner', 'mm0', 'mm1', 'mm2']);
+    for (const l of slow) expect(l.candidates.length).toBeGreaterThan(0);
+    expect(maxRelDiff(slow, fast)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('PP-OCRv4 recogniser: convs (SVD and Tucker-2) and a MatMul of the transformer agree', async () => {
+    const names = ['p2o.Conv.12', 'p2o.Conv.33', 'p2o.MatMul.20'];
+    const [slow, fast] = await bothWays(new Uint8Array(readFileSync(REAL.rec)), names, [{ x: floatFeed([1, 3, 48, 96], 3) }], 2);
+    expect(slow.map((l) => l.name)).toEqual(names);
+    for (const l of slow) expect(l.candidates.length).toBe(2);
+    expect(maxRelDiff(slow, fast)).toBeLessThanOrEqual(1e-6);
+  }, 120_000);
+});
+
+describe('outputErr2', () => {
+  it('sums squared differences over outputs and feeds, relative to the reference energy', () => {
+    const t = (type: 'float32' | 'int64', v: number[]): HostTensor =>
+      type === 'int64' ? { type, dims: [v.length], data: BigInt64Array.from(v.map(BigInt)) } : { type, dims: [v.length], data: Float32Array.from(v) };
+    const ref = [{ a: t('float32', [3, 4]), b: t('int64', [0, 2]) }];
+    expect(outputErr2(ref, [{ a: t('float32', [3, 5]), b: t('int64', [0, 1]) }])).toBeCloseTo(2 / 29, 12);
+    expect(outputErr2(ref, [{ a: t('float32', [3, NaN]), b: t('int64', [0, 2]) }])).toBe(Infinity);
+    expect(outputErr2([{ a: t('float32', [0]) }], [{ a: t('float32', [0]) }])).toBe(0);
+  });
+});
