@@ -6,11 +6,14 @@
  * numpy runs via /usr/bin/python3 if it exists and imports numpy; otherwise ref_s is
  * null. Inputs are generated here (seeded) and handed to numpy as raw files, so both
  * sides see identical matrices. Times are medians over repeats; rel_err is the
- * relative Frobenius reconstruction error of each side's own result.
+ * relative Frobenius reconstruction error of each side's own result, computed after
+ * the clock stops for the SVD cases (Tucker-2 and CP-ALS report it as part of their
+ * output, on both sides). The load average is printed with the table: the machine is
+ * shared, and only ratios measured in one quiet run mean much.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cpAls, khatriRao } from '../src/linalg/cp-als.js';
 import { runAsync, type GemmEngine } from '../src/linalg/engine.js';
@@ -44,8 +47,11 @@ interface Case {
   repeats: number;
   /** Writes inputs for numpy; returns the python snippet's case spec. */
   setup(dir: string): Promise<PyCase>;
-  /** One timed run; returns rel_err. */
-  run(): Promise<number>;
+  /**
+   * One timed run. Returns how to get its rel_err, evaluated after the clock stops:
+   * checking a result (e.g. reconstructing a 4096² matrix) is not part of its cost.
+   */
+  run(): Promise<() => Promise<number> | number>;
   note?(seconds: number): string;
   /** Products only: 2mnk flops per run. */
   flops?: number;
@@ -58,16 +64,16 @@ interface PyCase {
   params: Record<string, number | string>;
 }
 
-async function median(fn: () => Promise<number>, repeats: number): Promise<{ s: number; err: number }> {
+async function median(fn: () => Promise<() => Promise<number> | number>, repeats: number): Promise<{ s: number; err: number }> {
   const times: number[] = [];
-  let err = NaN;
+  let check: () => Promise<number> | number = () => NaN;
   for (let i = 0; i < repeats; i++) {
     const t = performance.now();
-    err = await fn();
+    check = await fn();
     times.push((performance.now() - t) / 1000);
   }
   times.sort((a, b) => a - b);
-  return { s: times[Math.floor(times.length / 2)]!, err };
+  return { s: times[Math.floor(times.length / 2)]!, err: await check() };
 }
 
 function writeRaw(dir: string, name: string, data: Float32Array | Float64Array): string {
@@ -107,7 +113,7 @@ function svdCase(n: number, engine: GemmEngine): Case {
     },
     async run() {
       const r = svd(a);
-      return relErr((await engine.matmul(scaleCols(r.u, r.s), r.vt)).data, a.data);
+      return async () => relErr((await engine.matmul(scaleCols(r.u, r.s), r.vt)).data, a.data);
     },
   };
 }
@@ -123,9 +129,11 @@ function rsvdCase(n: number, rank: number, engine: GemmEngine): Case {
     },
     async run() {
       const r = await randomizedSvd(a, rank, { engine, seed: 1, oversample: 10, powerIters: 2 });
-      const us = scaleCols(r.u, r.s);
-      const rec = await engine.matmul({ rows: n, cols: rank, data: Float32Array.from(us.data) }, { rows: rank, cols: n, data: Float32Array.from(r.vt.data) });
-      return relErr(rec.data, a.data);
+      return async () => {
+        const us = scaleCols(r.u, r.s);
+        const rec = await engine.matmul({ rows: n, cols: rank, data: Float32Array.from(us.data) }, { rows: rank, cols: n, data: Float32Array.from(r.vt.data) });
+        return relErr(rec.data, a.data);
+      };
     },
   };
 }
@@ -135,7 +143,7 @@ function gemmCase(engine: GemmEngine): Case {
   let a: Matrix, b: Matrix;
   return {
     name: 'GEMM 1024^3 fp32 (ORT)',
-    repeats: 7,
+    repeats: 21, // 20 ms each: more repeats make the median robust to other processes
     flops: 2 * n ** 3,
     async setup(dir) {
       const rng = createRng(3);
@@ -146,7 +154,7 @@ function gemmCase(engine: GemmEngine): Case {
     },
     async run() {
       const c = await engine.matmul(a, b);
-      return c.rows === n ? 0 : NaN;
+      return () => (c.rows === n ? 0 : NaN);
     },
     note: (s) => `${(2 * n ** 3 / s / 1e9).toFixed(1)} GFLOP/s = ${((2 * n ** 3 / s / 1e9 / PEAK_GFLOPS) * 100).toFixed(0)}% of peak ${PEAK_GFLOPS}`,
   };
@@ -167,7 +175,7 @@ function jsGemmCase(): Case {
     },
     async run() {
       gemm(a, b);
-      return 0;
+      return () => 0;
     },
     note: (s) => `${(2 * n ** 3 / s / 1e9).toFixed(2)} GFLOP/s`,
   };
@@ -191,8 +199,9 @@ function tuckerCase(engine: GemmEngine): Case {
       return { name: this.name, kind: 'tucker', repeats: this.repeats, params: { path: writeRaw(dir, 'tucker.bin', w), T, S, k, r1: r, r2: r, iters } };
     },
     async run() {
+      // The relative error is part of the algorithm's own output here (and of numpy's run).
       const res = await tucker2({ data: w, shape: [T, S, 3, 3] }, [r, r], { engine, maxIter: iters, tol: -1, svd: { seed: 1 } });
-      return res.relError;
+      return () => res.relError;
     },
   };
 }
@@ -213,7 +222,7 @@ function cpCase(engine: GemmEngine): Case {
     },
     async run() {
       const res = await cpAls({ data: x, shape: [T, S, k] }, R, { engine, maxIter: iters, tol: -1, seed: 1 });
-      return res.relError;
+      return () => res.relError;
     },
   };
 }
@@ -223,10 +232,11 @@ import json, sys, time
 import numpy as np
 cases = json.loads(sys.stdin.read())
 def med(fn, reps):
-    ts = []; err = None
+    # fn() is the timed run; it returns a function that checks the result untimed.
+    ts = []; check = None
     for _ in range(reps):
-        t = time.perf_counter(); err = fn(); ts.append(time.perf_counter() - t)
-    ts.sort(); return ts[len(ts)//2], err
+        t = time.perf_counter(); check = fn(); ts.append(time.perf_counter() - t)
+    ts.sort(); return ts[len(ts)//2], check()
 def rel(a, b): return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 def leading(x, r):
     u, s, vt = np.linalg.svd(x, full_matrices=False); return u[:, :r]
@@ -235,11 +245,11 @@ def run(c):
     if kind == 'gemm':
         n = p['n']; dt = np.dtype(p['dtype'])
         a = np.fromfile(p['a'], dtype=dt).reshape(n, n); b = np.fromfile(p['b'], dtype=dt).reshape(n, n)
-        return med(lambda: (a @ b, 0.0)[1], c['repeats'])
+        return med(lambda: (a @ b, lambda: 0.0)[1], c['repeats'])
     if kind == 'svd':
         n = p['n']; a = np.fromfile(p['path'], dtype=np.float64).reshape(n, n)
         def f():
-            u, s, vt = np.linalg.svd(a, full_matrices=False); return rel((u * s) @ vt, a)
+            u, s, vt = np.linalg.svd(a, full_matrices=False); return lambda: rel((u * s) @ vt, a)
         return med(f, c['repeats'])
     if kind == 'rsvd':
         n, k, l, q = p['n'], p['rank'], p['rank'] + p['p'], p['q']
@@ -252,7 +262,7 @@ def run(c):
                 Z, _ = np.linalg.qr(a.T @ Q); Q, _ = np.linalg.qr(a @ Z)
             ub, s, vt = np.linalg.svd(Q.T @ a, full_matrices=False)
             u = Q @ ub[:, :k]
-            return rel((u * s[:k]) @ vt[:k], a)
+            return lambda: rel((u * s[:k]) @ vt[:k], a)
         return med(f, c['repeats'])
     if kind == 'tucker':
         T, S, k, r1, r2, iters = p['T'], p['S'], p['k'], p['r1'], p['r2'], p['iters']
@@ -266,7 +276,7 @@ def run(c):
                 uS = leading(swap(uT.T @ xT, r2, S), r1)
             g = swap(uS.T @ swap(uT.T @ xT, r2, S), r1, r2)      # [r2, r1*k]
             rec = swap(uS @ swap(uT @ g, T, r1), S, T)           # [T, S*k]
-            return rel(rec, xT)
+            e = rel(rec, xT); return lambda: e
         return med(f, c['repeats'])
     if kind == 'cp':
         T, S, k, R, iters = p['T'], p['S'], p['k'], p['R'], p['iters']
@@ -291,7 +301,7 @@ def run(c):
                     w = np.linalg.norm(f_, axis=0); w[w == 0] = 1
                     fs[n] = f_ / w
             xh = (fs[0] * w) @ kr(fs[1], fs[2]).T
-            return rel(xh.reshape(T, S, k), x)
+            e = rel(xh.reshape(T, S, k), x); return lambda: e
         return med(f, c['repeats'])
     raise ValueError(kind)
 out = {}
@@ -306,6 +316,7 @@ function numpyAvailable(): boolean {
 }
 
 async function main(): Promise<void> {
+  const load0 = loadavg().map((x) => x.toFixed(2)).join(' ');
   const engine = createOrtGemmEngine({ threads: 2 });
   const dir = mkdtempSync(join(tmpdir(), 'bench-linalg-'));
   try {
@@ -343,10 +354,12 @@ async function main(): Promise<void> {
         ...(c.note ? { note: c.note(o.s) } : {}),
       };
     });
+    const load = loadavg().map((x) => x.toFixed(2)).join(' ');
     if (json) {
       for (const r of rows) console.log(JSON.stringify(r));
     } else {
       printTable(rows);
+      console.log(`load average at start: ${load0}, at end: ${load}`);
     }
   } finally {
     await engine.dispose();

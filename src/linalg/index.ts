@@ -6,7 +6,7 @@ export { createOrtGemmEngine, type OrtGemmEngineOptions } from './ort-gemm.js';
 export { encodeGemmModel } from './gemm-model.js';
 export { solveLowerLeft, solveUpperLeft, solveUpperRight, invertUpper } from './triangular.js';
 export { cholesky, choleskyWithRidge, type RidgeCholesky } from './cholesky.js';
-export { householderQr, householderR, choleskyQr2, cholQrBasis, orthonormalize, type QrResult } from './qr.js';
+export { householderQr, householderR, choleskyQr2, cholQrBasis, cholQrRowsF32, orthonormalize, type QrResult } from './qr.js';
 export { eigSym, type EigResult } from './eig-sym.js';
 export { svd, singularValues, type SvdResult } from './svd.js';
 export {

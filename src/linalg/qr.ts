@@ -9,7 +9,7 @@ import { LrError } from '../errors.js';
 import { cholesky } from './cholesky.js';
 import { accumulateLeftQ } from './householder.js';
 import { mm, runSync, type GemmProgram } from './engine.js';
-import { asFloat64, type Matrix } from './matrix.js';
+import { asFloat32, asFloat64, type Matrix } from './matrix.js';
 import { invertUpper } from './triangular.js';
 
 export interface QrResult {
@@ -132,9 +132,44 @@ export function orthonormalize(y: Matrix): Matrix {
   return runSync(choleskyQr2(y));
 }
 
+/**
+ * Row-oriented CholeskyQR kept in fp32, for a wide fp32 block W (l×m, l ≤ m) on an
+ * engine that multiplies fp32 at full speed: G = W·Wᵀ = RᵀR and Qᵀ = R⁻ᵀ·W, so the
+ * rows of the result are an orthonormal basis of W's row space. (The randomized SVD
+ * keeps its sketches transposed like this: MLAS multiplies a short wide left operand
+ * by the big matrix faster than the big matrix by a tall skinny one.)
+ * Both products stay fp32 (no fp64 copies of the block, no fp64 products, which run
+ * at half speed or less); only the small Cholesky is fp64. A Gram rounded to fp32 is
+ * off by ~√m·ε₃₂·‖W‖², so after one pass QQᵀ − I is about that times cond(W)²: fine
+ * as a basis for the next product of a power iteration when cond(W) ≲ 100, and
+ * `passes` = 2 brings it to ~1e-6 (fp32-orthonormal). Returns null when a Cholesky
+ * factor shows cond(W) may exceed that (diagonal ratio below 1e-2): callers then take
+ * an fp64 path, which handles any conditioning.
+ */
+export function* cholQrRowsF32(w: Matrix, passes: number): GemmProgram<Matrix | null> {
+  if (w.rows > w.cols) throw new LrError('numeric', `cholQrRowsF32 needs a wide matrix, got ${w.rows}x${w.cols}`);
+  let q = asFloat32(w);
+  for (let p = 0; p < passes; p++) {
+    const g = yield* mm(q, q, { transB: true });
+    const rinv = gramToRinv(g, 0, 1e-2);
+    if (!rinv) return null;
+    q = asFloat32(yield* mm(asFloat32(rinv), q, { transA: true }));
+  }
+  return q;
+}
+
 /** One pass Q = Y·R⁻¹ with R = chol(YᵀY + shift·I); null if the Cholesky fails. */
 function* cholQrPass(y: Matrix, shift: number): GemmProgram<Matrix | null> {
-  const g = asFloat64(yield* mm(y, y, { transA: true }));
+  const rinv = gramToRinv(yield* mm(y, y, { transA: true }), shift, 1e-7);
+  if (!rinv) return null;
+  return asFloat64(yield* mm(y, rinv));
+}
+
+/**
+ * R⁻¹ (fp64) with R = chol(G + shift·I)ᵀ, or null when the Cholesky fails or its
+ * diagonal spread is below `minRatio` (R⁻¹ would amplify rounding beyond repair).
+ */
+function gramToRinv(g: Matrix, shift: number, minRatio: number): Matrix | null {
   const k = g.rows;
   const gd = Float64Array.from(g.data);
   // Symmetrise: an engine's blocked product need not return an exactly symmetric Gram.
@@ -148,16 +183,14 @@ function* cholQrPass(y: Matrix, shift: number): GemmProgram<Matrix | null> {
   }
   const l = cholesky({ rows: k, cols: k, data: gd });
   if (!l) return null;
-  // Reject near-singular factors: R⁻¹ would amplify rounding beyond repair by pass two.
   let dmin = Infinity, dmax = 0;
   for (let i = 0; i < k; i++) {
     const v = l.data[i * k + i]!;
     dmin = Math.min(dmin, v);
     dmax = Math.max(dmax, v);
   }
-  if (dmin <= dmax * 1e-7) return null;
-  const rinv = invertUpper(transposeSmall(l)); // R = Lᵀ
-  return asFloat64(yield* mm(y, rinv));
+  if (dmin <= dmax * minRatio) return null;
+  return invertUpper(transposeSmall(l)); // R = Lᵀ
 }
 
 /** Shift of shifted CholeskyQR3 (Fukaya et al.), from ‖Y‖_F² as a bound on ‖Y‖₂². */

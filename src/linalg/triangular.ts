@@ -83,10 +83,30 @@ export function solveUpperLeft(u: Matrix, b: Matrix): Matrix {
   return { rows: k, cols: n, data: x };
 }
 
-/** R⁻¹ for upper-triangular R (used to turn Y·R⁻¹ into one engine product). */
+/**
+ * R⁻¹ for upper-triangular R (used to turn Y·R⁻¹ into one engine product). Back
+ * substitution by rows on the identity, using that R⁻¹ is upper triangular too: row p
+ * of the result is zero left of column p, so each update only touches columns ≥ p
+ * (k³/6 multiply-adds instead of the k³/2 of a general solve).
+ */
 export function invertUpper(r: Matrix): Matrix {
   const k = r.rows;
-  const id = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) id[i * k + i] = 1;
-  return solveUpperLeft(r, { rows: k, cols: k, data: id });
+  if (r.cols !== k) throw new LrError('numeric', `invertUpper: R is ${r.rows}x${r.cols}, not square`);
+  const rd = r.data;
+  const x = new Float64Array(k * k);
+  for (let i = k - 1; i >= 0; i--) {
+    const xo = i * k;
+    const piv = rd[xo + i]!;
+    if (piv === 0) throw new LrError('numeric', `invertUpper: zero pivot at ${i}`);
+    x[xo + i] = 1;
+    for (let p = i + 1; p < k; p++) {
+      const f = rd[xo + p]!;
+      if (f === 0) continue;
+      const po = p * k;
+      for (let j = p; j < k; j++) x[xo + j] -= f * x[po + j]!;
+    }
+    const inv = 1 / piv;
+    for (let j = i; j < k; j++) x[xo + j] *= inv;
+  }
+  return { rows: k, cols: k, data: x };
 }

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runAsync, runSync } from '../../src/linalg/engine.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import { encodeGemmModel, ONNX_FLOAT } from '../../src/linalg/gemm-model.js';
-import { asFloat32, diffNorm, frobeniusNorm, randomNormal, transpose } from '../../src/linalg/matrix.js';
+import { asFloat32, diffNorm, frobeniusNorm, orthonormalityError, randomNormal, transpose } from '../../src/linalg/matrix.js';
 import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
 import { truncatedSvdProgram } from '../../src/linalg/rsvd.js';
 import { tucker2Program } from '../../src/linalg/tucker2.js';
@@ -65,6 +65,17 @@ describe('ORT gemm engine', () => {
     const a32 = asFloat32(a);
     const r32 = await runAsync(truncatedSvdProgram(a32, 5, { seed: 4, method: 'randomized' }), engine);
     expect(diffNorm(reconstruct(r32), a) / frobeniusNorm(a)).toBeLessThan(1e-5);
+
+    // A slowly decaying spectrum keeps the fp32 orthonormalisation (no fp64 fallback):
+    // the result is still near-optimal and fp32-orthonormal.
+    const sd = Array.from({ length: 150 }, (_, i) => 1 / Math.sqrt(i + 1));
+    const slow = withSpectrum(400, 300, sd, rng);
+    const rs = await runAsync(truncatedSvdProgram(asFloat32(slow), 20, { seed: 2, method: 'randomized' }), engine);
+    let opt = 0;
+    for (let i = 20; i < sd.length; i++) opt += sd[i]! ** 2;
+    expect(diffNorm(reconstruct(rs), slow) / Math.sqrt(opt)).toBeLessThan(1.01);
+    expect(orthonormalityError(rs.u)).toBeLessThan(1e-5);
+    expect(orthonormalityError(transpose(rs.vt))).toBeLessThan(1e-5);
 
     const w = { data: randomNormal(1, 16 * 12 * 9, rng.normal).data, shape: [16, 12, 3, 3] };
     const t1 = await runAsync(tucker2Program(w, [4, 5], { svd: { seed: 1 } }), engine);

@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { cholesky, choleskyWithRidge } from '../../src/linalg/cholesky.js';
 import { eigSym } from '../../src/linalg/eig-sym.js';
 import { gemm } from '../../src/linalg/gemm.js';
-import { diffNorm, fromRows, frobeniusNorm, orthonormalityError, randomNormal, scaleCols, transpose } from '../../src/linalg/matrix.js';
-import { householderQr, orthonormalize } from '../../src/linalg/qr.js';
-import { solveLowerLeft, solveUpperLeft, solveUpperRight } from '../../src/linalg/triangular.js';
+import { asFloat32, diffNorm, fromRows, frobeniusNorm, orthonormalityError, randomNormal, scaleCols, transpose } from '../../src/linalg/matrix.js';
+import { runAsync, runSync } from '../../src/linalg/engine.js';
+import { cholQrRowsF32, householderQr, orthonormalize } from '../../src/linalg/qr.js';
+import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
+import { invertUpper, solveLowerLeft, solveUpperLeft, solveUpperRight } from '../../src/linalg/triangular.js';
 import { createRng } from '../../src/util/rng.js';
 import { withSpectrum } from './helpers.js';
 
@@ -46,6 +48,37 @@ describe('CholeskyQR2', () => {
   });
 });
 
+describe('row CholeskyQR in fp32 (cholQrRowsF32)', () => {
+  it('on an fp32 engine: two passes give fp32-orthonormal rows spanning the same row space', async () => {
+    const engine = createOrtGemmEngine({ minFlops: 0 });
+    try {
+      const rng = createRng(4);
+      const s = Array.from({ length: 20 }, (_, i) => Math.pow(30, -i / 19)); // cond 30
+      const w = asFloat32(transpose(withSpectrum(400, 20, s, rng))); // 20×400
+      const q = (await runAsync(cholQrRowsF32(w, 2), engine))!;
+      expect(q.data).toBeInstanceOf(Float32Array);
+      expect([q.rows, q.cols]).toEqual([20, 400]);
+      expect(orthonormalityError(transpose(q))).toBeLessThan(1e-5);
+      const proj = gemm(gemm(w, q, { transB: true }), q); // W·Qᵀ·Q
+      expect(diffNorm(proj, w) / frobeniusNorm(w)).toBeLessThan(1e-5);
+      // One pass: not orthonormal to fp32 precision, but well conditioned.
+      const once = (await runAsync(cholQrRowsF32(w, 1), engine))!;
+      expect(orthonormalityError(transpose(once))).toBeLessThan(0.1);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('declines (null) blocks too ill-conditioned for an fp32 Gram, so callers use fp64', () => {
+    const rng = createRng(5);
+    const s = Array.from({ length: 10 }, (_, i) => Math.pow(1e4, -i / 9));
+    expect(runSync(cholQrRowsF32(asFloat32(transpose(withSpectrum(200, 10, s, rng))), 1))).toBeNull();
+    const deficient = asFloat32(transpose(withSpectrum(200, 10, [3, 2, 1, 0, 0, 0, 0, 0, 0, 0], rng)));
+    expect(runSync(cholQrRowsF32(deficient, 2))).toBeNull();
+    expect(() => runSync(cholQrRowsF32(transpose(deficient), 1))).toThrowError(/wide/);
+  });
+});
+
 describe('Cholesky and triangular solves', () => {
   it('factors an SPD matrix and solves with it', () => {
     const rng = createRng(4);
@@ -60,6 +93,19 @@ describe('Cholesky and triangular solves', () => {
     const bb = randomNormal(5, 8, rng.normal);
     const z = solveUpperRight(bb, transpose(l)); // bb · R⁻¹
     expect(diffNorm(gemm(z, transpose(l)), bb) / frobeniusNorm(bb)).toBeLessThan(1e-12);
+  });
+
+  it('inverts an upper-triangular matrix (the inverse is upper triangular)', () => {
+    const rng = createRng(6);
+    for (const k of [1, 2, 7, 40]) {
+      const x = randomNormal(3 * k, k, rng.normal);
+      const r = transpose(cholesky(gemm(x, x, { transA: true }))!);
+      const ri = invertUpper(r);
+      for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) expect(ri.data[i * k + j]).toBe(0);
+      const eye = gemm(r, ri);
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) expect(eye.data[i * k + j]).toBeCloseTo(i === j ? 1 : 0, 12);
+    }
+    expect(() => invertUpper(fromRows([[1, 2], [0, 0]]))).toThrowError(/zero pivot/);
   });
 
   it('returns null for indefinite input and adds the smallest working ridge for singular Gram matrices', () => {

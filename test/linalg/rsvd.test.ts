@@ -84,6 +84,21 @@ describe('randomized truncated SVD', () => {
     expect(diffNorm(reconstruct(res), a) / frobeniusNorm(a)).toBeLessThan(1e-5);
   });
 
+  it('randomized path: NaN or Inf anywhere in the input is a clear error naming the entry', () => {
+    const rng = createRng(28);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const a = randomNormal(120, 100, rng.normal);
+      a.data[37 * 100 + 81] = bad;
+      expect(() => randomizedSvdSync(a, 5, { seed: 1 })).toThrowError(/non-finite.*\(37, 81\)/);
+      const a32 = asFloat32(a);
+      expect(() => randomizedSvdSync(a32, 5, { seed: 1, start: randomNormal(120, 3, rng.normal) })).toThrowError(/non-finite.*\(37, 81\)/);
+    }
+    const a = randomNormal(120, 100, rng.normal);
+    const start = randomNormal(120, 3, rng.normal);
+    start.data[4] = NaN;
+    expect(() => randomizedSvdSync(a, 5, { start })).toThrowError(/start contains a non-finite/);
+  });
+
   it('auto method uses the exact SVD for small matrices (matches singular values exactly)', () => {
     const rng = createRng(24);
     const a = randomNormal(30, 20, rng.normal);
