@@ -120,9 +120,9 @@ export const convCp: LayerPass<ConvCpMatch> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpCost(m.geo, ranks[0]) }),
 
-  estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): number | Skip {
+  estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorizeCp(m, ranks[0], cx);
-    return isSkip(f) ? f : f.relError;
+    return isSkip(f) ? f : { relError: f.relError, dataError: f.dataError };
   },
 
   apply(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {

@@ -135,9 +135,9 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: tucker2Cost(m.geo, ranks[0], ranks[1]) }),
 
-  estimate(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): number | Skip {
+  estimate(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorizeTucker2(m, ranks, cx);
-    return isSkip(f) ? f : f.relError;
+    return isSkip(f) ? f : { relError: f.relError, dataError: f.dataError };
   },
 
   apply(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Applied | Skip {

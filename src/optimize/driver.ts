@@ -163,8 +163,9 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
 
 /**
  * --method auto on a k×k conv: Tucker-2 unless a CP chain with no more parameters (and no
- * more MACs) reconstructs the weight at least as well. CP chains run faster in ORT at
- * equal rank (depthwise core), so equal error at equal size favours CP.
+ * more MACs) reconstructs the weight (with calibration data: the layer's output) at least
+ * as well. CP chains run faster in ORT at equal rank (depthwise core), so equal error at
+ * equal size favours CP.
  */
 function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPass, cx: PassContext):
   { note: string; use?: { pass: AnyPass; m: unknown; ranks: number[] } } | undefined {
@@ -180,10 +181,13 @@ function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPa
     if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
   }
   if (r === 0 || !tucker.estimate || !cp.estimate) return undefined;
-  const eT = tucker.estimate(mt, ranksT, cx);
-  const eC = cp.estimate(mc, [r], cx);
-  if (isSkip(eT) || isSkip(eC)) return undefined;
-  const note = `tucker2 ${ranksT.join(',')} err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
+  const fT = tucker.estimate(mt, ranksT, cx);
+  const fC = cp.estimate(mc, [r], cx);
+  if (isSkip(fT) || isSkip(fC)) return undefined;
+  // Data-aware fits are compared by their output error on the calibration statistics.
+  const data = fT.dataError !== undefined && fC.dataError !== undefined;
+  const [eT, eC] = data ? [fT.dataError!, fC.dataError!] : [fT.relError, fC.relError];
+  const note = `tucker2 ${ranksT.join(',')} ${data ? 'data ' : ''}err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
   // Equal within 2% (or both below 1e-4, where ALS stops) counts as equal.
   return eC <= eT * 1.02 + 1e-4 ? { note, use: { pass: cp, m: mc, ranks: [r] } } : { note };
 }

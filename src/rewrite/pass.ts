@@ -78,10 +78,10 @@ export interface LayerPass<M> {
   /** Factorizes and rewrites; the graph is untouched when it returns a Skip. */
   apply(m: M, ranks: readonly number[], cx: PassContext): Applied | Skip;
   /**
-   * Optional: the weight's relative error at these ranks without touching the graph
+   * Optional: the errors apply would report at these ranks, without touching the graph
    * (the factors are cached on the match, so a following apply reuses them).
    */
-  estimate?(m: M, ranks: readonly number[], cx: PassContext): number | Skip;
+  estimate?(m: M, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip;
 }
 
 /** What every match carries about its layer. */

@@ -109,4 +109,19 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
     expect(aware.dataError!).toBeGreaterThan(aware.out / 2);
     expect(aware.dataError!).toBeLessThan(aware.out * 2);
   });
+
+  it('--method auto chooses between Tucker-2 and CP by output error when statistics exist', async () => {
+    const st = await calibStats();
+    const pick = (stats?: typeof st.value.stats) => {
+      const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'ratio', ratio: 0.3 }, minParams: 0, seed: 0, stats });
+      return rec;
+    };
+    const plain = pick();
+    const aware = pick(st.value.stats);
+    expect(plain.note).toMatch(/^tucker2 \S+ err .* vs cp \d+ err/);
+    expect(aware.note).toMatch(/^tucker2 \S+ data err .* vs cp \d+ err/);
+    // The chosen method is the one with the lower error in the note (CP wins ties within 2%).
+    const [eT, eC] = [...aware.note!.matchAll(/err (\S+)/g)].map((m) => Number(m[1]));
+    expect(aware.pass).toBe(eC! <= eT! * 1.02 + 1e-4 ? 'conv-cp' : 'conv-tucker2');
+  });
 });
