@@ -51,6 +51,8 @@ export interface ConvCpMatch extends MatchBase {
   patches?: PatchBlocks;
   /** Input-channel Gram (group 1): whitens mode S when there are no patch statistics. */
   channelGram?: Float64Array;
+  /** Rows (input positions) behind the statistics. */
+  samples: number;
   /** Cholesky factors of the Kronecker whitening, computed on first use (null: none). */
   whitening?: { ls: Matrix; lk?: Matrix } | null;
 }
@@ -62,6 +64,9 @@ interface CpFactors {
   /** True when the CP was fitted to the whitened kernel (data-aware). */
   whitened?: boolean;
 }
+
+/** Whitening needs a covariance estimated from at least this many rows per dimension. */
+export const MIN_ROWS_PER_DIM = 2;
 
 /** Iteration budget and tolerance of the ALS fit. */
 const ALS = { maxIter: 50, tol: 1e-5 };
@@ -84,6 +89,7 @@ export const convCp: LayerPass<ConvCpMatch> = {
     return {
       layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo),
       patches: patchBlocks(cx, layer.name, geo), channelGram: channelBlocks(cx, layer.name, geo)?.[0],
+      samples: cx.stats?.get(layer.name)?.count ?? 0,
     };
   },
 
@@ -160,8 +166,15 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   if (!Number.isInteger(rank) || rank < 1) return skip(`rank ${rank} is not a positive integer`);
   if (m.fitted?.rank === rank) return m.fitted;
   const { T, S, kernelSize: K } = m.geo;
-  // Without statistics the weight itself is fitted (weight-only behaviour unchanged).
-  if (m.whitening === undefined) m.whitening = m.patches || m.channelGram ? kroneckerWhitening(S, K, m.patches?.gram[0], m.channelGram) ?? null : null;
+  // Without statistics the weight itself is fitted (weight-only behaviour unchanged). A
+  // covariance estimated from fewer rows than about twice its dimension is rank-deficient
+  // and the whitened fit overfits the calibration set (seen on PP-OCRv4 rec's 1x3 convs
+  // at 640 rows for 1440 patch dims): then whiten by what is well determined, or not at all.
+  if (m.whitening === undefined) {
+    const patch = m.patches && m.samples >= MIN_ROWS_PER_DIM * S * K ? m.patches.gram[0] : undefined;
+    const channel = !patch && m.channelGram && m.samples >= MIN_ROWS_PER_DIM * S ? m.channelGram : undefined;
+    m.whitening = patch || channel ? kroneckerWhitening(S, K, patch, channel) ?? null : null;
+  }
   const wh = m.whitening;
   const target = wh ? whitenKernel(m.groups[0].data, T, S, K, wh.ls, wh.lk) : m.groups[0].data;
   const fit = cpAls({ data: target, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });

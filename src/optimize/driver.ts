@@ -13,6 +13,7 @@ import { isSkip, type Cost, type LayerInputStats, type PassContext } from '../re
 import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
 import { createRng } from '../util/rng.js';
 import { passByName, type AnyPass } from '../../passes/index.js';
+import { MIN_ROWS_PER_DIM } from '../../passes/conv-cp.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
 export type MethodChoice = 'auto' | 'svd' | 'tucker2' | 'cp';
@@ -184,8 +185,11 @@ function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPa
   const fT = tucker.estimate(mt, ranksT, cx);
   const fC = cp.estimate(mc, [r], cx);
   if (isSkip(fT) || isSkip(fC)) return undefined;
-  // Data-aware fits are compared by their output error on the calibration statistics.
-  const data = fT.dataError !== undefined && fC.dataError !== undefined;
+  // Data-aware fits are compared by their output error on the calibration statistics,
+  // when those determine the patch covariance (else in-sample errors flatter overfits).
+  const patchDim = numel(layer.weightShape.slice(1));
+  const rows = cx.stats?.get(layer.name)?.count ?? 0;
+  const data = fT.dataError !== undefined && fC.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * patchDim;
   const [eT, eC] = data ? [fT.dataError!, fC.dataError!] : [fT.relError, fC.relError];
   const note = `tucker2 ${ranksT.join(',')} ${data ? 'data ' : ''}err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
   // Equal within 2% (or both below 1e-4, where ALS stops) counts as equal.

@@ -166,9 +166,9 @@ describe('conv-cp data-aware (Kronecker whitening of the channel and kernel mode
       const K = 9;
       const bytes = convModel(spec, cpKernel(rng, T, S, K, R), rng);
       const D = S * K;
-      const patchGram = spd(rng, D, D + 5);
+      const patchGram = spd(rng, D, 3 * D);
       const stats: LayerInputStats = {
-        kind: 'conv', gram: spd(rng, S, S + 3), dim: S, groups: 1, count: 100,
+        kind: 'conv', gram: spd(rng, S, S + 3), dim: S, groups: 1, count: 3 * D,
         patchGram, patchDim: D, patchMean: Float64Array.from({ length: D }, () => 0.3 * rng.normal()),
       };
       const model = new Model(decodeModel(bytes));
@@ -186,5 +186,28 @@ describe('conv-cp data-aware (Kronecker whitening of the channel and kernel mode
       const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, seed);
       expect(cmp.rel).toBeLessThan(1e-4);
     }
+  });
+
+  it('statistics from too few rows (under 2 per dimension) are not used to whiten: patch, then channel, then none', () => {
+    const rng = createRng(21);
+    const [S, T, K] = [6, 5, 9];
+    const spec: ConvSpec = { S, T, ...windowSpec(2, 3, 1, 1, 'sym') };
+    const bytes = convModel(spec, cpKernel(rng, T, S, K, 3), rng);
+    const D = S * K;
+    const whiteningAt = (count: number) => {
+      const stats: LayerInputStats = { kind: 'conv', gram: spd(rng, S, S + 3), dim: S, groups: 1, count, patchGram: spd(rng, D, 3 * D), patchDim: D };
+      const model = new Model(decodeModel(bytes));
+      const cx = { ...context(model), stats: new Map([['conv', stats]]) };
+      const m = convCp.match(convLayer(model), cx);
+      if (isSkip(m)) throw new Error(m.skip);
+      const applied = convCp.apply(m, [3], cx);
+      if (isSkip(applied)) throw new Error(applied.skip);
+      return m.whitening;
+    };
+    expect(whiteningAt(2 * D)?.lk).toBeDefined();
+    const channelOnly = whiteningAt(2 * D - 1);
+    expect(channelOnly?.ls).toBeDefined();
+    expect(channelOnly?.lk).toBeUndefined();
+    expect(whiteningAt(2 * S - 1)).toBeNull();
   });
 });
