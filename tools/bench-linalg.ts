@@ -21,7 +21,7 @@ import { gemm } from '../src/linalg/gemm.js';
 import { randomNormal, scaleCols, type Matrix } from '../src/linalg/matrix.js';
 import { createOrtGemmEngine } from '../src/linalg/ort-gemm.js';
 import { randomizedSvd } from '../src/linalg/rsvd.js';
-import { svd } from '../src/linalg/svd.js';
+import { svd, svdAsync } from '../src/linalg/svd.js';
 import { reconstructTucker2, tucker2 } from '../src/linalg/tucker2.js';
 import { createRng, type Rng } from '../src/util/rng.js';
 
@@ -102,17 +102,18 @@ async function decayingMatrix(m: number, n: number, k: number, rng: Rng, engine:
   return { rows: m, cols: n, data: out };
 }
 
-function svdCase(n: number, engine: GemmEngine): Case {
+/** Sync `svd` (all JS), or `svdAsync` with its products on the engine (ORT). */
+function svdCase(n: number, engine: GemmEngine, onEngine: boolean): Case {
   let a: Matrix;
   return {
-    name: `full SVD ${n}x${n} fp64`,
+    name: `full SVD ${n}x${n} fp64${onEngine ? ' (ORT products)' : ' (JS)'}`,
     repeats: n >= 1024 ? 3 : 5,
     async setup(dir) {
       a = randomNormal(n, n, createRng(n).normal);
       return { name: this.name, kind: 'svd', repeats: this.repeats, params: { path: writeRaw(dir, `svd${n}.bin`, a.data), n } };
     },
     async run() {
-      const r = svd(a);
+      const r = onEngine ? await svdAsync(a, engine) : svd(a);
       return async () => relErr((await engine.matmul(scaleCols(r.u, r.s), r.vt)).data, a.data);
     },
   };
@@ -321,7 +322,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-linalg-'));
   try {
     const cases = [
-      gemmCase(engine), jsGemmCase(), svdCase(512, engine), svdCase(1024, engine),
+      gemmCase(engine), jsGemmCase(), svdCase(512, engine, false), svdCase(512, engine, true), svdCase(1024, engine, false), svdCase(1024, engine, true),
       rsvdCase(2048, 128, engine), rsvdCase(4096, 128, engine), tuckerCase(engine), cpCase(engine),
     ].filter((c) => !only || c.name.toLowerCase().includes(only.toLowerCase()));
     // Ours and numpy alternate case by case, so both sides of a ratio see the same

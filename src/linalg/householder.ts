@@ -4,10 +4,15 @@
  * applied as I − V·T·Vᵀ, which turns the work into matrix products (about 3× faster
  * in JS than one rank-1 update per reflector).
  */
-import { gemm } from './gemm.js';
+import { mm, runSync, type GemmProgram } from './engine.js';
 import type { Matrix } from './matrix.js';
 
 export const NB = 32;
+/**
+ * Block size when applying reflectors to a full-width matrix: wider blocks make the
+ * products less thin (inner dimension nb), which the JS kernel runs much faster.
+ */
+export const NB_APPLY = 96;
 
 /**
  * Q = H_0 ⋯ H_{k-1}·[I; 0] (m×k) for reflectors stored LAPACK-style in w (row
@@ -32,15 +37,43 @@ export function accumulateLeftQ(w: Float64Array, ldw: number, m: number, k: numb
 }
 
 /**
+ * X ← H_0 ⋯ H_{k-1}·X for X (m×cols, row-major, modified in place) and reflectors
+ * stored as for accumulateLeftQ. Used to apply Q to a dense matrix without forming Q
+ * (2·m·k·cols flops instead of forming Q and multiplying).
+ */
+export function* applyLeftQ(
+  w: Float64Array, ldw: number, m: number, k: number, tau: Float64Array, x: Float64Array, cols: number, block = NB_APPLY,
+): GemmProgram<void> {
+  for (let k0 = Math.floor((k - 1) / block) * block; k0 >= 0; k0 -= block) {
+    const nb = Math.min(block, k - k0);
+    const p = m - k0;
+    const v = new Float64Array(p * nb);
+    for (let j = 0; j < nb; j++) {
+      const col = k0 + j;
+      v[j * nb + j] = 1;
+      for (let i = col + 1; i < m; i++) v[(i - k0) * nb + j] = w[i * ldw + col]!;
+    }
+    yield* blockReflectorProgram(x, cols, k0, 0, p, cols, v, nb, tau.subarray(k0, k0 + nb));
+  }
+}
+
+/**
  * X[r0:r0+p, c0:c0+q] ← (H_1 ⋯ H_nb)·X[…] with H_j = I − τ_j v_j v_jᵀ, the v_j being
  * the columns of vm (p×nb). Uses (H_1 ⋯ H_nb) = I − V·T·Vᵀ with T upper triangular.
  */
 export function applyBlockReflector(
   x: Float64Array, ldx: number, r0: number, c0: number, p: number, q: number, vm: Float64Array, nb: number, tau: Float64Array,
 ): void {
+  runSync(blockReflectorProgram(x, ldx, r0, c0, p, q, vm, nb, tau));
+}
+
+/** applyBlockReflector as a GemmProgram (products through runSync or a GemmEngine). */
+export function* blockReflectorProgram(
+  x: Float64Array, ldx: number, r0: number, c0: number, p: number, q: number, vm: Float64Array, nb: number, tau: Float64Array,
+): GemmProgram<void> {
   const V: Matrix = { rows: p, cols: nb, data: vm };
   // T (forward, columnwise): T[:j, j] = −τ_j·T[:j, :j]·(V[:, :j]ᵀ v_j), T[j, j] = τ_j.
-  const vtv = gemm(V, V, { transA: true }).data;
+  const vtv = (yield* mm(V, V, { transA: true })).data;
   const t = new Float64Array(nb * nb);
   for (let j = 0; j < nb; j++) {
     const tj = tau[j]!;
@@ -57,8 +90,9 @@ export function applyBlockReflector(
     for (let j = 0; j < q; j++) xs[i * q + j] = x[o + j]!;
   }
   const X: Matrix = { rows: p, cols: q, data: xs };
-  const wt = gemm({ rows: nb, cols: nb, data: t }, gemm(V, X, { transA: true })); // T·Vᵀ·X
-  const upd = gemm(V, wt).data;
+  const vx = yield* mm(V, X, { transA: true });
+  const wt = yield* mm({ rows: nb, cols: nb, data: t }, vx); // T·Vᵀ·X
+  const upd = (yield* mm(V, wt)).data;
   for (let i = 0; i < p; i++) {
     const o = (r0 + i) * ldx + c0;
     for (let j = 0; j < q; j++) x[o + j] = xs[i * q + j]! - upd[i * q + j]!;

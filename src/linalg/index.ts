@@ -8,7 +8,7 @@ export { solveLowerLeft, solveUpperLeft, solveUpperRight, invertUpper } from './
 export { cholesky, choleskyWithRidge, type RidgeCholesky } from './cholesky.js';
 export { householderQr, householderR, choleskyQr2, cholQrBasis, cholQrRowsF32, orthonormalize, type QrResult } from './qr.js';
 export { eigSym, type EigResult } from './eig-sym.js';
-export { svd, singularValues, type SvdResult } from './svd.js';
+export { svd, svdAsync, singularValues, type SvdResult } from './svd.js';
 export {
   truncatedSvd, truncatedSvdSync, truncatedSvdProgram, randomizedSvd, randomizedSvdSync, truncate,
   type TruncatedSvdOptions, type AsyncSvdOptions,

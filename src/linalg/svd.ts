@@ -1,21 +1,25 @@
 /**
- * Full (thin) SVD in fp64: Householder bidiagonalisation followed by implicit-shift
- * QR on the bidiagonal (Golub–Kahan; Golub & Van Loan §8.6). Backward stable:
+ * Full (thin) SVD in fp64: Householder bidiagonalisation, then the SVD of the
+ * bidiagonal (Golub–Kahan; Golub & Van Loan §8.6). Backward stable:
  * ‖A − U·diag(s)·Vᵀ‖ ≈ n·ε·‖A‖, which gives ~1e-13 relative reconstruction.
  *
- * Choices for speed in row-major JS: the bidiagonalisation reads the trailing
- * matrix once per step (fused updates); U and V are formed from blocks of
- * reflectors as matrix products (compact WY); the rotations of each QR sweep are
- * recorded and applied row by row to U and V in one contiguous pass; very tall
- * inputs are first reduced by Householder QR, so the expensive part only sees n×n.
- * Cost is still O(n³) scalar JS (~9 s for 1024², vs ~4.5 s for numpy on reference
- * LAPACK here): large truncated problems should use rsvd.ts instead.
+ * Two regimes, switched at n ≈ 256 (the measured crossover):
+ * - small: fused unblocked bidiagonalisation, U and V formed by compact-WY blocks,
+ *   implicit-shift QR sweeps whose rotations are applied to U, V in batches;
+ * - large: blocked bidiagonalisation (bidiag-blocked.ts), divide and conquer on the
+ *   bidiagonal (bdsvd-dc.ts), and U = Q·U_B, V = P·V_B applied blockwise. Nearly all
+ *   flops are then matrix products, so `svdAsync` can send them to a GemmEngine
+ *   (ORT's fp64 MatMul is ~20× the JS kernel here); `svd` runs them in JS.
+ * Very tall inputs are first reduced by Householder QR, so the rest only sees n×n.
  */
 import { LrError } from '../errors.js';
-import { gemm } from './gemm.js';
+import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
 import { assertFinite, transpose, type Matrix } from './matrix.js';
-import { accumulateLeftQ, applyBlockReflector, NB } from './householder.js';
+import { bidiagSvdDc } from './bdsvd-dc.js';
+import { bidiagonalizeBlocked } from './bidiag-blocked.js';
+import { accumulateLeftQ, applyBlockReflector, applyLeftQ, blockReflectorProgram, NB, NB_APPLY } from './householder.js';
 import { householderQr, householderR } from './qr.js';
+import { createSweepBatch, flushSweeps, recordSweep, sweepFits } from './rotation-batch.js';
 
 export interface SvdResult {
   /** m×k, orthonormal columns (left singular vectors). */
@@ -27,12 +31,32 @@ export interface SvdResult {
 }
 
 const EPS = 2 ** -52;
+/** Deferred-rotation batch size: ~128 KB of (c, s) stays in L2 while rows of U, V pass through. */
+const SWEEP_BATCH_ROTATIONS = 8192;
+const SWEEP_BATCH_SWEEPS = 64;
+/** From this size on, the bidiagonal SVD with vectors uses divide and conquer (bdsvd-dc.ts); measured crossover ~200–300. */
+const DC_MIN = 256;
+/** From this width on, bidiagonalisation is blocked (bidiag-blocked.ts); measured crossover ~200–300. */
+const BLOCKED_MIN = 256;
 
 /** Thin SVD A = U·diag(s)·Vᵀ with k = min(m, n). Throws LrError('numeric') on NaN/Inf. */
 export function svd(a: Matrix): SvdResult {
   assertFinite(a, 'svd input');
+  return runSync(svdProgram(a));
+}
+
+/**
+ * svd() with its matrix products sent to `engine` (e.g. ORT's fp64 MatMul, many times
+ * faster than the JS kernel on large inputs). Same algorithm and accuracy class.
+ */
+export async function svdAsync(a: Matrix, engine: GemmEngine): Promise<SvdResult> {
+  assertFinite(a, 'svd input');
+  return runAsync(svdProgram(a), engine);
+}
+
+function* svdProgram(a: Matrix): GemmProgram<SvdResult> {
   if (a.rows < a.cols) {
-    const t = svd(transpose(a));
+    const t = yield* svdProgram(transpose(a));
     return { u: transpose(t.vt), s: t.s, vt: transpose(t.u) };
   }
   const m = a.rows;
@@ -41,10 +65,11 @@ export function svd(a: Matrix): SvdResult {
   // Tall: A = Q·R, SVD of the small R, U = Q·U_R (LAPACK's crossover is about m ≥ 1.6 n).
   if (m >= 1.6 * n && n > 1) {
     const { q, r } = householderQr(a);
-    const inner = svd(r);
-    return { u: gemm(q, inner.u), s: inner.s, vt: inner.vt };
+    const inner = yield* svdProgram(r);
+    const u = yield* mm(q, inner.u);
+    return { u: { rows: u.rows, cols: u.cols, data: Float64Array.from(u.data) }, s: inner.s, vt: inner.vt };
   }
-  return squareishSvd(a, true) as SvdResult;
+  return (yield* squareishSvd(a, true)) as SvdResult;
 }
 
 /** Singular values only (descending): O(mn²) without the vector accumulation. */
@@ -52,12 +77,12 @@ export function singularValues(a: Matrix): Float64Array {
   assertFinite(a, 'singularValues input');
   const t = a.rows < a.cols ? transpose(a) : a;
   if (t.cols === 0) return new Float64Array(0);
-  if (t.rows >= 1.6 * t.cols && t.cols > 1) return squareishSvd(householderR(t), false).s;
-  return squareishSvd(t, false).s;
+  if (t.rows >= 1.6 * t.cols && t.cols > 1) return runSync(squareishSvd(householderR(t), false)).s;
+  return runSync(squareishSvd(t, false)).s;
 }
 
 /** m ≥ n. With `vectors` false only s is meaningful. */
-function squareishSvd(a: Matrix, vectors: boolean): SvdResult | { s: Float64Array } {
+function* squareishSvd(a: Matrix, vectors: boolean): GemmProgram<SvdResult | { s: Float64Array }> {
   const m = a.rows;
   const n = a.cols;
   // Scale to unit max-abs so squares in the shift computation never over/underflow.
@@ -72,15 +97,27 @@ function squareishSvd(a: Matrix, vectors: boolean): SvdResult | { s: Float64Arra
   const e = new Float64Array(n); // e[i] couples d[i], d[i+1]; e[n-1] unused
   const tauQ = new Float64Array(n);
   const tauP = new Float64Array(n);
-  bidiagonalize(w, m, n, d, e, tauQ, tauP);
+  if (n >= BLOCKED_MIN) yield* bidiagonalizeBlocked(w, m, n, d, e, tauQ, tauP);
+  else bidiagonalize(w, m, n, d, e, tauQ, tauP);
 
   let u: Float64Array | null = null;
   let v: Float64Array | null = null;
-  if (vectors) {
+  const dc = vectors && n >= DC_MIN;
+  if (dc) {
+    // Divide and conquer on B, then U = Q·U_B and V = P·V_B applied blockwise
+    // (forming Q and P first would cost an extra 4/3·n³ each).
+    const b = yield* bidiagSvdDc(d, e.subarray(0, n - 1), 0);
+    u = new Float64Array(m * n);
+    u.set(b.u);
+    yield* applyLeftQ(w, n, m, n, tauQ, u, n);
+    v = b.w;
+    yield* applyRightP(w, n, tauP, v);
+    d.set(b.s);
+  } else if (vectors) {
     u = accumulateU(w, m, n, tauQ); // m×n
     v = accumulateV(w, n, tauP); // n×n
   }
-  bidiagonalQr(d, e, n, u, m, v, n);
+  if (!dc) bidiagonalQr(d, e, n, u, m, v, n);
 
   // Make s non-negative (flip the matching column of V) and sort descending.
   for (let i = 0; i < n; i++) {
@@ -251,6 +288,23 @@ function accumulateV(w: Float64Array, n: number, tauP: Float64Array): Float64Arr
   return v;
 }
 
+/** X ← G_0 ⋯ G_{n-3}·X (X n×n, in place): the right reflectors of bidiagonalize applied blockwise. */
+function* applyRightP(w: Float64Array, n: number, tauP: Float64Array, x: Float64Array): GemmProgram<void> {
+  const count = Math.max(n - 2, 0);
+  for (let k0 = Math.floor((count - 1) / NB_APPLY) * NB_APPLY; k0 >= 0 && count > 0; k0 -= NB_APPLY) {
+    const nb = Math.min(NB_APPLY, count - k0);
+    const r0 = k0 + 1;
+    const p = n - r0;
+    const vm = new Float64Array(p * nb);
+    for (let j = 0; j < nb; j++) {
+      const k = k0 + j;
+      vm[(k + 1 - r0) * nb + j] = 1;
+      for (let i = k + 2; i < n; i++) vm[(i - r0) * nb + j] = w[k * n + i]!;
+    }
+    yield* blockReflectorProgram(x, n, r0, 0, p, n, vm, nb, tauP.subarray(k0, k0 + nb));
+  }
+}
+
 /** Columns i, j of x (rows×cols): (xi, xj) ← (c·xi + s·xj, c·xj − s·xi). For the rare zero-shift chases. */
 function rotateCols(x: Float64Array, rows: number, cols: number, i: number, j: number, c: number, s: number): void {
   for (let r = 0, o = 0; r < rows; r++, o += cols) {
@@ -262,51 +316,10 @@ function rotateCols(x: Float64Array, rows: number, cols: number, i: number, j: n
 }
 
 /**
- * Applies the rotation sequence (c[k], s[k]) on adjacent columns (k, k+1), k = l..h-1
- * in order, to every row of x. Row by row with the moving column carried in a
- * register: one contiguous pass per sweep instead of one strided pass per rotation.
- */
-function applySweep(
-  x: Float64Array, rows: number, cols: number, l: number, h: number, c: Float64Array, s: Float64Array,
-): void {
-  // Four rows at a time: the carried value is a serial dependency chain, so
-  // independent rows are interleaved to keep the FPU busy.
-  let r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const o0 = r * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
-    let x0 = x[o0 + l]!, x1 = x[o1 + l]!, x2 = x[o2 + l]!, x3 = x[o3 + l]!;
-    for (let k = l; k < h; k++) {
-      const ck = c[k]!, sk = s[k]!;
-      const k1 = k + 1;
-      const n0 = x[o0 + k1]!, n1 = x[o1 + k1]!, n2 = x[o2 + k1]!, n3 = x[o3 + k1]!;
-      x[o0 + k] = ck * x0 + sk * n0;
-      x[o1 + k] = ck * x1 + sk * n1;
-      x[o2 + k] = ck * x2 + sk * n2;
-      x[o3 + k] = ck * x3 + sk * n3;
-      x0 = ck * n0 - sk * x0;
-      x1 = ck * n1 - sk * x1;
-      x2 = ck * n2 - sk * x2;
-      x3 = ck * n3 - sk * x3;
-    }
-    x[o0 + h] = x0; x[o1 + h] = x1; x[o2 + h] = x2; x[o3 + h] = x3;
-  }
-  for (; r < rows; r++) {
-    const o = r * cols;
-    let carry = x[o + l]!;
-    for (let k = l; k < h; k++) {
-      const next = x[o + k + 1]!;
-      x[o + k] = c[k]! * carry + s[k]! * next;
-      carry = c[k]! * next - s[k]! * carry;
-    }
-    x[o + h] = carry;
-  }
-}
-
-/**
  * Diagonalises the upper bidiagonal (d, e) in place by implicit Wilkinson-shifted QR
  * sweeps (Golub–Kahan step). Left rotations act on columns of U (mu×n), right
- * rotations on columns of V (nv×n); each sweep's rotations are recorded and then
- * applied in one pass (applySweep).
+ * rotations on columns of V (nv×n); sweeps are recorded and applied in batches
+ * (rotation-batch.ts).
  * Zero diagonal entries are handled by chasing the coupling entry out with
  * rotations, which splits the problem (GVL §8.6.2).
  */
@@ -314,6 +327,14 @@ function bidiagonalQr(
   d: Float64Array, e: Float64Array, n: number, u: Float64Array | null, mu: number, v: Float64Array | null, nv: number,
 ): void {
   const cl = new Float64Array(n), sl = new Float64Array(n), cr = new Float64Array(n), sr = new Float64Array(n);
+  // Sweeps wait in these batches until they fill (or a zero-shift chase needs U, V current).
+  const cap = Math.max(n, Math.min(SWEEP_BATCH_ROTATIONS, SWEEP_BATCH_SWEEPS * n)); // small n: small buffers
+  const bu = u ? createSweepBatch(cap, SWEEP_BATCH_SWEEPS) : null;
+  const bv = v ? createSweepBatch(cap, SWEEP_BATCH_SWEEPS) : null;
+  const flush = () => {
+    if (bu) flushSweeps(bu, u!, mu, n);
+    if (bv) flushSweeps(bv, v!, nv, n);
+  };
   let anorm = 0;
   for (let i = 0; i < n; i++) anorm = Math.max(anorm, Math.abs(d[i]!) + (i < n - 1 ? Math.abs(e[i]!) : 0));
   const dTol = EPS * anorm;
@@ -342,6 +363,7 @@ function bidiagonalQr(
       }
     }
     if (zeroAt >= 0) {
+      flush();
       const k = zeroAt;
       d[k] = 0;
       if (k < h) {
@@ -425,7 +447,9 @@ function bidiagonalQr(
       cl[k] = c;
       sl[k] = s;
     }
-    if (u) applySweep(u, mu, n, l, h, cl, sl);
-    if (v) applySweep(v, nv, n, l, h, cr, sr);
+    if ((bu && !sweepFits(bu, l, h)) || (bv && !sweepFits(bv, l, h))) flush();
+    if (bu) recordSweep(bu, l, h, cl, sl);
+    if (bv) recordSweep(bv, l, h, cr, sr);
   }
+  flush();
 }
