@@ -25,13 +25,7 @@ export function accumulateLeftQ(w: Float64Array, ldw: number, m: number, k: numb
   for (let k0 = Math.floor((k - 1) / NB) * NB; k0 >= 0; k0 -= NB) {
     const nb = Math.min(NB, k - k0);
     const p = m - k0;
-    const v = new Float64Array(p * nb);
-    for (let j = 0; j < nb; j++) {
-      const col = k0 + j;
-      v[j * nb + j] = 1;
-      for (let i = col + 1; i < m; i++) v[(i - k0) * nb + j] = w[i * ldw + col]!;
-    }
-    applyBlockReflector(q, k, k0, k0, p, k - k0, v, nb, tau.subarray(k0, k0 + nb));
+    applyBlockReflector(q, k, k0, k0, p, k - k0, reflectorBlock(w, ldw, m, k0, nb), nb, tau.subarray(k0, k0 + nb));
   }
   return q;
 }
@@ -47,14 +41,19 @@ export function* applyLeftQ(
   for (let k0 = Math.floor((k - 1) / block) * block; k0 >= 0; k0 -= block) {
     const nb = Math.min(block, k - k0);
     const p = m - k0;
-    const v = new Float64Array(p * nb);
-    for (let j = 0; j < nb; j++) {
-      const col = k0 + j;
-      v[j * nb + j] = 1;
-      for (let i = col + 1; i < m; i++) v[(i - k0) * nb + j] = w[i * ldw + col]!;
-    }
-    yield* blockReflectorProgram(x, cols, k0, 0, p, cols, v, nb, tau.subarray(k0, k0 + nb));
+    yield* blockReflectorProgram(x, cols, k0, 0, p, cols, reflectorBlock(w, ldw, m, k0, nb), nb, tau.subarray(k0, k0 + nb));
   }
+}
+
+/** Reflectors k0 … k0+nb−1 of w as the columns of a dense (m−k0)×nb block, unit diagonal made explicit. */
+function reflectorBlock(w: Float64Array, ldw: number, m: number, k0: number, nb: number): Float64Array {
+  const v = new Float64Array((m - k0) * nb);
+  for (let j = 0; j < nb; j++) {
+    const col = k0 + j;
+    v[j * nb + j] = 1;
+    for (let i = col + 1; i < m; i++) v[(i - k0) * nb + j] = w[i * ldw + col]!;
+  }
+  return v;
 }
 
 /**
