@@ -34,7 +34,8 @@ import {
 } from '../src/rewrite/conv-geometry.js';
 import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { alignRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
+import { alignRank } from '../src/linalg/rank.js';
+import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
 import { channelBlocks, kroneckerWhitening, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';

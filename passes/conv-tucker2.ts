@@ -28,7 +28,8 @@ import {
 } from '../src/rewrite/conv-geometry.js';
 import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { alignRank, energyRank, vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
+import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
+import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 
 export interface ConvTucker2Match extends MatchBase {
   geo: ConvGeometry;
@@ -86,8 +87,8 @@ export function tucker2RawRanks(m: { geo: ConvGeometry; groups: GroupKernel[]; s
       let r1 = 0;
       let r2 = 0;
       for (const sp of channelSpectra(m)) {
-        r1 = Math.max(r1, energyRank(sp.s.sigma, sp.s.total, policy.energy) ?? s);
-        r2 = Math.max(r2, energyRank(sp.t.sigma, sp.t.total, policy.energy) ?? t);
+        r1 = Math.max(r1, partialEnergyRank(sp.s.sigma, sp.s.total, policy.energy) ?? s);
+        r2 = Math.max(r2, partialEnergyRank(sp.t.sigma, sp.t.total, policy.energy) ?? t);
       }
       return [r1, r2];
     }

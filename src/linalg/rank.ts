@@ -18,14 +18,22 @@ export function energyRank(s: ArrayLike<number>, energy: number): number {
     if (!Number.isFinite(v) || v < 0) throw new LrError('numeric', `energyRank: singular value ${i} is ${v}`);
     total += v * v;
   }
-  if (total === 0) return 0;
+  return partialEnergyRank(s, total, energy) ?? s.length;
+}
+
+/**
+ * The same from the leading singular values of a partial spectrum and the total energy
+ * ‖W‖²_F: undefined when the listed values do not reach the share (the rank lies beyond).
+ */
+export function partialEnergyRank(sigma: ArrayLike<number>, total: number, energy: number): number | undefined {
+  if (total <= 0) return 0;
   const target = energy * total * (1 - 1e-12); // tolerate rounding in the running sum at energy = 1
   let acc = 0;
-  for (let i = 0; i < s.length; i++) {
-    acc += s[i]! * s[i]!;
+  for (let i = 0; i < sigma.length; i++) {
+    acc += sigma[i]! * sigma[i]!;
     if (acc >= target) return i + 1;
   }
-  return s.length;
+  return undefined;
 }
 
 /** Parameters of a rank-r SVD pair for an m×n matrix: r(m + n). */
@@ -65,9 +73,10 @@ export function tucker2Pays(T: number, S: number, kh: number, kw: number, r1: nu
   return tucker2Params(T, S, kh, kw, r1, r2) < convParams(T, S, kh, kw);
 }
 
-/** Rounds a rank up to a multiple of `align` (e.g. 8: faster kernels), never above `max`. */
-export function alignRank(r: number, align: number, max: number): number {
+/** Rounds a rank up to a multiple of `align` (e.g. 8: faster kernels; none when absent or ≤ 1), never above `max`. */
+export function alignRank(r: number, align: number | undefined, max: number): number {
   if (r <= 0) return 0;
+  if (!align || align <= 1) return Math.min(r, max);
   return Math.min(max, Math.ceil(r / align) * align);
 }
 

@@ -5,6 +5,7 @@
  */
 import { skip, type Skip } from './pass.js';
 import type { SvdSpectrum } from './svd-pair.js';
+import { alignRank, evbmfFromSpectrum, partialEnergyRank } from '../linalg/rank.js';
 
 export type RankPolicy = (
   | { kind: 'fixed'; rank: number }
@@ -18,22 +19,6 @@ export function describePolicy(p: RankPolicy): string {
   return p.align && p.align > 1 ? `${base}, align ${p.align}` : base;
 }
 
-/** Smallest r with Σ_{i≤r} σ_i² ≥ e·‖W‖²_F; undefined when the known σ do not reach it. */
-export function energyRank(sigma: ArrayLike<number>, total: number, e: number): number | undefined {
-  if (total <= 0) return 0;
-  let acc = 0;
-  for (let i = 0; i < sigma.length; i++) {
-    acc += sigma[i] * sigma[i];
-    if (acc >= e * total * (1 - 1e-12)) return i + 1;
-  }
-  return undefined;
-}
-
-export function alignRank(r: number, align: number | undefined, max: number): number {
-  if (!align || align <= 1 || r <= 0) return Math.min(r, max);
-  return Math.min(Math.ceil(r / align) * align, max);
-}
-
 /**
  * EVBMF rank estimate (Nakajima et al. 2013, global analytic VB solution with the noise
  * variance estimated): the number of singular values above the VB threshold.
@@ -42,8 +27,6 @@ export function vbmfRank(sigma: ArrayLike<number>, total: number, m: number, n: 
   // Delegated to the numerical core.
   return evbmfFromSpectrum(sigma, total, m, n);
 }
-
-import { evbmfFromSpectrum } from '../linalg/rank.js';
 
 export function chooseSvdRank(p: RankPolicy, spec: SvdSpectrum, m: number, n: number): number | Skip {
   const full = Math.min(m, n);
@@ -54,7 +37,7 @@ export function chooseSvdRank(p: RankPolicy, spec: SvdSpectrum, m: number, n: nu
       r = Math.min(p.rank, full);
       break;
     case 'energy': {
-      const e = energyRank(spec.sigma, spec.total, p.energy);
+      const e = partialEnergyRank(spec.sigma, spec.total, p.energy);
       if (e === undefined) return skip(`energy ${p.energy} needs a rank above break-even`);
       r = e;
       break;

@@ -4,7 +4,7 @@ import { evbmf, evbmfConvRanks, evbmfFromSingularValues, solveTauBar } from '../
 import { gemm } from '../../src/linalg/gemm.js';
 import { randomNormal, zeros, type Matrix } from '../../src/linalg/matrix.js';
 import {
-  alignRank, cpBreakEvenRank, cpParams, energyRank, evbmfFromSpectrum, svdBreakEvenRank, svdParams, tucker2Params, tucker2Pays,
+  alignRank, cpBreakEvenRank, cpParams, energyRank, evbmfFromSpectrum, partialEnergyRank, svdBreakEvenRank, svdParams, tucker2Params, tucker2Pays,
 } from '../../src/linalg/rank.js';
 import { singularValues } from '../../src/linalg/svd.js';
 import { reconstructTucker2 } from '../../src/linalg/tucker2.js';
@@ -28,6 +28,11 @@ describe('energy rank and break-even formulas', () => {
     expect(() => energyRank(s, 0)).toThrow(LrError);
     expect(() => energyRank(s, 1.5)).toThrow(LrError);
     expect(() => energyRank([1, NaN], 0.5)).toThrowError(/singular value 1/);
+    // A partial spectrum: the leading values and the total energy.
+    expect(partialEnergyRank([3, 2], 14, 9 / 14)).toBe(1);
+    expect(partialEnergyRank([3, 2], 14, 0.99)).toBeUndefined();
+    expect(partialEnergyRank([3, 2, 1], 14, 0.99)).toBe(energyRank([3, 2, 1], 0.99));
+    expect(partialEnergyRank([], 0, 0.5)).toBe(0);
   });
 
   it('break-even ranks sit exactly at the parameter crossover', () => {
@@ -47,6 +52,8 @@ describe('energy rank and break-even formulas', () => {
     expect(alignRank(13, 8, 100)).toBe(16);
     expect(alignRank(13, 8, 14)).toBe(14);
     expect(alignRank(0, 8, 14)).toBe(0);
+    expect(alignRank(13, undefined, 100)).toBe(13);
+    expect(alignRank(13, 1, 10)).toBe(10);
   });
 });
 
