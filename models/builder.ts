@@ -8,11 +8,12 @@
  */
 import { floatAttr, intAttr, intsAttr, stringAttr } from '../src/graph/attrs.js';
 import {
-  DataType, newGraph, newModel, newNode, newTensor, newValueInfo,
+  AttributeType, DataType, newAttribute, newGraph, newModel, newNode, newTensor, newValueInfo,
   type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto,
 } from '../src/onnx/schema.js';
 
-export type AttrValue = number | number[] | string | { float: number } | AttributeProto;
+/** A GraphProto becomes a graph attribute (If/Loop bodies). */
+export type AttrValue = number | number[] | string | { float: number } | GraphProto | AttributeProto;
 export type Dim = number | string;
 
 export function valueInfo(name: string, dims?: readonly Dim[], elemType: number = DataType.FLOAT): ValueInfoProto {
@@ -42,6 +43,7 @@ function toAttr(name: string, v: AttrValue): AttributeProto {
   if (typeof v === 'string') return stringAttr(name, v);
   if (Array.isArray(v)) return intsAttr(name, v);
   if ('float' in v) return floatAttr(name, v.float);
+  if ('node' in v) return newAttribute({ name, type: AttributeType.GRAPH, g: v });
   return v;
 }
 

@@ -11,7 +11,7 @@ import { findLayers } from '../../src/graph/layers.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import { loadModel, saveModel } from '../../src/onnx/file.js';
 import { isExternal } from '../../src/onnx/tensor.js';
-import { AttributeType, newAttribute, newGraph, newNode, type ModelProto } from '../../src/onnx/schema.js';
+import { newGraph, newNode, type ModelProto } from '../../src/onnx/schema.js';
 import { createSession } from '../../src/verify/session.js';
 import { toNumbers, type Feeds } from '../../src/verify/tensor.js';
 import { REAL } from '../helpers/models.js';
@@ -153,11 +153,7 @@ describe('collectStats: Gemm / MatMul', () => {
     const cond = b.input('cond', [], 9);
     const body = newGraph({ name: 'then', node: [newNode({ opType: 'MatMul', name: 'inner', input: [y, 'w'], output: ['t_out'] })], output: [{ name: 't_out', metadataProps: [] }] });
     const els = newGraph({ name: 'else', node: [newNode({ opType: 'Identity', name: 'e', input: [y], output: ['e_out'] })], output: [{ name: 'e_out', metadataProps: [] }] });
-    b.graph.node.push(newNode({
-      opType: 'If', name: 'if', input: [cond], output: ['z'],
-      attribute: [newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: body }), newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: els })],
-    }));
-    b.output('z');
+    b.output(b.node('If', [cond], { then_branch: body, else_branch: els }, { name: 'if' }));
     const proto = b.build();
     const model = new Model(proto);
     const calib = randomCalibration(await inputsOf(proto), { samples: 2 });

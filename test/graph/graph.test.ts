@@ -5,7 +5,7 @@ import { resolveConstant } from '../../src/graph/constants.js';
 import { Model, outerReferences } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { newAttribute, newGraph, newNode, AttributeType } from '../../src/onnx/schema.js';
+import { newGraph, newNode } from '../../src/onnx/schema.js';
 import { LrError } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
 import { REAL } from '../helpers/models.js';
@@ -76,11 +76,7 @@ describe('Graph', () => {
     // A subgraph that reads the outer initializer w.
     const body = newGraph({ name: 'then', node: [newNode({ opType: 'MatMul', name: 'inner', input: [y, 'w'], output: ['t_out'] })], output: [{ name: 't_out', metadataProps: [] }] });
     const els = newGraph({ name: 'else', node: [newNode({ opType: 'Identity', name: 'e', input: [y], output: ['e_out'] })], output: [{ name: 'e_out', metadataProps: [] }] });
-    b.graph.node.push(newNode({
-      opType: 'If', name: 'if', input: [cond], output: ['z'],
-      attribute: [newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: body }), newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: els })],
-    }));
-    b.output('z');
+    b.output(b.node('If', [cond], { then_branch: body, else_branch: els }, { name: 'if' }));
     const m = new Model(b.build());
     const main = m.root;
     const r1 = resolveConstant(main, wi)!;

@@ -5,7 +5,7 @@ import { tensorAttr } from '../../src/graph/attrs.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { AttributeType, newAttribute, newGraph, newNode } from '../../src/onnx/schema.js';
+import { newGraph, newNode } from '../../src/onnx/schema.js';
 import { measureSensitivity, outputErr2, runAll, type LayerSensitivity } from '../../src/optimize/sensitivity.js';
 import { captureModel, downstreamOf, subModel } from '../../src/optimize/submodel.js';
 import { passFor } from '../../src/optimize/driver.js';
@@ -53,11 +53,8 @@ function skipModel(): Uint8Array {
     output: [{ name: 't1', metadataProps: [] }],
   });
   const els = newGraph({ name: 'else', node: [newNode({ opType: 'Identity', name: 'e', input: [y], output: ['e0'] })], output: [{ name: 'e0', metadataProps: [] }] });
-  b.graph.node.push(newNode({
-    opType: 'If', name: 'if', input: [cond], output: ['z'],
-    attribute: [newAttribute({ name: 'then_branch', type: AttributeType.GRAPH, g: then }), newAttribute({ name: 'else_branch', type: AttributeType.GRAPH, g: els })],
-  }));
-  const out1 = b.node('MatMul', ['z', b.init('w2', [32, 8], lowRank(32, 8, 5))], {}, { name: 'mm2' });
+  const z = b.node('If', [cond], { then_branch: then, else_branch: els }, { name: 'if' });
+  const out1 = b.node('MatMul', [z, b.init('w2', [32, 8], lowRank(32, 8, 5))], {}, { name: 'mm2' });
   b.output(b.node('Identity', [out1], {}, { name: 'o1' }));
   b.output(b.node('Sigmoid', [h], {}, { name: 'o2' }));
   return encodeModel(b.build());
