@@ -6,7 +6,7 @@
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import { summarize } from '../graph/summary.js';
-import { forEachTensor, loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
+import { AUTO_EXTERNAL_BYTES, forEachTensor, loadModel, saveModel, type LoadedModel } from '../onnx/file.js';
 import { isExternal } from '../onnx/tensor.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
@@ -101,9 +101,12 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       if (!ref.ok) throw ref.error;
       reference = ref.value;
     }
-    if (calib?.collectStats && cfg.dataAware) {
-      cfg.onStage?.('collecting layer input statistics');
-      opts.stats = await calib.collectStats(loaded, findLayers(model, sh.shapes).map((l) => l.name));
+    // Data-aware runs measure every layer's input statistics on the model as it stands.
+    const collectStats = calib?.collectStats && cfg.dataAware
+      ? (stage: string) => { cfg.onStage?.(stage); return calib!.collectStats!(loaded, findLayers(model, sh.shapes).map((l) => l.name)); }
+      : undefined;
+    if (collectStats) {
+      opts.stats = await collectStats('collecting layer input statistics');
       notes.push(`data-aware decomposition: input statistics for ${opts.stats.size} layer(s)`);
     }
     let budgetInfo: Report['budget'];
@@ -145,10 +148,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
           const problems = mergeStage(model, records, snapshot!, loaded.external);
           if (problems.length) notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
           startBytes = encodeModel(loaded.model);
-          if (calib?.collectStats && cfg.dataAware) {
-            cfg.onStage?.(`stage ${stage}/${stages}: collecting layer input statistics`);
-            opts.stats = await calib.collectStats(loaded, findLayers(model, sh.shapes).map((l) => l.name));
-          }
+          if (collectStats) opts.stats = await collectStats(`stage ${stage}/${stages}: collecting layer input statistics`);
           const out = await runAll({ bytes: startBytes }, calib!.feeds);
           if (!out.ok) throw out.error;
           stageRef = out.value;
@@ -199,8 +199,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
             attempts: attempts.length,
             unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}` : unit,
           };
-          const step = !search ? { done: true as const, best: attempts[attempts.length - 1] }
-            : finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
+          const step = !search || finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
             : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);
           if ('next' in step) {
             err2Budget = step.next;
@@ -261,15 +260,20 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
         atol: cfg.verify.atol ?? Infinity, rtol: cfg.verify.rtol ?? 0,
       };
+      // Nothing is written that ORT cannot check: a model that is written inline is verified
+      // from memory before it is written (which also proves ORT loads it); one with external
+      // data needs its files, so only the original's first run is checked before writing.
+      const unverifiable = (e: LrError): LrError => new LrError(e.kind, `cannot verify: ${e.message}; nothing written (--no-verify writes OUT unchecked)`);
+      let verified: Awaited<ReturnType<typeof verifyModels>> | undefined;
       if (cfg.verify.enabled) {
-        // Verification needs the original to run in ORT: find out before anything is written.
-        const pre = await preflightOriginal({ path: loaded.path }, verifyOpts);
-        if (!pre.ok) throw new LrError(pre.error.kind, `cannot verify: ${pre.error.message}; nothing written (--no-verify writes OUT unchecked)`);
-        // ORT runs IN, so it must load OUT too; models with external data are loaded from OUT's path after writing.
-        if (!hasExternalTensors(loaded.model) && !cfg.save.externalData) {
-          const s = await createSession({ bytes: encodeModel(loaded.model) }, { graphOptimizationLevel: 'all', intraOpNumThreads: 1, label: 'the rewritten model' });
-          if (!s.ok) throw new LrError('unsupported', `ONNX Runtime refuses the rewritten model (${s.error.message}); nothing written`);
-          await s.value.release();
+        cfg.onStage?.('verifying in ONNX Runtime');
+        const inline = !cfg.save.externalData && !hasExternalTensors(loaded.model) ? encodeModel(loaded.model) : undefined;
+        if (inline && inline.length <= AUTO_EXTERNAL_BYTES) {
+          verified = await verifyModels({ path: loaded.path }, { bytes: inline }, verifyOpts);
+          if (!verified.ok) throw unverifiable(verified.error);
+        } else {
+          const pre = await preflightOriginal({ path: loaded.path }, verifyOpts);
+          if (!pre.ok) throw unverifiable(pre.error);
         }
       }
       cfg.onStage?.('writing');
@@ -279,9 +283,12 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       report.output.bytes = saved.bytes + (saved.externalBytes ?? 0);
       let pass = true;
       if (cfg.verify.enabled) {
-        cfg.onStage?.('verifying in ONNX Runtime');
         const v = cfg.verify;
-        const res = await verifyModels({ path: loaded.path }, { path: saved.path }, verifyOpts);
+        if (!verified) {
+          cfg.onStage?.('verifying in ONNX Runtime');
+          verified = await verifyModels({ path: loaded.path }, { path: saved.path }, verifyOpts);
+        }
+        const res = verified;
         if (!res.ok) throw res.error;
         report.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
         report.inputs = Object.keys(cfg.values).length > 0 ? `--input ${Object.keys(cfg.values).join(', ')} + seeded random for the rest` : 'seeded random inputs';

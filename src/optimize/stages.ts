@@ -9,7 +9,8 @@
 import type { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { chainWeight, mergeFactored, type FactoredLayer } from '../rewrite/merge.js';
+import { chainWeight, findChain, mergeFactored, type FactoredLayer } from '../rewrite/merge.js';
+import { diffNorm, fromArray, frobeniusNorm } from '../linalg/matrix.js';
 import { isSkip } from '../rewrite/pass.js';
 import { readTensorFloat } from '../onnx/tensor.js';
 import type { Budget } from './budget.js';
@@ -37,9 +38,7 @@ export function mergeStage(model: Model, records: readonly LayerRecord[], snapsh
     if (r.skipped || !r.nodes) continue;
     const s = snapshot.get(r.name);
     if (!s) { problems.push(`${r.name}: not a layer of the original model`); continue; }
-    for (const g of model.allGraphs()) {
-      for (const n of g.proto.node) if (r.nodes.includes(n.name ?? '')) [n.name ?? '', ...n.input, ...n.output].forEach((x) => chainNames.add(x));
-    }
+    for (const n of findChain(model, r.nodes)?.chain ?? []) [n.name ?? '', ...n.input, ...n.output].forEach((x) => chainNames.add(x));
     const res = mergeFactored(model, { ...s, nodes: r.nodes }, external, merged);
     if (res) problems.push(`${r.name}: ${res.skip}`);
   }
@@ -96,9 +95,8 @@ export function errorsAgainstOriginal(model: Model, records: LayerRecord[], snap
     const w = chainWeight(model, { ...s, nodes: r.nodes }, external);
     if (isSkip(w)) continue;
     const w0 = readTensorFloat(l.weight.tensor, originalExternal);
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < w0.length; i++) { const d = w0[i]! - w[i]!; num += d * d; den += w0[i]! * w0[i]!; }
-    r.relError = den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+    const [a, b] = [fromArray(1, w0.length, w0), fromArray(1, w.length, w)];
+    const n0 = frobeniusNorm(a);
+    r.relError = diffNorm(a, b) / (n0 === 0 ? 1 : n0);
   }
 }

@@ -71,7 +71,8 @@ function productOf(f: FactoredLayer, chain: readonly NodeProto[], factors: Facto
 
 interface Factor { name: string; dims: number[]; dataType: number; read: (ext: ExternalBytes | undefined) => Float32Array }
 
-function findChain(model: Model, names: readonly string[]): { g: Graph; chain: NodeProto[] } | undefined {
+/** The graph holding a chain and its nodes in order, found by name. */
+export function findChain(model: Model, names: readonly string[]): { g: Graph; chain: NodeProto[] } | undefined {
   for (const g of model.allGraphs()) {
     const byName = new Map(g.proto.node.map((n) => [n.name ?? '', n]));
     const chain = names.map((n) => byName.get(n));
