@@ -38,12 +38,21 @@ export interface VerifyStats {
   defaulted: DefaultedDim[];
 }
 
+/** The session settings both models of a verification share. */
+function sessionOptions(opts: VerifyOptions) {
+  return { backend: opts.backend ?? 'node', graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all', intraOpNumThreads: opts.threads ?? 1 } as const;
+}
+
+/** The seeded (or given) feeds of a verification. */
+function verificationFeeds(inputs: Session['inputs'], opts: VerifyOptions, count: number) {
+  return buildFeeds(inputs, {
+    seed: opts.seed ?? 0, count, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
+    ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
+  });
+}
+
 export async function verifyModels(original: ModelSource, optimized: ModelSource, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
-  const sessionOpts = {
-    backend: opts.backend ?? 'node',
-    graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
-    intraOpNumThreads: opts.threads ?? 1,
-  } as const;
+  const sessionOpts = sessionOptions(opts);
   const ref = await createSession(original, { ...sessionOpts, label: `original ${describe(original)}` });
   if (!ref.ok) return ref;
   const cand = await createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}` });
@@ -62,16 +71,10 @@ export async function verifyModels(original: ModelSource, optimized: ModelSource
  * leaves no output behind.
  */
 export async function preflightOriginal(original: ModelSource, opts: VerifyOptions = {}): Promise<Result<void>> {
-  const s = await createSession(original, {
-    backend: opts.backend ?? 'node', graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
-    intraOpNumThreads: opts.threads ?? 1, label: `original ${describe(original)}`,
-  });
+  const s = await createSession(original, { ...sessionOptions(opts), label: `original ${describe(original)}` });
   if (!s.ok) return s;
   try {
-    const plan = buildFeeds(s.value.inputs, {
-      seed: opts.seed ?? 0, count: 1, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
-      ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
-    });
+    const plan = verificationFeeds(s.value.inputs, opts, 1);
     if (!plan.ok) return plan;
     const r = await s.value.run(plan.value.feeds[0]!);
     return r.ok ? ok(undefined) : err(r.error.kind, r.error.message + defaultedHint(plan.value.defaulted));
@@ -87,10 +90,7 @@ export async function compareSessions(ref: Session, cand: Session, opts: VerifyO
   const seed = opts.seed ?? 0;
   const runs = opts.runs ?? 3;
   const tol: Tolerances = { ...DEFAULT_TOLERANCES, ...pickTolerances(opts) };
-  const plan = buildFeeds(ref.inputs, {
-    seed, count: runs, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
-    ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
-  });
+  const plan = verificationFeeds(ref.inputs, opts, runs);
   if (!plan.ok) return plan;
   const base = { seed, runs, inputDims: plan.value.dims, defaulted: plan.value.defaulted };
   const failed = (reasons: string[], outputs: OutputStats[] = []): Result<VerifyStats> =>
