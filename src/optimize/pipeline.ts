@@ -197,7 +197,9 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
             achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
             predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
             attempts: attempts.length,
-            unit: unit === 'latency' ? 'latency (per-layer ORT timings)' : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}` : unit,
+            unit: unit === 'latency' ? 'latency (per-layer ORT timings)'
+              : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
+              : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}` : unit,
           };
           const step = !search || finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
             : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);

@@ -97,8 +97,9 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       (b.attempts > 1 ? `; ${b.attempts} allocations` : ''));
     if (!b.met && b.why) L.push(`  why: ${b.why}`);
     for (const st of b.stages ?? []) {
-      const kept = st.params ?? st.macs ?? st.latency;
-      L.push(`  stage ${st.stage}: target ${st.target.toPrecision(3)}${kept === undefined ? '' : `, ${b.unit.split(' ')[0]} kept ${kept.toFixed(3)}`}` +
+      // The stage records the fraction kept under the name of what the budget saves.
+      const [what, kept] = st.params !== undefined ? ['params', st.params] : st.macs !== undefined ? ['MACs', st.macs] : ['latency', st.latency];
+      L.push(`  stage ${st.stage}: target ${st.target.toPrecision(3)}${kept === undefined ? '' : `, ${what} kept ${kept.toFixed(3)}`}` +
         `, ${st.layers} layer(s) factored, measured error ${st.measuredError.toPrecision(3)}${st.top1 === undefined ? '' : `, top-1 ${st.top1.toFixed(3)}`}`);
     }
   }
