@@ -20,7 +20,7 @@ import { channelBlocks, patchBlocks, type PatchBlocks } from '../src/rewrite/con
 import { refitLastFactor } from '../src/rewrite/refit.js';
 import { svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
-import { SvdCache, svdPairFactors } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairFactors, WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
   allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -282,7 +282,7 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
   const core = new Float32Array(G * r2 * r1 * K);
   const last = new Float32Array(geo.T * r2);
   m.groups.forEach((gk, j) => {
-    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j] }), r1);
+    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j], damp: WHITEN_DAMP }), r1);
     for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = sv.left[c * r1 + b];
     // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
     const qt = new Float64Array(t * r1 * K);

@@ -1,4 +1,5 @@
 /** `onnx-lr optimize IN OUT` and `onnx-lr plan IN`: the main job. */
+import { createProgress, type Progress } from './progress.js';
 import { readFileSync } from 'node:fs';
 import { LrError } from '../errors.js';
 import type { Budget } from '../optimize/budget.js';
@@ -150,11 +151,9 @@ function optionsFrom(p: Parsed): OptimizeOptions {
   };
 }
 
-function progress(enabled: boolean): OptimizeOptions['onProgress'] {
-  if (!enabled) return undefined;
-  return (done, total, layer) => {
-    process.stderr.write(done >= total ? '\r\x1b[K' : `\r\x1b[K[${done + 1}/${total}] ${layer.slice(0, 60)}`);
-  };
+/** A terminal gets a live line (not with --json); a log gets a line every 10 s of a long run. */
+function stderrProgress(json: boolean): Progress {
+  return createProgress((t) => process.stderr.write(t), process.stderr.isTTY === true && !json);
 }
 
 /** --target-params/--target-macs/--target-latency F or --max-error E (rel. L2, or cosine:C). */
@@ -186,12 +185,11 @@ function budgetFrom(p: Parsed): Budget | undefined {
   return { kind: 'error', err2: v * v };
 }
 
-function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, json: boolean): PipelineConfig {
+function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): PipelineConfig {
   const budget = budgetFrom(p);
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
   const stages = num(p, 'stages', { min: 1, max: 10, integer: true });
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
-  const tty = process.stderr.isTTY === true && !json;
   return {
     opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
@@ -201,8 +199,8 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
       latency: !flag(p, 'no-latency'), web: flag(p, 'bench-web'),
     },
     save: { force: flag(p, 'force'), externalData: flag(p, 'external-data') },
-    onProgress: progress(tty),
-    onStage: tty ? (stage) => process.stderr.write(`\r\x1b[K${stage}…`) : undefined,
+    onProgress: (done, total, layer) => shown.layer(done, total, layer),
+    onStage: (stage) => shown.stage(stage),
   };
 }
 
@@ -211,9 +209,10 @@ export async function optimize(argv: readonly string[], io: { out: (s: string) =
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
-  const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, flag(p, 'json'));
+  const shown = stderrProgress(flag(p, 'json'));
+  const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, shown);
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
-  if (process.stderr.isTTY && !flag(p, 'json')) process.stderr.write('\r\x1b[K');
+  shown.end();
   const reportPath = str(p, 'report');
   if (reportPath) writeFileAtomic(reportPath, [new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n')]);
   io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
@@ -226,9 +225,10 @@ export async function plan(argv: readonly string[], io: { out: (s: string) => vo
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
   const opts = optionsFrom(p);
-  const cfg = pipelineConfig(p, opts, shapes, values, false);
+  const shown = stderrProgress(false);
+  const cfg = pipelineConfig(p, opts, shapes, values, shown);
   const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
-  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  shown.end();
   const planFile: PlanFile = { version: 1, model: inPath, policy: report.policy, layers: report.layers, ...(sensitivity && { sensitivity }) };
   io.out(JSON.stringify(planFile, null, 2));
   return 0;

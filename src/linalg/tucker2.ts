@@ -13,12 +13,17 @@ import { checkRank } from './checks.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
 import { asFloat64, assertFinite, type Matrix } from './matrix.js';
 import { truncatedSvdProgram, type TruncatedSvdOptions } from './rsvd.js';
+import { svd } from './svd.js';
 import { checkTensor, swapLeadingAxes, tensorNorm, type Tensor } from './tensor.js';
 
 export interface Tucker2Options {
   /** HOOI sweeps after the HOSVD initialisation (default 10; 0 = plain HOSVD). */
   maxIter?: number;
-  /** Stop when the relative error improves by less than this (default 1e-6). */
+  /**
+   * Stop when a sweep improves the relative error by at most this fraction of itself
+   * (default 1e-3: past that, sweeps change the fit by under 0.1% yet cost as much as the
+   * first; a 512×512×3×3 kernel at rank 300 gained 0.1% in sweeps 3–10).
+   */
   tol?: number;
   /** Options for the truncated SVDs of the unfoldings (seed, power iterations, method). */
   svd?: TruncatedSvdOptions;
@@ -56,7 +61,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   r2 = Math.min(r2, r1 * k);
   const svdOpts = opts.svd ?? {};
   const maxIter = opts.maxIter ?? 10;
-  const tol = opts.tol ?? 1e-6;
+  const tol = opts.tol ?? 1e-3;
 
   const xT: Matrix = { rows: T, cols: S * k, data: Float64Array.from(kernel.data) }; // [T, S·k]
   const xS: Matrix = { rows: S, cols: T * k, data: swapLeadingAxes(xT.data, T, S, k) }; // [S, T·k]
@@ -67,6 +72,13 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   // A warm-started sketch is already close, so one power iteration suffices there
   // (unless the caller chose powerIters).
   const lead = function* (x: Matrix, r: number, start?: Matrix | null): GemmProgram<Matrix> {
+    // Where the exact path would run, only U is needed: the SVD of the small Gram X·Xᵀ
+    // gives it (σ² as values) at a fraction of the cost of the wide X's full SVD (a
+    // 512×2700 unfolding at rank 300: 1 s instead of 5 s in JS).
+    if (!svdOpts.method && x.rows <= x.cols && x.rows <= 2 * Math.min(r + 10, x.rows)) {
+      const g = asFloat64(yield* mm(x, x, { transB: true }));
+      return leadingColumns(svd(g).u, Math.min(r, x.rows));
+    }
     const o = start ? { powerIters: 1, ...svdOpts, start } : svdOpts;
     return (yield* truncatedSvdProgram(x, r, o)).u;
   };
@@ -88,7 +100,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
     relError = relErrFromCore(wNorm, yield* coreOf(xT, uT, uS, T, S, k));
     iterations = it;
     opts.onIter?.({ iteration: it, relError });
-    if (prevErr - relError < tol) break;
+    if (prevErr - relError <= tol * relError) break;
   }
   if (!uT) throw new LrError('numeric', 'tucker2: internal error, no HOOI sweep ran'); // unreachable: maxIter > 0 ran a sweep
   const core = yield* coreOf(xT, uT, uS, T, S, k);
@@ -117,6 +129,12 @@ export function tucker2(
 ): Promise<Tucker2Result> {
   const p = tucker2Program(kernel, ranks, opts);
   return opts.engine ? runAsync(p, opts.engine) : Promise.resolve(runSync(p));
+}
+
+function leadingColumns(u: Matrix, r: number): Matrix {
+  const out = new Float64Array(u.rows * r);
+  for (let i = 0; i < u.rows; i++) for (let j = 0; j < r; j++) out[i * r + j] = u.data[i * u.cols + j]!;
+  return { rows: u.rows, cols: r, data: out };
 }
 
 /** G = W ×₁ U_Tᵀ ×₂ U_Sᵀ as a flat [R2, R1, k] array. */

@@ -84,6 +84,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   let loaded = loadModel(inPath);
   try {
     opts.external = loaded.external;
+    opts.onProgress = cfg.onProgress;
     let model = new Model(loaded.model);
     const notes: string[] = [];
     cfg.onStage?.('learning shapes');
@@ -181,6 +182,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
           const b: Budget = target.kind === 'error' ? { kind: 'error', err2: err2Budget } : target;
           const alloc = allocate(sens, b, total, unit, initial, !last);
           opts.plan = planFromAllocation(inPath, budgetLabel(budget), sens, alloc);
+          cfg.onStage?.('decomposing at the allocated ranks');
           records = optimizeModel(model, sh.shapes, opts);
           const got = await runAll({ bytes: encodeModel(loaded.model) }, calib!.feeds);
           const measured = got.ok ? outputErr2(reference!, got.value) : Infinity;
@@ -241,6 +243,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       }
       return await finish(records);
     }
+    cfg.onStage?.('decomposing layers');
     return await finish(optimizeModel(model, sh.shapes, opts));
 
     async function finish(layers: ReturnType<typeof optimizeModel>): Promise<PipelineResult> {

@@ -7,6 +7,7 @@
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
  */
+import { damped, WHITEN_DAMP } from './svd-pair.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
 import type { ConvGeometry } from './conv-geometry.js';
@@ -70,10 +71,11 @@ function unitDiagonalMean(a: Float64Array, n: number): Float64Array {
  * output t, so a decomposition fitted to W_t ↦ L_Sᵀ·W_t·L_K in plain Frobenius norm is
  * fitted to the outputs. From the patch Gram when there is one (partial traces), else
  * from the channel Gram alone (L_K = I, absent). Ridge as in svd-pair.ts when a factor
- * is only semidefinite (channels the data never excites). Undefined when the statistics
+ * is only semidefinite (channels the data never excites), after the damping of svd-pair.ts
+ * (WHITEN_DAMP) on each factor. Undefined when the statistics
  * are degenerate (zero or non-finite trace): then there is nothing to weight by.
  */
-export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<number>, channelGram?: ArrayLike<number>): { ls: Matrix; lk?: Matrix } | undefined {
+export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<number>, channelGram?: ArrayLike<number>, damp = WHITEN_DAMP): { ls: Matrix; lk?: Matrix } | undefined {
   let gs: Float64Array;
   let gk: Float64Array | undefined;
   if (patchGram) ({ gs, gk } = kroneckerFactors(patchGram, s, K));
@@ -83,7 +85,7 @@ export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<n
     let tr = 0;
     for (let i = 0; i < n; i++) tr += a[i * n + i];
     if (!(tr > 0) || !Number.isFinite(tr) || a.some((v) => !Number.isFinite(v))) return undefined;
-    return choleskyWithRidge({ rows: n, cols: n, data: a }, 1e-6).l;
+    return choleskyWithRidge({ rows: n, cols: n, data: damped(a, n, damp) }, 1e-6).l;
   };
   const ls = chol(gs, s);
   if (!ls) return undefined;

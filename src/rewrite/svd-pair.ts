@@ -37,12 +37,35 @@ export interface Whitening {
   /** 'rows': Y = X·W, G is [m, m]; 'cols': Y = W·X, G is [n, n]. */
   side: 'rows' | 'cols';
   gram: Float64Array;
+  /** λ of damped(); 0 or absent: the exact optimum on the statistics. */
+  damp?: number;
 }
 
 /** Whitening for a layer from its input statistics, when they exist and fit. */
 export function whiteningFor(stats: LayerInputStats | undefined, side: Whitening['side'], dim: number): Whitening | undefined {
   if (!stats || stats.dim !== dim || stats.gram.length !== dim * dim || stats.count === 0) return undefined;
-  return { side, gram: stats.gram };
+  return { side, gram: stats.gram, damp: WHITEN_DAMP };
+}
+
+/**
+ * Default damping of calibration Gram matrices (G + λ·mean(diag G)·I, as GPTQ damps its
+ * Hessian). Undamped whitening is optimal on the calibration inputs but divides by their
+ * weakest directions; once the layers above are approximated too, the inputs drift into
+ * those directions and the errors are amplified. On PP-OCRv4 rec (every layer at rank
+ * ratio 0.5, 8 calibration samples, held-out inputs) the SVD layers' output rel. L2 went
+ * 0.73 undamped → 0.58 (λ 0.01) → 0.37 (λ 0.1), the whole model's 0.41 → 0.29 (λ 0.03).
+ */
+export const WHITEN_DAMP = 0.03;
+
+/** G + λ·mean(diag G)·I: a copy of the Gram matrix, pulled toward isotropy. */
+export function damped(gram: Float64Array, k: number, lambda: number): Float64Array {
+  if (lambda === 0) return gram;
+  let tr = 0;
+  for (let i = 0; i < k; i++) tr += gram[i * k + i];
+  const g = Float64Array.from(gram);
+  const add = (lambda * tr) / k;
+  for (let i = 0; i < k; i++) g[i * k + i] += add;
+  return g;
 }
 
 /** Lazily computed, cached SVD of one weight (of L_xᵀ·W or W·L_x when whitened). */
@@ -60,7 +83,7 @@ export class SvdCache {
     }
     const k = whiten.side === 'rows' ? w.rows : w.cols;
     if (whiten.gram.length !== k * k) throw new Error(`whitening Gram matrix has ${whiten.gram.length} entries, expected ${k}x${k}`);
-    const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: whiten.gram }, 1e-6);
+    const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(whiten.gram, k, whiten.damp ?? 0) }, 1e-6);
     this.lx = l;
     this.ridge = ridge;
     this.a = whiten.side === 'rows' ? gemm(l, w, { transA: true }) : gemm(w, l);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LrError } from '../../src/errors.js';
 import { runSync } from '../../src/linalg/engine.js';
+import { gemm } from '../../src/linalg/gemm.js';
 import { orthonormalityError, randomNormal } from '../../src/linalg/matrix.js';
 import { tensorNorm, type Tensor } from '../../src/linalg/tensor.js';
 import { tucker2 as tucker2Adapter } from '../../src/linalg/tucker.js';
@@ -45,6 +46,19 @@ describe('Tucker-2 (HOSVD + HOOI)', () => {
     // A random kernel is far from low rank: the error is substantial but below 1.
     expect(hooi.relError).toBeGreaterThan(0.5);
     expect(hooi.relError).toBeLessThan(1);
+  });
+
+  it('the Gram route for wide unfoldings gives the exact SVD route\'s factors', () => {
+    const rng = createRng(31);
+    // Ranks near the channel counts: the exact path, where U comes from the Gram matrix.
+    const w: Tensor = { data: randomNormal(1, 48 * 40 * 9, rng.normal).data, shape: [48, 40, 3, 3] };
+    const gram = tucker2Sync(w, [30, 36], { maxIter: 3 });
+    const exact = tucker2Sync(w, [30, 36], { maxIter: 3, svd: { method: 'exact' } });
+    expect(Math.abs(gram.relError - exact.relError)).toBeLessThan(1e-10);
+    // Same subspaces: the projectors U·Uᵀ agree.
+    const proj = (u: typeof gram.uT) => gemm(u, u, { transB: true }).data;
+    expect(relDiff(proj(gram.uT), proj(exact.uT))).toBeLessThan(1e-8);
+    expect(relDiff(proj(gram.uS), proj(exact.uS))).toBeLessThan(1e-8);
   });
 
   it('async API matches the sync result', async () => {

@@ -7,7 +7,7 @@ import { svd } from '../../src/linalg/svd.js';
 import type { Matrix } from '../../src/linalg/matrix.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
-import { SvdCache, svdPairFactors } from '../../src/rewrite/svd-pair.js';
+import { damped, SvdCache, svdPairFactors, WHITEN_DAMP, whiteningFor } from '../../src/rewrite/svd-pair.js';
 import { createRng } from '../../src/util/rng.js';
 import { runModel } from '../helpers/ort.js';
 
@@ -51,6 +51,22 @@ describe('truncation-aware whitening (SVD-LLM)', () => {
     expect(eWhite).toBeGreaterThan(optimum * 0.99 - 1e-6);
     // The reported data error is that same number.
     expect(white.dataError!).toBeCloseTo(eWhite, 3);
+  });
+
+  it('damping: G + λ·mean(diag G)·I on a copy; λ = 0 keeps the exact optimum; the passes damp by default', () => {
+    const g = Float64Array.from([4, 1, 1, 2]);
+    expect(Array.from(damped(g, 2, 0.1))).toEqual([4.3, 1, 1, 2.3]);
+    expect(Array.from(g)).toEqual([4, 1, 1, 2]);
+    expect(damped(g, 2, 0)).toBe(g);
+    const stats = { kind: 'matrix' as const, dim: K, count: 400, gram };
+    expect(whiteningFor(stats, 'rows', K)?.damp).toBe(WHITEN_DAMP);
+    expect(WHITEN_DAMP).toBeGreaterThan(0);
+    // Damped, the fit stays close to the optimum on the calibration inputs, far below plain.
+    const exact = svdPairFactors(new SvdCache(w, 0, { side: 'rows', gram }), r);
+    const damp = svdPairFactors(new SvdCache(w, 0, whiteningFor(stats, 'rows', K)), r);
+    const plain = svdPairFactors(new SvdCache(w, 0), r);
+    expect(outErr(x, w, exact.left, exact.right, r)).toBeLessThanOrEqual(outErr(x, w, damp.left, damp.right, r) + 1e-9);
+    expect(outErr(x, w, damp.left, damp.right, r)).toBeLessThan(outErr(x, w, plain.left, plain.right, r) / 10);
   });
 
   it('columns-side whitening (Y = W·X) mirrors the rows side', () => {

@@ -5,6 +5,8 @@ import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { kroneckerWhitening } from '../../src/rewrite/conv-stats.js';
+import { gemm } from '../../src/linalg/gemm.js';
+import { WHITEN_DAMP } from '../../src/rewrite/svd-pair.js';
 import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import {
@@ -137,7 +139,8 @@ describe('conv-cp data-aware (Kronecker whitening of the channel and kernel mode
       const gs = spd(rng, S, S + 2);
       const gk = spd(rng, K, K + 2);
       const sigma = kron(gs, S, gk, K);
-      const wh = kroneckerWhitening(S, K, sigma);
+      // Undamped (λ = 0): the identity is exact; the passes damp (WHITEN_DAMP), checked below.
+      const wh = kroneckerWhitening(S, K, sigma, undefined, 0);
       if (!wh?.lk) throw new Error('no whitening');
       // Partial traces normalise each factor to mean diagonal 1: Σ = (trΣ_S/S)(trΣ_K/K)·(L_S L_Sᵀ ⊗ L_K L_Kᵀ).
       const scale = (trace(gs, S) / S) * (trace(gk, K) / K);
@@ -147,12 +150,20 @@ describe('conv-cp data-aware (Kronecker whitening of the channel and kernel mode
         expect(lhs / quad(dw, T, sigma, S * K)).toBeCloseTo(1, 9);
       }
       // Channel Gram alone: Σ_S ⊗ I.
-      const ch = kroneckerWhitening(S, K, undefined, gs);
+      const ch = kroneckerWhitening(S, K, undefined, gs, 0);
       if (!ch) throw new Error('no whitening');
       expect(ch.lk).toBeUndefined();
       const eye = Float64Array.from({ length: K * K }, (_, i) => (i % (K + 1) === 0 ? 1 : 0));
       const dw = randn(rng, T * S * K);
       expect((sumSq(whitenKernel(dw, T, S, K, ch.ls)) * trace(gs, S) / S) / quad(dw, T, kron(gs, S, eye, K), S * K)).toBeCloseTo(1, 9);
+      // Damped by default: each factor is the Cholesky of its damped Gram (unit mean diagonal, so + λ·I).
+      const d = kroneckerWhitening(S, K, undefined, gs);
+      const g1 = Float64Array.from(gs);
+      const t = trace(gs, S) / S;
+      for (let i = 0; i < S * S; i++) g1[i] /= t;
+      for (let i = 0; i < S; i++) g1[i * S + i] += WHITEN_DAMP;
+      const llt = gemm(d!.ls, d!.ls, { transB: true }).data;
+      for (let i = 0; i < S * S; i++) expect(llt[i]).toBeCloseTo(g1[i], 9);
     }
   });
 
