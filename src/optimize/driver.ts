@@ -34,6 +34,9 @@ export interface OptimizeOptions {
   onProgress?: (done: number, total: number, layer: string) => void;
 }
 
+/** rank × kernel elements above which --method auto does not try CP against Tucker-2. */
+const MAX_CP_COMPARE_WORK = 5e7;
+
 /** Default: tiny layers cost more in kernel launches than they save. */
 export const DEFAULT_MIN_PARAMS = 4096;
 
@@ -182,6 +185,9 @@ function preferCp(layer: LayerInfo, mt: unknown, ranksT: number[], tucker: AnyPa
     if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
   }
   if (r === 0 || !tucker.estimate || !cp.estimate) return undefined;
+  // The comparison costs a CP-ALS fit, about rank × kernel size per product: at rank 760
+  // on a 512x256x3x3 kernel that took minutes in JS. Past this size Tucker-2 stays.
+  if (r * numel(layer.weightShape) > MAX_CP_COMPARE_WORK) return { note: `cp ${r} not compared (fit too costly at this size)` };
   const fT = tucker.estimate(mt, ranksT, cx);
   const fC = cp.estimate(mc, [r], cx);
   if (isSkip(fT) || isSkip(fC)) return undefined;
