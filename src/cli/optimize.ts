@@ -1,5 +1,4 @@
 /** `onnx-lr optimize IN OUT` and `onnx-lr plan IN`: the main job. */
-import { createProgress, type Progress } from './progress.js';
 import { readFileSync } from 'node:fs';
 import { LrError } from '../errors.js';
 import type { Budget } from '../optimize/budget.js';
@@ -13,6 +12,7 @@ import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
 import { calibrationFrom } from './calibration.js';
 import { feedOverrides } from './feeds.js';
+import { createProgress, type Progress } from './progress.js';
 
 const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
