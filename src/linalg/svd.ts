@@ -276,14 +276,7 @@ function accumulateV(w: Float64Array, n: number, tauP: Float64Array): Float64Arr
   for (let k0 = Math.floor((count - 1) / NB) * NB; k0 >= 0 && count > 0; k0 -= NB) {
     const nb = Math.min(NB, count - k0);
     const r0 = k0 + 1;
-    const p = n - r0;
-    const vm = new Float64Array(p * nb);
-    for (let j = 0; j < nb; j++) {
-      const k = k0 + j; // reflector G_k: 1 at index k+1, then w[k, k+2:]
-      vm[(k + 1 - r0) * nb + j] = 1;
-      for (let i = k + 2; i < n; i++) vm[(i - r0) * nb + j] = w[k * n + i]!;
-    }
-    applyBlockReflector(v, n, r0, r0, p, n - r0, vm, nb, tauP.subarray(k0, k0 + nb));
+    applyBlockReflector(v, n, r0, r0, n - r0, n - r0, rightReflectorBlock(w, n, k0, nb), nb, tauP.subarray(k0, k0 + nb));
   }
   return v;
 }
@@ -294,15 +287,23 @@ function* applyRightP(w: Float64Array, n: number, tauP: Float64Array, x: Float64
   for (let k0 = Math.floor((count - 1) / NB_APPLY) * NB_APPLY; k0 >= 0 && count > 0; k0 -= NB_APPLY) {
     const nb = Math.min(NB_APPLY, count - k0);
     const r0 = k0 + 1;
-    const p = n - r0;
-    const vm = new Float64Array(p * nb);
-    for (let j = 0; j < nb; j++) {
-      const k = k0 + j;
-      vm[(k + 1 - r0) * nb + j] = 1;
-      for (let i = k + 2; i < n; i++) vm[(i - r0) * nb + j] = w[k * n + i]!;
-    }
-    yield* blockReflectorProgram(x, n, r0, 0, p, n, vm, nb, tauP.subarray(k0, k0 + nb));
+    yield* blockReflectorProgram(x, n, r0, 0, n - r0, n, rightReflectorBlock(w, n, k0, nb), nb, tauP.subarray(k0, k0 + nb));
   }
+}
+
+/**
+ * Right reflectors G_k0 … G_k0+nb−1 of w as the columns of a dense (n−k0−1)×nb block
+ * (rows from index k0+1): G_k has its explicit 1 at index k+1, then w[k, k+2:].
+ */
+function rightReflectorBlock(w: Float64Array, n: number, k0: number, nb: number): Float64Array {
+  const r0 = k0 + 1;
+  const vm = new Float64Array((n - r0) * nb);
+  for (let j = 0; j < nb; j++) {
+    const k = k0 + j;
+    vm[(k + 1 - r0) * nb + j] = 1;
+    for (let i = k + 2; i < n; i++) vm[(i - r0) * nb + j] = w[k * n + i]!;
+  }
+  return vm;
 }
 
 /** Columns i, j of x (rows×cols): (xi, xj) ← (c·xi + s·xj, c·xj − s·xi). For the rare zero-shift chases. */
