@@ -11,7 +11,7 @@
 import { LrError } from '../errors.js';
 import { checkRank } from './checks.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
-import { asFloat64, assertFinite, type Matrix } from './matrix.js';
+import { asFloat64, assertFinite, sliceCols, type Matrix } from './matrix.js';
 import { truncatedSvdProgram, type TruncatedSvdOptions } from './rsvd.js';
 import { svd } from './svd.js';
 import { checkTensor, swapLeadingAxes, tensorNorm, type Tensor } from './tensor.js';
@@ -77,7 +77,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
     // 512×2700 unfolding at rank 300: 1 s instead of 5 s in JS).
     if (!svdOpts.method && x.rows <= x.cols && x.rows <= 2 * Math.min(r + 10, x.rows)) {
       const g = asFloat64(yield* mm(x, x, { transB: true }));
-      return leadingColumns(svd(g).u, Math.min(r, x.rows));
+      return sliceCols(svd(g).u, 0, Math.min(r, x.rows));
     }
     const o = start ? { powerIters: 1, ...svdOpts, start } : svdOpts;
     return (yield* truncatedSvdProgram(x, r, o)).u;
@@ -129,12 +129,6 @@ export function tucker2(
 ): Promise<Tucker2Result> {
   const p = tucker2Program(kernel, ranks, opts);
   return opts.engine ? runAsync(p, opts.engine) : Promise.resolve(runSync(p));
-}
-
-function leadingColumns(u: Matrix, r: number): Matrix {
-  const out = new Float64Array(u.rows * r);
-  for (let i = 0; i < u.rows; i++) for (let j = 0; j < r; j++) out[i * r + j] = u.data[i * u.cols + j]!;
-  return { rows: u.rows, cols: r, data: out };
 }
 
 /** G = W ×₁ U_Tᵀ ×₂ U_Sᵀ as a flat [R2, R1, k] array. */
