@@ -13,10 +13,10 @@ export interface Progress {
 export function createProgress(write: (s: string) => void, tty: boolean, everyMs = 10_000, now = () => Date.now()): Progress {
   let stageText = '';
   let last = now();
-  const line = (text: string, force = false): void => {
+  const line = (text: string): void => {
     if (tty) { write(`\r\x1b[K${text}`); return; }
     const t = now();
-    if (!force && t - last < everyMs) return;
+    if (t - last < everyMs) return;
     last = t;
     write(`onnx-lr: ${text}\n`);
   };

@@ -7,11 +7,11 @@
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
  */
-import { damped, WHITEN_DAMP } from './svd-pair.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
 import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
+import { damped, WHITEN_DAMP } from './svd-pair.js';
 
 /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = (S/g)·K. */
 export interface PatchBlocks { gram: Float64Array[]; mean?: Float64Array[] }
