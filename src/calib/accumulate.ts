@@ -238,26 +238,34 @@ export function resolvePatchGeometry(conv: ConvPlacement, inputDims: readonly nu
 const PATCH_BLOCK = 256;
 
 /**
- * im2col patches exactly as the conv sees them (zero padding, strides, dilations): for
- * each group j, each batch item and each output position, the patch vector
- * p[c·K + κ] = x[n, j·s + c, o·stride − padBegin + κ·dilation] (K = ∏kernel, κ the
- * kernel offset in row-major order, 0 outside the input) — the same order as the
- * flattened weight W[t, c, k…], so a group's conv is Y = W_g [T/g, s·K] · p.
- * gram [groups, D, D] += Σ p·pᵀ per group (D = s·K); sum [groups·D] += Σ p.
- * Returns batch·∏outSpatial (the patches added per group).
+ * A block of sample vectors, one per column: `rows` values each, stored row-major in a
+ * [rows, width] buffer of which the first `n` columns are filled and the rest are zero
+ * (so a product with the whole buffer adds nothing for them). `group` is the conv group
+ * the vectors belong to. The buffer is reused: consume a block before asking for the next.
  */
-export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array): number {
+export interface SampleBlock { group: number; data: FloatData; rows: number; width: number; n: number }
+
+/** A Float32 buffer for fp32 data (activations are fp32: nothing is lost), else Float64. */
+const bufferFor = (x: FloatData, length: number): FloatData => (x instanceof Float32Array ? new Float32Array(length) : new Float64Array(length));
+
+/**
+ * The im2col patches exactly as the conv sees them (zero padding, strides, dilations), in
+ * blocks of up to `width` (batch item, output position) pairs: for group j the patch
+ * vector is p[c·K + κ] = x[n, j·s + c, o·stride − padBegin + κ·dilation] (K = ∏kernel, κ
+ * the kernel offset in row-major order, 0 outside the input) — the order of the flattened
+ * weight W[t, c, k…], so a group's conv is Y = W_g [T/g, s·K] · p. Blocks run over the
+ * pairs, so small feature maps still fill them; each block is yielded once per group.
+ */
+export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLOCK): Generator<SampleBlock, void, void> {
   const { batch, channels, groups, inSpatial, kernel, strides, dilations, padsBegin, outSpatial } = geo;
   const sp = kernel.length;
-  if (channels % groups !== 0) throw new Error(`accumulatePatches: ${channels} channels do not split into ${groups} groups`);
+  if (channels % groups !== 0) throw new Error(`patchBlocks: ${channels} channels do not split into ${groups} groups`);
   const s = channels / groups;
   const K = kernel.reduce((a, b) => a * b, 1);
   const D = s * K;
   const inSize = inSpatial.reduce((a, b) => a * b, 1);
   const outSize = outSpatial.reduce((a, b) => a * b, 1);
-  checkLength('accumulatePatches gram', gram, groups * D * D);
-  checkLength('accumulatePatches x', x, batch * channels * inSize);
-  if (sum) checkLength('accumulatePatches sum', sum, groups * D);
+  checkLength('patchBlocks x', x, batch * channels * inSize);
 
   const inStride = new Array<number>(sp);
   for (let a = sp - 1, st = 1; a >= 0; a--) { inStride[a] = st; st *= inSpatial[a]!; }
@@ -268,16 +276,15 @@ export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGe
     for (let a = sp - 1, r = q; a >= 0; a--) { c[a] = r % kernel[a]!; r = Math.floor(r / kernel[a]!); }
     kc.push(c);
   }
-  // Blocks run over (batch item, output position) pairs, so small feature maps still fill them.
   const total = batch * outSize;
-  const nb = Math.min(PATCH_BLOCK, total);
+  const nb = Math.min(width, total);
   const index = new Int32Array(K * nb); // input spatial offset per (kernel offset, pair), −1 = padding
   const itemBase = new Float64Array(nb); // offset of the pair's batch item in x
-  const buf = new Float64Array(D * nb);
+  const buf = bufferFor(x, D * nb);
   const origin = new Array<number>(sp);
 
-  for (let t0 = 0; t0 < total; t0 += PATCH_BLOCK) {
-    const np = Math.min(PATCH_BLOCK, total - t0);
+  for (let t0 = 0; t0 < total; t0 += nb) {
+    const np = Math.min(nb, total - t0);
     for (let e = 0; e < np; e++) {
       const n = Math.floor((t0 + e) / outSize);
       itemBase[e] = n * channels * inSize;
@@ -306,12 +313,59 @@ export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGe
             const o = index[idx + e]!;
             buf[row + e] = o >= 0 ? x[itemBase[e]! + chan + o]! : 0;
           }
+          buf.fill(0, row + np, row + nb);
         }
       }
-      syrkUpper(gram, j * D * D, D, buf, 0, nb, np);
-      if (sum) rowSums(sum, j * D, D, buf, 0, nb, np);
+      yield { group: j, data: buf, rows: D, width: nb, n: np };
     }
   }
-  for (let j = 0; j < groups; j++) mirror(gram, j * D * D, D);
-  return batch * outSize;
+}
+
+/**
+ * Patch statistics: gram [groups, D, D] += Σ p·pᵀ per group (D = s·K, p as in
+ * patchBlocks); sum [groups·D] += Σ p. Returns batch·∏outSpatial (the patches added per group).
+ */
+export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array): number {
+  const D = patchDimOf(geo);
+  checkLength('accumulatePatches gram', gram, geo.groups * D * D);
+  if (sum) checkLength('accumulatePatches sum', sum, geo.groups * D);
+  for (const b of patchBlocks(x, geo)) {
+    syrkUpper(gram, b.group * D * D, D, b.data, 0, b.width, b.n);
+    if (sum) rowSums(sum, b.group * D, D, b.data, 0, b.width, b.n);
+  }
+  for (let j = 0; j < geo.groups; j++) mirror(gram, j * D * D, D);
+  return geo.batch * geo.outSpatial.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Conv input channels as blocks of up to `width` positions: block rows are the s
+ * channels of one group, columns are positions of one batch item (for the engine path,
+ * where x·xᵀ per block runs as one product).
+ */
+export function* channelBlocks(
+  x: FloatData, batch: number, channels: number, positions: number, groups: number, width: number,
+): Generator<SampleBlock, void, void> {
+  if (channels % groups !== 0) throw new Error(`channelBlocks: ${channels} channels do not split into ${groups} groups`);
+  const s = channels / groups;
+  checkLength('channelBlocks x', x, batch * channels * positions);
+  const nb = Math.min(width, positions);
+  const buf = bufferFor(x, s * nb);
+  for (let n = 0; n < batch; n++) {
+    for (let t0 = 0; t0 < positions; t0 += nb) {
+      const np = Math.min(nb, positions - t0);
+      for (let j = 0; j < groups; j++) {
+        for (let c = 0; c < s; c++) {
+          const src = (n * channels + j * s + c) * positions + t0;
+          buf.set(x.subarray(src, src + np), c * nb);
+          buf.fill(0, c * nb + np, (c + 1) * nb);
+        }
+        yield { group: j, data: buf, rows: s, width: nb, n: np };
+      }
+    }
+  }
+}
+
+/** rowSums over a block's filled columns, for the engine path (the JS path inlines it). */
+export function addBlockSums(sum: Float64Array, sOff: number, b: SampleBlock): void {
+  rowSums(sum, sOff, b.rows, b.data, 0, b.width, b.n);
 }

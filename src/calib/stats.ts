@@ -32,6 +32,7 @@ import { attrInt } from '../graph/attrs.js';
 import { resolveConstant } from '../graph/constants.js';
 import type { Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
+import type { GemmEngine } from '../linalg/engine.js';
 import { encodeModel } from '../onnx/codec.js';
 import { mapTensors } from '../onnx/file.js';
 import { newNode, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
@@ -42,6 +43,7 @@ import { err, ok, type Result } from '../errors.js';
 import { openFetcher, type TensorFetcher } from '../verify/intermediate.js';
 import type { SessionOptions } from '../verify/session.js';
 import { elementCount, toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
+import { accumulateConvChannelsOn, accumulatePatchesOn } from './accumulate-engine.js';
 import {
   accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows, patchDimOf, resolvePatchGeometry,
   type ConvPlacement, type FloatData, type PatchGeometry,
@@ -109,6 +111,11 @@ export interface StatsOptions {
   session?: Pick<SessionOptions, 'graphOptimizationLevel' | 'intraOpNumThreads'>;
   /** Called after each run: runs done and the total (probe included). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Where conv Gram products run (e.g. createOrtGemmEngine()): ORT's GEMM makes patch
+   * statistics of high-resolution convs affordable. Default: the exact fp64 JS kernels.
+   */
+  engine?: GemmEngine;
 }
 
 // ---------------------------------------------------------------------------- planning
@@ -209,7 +216,7 @@ function floatData(t: HostTensor): FloatData | undefined {
 }
 
 /** Folds one fetched tensor into an accumulator; returns a reason when it does not fit the layer. */
-function accumulate(acc: Acc, t: HostTensor): string | undefined {
+async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefined): Promise<string | undefined> {
   const x = floatData(t);
   if (!x) return `its input is ${t.type}, not a float tensor`;
   const dims = t.dims;
@@ -241,8 +248,13 @@ function accumulate(acc: Acc, t: HostTensor): string | undefined {
       if (!geo) { geo = resolvePatchGeometry(spec.conv, dims); acc.geoCache.set(key, geo); }
       if (typeof geo === 'string') return geo;
       const positions = elementCount(geo.inSpatial);
-      st.count += accumulateConvChannels(st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
-      if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum);
+      if (engine) {
+        st.count += await accumulateConvChannelsOn(engine, st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
+        if (st.patchGram) st.patchCount! += await accumulatePatchesOn(engine, st.patchGram, x, geo, acc.patchSum);
+      } else {
+        st.count += accumulateConvChannels(st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
+        if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum);
+      }
       return undefined;
     }
   }
@@ -412,7 +424,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
         for (const [t, value] of Object.entries(got)) {
           for (const acc of byTensor.get(t) ?? []) {
             if (acc.failed) continue;
-            const why = accumulate(acc, value);
+            const why = await accumulate(acc, value, opts.engine);
             if (why) acc.failed = why;
           }
         }

@@ -4,6 +4,7 @@ import { Model } from '../graph/graph.js';
 import { LrError } from '../errors.js';
 import { collectStats } from '../calib/stats.js';
 import { describeCalibration, loadCalibration } from '../calib/load.js';
+import { createOrtGemmEngine } from '../linalg/ort-gemm.js';
 import type { CalibrationSource } from '../optimize/pipeline.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
@@ -44,14 +45,20 @@ export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: Value
     return {
       feeds: [...set.value.feeds()],
       description: describeCalibration(set.value),
-      collectStats: async (loaded, names) => {
+      collectStats: async (loaded, names, onProgress) => {
         const model = new Model(loaded.model);
         const wanted = new Set(names);
         const layers = findLayers(model).filter((l) => wanted.has(l.name));
-        // Patch second moments (k×k convs) let the chains' last factor be refitted.
-        const r = await collectStats(model, layers, set.value, { external: loaded.external });
-        if (!r.ok) throw r.error;
-        return r.value.stats;
+        // Patch second moments (k×k convs) let the chains' last factor be refitted; their
+        // products run in ORT's GEMM, which makes high-resolution convs affordable.
+        const engine = createOrtGemmEngine();
+        try {
+          const r = await collectStats(model, layers, set.value, { external: loaded.external, engine, onProgress });
+          if (!r.ok) throw r.error;
+          return r.value.stats;
+        } finally {
+          await engine.dispose();
+        }
       },
     };
   };

@@ -18,7 +18,7 @@ import { preflightOriginal, verifyModels } from '../verify/verify.js';
 import { LrError } from '../errors.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import type { Budget } from './budget.js';
-import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
+import { allocate, budgetLabel, eligibleLayers, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
 import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
@@ -31,7 +31,9 @@ export interface CalibrationSource {
   /** Said in the report: what the calibration inputs were. */
   description: string;
   /** Per-layer input statistics, when data-aware decomposition is on. */
-  collectStats?: (model: LoadedModel, layerNames: readonly string[]) => Promise<ReadonlyMap<string, LayerInputStats>>;
+  collectStats?: (
+    model: LoadedModel, layerNames: readonly string[], onProgress?: (done: number, total: number) => void,
+  ) => Promise<ReadonlyMap<string, LayerInputStats>>;
 }
 
 export interface PipelineConfig {
@@ -102,9 +104,14 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       if (!ref.ok) throw ref.error;
       reference = ref.value;
     }
-    // Data-aware runs measure every layer's input statistics on the model as it stands.
+    // Data-aware runs measure the input statistics of every layer that may be rewritten
+    // (not the excluded or too small ones) on the model as it stands.
     const collectStats = calib?.collectStats && cfg.dataAware
-      ? (stage: string) => { cfg.onStage?.(stage); return calib!.collectStats!(loaded, findLayers(model, sh.shapes).map((l) => l.name)); }
+      ? (stage: string) => {
+        cfg.onStage?.(stage);
+        const names = eligibleLayers(model, sh.shapes, opts.exclude, opts.minParams).map((l) => l.name);
+        return calib!.collectStats!(loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'));
+      }
       : undefined;
     if (collectStats) {
       opts.stats = await collectStats('collecting layer input statistics');

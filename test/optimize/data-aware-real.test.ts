@@ -14,6 +14,8 @@ import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
+import { Model } from '../../src/graph/graph.js';
+import { findLayers } from '../../src/graph/layers.js';
 
 async function optimizeJson(...argv: string[]): Promise<{ code: number; report: Report; err: string }> {
   let out = '';
@@ -59,6 +61,23 @@ describe('data-aware decomposition on real models', () => {
       expect(e(aware.report)).toBeLessThan(e(plain.report));
     });
   }
+});
+
+describe('statistics only for the layers a run may rewrite', () => {
+  it('cls with --exclude and --min-params: one statistic per eligible layer, none for the others', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-elig-'));
+    const exclude = 'Conv\.4[45]$';
+    const shapes = new Map([['x', [1, 3, 48, 192]]]);
+    const all = findLayers(new Model(decodeModel(readFileSync(REAL.cls))), shapes);
+    const eligible = all.filter((l) => !new RegExp(exclude).test(l.name) && !new RegExp(exclude).test(l.weightName) && l.params >= 4096);
+    expect(eligible.length).toBeGreaterThan(0);
+    expect(eligible.length).toBeLessThan(all.length / 2);
+    const { report } = await optimizeJson(
+      REAL.cls, path.join(dir, 'o.onnx'), '--shape', 'x:1x3x48x192', '--rank-ratio', '0.5', '--exclude', exclude,
+      '--min-params', '4096', '--calib', calibFile(dir, [2, 3, 48, 192], 3), '--no-verify',
+    );
+    expect(report.notes).toContain(`data-aware decomposition: input statistics for ${eligible.length} layer(s)`);
+  });
 });
 
 describe('whitening damping on a real model', () => {
