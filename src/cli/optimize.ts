@@ -179,7 +179,7 @@ function budgetFrom(p: Parsed): Budget | undefined {
   if (m[1] === 'cosine') {
     if (v <= 0 || v >= 1) throw new LrError('usage', '--max-error cosine:C needs 0 < C < 1');
     // For small errors 1 − cos ≈ ½‖Δy‖²/‖y‖².
-    return { kind: 'error', err2: 2 * (1 - v) };
+    return { kind: 'error', err2: 2 * (1 - v), cosine: v };
   }
   if (v <= 0) throw new LrError('usage', '--max-error must be above 0');
   return { kind: 'error', err2: v * v };

@@ -11,8 +11,9 @@ import type { Candidate, LayerSensitivity } from './sensitivity.js';
 export type Budget =
   | { kind: 'params' | 'macs' | 'latency'; fraction: number }
   /** Error budgets: a predicted Σ‖Δy‖²/‖y‖² for the allocation; with `top1`, the measured
-   *  top-1 agreement on calibration inputs decides instead and err2 is the first guess. */
-  | { kind: 'error'; err2: number; top1?: number };
+   *  top-1 agreement on calibration inputs decides instead and err2 is the first guess;
+   *  `cosine` is what the user asked for when err2 came from a cosine (for the report). */
+  | { kind: 'error'; err2: number; top1?: number; cosine?: number };
 
 export interface Allocation {
   /** Chosen candidate per layer name (layers left alone are absent). */

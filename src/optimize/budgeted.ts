@@ -68,7 +68,9 @@ export function planFromAllocation(model: string, policy: string, sens: readonly
 
 export function budgetLabel(b: Budget): string {
   if (b.kind !== 'error') return `target ${b.kind} ${b.fraction}`;
-  return b.top1 !== undefined ? `min top-1 agreement ${b.top1}` : `max output error (rel. L2) ${Math.sqrt(b.err2).toPrecision(3)}`;
+  if (b.top1 !== undefined) return `min top-1 agreement ${b.top1}`;
+  const relL2 = `max output error (rel. L2) ${Math.sqrt(b.err2).toPrecision(3)}`;
+  return b.cosine !== undefined ? `min output cosine ${b.cosine} (${relL2})` : relL2;
 }
 
 export { allocate };

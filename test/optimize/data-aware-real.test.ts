@@ -114,6 +114,8 @@ describe('budgets on a real model', () => {
     const b = report.budget!;
     expect(b.met).toBe(true);
     expect(b.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.005) + 1e-9);
+    // The header names the cosine the user asked for, with its rel. L2 equivalent.
+    expect(report.policy).toBe('min output cosine 0.995 (max output error (rel. L2) 0.100)');
     expect(report.output.params).toBeLessThan(report.input.params);
     expect(code).toBe(0);
   });
