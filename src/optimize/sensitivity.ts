@@ -279,6 +279,8 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
     let slower = 0;
     for (const ranks of pickList) {
+      // One event per candidate: a large layer's trials can take minutes.
+      opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
       if (opts.latency) {
         const lt = await timeCandidate(model, layer, pass, ranks, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, seed: 0 });

@@ -66,7 +66,9 @@ function floatFeed(dims: number[], seed: number): HostTensor {
 }
 
 /** Sensitivity of the named layers measured both ways on fresh copies of the model. */
-async function bothWays(bytes: Uint8Array, names: readonly string[] | undefined, feeds: Feeds[], maxCandidates = 4): Promise<[LayerSensitivity[], LayerSensitivity[]]> {
+async function bothWays(
+  bytes: Uint8Array, names: readonly string[] | undefined, feeds: Feeds[], maxCandidates = 4, events?: string[],
+): Promise<[LayerSensitivity[], LayerSensitivity[]]> {
   const ref = await runAll({ bytes }, feeds);
   if (!ref.ok) throw ref.error;
   const measure = async (wholeModel: boolean): Promise<LayerSensitivity[]> => {
@@ -74,7 +76,8 @@ async function bothWays(bytes: Uint8Array, names: readonly string[] | undefined,
     for (const g of model.allGraphs()) g.topoSort();
     const layers = findLayers(model).filter((l) => !names || names.includes(l.name));
     const cx = { model, rng: createRng(7), shared: new Map() };
-    return measureSensitivity(model, layers, { method: 'auto', feeds, reference: ref.value, cx, maxCandidates, wholeModel });
+    const onProgress = (done: number, total: number, what: string): void => { events?.push(`${done}/${total} ${what}`); };
+    return measureSensitivity(model, layers, { method: 'auto', feeds, reference: ref.value, cx, maxCandidates, wholeModel, onProgress });
   };
   return [await measure(true), await measure(false)];
 }
@@ -136,9 +139,14 @@ describe('downstream parts', () => {
 describe('sensitivity: the downstream part against the whole model', () => {
   it('a synthetic model with a skip connection, a Constant node and a layer inside If', async () => {
     const feeds: Feeds[] = [1, 2].map((s) => ({ x: floatFeed([2, 16], s), cond: { type: 'bool', dims: [], data: Uint8Array.of(1) } }));
-    const [slow, fast] = await bothWays(skipModel(), undefined, feeds);
+    const events: string[] = [];
+    const [slow, fast] = await bothWays(skipModel(), undefined, feeds, 4, events);
     expect(slow.map((l) => l.name).sort()).toEqual(['inner', 'mm0', 'mm1', 'mm2']);
     for (const l of slow) expect(l.candidates.length).toBeGreaterThan(0);
+    // Progress names each candidate as it is tried (a large layer's trials take minutes).
+    slow.forEach((l, i) => {
+      for (const c of l.candidates) expect(events).toContain(`${i}/${slow.length} ${l.name} at rank ${c.ranks.join('x')}`);
+    });
     expect(maxRelDiff(slow, fast)).toBeLessThanOrEqual(1e-6);
   });
 
