@@ -160,11 +160,16 @@ describe('sensitivity: the downstream part against the whole model', () => {
 });
 
 describe('outputErr2', () => {
-  it('sums squared differences over outputs and feeds, relative to the reference energy', () => {
+  it('the worst output\'s squared difference over its energy, each summed over the feeds', () => {
     const t = (type: 'float32' | 'int64', v: number[]): HostTensor =>
       type === 'int64' ? { type, dims: [v.length], data: BigInt64Array.from(v.map(BigInt)) } : { type, dims: [v.length], data: Float32Array.from(v) };
     const ref = [{ a: t('float32', [3, 4]), b: t('int64', [0, 2]) }];
-    expect(outputErr2(ref, [{ a: t('float32', [3, 5]), b: t('int64', [0, 1]) }])).toBeCloseTo(2 / 29, 12);
+    // a: 1/25, b: 1/4; pooled it would read 2/29 and hide b's error.
+    expect(outputErr2(ref, [{ a: t('float32', [3, 5]), b: t('int64', [0, 1]) }])).toBeCloseTo(1 / 4, 12);
+    expect(outputErr2(ref, [{ a: t('float32', [3, 5]), b: t('int64', [0, 2]) }])).toBeCloseTo(1 / 25, 12);
+    // Two feeds: sums over both before the ratio.
+    const ref2 = [{ a: t('float32', [3, 4]) }, { a: t('float32', [0, 5]) }];
+    expect(outputErr2(ref2, [{ a: t('float32', [3, 4]) }, { a: t('float32', [0, 3]) }])).toBeCloseTo(4 / 50, 12);
     expect(outputErr2(ref, [{ a: t('float32', [3, NaN]), b: t('int64', [0, 2]) }])).toBe(Infinity);
     expect(outputErr2([{ a: t('float32', [0]) }], [{ a: t('float32', [0]) }])).toBe(0);
   });
