@@ -20,9 +20,18 @@ Run 'onnx-lr COMMAND --help' for a command's options.`;
 
 const HELPS: Record<string, string> = { inspect: INSPECT_HELP, optimize: OPTIMIZE_HELP, plan: PLAN_HELP, convert: CONVERT_HELP };
 
-export interface Io { out(s: string): void; err(s: string): void }
+export interface Io {
+  out(s: string): void;
+  err(s: string): void;
+  /** Raw writes for a live progress line; set only when stderr is a terminal. */
+  live?(s: string): void;
+}
 
-const STDIO: Io = { out: (s) => { process.stdout.write(`${s}\n`); }, err: (s) => { process.stderr.write(`${s}\n`); } };
+const STDIO: Io = {
+  out: (s) => { process.stdout.write(`${s}\n`); },
+  err: (s) => { process.stderr.write(`${s}\n`); },
+  ...(process.stderr.isTTY === true && { live: (s: string) => { process.stderr.write(s); } }),
+};
 
 export async function main(argv: readonly string[], io: Io = STDIO): Promise<number> {
   const [cmd, ...rest] = argv;

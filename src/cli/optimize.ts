@@ -13,6 +13,7 @@ import { expectPositionals, flag, num, parse, str, strs, type Options, type Pars
 import { calibrationFrom } from './calibration.js';
 import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
+import type { Io } from './main.js';
 
 const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
@@ -152,8 +153,8 @@ function optionsFrom(p: Parsed): OptimizeOptions {
 }
 
 /** A terminal gets a live line (not with --json); a log gets a line every 10 s of a long run. */
-function stderrProgress(json: boolean): Progress {
-  return createProgress((t) => process.stderr.write(t), process.stderr.isTTY === true && !json);
+function stderrProgress(json: boolean, io: Io): Progress {
+  return io.live && !json ? createProgress(io.live, true) : createProgress((t) => io.err(t.replace(/\n$/, '')), false);
 }
 
 /** --target-params/--target-macs/--target-latency F or --max-error E (rel. L2, or cosine:C). */
@@ -204,12 +205,12 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   };
 }
 
-export async function optimize(argv: readonly string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+export async function optimize(argv: readonly string[], io: Io): Promise<number> {
   const p = parse(argv, { ...COMMON, ...OPTIMIZE_ONLY }, 'optimize');
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
-  const shown = stderrProgress(flag(p, 'json'));
+  const shown = stderrProgress(flag(p, 'json'), io);
   const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, shown);
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
@@ -219,13 +220,13 @@ export async function optimize(argv: readonly string[], io: { out: (s: string) =
   return pass ? 0 : 1;
 }
 
-export async function plan(argv: readonly string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+export async function plan(argv: readonly string[], io: Io): Promise<number> {
   const p = parse(argv, COMMON, 'plan');
   if (flag(p, 'help')) { io.out(PLAN_HELP); return 0; }
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
   const opts = optionsFrom(p);
-  const shown = stderrProgress(false);
+  const shown = stderrProgress(false, io);
   const cfg = pipelineConfig(p, opts, shapes, values, shown);
   const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
   shown.end();
