@@ -43,3 +43,19 @@ export function ensureIsnet(cache = path.join(ROOT, 'node_modules', '.cache', 'o
   renameSync(`${out}.tmp`, out);
   return out;
 }
+
+/**
+ * The 22 convs that take 70% of ORT-node's conv time on ISNet (profiled at 1024², 2
+ * threads; they hold 80% of its MACs): a budgeted run measures the sensitivity of each
+ * candidate at 1024², minutes per large layer, so the bench restricts it to these.
+ */
+export const ISNET_HEAVY_CONVS = [
+  'stage1d/rebnconvin', 'stage1/rebnconvin', 'stage4d/rebnconvin', 'stage3d/rebnconvin', 'stage2d/rebnconvin',
+  'stage1/rebnconv1d', 'stage1/rebnconv1', 'stage2/rebnconvin', 'stage2/rebnconv1d', 'stage4/rebnconv1d',
+  'stage5d/rebnconvin', 'stage1d/rebnconv1d', 'stage4/rebnconvin', 'stage3/rebnconvin', 'stage3/rebnconv1d',
+  'stage4d/rebnconv1d', 'stage1d/rebnconv1', 'stage5/rebnconv1d', 'stage3d/rebnconv1d', 'stage2/rebnconv1',
+  'stage2d/rebnconv1d', 'stage4/rebnconv1',
+];
+
+/** An --exclude pattern that leaves every conv but ISNET_HEAVY_CONVS (node names /stageX/name/conv_s1/Conv). */
+export const isnetHeavyOnly = (): string => `^/(?!(${ISNET_HEAVY_CONVS.join('|')})/)`;
