@@ -42,6 +42,8 @@ allocate ranks globally, greedy on output error per saved unit):
                       (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
                       agreement over each output's last axis on the calibration inputs,
                       e.g. top1:0.99 or top1:99%), checked in ORT
+  --save U            what --max-error saves: params (default), macs, or latency (each
+                      candidate timed in ORT as with --layer-latency)
 Calibration data (data-aware decomposition is on when --calib is given):
   --calib PATH        .npy (samples on the first axis), .npz (one array per input),
                       a folder of them, or a folder of .png/.jpg images
@@ -92,7 +94,7 @@ ${RANK_OPTIONS}
   -h, --help          this help`;
 
 const COMMON: Options = {
-  'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' },
+  'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' }, save: { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
   layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
   stages: { type: 'string' },
@@ -190,9 +192,15 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   const budget = budgetFrom(p);
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
   const stages = num(p, 'stages', { min: 1, max: 10, integer: true });
+  const save = str(p, 'save');
+  if (save !== undefined && save !== 'params' && save !== 'macs' && save !== 'latency') {
+    throw new LrError('usage', `--save expects params, macs or latency, got "${save}"`);
+  }
+  if (save !== undefined && budget?.kind !== 'error') throw new LrError('usage', '--save goes with --max-error (the other budgets name what they save)');
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   return {
-    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), layerLatency: flag(p, 'layer-latency'),
+    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'),
+    budgetUnit: save, layerLatency: flag(p, 'layer-latency') || save === 'latency',
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
       enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,

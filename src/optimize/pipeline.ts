@@ -40,7 +40,7 @@ export interface PipelineConfig {
   opts: OptimizeOptions;
   budget?: Budget;
   /** For error budgets: what to save. */
-  budgetUnit?: 'params' | 'macs';
+  budgetUnit?: 'params' | 'macs' | 'latency';
   shapes: ShapeOverrides;
   values: ValueOverrides;
   /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
@@ -169,7 +169,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
           // Two input sets rank the layers well enough; the final check uses all of them.
           feeds: calib!.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
           totals: { params: before.params, macs: before.macs },
-          layerLatency: cfg.layerLatency || budget.kind === 'latency' ? { threads: cfg.verify.threads, shapes: sh.shapes } : undefined,
+          layerLatency: cfg.layerLatency || unit === 'latency' ? { threads: cfg.verify.threads, shapes: sh.shapes } : undefined,
           onProgress: cfg.onProgress,
         });
         if (stage === 1) sensitivity = sens;
@@ -206,9 +206,9 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
             achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
             predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
             attempts: attempts.length,
-            unit: unit === 'latency' ? 'latency (per-layer ORT timings)'
-              : top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
-              : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}` : unit,
+            unit: top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
+              : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}`
+              : unit === 'latency' ? 'latency (per-layer ORT timings)' : unit,
           };
           const step = !search || finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
             : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);

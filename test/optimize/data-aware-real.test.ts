@@ -183,4 +183,33 @@ describe('budgets on a real model', () => {
     expect(report.latency!.speedup).toBeGreaterThan(1);
     expect(b.achieved).toBeCloseTo(report.latency!.optimizedMs.p50 / report.latency!.originalMs.p50, 6);
   });
+
+  it('--max-error with --save latency: the error holds, and candidates are timed in ORT', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-latency');
+    const b = report.budget!;
+    expect(b.unit).toBe('output rel. L2 on calibration inputs, saving latency');
+    expect(b.met).toBe(true);
+    expect(b.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.01) + 1e-9);
+    expect(report.layers.some((l) => !l.skipped)).toBe(true);
+    // The same budget as a plan: every measured layer and kept candidate carries its ORT
+    // time (each kept one ran faster than the layer in its own interleaved timing).
+    let out = '';
+    const code = await main(['plan', REAL.rec, ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS], { out: (t) => { out += t; }, err: () => {} });
+    expect(code).toBe(0);
+    const sens = (JSON.parse(out) as { sensitivity: { ms?: number; candidates: { ms?: number }[] }[] }).sensitivity;
+    const timed = sens.filter((l) => l.candidates.length > 0);
+    expect(timed.length).toBeGreaterThan(0);
+    for (const l of timed) {
+      expect(l.ms).toBeGreaterThan(0);
+      for (const c of l.candidates) expect(c.ms).toBeGreaterThan(0);
+    }
+  });
+
+  it('--save is refused without --max-error, and with a unit it does not know', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
+    const o = path.join(dir, 'o.onnx');
+    await expect(optimizeJson(REAL.cls, o, '--save', 'latency')).rejects.toThrow(/--save goes with --max-error/);
+    await expect(optimizeJson(REAL.cls, o, '--max-error', '0.1', '--save', 'speed')).rejects.toThrow(/--save expects params, macs or latency/);
+  });
 });
