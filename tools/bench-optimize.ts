@@ -70,8 +70,8 @@ const SETTINGS: Setting[] = quick
       ['--target-params 0.75, --stages 3', () => ['--target-params', '0.75', '--stages', '3']],
       ['--max-error top1:0.99, data-aware', withCalib(['--max-error', 'top1:0.99'])],
       // ISNet only (~40 min): the "≥ 2x at cosine ≥ 0.99" question, on 2 threads.
-      ['--max-error cosine:0.99, data-aware, 22 heaviest convs, 2 threads', (name) => (name === 'isnet'
-        ? withCalib(['--max-error', 'cosine:0.99', '--exclude', isnetHeavyOnly(), '--layer-latency', '--threads', '2'])(name)
+      ['--max-error cosine:0.99 --save latency, data-aware, 22 heaviest convs, 2 threads', (name) => (name === 'isnet'
+        ? withCalib(['--max-error', 'cosine:0.99', '--save', 'latency', '--exclude', isnetHeavyOnly(), '--threads', '2'])(name)
         : undefined)],
     ];
 
