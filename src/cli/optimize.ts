@@ -155,7 +155,7 @@ function optionsFrom(p: Parsed): OptimizeOptions {
 }
 
 /** A terminal gets a live line (not with --json); a log gets a line every 10 s of a long run. */
-function stderrProgress(json: boolean, io: Io): Progress {
+function progressOn(io: Io, json: boolean): Progress {
   return io.live && !json ? createProgress(io.live, true) : createProgress((t) => io.err(t.replace(/\n$/, '')), false);
 }
 
@@ -200,7 +200,7 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   return {
     opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'),
-    budgetUnit: save, layerLatency: flag(p, 'layer-latency') || save === 'latency',
+    budgetUnit: save, layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
       enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,
@@ -218,7 +218,7 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
-  const shown = stderrProgress(flag(p, 'json'), io);
+  const shown = progressOn(io, flag(p, 'json'));
   const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, shown);
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
@@ -234,7 +234,7 @@ export async function plan(argv: readonly string[], io: Io): Promise<number> {
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
   const opts = optionsFrom(p);
-  const shown = stderrProgress(false, io);
+  const shown = progressOn(io, false);
   const cfg = pipelineConfig(p, opts, shapes, values, shown);
   const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
   shown.end();
