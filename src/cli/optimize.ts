@@ -68,6 +68,7 @@ written), 2 for bad input.
 ${RANK_OPTIONS}
   --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly; with a
                       budget, reuse the plan's cached sensitivity measurements instead
+                      (a budgeted run's --report carries them too)
 Verification:
   --min-cosine C      pass when every output's cosine similarity is at least C (default 0.99)
   --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
@@ -90,7 +91,8 @@ and MACs, weight error) as JSON, without writing a model. Edit it and apply it e
 with 'onnx-lr optimize IN OUT --plan plan.json'.
 
 ${RANK_OPTIONS}
-  --plan FILE         reuse a plan's cached sensitivity measurements (with a budget)
+  --plan FILE         reuse a plan's (or a budgeted optimize --report's) cached
+                      sensitivity measurements (with a budget)
   -h, --help          this help`;
 
 const COMMON: Options = {
@@ -190,7 +192,7 @@ function budgetFrom(p: Parsed): Budget | undefined {
 
 function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): PipelineConfig {
   const budget = budgetFrom(p);
-  if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan with the same budget)');
+  if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan, or optimize --report, run with a budget)');
   const stages = num(p, 'stages', { min: 1, max: 10, integer: true });
   const save = str(p, 'save');
   if (save !== undefined && save !== 'params' && save !== 'macs' && save !== 'latency') {

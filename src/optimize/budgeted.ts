@@ -3,6 +3,7 @@
  * calibration inputs, allocate ranks globally (budget.ts), and turn the allocation into a
  * plan the driver applies exactly.
  */
+import { LrError } from '../errors.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
 import type { ShapeMap } from '../graph/shapes.js';
@@ -43,7 +44,13 @@ export function eligibleLayers(model: Model, shapes: ShapeMap | undefined, exclu
 }
 
 export async function measureAll(model: Model, shapes: ShapeMap | undefined, opts: BudgetedOptions): Promise<LayerSensitivity[]> {
-  if (opts.sensitivity) return [...opts.sensitivity];
+  if (opts.sensitivity) {
+    // Latency allocations need each candidate's ORT time; measurements made without timing cannot serve them.
+    if (opts.layerLatency && !opts.sensitivity.some((l) => l.ms !== undefined)) {
+      throw new LrError('usage', 'the plan\'s sensitivity measurements carry no ORT timings, which this budget needs: make the plan (or report) with --save latency, --layer-latency or --target-latency');
+    }
+    return [...opts.sensitivity];
+  }
   for (const g of model.allGraphs()) g.topoSort();
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats };
   return measureSensitivity(model, eligibleLayers(model, shapes, opts.exclude, opts.minParams), {

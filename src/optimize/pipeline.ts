@@ -258,7 +258,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
         input: { file: inPath, bytes: loaded.byteSize, ...before },
         output: { file: outPath ?? '', bytes: 0, ...summarize(loaded.model) },
-        layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo,
+        layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo, ...(sensitivity && { sensitivity }),
       };
       if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
       const nonFinite = layers.filter((l) => l.skipped && /NaN|non-finite|infinite/i.test(l.reason ?? ''));

@@ -2,6 +2,7 @@
 import type { ModelSummary } from '../graph/summary.js';
 import { opDiff } from '../graph/summary.js';
 import type { LayerRecord } from '../optimize/plan.js';
+import type { LayerSensitivity } from '../optimize/sensitivity.js';
 import type { LatencyStats } from '../verify/latency.js';
 import type { VerifyStats } from '../verify/verify.js';
 import { bytes, human, ratio, table } from './format.js';
@@ -26,6 +27,11 @@ export interface Report {
     /** Multi-stage runs: where each stage ended (fraction of the unit kept, measured error). */
     stages?: { stage: number; target: number; params?: number; macs?: number; latency?: number; measuredError: number; top1?: number; layers: number }[];
   };
+  /**
+   * A budgeted run's per-layer sensitivity measurements: with `layers`, this makes the
+   * report a plan file, so `--plan REPORT` tries another budget without measuring again.
+   */
+  sensitivity?: LayerSensitivity[];
   verify?: VerifyStats & { minCosine?: number; atol?: number; rtol?: number };
   latency?: LatencyStats;
   latencyWeb?: LatencyStats;

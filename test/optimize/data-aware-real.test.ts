@@ -3,7 +3,7 @@
  * (met within 2% or the run says why; an error budget holds when re-measured).
  * Shapes are kept small so each run stays within seconds.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { decodeModel } from '../../src/onnx/codec.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -186,7 +186,8 @@ describe('budgets on a real model', () => {
 
   it('--max-error with --save latency: the error holds, and candidates are timed in ORT', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
-    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-latency');
+    const reportFile = path.join(dir, 'report.json');
+    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-latency', '--report', reportFile);
     const b = report.budget!;
     expect(b.unit).toBe('output rel. L2 on calibration inputs, saving latency');
     expect(b.met).toBe(true);
@@ -204,6 +205,20 @@ describe('budgets on a real model', () => {
       expect(l.ms).toBeGreaterThan(0);
       for (const c of l.candidates) expect(c.ms).toBeGreaterThan(0);
     }
+
+    // The optimize report serves as a plan: a looser budget reuses its measurements. ORT
+    // timings never repeat exactly, so equal ones mean nothing was measured again.
+    const cached = report.sensitivity!;
+    expect(cached.some((l) => l.candidates.length > 0 && l.ms! > 0)).toBe(true);
+    const again = await optimizeJson(REAL.rec, path.join(dir, 'b.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.98', '--save', 'latency', ...BIG_LAYERS, '--no-verify', '--plan', reportFile);
+    expect(again.report.sensitivity).toEqual(cached);
+    expect(again.report.budget!.met).toBe(true);
+    expect(again.report.budget!.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.02) + 1e-9);
+    // Measurements without timings cannot serve a latency allocation.
+    const untimed = path.join(dir, 'untimed.json');
+    writeFileSync(untimed, JSON.stringify({ ...report, sensitivity: cached.map(({ ms: _, ...l }) => ({ ...l, candidates: l.candidates.map(({ ms: __, ...c }) => c) })) }));
+    await expect(optimizeJson(REAL.rec, path.join(dir, 'c.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-verify', '--plan', untimed))
+      .rejects.toThrow(/carry no ORT timings/);
   });
 
   it('--save is refused without --max-error, and with a unit it does not know', async () => {
