@@ -178,7 +178,7 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   }
   const wh = m.whitening;
   const target = wh ? whitenKernel(m.groups[0].data, T, S, K, wh.ls, wh.lk) : m.groups[0].data;
-  const fit = cpAls({ data: target, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol });
+  const fit = cpAls({ data: target, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol, gemm: cx.gemm });
   if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
   // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
   const R = fit.rank;
@@ -211,7 +211,7 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
     const D = S * K;
     const h = new Float64Array(R * D);
     for (let r = 0; r < R; r++) for (let c = 0; c < S; c++) for (let k = 0; k < K; k++) h[r * D + c * K + k] = depth[r * K + k] * first[r * S + c];
-    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches.gram[0], m.patches.mean?.[0]);
+    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches.gram[0], m.patches.mean?.[0], cx.gemm);
     const refit = Float32Array.from(rf.b);
     m.fitted = { ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
   }

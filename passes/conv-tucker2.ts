@@ -18,6 +18,8 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { channelBlocks, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
+import { product, type SyncGemm } from '../src/linalg/engine.js';
+import type { Matrix } from '../src/linalg/matrix.js';
 import { svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
 import { SvdCache, svdPairFactors, WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
@@ -184,9 +186,9 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  if (m.channelGram) return (m.fitted = refitted(m, { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram) }));
+  if (m.channelGram) return (m.fitted = refitted(m, { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram, cx.gemm) }, cx.gemm));
   // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
-  const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng }));
+  const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng, gemm: cx.gemm }));
   // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
   const r1 = parts[0].factors[1].cols;
   const r2 = parts[0].factors[0].cols;
@@ -200,9 +202,9 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
     for (let i = 0; i < r2 * r1 * K; i++) core[j * r2 * r1 * K + i] = d.core.data[i];
     for (let a = 0; a < t; a++) for (let b = 0; b < r2; b++) last[(j * t + a) * r2 + b] = uT.data[a * r2 + b];
   });
-  const relError = tucker2Error(m.w, geo, first, core, last, r1, r2);
+  const relError = tucker2Error(m.w, geo, first, core, last, r1, r2, cx.gemm);
   if (!Number.isFinite(relError)) return skip('factorization produced non-finite values');
-  m.fitted = refitted(m, { key, r1, r2, first, core, last, relError });
+  m.fitted = refitted(m, { key, r1, r2, first, core, last, relError }, cx.gemm);
   return m.fitted;
 }
 
@@ -210,7 +212,7 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
  * With patch statistics, the last 1x1 of each group is refitted by least squares on them
  * (refit.ts) and the mean error moved into the bias.
  */
-function refitted(m: ConvTucker2Match, f: Tucker2Factors): Tucker2Factors {
+function refitted(m: ConvTucker2Match, f: Tucker2Factors, sync: SyncGemm | undefined): Tucker2Factors {
   if (!m.patches) return f;
   const { geo } = m;
   const s = geo.S / geo.group;
@@ -233,13 +235,13 @@ function refitted(m: ConvTucker2Match, f: Tucker2Factors): Tucker2Factors {
         for (let k = 0; k < K; k++) h[a * D + c * K + k] += f.core[gOff + k] * av;
       }
     }
-    const r = refitLastFactor({ rows: t, cols: D, data: gk.data }, { rows: r2, cols: D, data: h }, m.patches!.gram[j], m.patches!.mean?.[j]);
+    const r = refitLastFactor({ rows: t, cols: D, data: gk.data }, { rows: r2, cols: D, data: h }, m.patches!.gram[j], m.patches!.mean?.[j], sync);
     for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = r.b[a * r2 + c];
     if (r.biasDelta) for (let a = 0; a < t; a++) biasDelta[j * t + a] = r.biasDelta[a];
     num += r.num;
     den += r.den;
   });
-  const relError = tucker2Error(m.w, geo, f.first, f.core, last, r1, r2);
+  const relError = tucker2Error(m.w, geo, f.first, f.core, last, r1, r2, sync);
   return { ...f, last, relError, dataError: den > 0 ? Math.sqrt(Math.max(num, 0) / den) : 0, biasDelta: m.patches.mean ? biasDelta : undefined };
 }
 
@@ -270,7 +272,7 @@ export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Grap
  * the input-channel covariance L_x·L_xᵀ (so the first 1x1 keeps what the data excites);
  * the output side is the plain truncated SVD of Q's mode-T unfolding.
  */
-function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams: Float64Array[]): Omit<Tucker2Factors, 'key'> {
+function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams: Float64Array[], sync: SyncGemm | undefined): Omit<Tucker2Factors, 'key'> {
   const { geo } = m;
   const s = geo.S / geo.group;
   const t = geo.T / geo.group;
@@ -282,12 +284,15 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
   const core = new Float32Array(G * r2 * r1 * K);
   const last = new Float32Array(geo.T * r2);
   m.groups.forEach((gk, j) => {
-    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j], damp: WHITEN_DAMP }), r1);
+    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j], damp: WHITEN_DAMP }, sync), r1);
     for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = sv.left[c * r1 + b];
     // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
     const qt = new Float64Array(t * r1 * K);
     for (let b = 0; b < r1; b++) for (let a = 0; a < t; a++) for (let k = 0; k < K; k++) qt[(a * r1 + b) * K + k] = sv.right[b * t * K + a * K + k];
-    const ut = svd({ rows: t, cols: r1 * K, data: qt }).u; // [t, min(t, r1·K)]
+    // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix
+    // (as HOOI does, tucker2.ts): one product instead of a QR of the tall transpose.
+    const q: Matrix = { rows: t, cols: r1 * K, data: qt };
+    const ut = t <= r1 * K ? svd(product(q, q, { transB: true }, sync), sync).u : svd(q, sync).u;
     for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = ut.data[a * ut.cols + c];
     // core = U_Tᵀ·Q_(T) [r2, r1·K]
     for (let c = 0; c < r2; c++) {
@@ -300,51 +305,35 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
       }
     }
   });
-  return { r1, r2, first, core, last, relError: tucker2Error(m.w, geo, first, core, last, r1, r2) };
+  return { r1, r2, first, core, last, relError: tucker2Error(m.w, geo, first, core, last, r1, r2, sync) };
 }
 
 /**
  * ‖W − Ŵ‖_F / ‖W‖_F from the stored (fp32) chain weights, so wiring bugs show:
  * Ŵ_j[t, s, k] = Σ_a B[j·T/g + t, a] Σ_b G[j·r2 + a, b, k] A[j·r1 + b, s].
  */
-export function tucker2Error(w: Float32Array, geo: ConvGeometry, first: Float32Array, core: Float32Array, last: Float32Array, r1: number, r2: number): number {
+export function tucker2Error(
+  w: Float32Array, geo: ConvGeometry, first: Float32Array, core: Float32Array, last: Float32Array, r1: number, r2: number, sync?: SyncGemm,
+): number {
   const s = geo.S / geo.group;
   const t = geo.T / geo.group;
   const K = geo.kernelSize;
   let num = 0;
   let den = 0;
-  const p = new Float64Array(r2 * s * K); // P[a, s, k] = Σ_b G[a, b, k] A[b, s]
-  const row = new Float64Array(s * K);
   for (let j = 0; j < geo.group; j++) {
-    p.fill(0);
-    for (let a = 0; a < r2; a++) {
-      for (let b = 0; b < r1; b++) {
-        const aRow = (j * r1 + b) * s;
-        const gOff = ((j * r2 + a) * r1 + b) * K;
-        for (let c = 0; c < s; c++) {
-          const av = first[aRow + c];
-          if (av === 0) continue;
-          const pOff = (a * s + c) * K;
-          for (let k = 0; k < K; k++) p[pOff + k] += core[gOff + k] * av;
-        }
-      }
-    }
-    for (let tt = 0; tt < t; tt++) {
-      row.fill(0);
-      const oc = j * t + tt;
-      for (let a = 0; a < r2; a++) {
-        const bv = last[oc * r2 + a];
-        if (bv === 0) continue;
-        const pOff = a * s * K;
-        for (let i = 0; i < s * K; i++) row[i] += bv * p[pOff + i];
-      }
-      const wOff = oc * s * K;
-      for (let i = 0; i < s * K; i++) {
-        const x = w[wOff + i];
-        const dd = x - row[i];
-        num += dd * dd;
-        den += x * x;
-      }
+    // P = G·A as two products: G as [(a, k), b] times A [b, s], then regrouped to [a, (s, k)].
+    const gk = new Float64Array(r2 * K * r1);
+    for (let a = 0; a < r2; a++) for (let b = 0; b < r1; b++) for (let k = 0; k < K; k++) gk[(a * K + k) * r1 + b] = core[((j * r2 + a) * r1 + b) * K + k]!;
+    const p1 = product({ rows: r2 * K, cols: r1, data: gk }, { rows: r1, cols: s, data: Float64Array.from(first.subarray(j * r1 * s, (j + 1) * r1 * s)) }, {}, sync).data;
+    const p = new Float64Array(r2 * s * K);
+    for (let a = 0; a < r2; a++) for (let k = 0; k < K; k++) for (let c = 0; c < s; c++) p[(a * s + c) * K + k] = p1[(a * K + k) * s + c]!;
+    const wh = product({ rows: t, cols: r2, data: Float64Array.from(last.subarray(j * t * r2, (j + 1) * t * r2)) }, { rows: r2, cols: s * K, data: p }, {}, sync).data;
+    const wOff = j * t * s * K;
+    for (let i = 0; i < t * s * K; i++) {
+      const x = w[wOff + i]!;
+      const dd = x - wh[i]!;
+      num += dd * dd;
+      den += x * x;
     }
   }
   return den === 0 ? 0 : Math.sqrt(num / den);

@@ -43,7 +43,7 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     const w = fromArray(geo.T, geo.S, data);
     // Per pixel y = W·x: the input channels are W's columns.
     const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S);
-    return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten) };
+    return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),

@@ -48,7 +48,7 @@ export const gemmSvd: LayerPass<GemmMatch> = {
     const whiten = whiteningFor(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? w.rows : w.cols);
     return {
       layer, node: n, graph: layer.graph, dataType,
-      weightRight, svd: new SvdCache(w, 0, whiten), transA, transB,
+      weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm), transA, transB,
       alpha: attrFloat(n, 'alpha', 1), beta: attrFloat(n, 'beta', 1),
     };
   },

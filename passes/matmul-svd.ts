@@ -33,7 +33,7 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     const w = fromArray(rows, cols, readTensorFloat(layer.weight.tensor, cx.external));
     const weightRight = layer.weightInput === 1;
     const whiten = whiteningFor(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? rows : cols);
-    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten) };
+    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),

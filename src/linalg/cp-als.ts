@@ -17,7 +17,7 @@ import type { Rng } from '../util/rng.js';
 import { createRng } from '../util/rng.js';
 import { checkRank } from './checks.js';
 import { cholesky, choleskyWithRidge } from './cholesky.js';
-import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
+import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { gemm } from './gemm.js';
 import { asFloat64, assertFinite, type Matrix } from './matrix.js';
 import { truncatedSvdProgram } from './rsvd.js';
@@ -166,8 +166,9 @@ export function balancedFactors(res: Pick<CpAlsResult, 'factors' | 'weights'>): 
   });
 }
 
-export function cpAlsSync(tensor: Tensor, rank: number, opts: CpAlsOptions = {}): CpAlsResult {
-  return runSync(cpAlsProgram(tensor, rank, opts));
+/** CP-ALS with products on `opts.gemm` (default JS). */
+export function cpAlsSync(tensor: Tensor, rank: number, opts: CpAlsOptions & { gemm?: SyncGemm } = {}): CpAlsResult {
+  return runSync(cpAlsProgram(tensor, rank, opts), opts.gemm);
 }
 
 /** CP-ALS with products on `opts.engine` (default JS). */

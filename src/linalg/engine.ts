@@ -36,12 +36,26 @@ export function* mm(a: Matrix, b: Matrix, opts: GemmOptions = {}): GemmProgram<M
   return yield { a, b, opts };
 }
 
-/** Runs a program with the synchronous JS kernel. */
-export function runSync<T>(program: GemmProgram<T>): T {
+/**
+ * A GEMM the synchronous numerics can call (the passes are synchronous): e.g. ORT in a
+ * worker thread (ort-gemm-sync.ts). Same contract as GemmEngine.matmul.
+ */
+export interface SyncGemm {
+  readonly name: string;
+  matmulSync(a: Matrix, b: Matrix, opts?: GemmOptions): Matrix;
+}
+
+/** op(a)·op(b) on `sync` when given, else with the JS kernel. */
+export function product(a: Matrix, b: Matrix, opts: GemmOptions = {}, sync?: SyncGemm): Matrix {
+  return sync ? sync.matmulSync(a, b, opts) : gemm(a, b, opts);
+}
+
+/** Runs a program synchronously: products on `sync` when given, else the JS kernel. */
+export function runSync<T>(program: GemmProgram<T>, sync?: SyncGemm): T {
   let step = program.next();
   while (!step.done) {
     const { a, b, opts } = step.value;
-    step = program.next(gemm(a, b, opts));
+    step = program.next(product(a, b, opts, sync));
   }
   return step.value;
 }

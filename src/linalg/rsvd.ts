@@ -13,10 +13,10 @@ import { LrError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 import { createRng } from '../util/rng.js';
 import { checkRank } from './checks.js';
-import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
+import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { allFinite, asFloat32, asFloat64, assertFinite, sliceCols, transpose, type Matrix } from './matrix.js';
 import { cholQrBasis, cholQrRowsF32, choleskyQr2 } from './qr.js';
-import { svd, type SvdResult } from './svd.js';
+import { svdProgram, type SvdResult } from './svd.js';
 
 export interface TruncatedSvdOptions {
   /** Extra sample columns beyond the rank (HMT's p; default 10). */
@@ -54,16 +54,16 @@ export function* truncatedSvdProgram(a: Matrix, rank: number, opts: TruncatedSvd
   const exact = opts.method === 'exact' || (opts.method !== 'randomized' && (small <= 2 * l || small <= 64));
   if (exact) {
     assertFinite(a, 'truncated SVD input');
-    return truncate(svd(a), k);
+    return truncate(yield* svdProgram(a), k);
   }
   // The randomized path checks A through its first product instead (see there).
   if (opts.start) assertFinite(opts.start, 'truncated SVD start');
   return yield* randomizedSvdProgram(a, k, l, opts.powerIters ?? 2, opts.rng ?? createRng(opts.seed ?? 0), opts.start);
 }
 
-/** Synchronous truncated SVD (JS products). */
-export function truncatedSvdSync(a: Matrix, rank: number, opts: TruncatedSvdOptions = {}): SvdResult {
-  return runSync(truncatedSvdProgram(a, rank, opts));
+/** Synchronous truncated SVD (products on `opts.gemm`, default JS). */
+export function truncatedSvdSync(a: Matrix, rank: number, opts: TruncatedSvdOptions & { gemm?: SyncGemm } = {}): SvdResult {
+  return runSync(truncatedSvdProgram(a, rank, opts), opts.gemm);
 }
 
 /** Truncated SVD with products on `opts.engine` (e.g. createOrtGemmEngine()). */
@@ -130,7 +130,7 @@ function* randomizedSvdProgram(a: Matrix, k: number, l: number, q: number, rng: 
   // Finishing products in the bases' own dtype: fp32 bases (fp32 engine) stay fp32.
   const like = (x: Matrix, ref: Matrix): Matrix => (ref.data instanceof Float32Array ? asFloat32(x) : asFloat64(x));
   const r = asFloat64(yield* mm(q2t, like(b, q2t), { transB: true })); // l×l, R = Q₂ᵀ·Bᵀ
-  const small = svd(r);
+  const small = yield* svdProgram(r);
   const ur = sliceCols(small.u, 0, k);
   const vr = sliceCols(transpose(small.vt), 0, k);
   const u = asFloat64(yield* mm(qt, like(vr, qt), { transA: true })); // m×k = Q·V_R

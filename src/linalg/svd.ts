@@ -13,7 +13,7 @@
  * Very tall inputs are first reduced by Householder QR, so the rest only sees n×n.
  */
 import { LrError } from '../errors.js';
-import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
+import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { assertFinite, transpose, type Matrix } from './matrix.js';
 import { bidiagSvdDc } from './bdsvd-dc.js';
 import { bidiagonalizeBlocked } from './bidiag-blocked.js';
@@ -40,9 +40,9 @@ const DC_MIN = 256;
 const BLOCKED_MIN = 256;
 
 /** Thin SVD A = U·diag(s)·Vᵀ with k = min(m, n). Throws LrError('numeric') on NaN/Inf. */
-export function svd(a: Matrix): SvdResult {
+export function svd(a: Matrix, sync?: SyncGemm): SvdResult {
   assertFinite(a, 'svd input');
-  return runSync(svdProgram(a));
+  return runSync(svdProgram(a), sync);
 }
 
 /**
@@ -54,7 +54,8 @@ export async function svdAsync(a: Matrix, engine: GemmEngine): Promise<SvdResult
   return runAsync(svdProgram(a), engine);
 }
 
-function* svdProgram(a: Matrix): GemmProgram<SvdResult> {
+/** svd() as a gemm program (no finiteness check: callers check their input). */
+export function* svdProgram(a: Matrix): GemmProgram<SvdResult> {
   if (a.rows < a.cols) {
     const t = yield* svdProgram(transpose(a));
     return { u: transpose(t.vt), s: t.s, vt: transpose(t.u) };

@@ -5,6 +5,7 @@
  * here is (output, input) = [R2, R1], unlike tucker2.ts's [R1, R2].
  */
 import type { Rng } from '../util/rng.js';
+import type { SyncGemm } from './engine.js';
 import type { Matrix } from './matrix.js';
 import type { Tensor } from './tensor.js';
 import { tucker2Sync, type Tucker2Options } from './tucker2.js';
@@ -19,7 +20,7 @@ export interface Tucker2Decomposition {
 
 export function tucker2(
   unfoldingT: Matrix, dims: readonly [number, number, number], ranks: readonly [number, number],
-  opts: Tucker2Options & { rng?: Rng } = {},
+  opts: Tucker2Options & { rng?: Rng; gemm?: SyncGemm } = {},
 ): Tucker2Decomposition {
   const [T, S, K] = dims;
   const { rng, ...rest } = opts;

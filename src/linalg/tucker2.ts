@@ -10,10 +10,10 @@
  */
 import { LrError } from '../errors.js';
 import { checkRank } from './checks.js';
-import { mm, runAsync, runSync, type GemmEngine, type GemmProgram } from './engine.js';
+import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { asFloat64, assertFinite, sliceCols, type Matrix } from './matrix.js';
 import { truncatedSvdProgram, type TruncatedSvdOptions } from './rsvd.js';
-import { svd } from './svd.js';
+import { svdProgram } from './svd.js';
 import { checkTensor, swapLeadingAxes, tensorNorm, type Tensor } from './tensor.js';
 
 export interface Tucker2Options {
@@ -77,7 +77,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
     // 512×2700 unfolding at rank 300: 1 s instead of 5 s in JS).
     if (!svdOpts.method && x.rows <= x.cols && x.rows <= 2 * Math.min(r + 10, x.rows)) {
       const g = asFloat64(yield* mm(x, x, { transB: true }));
-      return sliceCols(svd(g).u, 0, Math.min(r, x.rows));
+      return sliceCols((yield* svdProgram(g)).u, 0, Math.min(r, x.rows));
     }
     const o = start ? { powerIters: 1, ...svdOpts, start } : svdOpts;
     return (yield* truncatedSvdProgram(x, r, o)).u;
@@ -119,8 +119,9 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
   };
 }
 
-export function tucker2Sync(kernel: Tensor, ranks: [number, number], opts: Tucker2Options = {}): Tucker2Result {
-  return runSync(tucker2Program(kernel, ranks, opts));
+/** Tucker-2 with products on `opts.gemm` (default JS). */
+export function tucker2Sync(kernel: Tensor, ranks: [number, number], opts: Tucker2Options & { gemm?: SyncGemm } = {}): Tucker2Result {
+  return runSync(tucker2Program(kernel, ranks, opts), opts.gemm);
 }
 
 /** Tucker-2 with products on `opts.engine` (default JS). */

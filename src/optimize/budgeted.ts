@@ -3,6 +3,7 @@
  * calibration inputs, allocate ranks globally (budget.ts), and turn the allocation into a
  * plan the driver applies exactly.
  */
+import type { SyncGemm } from '../linalg/engine.js';
 import { LrError } from '../errors.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
@@ -30,6 +31,8 @@ export interface BudgetedOptions {
   layerLatency?: { threads: number; shapes: ShapeMap };
   /** Model totals, to skip layers too small to matter. */
   totals?: { params: number; macs?: number };
+  /** Where the factorizations' large products run; default JS. */
+  gemm?: SyncGemm;
   /** Reuse these measurements (from a plan file) instead of measuring again. */
   sensitivity?: readonly LayerSensitivity[];
   onProgress?: (done: number, total: number, layer: string) => void;
@@ -52,7 +55,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
     return [...opts.sensitivity];
   }
   for (const g of model.allGraphs()) g.topoSort();
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
   return measureSensitivity(model, eligibleLayers(model, shapes, opts.exclude, opts.minParams), {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,

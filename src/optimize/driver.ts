@@ -4,6 +4,7 @@
  * parameters and MACs, then removes what became dead. Visits graphs outer to inner and
  * nodes in topological order, so the same input and seed give the same output.
  */
+import type { SyncGemm } from '../linalg/engine.js';
 import { attrInt } from '../graph/attrs.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers.js';
@@ -31,6 +32,8 @@ export interface OptimizeOptions {
   /** Apply these decisions exactly instead of choosing ranks. */
   plan?: PlanFile;
   external?: ExternalReader;
+  /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
+  gemm?: SyncGemm;
   onProgress?: (done: number, total: number, layer: string) => void;
 }
 
@@ -78,7 +81,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
   const layers = findLayers(model, shapes);
   const quantized = findQuantizedLayers(model);
   const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {
     opts.onProgress?.(i, layers.length, layer.name);

@@ -4,6 +4,7 @@
  * Fewer MACs is not fewer milliseconds (depthwise and 1x1 convs are memory-bound): this
  * is what decides whether a rewrite is kept when latency matters.
  */
+import type { SyncGemm } from '../linalg/engine.js';
 import { err, ok, type Result } from '../errors.js';
 import { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
@@ -50,7 +51,7 @@ export interface LayerTiming { originalMs: number; candidateMs: number }
 /** Times a layer against its rewrite at `ranks` (median ms of each, interleaved runs). */
 export async function timeCandidate(
   model: Model, layer: LayerInfo, pass: AnyPass, ranks: readonly number[], shapes: ShapeMap,
-  opts: { threads: number; external?: ExternalBytes; seed: number },
+  opts: { threads: number; external?: ExternalBytes; seed: number; gemm?: SyncGemm },
 ): Promise<Result<LayerTiming>> {
   const one = singleLayerModel(model, layer, shapes, opts.external);
   if (typeof one === 'string') return err('unsupported', one);
@@ -58,7 +59,7 @@ export async function timeCandidate(
   const m2 = new Model(one);
   const l2 = findLayers(m2, shapes)[0];
   if (!l2) return err('unsupported', 'layer not found in its one-layer model');
-  const cx: PassContext = { model: m2, rng: createRng(opts.seed), shared: new Map() };
+  const cx: PassContext = { model: m2, rng: createRng(opts.seed), shared: new Map(), gemm: opts.gemm };
   const mm = pass.match(l2, cx);
   if (isSkip(mm)) return err('unsupported', mm.skip);
   const applied = pass.apply(mm, ranks, cx);

@@ -24,6 +24,7 @@ import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensiti
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
+import { createSyncOrtGemm } from '../linalg/ort-gemm-sync.js';
 
 export interface CalibrationSource {
   /** Feeds for the model's inputs (batches). */
@@ -84,11 +85,17 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   const t0 = performance.now();
   const opts: OptimizeOptions = { ...cfg.opts };
   let loaded = loadModel(inPath);
+  // The factorizations' large products run in ORT (a worker thread, since the passes are
+  // synchronous); without it they run in JS, only slower.
+  let gemmFailed: string | undefined;
+  const gemm = await createSyncOrtGemm().catch((e: Error) => { gemmFailed = e.message; return undefined; });
   try {
     opts.external = loaded.external;
+    opts.gemm = gemm;
     opts.onProgress = cfg.onProgress;
     let model = new Model(loaded.model);
     const notes: string[] = [];
+    if (gemmFailed) notes.push(`factorizations ran in JS (slower): ${gemmFailed}`);
     cfg.onStage?.('learning shapes');
     const sh = await shapesFor(loaded, model, cfg.shapes, cfg.values);
     if (sh.note) notes.push(sh.note);
@@ -165,7 +172,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
         const sens = await measureAll(model, sh.shapes, {
           method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, seed: opts.seed,
-          external: loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined,
+          external: loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm,
           // Two input sets rank the layers well enough; the final check uses all of them.
           feeds: calib!.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
           totals: { params: before.params, macs: before.macs },
@@ -260,6 +267,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
         output: { file: outPath ?? '', bytes: 0, ...summarize(loaded.model) },
         layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo, ...(sensitivity && { sensitivity }),
       };
+      if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
       if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
       const nonFinite = layers.filter((l) => l.skipped && /NaN|non-finite|infinite/i.test(l.reason ?? ''));
       if (nonFinite.length > 0) notes.push(`warning: ${nonFinite.length} layer(s) skipped for NaN/Inf in their weights: ${nonFinite.map((l) => l.name).join(', ')}`);
@@ -328,6 +336,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     }
   } finally {
     loaded.external.close();
+    await gemm?.dispose();
   }
 }
 

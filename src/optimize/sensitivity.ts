@@ -296,7 +296,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
       if (opts.latency) {
-        const lt = await timeCandidate(model, layer, pass, ranks, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, seed: 0 });
+        const lt = await timeCandidate(model, layer, pass, ranks, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, seed: 0, gemm: opts.cx.gemm });
         if (lt.ok) {
           entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
           ms = lt.value.candidateMs;

@@ -6,6 +6,7 @@
  */
 import type { Graph, Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
+import type { SyncGemm } from '../linalg/engine.js';
 import type { ExternalReader } from '../onnx/external.js';
 import type { NodeProto, TensorProto } from '../onnx/schema.js';
 import type { Rng } from '../util/rng.js';
@@ -24,6 +25,8 @@ export interface PassContext {
   external?: ExternalReader;
   /** Input statistics per layer name, from calibration data (data-aware decomposition). */
   stats?: ReadonlyMap<string, LayerInputStats>;
+  /** Where the factorizations' large products run (e.g. ORT in a worker); default the JS kernel. */
+  gemm?: SyncGemm;
   /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */
   shared: Map<string, { names: string[]; relError: number; dataError?: number }>;
 }

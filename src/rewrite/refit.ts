@@ -7,7 +7,7 @@
  * keeps H·Σ·Hᵀ definite). The remaining mean error (W − B·H)·μ goes into the bias.
  */
 import { choleskyWithRidge } from '../linalg/cholesky.js';
-import { gemm } from '../linalg/gemm.js';
+import { product, type SyncGemm } from '../linalg/engine.js';
 import { transpose, type Matrix } from '../linalg/matrix.js';
 import { solveLowerLeft, solveUpperLeft } from '../linalg/triangular.js';
 
@@ -29,22 +29,22 @@ export interface Refit {
  * @param gram Σ p·pᵀ over the calibration patches [D, D] (any positive scale)
  * @param mean E[p] [D] (optional): enables the bias correction
  */
-export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?: Float64Array): Refit {
+export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?: Float64Array, sync?: SyncGemm): Refit {
   const D = w.cols;
   const sigma: Matrix = { rows: D, cols: D, data: gram };
-  const sh = gemm(sigma, h, { transB: true }); // Σ·Hᵀ [D, r]
-  const m = gemm(h, sh); // H·Σ·Hᵀ [r, r]
-  const rhs = gemm(w, sh); // W·Σ·Hᵀ [t, r]
+  const sh = product(sigma, h, { transB: true }, sync); // Σ·Hᵀ [D, r]
+  const m = product(h, sh, {}, sync); // H·Σ·Hᵀ [r, r]
+  const rhs = product(w, sh, {}, sync); // W·Σ·Hᵀ [t, r]
   const { l } = choleskyWithRidge(m, 1e-8);
   // B·M = rhs  ⇔  M·Bᵀ = rhsᵀ (M symmetric): L·Z = rhsᵀ, Lᵀ·Bᵀ = Z.
   const bt = solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs)));
   const b = transpose(bt);
   // ΔW = W − B·H; errors measured under Σ.
-  const bh = gemm(b, h);
+  const bh = product(b, h, {}, sync);
   const dw: Matrix = { rows: w.rows, cols: D, data: new Float64Array(w.rows * D) };
   for (let i = 0; i < dw.data.length; i++) dw.data[i] = w.data[i] - bh.data[i];
-  const num = traceQuad(dw, sigma);
-  const den = traceQuad(w, sigma);
+  const num = traceQuad(dw, sigma, sync);
+  const den = traceQuad(w, sigma, sync);
   const out: Refit = { b: Float64Array.from(b.data), dataError: den > 0 ? Math.sqrt(Math.max(num, 0) / den) : 0, num, den };
   if (mean) {
     const delta = new Float64Array(w.rows);
@@ -59,8 +59,8 @@ export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?:
 }
 
 /** tr(A·Σ·Aᵀ) = Σ_rows aᵀ·Σ·a. */
-function traceQuad(a: Matrix, sigma: Matrix): number {
-  const as = gemm(a, sigma);
+function traceQuad(a: Matrix, sigma: Matrix, sync: SyncGemm | undefined): number {
+  const as = product(a, sigma, {}, sync);
   let s = 0;
   for (let i = 0; i < a.data.length; i++) s += as.data[i] * a.data[i];
   return s;

@@ -13,6 +13,7 @@
 import type { Matrix } from '../linalg/matrix.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import { gemm } from '../linalg/gemm.js';
+import { product, type SyncGemm } from '../linalg/engine.js';
 import { truncatedSvdSync } from '../linalg/rsvd.js';
 import { solveUpperLeft } from '../linalg/triangular.js';
 import { transpose } from '../linalg/matrix.js';
@@ -76,7 +77,7 @@ export class SvdCache {
   readonly lx?: Matrix;
   /** Ridge added to the Gram matrix to make it definite (0 when it was). */
   readonly ridge: number = 0;
-  constructor(readonly w: Matrix, private readonly seed: number, readonly whiten?: Whitening) {
+  constructor(readonly w: Matrix, private readonly seed: number, readonly whiten?: Whitening, readonly sync?: SyncGemm) {
     if (!whiten) {
       this.a = w;
       return;
@@ -86,14 +87,14 @@ export class SvdCache {
     const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(whiten.gram, k, whiten.damp ?? 0) }, 1e-6);
     this.lx = l;
     this.ridge = ridge;
-    this.a = whiten.side === 'rows' ? gemm(l, w, { transA: true }) : gemm(w, l);
+    this.a = whiten.side === 'rows' ? product(l, w, { transA: true }, sync) : product(w, l, {}, sync);
   }
 
   /** Top-k factorization; exact for moderate sizes, randomized (seeded) for large ones. */
   factors(k: number): SvdResult {
     const kk = Math.min(k, this.w.rows, this.w.cols);
     if (this.full && this.full.s.length >= kk) return this.full;
-    const f = truncatedSvdSync(this.a, Math.max(kk, 1), { seed: this.seed });
+    const f = truncatedSvdSync(this.a, Math.max(kk, 1), { seed: this.seed, gemm: this.sync });
     this.full = f;
     return f;
   }
@@ -142,7 +143,7 @@ export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array
   if (cache.whiten?.side === 'cols') sv = transpose(solveUpperLeft(transpose(cache.lx!), transpose(sv)));
   const left = Float32Array.from(us.data);
   const right = Float32Array.from(sv.data);
-  const relError = reconstructionError(cache.w, left, right, r);
+  const relError = reconstructionError(cache.w, left, right, r, cache.sync);
   if (!cache.whiten) return { left, right, relError };
   let kept = 0;
   let total = 0;
@@ -152,25 +153,16 @@ export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array
 }
 
 /** ‖W − L·R‖_F / ‖W‖_F, computed directly (not from the spectrum) so wiring bugs show. */
-export function reconstructionError(w: Matrix, left: Float32Array, right: Float32Array, r: number): number {
+export function reconstructionError(w: Matrix, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm): number {
   const { rows: m, cols: n } = w;
+  const wh = product({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) }, {}, sync).data;
   let num = 0;
   let den = 0;
-  const row = new Float64Array(n);
-  for (let i = 0; i < m; i++) {
-    row.fill(0);
-    for (let k = 0; k < r; k++) {
-      const a = left[i * r + k];
-      if (a === 0) continue;
-      const off = k * n;
-      for (let j = 0; j < n; j++) row[j] += a * right[off + j];
-    }
-    for (let j = 0; j < n; j++) {
-      const x = w.data[i * n + j];
-      const d = x - row[j];
-      num += d * d;
-      den += x * x;
-    }
+  for (let i = 0; i < m * n; i++) {
+    const x = w.data[i]!;
+    const d = x - wh[i]!;
+    num += d * d;
+    den += x * x;
   }
   return den === 0 ? 0 : Math.sqrt(num / den);
 }
