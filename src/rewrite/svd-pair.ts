@@ -12,7 +12,6 @@
  */
 import type { Matrix } from '../linalg/matrix.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
-import { gemm } from '../linalg/gemm.js';
 import { product, type SyncGemm } from '../linalg/engine.js';
 import { truncatedSvdSync } from '../linalg/rsvd.js';
 import { solveUpperLeft } from '../linalg/triangular.js';
