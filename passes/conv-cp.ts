@@ -29,7 +29,7 @@ import { transpose, type Matrix } from '../src/linalg/matrix.js';
 import { solveUpperLeft } from '../src/linalg/triangular.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
+  convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
   type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
 import { docString } from '../src/rewrite/emit.js';

@@ -14,7 +14,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, readConvGeometry, type ConvGeometry,
+  convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
 import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';

@@ -10,7 +10,7 @@ import { WHITEN_DAMP } from '../../src/rewrite/svd-pair.js';
 import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import {
-  compareInOrt, context, convLayer, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode,
+  compareInOrt, context, convLayer, convModel, cpKernel, describe1, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec,
   PADS, ortRuns,
 } from './conv-harness.js';
 

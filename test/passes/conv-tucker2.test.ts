@@ -12,7 +12,7 @@ import { isSkip } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import {
   compareInOrt, context, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, tuckerKernel, windowSpec,
-  type ConvSpec, type PadMode,
+  type ConvSpec,
   PADS, ortRuns,
 } from './conv-harness.js';
 

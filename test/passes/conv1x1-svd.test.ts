@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { conv1x1Svd } from '../../passes/conv1x1-svd.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
-import { compareInOrt, convModel, describe1, lowRankMatrix, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, type PadMode, PADS, ortRuns } from './conv-harness.js';
+import { compareInOrt, convModel, describe1, lowRankMatrix, matchOnly, opCounts, randn, rewrite, windowSpec, type ConvSpec, PADS, ortRuns } from './conv-harness.js';
 
 
 describe('conv1x1-svd', () => {
