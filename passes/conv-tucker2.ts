@@ -18,9 +18,9 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { channelBlocks, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
-import { product, type SyncGemm } from '../src/linalg/engine.js';
+import { product, runSync, type SyncGemm } from '../src/linalg/engine.js';
 import type { Matrix } from '../src/linalg/matrix.js';
-import { svd } from '../src/linalg/svd.js';
+import { leftVectorsByGram, svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
 import { SvdCache, svdPairFactors, WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
@@ -289,10 +289,9 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
     // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
     const qt = new Float64Array(t * r1 * K);
     for (let b = 0; b < r1; b++) for (let a = 0; a < t; a++) for (let k = 0; k < K; k++) qt[(a * r1 + b) * K + k] = sv.right[b * t * K + a * K + k];
-    // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix
-    // (as HOOI does, tucker2.ts): one product instead of a QR of the tall transpose.
+    // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix (as HOOI does).
     const q: Matrix = { rows: t, cols: r1 * K, data: qt };
-    const ut = t <= r1 * K ? svd(product(q, q, { transB: true }, sync), sync).u : svd(q, sync).u;
+    const ut = t <= r1 * K ? runSync(leftVectorsByGram(q), sync) : svd(q, sync).u;
     for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = ut.data[a * ut.cols + c];
     // core = U_Tᵀ·Q_(T) [r2, r1·K]
     for (let c = 0; c < r2; c++) {

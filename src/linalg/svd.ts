@@ -14,7 +14,7 @@
  */
 import { LrError } from '../errors.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
-import { assertFinite, transpose, type Matrix } from './matrix.js';
+import { asFloat64, assertFinite, transpose, type Matrix } from './matrix.js';
 import { bidiagSvdDc } from './bdsvd-dc.js';
 import { bidiagonalizeBlocked } from './bidiag-blocked.js';
 import { accumulateLeftQ, applyBlockReflector, applyLeftQ, blockReflectorProgram, NB, NB_APPLY } from './householder.js';
@@ -52,6 +52,16 @@ export function svd(a: Matrix, sync?: SyncGemm): SvdResult {
 export async function svdAsync(a: Matrix, engine: GemmEngine): Promise<SvdResult> {
   assertFinite(a, 'svd input');
   return runAsync(svdProgram(a), engine);
+}
+
+/**
+ * Left singular vectors of X (all of them, descending) from the SVD of its Gram X·Xᵀ: for
+ * a wide X one product and a small SVD instead of a QR of the tall Xᵀ. Squaring the
+ * condition number costs the trailing vectors' accuracy, so use it for leading ones.
+ */
+export function* leftVectorsByGram(x: Matrix): GemmProgram<Matrix> {
+  const g = asFloat64(yield* mm(x, x, { transB: true }));
+  return (yield* svdProgram(g)).u;
 }
 
 /** svd() as a gemm program (no finiteness check: callers check their input). */

@@ -13,7 +13,7 @@ import { checkRank } from './checks.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { asFloat64, assertFinite, sliceCols, type Matrix } from './matrix.js';
 import { truncatedSvdProgram, type TruncatedSvdOptions } from './rsvd.js';
-import { svdProgram } from './svd.js';
+import { leftVectorsByGram } from './svd.js';
 import { checkTensor, swapLeadingAxes, tensorNorm, type Tensor } from './tensor.js';
 
 export interface Tucker2Options {
@@ -76,8 +76,7 @@ export function* tucker2Program(kernel: Tensor, ranks: [number, number], opts: T
     // gives it (σ² as values) at a fraction of the cost of the wide X's full SVD (a
     // 512×2700 unfolding at rank 300: 1 s instead of 5 s in JS).
     if (!svdOpts.method && x.rows <= x.cols && x.rows <= 2 * Math.min(r + 10, x.rows)) {
-      const g = asFloat64(yield* mm(x, x, { transB: true }));
-      return sliceCols((yield* svdProgram(g)).u, 0, Math.min(r, x.rows));
+      return sliceCols(yield* leftVectorsByGram(x), 0, Math.min(r, x.rows));
     }
     const o = start ? { powerIters: 1, ...svdOpts, start } : svdOpts;
     return (yield* truncatedSvdProgram(x, r, o)).u;
