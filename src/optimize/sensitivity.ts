@@ -24,7 +24,7 @@ import { passFor, type MethodChoice } from './driver.js';
 import type { AnyPass } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { timeCandidate } from './layer-latency.js';
+import { timeRewrite } from './layer-latency.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
 import type { NodeProto } from '../onnx/schema.js';
 
@@ -295,16 +295,22 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       // One event per candidate: a large layer's trials can take minutes.
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
-      if (opts.latency) {
-        const lt = await timeCandidate(model, layer, pass, ranks, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, seed: 0, gemm: opts.cx.gemm });
-        if (lt.ok) {
-          entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
-          ms = lt.value.candidateMs;
-          // Keep a rewrite only when ORT runs it faster than the layer it replaces.
-          if (ms >= lt.value.originalMs) { slower++; continue; }
+      let isSlower = false;
+      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, async (before) => {
+        if (opts.latency) {
+          // The chain is timed as the trial wrote it, before the (costlier) model run.
+          const chain = layer.graph.proto.node.filter((n) => !before.has(n));
+          const lt = await timeRewrite(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external });
+          if (lt.ok) {
+            entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
+            ms = lt.value.candidateMs;
+            // Keep a rewrite only when ORT runs it faster than the layer it replaces.
+            if (ms >= lt.value.originalMs) { isSlower = true; return err('rank', 'measured slower'); }
+          }
         }
-      }
-      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, (before) => runRewritten(model, layer, before, opts.feeds, cap));
+        return runRewritten(model, layer, before, opts.feeds, cap);
+      });
+      if (isSlower) slower++;
       if (!t.ok) continue;
       entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: worstErr2(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
     }

@@ -1,0 +1,60 @@
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { convTucker2 } from '../../passes/conv-tucker2.js';
+import { Model } from '../../src/graph/graph.js';
+import { shapesFor } from '../../src/graph/layer-shapes.js';
+import { findLayers } from '../../src/graph/layers.js';
+import { encodeModel } from '../../src/onnx/codec.js';
+import { loadModel } from '../../src/onnx/file.js';
+import { nodesModel, singleLayerModel, timeRewrite } from '../../src/optimize/layer-latency.js';
+import { isSkip } from '../../src/rewrite/pass.js';
+import { createRng } from '../../src/util/rng.js';
+import { REAL } from '../helpers/models.js';
+import { randomFeed, relL2, runModel } from '../helpers/ort.js';
+
+describe('per-layer latency models', () => {
+  // det keeps its weights in Constant nodes: the layer's weight must be found through
+  // them and inlined.
+  it('the chain a rewrite wrote into det, cut out alone, computes the layer (exact ranks) and is timed against it', async () => {
+    const loaded = loadModel(REAL.det);
+    const model = new Model(loaded.model);
+    const { shapes } = await shapesFor(loaded, model, { x: [1, 3, 64, 64] }, {});
+    const layer = findLayers(model, shapes).find((l) => l.op === 'Conv' && l.weightShape[2] === 3 && l.weightShape[1] > 1 && l.weightShape[1] < 128);
+    expect(layer, 'a dense 3x3 conv').toBeDefined();
+    const [T, S] = layer!.weightShape;
+    const one = singleLayerModel(model, layer!, shapes);
+    if (typeof one === 'string') throw new Error(one);
+
+    const cx = { model, rng: createRng(1), shared: new Map() };
+    const m = convTucker2.match(layer!, cx);
+    if (isSkip(m)) throw new Error(m.skip);
+    const before = new Set(layer!.graph.proto.node);
+    const applied = convTucker2.apply(m, [S, T], cx);
+    if (isSkip(applied)) throw new Error(applied.skip);
+    const chain = layer!.graph.proto.node.filter((n) => !before.has(n));
+    expect(chain.map((n) => n.opType)).toEqual(['Conv', 'Conv', 'Conv']);
+
+    const cut = nodesModel(model, layer!.graph, chain, layer!.node.output[0], 1, shapes);
+    if (typeof cut === 'string') throw new Error(cut);
+    // Only the activation is an input; every weight and the bias travel inline.
+    expect(cut.graph!.input.map((v) => v.name)).toEqual([layer!.node.input[0]]);
+    expect(cut.graph!.initializer.map((t) => t.name)).toEqual(chain.flatMap((n) => n.input.slice(1)).filter((v) => v));
+    const feeds: Record<string, ort.Tensor> = { [layer!.node.input[0]]: randomFeed(shapes.get(layer!.node.input[0])!.slice(), 3) };
+    const ya = await runModel(encodeModel(one), feeds);
+    const yb = await runModel(encodeModel(cut), feeds);
+    expect(relL2(ya[layer!.node.output[0]]!, yb[layer!.node.output[0]]!)).toBeLessThan(1e-4);
+
+    const t = await timeRewrite(model, layer!, chain, shapes, { threads: 1 });
+    if (!t.ok) throw t.error;
+    expect(t.value.originalMs).toBeGreaterThan(0);
+    expect(t.value.candidateMs).toBeGreaterThan(0);
+  });
+
+  it('refuses nodes that do not compute the output, and activations of unknown shape', async () => {
+    const loaded = loadModel(REAL.cls);
+    const model = new Model(loaded.model);
+    const layer = findLayers(model)[1]!;
+    expect(nodesModel(model, layer.graph, [layer.node], 'not-there', 1, new Map([[layer.node.input[0], [1, 8, 24, 96]]]))).toMatch(/not computed/);
+    expect(nodesModel(model, layer.graph, [layer.node], layer.node.output[0], 1, new Map())).toMatch(/shape of .* unknown/);
+  });
+});
