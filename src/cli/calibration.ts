@@ -8,6 +8,7 @@ import { createOrtGemmEngine } from '../linalg/ort-gemm.js';
 import type { CalibrationSource } from '../optimize/pipeline.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
+import type { Feeds } from '../verify/tensor.js';
 import { num, str, type Parsed } from './args.js';
 
 function numberList(p: Parsed, name: string): number[] | undefined {
@@ -18,16 +19,8 @@ function numberList(p: Parsed, name: string): number[] | undefined {
   return v;
 }
 
-export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, seed: number):
-  ((inputs: ValueInfo[]) => Promise<CalibrationSource>) | undefined {
-  const path = str(p, 'calib');
-  if (path === undefined) {
-    for (const k of ['calib-samples', 'resize', 'mean', 'std', 'layout']) {
-      if (p.values[k] !== undefined) throw new LrError('usage', `--${k} needs --calib`);
-    }
-    return undefined;
-  }
-  const samples = num(p, 'calib-samples', { min: 1, max: 1_000_000, integer: true });
+/** Image options (--resize, --mean, --std, --layout), shared by --calib and --verify-data. */
+function imageOptions(p: Parsed): { resize?: [number, number]; mean?: number[]; std?: number[]; layout?: 'nchw' | 'nhwc' } {
   const rs = str(p, 'resize');
   let resize: [number, number] | undefined;
   if (rs !== undefined) {
@@ -37,10 +30,45 @@ export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: Value
   }
   const layout = str(p, 'layout');
   if (layout !== undefined && layout !== 'nchw' && layout !== 'nhwc') throw new LrError('usage', `--layout expects nchw or nhwc, got "${layout}"`);
-  const mean = numberList(p, 'mean');
-  const std = numberList(p, 'std');
+  return { resize, mean: numberList(p, 'mean'), std: numberList(p, 'std'), layout: layout as 'nchw' | 'nhwc' | undefined };
+}
+
+/** Held-out inputs for verification (--verify-data), read like --calib, with the same image options. */
+export function verificationDataFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, seed: number):
+  ((inputs: ValueInfo[]) => { feeds: Feeds[]; description: string }) | undefined {
+  const path = str(p, 'verify-data');
+  if (path === undefined) {
+    if (p.values['verify-samples'] !== undefined) throw new LrError('usage', '--verify-samples needs --verify-data');
+    return undefined;
+  }
+  const samples = num(p, 'verify-samples', { min: 1, max: 1_000_000, integer: true }) ?? DEFAULT_VERIFY_SAMPLES;
+  const img = imageOptions(p);
+  return (inputs) => {
+    const set = loadCalibration(path, { inputs, samples, ...img, shapes, values, seed });
+    if (!set.ok) throw set.error;
+    return { feeds: [...set.value.feeds()], description: `held out: ${describeCalibration(set.value)}` };
+  };
+}
+
+/** Verification runs both models once per sample: enough to judge, bounded in time. */
+export const DEFAULT_VERIFY_SAMPLES = 16;
+
+export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, seed: number):
+  ((inputs: ValueInfo[]) => Promise<CalibrationSource>) | undefined {
+  const path = str(p, 'calib');
+  if (path === undefined) {
+    if (p.values['calib-samples'] !== undefined) throw new LrError('usage', '--calib-samples needs --calib');
+    if (str(p, 'verify-data') === undefined) {
+      for (const k of ['resize', 'mean', 'std', 'layout']) {
+        if (p.values[k] !== undefined) throw new LrError('usage', `--${k} needs --calib or --verify-data`);
+      }
+    }
+    return undefined;
+  }
+  const samples = num(p, 'calib-samples', { min: 1, max: 1_000_000, integer: true });
+  const { resize, mean, std, layout } = imageOptions(p);
   return async (inputs) => {
-    const set = loadCalibration(path, { inputs, samples, resize, mean, std, layout: layout as 'nchw' | 'nhwc' | undefined, shapes, values, seed });
+    const set = loadCalibration(path, { inputs, samples, resize, mean, std, layout, shapes, values, seed });
     if (!set.ok) throw set.error;
     return {
       feeds: [...set.value.feeds()],

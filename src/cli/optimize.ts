@@ -10,7 +10,7 @@ import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { writeFileAtomic } from '../util/fsio.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
-import { calibrationFrom } from './calibration.js';
+import { calibrationFrom, verificationDataFrom } from './calibration.js';
 import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
 import type { Io } from './main.js';
@@ -26,14 +26,17 @@ Layer selection:
                       conv, Tucker-2 for kxk conv)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
+  --heaviest N        of the layers left, consider only the N with the most MACs (params
+                      when shapes are unknown): on a large model, budgets measure only
+                      where the time goes
   --seed N            seed for randomized numerics and verification inputs (default 0)
 Whole-model budgets (measure each layer's sensitivity on calibration inputs, then
 allocate ranks globally, greedy on output error per saved unit):
   --target-params F   keep at most fraction F of the parameters (e.g. 0.5)
   --target-macs F     keep at most fraction F of the decomposable layers' MACs
-  --target-latency F  aim at fraction F of the original latency: each candidate is timed
-                      as a one-layer model in ORT, only faster ones are kept, and the
-                      result is re-measured (the report says whether it was met)
+  --target-latency F  aim at fraction F of the original latency: each candidate's chain
+                      is timed against its layer in ORT, only faster ones are kept, and
+                      the result is re-measured (the report says whether it was met)
   --layer-latency     with any budget: keep only candidates measured faster in ORT
   --stages K          reach the budget in K steps (MUSCO-style): after each stage the
                       factored layers are merged back, statistics and sensitivity are
@@ -48,7 +51,8 @@ Calibration data (data-aware decomposition is on when --calib is given):
   --calib PATH        .npy (samples on the first axis), .npz (one array per input),
                       a folder of them, or a folder of .png/.jpg images
   --calib-samples N   use at most N samples (default 64)
-  --resize HxW        image size (default: the input's static H, W)
+  --resize HxW        image size (default: the input's static H, W); these image options
+                      also apply to --verify-data
   --mean R,G,B --std R,G,B   image normalisation after scaling to [0,1]
   --layout nchw|nhwc  image tensor layout (default nchw)
   --no-data-aware     use calibration data for budgets only, decompose weight-only
@@ -61,7 +65,7 @@ export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
 Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv layers into
 Tucker-2 or CP chains, keeping each rewrite only when it lowers both parameters and
 MACs. Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
-with seeded random inputs, compares the outputs, measures latency and prints a
+with seeded random inputs (or --verify-data), compares the outputs, measures latency and prints a
 before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is still
 written), 2 for bad input.
 
@@ -70,6 +74,10 @@ ${RANK_OPTIONS}
                       budget, reuse the plan's cached sensitivity measurements instead
                       (a budgeted run's --report carries them too)
 Verification:
+  --verify-data PATH  compare on these held-out inputs instead of 3 seeded random ones
+                      (read like --calib, with the same image options; keep it apart
+                      from the calibration data)
+  --verify-samples N  use at most N of them (default 16)
   --min-cosine C      pass when every output's cosine similarity is at least C (default 0.99)
   --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
   --no-verify         skip the ORT comparison and latency
@@ -102,11 +110,12 @@ const COMMON: Options = {
   stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
-  seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
+  heaviest: { type: 'string' }, seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 };
 
 const OPTIMIZE_ONLY: Options = {
+  'verify-data': { type: 'string' }, 'verify-samples': { type: 'string' },
   'min-cosine': { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' },
   'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'bench-web': { type: 'boolean' },
   report: { type: 'string' }, json: { type: 'boolean' }, 'all-layers': { type: 'boolean' }, 'external-data': { type: 'boolean' },
@@ -152,6 +161,7 @@ function optionsFrom(p: Parsed): OptimizeOptions {
   return {
     method, policy: policyFrom(p), exclude, plan,
     minParams: num(p, 'min-params', { min: 0, integer: true }) ?? DEFAULT_MIN_PARAMS,
+    heaviest: num(p, 'heaviest', { min: 1, integer: true }),
     seed: num(p, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }) ?? 0,
   };
 }
@@ -199,6 +209,7 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
     throw new LrError('usage', `--save expects params, macs or latency, got "${save}"`);
   }
   if (save !== undefined && budget?.kind !== 'error') throw new LrError('usage', '--save goes with --max-error (the other budgets name what they save)');
+  if (flag(p, 'no-verify') && str(p, 'verify-data') !== undefined) throw new LrError('usage', '--verify-data goes with verification: drop --no-verify');
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   return {
     opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'),
@@ -208,6 +219,7 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
       enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,
       atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }) ?? 1,
       latency: !flag(p, 'no-latency'), web: flag(p, 'bench-web'),
+      data: verificationDataFrom(p, shapes, values, opts.seed),
     },
     save: { force: flag(p, 'force'), externalData: flag(p, 'external-data') },
     onProgress: (done, total, layer) => shown.layer(done, total, layer),

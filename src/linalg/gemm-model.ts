@@ -85,3 +85,19 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/**
+ * Session options for a Gemm session: sequential, one inter-op thread, spinning off by
+ * default (the caller waits between products; spinning threads would steal its core).
+ * Plain data, so it also crosses into the worker of ort-gemm-sync.ts.
+ */
+export function gemmSessionOptions(threads: number, spinning = false) {
+  const spin = spinning ? '1' : '0';
+  return {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential' as const,
+    graphOptimizationLevel: 'all' as const,
+    extra: { session: { intra_op: { allow_spinning: spin }, inter_op: { allow_spinning: spin } } },
+  };
+}

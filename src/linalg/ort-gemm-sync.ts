@@ -17,7 +17,7 @@ import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from '
 import { LrError } from '../errors.js';
 import type { GemmOptions, SyncGemm } from './engine.js';
 import { gemm, gemmShape } from './gemm.js';
-import { encodeGemmModel, ONNX_DOUBLE, ONNX_FLOAT } from './gemm-model.js';
+import { encodeGemmModel, gemmSessionOptions, ONNX_DOUBLE, ONNX_FLOAT } from './gemm-model.js';
 import type { Matrix } from './matrix.js';
 
 export interface SyncOrtGemmOptions {
@@ -39,17 +39,14 @@ export interface SyncOrtGemm extends SyncGemm {
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortPath);
-const { port, flag, threads } = workerData;
+const { port, flag, sessionOptions } = workerData;
 const state = new Int32Array(flag);
 const sessions = new Map();
 parentPort.on('message', async (m) => {
   try {
     let s = sessions.get(m.key);
     if (!s) {
-      s = await ort.InferenceSession.create(m.model, {
-        intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
-        extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-      });
+      s = await ort.InferenceSession.create(m.model, sessionOptions);
       sessions.set(m.key, s);
     }
     const type = m.f32 ? 'float32' : 'float64';
@@ -73,7 +70,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
   const { port1, port2 } = new MessageChannel();
   const flag = new SharedArrayBuffer(4);
   const state = new Int32Array(flag);
-  const worker = new Worker(WORKER, { eval: true, workerData: { ortPath, port: port2, flag, threads }, transferList: [port2 as MessagePort] });
+  const worker = new Worker(WORKER, { eval: true, workerData: { ortPath, port: port2, flag, sessionOptions: gemmSessionOptions(threads) }, transferList: [port2 as MessagePort] });
   worker.unref();
   try {
     await new Promise<void>((resolve, reject) => {

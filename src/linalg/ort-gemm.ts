@@ -19,7 +19,7 @@ import * as ort from 'onnxruntime-node';
 import { LrError } from '../errors.js';
 import type { GemmEngine, GemmOptions } from './engine.js';
 import { gemm, gemmShape } from './gemm.js';
-import { encodeGemmModel, ONNX_DOUBLE, ONNX_FLOAT } from './gemm-model.js';
+import { encodeGemmModel, gemmSessionOptions, ONNX_DOUBLE, ONNX_FLOAT } from './gemm-model.js';
 import type { Matrix } from './matrix.js';
 
 export interface OrtGemmEngineOptions {
@@ -44,7 +44,6 @@ export function createOrtGemmEngine(options: OrtGemmEngineOptions = {}): GemmEng
   const threads = options.threads ?? 2;
   const minFlops = options.minFlops ?? 4e6;
   const precision = options.precision ?? 'auto';
-  const spin = options.spinning ? '1' : '0';
   const sessions = new Map<string, Promise<ort.InferenceSession>>();
   let disposed = false;
 
@@ -53,13 +52,7 @@ export function createOrtGemmEngine(options: OrtGemmEngineOptions = {}): GemmEng
     let s = sessions.get(key);
     if (!s) {
       const bytes = encodeGemmModel({ elemType: f32 ? ONNX_FLOAT : ONNX_DOUBLE, transA, transB });
-      s = ort.InferenceSession.create(bytes, {
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
-        extra: { session: { intra_op: { allow_spinning: spin }, inter_op: { allow_spinning: spin } } },
-      });
+      s = ort.InferenceSession.create(bytes, gemmSessionOptions(threads, options.spinning));
       sessions.set(key, s);
     }
     return s;

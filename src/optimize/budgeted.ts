@@ -13,21 +13,19 @@ import type { LayerInputStats, PassContext } from '../rewrite/pass.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { createRng } from '../util/rng.js';
 import { allocate, type Allocation, type Budget } from './budget.js';
-import type { MethodChoice } from './driver.js';
+import { filterReasons, type LayerFilter, type MethodChoice } from './driver.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 import { measureSensitivity, type LayerSensitivity } from './sensitivity.js';
 
-export interface BudgetedOptions {
+export interface BudgetedOptions extends LayerFilter {
   method: MethodChoice;
   align?: number;
-  exclude?: RegExp;
-  minParams: number;
   seed: number;
   external?: ExternalReader;
   stats?: ReadonlyMap<string, LayerInputStats>;
   feeds: readonly Feeds[];
   reference: readonly Record<string, HostTensor>[];
-  /** Time candidates as one-layer models (ORT, these threads) and keep only faster ones. */
+  /** Time candidates' chains against their layers in ORT (these threads) and keep only faster ones. */
   layerLatency?: { threads: number; shapes: ShapeMap };
   /** Model totals, to skip layers too small to matter. */
   totals?: { params: number; macs?: number };
@@ -42,8 +40,10 @@ export interface BudgetedOptions {
 export const SENSITIVITY_MIN_SHARE = 0.005;
 
 /** The layers a budget may touch (the same filters as a policy run). */
-export function eligibleLayers(model: Model, shapes: ShapeMap | undefined, exclude: RegExp | undefined, minParams: number): LayerInfo[] {
-  return findLayers(model, shapes).filter((l) => !(exclude && (exclude.test(l.name) || exclude.test(l.weightName))) && l.params >= minParams);
+export function eligibleLayers(model: Model, shapes: ShapeMap | undefined, filter: LayerFilter): LayerInfo[] {
+  const layers = findLayers(model, shapes);
+  const out = filterReasons(layers, filter);
+  return layers.filter((l) => !out.has(l));
 }
 
 export async function measureAll(model: Model, shapes: ShapeMap | undefined, opts: BudgetedOptions): Promise<LayerSensitivity[]> {
@@ -56,7 +56,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
   }
   for (const g of model.allGraphs()) g.topoSort();
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
-  return measureSensitivity(model, eligibleLayers(model, shapes, opts.exclude, opts.minParams), {
+  return measureSensitivity(model, eligibleLayers(model, shapes, opts), {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
     latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external },

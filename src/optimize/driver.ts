@@ -26,6 +26,8 @@ export interface OptimizeOptions {
   exclude?: RegExp;
   /** Layers with fewer weight parameters are left alone. */
   minParams: number;
+  /** Of the layers left, only this many with the most MACs (params where MACs are unknown) are considered. */
+  heaviest?: number;
   seed: number;
   /** Calibration statistics per layer name: data-aware decomposition where present. */
   stats?: ReadonlyMap<string, LayerInputStats>;
@@ -63,6 +65,31 @@ export function passFor(layer: LayerInfo, method: MethodChoice): AnyPass | strin
   }
 }
 
+export type LayerFilter = Pick<OptimizeOptions, 'exclude' | 'minParams' | 'heaviest' | 'method'>;
+
+/**
+ * Why each layer the user's filters leave alone is left alone (--exclude, --min-params,
+ * --heaviest); layers absent from the map may be rewritten.
+ */
+export function filterReasons(layers: readonly LayerInfo[], f: LayerFilter): Map<LayerInfo, string> {
+  const out = new Map<LayerInfo, string>();
+  const kept: LayerInfo[] = [];
+  for (const l of layers) {
+    if (f.exclude && (f.exclude.test(l.name) || f.exclude.test(l.weightName))) out.set(l, 'excluded by --exclude');
+    else if (l.params < f.minParams) out.set(l, `${l.params} params < --min-params ${f.minParams}`);
+    // Layers no pass takes (ConvTranspose, Gather…) keep their own reason and take no place.
+    else if (typeof passFor(l, f.method) !== 'string') kept.push(l);
+  }
+  if (f.heaviest !== undefined && kept.length > f.heaviest) {
+    // MACs rank the layers when every one has them (they are what latency follows), else params.
+    const byMacs = kept.every((l) => l.macs !== undefined);
+    const weight = (l: LayerInfo): number => (byMacs ? l.macs! : l.params);
+    const order = kept.map((l, i) => ({ l, i })).sort((a, b) => weight(b.l) - weight(a.l) || a.i - b.i);
+    for (const { l } of order.slice(f.heaviest)) out.set(l, `not among the ${f.heaviest} layers with the most ${byMacs ? 'MACs' : 'params'} (--heaviest ${f.heaviest})`);
+  }
+  return out;
+}
+
 function baseRecord(layer: LayerInfo, macs: number | undefined): LayerRecord {
   return {
     name: layer.name, op: layer.op, weightShape: layer.weightShape, where: layer.where,
@@ -82,6 +109,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
   const quantized = findQuantizedLayers(model);
   const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
+  const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {
     opts.onProgress?.(i, layers.length, layer.name);
@@ -94,9 +122,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
     };
     const decision = planned?.get(layer.name);
     // A plan is applied exactly; the filters only explain layers it does not mention.
-    const filtered = opts.exclude && (opts.exclude.test(layer.name) || opts.exclude.test(layer.weightName))
-      ? 'excluded by --exclude'
-      : layer.params < opts.minParams ? `${layer.params} params < --min-params ${opts.minParams}` : undefined;
+    const filtered = filteredOut.get(layer);
     if (planned && (!decision || decision.skipped)) return done(decision?.reason ?? filtered ?? 'not in the plan');
     if (!planned && filtered) return done(filtered);
     let pass = decision ? passByName(decision.pass!) : passFor(layer, opts.method);

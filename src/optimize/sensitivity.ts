@@ -291,7 +291,12 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     // Keep the cheapest, the most accurate and an even spread between.
     const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
     let slower = 0;
+    // Ranks measured slower than the layer: a candidate at least as large in every rank
+    // has more MACs in every conv or product of its chain, so it is not factorized to find out.
+    const slowRanks: number[][] = [];
+    const aboveSlow = (r: readonly number[]): boolean => slowRanks.some((s) => s.every((v, k) => r[k]! >= v));
     for (const ranks of pickList) {
+      if (opts.latency && aboveSlow(ranks)) { slower++; continue; }
       // One event per candidate: a large layer's trials can take minutes.
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
@@ -310,11 +315,11 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
         }
         return runRewritten(model, layer, before, opts.feeds, cap);
       });
-      if (isSlower) slower++;
+      if (isSlower) { slower++; slowRanks.push(ranks); }
       if (!t.ok) continue;
       entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: worstErr2(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
     }
-    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured)` : 'no rank below break-even';
+    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured or above a slower one)` : 'no rank below break-even';
   }
   opts.onProgress?.(layers.length, layers.length, '');
   return out;

@@ -45,7 +45,7 @@ export interface FeedOptions {
 }
 
 export interface FeedPlan {
-  feeds: Feeds[];
+  feeds: readonly Feeds[];
   /** The concrete dims used for each input. */
   dims: Record<string, number[]>;
   defaulted: DefaultedDim[];

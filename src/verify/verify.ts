@@ -8,9 +8,9 @@
  */
 import { err, ok, type Result } from '../errors.js';
 import { compareOutput, DEFAULT_TOLERANCES, type OutputStats, type Tolerances } from './compare.js';
-import { buildFeeds, type DefaultedDim, type DefaultFeedsHook, type ShapeOverrides, type ValueOverrides } from './inputs.js';
+import { buildFeeds, type DefaultedDim, type DefaultFeedsHook, type FeedPlan, type ShapeOverrides, type ValueOverrides } from './inputs.js';
 import { createSession, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
-import { toNumbers, type HostTensor } from './tensor.js';
+import { toNumbers, type Feeds, type HostTensor } from './tensor.js';
 
 export interface VerifyOptions extends Partial<Tolerances> {
   /** Seed of the random feeds; default 0. */
@@ -21,8 +21,10 @@ export interface VerifyOptions extends Partial<Tolerances> {
   defaultFeedsFor?: DefaultFeedsHook;
   /** intraOpNumThreads for both sessions; default 1. */
   threads?: number;
-  /** Number of seeded feeds; default 3. */
+  /** Number of seeded feeds; default 3 (ignored when `feeds` are given). */
   runs?: number;
+  /** Feeds to compare on instead of seeded random ones (e.g. held-out data, --verify-data). */
+  feeds?: readonly Feeds[];
   graphOptimizationLevel?: OptLevel;
   backend?: Backend;
 }
@@ -44,7 +46,12 @@ function sessionOptions(opts: VerifyOptions) {
 }
 
 /** The seeded (or given) feeds of a verification. */
-function verificationFeeds(inputs: Session['inputs'], opts: VerifyOptions, count: number) {
+function verificationFeeds(inputs: Session['inputs'], opts: VerifyOptions, count: number): Result<FeedPlan> {
+  if (opts.feeds && opts.feeds.length > 0) {
+    const feeds = opts.feeds.slice(0, count);
+    const dims = Object.fromEntries(Object.entries(feeds[0]!).map(([k, t]) => [k, [...t.dims]]));
+    return ok({ feeds, dims, defaulted: [] });
+  }
   return buildFeeds(inputs, {
     seed: opts.seed ?? 0, count, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.inputs && { values: opts.inputs }),
     ...(opts.defaultFeedsFor && { defaultFeedsFor: opts.defaultFeedsFor }),
@@ -88,7 +95,7 @@ const describe = (s: ModelSource) => ('path' in s ? s.path : 'model bytes');
 /** The comparison itself, on open sessions (also used to compare backends on one model). */
 export async function compareSessions(ref: Session, cand: Session, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
   const seed = opts.seed ?? 0;
-  const runs = opts.runs ?? 3;
+  const runs = opts.feeds?.length || (opts.runs ?? 3);
   const tol: Tolerances = { ...DEFAULT_TOLERANCES, ...pickTolerances(opts) };
   const plan = verificationFeeds(ref.inputs, opts, runs);
   if (!plan.ok) return plan;

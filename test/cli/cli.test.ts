@@ -149,6 +149,8 @@ describe('bad input: one line on stderr, exit 2, nothing written', () => {
       [`bad --max-error ${e}`, (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--max-error', e]]),
     ['--stages without a budget', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--stages', '2']],
     ['--stages 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--stages', '0', '--target-params', '0.5']],
+    ['--heaviest 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--heaviest', '0']],
+    ['--heaviest 2.5', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--heaviest', '2.5']],
     ['top1 budget on a model without a class axis', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--max-error', 'top1:0.9', '--min-params', '0']],
   ];
   for (const [label, make] of cases) {

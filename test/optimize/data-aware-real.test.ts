@@ -78,6 +78,28 @@ describe('statistics only for the layers a run may rewrite', () => {
     );
     expect(report.notes).toContain(`data-aware decomposition: input statistics for ${eligible.length} layer(s)`);
   });
+
+  it('cls with --heaviest 5 and a budget: statistics, sensitivity and rewrites only for the 5 layers with the most MACs', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-heavy-'));
+    const { report } = await optimizeJson(
+      REAL.cls, path.join(dir, 'o.onnx'), '--shape', 'x:1x3x48x192', '--target-params', '0.9', '--heaviest', '5',
+      '--calib', calibFile(dir, [2, 3, 48, 192], 3), '--no-verify',
+    );
+    // The 5 heaviest by the MACs the report gives every layer (from the learned shapes);
+    // by params the SE blocks' 1x1 convs (10000 params, at 1x1 spatial size) would come first.
+    const big = report.layers.filter((l) => l.paramsBefore >= 4096).sort((a, b) => b.macsBefore! - a.macsBefore!);
+    // Distinct MACs at the cut, so "the 5 heaviest" is one set.
+    expect(big[4]!.macsBefore).toBeGreaterThan(big[5]!.macsBefore!);
+    const top = new Set(big.slice(0, 5).map((l) => l.name));
+    expect(report.notes).toContain('data-aware decomposition: input statistics for 5 layer(s)');
+    expect(new Set(report.sensitivity!.map((l) => l.name))).toEqual(top);
+    for (const l of big.slice(5)) {
+      expect(l.skipped, l.name).toBe(true);
+      expect(l.reason).toBe('not among the 5 layers with the most MACs (--heaviest 5)');
+    }
+    expect(report.layers.filter((l) => !l.skipped).every((l) => top.has(l.name))).toBe(true);
+    expect(report.layers.some((l) => !l.skipped)).toBe(true);
+  });
 });
 
 describe('whitening damping on a real model', () => {

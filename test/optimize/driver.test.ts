@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
+import { filterReasons, optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import { newNode } from '../../src/onnx/schema.js';
 import { makeInt64Tensor } from '../../src/onnx/tensor.js';
 import { createRng } from '../../src/util/rng.js';
@@ -88,5 +88,27 @@ describe('quantized layers', () => {
     expect(q.map((r) => r.name).sort()).toEqual(['cint', 'qconv']);
     expect(q.every((r) => r.skipped && /quantized/.test(r.reason!))).toBe(true);
     expect(model.root.nodes.map((n) => n.name)).toContain('qconv');
+  });
+});
+
+describe('layer filters', () => {
+  const layer = (name: string, params: number, macs?: number, op = 'MatMul') => ({ name, op, weightName: `${name}.w`, params, macs }) as unknown as import('../../src/graph/layers.js').LayerInfo;
+
+  it('--heaviest keeps the N layers with the most MACs, after --exclude and --min-params; ties keep model order', () => {
+    const ls = [layer('a', 5000, 10), layer('b', 9000, 40), layer('c', 100, 99), layer('d', 6000, 40), layer('skip', 8000, 1000), layer('e', 7000, 30), layer('up', 9000, 500, 'ConvTranspose')];
+    const out = filterReasons(ls, { exclude: /skip/, minParams: 4096, heaviest: 2, method: 'auto' });
+    // No pass takes a ConvTranspose: it is not ranked (the driver gives its own reason).
+    expect(out.has(ls[6])).toBe(false);
+    expect(out.get(ls[4])).toBe('excluded by --exclude');
+    expect(out.get(ls[2])).toMatch(/--min-params/);
+    // b and d tie on MACs: both kept (first two by MACs), e and a left.
+    expect(ls.filter((l) => !out.has(l) && l.op === 'MatMul').map((l) => l.name)).toEqual(['b', 'd']);
+    expect(out.get(ls[5])).toBe('not among the 2 layers with the most MACs (--heaviest 2)');
+    // Without MACs for every layer, params rank them.
+    const noMacs = [layer('a', 5000), layer('b', 9000, 40), layer('e', 7000, 30)];
+    const out2 = filterReasons(noMacs, { minParams: 0, heaviest: 1, method: 'auto' });
+    expect(noMacs.filter((l) => !out2.has(l)).map((l) => l.name)).toEqual(['b']);
+    expect(out2.get(noMacs[0])).toMatch(/most params/);
+    expect(filterReasons(ls, { minParams: 0, heaviest: 99, method: 'auto' }).size).toBe(0);
   });
 });

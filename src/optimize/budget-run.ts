@@ -1,0 +1,187 @@
+/**
+ * A budgeted optimize run: measure sensitivity, allocate ranks to the budget, rewrite,
+ * and check the result in ORT; for error budgets, redo the allocation until the measured
+ * error fits (error-search.ts); for `--stages K`, merge the factors and go again.
+ */
+import { Model } from '../graph/graph.js';
+import { findLayers } from '../graph/layers.js';
+import type { ModelSummary } from '../graph/summary.js';
+import type { ShapeMap } from '../graph/shapes.js';
+import { decodeModel, encodeModel } from '../onnx/codec.js';
+import { loadModel, type LoadedModel } from '../onnx/file.js';
+import type { Report } from '../report/report.js';
+import type { LayerInputStats } from '../rewrite/pass.js';
+import { measureLatency } from '../verify/latency.js';
+import type { HostTensor } from '../verify/tensor.js';
+import { LrError } from '../errors.js';
+import type { SyncGemm } from '../linalg/engine.js';
+import type { Budget } from './budget.js';
+import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
+import { optimizeModel, type OptimizeOptions } from './driver.js';
+import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
+import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
+import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
+import type { CalibrationSource, PipelineConfig } from './pipeline.js';
+
+/** The model being rewritten. A budgeted run may reload it (another allocation, another stage). */
+export interface Job {
+  inPath: string;
+  loaded: LoadedModel;
+  model: Model;
+  opts: OptimizeOptions;
+  notes: string[];
+}
+
+export interface BudgetInputs {
+  budget: Budget;
+  shapes: ShapeMap;
+  before: ModelSummary;
+  calib: CalibrationSource;
+  /** The original model's outputs on the calibration feeds. */
+  reference: Record<string, HostTensor>[];
+  /** Fresh statistics on the model as it stands, when data-aware. */
+  collectStats?: (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
+  gemm?: SyncGemm;
+}
+
+export interface BudgetOutcome {
+  records: ReturnType<typeof optimizeModel>;
+  budgetInfo: NonNullable<Report['budget']>;
+  /** The first stage's measurements (kept in the report, reusable as a plan). */
+  sensitivity: LayerSensitivity[];
+}
+
+export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInputs): Promise<BudgetOutcome> {
+  const { budget, shapes, before, calib, reference } = inp;
+  const opts = job.opts;
+  const stages = cfg.stages ?? 1;
+  const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
+  let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
+  if (unit === 'latency') {
+    // Latency targets are fractions of the whole model's measured time.
+    const lat = await measureLatency({ path: job.loaded.path }, { path: job.loaded.path }, { threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values, minSeconds: 0.5 });
+    if (!lat.ok) throw lat.error;
+    total = lat.value.originalMs.p50;
+  }
+  const top1 = budget.kind === 'error' ? budget.top1 : undefined;
+  const snapshot = stages > 1 ? snapshotLayers(job.model) : undefined;
+  const stageLog: NonNullable<NonNullable<Report['budget']>['stages']> = [];
+  // Per stage: the model it starts from (undefined: the file), its outputs, and its error against the original.
+  let startBytes: Uint8Array | undefined;
+  let stageRef = reference;
+  let baseErr2 = 0;
+  let records: ReturnType<typeof optimizeModel> = [];
+  let budgetInfo: BudgetOutcome['budgetInfo'] | undefined;
+  let sensitivity: LayerSensitivity[] | undefined;
+  let prev: { sens: LayerSensitivity[]; choices: ReadonlyMap<string, Candidate> } | undefined;
+  const restart = (): void => {
+    if (startBytes) {
+      job.loaded = { ...job.loaded, model: decodeModel(startBytes) };
+    } else {
+      job.loaded.external.close();
+      job.loaded = loadModel(job.inPath);
+      opts.external = job.loaded.external;
+    }
+    job.model = new Model(job.loaded.model);
+  };
+  for (let stage = 1; stage <= stages; stage++) {
+    const last = stage === stages;
+    if (stage > 1) {
+      cfg.onStage?.(`stage ${stage}/${stages}: merging factors`);
+      const problems = mergeStage(job.model, records, snapshot!, job.loaded.external);
+      if (problems.length) job.notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
+      startBytes = encodeModel(job.loaded.model);
+      if (inp.collectStats) opts.stats = await inp.collectStats(`stage ${stage}/${stages}: collecting layer input statistics`);
+      const out = await runAll({ bytes: startBytes }, calib.feeds);
+      if (!out.ok) throw out.error;
+      stageRef = out.value;
+      baseErr2 = outputErr2(reference, stageRef);
+    }
+    cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
+    const sens = await measureAll(job.model, shapes, {
+      method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, seed: opts.seed,
+      external: job.loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.gemm,
+      // Two input sets rank the layers well enough; the final check uses all of them.
+      feeds: calib.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
+      totals: { params: before.params, macs: before.macs },
+      layerLatency: cfg.layerLatency || unit === 'latency' ? { threads: cfg.verify.threads, shapes } : undefined,
+      onProgress: cfg.onProgress,
+    });
+    if (stage === 1) sensitivity = sens;
+    const initial = prev ? carryOver(sens, prev.sens, prev.choices) : undefined;
+    const target = stageBudget(budget, stage, stages);
+    // Errors are measured against the stage's starting model: what is left of the budget.
+    const stageErr2 = target.kind === 'error' ? Math.max(target.err2 - baseErr2, 0) : Infinity;
+    const search = last && budget.kind === 'error';
+    const attempts: ErrorAttempt[] = [];
+    let err2Budget = stageErr2;
+    let prevChoices: string | undefined;
+    let finalRedo = false;
+    // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
+    // the allocation is redone with another budget until the measured error fits
+    // (error-search.ts decides how).
+    for (;;) {
+      const b: Budget = target.kind === 'error' ? { kind: 'error', err2: err2Budget } : target;
+      const alloc = allocate(sens, b, total, unit, initial, !last);
+      opts.plan = planFromAllocation(job.inPath, budgetLabel(budget), sens, alloc);
+      cfg.onStage?.('decomposing at the allocated ranks');
+      records = optimizeModel(job.model, shapes, opts);
+      const got = await runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds);
+      const measured = got.ok ? outputErr2(reference, got.value) : Infinity;
+      const agreement = got.ok && top1 !== undefined ? top1OverLastAxis(reference, got.value) : undefined;
+      if (top1 !== undefined && got.ok && agreement === undefined) {
+        throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
+      }
+      const met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : measured <= budget.err2;
+      const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
+      attempts.push({ err2: err2Budget, met, measuredErr2: Math.max(measured - baseErr2, 0), saturated: choices === prevChoices });
+      prevChoices = choices;
+      budgetInfo = {
+        kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
+        achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
+        predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
+        attempts: attempts.length,
+        unit: top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
+          : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}`
+          : unit === 'latency' ? 'latency (per-layer ORT timings)' : unit,
+      };
+      const step = !search || finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
+        : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);
+      if ('next' in step) {
+        err2Budget = step.next;
+      } else if (step.best && step.best !== attempts[attempts.length - 1]) {
+        // The search ended past the best budget that held: rebuild that one.
+        err2Budget = step.best.err2;
+        finalRedo = true;
+      } else {
+        if (search && !met) {
+          budgetInfo.met = false;
+          budgetInfo.why = top1 !== undefined
+            ? `measured top-1 agreement ${(agreement ?? 0).toFixed(4)} below ${top1} after ${attempts.length} allocations`
+            : `measured error ${Math.sqrt(measured).toPrecision(3)} above the budget after ${attempts.length} allocations`;
+        }
+        if (stages > 1) {
+          stageLog.push({
+            stage, target: target.kind === 'error' ? Math.sqrt(target.err2) : target.fraction,
+            [unit]: alloc.after / Math.max(alloc.before, 1), measuredError: Math.sqrt(measured),
+            ...(agreement !== undefined && { top1: agreement }),
+            layers: alloc.choices.size,
+          });
+          budgetInfo.stages = stageLog;
+        }
+        prev = { sens, choices: alloc.choices };
+        break;
+      }
+      restart();
+    }
+  }
+  if (stages > 1) {
+    const orig = loadModel(job.inPath);
+    try {
+      errorsAgainstOriginal(job.model, records, snapshot!, new Model(orig.model), job.loaded.external, orig.external);
+    } finally {
+      orig.external.close();
+    }
+  }
+  return { records, budgetInfo: budgetInfo!, sensitivity: sensitivity! };
+}
