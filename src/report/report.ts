@@ -112,7 +112,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   if (r.verify) {
     const v = r.verify;
     L.push('');
-    L.push(`verification (ORT-node, ${v.runs} seeded input set(s), ${r.inputs ?? 'random inputs'}): ${v.pass ? 'PASS' : 'FAIL'}` +
+    L.push(`verification (ORT-node, ${v.runs} run(s), ${r.inputs ?? 'seeded random inputs'}): ${v.pass ? 'PASS' : 'FAIL'}` +
       `  [min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}]`);
     L.push(table(
       ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result'],
