@@ -10,7 +10,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REAL_MODELS, realModelArgs, type RealModel, type RealName } from '../models/real.js';
-import { ensureIsnet, isnetHeavyOnly } from './isnet-model.js';
+import { ensureIsnet, isnetHeavyOnly, ISNET_IMAGE_ARGS } from './isnet-model.js';
+import { ensurePhotos } from './photos.js';
 import { main } from '../src/cli/main.js';
 import type { Report } from '../src/report/report.js';
 import { table } from '../src/report/format.js';
@@ -73,6 +74,13 @@ const SETTINGS: Setting[] = quick
       ['--max-error cosine:0.99 --save latency, data-aware, 22 heaviest convs, 2 threads', (name) => (name === 'isnet'
         ? withCalib(['--max-error', 'cosine:0.99', '--save', 'latency', '--exclude', isnetHeavyOnly(), '--threads', '2'])(name)
         : undefined)],
+      // The same on real photos: calibrated on three, verified on three others.
+      ['--max-error cosine:0.99 --save latency, 3 photos to calibrate, 3 held out to verify, 22 heaviest convs, 2 threads', (name) => {
+        if (name !== 'isnet') return undefined;
+        const photos = ensurePhotos();
+        return ['--max-error', 'cosine:0.99', '--save', 'latency', '--exclude', isnetHeavyOnly(), '--threads', '2',
+          '--calib', photos.calib, '--verify-data', photos.held, ...ISNET_IMAGE_ARGS];
+      }],
     ];
 
 interface Row {

@@ -59,3 +59,6 @@ export const ISNET_HEAVY_CONVS = [
 
 /** An --exclude pattern that leaves every conv but ISNET_HEAVY_CONVS (node names /stageX/name/conv_s1/Conv). */
 export const isnetHeavyOnly = (): string => `^/(?!(${ISNET_HEAVY_CONVS.join('|')})/)`;
+
+/** ISNet's image normalisation as @imgly/background-removal applies it, (x − 128) / 256 on 0–255, in --mean/--std terms (after scaling to [0, 1]). */
+export const ISNET_IMAGE_ARGS = ['--mean', '0.502,0.502,0.502', '--std', '1.004,1.004,1.004'];
