@@ -47,6 +47,9 @@ allocate ranks globally, greedy on output error per saved unit):
                       e.g. top1:0.99 or top1:99%), checked in ORT
   --save U            what --max-error saves: params (default), macs, or latency (each
                       candidate timed in ORT as with --layer-latency)
+  --outputs A,B       only these outputs count: error budgets, sensitivity and the
+                      verification verdict judge them alone (the others are still
+                      computed, and reported as not checked); default all outputs
 Calibration data (data-aware decomposition is on when --calib is given):
   --calib PATH        .npy (samples on the first axis), .npz (one array per input),
                       a folder of them, or a folder of .png/.jpg images
@@ -110,7 +113,7 @@ const COMMON: Options = {
   stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
-  heaviest: { type: 'string' }, seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
+  heaviest: { type: 'string' }, outputs: { type: 'string' }, seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -200,6 +203,14 @@ function budgetFrom(p: Parsed): Budget | undefined {
   return { kind: 'error', err2: v * v };
 }
 
+function outputNames(p: Parsed): string[] | undefined {
+  const s = str(p, 'outputs');
+  if (s === undefined) return undefined;
+  const names = s.split(',').map((x) => x.trim());
+  if (names.some((n) => n === '')) throw new LrError('usage', `--outputs expects comma-separated output names, got "${s}"`);
+  return [...new Set(names)];
+}
+
 function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): PipelineConfig {
   const budget = budgetFrom(p);
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan, or optimize --report, run with a budget)');
@@ -212,7 +223,7 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   if (flag(p, 'no-verify') && str(p, 'verify-data') !== undefined) throw new LrError('usage', '--verify-data goes with verification: drop --no-verify');
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   return {
-    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'),
+    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), outputs: outputNames(p),
     budgetUnit: save, layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {

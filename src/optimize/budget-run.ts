@@ -19,7 +19,7 @@ import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, type OptimizeOptions } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
-import { outputErr2, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
+import { outputErr2, pickOutputs, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import type { CalibrationSource, PipelineConfig } from './pipeline.js';
 
@@ -94,7 +94,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       if (inp.collectStats) opts.stats = await inp.collectStats(`stage ${stage}/${stages}: collecting layer input statistics`);
       const out = await runAll({ bytes: startBytes }, calib.feeds);
       if (!out.ok) throw out.error;
-      stageRef = out.value;
+      stageRef = pickOutputs(out.value, cfg.outputs);
       baseErr2 = outputErr2(reference, stageRef);
     }
     cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');

@@ -19,7 +19,8 @@ import { budgetLabel, eligibleLayers } from './budgeted.js';
 import { runBudgeted, type Job } from './budget-run.js';
 import { writeAndVerify } from './write-verify.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
-import { runAll, type LayerSensitivity } from './sensitivity.js';
+import { pickOutputs, runAll, type LayerSensitivity } from './sensitivity.js';
+import { LrError } from '../errors.js';
 import { createSyncOrtGemm } from '../linalg/ort-gemm-sync.js';
 
 export interface CalibrationSource {
@@ -40,6 +41,8 @@ export interface PipelineConfig {
   budgetUnit?: 'params' | 'macs' | 'latency';
   shapes: ShapeOverrides;
   values: ValueOverrides;
+  /** The outputs that matter (--outputs): budgets, sensitivity and verification judge only these. */
+  outputs?: readonly string[];
   /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
   calibration?: (inputs: ValueInfo[]) => Promise<CalibrationSource>;
   dataAware: boolean;
@@ -68,13 +71,13 @@ export interface PipelineResult {
 
 const RANDOM_CALIB_SAMPLES = 4;
 
-/** The model's input signature, from an ORT session. */
-async function modelInputs(loaded: LoadedModel): Promise<ValueInfo[]> {
+/** The model's signature, from an ORT session. */
+async function modelSignature(loaded: LoadedModel): Promise<{ inputs: ValueInfo[]; outputs: string[] }> {
   const s = await createSession({ path: loaded.path }, { graphOptimizationLevel: 'disabled' });
   if (!s.ok) throw s.error;
-  const inputs = [...s.value.inputs];
+  const sig = { inputs: [...s.value.inputs], outputs: s.value.outputs.map((o) => o.name) };
   await s.value.release();
-  return inputs;
+  return sig;
 }
 
 async function defaultFeeds(inputs: ValueInfo[], cfg: PipelineConfig): Promise<CalibrationSource> {
@@ -109,7 +112,10 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const before = summarize(job.loaded.model, findLayers(job.model, sh.shapes));
     const needData = cfg.budget !== undefined || (cfg.calibration !== undefined && cfg.dataAware);
     const verifyData = outPath !== undefined && cfg.verify.enabled ? cfg.verify.data : undefined;
-    const inputs = needData || verifyData ? await modelInputs(job.loaded) : [];
+    const sig = needData || verifyData || cfg.outputs ? await modelSignature(job.loaded) : { inputs: [], outputs: [] };
+    const inputs = sig.inputs;
+    const unknown = cfg.outputs?.filter((o) => !sig.outputs.includes(o)) ?? [];
+    if (unknown.length > 0) throw new LrError('usage', `--outputs: the model has no output ${unknown.join(', ')} (its outputs: ${sig.outputs.join(', ')})`);
     // Read before any work: bad verification data is reported now, not after the rewrite.
     const heldOut = verifyData?.(inputs);
     let calib: CalibrationSource | undefined;
@@ -119,7 +125,8 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       calib = await defaultFeeds(inputs, cfg);
       const ref = await runAll({ path: job.loaded.path }, calib.feeds);
       if (!ref.ok) throw ref.error;
-      reference = ref.value;
+      // Errors are measured on what is compared with the reference: only the chosen outputs.
+      reference = pickOutputs(ref.value, cfg.outputs);
     }
     // Data-aware runs measure the input statistics of every layer that may be rewritten
     // (not the excluded or too small ones) on the model as it stands.

@@ -115,6 +115,11 @@ function worstErr2(num: ReadonlyMap<string, number>, den: ReadonlyMap<string, nu
   return worst;
 }
 
+/** Only the named outputs of each feed's results (all of them when `names` is undefined). */
+export function pickOutputs(outs: Record<string, HostTensor>[], names: readonly string[] | undefined): Record<string, HostTensor>[] {
+  return names ? outs.map((o) => Object.fromEntries(names.map((n) => [n, o[n]!]))) : outs;
+}
+
 /** Squared relative error of `got` against the reference: the worst output's, over all feeds. */
 export function outputErr2(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number {
   return worstErr2(diffEnergy(ref, got), referenceEnergy(ref));

@@ -19,7 +19,7 @@ import type { PipelineConfig, VerificationData } from './pipeline.js';
 export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: string, report: Report, heldOut?: VerificationData): Promise<boolean> {
   const notes = job.notes;
   const verifyOpts = {
-    seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds,
+    seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds, outputs: cfg.outputs,
     // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
     atol: cfg.verify.atol ?? Infinity, rtol: cfg.verify.rtol ?? 0,
   };

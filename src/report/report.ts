@@ -116,7 +116,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       `  [min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}]`);
     L.push(table(
       ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result'],
-      v.outputs.map((o) => [o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), f3(o.cosine), o.top1 === undefined ? '' : f3(o.top1), o.pass ? 'ok' : 'FAIL']),
+      v.outputs.map((o) => [o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), f3(o.cosine), o.top1 === undefined ? '' : f3(o.top1), o.checked === false ? 'not checked' : o.pass ? 'ok' : 'FAIL']),
       ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
     ));
     for (const reason of v.reasons) L.push(`  ${reason}`);

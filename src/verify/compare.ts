@@ -35,6 +35,8 @@ export interface OutputStats {
   mismatches: number;
   pass: boolean;
   reasons: string[];
+  /** False when --outputs left this output out of the check (its figures are for information). */
+  checked?: boolean;
 }
 
 const fmt = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)).toString() : String(x));
