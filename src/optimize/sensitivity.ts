@@ -244,11 +244,13 @@ export interface SensitivityOptions {
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Run every trial on the whole model (the reference method: same results, slower). */
   wholeModel?: boolean;
+  /** The pass for a layer; default the one `method` picks (another rewrite can be measured the same way). */
+  passFor?: (layer: LayerInfo) => AnyPass | string;
 }
 
 /** The pass for a layer, or why the layer is not measured (cheap checks only: no factorization). */
 function passOrReason(layer: LayerInfo, opts: SensitivityOptions): AnyPass | string {
-  const pass = passFor(layer, opts.method);
+  const pass = opts.passFor ? opts.passFor(layer) : passFor(layer, opts.method);
   if (typeof pass === 'string') return pass;
   const share = opts.minShare ?? 0;
   if (share > 0 && opts.totals) {

@@ -5,7 +5,12 @@ import { tensorAttr } from '../../src/graph/attrs.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { newGraph, newNode } from '../../src/onnx/schema.js';
+import { newGraph, newNode, type NodeProto } from '../../src/onnx/schema.js';
+import { makeFloatTensor } from '../../src/onnx/tensor.js';
+import type { Graph } from '../../src/graph/graph.js';
+import type { LayerInfo } from '../../src/graph/layers.js';
+import type { PassContext } from '../../src/rewrite/pass.js';
+import type { RankPolicy } from '../../src/rewrite/rank-policy.js';
 import { measureSensitivity, outputErr2, runAll, type LayerSensitivity } from '../../src/optimize/sensitivity.js';
 import { captureModel, downstreamOf, subModel } from '../../src/optimize/submodel.js';
 import { passFor } from '../../src/optimize/driver.js';
@@ -172,5 +177,68 @@ describe('outputErr2', () => {
     expect(outputErr2(ref2, [{ a: t('float32', [3, 4]) }, { a: t('float32', [0, 3]) }])).toBeCloseTo(4 / 50, 12);
     expect(outputErr2(ref, [{ a: t('float32', [3, NaN]), b: t('int64', [0, 2]) }])).toBe(Infinity);
     expect(outputErr2([{ a: t('float32', [0]) }], [{ a: t('float32', [0]) }])).toBe(0);
+  });
+});
+
+describe('per-layer latency in sensitivity', () => {
+  /**
+   * A stand-in pass whose chain is cheap at rank 1 and r full products at rank r ≥ 2
+   * (r times the layer's work): ORT measures rank 2 slower, and ranks 3 and 4, larger in
+   * every rank, must then be passed over without being applied.
+   */
+  function slowChainPass(applied: number[]): AnyPass {
+    const n = 256;
+    return {
+      name: 'slow-chain', method: 'svd', ops: ['MatMul'],
+      match: (layer: LayerInfo) => ({ layer, node: layer.node, graph: layer.graph }),
+      chooseRanks: (_m: unknown, p: RankPolicy) => [p.kind === 'energy' ? (p.energy < 0.6 ? 1 : p.energy < 0.75 ? 2 : p.energy < 0.85 ? 3 : 4) : 1],
+      cost: (_m: unknown, r: readonly number[]) => ({ before: { params: n * n, macsPerPosition: n * n }, after: { params: r[0]!, macsPerPosition: r[0]! } }),
+      apply: (m: { node: NodeProto; graph: Graph }, ranks: readonly number[], cx: PassContext) => {
+        const r = ranks[0]!;
+        applied.push(r);
+        const rng = createRng(r);
+        const w = (name: string, dims: number[]): string => {
+          const t = cx.model.uniqueName(name);
+          m.graph.addInitializer(makeFloatTensor(t, dims, Float32Array.from({ length: dims[0]! * dims[1]! }, () => rng.normal() / 16)));
+          return t;
+        };
+        const x = m.node.input[0]!;
+        const y = m.node.output[0]!;
+        const nodes: NodeProto[] = [];
+        const steps = r === 1 ? [[n, 1], [1, n]] : Array.from({ length: r }, () => [n, n]);
+        let cur = x;
+        steps.forEach((dims, k) => {
+          const out = k === steps.length - 1 ? y : cx.model.uniqueName(`z${k}`);
+          nodes.push(newNode({ opType: 'MatMul', name: cx.model.uniqueName(`c${k}`), input: [cur, w('f', dims)], output: [out] }));
+          cur = out;
+        });
+        m.graph.replaceNode(m.node, nodes);
+        return { relError: 0.1, nodes: nodes.map((q) => q.name!) };
+      },
+    };
+  }
+
+  it('a candidate measured slower is dropped, and larger ones are not factorized at all', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [256, 256]);
+    b.output(b.node('MatMul', [x, b.init('W', [256, 256], lowRank(256, 256, 9))], {}, { name: 'mm' }));
+    const bytes = encodeModel(b.build());
+    const feeds: Feeds[] = [{ x: floatFeed([256, 256], 1) }];
+    const ref = await runAll({ bytes }, feeds);
+    if (!ref.ok) throw ref.error;
+    const model = new Model(decodeModel(bytes));
+    const layers = findLayers(model);
+    const applied: number[] = [];
+    const pass = slowChainPass(applied);
+    const shapes = new Map([['x', [256, 256]], [layers[0]!.node.output[0]!, [256, 256]]]);
+    const [s] = await measureSensitivity(model, layers, {
+      method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() },
+      maxCandidates: 4, latency: { threads: 1, shapes }, passFor: () => pass,
+    });
+    expect(applied).toEqual([1, 2]);
+    expect(s!.candidates.map((c) => c.ranks)).toEqual([[1]]);
+    expect(s!.candidates[0]!.ms).toBeLessThan(s!.ms!);
+    // The graph is as it was.
+    expect(model.root.proto.node.map((q) => q.name)).toEqual(['mm']);
   });
 });
