@@ -68,8 +68,8 @@ export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
 Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv layers into
 Tucker-2 or CP chains, keeping each rewrite only when it lowers both parameters and
 MACs. Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
-with seeded random inputs (or --verify-data), compares the outputs, measures latency and prints a
-before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is still
+with seeded random inputs (or --verify-data), compares the outputs, measures latency
+and prints a before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is still
 written), 2 for bad input.
 
 ${RANK_OPTIONS}
@@ -81,7 +81,8 @@ Verification:
                       (read like --calib, with the same image options; keep it apart
                       from the calibration data)
   --verify-samples N  use at most N of them (default 16)
-  --min-cosine C      pass when every output's cosine similarity is at least C (default 0.99)
+  --min-cosine C      pass when every checked output's cosine similarity is at least C
+                      (default 0.99)
   --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
   --no-verify         skip the ORT comparison and latency
   --no-latency        compare outputs but do not measure latency
