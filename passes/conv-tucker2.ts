@@ -225,16 +225,7 @@ function refitted(m: ConvTucker2Match, f: Tucker2Factors, sync: SyncGemm | undef
   let num = 0;
   let den = 0;
   m.groups.forEach((gk, j) => {
-    // H [r2, D]: H[a, c·K + k] = Σ_b core[a, b, k]·first[b, c].
-    const h = new Float64Array(r2 * D);
-    for (let a = 0; a < r2; a++) for (let b = 0; b < r1; b++) {
-      const gOff = ((j * r2 + a) * r1 + b) * K;
-      for (let c = 0; c < s; c++) {
-        const av = f.first[(j * r1 + b) * s + c];
-        if (av === 0) continue;
-        for (let k = 0; k < K; k++) h[a * D + c * K + k] += f.core[gOff + k] * av;
-      }
-    }
+    const h = coreTimesFirst(geo, f.core, f.first, j, r1, r2, sync);
     const r = refitLastFactor({ rows: t, cols: D, data: gk.data }, { rows: r2, cols: D, data: h }, m.patches!.gram[j], m.patches!.mean?.[j], sync);
     for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = r.b[a * r2 + c];
     if (r.biasDelta) for (let a = 0; a < t; a++) biasDelta[j * t + a] = r.biasDelta[a];
@@ -308,6 +299,22 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
 }
 
 /**
+ * Group j's core times its first factor, P [r2, s·K] with P[a, c·K + k] = Σ_b G[a, b, k]·A[b, c]:
+ * the chain's first two convs as one kernel (the reconstruction's and the refit's H).
+ * One product: G as [(a, k), b] times A [b, s], then regrouped to [a, (s, k)].
+ */
+function coreTimesFirst(geo: ConvGeometry, core: Float32Array, first: Float32Array, j: number, r1: number, r2: number, sync: SyncGemm | undefined): Float64Array {
+  const s = geo.S / geo.group;
+  const K = geo.kernelSize;
+  const gk = new Float64Array(r2 * K * r1);
+  for (let a = 0; a < r2; a++) for (let b = 0; b < r1; b++) for (let k = 0; k < K; k++) gk[(a * K + k) * r1 + b] = core[((j * r2 + a) * r1 + b) * K + k]!;
+  const p1 = product({ rows: r2 * K, cols: r1, data: gk }, { rows: r1, cols: s, data: Float64Array.from(first.subarray(j * r1 * s, (j + 1) * r1 * s)) }, {}, sync).data;
+  const p = new Float64Array(r2 * s * K);
+  for (let a = 0; a < r2; a++) for (let k = 0; k < K; k++) for (let c = 0; c < s; c++) p[(a * s + c) * K + k] = p1[(a * K + k) * s + c]!;
+  return p;
+}
+
+/**
  * ‖W − Ŵ‖_F / ‖W‖_F from the stored (fp32) chain weights, so wiring bugs show:
  * Ŵ_j[t, s, k] = Σ_a B[j·T/g + t, a] Σ_b G[j·r2 + a, b, k] A[j·r1 + b, s].
  */
@@ -320,12 +327,7 @@ export function tucker2Error(
   let num = 0;
   let den = 0;
   for (let j = 0; j < geo.group; j++) {
-    // P = G·A as two products: G as [(a, k), b] times A [b, s], then regrouped to [a, (s, k)].
-    const gk = new Float64Array(r2 * K * r1);
-    for (let a = 0; a < r2; a++) for (let b = 0; b < r1; b++) for (let k = 0; k < K; k++) gk[(a * K + k) * r1 + b] = core[((j * r2 + a) * r1 + b) * K + k]!;
-    const p1 = product({ rows: r2 * K, cols: r1, data: gk }, { rows: r1, cols: s, data: Float64Array.from(first.subarray(j * r1 * s, (j + 1) * r1 * s)) }, {}, sync).data;
-    const p = new Float64Array(r2 * s * K);
-    for (let a = 0; a < r2; a++) for (let k = 0; k < K; k++) for (let c = 0; c < s; c++) p[(a * s + c) * K + k] = p1[(a * K + k) * s + c]!;
+    const p = coreTimesFirst(geo, core, first, j, r1, r2, sync);
     const wh = product({ rows: t, cols: r2, data: Float64Array.from(last.subarray(j * t * r2, (j + 1) * t * r2)) }, { rows: r2, cols: s * K, data: p }, {}, sync).data;
     const wOff = j * t * s * K;
     for (let i = 0; i < t * s * K; i++) {
