@@ -75,7 +75,8 @@ written), 2 for bad input.
 ${RANK_OPTIONS}
   --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly; with a
                       budget, reuse the plan's cached sensitivity measurements instead
-                      (a budgeted run's --report carries them too)
+                      (a budgeted run's --report carries them too); layers the plan
+                      lacks are measured, those the filters now leave out dropped
 Verification:
   --verify-data PATH  compare on these held-out inputs instead of 3 seeded random ones
                       (read like --calib, with the same image options; keep it apart
@@ -104,7 +105,8 @@ with 'onnx-lr optimize IN OUT --plan plan.json'.
 
 ${RANK_OPTIONS}
   --plan FILE         reuse a plan's (or a budgeted optimize --report's) cached
-                      sensitivity measurements (with a budget)
+                      sensitivity measurements (with a budget); layers it lacks are
+                      measured
   -h, --help          this help`;
 
 const COMMON: Options = {

@@ -52,11 +52,21 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
     if (opts.layerLatency && !opts.sensitivity.some((l) => l.ms !== undefined)) {
       throw new LrError('usage', 'the plan\'s sensitivity measurements carry no ORT timings, which this budget needs: make the plan (or report) with --save latency, --layer-latency or --target-latency');
     }
-    return [...opts.sensitivity];
   }
+  const eligible = eligibleLayers(model, shapes, opts);
+  // A plan's measurements are a cache: the layers it lacks (a larger --heaviest, a smaller
+  // --exclude) are measured now, and those the filters now leave out are dropped.
+  const cached = new Map((opts.sensitivity ?? []).map((s) => [s.name, s]));
+  const missing = eligible.filter((l) => !cached.has(l.name));
+  const fresh = missing.length ? await measureLayers(model, missing, opts) : [];
+  const measured = new Map(fresh.map((s) => [s.name, s]));
+  return eligible.map((l) => cached.get(l.name) ?? measured.get(l.name)!);
+}
+
+function measureLayers(model: Model, layers: readonly LayerInfo[], opts: BudgetedOptions): Promise<LayerSensitivity[]> {
   for (const g of model.allGraphs()) g.topoSort();
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
-  return measureSensitivity(model, eligibleLayers(model, shapes, opts), {
+  return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
     latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external },

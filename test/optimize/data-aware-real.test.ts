@@ -236,6 +236,23 @@ describe('budgets on a real model', () => {
     expect(again.report.sensitivity).toEqual(cached);
     expect(again.report.budget!.met).toBe(true);
     expect(again.report.budget!.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.02) + 1e-9);
+    // A plan that lacks a layer the filters now take (as one made with a smaller --heaviest)
+    // has it measured and added; the cached ones are kept as they were.
+    const lacking = cached.find((l) => l.candidates.length > 0)!;
+    const partial = path.join(dir, 'partial.json');
+    writeFileSync(partial, JSON.stringify({ ...report, sensitivity: cached.filter((l) => l !== lacking) }));
+    const merged = (await optimizeJson(REAL.rec, path.join(dir, 'd.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.98', '--save', 'latency', ...BIG_LAYERS, '--no-verify', '--plan', partial)).report.sensitivity!;
+    expect(merged.map((l) => l.name)).toEqual(cached.map((l) => l.name));
+    for (const l of merged) if (l.name !== lacking.name) expect(l).toEqual(cached.find((c) => c.name === l.name));
+    const remeasured = merged.find((l) => l.name === lacking.name)!;
+    expect(remeasured.candidates.length).toBeGreaterThan(0);
+    expect(remeasured.ms).toBeGreaterThan(0);
+    expect(remeasured.ms).not.toBe(lacking.ms);
+    // And a layer the filters now leave out is dropped from the measurements it is allocated over.
+    const narrowed = await optimizeJson(REAL.rec, path.join(dir, 'e.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.98', '--save', 'latency', ...BIG_LAYERS, '--no-verify', '--plan', reportFile,
+      '--exclude', `^${lacking.name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
+    expect(narrowed.report.sensitivity!.map((l) => l.name)).toEqual(cached.filter((l) => l !== lacking).map((l) => l.name));
+    expect(narrowed.report.layers.find((l) => l.name === lacking.name)!.skipped).toBe(true);
     // Measurements without timings cannot serve a latency allocation.
     const untimed = path.join(dir, 'untimed.json');
     writeFileSync(untimed, JSON.stringify({ ...report, sensitivity: cached.map(({ ms: _, ...l }) => ({ ...l, candidates: l.candidates.map(({ ms: __, ...c }) => c) })) }));
