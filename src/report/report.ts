@@ -120,6 +120,11 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
     ));
     for (const reason of v.reasons) L.push(`  ${reason}`);
+    for (const o of v.outputs) {
+      if (o.checked === false || !o.worstFeed) continue;
+      const w = o.worstFeed;
+      L.push(`  ${o.name}: worst of the ${v.runs} inputs is #${w.index + 1}, cosine ${w.cosine.toFixed(4)}, rel L2 ${sci(w.relL2)}`);
+    }
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
   if (r.latencyWeb) L.push(latencyLine('latency ORT-web (wasm)', r.latencyWeb));

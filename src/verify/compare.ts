@@ -37,6 +37,8 @@ export interface OutputStats {
   reasons: string[];
   /** False when --outputs left this output out of the check (its figures are for information). */
   checked?: boolean;
+  /** With several feeds, the one this output agrees worst on (by cosine); the verdict stays on all of them. */
+  worstFeed?: { index: number; cosine: number; relL2: number };
 }
 
 const fmt = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)).toString() : String(x));

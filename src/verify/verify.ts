@@ -137,10 +137,21 @@ export async function compareSessions(ref: Session, cand: Session, opts: VerifyO
       s.pass = true;
       s.reasons = [];
     }
+    if (a.length > 1) s.worstFeed = worstFeed(name, a, b, tol);
     outputs.push(s);
     reasons.push(...s.reasons);
   }
   return ok({ outputs, pass: reasons.length === 0, reasons, ...base });
+}
+
+/** Pooled figures can hide one input the model handles much worse: the feed with the lowest cosine. */
+function worstFeed(name: string, a: readonly HostTensor[], b: readonly HostTensor[], tol: Tolerances): OutputStats['worstFeed'] {
+  let worst: OutputStats['worstFeed'];
+  a.forEach((t, index) => {
+    const { cosine, relL2 } = compareOutput(name, toNumbers(t), toNumbers(b[index]!), t.dims, tol);
+    if (!worst || cosine < worst.cosine || Number.isNaN(cosine)) worst = { index, cosine, relL2 };
+  });
+  return worst;
 }
 
 function pickTolerances(o: VerifyOptions): Partial<Tolerances> {

@@ -34,12 +34,12 @@ function heldOut(dir: string, n: number, poison = false): { file: string; data: 
 }
 
 /** Cosine of the two models' outputs over the given samples, stacked as verification stacks them. */
-async function cosineOn(a: string, b: string, data: Float32Array, n: number): Promise<number> {
+async function cosineOn(a: string, b: string, data: Float32Array, n: number, from = 0): Promise<number> {
   const per = 3 * 48 * 192;
   const sa = await ort.InferenceSession.create(a);
   const sb = await ort.InferenceSession.create(b);
   let dot = 0, na = 0, nb = 0;
-  for (let k = 0; k < n; k++) {
+  for (let k = from; k < from + n; k++) {
     const x = new ort.Tensor('float32', data.slice(k * per, (k + 1) * per), [1, 3, 48, 192]);
     const ya = (await sa.run({ x }))[sa.outputNames[0]!]!.data as Float32Array;
     const yb = (await sb.run({ x }))[sb.outputNames[0]!]!.data as Float32Array;
@@ -62,6 +62,18 @@ describe('--verify-data', () => {
     expect(report.inputs).toContain(`held out: 4 samples from ${file}`);
     const cos = await cosineOn(REAL.cls, out, data, 4);
     expect(report.verify!.outputs[0]!.cosine).toBeCloseTo(cos, 5);
+    // The input it agrees worst on is named, with that input's own cosine.
+    const feeds = report.verify!.runs;
+    expect([1, 4]).toContain(feeds);
+    if (feeds === 4) {
+      const each = await Promise.all([0, 1, 2, 3].map((k) => cosineOn(REAL.cls, out, data, 1, k)));
+      const w = report.verify!.outputs[0]!.worstFeed!;
+      expect(w.index).toBe(each.indexOf(Math.min(...each)));
+      expect(w.cosine).toBeCloseTo(Math.min(...each), 5);
+      expect(w.cosine).toBeLessThanOrEqual(cos + 1e-9);
+    } else {
+      expect(report.verify!.outputs[0]!.worstFeed).toBeUndefined();
+    }
     // And not what seeded random inputs give.
     const rnd = JSON.parse((await runCli('optimize', REAL.cls, path.join(dir, 'r.onnx'), '--shape', 'x:1x3x48x192', '--rank-ratio', '0.3', '--min-params', '0', '--no-latency', '--json')).out) as Report;
     expect(rnd.inputs).toBe('seeded random inputs');

@@ -3,29 +3,71 @@ import { nextErrorBudget, type ErrorAttempt } from '../../src/optimize/error-sea
 import { top1OverLastAxis } from '../../src/optimize/sensitivity.js';
 import type { HostTensor } from '../../src/verify/tensor.js';
 
-/** Runs the search against a model where the budget holds iff err2 ≤ threshold. */
-function search(mode: 'err2' | 'top1', start: number, holds: (e: number) => boolean): { attempts: ErrorAttempt[]; best?: ErrorAttempt } {
+/**
+ * Runs the search against a model whose measured error for an allocation budget e is
+ * measure(e) (1.5·e unless given); the budget holds iff holds(e).
+ */
+function search(mode: 'err2' | 'top1', start: number, holds: (e: number) => boolean, measure = (e: number) => e * 1.5): { attempts: ErrorAttempt[]; best?: ErrorAttempt } {
   const attempts: ErrorAttempt[] = [];
   for (;;) {
     const s = nextErrorBudget(mode, start, attempts);
     if (!('next' in s)) return { attempts, best: s.best };
-    attempts.push({ err2: s.next, met: holds(s.next), measuredErr2: s.next * 1.5 });
+    attempts.push({ err2: s.next, met: holds(s.next), measuredErr2: measure(s.next) });
   }
 }
 
 describe('error budget search', () => {
-  it('err2: starts at the target and only tightens, by the overshoot, until it holds', () => {
+  it('err2: starts at the target and tightens, by the overshoot, until it holds', () => {
     const r = search('err2', 0.01, (e) => e * 1.5 <= 0.01);
     expect(r.attempts[0]!.err2).toBe(0.01);
-    expect(r.attempts.map((a) => a.err2)).toEqual([...r.attempts.map((a) => a.err2)].sort((a, b) => b - a));
+    expect(r.attempts[1]!.err2).toBeCloseTo(0.01 / 1.5, 12);
     expect(r.best?.met).toBe(true);
-    expect(r.best).toBe(r.attempts[r.attempts.length - 1]);
+    expect(r.best!.measuredErr2).toBeLessThanOrEqual(0.01);
+    expect(r.best!.measuredErr2).toBeGreaterThan(0.5 * 0.01);
   });
 
-  it('err2: gives up after 3 allocations without a best', () => {
+  it('err2: gives up after 4 allocations without a best', () => {
     const r = search('err2', 0.01, () => false);
-    expect(r.attempts).toHaveLength(3);
+    expect(r.attempts).toHaveLength(4);
     expect(r.best).toBeUndefined();
+  });
+
+  it('err2: an allocation that holds with much to spare is grown towards the target', () => {
+    // Layer errors cancel: the measured error is 0.4 of the predicted one.
+    const target = 0.01;
+    const r = search('err2', target, (e) => e * 0.4 <= target, (e) => e * 0.4);
+    expect(r.attempts[0]!.err2).toBe(target);
+    expect(r.attempts[1]!.err2).toBeCloseTo(0.0225, 12);
+    expect(r.best).toBe(r.attempts[r.attempts.length - 1]);
+    // The chosen allocation uses most of the target, not the 40% the first one used.
+    expect(r.best!.measuredErr2).toBeGreaterThanOrEqual(0.8 * target);
+    expect(r.best!.measuredErr2).toBeLessThanOrEqual(target);
+  });
+
+  it('err2: a grown budget that fails is backed off, never below the one that held, and the best is kept', () => {
+    // Errors cancel up to a budget of 0.015, beyond it they do not.
+    const target = 0.01;
+    const measure = (e: number) => (e <= 0.015 ? e * 0.4 : e);
+    const r = search('err2', target, (e) => measure(e) <= target, measure);
+    expect(r.attempts.length).toBeLessThanOrEqual(4);
+    const held = r.attempts.filter((a) => a.met).map((a) => a.err2);
+    const failed = r.attempts.filter((a) => !a.met).map((a) => a.err2);
+    expect(failed.length).toBeGreaterThan(0);
+    expect(r.best!.err2).toBe(Math.max(...held));
+    expect(r.best!.err2).toBeGreaterThan(target);
+    // Every attempt after a failure lies between the largest budget that held and the smallest that failed.
+    for (let i = 1; i < r.attempts.length; i++) {
+      const before = r.attempts.slice(0, i);
+      const lo = Math.max(0, ...before.filter((a) => a.met).map((a) => a.err2));
+      const hi = Math.min(Infinity, ...before.filter((a) => !a.met).map((a) => a.err2));
+      expect(r.attempts[i]!.err2).toBeGreaterThan(lo);
+      expect(r.attempts[i]!.err2).toBeLessThan(hi);
+    }
+  });
+
+  it('err2: stops when a larger budget changes nothing', () => {
+    expect(nextErrorBudget('err2', 0.01, [{ err2: 0.01, met: true, measuredErr2: 0.001, saturated: true }]))
+      .toEqual({ done: true, best: { err2: 0.01, met: true, measuredErr2: 0.001, saturated: true } });
   });
 
   it('top1: grows while it holds, then bisects; the best is the largest budget that held', () => {

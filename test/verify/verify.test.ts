@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { loadInputArgs } from '../../src/verify/inputs.js';
 import { createSession } from '../../src/verify/session.js';
@@ -46,6 +47,26 @@ describe('verifyModels on real models', () => {
     // Loose enough tolerances turn the same comparison into a pass.
     const loose = await verifyModels({ path: NAMASTE }, { path: HELLO_OLD }, { seed: 1, atol: 10, rtol: 0 });
     expect(loose.ok && loose.value.pass).toBe(true);
+  });
+
+  it('with several feeds, the one an output agrees worst on is named with its own figures', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'onnx-lr-v-')), 'cls.lr.onnx');
+    expect(await main(['optimize', CLS, out, '--shape', 'x:1x3x48x192', '--rank-ratio', '0.3', '--min-params', '0', '--no-verify', '--no-latency'], { out: () => {}, err: () => {} })).toBe(0);
+    const feeds = [0, 1, 2].map((k) => ({ x: fromNumbers('float32', [1, 3, 48, 192], Array.from({ length: 3 * 48 * 192 }, (_, i) => Math.sin(i * (k + 1) * 0.37) * (k + 1))) }));
+    const all = await verifyModels({ path: CLS }, { path: out }, { feeds });
+    if (!all.ok) throw new Error(all.error.message);
+    const each: number[] = [];
+    for (const f of feeds) {
+      const one = await verifyModels({ path: CLS }, { path: out }, { feeds: [f] });
+      if (!one.ok) throw new Error(one.error.message);
+      // One feed: nothing to single out.
+      expect(one.value.outputs[0]!.worstFeed).toBeUndefined();
+      each.push(one.value.outputs[0]!.cosine);
+    }
+    expect(new Set(each.map((c) => c.toFixed(9))).size).toBe(3);
+    const w = all.value.outputs[0]!.worstFeed!;
+    expect(w.index).toBe(each.indexOf(Math.min(...each)));
+    expect(w.cosine).toBeCloseTo(Math.min(...each), 9);
   });
 
   it('the same seed gives the same statistics, another seed different ones', async () => {
