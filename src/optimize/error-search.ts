@@ -30,12 +30,12 @@ export interface SearchLimits {
 }
 
 export const ERR2_LIMITS: SearchLimits = { maxAttempts: 4, closeRatio: 1.1 };
+export const TOP1_LIMITS: SearchLimits = { maxAttempts: 6, closeRatio: 1.5 };
 
 /** An err2 attempt that holds below this share of the target is grown. */
-export const GROW_BELOW = 0.8;
+const GROW_BELOW = 0.8;
 /** A grown budget aims at this share of the target, to land under it. */
 const GROW_AIM = 0.9;
-export const TOP1_LIMITS: SearchLimits = { maxAttempts: 6, closeRatio: 1.5 };
 
 export type NextBudget = { next: number } | { done: true; best?: ErrorAttempt };
 
@@ -46,13 +46,14 @@ export function nextErrorBudget(mode: 'err2' | 'top1', target: number, attempts:
   const best = held.reduce<ErrorAttempt | undefined>((b, a) => (!b || a.err2 > b.err2 ? a : b), undefined);
   if (attempts.length >= limits.maxAttempts) return { done: true, best };
   const failed = attempts.filter((a) => !a.met);
+  // Infinity while nothing has failed.
+  const lowestFail = Math.min(...failed.map((a) => a.err2));
   if (mode === 'err2') {
-    const lowestFail = Math.min(...failed.map((a) => a.err2));
     let next: number;
     if (last.met) {
       if (last.saturated || last.measuredErr2 >= GROW_BELOW * target) return { done: true, best };
       next = last.err2 * Math.min(4, (GROW_AIM * target) / Math.max(last.measuredErr2, 1e-300));
-      if (failed.length) next = Math.min(next, Math.sqrt(last.err2 * lowestFail));
+      next = Math.min(next, Math.sqrt(last.err2 * lowestFail));
     } else {
       // Shrink by the overshoot, and by at least 30%; not below a budget that held.
       next = last.err2 * Math.min(0.7, target / Math.max(last.measuredErr2, 1e-300));
@@ -61,7 +62,6 @@ export function nextErrorBudget(mode: 'err2' | 'top1', target: number, attempts:
     return best && next / best.err2 <= limits.closeRatio ? { done: true, best } : { next };
   }
   if (failed.length === 0) return last.saturated ? { done: true, best } : { next: last.err2 * 4 };
-  const lowestFail = Math.min(...failed.map((a) => a.err2));
   if (!best) return { next: lowestFail / 4 };
   if (lowestFail / best.err2 <= limits.closeRatio) return { done: true, best };
   return { next: Math.sqrt(lowestFail * best.err2) };
