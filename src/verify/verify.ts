@@ -130,26 +130,34 @@ export async function compareSessions(ref: Session, cand: Session, opts: VerifyO
       continue;
     }
     // Compared as one stack of all feeds (top-1 then counts every row), reported per feed.
-    const s: OutputStats = { ...compareOutput(name, concat(a), concat(b), stackedDims(a), tol), dims: [...a[0]!.dims] };
+    const ra = concat(a);
+    const rb = concat(b);
+    const s: OutputStats = { ...compareOutput(name, ra, rb, stackedDims(a), tol), dims: [...a[0]!.dims] };
     if (opts.outputs && !opts.outputs.includes(name)) {
       // Reported for information; only the outputs the user named decide.
       s.checked = false;
       s.pass = true;
       s.reasons = [];
     }
-    if (a.length > 1) s.worstFeed = worstFeed(name, a, b, tol);
+    if (a.length > 1) s.worstFeed = worstFeed(name, ra, rb, a, tol);
     outputs.push(s);
     reasons.push(...s.reasons);
   }
   return ok({ outputs, pass: reasons.length === 0, reasons, ...base });
 }
 
-/** Pooled figures can hide one input the model handles much worse: the feed with the lowest cosine. */
-function worstFeed(name: string, a: readonly HostTensor[], b: readonly HostTensor[], tol: Tolerances): OutputStats['worstFeed'] {
+/**
+ * Pooled figures can hide one input the model handles much worse: the feed with the lowest
+ * cosine, from each feed's slice of the concatenated outputs (`perFeed` gives their sizes).
+ */
+function worstFeed(name: string, ra: Float64Array, rb: Float64Array, perFeed: readonly HostTensor[], tol: Tolerances): OutputStats['worstFeed'] {
   let worst: OutputStats['worstFeed'];
-  a.forEach((t, index) => {
-    const { cosine, relL2 } = compareOutput(name, toNumbers(t), toNumbers(b[index]!), t.dims, tol);
+  let off = 0;
+  perFeed.forEach((t, index) => {
+    const end = off + t.data.length;
+    const { cosine, relL2 } = compareOutput(name, ra.subarray(off, end), rb.subarray(off, end), t.dims, tol);
     if (!worst || cosine < worst.cosine || Number.isNaN(cosine)) worst = { index, cosine, relL2 };
+    off = end;
   });
   return worst;
 }
