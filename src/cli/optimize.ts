@@ -20,7 +20,10 @@ const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --rank-ratio R      keep about fraction R of each layer's parameters
   --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
   --rank N            the same rank N everywhere (clamped to each layer)
-  --align N           round ranks up to a multiple of N (e.g. 8)
+  --align N           round ranks up to a multiple of N (e.g. 8); default 16 when a budget
+                      times candidates in ORT (--save latency, --target-latency,
+                      --layer-latency), as ORT's blocked conv kernels need channel
+                      counts on that grid; --align 1 for none
 Layer selection:
   --method M          auto | svd | tucker2 | cp (default auto: SVD for Gemm/MatMul/1x1
                       conv, Tucker-2 for kxk conv)

@@ -32,6 +32,14 @@ export interface Job {
   notes: string[];
 }
 
+/**
+ * Rank multiple when a budget times candidates in ORT and no --align is given. ORT's CPU
+ * convs run in the blocked NCHWc layout only when a conv's input channels are a multiple
+ * of the block (16 with AVX-512, 8 with AVX2) or below it; a chain rank off that grid
+ * falls back to plain NCHW kernels with layout reorders around it. 16 suits both.
+ */
+export const LATENCY_ALIGN = 16;
+
 export interface BudgetInputs {
   budget: Budget;
   shapes: ShapeMap;
@@ -56,6 +64,9 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   const opts = job.opts;
   const stages = cfg.stages ?? 1;
   const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
+  const timed = cfg.layerLatency || unit === 'latency';
+  const align = opts.policy.align ?? (timed ? LATENCY_ALIGN : undefined);
+  if (align && align > 1 && opts.policy.align === undefined) job.notes.push(`candidate ranks rounded up to multiples of ${align} (ORT's blocked conv layout); --align 1 turns this off`);
   let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
   if (unit === 'latency') {
     // Latency targets are fractions of the whole model's measured time.
@@ -99,12 +110,12 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     }
     cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
     const sens = await measureAll(job.model, shapes, {
-      method: opts.method, align: opts.policy.align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, seed: opts.seed,
+      method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, seed: opts.seed,
       external: job.loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.gemm,
       // Two input sets rank the layers well enough; the final check uses all of them.
       feeds: calib.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
       totals: { params: before.params, macs: before.macs },
-      layerLatency: cfg.layerLatency || unit === 'latency' ? { threads: cfg.verify.threads, shapes } : undefined,
+      layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
       onProgress: cfg.onProgress,
     });
     if (stage === 1) sensitivity = sens;

@@ -55,8 +55,10 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
   }
   const eligible = eligibleLayers(model, shapes, opts);
   // A plan's measurements are a cache: the layers it lacks (a larger --heaviest, a smaller
-  // --exclude) are measured now, and those the filters now leave out are dropped.
-  const cached = new Map((opts.sensitivity ?? []).map((s) => [s.name, s]));
+  // --exclude) or measured at other candidate ranks (another --align) are measured now,
+  // and those the filters now leave out are dropped.
+  const align = opts.align && opts.align > 1 ? opts.align : undefined;
+  const cached = new Map((opts.sensitivity ?? []).filter((s) => s.align === align).map((s) => [s.name, s]));
   const missing = eligible.filter((l) => !cached.has(l.name));
   const fresh = missing.length ? await measureLayers(model, missing, opts) : [];
   const measured = new Map(fresh.map((s) => [s.name, s]));

@@ -51,6 +51,8 @@ export interface LayerSensitivity {
   ms?: number;
   /** Why the layer has no candidates. */
   reason?: string;
+  /** The multiple the candidate ranks were rounded up to (absent: none). */
+  align?: number;
 }
 
 /** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
@@ -271,6 +273,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     opts.onProgress?.(i, layers.length, layer.name);
     const pass = passOrReason(layer, opts);
     const entry: LayerSensitivity = { name: layer.name, op: layer.op, before: { params: layer.params, macsPerPosition: layer.params }, macs: layer.macs, candidates: [] };
+    if (opts.align && opts.align > 1) entry.align = opts.align;
     out.push(entry);
     if (typeof pass === 'string') { entry.reason = pass; continue; }
     let m: unknown;

@@ -215,6 +215,13 @@ describe('budgets on a real model', () => {
     expect(b.met).toBe(true);
     expect(b.measuredError).toBeLessThanOrEqual(Math.sqrt(2 * 0.01) + 1e-9);
     expect(report.layers.some((l) => !l.skipped)).toBe(true);
+    // Timed candidates come on ORT's conv block grid by default: every rank a multiple of
+    // 16 unless capped at a full dimension of the weight.
+    expect(report.notes.some((n) => /rounded up to multiples of 16/.test(n))).toBe(true);
+    for (const l of report.layers.filter((x) => !x.skipped)) {
+      for (const r of l.ranks!) expect(r % 16 === 0 || l.weightShape.includes(r), `${l.name} rank ${r}`).toBe(true);
+    }
+    expect(report.sensitivity!.every((l) => l.align === 16)).toBe(true);
     // The same budget as a plan: every measured layer and kept candidate carries its ORT
     // time (each kept one ran faster than the layer in its own interleaved timing).
     let out = '';
@@ -253,6 +260,17 @@ describe('budgets on a real model', () => {
       '--exclude', `^${lacking.name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
     expect(narrowed.report.sensitivity!.map((l) => l.name)).toEqual(cached.filter((l) => l !== lacking).map((l) => l.name));
     expect(narrowed.report.layers.find((l) => l.name === lacking.name)!.skipped).toBe(true);
+    // Measurements made at other candidate ranks are not reused: with --align 1 every layer
+    // is measured again, off the grid.
+    const unaligned = (await optimizeJson(REAL.rec, path.join(dir, 'f.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.98', '--save', 'latency', ...BIG_LAYERS, '--no-verify', '--plan', reportFile, '--align', '1')).report;
+    expect(unaligned.notes.some((n) => /rounded up to multiples/.test(n))).toBe(false);
+    const fresh = unaligned.sensitivity!;
+    expect(fresh.map((l) => l.name)).toEqual(cached.map((l) => l.name));
+    for (const l of fresh.filter((x) => x.candidates.length > 0)) {
+      expect(l.align).toBeUndefined();
+      expect(l.ms).not.toBe(cached.find((c) => c.name === l.name)!.ms);
+    }
+    expect(fresh.some((l) => l.candidates.some((c) => c.ranks.some((r) => r % 16 !== 0)))).toBe(true);
     // Measurements without timings cannot serve a latency allocation.
     const untimed = path.join(dir, 'untimed.json');
     writeFileSync(untimed, JSON.stringify({ ...report, sensitivity: cached.map(({ ms: _, ...l }) => ({ ...l, candidates: l.candidates.map(({ ms: __, ...c }) => c) })) }));
