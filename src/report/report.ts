@@ -41,6 +41,8 @@ export interface Report {
 }
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));
+/** A cosine to 4 decimals, rounded down (past float noise): 0.98996 against a 0.99 threshold must not read 0.990. */
+const cos4 = (x: number): string => (Number.isFinite(x) ? (Math.floor(x * 1e4 + 1e-7) / 1e4).toFixed(4) : '?');
 const sci = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toExponential(2));
 
 function latencyLine(label: string, l: LatencyStats): string {
@@ -116,14 +118,14 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
       `  [min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}]`);
     L.push(table(
       ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result'],
-      v.outputs.map((o) => [o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), f3(o.cosine), o.top1 === undefined ? '' : f3(o.top1), o.checked === false ? 'not checked' : o.pass ? 'ok' : 'FAIL']),
+      v.outputs.map((o) => [o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), cos4(o.cosine), o.top1 === undefined ? '' : f3(o.top1), o.checked === false ? 'not checked' : o.pass ? 'ok' : 'FAIL']),
       ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
     ));
     for (const reason of v.reasons) L.push(`  ${reason}`);
     for (const o of v.outputs) {
       if (o.checked === false || !o.worstFeed) continue;
       const w = o.worstFeed;
-      L.push(`  ${o.name}: worst of the ${v.runs} inputs is #${w.index + 1}, cosine ${w.cosine.toFixed(4)}, rel L2 ${sci(w.relL2)}`);
+      L.push(`  ${o.name}: worst of the ${v.runs} inputs is #${w.index + 1}, cosine ${cos4(w.cosine)}, rel L2 ${sci(w.relL2)}`);
     }
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
