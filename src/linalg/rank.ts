@@ -73,11 +73,16 @@ export function tucker2Pays(T: number, S: number, kh: number, kw: number, r1: nu
   return tucker2Params(T, S, kh, kw, r1, r2) < convParams(T, S, kh, kw);
 }
 
+/** The rank multiple an `align` setting means: none (undefined) when absent or ≤ 1. */
+export function rankMultiple(align: number | undefined): number | undefined {
+  return align && align > 1 ? align : undefined;
+}
+
 /** Rounds a rank up to a multiple of `align` (e.g. 8: faster kernels; none when absent or ≤ 1), never above `max`. */
 export function alignRank(r: number, align: number | undefined, max: number): number {
   if (r <= 0) return 0;
-  if (!align || align <= 1) return Math.min(r, max);
-  return Math.min(max, Math.ceil(r / align) * align);
+  const m = rankMultiple(align);
+  return m ? Math.min(max, Math.ceil(r / m) * m) : Math.min(r, max);
 }
 
 /**

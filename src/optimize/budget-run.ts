@@ -15,6 +15,7 @@ import { measureLatency } from '../verify/latency.js';
 import type { HostTensor } from '../verify/tensor.js';
 import { LrError } from '../errors.js';
 import type { SyncGemm } from '../linalg/engine.js';
+import { rankMultiple } from '../linalg/rank.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, type OptimizeOptions } from './driver.js';
@@ -66,7 +67,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
   const timed = cfg.layerLatency || unit === 'latency';
   const align = opts.policy.align ?? (timed ? LATENCY_ALIGN : undefined);
-  if (align && align > 1 && opts.policy.align === undefined) job.notes.push(`candidate ranks rounded up to multiples of ${align} (ORT's blocked conv layout); --align 1 turns this off`);
+  if (rankMultiple(align) && opts.policy.align === undefined) job.notes.push(`candidate ranks rounded up to multiples of ${align} (ORT's blocked conv layout); --align 1 turns this off`);
   let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
   if (unit === 'latency') {
     // Latency targets are fractions of the whole model's measured time.

@@ -4,6 +4,7 @@
  * plan the driver applies exactly.
  */
 import type { SyncGemm } from '../linalg/engine.js';
+import { rankMultiple } from '../linalg/rank.js';
 import { LrError } from '../errors.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
@@ -57,7 +58,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
   // A plan's measurements are a cache: the layers it lacks (a larger --heaviest, a smaller
   // --exclude) or measured at other candidate ranks (another --align) are measured now,
   // and those the filters now leave out are dropped.
-  const align = opts.align && opts.align > 1 ? opts.align : undefined;
+  const align = rankMultiple(opts.align);
   const cached = new Map((opts.sensitivity ?? []).filter((s) => s.align === align).map((s) => [s.name, s]));
   const missing = eligible.filter((l) => !cached.has(l.name));
   const fresh = missing.length ? await measureLayers(model, missing, opts) : [];

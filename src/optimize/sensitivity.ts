@@ -16,6 +16,7 @@ import type { LayerInfo } from '../graph/layers.js';
 import { encodeModel } from '../onnx/codec.js';
 import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
+import { rankMultiple } from '../linalg/rank.js';
 import { createSession, type ModelSource } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { toNumbers } from '../verify/tensor.js';
@@ -273,7 +274,8 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     opts.onProgress?.(i, layers.length, layer.name);
     const pass = passOrReason(layer, opts);
     const entry: LayerSensitivity = { name: layer.name, op: layer.op, before: { params: layer.params, macsPerPosition: layer.params }, macs: layer.macs, candidates: [] };
-    if (opts.align && opts.align > 1) entry.align = opts.align;
+    const multiple = rankMultiple(opts.align);
+    if (multiple) entry.align = multiple;
     out.push(entry);
     if (typeof pass === 'string') { entry.reason = pass; continue; }
     let m: unknown;

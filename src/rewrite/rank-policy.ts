@@ -5,7 +5,7 @@
  */
 import { skip, type Skip } from './pass.js';
 import type { SvdSpectrum } from './svd-pair.js';
-import { alignRank, evbmfFromSpectrum, partialEnergyRank } from '../linalg/rank.js';
+import { alignRank, evbmfFromSpectrum, partialEnergyRank, rankMultiple } from '../linalg/rank.js';
 
 export type RankPolicy = (
   | { kind: 'fixed'; rank: number }
@@ -16,7 +16,7 @@ export type RankPolicy = (
 
 export function describePolicy(p: RankPolicy): string {
   const base = p.kind === 'fixed' ? `rank ${p.rank}` : p.kind === 'energy' ? `energy ${p.energy}` : p.kind === 'ratio' ? `rank-ratio ${p.ratio}` : 'vbmf';
-  return p.align && p.align > 1 ? `${base}, align ${p.align}` : base;
+  return rankMultiple(p.align) ? `${base}, align ${p.align}` : base;
 }
 
 /**
