@@ -9,11 +9,15 @@
  *   `(dst + 0.5)·in/out − 0.5`, clamped to the image (OpenCV INTER_LINEAR,
  *   torch `interpolate(mode='bilinear', align_corners=False)`);
  * - a one-channel input gets luminance 0.299·R + 0.587·G + 0.114·B (after scaling);
- * - value = (pixel/255 − mean[c]) / std[c].
+ * - value = (pixel/255 − mean[c]) / std[c];
+ * - the size a header declares is bounded before decoding (a 74-byte PNG can declare
+ *   60000×60000 pixels).
  */
+import { inflateSync } from 'node:zlib';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 import { err, ok, type Result } from '../errors.js';
+import { DEFAULT_MAX_INPUT_BYTES, limitText, showBytes } from '../util/bounds.js';
 
 export interface RgbaImage {
   width: number;
@@ -46,17 +50,95 @@ export function imageKind(bytes: Uint8Array): 'png' | 'jpeg' | undefined {
 
 const oneLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split('\n')[0]!.trim();
 
-/** Decodes PNG or JPEG bytes; `label` (the file name) prefixes every error. */
-export function decodeImage(bytes: Uint8Array, label: string): Result<RgbaImage> {
+/** Bytes one pixel takes once decoded: planar RGB float32 (the largest copy made of it). */
+export const DECODED_BYTES_PER_PIXEL = 12;
+
+/** Width and height from a PNG's IHDR, or undefined when the header is not there. */
+function pngDims(b: Uint8Array): { width: number; height: number; interlaced: boolean } | undefined {
+  // Signature (8), then the IHDR chunk: length (4), "IHDR", width, height (big-endian), depth, colour, compression, filter, interlace.
+  if (b.length < 29 || b[12] !== 0x49 || b[13] !== 0x48 || b[14] !== 0x44 || b[15] !== 0x52) return undefined;
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { width: v.getUint32(16), height: v.getUint32(20), interlaced: b[28] !== 0 };
+}
+
+/** Width and height from a JPEG's first SOF marker, or undefined when none comes before the scan. */
+function jpegDims(b: Uint8Array): { width: number; height: number } | undefined {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = 2;
+  while (p + 4 <= b.length) {
+    if (b[p] !== 0xff) return undefined;
+    const m = b[p + 1]!;
+    if (m === 0xff) { p++; continue; } // fill byte
+    if (m === 0x01 || (m >= 0xd0 && m <= 0xd8)) { p += 2; continue; } // markers without a length
+    if (m === 0xda || m === 0xd9) return undefined; // scan data or end before any frame header
+    const len = v.getUint16(p + 2);
+    const sof = m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+    if (sof) return p + 9 <= b.length ? { height: v.getUint16(p + 5), width: v.getUint16(p + 7) } : undefined;
+    p += 2 + len;
+  }
+  return undefined;
+}
+
+/** The IDAT payload of a PNG (for the inflate bound of interlaced images, which pngjs inflates without one). */
+function pngIdat(b: Uint8Array): Uint8Array {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const parts: Uint8Array[] = [];
+  for (let p = 8; p + 12 <= b.length;) {
+    const len = v.getUint32(p);
+    const type = String.fromCharCode(b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!);
+    if (p + 12 + len > b.length) break;
+    if (type === 'IDAT') parts.push(b.subarray(p + 8, p + 8 + len));
+    if (type === 'IEND') break;
+    p += 12 + len;
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Refuses an image whose header declares more pixels than `maxBytes` allows decoded
+ * (DECODED_BYTES_PER_PIXEL each), before any pixel is decoded.
+ */
+function checkDeclaredSize(bytes: Uint8Array, kind: 'png' | 'jpeg', label: string, maxBytes: number): Result<void> {
+  const dims = kind === 'png' ? pngDims(bytes) : jpegDims(bytes);
+  if (!dims) return ok(undefined); // the decoder reports the broken header
+  const pixels = dims.width * dims.height;
+  if (pixels * DECODED_BYTES_PER_PIXEL > maxBytes) {
+    const mp = (x: number): string => (x / 1e6).toFixed(1);
+    return err('unsupported', `${label}: image is ${dims.width}x${dims.height} (${mp(pixels)} Mpixel, ${showBytes(pixels * DECODED_BYTES_PER_PIXEL)} decoded), over the ${limitText(maxBytes)}: at most ${mp(Math.floor(maxBytes / DECODED_BYTES_PER_PIXEL))} Mpixel`);
+  }
+  if (kind === 'png' && 'interlaced' in dims && dims.interlaced) {
+    // Interlaced rows hold at most 8 bytes per pixel plus a filter byte per row of each pass.
+    const bound = Math.max(1, Math.min(maxBytes, pixels * 8 + 15 * (dims.height + 8)));
+    try {
+      inflateSync(pngIdat(bytes), { maxOutputLength: bound });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') return err('parse', `${label}: cannot decode PNG: its image data inflates past ${dims.width}x${dims.height} pixels`);
+      // Other inflate errors: pngjs reports them.
+    }
+  }
+  return ok(undefined);
+}
+
+/**
+ * Decodes PNG or JPEG bytes; `label` (the file name) prefixes every error. The size the
+ * header declares is checked against `maxBytes` (default 1 GiB) before decoding.
+ */
+export function decodeImage(bytes: Uint8Array, label: string, maxBytes: number = DEFAULT_MAX_INPUT_BYTES): Result<RgbaImage> {
   const kind = imageKind(bytes);
   if (!kind) return err('parse', `${label}: not a PNG or JPEG image`);
+  const size = checkDeclaredSize(bytes, kind, label, maxBytes);
+  if (!size.ok) return size;
   try {
     if (kind === 'png') {
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       const png = pngjs.PNG.sync.read(buf);
       return ok({ width: png.width, height: png.height, data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.byteLength) });
     }
-    const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 1024 });
+    const img = jpeg.decode(bytes, {
+      useTArray: true, formatAsRGBA: true,
+      // Also bounded here, in case the frame header was not found before the decoder's.
+      maxResolutionInMP: maxBytes / DECODED_BYTES_PER_PIXEL / 1e6, maxMemoryUsageInMB: Math.ceil(maxBytes / 2 ** 20),
+    });
     return ok({ width: img.width, height: img.height, data: img.data });
   } catch (e) {
     return err('parse', `${label}: cannot decode ${kind === 'png' ? 'PNG' : 'JPEG'}: ${oneLine(e)}`);

@@ -30,7 +30,7 @@
  * Everything is read, checked (shape, dtype, NaN/Inf) and converted when loading, so a
  * CalibSet never fails while it yields; `samples` (default 64) caps what is read.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { err, ok, type Result } from '../errors.js';
 import { parseNpy, parseNpz, type NpyArray } from '../io/npy.js';
@@ -39,6 +39,7 @@ import type { ValueInfo } from '../verify/session.js';
 import {
   castTensor, elementCount, fromNpy, fromNumbers, isElemType, isFloatType, type ElemType, type Feeds, type HostData, type HostTensor,
 } from '../verify/tensor.js';
+import { DEFAULT_MAX_INPUT_BYTES, limitText, readSideInput, showBytes, sideInputKind } from '../util/bounds.js';
 import { checkNormalisation, decodeImage, imageToTensor, type Layout } from './image.js';
 
 /** Samples read when `samples` is not given. */
@@ -69,6 +70,10 @@ export interface CalibOptions {
   values?: ValueOverrides;
   /** Seed of the random data of inputs that are neither calibrated nor fixed (default 0). */
   seed?: number;
+  /** Bound on each file read, each archive's decoded arrays and each decoded image, bytes (default 1 GiB). */
+  maxBytes?: number;
+  /** What the data is for, in messages about the files (default 'calibration'). */
+  purpose?: string;
 }
 
 export type CalibSource =
@@ -116,12 +121,9 @@ function checkCount(what: string, v: number | undefined): Result<void> {
   return ok(undefined);
 }
 
-function readBytes(file: string): Result<Uint8Array> {
-  try {
-    return ok(readFileSync(file));
-  } catch (e) {
-    return err('io', `cannot read calibration file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+/** A data file: a regular file (not a FIFO or a device), within the size bound. */
+function readBytes(file: string, maxBytes: number, purpose = 'calibration'): Result<Uint8Array> {
+  return readSideInput(file, `${purpose} file`, maxBytes);
 }
 
 /** The first element that is NaN or ±Inf, or -1. float16 data is raw half bits. */
@@ -216,16 +218,17 @@ function collectArrays(files: readonly string[], inputs: readonly ValueInfo[], o
   const list = `inputs are: ${inputs.map((i) => i.name).join(', ')}`;
   const samples: Sample[] = [];
   const modes = new Map<string, Mode>();
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_INPUT_BYTES;
   let calibrated: string[] | undefined;
   let used = 0;
   for (const file of files) {
     if (samples.length >= cap) break;
     used++;
-    const bytes = readBytes(file);
+    const bytes = readBytes(file, maxBytes, opts.purpose);
     if (!bytes.ok) return bytes;
     let arrays: Map<string, NpyArray>;
     if (extOf(file) === '.npz') {
-      const z = parseNpz(bytes.value, file);
+      const z = parseNpz(bytes.value, file, { maxBytes });
       if (!z.ok) return z;
       arrays = z.value;
       if (arrays.size === 0) return err('usage', `${file}: the archive holds no arrays`);
@@ -278,7 +281,7 @@ function collectArrays(files: readonly string[], inputs: readonly ValueInfo[], o
   return ok({ samples, modes, files: used, calibrated: calibrated ?? [] });
 }
 
-interface ImagePlan { height: number; width: number; channels: number; mean: number[]; std: number[]; layout: Layout }
+interface ImagePlan { height: number; width: number; channels: number; mean: number[]; std: number[]; layout: Layout; maxBytes: number; purpose?: string }
 
 /** Works out image size, channels and normalisation for the single calibrated input. */
 function planImages(input: ValueInfo, opts: CalibOptions, where: string): Result<ImagePlan> {
@@ -312,20 +315,27 @@ function planImages(input: ValueInfo, opts: CalibOptions, where: string): Result
   if (height === undefined || width === undefined) {
     return err('usage', `${where}: input ${input.name} ${showDims(decl)} has a dynamic height or width: give a resize HxW (or a --shape for it)`);
   }
+  // Every sample is an array of this size (and the resize works on 3 planes of it).
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_INPUT_BYTES;
+  const sampleBytes = height * width * 3 * 4;
+  if (sampleBytes > maxBytes) {
+    const from = opts.resize ? `resize ${height}x${width}` : `${where}: input ${input.name} ${showDims(decl)}`;
+    return err('usage', `${from}: images of ${height}x${width} take ${showBytes(sampleBytes)} each as float32, over the ${limitText(maxBytes)}`);
+  }
   const bad = checkNormalisation(channels, opts.mean, opts.std);
   if (bad) return err('usage', `image normalisation: ${bad}`);
   const fill = (v: readonly number[] | undefined, d: number): number[] =>
     !v || v.length === 0 ? new Array<number>(channels).fill(d) : v.length === 1 ? new Array<number>(channels).fill(v[0]!) : [...v];
-  return ok({ height, width, channels, mean: fill(opts.mean, 0), std: fill(opts.std, 1), layout });
+  return ok({ height, width, channels, mean: fill(opts.mean, 0), std: fill(opts.std, 1), layout, maxBytes, purpose: opts.purpose });
 }
 
 function collectImages(files: readonly string[], input: ValueInfo, plan: ImagePlan, cap: number): Result<Collected> {
   const samples: Sample[] = [];
   const dims = plan.layout === 'nchw' ? [1, plan.channels, plan.height, plan.width] : [1, plan.height, plan.width, plan.channels];
   for (const file of files.slice(0, cap)) {
-    const bytes = readBytes(file);
+    const bytes = readBytes(file, plan.maxBytes, plan.purpose);
     if (!bytes.ok) return bytes;
-    const img = decodeImage(bytes.value, file);
+    const img = decodeImage(bytes.value, file, plan.maxBytes);
     if (!img.ok) return img;
     if (img.value.width < 1 || img.value.height < 1) return err('usage', `${file}: the image is empty`);
     const data = imageToTensor(img.value, plan);
@@ -503,12 +513,11 @@ export function loadCalibration(file: string, opts: CalibOptions): Result<CalibS
     if (!names.has(n)) return err('usage', `no model input named '${n}' (inputs are: ${[...names].join(', ')})`);
   }
   const cap = opts.samples ?? DEFAULT_CALIB_SAMPLES;
-  let isDir: boolean;
-  try {
-    isDir = statSync(file).isDirectory();
-  } catch (e) {
-    return err('io', `cannot read calibration data ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  if (opts.maxBytes !== undefined && !(opts.maxBytes > 0)) return err('usage', `maxBytes must be positive, got ${opts.maxBytes}`);
+  // A FIFO or a device is refused here: opening one would block or never end.
+  const kindOf = sideInputKind(file, `${opts.purpose ?? 'calibration'} data`);
+  if (!kindOf.ok) return kindOf;
+  const isDir = kindOf.value === 'dir';
   let files: string[];
   let kind: 'images' | 'arrays';
   if (isDir) {
@@ -530,7 +539,8 @@ export function loadCalibration(file: string, opts: CalibOptions): Result<CalibS
     if (!plan.ok) return plan;
     const c = collectImages(files, single.value, plan.value, cap);
     if (!c.ok) return c;
-    const source: CalibSource = { kind: 'images', path: file, files: c.value.files, ...plan.value };
+    const { maxBytes: _, purpose: __, ...shown } = plan.value;
+    const source: CalibSource = { kind: 'images', path: file, files: c.value.files, ...shown };
     return assemble({ source, inputs: opts.inputs, calibrated: [single.value.name], collected: c.value, opts });
   }
   const c = collectArrays(files, opts.inputs, opts, cap);

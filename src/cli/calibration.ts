@@ -6,6 +6,7 @@ import { collectStats } from '../calib/stats.js';
 import { describeCalibration, loadCalibration } from '../calib/load.js';
 import { createOrtGemmEngine } from '../linalg/ort-gemm.js';
 import type { CalibrationSource } from '../optimize/pipeline.js';
+import { DEFAULT_MAX_INPUT_BYTES, limitText, showBytes } from '../util/bounds.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
 import type { Feeds } from '../verify/tensor.js';
@@ -19,6 +20,15 @@ function numberList(p: Parsed, name: string): number[] | undefined {
   return v;
 }
 
+/**
+ * --max-input-mb: the bound on each side-input file, decoded archive and decoded image
+ * (calibration and verification data, plans), in MiB; default 1 GiB.
+ */
+export function maxInputBytes(p: Parsed): number {
+  const mb = num(p, 'max-input-mb', { min: 1, max: 2 ** 32, integer: true });
+  return mb === undefined ? DEFAULT_MAX_INPUT_BYTES : mb * 2 ** 20;
+}
+
 /** Image options (--resize, --mean, --std, --layout), shared by --calib and --verify-data. */
 function imageOptions(p: Parsed): { resize?: [number, number]; mean?: number[]; std?: number[]; layout?: 'nchw' | 'nhwc' } {
   const rs = str(p, 'resize');
@@ -27,6 +37,11 @@ function imageOptions(p: Parsed): { resize?: [number, number]; mean?: number[]; 
     const m = /^(\d+)x(\d+)$/.exec(rs.trim());
     if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new LrError('usage', `--resize expects HxW (e.g. 224x224), got "${rs}"`);
     resize = [Number(m[1]), Number(m[2])];
+    // Each sample is a float32 array of 3 planes of this size (before a luminance input keeps one).
+    const max = maxInputBytes(p);
+    if (resize[0] * resize[1] * 12 > max) {
+      throw new LrError('usage', `--resize ${resize[0]}x${resize[1]}: an image of that size takes ${showBytes(resize[0] * resize[1] * 12)} as float32, over the ${limitText(max)}`);
+    }
   }
   const layout = str(p, 'layout');
   if (layout !== undefined && layout !== 'nchw' && layout !== 'nhwc') throw new LrError('usage', `--layout expects nchw or nhwc, got "${layout}"`);
@@ -43,8 +58,9 @@ export function verificationDataFrom(p: Parsed, shapes: ShapeOverrides, values: 
   }
   const samples = num(p, 'verify-samples', { min: 1, max: 1_000_000, integer: true }) ?? DEFAULT_VERIFY_SAMPLES;
   const img = imageOptions(p);
+  const maxBytes = maxInputBytes(p);
   return (inputs) => {
-    const set = loadCalibration(path, { inputs, samples, ...img, shapes, values, seed });
+    const set = loadCalibration(path, { inputs, samples, ...img, shapes, values, seed, maxBytes, purpose: 'verification' });
     if (!set.ok) throw set.error;
     return { feeds: [...set.value.feeds()], description: `held out: ${describeCalibration(set.value)}` };
   };
@@ -67,8 +83,9 @@ export function calibrationFrom(p: Parsed, shapes: ShapeOverrides, values: Value
   }
   const samples = num(p, 'calib-samples', { min: 1, max: 1_000_000, integer: true });
   const { resize, mean, std, layout } = imageOptions(p);
+  const maxBytes = maxInputBytes(p);
   return async (inputs) => {
-    const set = loadCalibration(path, { inputs, samples, resize, mean, std, layout, shapes, values, seed });
+    const set = loadCalibration(path, { inputs, samples, resize, mean, std, layout, shapes, values, seed, maxBytes });
     if (!set.ok) throw set.error;
     return {
       feeds: [...set.value.feeds()],

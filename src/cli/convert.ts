@@ -8,16 +8,20 @@ export const CONVERT_HELP = `Usage: onnx-lr convert IN OUT [--external-data [--t
 
 Loads IN and writes it to OUT: every field survives, including ones this tool does not
 know. OUT is written to a temporary file and renamed, so a failure never leaves a
-half-written file; IN is never modified.
+half-written file; IN is never modified. OUT must be a regular file or absent.
 
 Options:
-  --external-data     store initializers of at least --threshold bytes in OUT.data beside
-                      OUT (4096-byte aligned). Chosen automatically past 2 GiB.
-  --threshold BYTES   size threshold for --external-data (default 1024); empty tensors and
-                      integer tensors under 1024 bytes (shapes, axes) always stay inline:
-                      ORT reads those during shape inference
+  --external-data     store initializers of at least --threshold bytes in OUT.<hash>.data
+                      beside OUT (4096-byte aligned, named by its content, so OUT can
+                      only ever name the data written with it; the previous OUT's data
+                      file is removed once the new OUT is in place). Chosen
+                      automatically past 2 GiB.
+  --threshold BYTES   size threshold for --external-data (default 1024); empty tensors,
+                      1-D integer tensors under 64 KiB (shapes, axes, pads) and other
+                      integer tensors under 1024 bytes always stay inline: ORT reads
+                      those during shape inference
   --inline            keep every tensor inside OUT, even when the input used external data
-  --force             allow OUT to be the same file as IN
+  --force             allow OUT to be the same file as IN (never one of IN's data files)
   -h, --help          this help`;
 
 export function convert(argv: readonly string[], out: (s: string) => void): number {

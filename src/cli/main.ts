@@ -7,6 +7,10 @@ import { LrError } from '../errors.js';
 import { convert, CONVERT_HELP } from './convert.js';
 import { inspect, INSPECT_HELP } from './inspect.js';
 import { optimize, OPTIMIZE_HELP, plan, PLAN_HELP } from './optimize.js';
+import { escaping, stdio, type Io } from './io.js';
+import { MAX_MEMORY_ENV, takeMaxMemory } from './supervise.js';
+
+export { stdio, type Io };
 
 export const MAIN_HELP = `onnx-lr — low-rank decomposition of ONNX models, verified in ONNX Runtime
 
@@ -16,26 +20,20 @@ Usage:
   onnx-lr plan IN [options] > plan.json  the per-layer decisions, without writing a model
   onnx-lr convert IN OUT [--external-data [--threshold BYTES]]
 
+Every command also takes --max-memory GIB: the work runs in a child process that is
+stopped with a clear error past that much memory (default: 85% of the machine's, or
+$${MAX_MEMORY_ENV}); a crash of ONNX Runtime on a malformed model is reported the same
+way (exit 2).
+
 Run 'onnx-lr COMMAND --help' for a command's options.`;
 
 const HELPS: Record<string, string> = { inspect: INSPECT_HELP, optimize: OPTIMIZE_HELP, plan: PLAN_HELP, convert: CONVERT_HELP };
 
-export interface Io {
-  out(s: string): void;
-  err(s: string): void;
-  /** Raw writes for a live progress line; set only when stderr is a terminal. */
-  live?(s: string): void;
-}
-
-const STDIO: Io = {
-  out: (s) => { process.stdout.write(`${s}\n`); },
-  err: (s) => { process.stderr.write(`${s}\n`); },
-  ...(process.stderr.isTTY === true && { live: (s: string) => { process.stderr.write(s); } }),
-};
-
-export async function main(argv: readonly string[], io: Io = STDIO): Promise<number> {
-  const [cmd, ...rest] = argv;
+export async function main(argv: readonly string[], rawIo: Io = stdio()): Promise<number> {
+  const io = escaping(rawIo);
   try {
+    // The supervisor (supervise.ts) applies --max-memory; every command accepts it.
+    const [cmd, ...rest] = takeMaxMemory(argv).argv;
     switch (cmd) {
       case undefined: case '-h': case '--help': case 'help':
         io.out(rest[0] && HELPS[rest[0]] ? HELPS[rest[0]] : MAIN_HELP);

@@ -168,9 +168,11 @@ export class Graph {
 
   addInitializer(t: TensorProto): void {
     this.proto.initializer.push(t);
-    // Before IR 4 every initializer must also be a graph input.
+    // Before IR 4 every initializer must also be a graph input, typed like the tensor
+    // (the ONNX checker refuses an input without a type).
     if ((this.model.proto.irVersion ?? 0) < 4 && t.name) {
-      this.proto.input.push(newValueInfo({ name: t.name }));
+      const shape = { dim: t.dims.map((d) => ({ dimValue: d })) };
+      this.proto.input.push(newValueInfo({ name: t.name, type: { tensorType: { elemType: t.dataType, shape } } }));
     }
     this.invalidate();
   }

@@ -9,11 +9,13 @@
  *
  * .npz is a zip of `<name>.npy` entries. We read the central directory (the local headers
  * written by numpy carry Zip64 placeholder sizes, so only the central directory is
- * trustworthy), support stored and deflate entries, and check CRC-32.
+ * trustworthy), support stored and deflate entries, and check CRC-32. Files are read only
+ * when regular, and sizes they declare are bounded before allocation (util/bounds.ts).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { err, ok, type Result } from '../errors.js';
+import { DEFAULT_MAX_INPUT_BYTES, limitText, readSideInput, showBytes } from '../util/bounds.js';
 
 export type NpyDtype = 'f2' | 'f4' | 'f8' | 'i1' | 'i2' | 'i4' | 'i8' | 'u1' | 'u2' | 'u4' | 'u8' | 'b1';
 
@@ -77,6 +79,7 @@ export function parseNpy(bytes: Uint8Array, label = '<npy>'): Result<NpyArray> {
   const count = shape.reduce((a, b) => a * b, 1);
   const dataStart = start + headerLen;
   const nbytes = count * info.size;
+  if (!Number.isSafeInteger(nbytes)) return fail(`shape (${shape.join(', ')}) is too large`);
   if (dataStart + nbytes > bytes.length) {
     return fail(`truncated data: shape (${shape.join(', ')}) of ${descr} needs ${nbytes} bytes, file has ${bytes.length - dataStart}`);
   }
@@ -222,13 +225,25 @@ const SIG_EOCD64_LOC = 0x07064b50;
 const SIG_CDIR = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
 
-/** Parses .npz bytes into arrays keyed by entry name without the `.npy` suffix. */
-export function parseNpz(bytes: Uint8Array, label = '<npz>'): Result<Map<string, NpyArray>> {
+export interface NpzOptions {
+  /** Bound on the archive's decoded bytes (all entries), checked before inflating; default 1 GiB. */
+  maxBytes?: number;
+}
+
+/**
+ * Parses .npz bytes into arrays keyed by entry name without the `.npy` suffix. Every offset
+ * and length the archive declares is checked against the bytes before it is used, and the
+ * declared uncompressed sizes against `maxBytes` before anything is inflated; inflating
+ * stops at the declared size (a deflate stream may expand a thousandfold).
+ */
+export function parseNpz(bytes: Uint8Array, label = '<npz>', opts: NpzOptions = {}): Result<Map<string, NpyArray>> {
   const fail = (msg: string) => err('parse', `${label}: ${msg}`);
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_INPUT_BYTES;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const len = bytes.length;
   // The end-of-central-directory record sits within the last 22 + 65535 (comment) bytes.
   let eocd = -1;
-  for (let p = bytes.length - 22; p >= Math.max(0, bytes.length - 22 - 0xffff); p--) {
+  for (let p = len - 22; p >= Math.max(0, len - 22 - 0xffff); p--) {
     if (view.getUint32(p, true) === SIG_EOCD) { eocd = p; break; }
   }
   if (eocd < 0) return fail('not a zip/.npz file (no end of central directory)');
@@ -236,14 +251,15 @@ export function parseNpz(bytes: Uint8Array, label = '<npz>'): Result<Map<string,
   let cdOffset = view.getUint32(eocd + 16, true);
   if ((entries === 0xffff || cdOffset === 0xffffffff) && eocd >= 20 && view.getUint32(eocd - 20, true) === SIG_EOCD64_LOC) {
     const rec = Number(view.getBigUint64(eocd - 20 + 8, true));
-    if (rec + 56 > bytes.length || view.getUint32(rec, true) !== SIG_EOCD64) return fail('bad Zip64 end record');
+    if (rec + 56 > len || view.getUint32(rec, true) !== SIG_EOCD64) return fail('bad Zip64 end record');
     entries = Number(view.getBigUint64(rec + 32, true));
     cdOffset = Number(view.getBigUint64(rec + 48, true));
   }
   const out = new Map<string, NpyArray>();
+  let decoded = 0;
   let p = cdOffset;
   for (let e = 0; e < entries; e++) {
-    if (p + 46 > bytes.length || view.getUint32(p, true) !== SIG_CDIR) return fail('corrupt central directory');
+    if (p + 46 > len || view.getUint32(p, true) !== SIG_CDIR) return fail('corrupt central directory');
     const flags = view.getUint16(p + 8, true);
     const method = view.getUint16(p + 10, true);
     const crc = view.getUint32(p + 16, true);
@@ -253,29 +269,50 @@ export function parseNpz(bytes: Uint8Array, label = '<npz>'): Result<Map<string,
     const extraLen = view.getUint16(p + 30, true);
     const commentLen = view.getUint16(p + 32, true);
     let local = view.getUint32(p + 42, true);
+    const extraEnd = p + 46 + nameLen + extraLen;
+    if (extraEnd + commentLen > len) return fail(`central directory entry ${e + 1} runs past the end of the file`);
     const name = new TextDecoder().decode(bytes.subarray(p + 46, p + 46 + nameLen));
     // Zip64 extra field (id 1): present values replace the 0xffffffff placeholders, in this order.
-    for (let x = p + 46 + nameLen; x + 4 <= p + 46 + nameLen + extraLen;) {
+    for (let x = p + 46 + nameLen; x + 4 <= extraEnd;) {
       const id = view.getUint16(x, true);
-      const len = view.getUint16(x + 2, true);
+      const fieldEnd = x + 4 + view.getUint16(x + 2, true);
+      if (fieldEnd > extraEnd) return fail(`entry ${name}: extra field runs past its entry`);
       if (id === 1) {
         let q = x + 4;
-        if (usize === 0xffffffff) { usize = Number(view.getBigUint64(q, true)); q += 8; }
-        if (csize === 0xffffffff) { csize = Number(view.getBigUint64(q, true)); q += 8; }
-        if (local === 0xffffffff) { local = Number(view.getBigUint64(q, true)); }
+        const next = (): number | undefined => {
+          if (q + 8 > fieldEnd) return undefined;
+          const v = Number(view.getBigUint64(q, true));
+          q += 8;
+          return v;
+        };
+        if (usize === 0xffffffff) usize = next() ?? -1;
+        if (csize === 0xffffffff) csize = next() ?? -1;
+        if (local === 0xffffffff) local = next() ?? -1;
+        if (usize < 0 || csize < 0 || local < 0) return fail(`entry ${name}: Zip64 extra field is too short`);
       }
-      x += 4 + len;
+      x = fieldEnd;
     }
-    p += 46 + nameLen + extraLen + commentLen;
+    p = extraEnd + commentLen;
     if (flags & 1) return fail(`entry ${name} is encrypted`);
-    if (local + 30 > bytes.length || view.getUint32(local, true) !== SIG_LOCAL) return fail(`entry ${name}: bad local header`);
+    if (local + 30 > len || view.getUint32(local, true) !== SIG_LOCAL) return fail(`entry ${name}: bad local header`);
     const dataStart = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
-    if (dataStart + csize > bytes.length) return fail(`entry ${name}: truncated`);
+    if (dataStart + csize > len) return fail(`entry ${name}: truncated`);
+    // Refuse on the declared size, before a byte is inflated.
+    if (usize > maxBytes - decoded) {
+      return err('unsupported', `${label}: entry ${name} declares ${showBytes(usize)} uncompressed${decoded > 0 ? ` (after ${showBytes(decoded)} in earlier entries)` : ''}, over the ${limitText(maxBytes)}`);
+    }
+    decoded += usize;
     const comp = bytes.subarray(dataStart, dataStart + csize);
     let raw: Uint8Array;
     if (method === 0) raw = comp;
     else if (method === 8) {
-      try { raw = inflateRawSync(comp); } catch (x) { return fail(`entry ${name}: ${(x as Error).message}`); }
+      try {
+        raw = inflateRawSync(comp, { maxOutputLength: Math.max(usize, 1) });
+      } catch (x) {
+        const code = (x as NodeJS.ErrnoException).code;
+        if (code === 'ERR_BUFFER_TOO_LARGE') return fail(`entry ${name} inflates past its declared size of ${usize} bytes`);
+        return fail(`entry ${name}: ${(x as Error).message}`);
+      }
     } else return fail(`entry ${name}: unsupported compression method ${method} (only stored and deflate)`);
     if (raw.length !== usize) return fail(`entry ${name}: size ${raw.length} != ${usize}`);
     if (crc32(raw) !== crc) return fail(`entry ${name}: CRC mismatch`);
@@ -348,26 +385,22 @@ export function crc32(b: Uint8Array): number {
 
 // ---------------------------------------------------------------- files
 
-function readBytes(path: string): Result<Uint8Array> {
-  try { return ok(readFileSync(path)); } catch (e) {
-    return err('io', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-}
-
 function writeBytes(path: string, bytes: Uint8Array): Result<void> {
   try { writeFileSync(path, bytes); return ok(undefined); } catch (e) {
     return err('io', `cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
-export function readNpy(path: string): Result<NpyArray> {
-  const b = readBytes(path);
+/** Reads a .npy file: a regular file of at most `maxBytes` (default 1 GiB). */
+export function readNpy(path: string, opts: { maxBytes?: number } = {}): Result<NpyArray> {
+  const b = readSideInput(path, 'array file', opts.maxBytes);
   return b.ok ? parseNpy(b.value, path) : b;
 }
 
-export function readNpz(path: string): Result<Map<string, NpyArray>> {
-  const b = readBytes(path);
-  return b.ok ? parseNpz(b.value, path) : b;
+/** Reads a .npz file: a regular file of at most `maxBytes`, decoding to at most as many bytes. */
+export function readNpz(path: string, opts: NpzOptions = {}): Result<Map<string, NpyArray>> {
+  const b = readSideInput(path, 'array file', opts.maxBytes);
+  return b.ok ? parseNpz(b.value, path, opts) : b;
 }
 
 export function writeNpy(path: string, arr: NpyArray): Result<void> {

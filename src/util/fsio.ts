@@ -90,24 +90,106 @@ export function readFileChunked(file: string, opts: { maxBytes?: number; fs?: Fs
   }
 }
 
+// ---- temp files: names, cleanup on signals, stale temps of dead processes ----------------
+
+/** Temp names are short (`.onnx-lr-<pid>-<n>.tmp`), so any legal target name still has a legal temp name. */
+const TEMP_PREFIX = '.onnx-lr-';
+const TEMP_RE = /^\.onnx-lr-(\d+)-\d+\.tmp(?:\.bak|\.keep)?$/;
+/** Temps of earlier versions: `.NAME.tmp-<pid>-<n>`. */
+const OLD_TEMP_RE = /^\..*\.tmp-(\d+)-\d+(?:\.bak)?$/;
+
 /**
- * A file being written under a temp name (`.NAME.tmp-<pid>-<n>` beside NAME) until
- * commitFiles renames it into place. discard() removes it; both are idempotent.
+ * Paths to remove if the process is interrupted or exits while they exist: temp files
+ * and output files created but not yet referenced. This is module state because a signal
+ * handler is called with nothing but the signal: it cannot be handed the writes in flight.
+ * Entries are removed as soon as a write commits or fails.
+ */
+const live = new Set<string>();
+
+function removeLive(): void {
+  for (const p of live) {
+    try { fs.unlinkSync(p); } catch { /* already gone */ }
+  }
+  live.clear();
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  removeLive();
+  // Alone, the handler dies by the signal as the default action would (exit 130/143 in
+  // a shell); when another part of the program also listens, the decision is theirs.
+  process.removeListener(signal, onSignal);
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+}
+
+/**
+ * Removes `p` if the process is interrupted (SIGINT, SIGTERM) or exits before the
+ * returned function is called. SIGKILL cannot be caught: removeStaleTemps clears up after it.
+ */
+export function removeOnInterrupt(p: string): () => void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    if (!process.listeners(sig).includes(onSignal)) process.on(sig, onSignal);
+  }
+  if (!process.listeners('exit').includes(removeLive)) process.on('exit', removeLive);
+  live.add(p);
+  return () => { live.delete(p); };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errCode(e) !== 'ESRCH'; // EPERM: alive, owned by someone else
+  }
+}
+
+/**
+ * Removes the temp files (and commit backups) that processes no longer running left in
+ * `dir` (killed with SIGKILL, or by a power cut). Temps of live processes, including this
+ * one, are kept. Returns the names removed; never throws.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  let names: string[];
+  try { names = fs.readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_RE.exec(name) ?? OLD_TEMP_RE.exec(name);
+    const pid = m ? Number(m[1]) : NaN;
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    try {
+      // Only regular files: a folder or a device that happens to match the pattern is not ours.
+      if (!fs.lstatSync(path.join(dir, name)).isFile()) continue;
+      fs.unlinkSync(path.join(dir, name));
+      removed.push(name);
+    } catch { /* gone, or not ours to remove */ }
+  }
+  return removed;
+}
+
+/**
+ * A file being written under a temp name (`.onnx-lr-<pid>-<n>.tmp` beside NAME) until
+ * commitFiles renames it into place. discard() removes it; both are idempotent. Until then
+ * it is removed if the process is interrupted; creating one first removes the stale temps
+ * of dead processes in its folder.
  */
 export class TempFile {
   readonly tmpPath: string;
   bytesWritten = 0;
   private fd: number | undefined;
+  private untrack: () => void = () => {};
 
   constructor(readonly finalPath: string, private readonly fsx: FsLike = nodeFs) {
     const dir = path.dirname(finalPath);
-    const base = path.basename(finalPath);
+    removeStaleTemps(dir);
     // Exclusive create picks a free name without any shared counter.
     for (let n = 0; ; n++) {
-      const candidate = path.join(dir, `.${base}.tmp-${process.pid}-${n}`);
+      const candidate = path.join(dir, `${TEMP_PREFIX}${process.pid}-${n}.tmp`);
+      // Links derived from an earlier temp of this name (a backup, a kept data file) may outlive it.
+      if (n < 1000 && (fs.existsSync(`${candidate}.bak`) || fs.existsSync(`${candidate}.keep`))) continue;
       try {
         this.fd = fsx.openSync(candidate, 'wx', 0o666);
         this.tmpPath = candidate;
+        this.untrack = removeOnInterrupt(candidate);
         return;
       } catch (e) {
         if (errCode(e) === 'EEXIST' && n < 1000) continue;
@@ -141,12 +223,23 @@ export class TempFile {
     this.fsx.closeSync(fd);
   }
 
+  /** Renames the finished temp to `to` (default: its final path); it is no longer a temp after. */
+  moveTo(to: string = this.finalPath): void {
+    try {
+      this.fsx.renameSync(this.tmpPath, to);
+    } catch (e) {
+      throw new LrError('io', `cannot rename ${this.tmpPath} to ${to}: ${errText(e)}`);
+    }
+    this.untrack();
+  }
+
   discard(): void {
     if (this.fd !== undefined) {
       try { this.fsx.closeSync(this.fd); } catch { /* best effort */ }
       this.fd = undefined;
     }
     try { this.fsx.unlinkSync(this.tmpPath); } catch { /* already gone */ }
+    this.untrack();
   }
 }
 
@@ -158,6 +251,7 @@ export class TempFile {
 export function commitFiles(files: readonly TempFile[], fsx: FsLike = nodeFs): void {
   const moved: { file: TempFile; backup?: string; existed: boolean }[] = [];
   const backups: string[] = [];
+  const untrack: (() => void)[] = [];
   try {
     for (const f of files) f.finish();
     for (const f of files) {
@@ -168,14 +262,11 @@ export function commitFiles(files: readonly TempFile[], fsx: FsLike = nodeFs): v
         fsx.linkSync(f.finalPath, candidate);
         backup = candidate;
         backups.push(candidate);
+        untrack.push(removeOnInterrupt(candidate));
       } catch (e) {
         if (errCode(e) === 'ENOENT') existed = false; // nothing to restore later
       }
-      try {
-        fsx.renameSync(f.tmpPath, f.finalPath);
-      } catch (e) {
-        throw new LrError('io', `cannot rename ${f.tmpPath} to ${f.finalPath}: ${errText(e)}`);
-      }
+      f.moveTo();
       moved.push({ file: f, backup, existed });
     }
   } catch (e) {
@@ -187,9 +278,11 @@ export function commitFiles(files: readonly TempFile[], fsx: FsLike = nodeFs): v
     }
     for (const f of files) f.discard();
     for (const b of backups) { try { fsx.unlinkSync(b); } catch { /* restored or gone */ } }
+    for (const u of untrack) u();
     throw e;
   }
   for (const b of backups) { try { fsx.unlinkSync(b); } catch { /* gone */ } }
+  for (const u of untrack) u();
 }
 
 export type ChunkProducer = (write: (chunk: Uint8Array) => void) => void;

@@ -39,7 +39,7 @@ describe('converting real models to external data', () => {
 
     const ext = loadModel(out);
     const big = initializers(src.model).filter((t) => tensorByteSize(t) >= 1024);
-    const data = big.length > 0 ? fs.readFileSync(`${out}.data`) : Buffer.alloc(0);
+    const data = big.length > 0 ? fs.readFileSync(r.externalPath!) : Buffer.alloc(0);
     expect(r.externalTensors).toBe(big.length);
     const srcInits = initializers(src.model);
     const extInits = initializers(ext.model);
@@ -49,7 +49,8 @@ describe('converting real models to external data', () => {
       if (!isExternal(t)) return;
       const offset = Number(entry(t, 'offset'));
       expect(offset % EXTERNAL_ALIGN).toBe(0);
-      expect(entry(t, 'location')).toBe('ext.onnx.data');
+      expect(entry(t, 'location')).toMatch(/^ext\.onnx\.[0-9a-f]{12}\.data$/);
+      expect(entry(t, 'location')).toBe(path.basename(r.externalPath!));
       expect(Number(entry(t, 'length'))).toBe(tensorByteSize(t));
       expect(t.rawData).toBeUndefined();
       expect(Buffer.compare(data.subarray(offset, offset + tensorByteSize(t)), Buffer.from(tensorRawBytes(srcInits[i])))).toBe(0);
@@ -96,8 +97,8 @@ describe('converting real models to external data', () => {
     expect(Number(entry(la.model.graph!.initializer[1], 'offset'))).toBe(4096); // W is 2048 bytes: B pads to 4096
     // Into another folder: data is read from the source folder and written beside OUT.
     const other = tmpDir();
-    saveModel(la, path.join(other, 'b.onnx'), { externalData: true });
-    expect(listDir(other)).toEqual(['b.onnx', 'b.onnx.data']);
+    const rb = saveModel(la, path.join(other, 'b.onnx'), { externalData: true });
+    expect(listDir(other)).toEqual(['b.onnx', path.basename(rb.externalPath!)]);
     const lb = loadModel(path.join(other, 'b.onnx'));
     expect(readTensorFloat(lb.model.graph!.initializer[0], lb.external)).toEqual(readTensorFloat(la.model.graph!.initializer[0], la.external));
     // Option checks.
@@ -117,10 +118,11 @@ describe('converting real models to external data', () => {
     saveModel(model, a, { externalData: { threshold: 16 } });
     const la = loadModel(a);
     const w = readTensorFloat(la.model.graph!.initializer[0], la.external);
-    saveModel(la, a, { externalData: { threshold: 1 }, force: true });
+    const r = saveModel(la, a, { externalData: { threshold: 1 }, force: true });
     const again = loadModel(a);
     expect(readTensorFloat(again.model.graph!.initializer[0], again.external)).toEqual(w);
-    expect(listDir(dir)).toEqual(['a.onnx', 'a.onnx.data']);
+    // The replaced model's data file is removed once nothing refers to it.
+    expect(listDir(dir)).toEqual(['a.onnx', path.basename(r.externalPath!)]);
   });
 
   it('goes external automatically when the inline protobuf would be too large, unless told not to', () => {
@@ -128,7 +130,7 @@ describe('converting real models to external data', () => {
     const src = loadModel(DEEPA);
     const r = saveModel(src, path.join(dir, 'auto.onnx'), { autoExternalBytes: 100_000 });
     expect(r.externalTensors).toBeGreaterThan(0);
-    expect(listDir(dir)).toEqual(['auto.onnx', 'auto.onnx.data']);
+    expect(listDir(dir)).toEqual(['auto.onnx', path.basename(r.externalPath!)]);
     saveModel(src, path.join(dir, 'inline.onnx'), { autoExternalBytes: 100_000, externalData: false });
     expect(fs.statSync(path.join(dir, 'inline.onnx')).size).toBe(src.byteSize);
   });
