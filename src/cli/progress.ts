@@ -10,6 +10,19 @@ export interface Progress {
   end(): void;
 }
 
+/** The log form of a progress line (as `createProgress` writes it when not on a terminal). */
+const LOG_LINE = /^onnx-lr: (?:[^\n]*…|(?:[^\n]*: )?\[\d+\/\d+\] [^\n]*)$/;
+
+/**
+ * Whether one stderr line (without its newline) is a progress line of a log: a stage
+ * (`onnx-lr: verifying…`) or a layer (`onnx-lr: factorizing: [2/3] conv_b`). Whether such
+ * a line appears depends on how long a run takes, so callers checking stderr for warnings
+ * or errors leave these out.
+ */
+export function isProgressLine(line: string): boolean {
+  return LOG_LINE.test(line);
+}
+
 export function createProgress(write: (s: string) => void, tty: boolean, everyMs = 10_000, now = () => Date.now()): Progress {
   let stageText = '';
   let last = now();

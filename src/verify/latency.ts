@@ -32,6 +32,8 @@ export interface LatencyOptions {
   /** Fixed input values (from --input), used when `feeds` is not given. */
   values?: ValueOverrides;
   graphOptimizationLevel?: OptLevel;
+  /** Monotonic clock in ns; default process.hrtime.bigint (tests inject one to time fake sessions). */
+  clock?: () => bigint;
 }
 
 export interface Percentiles { p10: number; p50: number; p90: number }
@@ -82,15 +84,16 @@ export async function timePair(
   const maxRuns = Math.max(minRuns, opts.maxRuns ?? 5000);
   const budgetNs = BigInt(Math.round((opts.minSeconds ?? 1) * 1e9));
   const warmup = Math.max(3, opts.warmup ?? 3);
+  const clock = opts.clock ?? (() => process.hrtime.bigint());
   const ta: number[] = [];
   const tb: number[] = [];
   try {
     for (let i = 0; i < warmup; i++) { await runA.value(); await runB.value(); }
     let spent = 0n;
     const timeOne = async (run: () => Promise<void>, into: number[]) => {
-      const t0 = process.hrtime.bigint();
+      const t0 = clock();
       await run();
-      const dt = process.hrtime.bigint() - t0;
+      const dt = clock() - t0;
       spent += dt;
       into.push(Number(dt) / 1e6);
     };

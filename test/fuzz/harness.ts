@@ -15,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import { isProgressLine } from '../../src/cli/progress.js';
 import { createRng } from '../../src/util/rng.js';
 import { caseSeed, materialize, REAL_BASES, type Base, type Case, type Family, type Recipe } from './mutate.js';
 import type { Job, JobResult } from './worker.js';
@@ -22,16 +23,46 @@ import type { Job, JobResult } from './worker.js';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REGRESSION_DIR = path.join(HERE, 'regressions');
 
-/** Time limits per command (ms): anything slower is reported as a hang. */
-export const LIMIT_MS = { inspect: 15_000, convert: 15_000, optimize: 45_000 } as const;
+/**
+ * A hang is judged by the CPU time a command used, not by the wall clock: on a busy
+ * machine (2 cores shared by several jobs) a command waits for a core and its wall time
+ * grows several-fold, while the CPU time its work needs does not. A command that computes
+ * past its CPU limit (ms; normal cases need well under 3 s) is a hang, whatever the load.
+ */
+export const CPU_LIMIT_MS = { inspect: 15_000, convert: 15_000, optimize: 45_000 } as const;
+/**
+ * A command that blocks without computing (an open on a FIFO, a deadlock) never reaches
+ * its CPU limit: the wall clock catches it, at a limit 100 times the slowest normal case,
+ * which no load slow-down reaches. Where the CPU time cannot be read (no /proc), this is
+ * the only limit.
+ */
+export const WALL_LIMIT_MS = 300_000;
+/** How often the worker's CPU time is read. */
+const POLL_MS = 250;
+/** Linux reports CPU time in USER_HZ ticks, 100 per second on every architecture it runs on. */
+const TICK_MS = 10;
 /** Peak RSS a single command on these small inputs may reach (MB). */
 export const PEAK_LIMIT_MB = 1200;
 /** Commands slower than this are listed in the summary. */
 const SLOW_MS = 3000;
 
-type Cmd = keyof typeof LIMIT_MS;
+type Cmd = keyof typeof CPU_LIMIT_MS;
 
-export type Outcome = JobResult & { timeout?: boolean; crash?: string };
+/** `timeout`: which limit the command passed ('cpu': computing, 'wall': blocked). */
+export type Outcome = JobResult & { timeout?: 'cpu' | 'wall'; crash?: string };
+
+/** CPU time (user + system, all threads) a process has used, in ms; undefined without /proc. */
+function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * TICK_MS;
+  } catch {
+    return undefined;
+  }
+}
 
 export class FuzzWorker {
   private child: ChildProcess | undefined;
@@ -69,21 +100,31 @@ export class FuzzWorker {
     this.child = child;
   }
 
-  async run(argv: string[], limitMs: number, extra: { out?: string; in?: string } = {}): Promise<Outcome> {
+  /** Runs one command; it is killed as a hang past `cpuLimitMs` of CPU time or `wallLimitMs` of wall time. */
+  async run(argv: string[], cpuLimitMs: number, extra: { out?: string; in?: string } = {}, wallLimitMs = WALL_LIMIT_MS): Promise<Outcome> {
     if (!this.child) await this.start();
     const id = this.nextId++;
     const job: Job = { id, argv, ...extra };
     const child = this.child!;
+    const t0 = performance.now();
+    const cpu0 = cpuMs(child.pid);
     return new Promise<Outcome>((resolve) => {
-      const timer = setTimeout(() => {
+      const kill = (why: 'cpu' | 'wall'): void => {
         if (this.pending?.id !== id) return;
         this.pending = undefined;
+        clearTimeout(timer);
+        clearInterval(poll);
         this.restarts++;
         this.child = undefined;
         child.kill('SIGKILL');
-        resolve({ id, code: -1, out: '', err: '', ms: limitMs, peakMb: -1, timeout: true });
-      }, limitMs);
-      this.pending = { id, resolve: (r) => { clearTimeout(timer); resolve(r); } };
+        resolve({ id, code: -1, out: '', err: '', ms: performance.now() - t0, peakMb: -1, timeout: why });
+      };
+      const timer = setTimeout(() => kill('wall'), wallLimitMs);
+      const poll = setInterval(() => {
+        const used = cpuMs(child.pid);
+        if (cpu0 !== undefined && used !== undefined && used - cpu0 > cpuLimitMs) kill('cpu');
+      }, POLL_MS);
+      this.pending = { id, resolve: (r) => { clearTimeout(timer); clearInterval(poll); resolve(r); } };
       child.send(job);
     });
   }
@@ -122,7 +163,8 @@ export const KNOWN: { id: string; where: string; match: (cmd: Cmd, problem: stri
 /** The verdict on one command's outcome. */
 export function judge(cmd: Cmd, r: Outcome, dirs: readonly string[]): string[] {
   const p: string[] = [];
-  if (r.timeout) return [`no answer within ${LIMIT_MS[cmd]} ms (hang)`];
+  if (r.timeout === 'cpu') return [`over ${CPU_LIMIT_MS[cmd]} ms of CPU time without an answer (hang)`];
+  if (r.timeout) return [`no answer within ${WALL_LIMIT_MS} ms, using little CPU (blocked)`];
   if (r.crash) return [`the process died: ${r.crash}`];
   if (r.threw) p.push(`main() threw: ${r.threw.split('\n')[0]}`);
   if (![0, 1, 2].includes(r.code)) p.push(`exit code ${r.code}`);
@@ -136,7 +178,9 @@ export function judge(cmd: Cmd, r: Outcome, dirs: readonly string[]): string[] {
     if (cmd === 'convert' && r.outExists) p.push('convert wrote OUT and exited 2');
     if (cmd === 'optimize' && r.outExists && r.inOrt === '' && r.outOrt !== '') p.push(`optimize wrote an OUT that ORT rejects while it loads IN: ${r.outOrt}`);
   } else if (r.code === 0 || r.code === 1) {
-    if (r.err !== '') p.push(`stderr on success: ${r.err.split('\n')[0]}`);
+    // Progress lines print once a run passes 10 s, which a loaded machine decides: not a finding.
+    const noise = r.err === '' ? [] : r.err.replace(/\n$/, '').split('\n').filter((l) => !isProgressLine(l));
+    if (noise.length > 0) p.push(`stderr on success: ${noise[0]}`);
     if (cmd === 'inspect' && r.out.trim() === '') p.push('inspect printed nothing');
     if (cmd !== 'inspect') {
       if (!r.outExists) p.push('OUT missing after success');
@@ -148,7 +192,7 @@ export function judge(cmd: Cmd, r: Outcome, dirs: readonly string[]): string[] {
   }
   if (r.peakMb > PEAK_LIMIT_MB) p.push(`peak RSS ${r.peakMb} MB > ${PEAK_LIMIT_MB} MB`);
   // Temp files beside OUT, or a shape probe left beside IN.
-  const leftovers = dirs.flatMap((d) => (fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.includes('.tmp-')) : []));
+  const leftovers = dirs.flatMap((d) => (fs.existsSync(d) ? fs.readdirSync(d).filter((f) => /^\.onnx-lr-\d+-\d+\.tmp/.test(f) || f.includes('.tmp-')) : []));
   if (leftovers.length) p.push(`temp files left: ${leftovers.join(', ')}`);
   return p;
 }
@@ -156,7 +200,10 @@ export function judge(cmd: Cmd, r: Outcome, dirs: readonly string[]): string[] {
 /** The external family's outside file is filled with 0x41: a long run of it in OUT means it was read. */
 function leaksOutside(out: string): boolean {
   const marker = Buffer.alloc(64, 0x41);
-  return [out, `${out}.data`].some((f) => fs.existsSync(f) && fs.readFileSync(f).includes(marker));
+  // OUT and its data file (OUT.<hash>.data, named by its content).
+  const dir = path.dirname(out);
+  const files = [out, ...(fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith(`${path.basename(out)}.`) && n.endsWith('.data')).map((n) => path.join(dir, n)) : [])];
+  return files.some((f) => fs.existsSync(f) && fs.readFileSync(f).includes(marker));
 }
 
 export interface Plan {
@@ -204,7 +251,7 @@ export async function runMaterialized(w: FuzzWorker, c: Case, plan: Plan, dir: s
     jobs.push(['optimize', ['optimize', c.model, out, ...c.args, ...plan.optimize], { out, in: c.model }]);
   }
   for (const [cmd, argv, extra] of jobs) {
-    const r = await w.run(argv, LIMIT_MS[cmd], extra);
+    const r = await w.run(argv, CPU_LIMIT_MS[cmd], extra);
     rep.commands++;
     rep.peakMb = Math.max(rep.peakMb, r.peakMb);
     rep.statuses.push(`${cmd}:${r.timeout ? 'T' : r.crash ? 'X' : r.code}`);

@@ -11,6 +11,7 @@ import { findLayers } from '../../src/graph/layers.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
+import type { PlanFile } from '../../src/optimize/plan.js';
 import { createRng } from '../../src/util/rng.js';
 import { relL2, runModel } from '../helpers/ort.js';
 
@@ -120,8 +121,30 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
     const aware = pick(st.value.stats);
     expect(plain.note).toMatch(/^tucker2 \S+ err .* vs cp \d+ err/);
     expect(aware.note).toMatch(/^tucker2 \S+ data err .* vs cp \d+ err/);
-    // The chosen method is the one with the lower error in the note (CP wins ties within 2%).
-    const [eT, eC] = [...aware.note!.matchAll(/err (\S+)/g)].map((m) => Number(m[1]));
-    expect(aware.pass).toBe(eC! <= eT! * 1.02 + 1e-4 ? 'conv-cp' : 'conv-tucker2');
+    // The two chains auto weighed (their ranks as the note names them), each written and
+    // run in ORT on the calibration inputs: the chosen one has the lower output error
+    // there (CP wins ties within 2%).
+    const [, r1, r2, rc] = /^tucker2 (\d+),(\d+) .* vs cp (\d+) err/.exec(aware.note!)!.map(Number);
+    const calib = inputs(24, 1);
+    const per = S * HW * HW;
+    const outputs = async (model: Uint8Array): Promise<number[]> => {
+      const ys: number[] = [];
+      for (let i = 0; i < 24; i++) ys.push(...(await runModel(model, { x: new ort.Tensor('float32', calib.slice(i * per, (i + 1) * per), [1, S, HW, HW]) })).conv_out0);
+      return ys;
+    };
+    const ref = await outputs(bytes);
+    const measured = async (pass: string, ranks: number[]): Promise<number> => {
+      const model = new Model(decodeModel(bytes));
+      const plan = { version: 1, model: '', policy: 'plan', layers: [{ name: 'conv', pass, ranks }] } as unknown as PlanFile;
+      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0, stats: st.value.stats, plan });
+      expect(rec.skipped).toBeUndefined();
+      expect(rec.pass).toBe(pass);
+      return relL2(ref, await outputs(encodeModel(model.proto)));
+    };
+    const eT = await measured('conv-tucker2', [r1!, r2!]);
+    const eC = await measured('conv-cp', [rc!]);
+    // Far enough apart that float32 in ORT and float64 in the tool cannot order them differently.
+    expect(Math.max(eT / eC, eC / eT)).toBeGreaterThan(1.1);
+    expect(aware.pass).toBe(eC <= eT * 1.02 + 1e-4 ? 'conv-cp' : 'conv-tucker2');
   });
 });
