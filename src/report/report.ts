@@ -1,8 +1,8 @@
 /** The optimize report: one object for machines (--report), one table for people. */
 import type { ModelSummary } from '../graph/summary.js';
 import { opDiff } from '../graph/summary.js';
-import type { LayerRecord } from '../optimize/plan.js';
-import type { LayerSensitivity } from '../optimize/sensitivity.js';
+import type { Room } from '../graph/room.js';
+import type { LayerRecord, LayerSensitivity } from './records.js';
 import type { LatencyStats } from '../verify/latency.js';
 import type { VerifyStats } from '../verify/verify.js';
 import { bytes, human, ratio, table } from './format.js';
@@ -46,9 +46,11 @@ export interface Report {
    */
   timings?: Partial<Record<TimingPhase, number>>;
   notes: string[];
+  /** Where the original's time goes by layer kind, and the speed-up bound it sets (graph/room.ts). */
+  room?: Room;
 }
 
-export const TIMING_PHASES = ['shapes', 'statistics', 'sensitivity', 'allocation', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
+export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'sensitivity', 'allocation', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
 export type TimingPhase = typeof TIMING_PHASES[number];
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));
@@ -140,6 +142,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
     }
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
+  if (r.room) L.push(roomLine(r.room));
   if (r.latencyWeb) L.push(latencyLine('latency ORT-web (wasm)', r.latencyWeb));
   if (r.timings) {
     const parts = TIMING_PHASES.flatMap((p) => (r.timings![p] === undefined ? [] : [`${p} ${r.timings![p]!.toFixed(1)}`]));
@@ -147,4 +150,11 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   }
   for (const n of r.notes) L.push(`note: ${n}`);
   return L.join('\n');
+}
+
+/** One line on how much room the model has: what share of its time low-rank rewrites can touch. */
+export function roomLine(room: Room): string {
+  const pct = (100 * room.rewritableShare).toFixed(0);
+  const bound = Number.isFinite(room.bound) ? `${room.bound.toFixed(2)}x` : 'no bound';
+  return `room: dense convs, 1x1 convs and Gemm/MatMul take ${pct}% of the original's ${room.basis === 'time' ? 'kernel time' : 'layer MACs'}, so no low-rank rewrite can make it more than ${bound} faster (onnx-lr inspect shows the split)`;
 }
