@@ -22,6 +22,11 @@
  * the inputs excite (exact when Σ is Kronecker-structured). The last factor A is then
  * refitted by least squares on the full Σ (refit.ts) and the mean error moved into the
  * bias, which also corrects what the Kronecker approximation misses.
+ *
+ * Anchored (statistics with an `anchor`, src/optimize/anchored.ts): the whitening comes from
+ * the partly compressed model's patch covariance Ĉ, and the last factor is the anchored
+ * fit through the fixed first two convs H: A = W·(X + δI)ᵀ·Hᵀ·(H·(Ĉ + δI)·Hᵀ)⁻¹ on the
+ * patch covariances (X = E[p̂·pᵀ]), the mean error W·E[p] − A·H·E[p̂] into the bias.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { cpAls } from '../src/linalg/cp.js';
@@ -37,7 +42,11 @@ import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase
 import { alignRank } from '../src/linalg/rank.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
-import { channelBlocks, kroneckerWhitening, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
+import {
+  anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, patchBlocks, type AnchoredPatch, type PatchBlocks,
+} from '../src/rewrite/conv-stats.js';
+import { anchoredError, fitThroughInputMap, meanEnergy, meanError } from '../src/linalg/anchored.js';
+import { product } from '../src/linalg/engine.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
 
 export interface ConvCpMatch extends MatchBase {
@@ -54,6 +63,8 @@ export interface ConvCpMatch extends MatchBase {
   channelGram?: Float64Array;
   /** Rows (input positions) behind the statistics. */
   samples: number;
+  /** Anchored patch covariances (group 1), when the statistics carry them. */
+  anchor?: AnchoredPatch;
   /** Cholesky factors of the Kronecker whitening, computed on first use (null: none). */
   whitening?: { ls: Matrix; lk?: Matrix } | null;
 }
@@ -90,7 +101,7 @@ export const convCp: LayerPass<ConvCpMatch> = {
     return {
       layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo),
       patches: patchBlocks(cx, layer.name, geo), channelGram: channelBlocks(cx, layer.name, geo)?.[0],
-      samples: cx.stats?.get(layer.name)?.count ?? 0,
+      samples: cx.stats?.get(layer.name)?.count ?? 0, anchor: anchoredPatches(cx, layer.name, geo)?.[0],
     };
   },
 
@@ -101,6 +112,12 @@ export const convCp: LayerPass<ConvCpMatch> = {
    * so this is a lower bound on the CP rank needed, exact when the kernel is a
    * "diagonal" Tucker tensor).
    */
+  rankLimits(m: ConvCpMatch): number[] {
+    // The generic CP rank of a T×S×K tensor is at most TSK / max(T, S, K).
+    const { T, S, kernelSize: K } = m.geo;
+    return [(T * S * K) / Math.max(T, S, K)];
+  },
+
   chooseRanks(m: ConvCpMatch, policy: RankPolicy): number[] | Skip {
     const { T, S, kernelSize: K } = m.geo;
     let r: number;
@@ -150,7 +167,8 @@ export const convCp: LayerPass<ConvCpMatch> = {
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
-      + (f.whitened ? ', data-aware (Kronecker-whitened) input factors' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
+      + (f.whitened ? ', data-aware (Kronecker-whitened) input factors' : '')
+      + (m.anchor ? ', last factor fitted to the original outputs (anchored)' : m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('conv-cp', `rank ${R} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${fitNote})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameB, z1, chainConvAttrs(ones, 1), undefined, doc),
@@ -172,7 +190,7 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   // and the whitened fit overfits the calibration set (seen on PP-OCRv4 rec's 1x3 convs
   // at 640 rows for 1440 patch dims): then whiten by what is well determined, or not at all.
   if (m.whitening === undefined) {
-    const patch = m.patches && m.samples >= MIN_ROWS_PER_DIM * S * K ? m.patches.gram[0] : undefined;
+    const patch = m.patches && m.samples >= MIN_ROWS_PER_DIM * S * K ? m.anchor?.gramHat ?? m.patches.gram[0] : undefined;
     const channel = !patch && m.channelGram && m.samples >= MIN_ROWS_PER_DIM * S ? m.channelGram : undefined;
     m.whitening = patch || channel ? kroneckerWhitening(S, K, patch, channel) ?? null : null;
   }
@@ -206,12 +224,26 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   const relError = cpError(m.w, T, S, K, first, depth, last, R);
   if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
   m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations, whitened: wh ? true : undefined };
-  if (m.patches) {
+  if (m.patches || m.anchor) {
     // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
     const D = S * K;
     const h = new Float64Array(R * D);
     for (let r = 0; r < R; r++) for (let c = 0; c < S; c++) for (let k = 0; k < K; k++) h[r * D + c * K + k] = depth[r * K + k] * first[r * S + c];
-    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches.gram[0], m.patches.mean?.[0], cx.gemm);
+    if (m.anchor) {
+      const p = m.anchor;
+      const w = { rows: T, cols: D, data: Float64Array.from(m.groups[0].data) };
+      const hm = { rows: R, cols: D, data: h };
+      const refit = Float32Array.from(fitThroughInputMap(w, hm, p.gramHat, p.cross, ANCHOR_PATCH_DAMP, cx.gemm).data);
+      const wHat = product({ rows: T, cols: R, data: Float64Array.from(refit) }, hm, {}, cx.gemm);
+      const e = anchoredError(w, wHat, p, cx.gemm);
+      const den = e.den + meanEnergy(w, p.mean);
+      m.fitted = {
+        ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R),
+        dataError: den > 0 ? Math.sqrt(e.num / den) : 0, biasDelta: meanError(w, wHat, p.mean, p.meanHat),
+      };
+      return m.fitted;
+    }
+    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches!.gram[0], m.patches!.mean?.[0], cx.gemm);
     const refit = Float32Array.from(rf.b);
     m.fitted = { ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
   }

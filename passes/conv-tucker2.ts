@@ -11,18 +11,30 @@
  * (stride, pads, dilation, auto_pad) lives on the core only: the 1x1 convs are pointwise,
  * so padding X with zeros and then mixing channels equals mixing and then padding.
  * Depthwise convs (S/g = 1) and plain 1x1 convs (conv1x1-svd's job) are declined.
+ *
+ * Anchored (statistics with an `anchor`, src/optimize/anchored.ts; x the layer's input in the
+ * original model, x̂ in the partly compressed one): per group, the first 1x1 comes from the
+ * anchored whitened SVD of the mode-S unfolding on the channel covariances; then, with the
+ * first factor A fixed, core and last factor together are the rank-r2 reduced-rank
+ * regression of the original output W·p onto Ã·p̂ (Ã = A ⊗ I_K acting on the patch p̂):
+ * with Z = Ã·(Ĉ + δI)·Ãᵀ and R = W·(X + δI)ᵀ·Ãᵀ on the patch covariances, B·G =
+ * [R·L⁻ᵀ]_r2·L⁻¹ (Z = L·Lᵀ; linalg/anchored.ts), the optimum over core and last factor
+ * jointly. The output mean error W·E[p] − Ŵ·E[p̂] goes into the bias.
  */
 import { resolveConstant } from '../src/graph/constants.js';
 import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
-import { channelBlocks, patchBlocks, type PatchBlocks } from '../src/rewrite/conv-stats.js';
+import {
+  anchoredChannelWhitenings, anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, patchBlocks, type AnchoredPatch, type PatchBlocks,
+} from '../src/rewrite/conv-stats.js';
+import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, reducedRankFromMoments } from '../src/linalg/anchored.js';
 import { refitLastFactor } from '../src/rewrite/refit.js';
 import { product, runSync, type SyncGemm } from '../src/linalg/engine.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { leftVectorsByGram, svd } from '../src/linalg/svd.js';
 import { tucker2 } from '../src/linalg/tucker.js';
-import { SvdCache, svdPairFactors, WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairFactors, WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
   allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -46,6 +58,8 @@ export interface ConvTucker2Match extends MatchBase {
   channelGram?: Float64Array[];
   /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = s·K (least-squares refit). */
   patches?: PatchBlocks;
+  /** Anchored statistics: per-group channel whitening and, when collected, patch covariances. */
+  anchor?: { channel: Whitening[]; patch?: AnchoredPatch[] };
 }
 
 interface Tucker2Factors {
@@ -120,7 +134,17 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     if (geo.group === 1 && isPointwise(geo)) return skip('1x1 kernel: a matrix, conv1x1-svd handles it');
     const w = finiteWeight(layer, cx);
     if (isSkip(w)) return w;
-    return { layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo), patches: patchBlocks(cx, layer.name, geo) };
+    const channel = anchoredChannelWhitenings(cx, layer.name, geo);
+    return {
+      layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo), channelGram: channelBlocks(cx, layer.name, geo), patches: patchBlocks(cx, layer.name, geo),
+      anchor: channel && { channel, patch: anchoredPatches(cx, layer.name, geo) },
+    };
+  },
+
+  rankLimits(m: ConvTucker2Match): number[] {
+    const { S, T, group, kernelSize: k } = m.geo;
+    // Multilinear ranks of each group: r1 ≤ r2·K and r2 ≤ r1·K (the numerics clamp past them).
+    return [Math.min(S / group, (T / group) * k), Math.min(T / group, (S / group) * k)];
   },
 
   chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
@@ -162,7 +186,9 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const aware = (m.channelGram ? ', data-aware input factor' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
+    const aware = m.anchor
+      ? `, anchored input factor${m.anchor.patch ? ', core and last factor fitted to the original outputs on calibration patches' : ''}`
+      : (m.channelGram ? ', data-aware input factor' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('conv-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.T}x${geo.S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameA, z1, chainConvAttrs(ones, G), undefined, doc),
@@ -186,7 +212,11 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  if (m.channelGram) return (m.fitted = refitted(m, { key, ...whitenedTucker2(m, ranks[0], ranks[1], m.channelGram, cx.gemm) }, cx.gemm));
+  if (m.anchor) return (m.fitted = anchoredTucker2(m, key, ranks[0], ranks[1], m.anchor, cx));
+  if (m.channelGram) {
+    const white = m.channelGram.map((gram): Whitening => ({ side: 'rows', gram, damp: WHITEN_DAMP }));
+    return (m.fitted = refitted(m, { key, ...whitenedTucker2(m, ranks[0], ranks[1], white, cx.gemm) }, cx.gemm));
+  }
   // linalg/tucker wants [R2, R1] (output, input) and returns U_T [t, r2], U_S [s, r1], core [r2, r1, K].
   const parts = m.groups.map((gk) => tucker2({ rows: t, cols: s * K, data: gk.data }, [t, s, K], [ranks[1], ranks[0]], { rng: cx.rng, gemm: cx.gemm }));
   // Ranks beyond r2·K (or r1·K) cannot lower the error, and the numerics clamp them: use what came back.
@@ -263,7 +293,7 @@ export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Grap
  * the input-channel covariance L_x·L_xᵀ (so the first 1x1 keeps what the data excites);
  * the output side is the plain truncated SVD of Q's mode-T unfolding.
  */
-function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams: Float64Array[], sync: SyncGemm | undefined): Omit<Tucker2Factors, 'key'> {
+function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, whiten: Whitening[], sync: SyncGemm | undefined): Omit<Tucker2Factors, 'key'> {
   const { geo } = m;
   const s = geo.S / geo.group;
   const t = geo.T / geo.group;
@@ -275,7 +305,7 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
   const core = new Float32Array(G * r2 * r1 * K);
   const last = new Float32Array(geo.T * r2);
   m.groups.forEach((gk, j) => {
-    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, { side: 'rows', gram: grams[j], damp: WHITEN_DAMP }, sync), r1);
+    const sv = svdPairFactors(new SvdCache(unfoldS(gk), 0, whiten[j], sync), r1);
     for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = sv.left[c * r1 + b];
     // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
     const qt = new Float64Array(t * r1 * K);
@@ -296,6 +326,75 @@ function whitenedTucker2(m: ConvTucker2Match, r1In: number, r2In: number, grams:
     }
   });
   return { r1, r2, first, core, last, relError: tucker2Error(m.w, geo, first, core, last, r1, r2, sync) };
+}
+
+/**
+ * Anchored Tucker-2 (see the header): the first factor from the anchored channel fit, then
+ * core and last factor by reduced-rank regression on the anchored patch covariances (when
+ * collected; else the output side as in whitenedTucker2), and the bias correction.
+ */
+function anchoredTucker2(
+  m: ConvTucker2Match, key: string, r1In: number, r2In: number, an: NonNullable<ConvTucker2Match['anchor']>, cx: PassContext,
+): Tucker2Factors {
+  const sync = cx.gemm;
+  const base = whitenedTucker2(m, r1In, r2In, an.channel, sync);
+  if (!an.patch) return { key, ...base };
+  const { geo } = m;
+  const s = geo.S / geo.group;
+  const t = geo.T / geo.group;
+  const K = geo.kernelSize;
+  const D = s * K;
+  const { r1, r2, first } = base;
+  const core = new Float32Array(geo.group * r2 * r1 * K);
+  const last = new Float32Array(geo.T * r2);
+  const biasDelta = new Float64Array(geo.T);
+  let num = 0;
+  let den = 0;
+  m.groups.forEach((gk, j) => {
+    const p = an.patch![j]!;
+    const a: Matrix = { rows: r1, cols: s, data: Float64Array.from(first.subarray(j * r1 * s, (j + 1) * r1 * s)) };
+    const w: Matrix = { rows: t, cols: D, data: Float64Array.from(gk.data) };
+    const delta = dampingOf(p.gramHat, D, ANCHOR_PATCH_DAMP);
+    const cHat: Matrix = { rows: D, cols: D, data: plusDiagonal(p.gramHat, D, delta) };
+    // Z = Ã·Ĉ·Ãᵀ (Ĉ symmetric: Ĉ·Ãᵀ = (Ã·Ĉ)ᵀ), R = W·Xᵀ·Ãᵀ.
+    const z = applyFirst(a, transposeM(applyFirst(a, cHat, K, sync)), K, sync);
+    const wx = product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, sync);
+    const r = applyFirst(a, wx, K, sync);
+    const fit = reducedRankFromMoments(z, r, r2, 0, sync);
+    const rr = fit.b.cols;
+    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = c < rr ? fit.b.data[i * rr + c]! : 0;
+    for (let c = 0; c < rr; c++) core.set(Float32Array.from(fit.g.data.subarray(c * r1 * K, (c + 1) * r1 * K)), (j * r2 + c) * r1 * K);
+    // The chain as fitted (fp32), against the original on the statistics.
+    const h = coreTimesFirst(geo, core, first, j, r1, r2, sync);
+    const wHat = product({ rows: t, cols: r2, data: Float64Array.from(last.subarray(j * t * r2, (j + 1) * t * r2)) }, { rows: r2, cols: D, data: h }, {}, sync);
+    const e = anchoredError(w, wHat, p, sync);
+    num += e.num;
+    den += e.den + meanEnergy(w, p.mean);
+    biasDelta.set(meanError(w, wHat, p.mean, p.meanHat), j * t);
+  });
+  const relError = tucker2Error(m.w, geo, first, core, last, r1, r2, sync);
+  return { key, r1, r2, first, core, last, relError, dataError: den > 0 ? Math.sqrt(num / den) : 0, biasDelta };
+}
+
+const transposeM = (a: Matrix): Matrix => {
+  const out = new Float64Array(a.rows * a.cols);
+  for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) out[j * a.rows + i] = a.data[i * a.cols + j]!;
+  return { rows: a.cols, cols: a.rows, data: out };
+};
+
+/**
+ * M·Ãᵀ for M [n, s·K] and Ã = A ⊗ I_K (A [r, s]): out [n, r·K] with
+ * out[i, b·K + k] = Σ_c A[b, c]·M[i, c·K + k] (the first 1x1 applied to patch-indexed rows).
+ */
+function applyFirst(a: Matrix, m: Matrix, K: number, sync: SyncGemm | undefined): Matrix {
+  const { rows: r, cols: s } = a;
+  const n = m.rows;
+  const perm = new Float64Array(n * K * s); // [(i, k), c]
+  for (let i = 0; i < n; i++) for (let c = 0; c < s; c++) for (let k = 0; k < K; k++) perm[(i * K + k) * s + c] = m.data[i * s * K + c * K + k]!;
+  const p = product({ rows: n * K, cols: s, data: perm }, a, { transB: true }, sync).data; // [(i, k), b]
+  const out = new Float64Array(n * r * K);
+  for (let i = 0; i < n; i++) for (let k = 0; k < K; k++) for (let b = 0; b < r; b++) out[i * r * K + b * K + k] = p[(i * K + k) * r + b]!;
+  return { rows: n, cols: r * K, data: out };
 }
 
 /**

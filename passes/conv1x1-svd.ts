@@ -9,6 +9,9 @@
  * so they move to the first conv; the second runs with stride 1 and no pads. Padded pixels
  * give Z = 0 there, hence Y = b, exactly as before. Dilations have no effect on a 1x1
  * window and are carried along unchanged.
+ * Anchored statistics (src/optimize/anchored.ts): the pair is fitted to the original conv's
+ * output given the partly compressed model's input, on covariances, and the output mean
+ * error goes into the second conv's bias (added when the conv had none).
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
@@ -19,6 +22,7 @@ import {
 import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { correctedBias } from './conv-tucker2.js';
 
 export interface Conv1x1Match extends MatchBase {
   geo: ConvGeometry;
@@ -42,11 +46,13 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     if (isSkip(data)) return data;
     const w = fromArray(geo.T, geo.S, data);
     // Per pixel y = W·x: the input channels are W's columns.
-    const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S);
+    const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S, { center: true });
     return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
+
+  rankLimits: (m) => [Math.min(m.svd.w.rows, m.svd.w.cols)],
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: pointwiseSvdCost(m.geo, ranks[0]) }),
 
@@ -56,16 +62,18 @@ export const conv1x1Svd: LayerPass<Conv1x1Match> = {
     if (!Number.isInteger(r) || r < 1 || r > Math.min(geo.T, geo.S)) return skip(`rank ${r} is out of range for a ${geo.T}x${geo.S} 1x1 conv`);
     const f = svdPairFactors(m.svd, r);
     if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+    const bias = correctedBias(cx, m, f.biasDelta);
+    if (isSkip(bias)) return bias;
     const ones = new Array<number>(geo.spatial).fill(1);
     const nameR = derivedName(cx, n, 'lr_r');
     const nameL = derivedName(cx, n, 'lr_l');
     g.addInitializer(makeFloatTensor(nameR, [r, geo.S, ...ones], f.right, m.dataType));
     g.addInitializer(makeFloatTensor(nameL, [geo.T, r, ...ones], f.left, m.dataType));
     const z = derivedName(cx, n, 'lr_z');
-    const doc = docString('conv1x1-svd', `rank ${r} of ${geo.T}x${geo.S} (weight rel. error ${f.relError.toExponential(2)}${dataNote(f.dataError)})`);
+    const doc = docString('conv1x1-svd', `rank ${r} of ${geo.T}x${geo.S} (weight rel. error ${f.relError.toExponential(2)}${dataNote(f.dataError)}${m.svd.whiten?.cross ? ', anchored' : ''})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0], nameR, z, chainConvAttrs(ones, 1, placementAttrs(n)), undefined, doc),
-      convNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0], chainConvAttrs(ones, 1), geo.hasBias ? n.input[2] : undefined, doc),
+      convNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0], chainConvAttrs(ones, 1), bias, doc),
     ];
     g.replaceNode(n, nodes);
     return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };

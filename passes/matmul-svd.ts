@@ -5,6 +5,13 @@
  * After:  Y = MatMul(MatMul(X, L), R)  L = U_r Σ_r^½ [K, r], R = Σ_r^½ V_rᵀ [r, N]
  * Constant on the left, Y = W·X with W [M, K]: Y = MatMul(L, MatMul(R, X)) (order reversed).
  * A weight shared by several MatMuls is factorized once; the factors are shared too.
+ *
+ * Anchored (statistics with an `anchor`, src/optimize/anchored.ts): a MatMul has no bias of
+ * its own, so the output mean error is corrected only where a bias already exists: when
+ * the product's one consumer is an Add of a constant bias along N (Linear exported as
+ * MatMul + Add), the fit uses covariances and that Add gets a new bias (old + correction).
+ * Otherwise the fit uses second moments (the mean is part of what the factors must carry)
+ * and no node is added.
  */
 import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -13,11 +20,30 @@ import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { constantBias, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import type { NodeProto } from '../src/onnx/schema.js';
 
 export interface MatMulMatch extends MatchBase {
   weightRight: boolean;
   svd: SvdCache;
+  /** The Add that adds a constant bias to the product (anchored fits correct it). */
+  biasAdd?: BiasAdd;
+}
+
+interface BiasAdd { add: NodeProto; index: number; values: Float32Array; dims: number[]; dataType: number }
+
+/** Y = X·W followed only by Add(Y, b) with a constant b along N: the Add and b. */
+function biasAddOf(layer: LayerInfo, g: Graph, n: number, cx: PassContext): BiasAdd | undefined {
+  const y = layer.node.output[0];
+  if (!y || g.isGraphOutput(y)) return undefined;
+  const cons = g.consumers(y);
+  if (cons.length !== 1) return undefined;
+  const add = cons[0]!;
+  if (add.opType !== 'Add' || (add.domain ?? '') !== '' || add.input.length !== 2) return undefined;
+  const index = add.input[0] === y ? 1 : 0;
+  if (add.input[1 - index] !== y || add.input[index] === y) return undefined;
+  const b = constantBias(g, add.input[index]!, n, cx.external);
+  return b && { add, index, ...b };
 }
 
 export const matmulSvd: LayerPass<MatMulMatch> = {
@@ -32,11 +58,16 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     const [rows, cols] = layer.weightShape;
     const w = fromArray(rows, cols, readTensorFloat(layer.weight.tensor, cx.external));
     const weightRight = layer.weightInput === 1;
-    const whiten = whiteningFor(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? rows : cols);
-    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm) };
+    const stats = cx.stats?.get(layer.name);
+    // Only anchored fits correct a bias, and only along N (weight on the right).
+    const biasAdd = stats?.anchor && weightRight ? biasAddOf(layer, layer.graph, cols, cx) : undefined;
+    const whiten = whiteningFor(stats, weightRight ? 'rows' : 'cols', weightRight ? rows : cols, { center: biasAdd !== undefined });
+    return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm), biasAdd };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
+
+  rankLimits: (m) => [Math.min(m.svd.w.rows, m.svd.w.cols)],
 
   cost: (m, ranks) => svdPairCost(m.svd.w.rows, m.svd.w.cols, ranks[0]),
 
@@ -50,6 +81,16 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     if (!entry || !visible(g, entry.names)) {
       const f = svdPairFactors(m.svd, r);
       if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+      if (f.biasDelta && m.biasAdd) {
+        const b = m.biasAdd;
+        const values = b.values.map((v, i) => v + f.biasDelta![i]!);
+        if (!values.every(Number.isFinite)) return skip('bias correction produced non-finite values');
+        const name = derivedName(cx, n, 'lr_bias');
+        g.addInitializer(makeFloatTensor(name, b.dims, values, b.dataType));
+        const input = [...b.add.input];
+        input[b.index] = name;
+        g.replaceNode(b.add, [{ ...b.add, input }]);
+      }
       entry = { names: [derivedName(cx, n, 'lr_l'), derivedName(cx, n, 'lr_r')], relError: f.relError, dataError: f.dataError };
       g.addInitializer(makeFloatTensor(entry.names[0], [rows, r], f.left, m.dataType));
       g.addInitializer(makeFloatTensor(entry.names[1], [r, cols], f.right, m.dataType));

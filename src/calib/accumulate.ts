@@ -369,3 +369,22 @@ export function* channelBlocks(
 export function addBlockSums(sum: Float64Array, sOff: number, b: SampleBlock): void {
   rowSums(sum, sOff, b.rows, b.data, 0, b.width, b.n);
 }
+
+/**
+ * Row samples X [rows, k] (Y = X·W) as blocks of up to `width` rows, transposed: block
+ * rows are the k features, columns the samples (for the engine path and paired statistics).
+ */
+export function* rowBlocks(x: FloatData, rows: number, k: number, width: number): Generator<SampleBlock, void, void> {
+  checkLength('rowBlocks x', x, rows * k);
+  const nb = Math.max(1, Math.min(width, rows));
+  const buf = bufferFor(x, k * nb);
+  for (let r0 = 0; r0 < rows; r0 += nb) {
+    const nr = Math.min(nb, rows - r0);
+    for (let r = 0; r < nr; r++) {
+      const src = (r0 + r) * k;
+      for (let c = 0; c < k; c++) buf[c * nb + r] = x[src + c]!;
+    }
+    if (nr < nb) for (let c = 0; c < k; c++) buf.fill(0, c * nb + nr, (c + 1) * nb);
+    yield { group: 0, data: buf, rows: k, width: nb, n: nr };
+  }
+}

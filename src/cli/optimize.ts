@@ -1,19 +1,21 @@
 /** `onnx-lr optimize IN OUT` and `onnx-lr plan IN`: the main job. */
-import { readFileSync } from 'node:fs';
-import { LrError } from '../errors.js';
+import { LrError, unwrap } from '../errors.js';
+import { inputFilesOf } from '../onnx/file.js';
 import type { Budget } from '../optimize/budget.js';
 import { DEFAULT_MIN_PARAMS, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
 import { runOptimize, type PipelineConfig } from '../optimize/pipeline.js';
 import { parsePlan, type PlanFile } from '../optimize/plan.js';
 import { renderReport } from '../report/report.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
+import { readSideInput } from '../util/bounds.js';
 import { writeFileAtomic } from '../util/fsio.js';
+import { checkOutputs } from '../util/output-paths.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
-import { calibrationFrom, verificationDataFrom } from './calibration.js';
+import { calibrationFrom, maxInputBytes, verificationDataFrom } from './calibration.js';
 import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
-import type { Io } from './main.js';
+import type { Io } from './io.js';
 
 const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
@@ -62,9 +64,15 @@ Calibration data (data-aware decomposition is on when --calib is given):
   --mean R,G,B --std R,G,B   image normalisation after scaling to [0,1]
   --layout nchw|nhwc  image tensor layout (default nchw)
   --no-data-aware     use calibration data for budgets only, decompose weight-only
+  --no-anchor         fit each layer to the original model's inputs alone, instead of
+                      anchored: by default, with --calib, layers are fitted in
+                      topological waves to what the original computes from what the
+                      already compressed layers feed them (anchored fits add a bias to
+                      layers that had none)
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
-  --input NAME:FILE   a .npy value for an input (repeatable)`;
+  --input NAME:FILE   a .npy value for an input (repeatable)
+  --max-input-mb N    largest data file, plan, decoded array or image, in MiB (default 1024)`;
 
 export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
 
@@ -86,7 +94,7 @@ Verification:
                       from the calibration data)
   --verify-samples N  use at most N of them (default 16)
   --min-cosine C      pass when every checked output's cosine similarity is at least C
-                      (default 0.99)
+                      (default: C of --max-error cosine:C, else 0.99)
   --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
   --no-verify         skip the ORT comparison and latency
   --no-latency        compare outputs but do not measure latency
@@ -96,8 +104,10 @@ Output:
   --report FILE       write the full report as JSON
   --json              print the JSON report instead of the table
   --all-layers        list skipped layers with their reasons in the table
-  --external-data     store OUT's large tensors in OUT.data
-  --force             allow OUT to overwrite IN
+  --external-data     store OUT's large tensors in OUT.<hash>.data beside OUT (named
+                      by its content; the previous OUT's data file is removed)
+  --force             allow OUT to be IN and replace it (never one of IN's data files,
+                      nor the --report file)
   -h, --help          this help`;
 
 export const PLAN_HELP = `Usage: onnx-lr plan IN [options] > plan.json
@@ -115,11 +125,11 @@ ${RANK_OPTIONS}
 const COMMON: Options = {
   'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' }, save: { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
-  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
+  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, 'no-anchor': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
   stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
-  heaviest: { type: 'string' }, outputs: { type: 'string' }, seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true },
+  heaviest: { type: 'string' }, outputs: { type: 'string' }, seed: { type: 'string' }, shape: { type: 'string', multiple: true }, input: { type: 'string', multiple: true }, 'max-input-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -133,6 +143,17 @@ const OPTIMIZE_ONLY: Options = {
 
 export const DEFAULT_ENERGY = 0.999;
 export const DEFAULT_MIN_COSINE = 0.99;
+
+/**
+ * The cosine verification passes at: --min-cosine when given, else the one --max-error
+ * cosine:C asked for (a run that allocated for 0.995 is judged at 0.995, not at the
+ * default), else DEFAULT_MIN_COSINE.
+ */
+function verdictCosine(p: Parsed, budget: Budget | undefined): number {
+  const given = num(p, 'min-cosine', { min: -1, max: 1 });
+  if (given !== undefined) return given;
+  return budget?.kind === 'error' && budget.cosine !== undefined ? budget.cosine : DEFAULT_MIN_COSINE;
+}
 
 function policyFrom(p: Parsed): RankPolicy {
   const chosen = ['energy', 'rank-ratio', 'vbmf', 'rank'].filter((k) => p.values[k] !== undefined);
@@ -163,8 +184,10 @@ function optionsFrom(p: Parsed): OptimizeOptions {
   let plan: PlanFile | undefined;
   const planPath = str(p, 'plan');
   if (planPath !== undefined) {
+    // A regular file within the bound: a FIFO or a device as --plan would block or never end.
+    const bytes = unwrap(readSideInput(planPath, 'plan', maxInputBytes(p)));
     let text: string;
-    try { text = readFileSync(planPath, 'utf8'); } catch (e) { throw new LrError('io', `cannot read plan ${planPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+    try { text = new TextDecoder().decode(bytes); } catch (e) { throw new LrError('unsupported', `plan ${planPath} cannot be read as text: ${(e as Error).message}`); }
     plan = parsePlan(text, planPath);
   }
   return {
@@ -229,11 +252,11 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   if (flag(p, 'no-verify') && str(p, 'verify-data') !== undefined) throw new LrError('usage', '--verify-data goes with verification: drop --no-verify');
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
   return {
-    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), outputs: outputNames(p),
+    opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), anchor: !flag(p, 'no-anchor'), outputs: outputNames(p),
     budgetUnit: save, layerLatency: flag(p, 'layer-latency'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
-      enabled: !flag(p, 'no-verify'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }) ?? DEFAULT_MIN_COSINE,
+      enabled: !flag(p, 'no-verify'), minCosine: verdictCosine(p, budget),
       atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }) ?? 1,
       latency: !flag(p, 'no-latency'), web: flag(p, 'bench-web'),
       data: verificationDataFrom(p, shapes, values, opts.seed),
@@ -248,14 +271,27 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   const p = parse(argv, { ...COMMON, ...OPTIMIZE_ONLY }, 'optimize');
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
-  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
+  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
   const shown = progressOn(io, flag(p, 'json'));
   const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, shown);
+  const reportPath = str(p, 'report');
+  // Before the long run: OUT and the report may not replace IN, a file IN reads, or each other.
+  checkOutputs([
+    { path: outPath, label: 'OUT', mayReplace: 'model' },
+    ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
+  ], inputFilesOf(inPath), { force: cfg.save.force });
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
-  const reportPath = str(p, 'report');
-  if (reportPath) writeFileAtomic(reportPath, [new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n')]);
+  // The verdict first: OUT is written, so a report that cannot be is not a reason to lose it.
   io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
+  if (reportPath !== undefined) {
+    try {
+      writeFileAtomic(reportPath, [new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n')]);
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      throw new LrError('io', why.includes(reportPath) ? `--report: ${why}` : `cannot write --report ${reportPath}: ${why}`);
+    }
+  }
   return pass ? 0 : 1;
 }
 
@@ -263,13 +299,15 @@ export async function plan(argv: readonly string[], io: Io): Promise<number> {
   const p = parse(argv, COMMON, 'plan');
   if (flag(p, 'help')) { io.out(PLAN_HELP); return 0; }
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
-  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'));
+  const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
   const opts = optionsFrom(p);
   const shown = progressOn(io, false);
   const cfg = pipelineConfig(p, opts, shapes, values, shown);
   const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
   shown.end();
-  const planFile: PlanFile = { version: 1, model: inPath, policy: report.policy, layers: report.layers, ...(sensitivity && { sensitivity }) };
+  const planFile: PlanFile = {
+    version: 1, model: inPath, fingerprint: report.input.fingerprint, policy: report.policy, layers: report.layers, ...(sensitivity && { sensitivity }),
+  };
   io.out(JSON.stringify(planFile, null, 2));
   return 0;
 }

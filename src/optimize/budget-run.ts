@@ -8,7 +8,7 @@ import { findLayers } from '../graph/layers.js';
 import type { ModelSummary } from '../graph/summary.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
-import { loadModel, type LoadedModel } from '../onnx/file.js';
+import { loadModel } from '../onnx/file.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
 import { measureLatency } from '../verify/latency.js';
@@ -18,20 +18,16 @@ import type { SyncGemm } from '../linalg/engine.js';
 import { rankMultiple } from '../linalg/rank.js';
 import type { Budget } from './budget.js';
 import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
-import { optimizeModel, type OptimizeOptions } from './driver.js';
+import { optimizeModel } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
 import { outputErr2, pickOutputs, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
-import type { CalibrationSource, PipelineConfig } from './pipeline.js';
+import type { CalibrationSource, Job, PipelineConfig } from './job.js';
+import { optimizeAnchored, type AnchorInputs } from './anchored.js';
+import { timed as timePhase } from './timings.js';
 
 /** The model being rewritten. A budgeted run may reload it (another allocation, another stage). */
-export interface Job {
-  inPath: string;
-  loaded: LoadedModel;
-  model: Model;
-  opts: OptimizeOptions;
-  notes: string[];
-}
+export type { Job };
 
 /**
  * Rank multiple when a budget times candidates in ORT and no --align is given. ORT's CPU
@@ -51,6 +47,8 @@ export interface BudgetInputs {
   /** Fresh statistics on the model as it stands, when data-aware. */
   collectStats?: (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
   gemm?: SyncGemm;
+  /** Apply each allocation with anchored fitting (optimize/anchored.ts); sensitivity trials stay independent. */
+  anchor?: AnchorInputs;
 }
 
 export interface BudgetOutcome {
@@ -71,7 +69,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
   if (unit === 'latency') {
     // Latency targets are fractions of the whole model's measured time.
-    const lat = await measureLatency({ path: job.loaded.path }, { path: job.loaded.path }, { threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values, minSeconds: 0.5 });
+    const lat = await timePhase(job.timings, 'sensitivity', () => measureLatency({ path: job.loaded.path }, { path: job.loaded.path }, { threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values, minSeconds: 0.5 }));
     if (!lat.ok) throw lat.error;
     total = lat.value.originalMs.p50;
   }
@@ -86,6 +84,8 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   let budgetInfo: BudgetOutcome['budgetInfo'] | undefined;
   let sensitivity: LayerSensitivity[] | undefined;
   let prev: { sens: LayerSensitivity[]; choices: ReadonlyMap<string, Candidate> } | undefined;
+  // The notes of the allocation kept (each allocation is applied anew).
+  let anchorNotes: string[] = [];
   const restart = (): void => {
     if (startBytes) {
       job.loaded = { ...job.loaded, model: decodeModel(startBytes) };
@@ -110,7 +110,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       baseErr2 = outputErr2(reference, stageRef);
     }
     cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
-    const sens = await measureAll(job.model, shapes, {
+    const sens = await timePhase(job.timings, 'sensitivity', () => measureAll(job.model, shapes, {
       method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, seed: opts.seed,
       external: job.loaded.external, stats: opts.stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.gemm,
       // Two input sets rank the layers well enough; the final check uses all of them.
@@ -118,7 +118,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
       onProgress: cfg.onProgress,
-    });
+    }));
     if (stage === 1) sensitivity = sens;
     const initial = prev ? carryOver(sens, prev.sens, prev.choices) : undefined;
     const target = stageBudget(budget, stage, stages);
@@ -137,8 +137,14 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       const alloc = allocate(sens, b, total, unit, initial, !last);
       opts.plan = planFromAllocation(job.inPath, budgetLabel(budget), sens, alloc);
       cfg.onStage?.('decomposing at the allocated ranks');
-      records = optimizeModel(job.model, shapes, opts);
-      const got = await runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds);
+      if (inp.anchor) {
+        const r = await timePhase(job.timings, 'factorization', () => optimizeAnchored(job.model, shapes, opts, { ...inp.anchor!, external: job.loaded.external }));
+        records = r.records;
+        anchorNotes = r.notes;
+      } else {
+        records = await timePhase(job.timings, 'factorization', () => optimizeModel(job.model, shapes, opts));
+      }
+      const got = await timePhase(job.timings, 'allocation', () => runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds));
       const measured = got.ok ? outputErr2(reference, got.value) : Infinity;
       const agreement = got.ok && top1 !== undefined ? top1OverLastAxis(reference, got.value) : undefined;
       if (top1 !== undefined && got.ok && agreement === undefined) {
@@ -187,6 +193,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       restart();
     }
   }
+  job.notes.push(...anchorNotes);
   if (stages > 1) {
     const orig = loadModel(job.inPath);
     try {

@@ -4,6 +4,7 @@
  * parameters and MACs, then removes what became dead. Visits graphs outer to inner and
  * nodes in topological order, so the same input and seed give the same output.
  */
+import { LrError } from '../errors.js';
 import type { SyncGemm } from '../linalg/engine.js';
 import { attrInt } from '../graph/attrs.js';
 import type { Model } from '../graph/graph.js';
@@ -37,6 +38,11 @@ export interface OptimizeOptions {
   /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
   gemm?: SyncGemm;
   onProgress?: (done: number, total: number, layer: string) => void;
+  /**
+   * Decide passes and ranks (and price them) without rewriting: the records say what would
+   * be done; the anchored wave loop (anchored.ts) then applies them.
+   */
+  decideOnly?: boolean;
 }
 
 /** rank × kernel elements above which --method auto does not try CP against Tucker-2. */
@@ -141,6 +147,9 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
     if (isSkip(m)) return done(m.skip);
     let ranks: number[];
     if (decision) {
+      // Out of range, the numerics would clamp (or fail) while the report priced the plan's numbers.
+      const bad = planRankProblem(pass, m, decision.ranks!);
+      if (bad) throw new LrError('usage', `${opts.plan!.file !== undefined ? `plan ${opts.plan!.file}` : 'the plan'}: layer ${layer.name} (${pass.name}): ${bad}`);
       ranks = decision.ranks!;
     } else {
       let chosen;
@@ -170,6 +179,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
       rec.macsAfter = rec.macsBefore;
       return done(`ranks ${ranks.join(',')} do not pay: params ${cost.before.params}→${cost.after.params}, MACs/position ${cost.before.macsPerPosition}→${cost.after.macsPerPosition}`);
     }
+    if (opts.decideOnly) return done();
     let applied;
     try {
       applied = pass.apply(m, ranks, cx);
@@ -192,6 +202,22 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
   }
   cleanUp(model);
   return records;
+}
+
+/** Why a plan's ranks do not fit the layer (count, integers, range), or undefined. */
+function planRankProblem(pass: AnyPass, m: unknown, ranks: readonly number[]): string | undefined {
+  const limits = pass.rankLimits(m);
+  const names = limits.length === 2 ? ['r1 (input side)', 'r2 (output side)'] : ['rank'];
+  if (ranks.length !== limits.length) return `${ranks.length} rank(s) [${ranks.join(', ')}], but ${pass.name} takes ${limits.length}`;
+  for (let i = 0; i < limits.length; i++) {
+    const r = ranks[i]!;
+    if (!Number.isSafeInteger(r) || r < 1 || r > limits[i]!) return `${names[i]} ${r} is out of range: valid ranks are 1 to ${limits[i]}`;
+  }
+  const k = (m as { geo?: { kernelSize: number } }).geo?.kernelSize ?? 1;
+  if (pass.name === 'conv-tucker2' && (ranks[0]! > ranks[1]! * k || ranks[1]! > ranks[0]! * k)) {
+    return `ranks [${ranks.join(', ')}] need r1 ≤ r2·${k} and r2 ≤ r1·${k} (the kernel has ${k} taps)`;
+  }
+  return undefined;
 }
 
 /**

@@ -8,66 +8,28 @@ import { findLayers } from '../graph/layers.js';
 import { summarize } from '../graph/summary.js';
 import { loadModel, type LoadedModel } from '../onnx/file.js';
 import type { Report } from '../report/report.js';
-import type { LayerInputStats } from '../rewrite/pass.js';
-import { buildFeeds, type ShapeOverrides, type ValueOverrides } from '../verify/inputs.js';
+import { buildFeeds } from '../verify/inputs.js';
 import { createSession } from '../verify/session.js';
-import type { Feeds, HostTensor } from '../verify/tensor.js';
+import type { HostTensor } from '../verify/tensor.js';
 import type { ValueInfo } from '../verify/session.js';
 import { shapesFor } from '../graph/layer-shapes.js';
-import type { Budget } from './budget.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
-import { runBudgeted, type Job } from './budget-run.js';
+import { runBudgeted } from './budget-run.js';
+import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
 import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
 import { pickOutputs, runAll, type LayerSensitivity } from './sensitivity.js';
 import { LrError } from '../errors.js';
 import { createSyncOrtGemm } from '../linalg/ort-gemm-sync.js';
+import { createOrtGemmEngine } from '../linalg/ort-gemm.js';
+import type { GemmEngine } from '../linalg/engine.js';
+import { optimizeAnchored, type AnchorInputs } from './anchored.js';
+import { checkPlanModel } from './plan.js';
+import { timed } from './timings.js';
+import { roomOf } from '../graph/room.js';
+import { profileModel } from '../verify/profile.js';
 
-export interface CalibrationSource {
-  /** Feeds for the model's inputs (batches). */
-  feeds: readonly Feeds[];
-  /** Said in the report: what the calibration inputs were. */
-  description: string;
-  /** Per-layer input statistics, when data-aware decomposition is on. */
-  collectStats?: (
-    model: LoadedModel, layerNames: readonly string[], onProgress?: (done: number, total: number) => void,
-  ) => Promise<ReadonlyMap<string, LayerInputStats>>;
-}
-
-export interface PipelineConfig {
-  opts: OptimizeOptions;
-  budget?: Budget;
-  /** For error budgets: what to save. */
-  budgetUnit?: 'params' | 'macs' | 'latency';
-  shapes: ShapeOverrides;
-  values: ValueOverrides;
-  /** The outputs that matter (--outputs): budgets, sensitivity and verification judge only these. */
-  outputs?: readonly string[];
-  /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
-  calibration?: (inputs: ValueInfo[]) => Promise<CalibrationSource>;
-  dataAware: boolean;
-  /** Reach the budget in this many stages, merging and re-splitting factored layers (default 1). */
-  stages?: number;
-  /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */
-  layerLatency?: boolean;
-  verify: {
-    enabled: boolean; minCosine: number; atol?: number; rtol?: number; threads: number; latency: boolean; web: boolean;
-    /** Held-out inputs to compare on instead of seeded random ones (--verify-data). */
-    data?: (inputs: ValueInfo[]) => VerificationData;
-  };
-  save: { force: boolean; externalData: boolean };
-  onProgress?: OptimizeOptions['onProgress'];
-  onStage?: (stage: string) => void;
-}
-
-export interface VerificationData { feeds: readonly Feeds[]; description: string }
-
-export interface PipelineResult {
-  report: Report;
-  pass: boolean;
-  /** Sensitivity measurements of a budgeted run (cached in plan files). */
-  sensitivity?: LayerSensitivity[];
-}
+export type { CalibrationSource, PipelineConfig, PipelineResult, VerificationData };
 
 const RANDOM_CALIB_SAMPLES = 4;
 
@@ -94,22 +56,33 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   const opts: OptimizeOptions = { ...cfg.opts };
   const loaded0 = loadModel(inPath);
   // A budgeted run may reload the model (job.loaded, job.model): read them from the job.
-  const job: Job = { inPath, loaded: loaded0, model: new Model(loaded0.model), opts, notes: [] };
+  const job: Job = { inPath, loaded: loaded0, model: new Model(loaded0.model), opts, notes: [], timings: {} };
   const notes = job.notes;
+  // A plan is checked against the model before any work: made for another model (refused
+  // unless --force), layers the model lacks (noted).
+  if (opts.plan) notes.push(...checkPlanModel(opts.plan, job.model, { force: cfg.save.force }));
   // The factorizations' large products run in ORT (a worker thread, since the passes are
   // synchronous); without it they run in JS, only slower.
   let gemmFailed: string | undefined;
   const gemm = await createSyncOrtGemm().catch((e: Error) => { gemmFailed = e.message; return undefined; });
+  let statsEngine: GemmEngine | undefined;
   try {
     opts.external = job.loaded.external;
     opts.gemm = gemm;
     opts.onProgress = cfg.onProgress;
     if (gemmFailed) notes.push(`factorizations ran in JS (slower): ${gemmFailed}`);
     cfg.onStage?.('learning shapes');
-    const sh = await shapesFor(job.loaded, job.model, cfg.shapes, cfg.values);
+    const sh = await timed(job.timings, 'shapes', () => shapesFor(job.loaded, job.model, cfg.shapes, cfg.values));
     if (sh.note) notes.push(sh.note);
     if (sh.defaulted.length > 0) notes.push(`dynamic dims set to 1 (use --shape): ${sh.defaulted.map((d) => `${d.input}[${d.axis}]`).join(', ')}`);
     const before = summarize(job.loaded.model, findLayers(job.model, sh.shapes));
+    // How much room the model has, from a profiled run of the original (runs that time anyway).
+    let room: Report['room'];
+    if (outPath !== undefined && cfg.verify.enabled && cfg.verify.latency) {
+      const t = await timed(job.timings, 'profile', () => profileModel(job.loaded.path, { shapes: cfg.shapes, values: cfg.values, threads: cfg.verify.threads }));
+      if (t.ok) room = roomOf(findLayers(job.model, sh.shapes), t.value);
+      else notes.push(`room not measured: ${t.error.message}`);
+    }
     const needData = cfg.budget !== undefined || (cfg.calibration !== undefined && cfg.dataAware);
     const verifyData = outPath !== undefined && cfg.verify.enabled ? cfg.verify.data : undefined;
     const sig = needData || verifyData || cfg.outputs ? await modelSignature(job.loaded) : { inputs: [], outputs: [] };
@@ -134,28 +107,41 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       ? (stage: string) => {
         cfg.onStage?.(stage);
         const names = eligibleLayers(job.model, sh.shapes, opts).map((l) => l.name);
-        return calib!.collectStats!(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'));
+        return timed(job.timings, 'statistics', () => calib!.collectStats!(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run')));
       }
       : undefined;
     if (collectStats) {
       opts.stats = await collectStats('collecting layer input statistics');
       notes.push(`data-aware decomposition: input statistics for ${opts.stats.size} layer(s)`);
     }
+    // Anchored fitting needs the paired statistics of both models on the calibration feeds.
+    let anchor: AnchorInputs | undefined;
+    if (collectStats && cfg.anchor !== false) {
+      statsEngine = createOrtGemmEngine();
+      anchor = { feeds: calib!.feeds, external: job.loaded.external, engine: statsEngine, onStage: cfg.onStage, onProgress: cfg.onProgress };
+    }
     let budgetInfo: Report['budget'];
     let sensitivity: LayerSensitivity[] | undefined;
     let layers: ReturnType<typeof optimizeModel>;
     if (cfg.budget) {
-      const r = await runBudgeted(job, cfg, { budget: cfg.budget, shapes: sh.shapes, before, calib: calib!, reference: reference!, collectStats, gemm });
+      const r = await runBudgeted(job, cfg, { budget: cfg.budget, shapes: sh.shapes, before, calib: calib!, reference: reference!, collectStats, gemm, anchor });
       ({ records: layers, budgetInfo, sensitivity } = r);
     } else {
       cfg.onStage?.('decomposing layers');
-      layers = optimizeModel(job.model, sh.shapes, opts);
+      if (anchor) {
+        // External payloads may have been re-read since (job.loaded): take the current reader.
+        const r = await timed(job.timings, 'factorization', () => optimizeAnchored(job.model, sh.shapes, opts, { ...anchor!, external: job.loaded.external }));
+        layers = r.records;
+        notes.push(...r.notes);
+      } else {
+        layers = await timed(job.timings, 'factorization', () => optimizeModel(job.model, sh.shapes, opts));
+      }
     }
     const report: Report = {
       tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
       input: { file: inPath, bytes: job.loaded.byteSize, ...before },
       output: { file: outPath ?? '', bytes: 0, ...summarize(job.loaded.model) },
-      layers, seconds: 0, notes, calibration: calib?.description, budget: budgetInfo, ...(sensitivity && { sensitivity }),
+      layers, seconds: 0, timings: job.timings, ...(room && { room }), notes, calibration: calib?.description, budget: budgetInfo, ...(sensitivity && { sensitivity }),
     };
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
     if (before.macs !== undefined) report.output.macs = layers.reduce((a, l) => a + (l.macsAfter ?? 0), 0);
@@ -172,5 +158,6 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   } finally {
     job.loaded.external.close();
     await gemm?.dispose();
+    await statsEngine?.dispose();
   }
 }

@@ -14,7 +14,8 @@ import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
 import { encodeModel } from '../onnx/codec.js';
-import { isSkip, type Cost, type PassContext } from '../rewrite/pass.js';
+import { isSkip, type PassContext } from '../rewrite/pass.js';
+import type { Candidate, LayerSensitivity } from '../report/records.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
 import { createSession, type ModelSource } from '../verify/session.js';
@@ -29,32 +30,9 @@ import { timeRewrite } from './layer-latency.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
 import type { NodeProto } from '../onnx/schema.js';
 
-export interface Candidate {
-  pass: string;
-  ranks: number[];
-  after: Cost;
-  /** Weight relative error. */
-  relError: number;
-  /** Model output error with only this layer compressed: the worst output's Σ‖Δy‖² / Σ‖y‖² over the inputs (outputErr2). */
-  outErr2: number;
-  /** Measured median ms of the chain alone, when per-layer latency was measured. */
-  ms?: number;
-}
+export type { Candidate, LayerSensitivity };
 
-export interface LayerSensitivity {
-  name: string;
-  op: string;
-  before: Cost;
-  /** MACs of the layer at the known shapes (scales per-position costs), if known. */
-  macs?: number;
-  candidates: Candidate[];
-  /** Measured median ms of the original layer alone, when per-layer latency was measured. */
-  ms?: number;
-  /** Why the layer has no candidates. */
-  reason?: string;
-  /** The multiple the candidate ranks were rounded up to (absent: none). */
-  align?: number;
-}
+
 
 /** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
 export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];

@@ -7,11 +7,12 @@
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
  */
+import { centered } from '../linalg/anchored.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
 import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
-import { damped, WHITEN_DAMP } from './svd-pair.js';
+import { ANCHOR_DAMP, damped, WHITEN_DAMP, whiteningFor, type Whitening } from './svd-pair.js';
 
 /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = (S/g)·K. */
 export interface PatchBlocks { gram: Float64Array[]; mean?: Float64Array[] }
@@ -92,4 +93,61 @@ export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<n
   if (!gk) return { ls };
   const lk = chol(gk, K);
   return lk ? { ls, lk } : undefined;
+}
+
+/**
+ * Damping λ of the anchored patch fits (Ĉ + δI, X + δI with δ = λ·mean(diag Ĉ); see
+ * linalg/anchored.ts): the same pull toward the original kernel as the SVD pairs' (ANCHOR_DAMP).
+ */
+export const ANCHOR_PATCH_DAMP = ANCHOR_DAMP;
+
+/** One group's patch covariances for an anchored fit (linalg/anchored.ts), [D, D] each, and means [D]. */
+export interface AnchoredPatch {
+  gram: Float64Array;
+  gramHat: Float64Array;
+  cross: Float64Array;
+  mean: Float64Array;
+  meanHat: Float64Array;
+}
+
+/** Per-group anchored patch covariances of a conv, when its statistics carry them and fit. */
+export function anchoredPatches(cx: PassContext, name: string, geo: ConvGeometry): AnchoredPatch[] | undefined {
+  const st = cx.stats?.get(name);
+  const an = st?.anchor;
+  const D = (geo.S / geo.group) * geo.kernelSize;
+  const G = geo.group;
+  const n = st?.patchCount ?? 0;
+  if (!st || !an || !(n > 0) || !st.patchGram || !st.patchMean || !an.patchGram || !an.patchCross || !an.patchMean) return undefined;
+  if (st.patchDim !== D || [st.patchGram, an.patchGram, an.patchCross].some((a) => a.length !== G * D * D)) return undefined;
+  if (st.patchMean.length !== G * D || an.patchMean.length !== G * D) return undefined;
+  return Array.from({ length: G }, (_, j) => {
+    const blk = (a: Float64Array): Float64Array => a.subarray(j * D * D, (j + 1) * D * D);
+    const mean = st.patchMean!.subarray(j * D, (j + 1) * D);
+    const meanHat = an.patchMean!.subarray(j * D, (j + 1) * D);
+    return {
+      gram: centered(blk(st.patchGram!), n, D, mean, mean),
+      gramHat: centered(blk(an.patchGram!), n, D, meanHat, meanHat),
+      cross: centered(blk(an.patchCross!), n, D, meanHat, mean),
+      mean, meanHat,
+    };
+  });
+}
+
+/** Per-group anchored whitening of the input channels (rows side, centered), when the statistics carry it. */
+export function anchoredChannelWhitenings(cx: PassContext, name: string, geo: ConvGeometry): Whitening[] | undefined {
+  const st = cx.stats?.get(name);
+  const an = st?.anchor;
+  const s = geo.S / geo.group;
+  if (!st || !an || st.kind !== 'conv' || st.dim !== s || (st.groups ?? 1) !== geo.group || !st.mean) return undefined;
+  const out: Whitening[] = [];
+  for (let j = 0; j < geo.group; j++) {
+    const blk = (a: Float64Array, d: number): Float64Array => a.subarray(j * d, (j + 1) * d);
+    const w = whiteningFor({
+      kind: 'matrix', dim: s, count: st.count, gram: blk(st.gram, s * s), mean: blk(st.mean, s),
+      anchor: { gram: blk(an.gram, s * s), cross: blk(an.cross, s * s), mean: blk(an.mean, s) },
+    }, 'rows', s, { center: true });
+    if (!w?.cross) return undefined;
+    out.push(w);
+  }
+  return out;
 }

@@ -12,9 +12,9 @@ import type { NodeProto, TensorProto } from '../onnx/schema.js';
 import type { Rng } from '../util/rng.js';
 import type { RankPolicy } from './rank-policy.js';
 
-export interface Skip { skip: string }
-export const skip = (reason: string): Skip => ({ skip: reason });
-export const isSkip = (x: unknown): x is Skip => typeof x === 'object' && x !== null && 'skip' in x;
+import type { Skip } from './skip.js';
+
+export { isSkip, skip, type Skip } from './skip.js';
 
 export type Method = 'svd' | 'tucker2' | 'cp';
 
@@ -56,6 +56,28 @@ export interface LayerInputStats {
   patchDim?: number;
   /** E[p] per group, [groups·patchDim]. */
   patchMean?: Float64Array;
+  /** Patches behind patchGram per group (batch × output positions). */
+  patchCount?: number;
+  /**
+   * Anchored fitting (src/optimize/anchored.ts): the same layer's input x̂ in the model whose
+   * earlier layers are already compressed, on the same calibration inputs, so a rewrite can
+   * fit what the original layer computes from x (the fields above) given what it is fed (x̂).
+   */
+  anchor?: AnchorStats;
+}
+
+/** Sums over the same vectors (and patches) as LayerInputStats, for x̂; `cross` pairs x̂ with x. */
+export interface AnchorStats {
+  /** Σ x̂·x̂ᵀ, laid out like LayerInputStats.gram. */
+  gram: Float64Array;
+  /** Σ x̂·xᵀ (rows index x̂, columns x), laid out like gram (per group for a conv). */
+  cross: Float64Array;
+  /** E[x̂], like LayerInputStats.mean. */
+  mean: Float64Array;
+  patchGram?: Float64Array;
+  /** Σ p̂·pᵀ per group [groups, patchDim, patchDim]. */
+  patchCross?: Float64Array;
+  patchMean?: Float64Array;
 }
 
 export interface Applied {
@@ -85,6 +107,8 @@ export interface LayerPass<M> {
    * (the factors are cached on the match, so a following apply reuses them).
    */
   estimate?(m: M, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip;
+  /** The largest rank of each factor this layer takes (beyond it the numerics clamp or fail): how plans are checked. */
+  rankLimits(m: M): number[];
 }
 
 /** What every match carries about its layer. */

@@ -3,9 +3,17 @@
  * fixed rank, energy fraction, fraction of parameters kept, or EVBMF. `align` rounds a
  * rank up to a multiple (kernels often run faster on multiples of 8), never past full rank.
  */
-import { skip, type Skip } from './pass.js';
-import type { SvdSpectrum } from './svd-pair.js';
+import { skip, type Skip } from './skip.js';
 import { alignRank, evbmfFromSpectrum, partialEnergyRank, rankMultiple } from '../linalg/rank.js';
+
+/** The singular values a rank policy chooses from. */
+export interface SvdSpectrum {
+  /** Leading singular values, descending (all of them when `complete`). */
+  sigma: Float64Array;
+  /** ‖W‖²_F = Σ all σ². */
+  total: number;
+  complete: boolean;
+}
 
 export type RankPolicy = (
   | { kind: 'fixed'; rank: number }

@@ -218,13 +218,14 @@ export function parseInputArg(arg: string): Result<{ name: string; file: string 
 }
 
 /** Parses and loads every `--input` argument. */
-export function loadInputArgs(args: readonly string[]): Result<ValueOverrides> {
+/** `maxBytes` bounds each .npy file (--max-input-mb). */
+export function loadInputArgs(args: readonly string[], maxBytes?: number): Result<ValueOverrides> {
   const out: ValueOverrides = {};
   for (const a of args) {
     const p = parseInputArg(a);
     if (!p.ok) return p;
     if (p.value.name in out) return err('usage', `--input given twice for ${p.value.name}`);
-    const arr = readNpy(p.value.file);
+    const arr = readNpy(p.value.file, { maxBytes });
     if (!arr.ok) return arr;
     out[p.value.name] = fromNpy(arr.value);
   }

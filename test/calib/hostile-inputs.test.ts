@@ -288,3 +288,24 @@ describe('.npz: declared sizes bounded before inflating', () => {
     if (!r.ok) expect(r.error.message).toMatch(/huge\.npy: shape .* is too large/);
   });
 });
+
+describe('--max-input-mb bounds --input arrays too', () => {
+  it('a 2 MiB .npy given with --input is refused at --max-input-mb 1 (inspect and plan)', async () => {
+    const { mkdtempSync: mk } = await import('node:fs');
+    const { tmpdir: td } = await import('node:os');
+    const { join } = await import('node:path');
+    const { writeNpy: wn } = await import('../../src/io/npy.js');
+    const { runCli: run } = await import('../helpers/cli.js');
+    const { REAL: R } = await import('../helpers/models.js');
+    const dir = mk(join(td(), 'onnx-lr-maxin-'));
+    const f = join(dir, 'x.npy');
+    const w = wn(f, { dtype: 'f4', shape: [4, 3, 224, 192], data: new Float32Array(4 * 3 * 224 * 192) });
+    if (!w.ok) throw w.error;
+    const refused = await run('inspect', R.cls, '--input', `x:${f}`, '--max-input-mb', '1', '--no-profile');
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/x\.npy.*over the 1 MiB input limit/);
+    const plan = await run('plan', R.cls, '--input', `x:${f}`, '--max-input-mb', '1');
+    expect(plan.code).toBe(2);
+    expect(plan.err).toMatch(/x\.npy.*over the 1 MiB input limit/);
+  });
+});

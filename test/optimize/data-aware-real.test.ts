@@ -12,6 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { readNpy, writeNpy } from '../../src/io/npy.js';
 import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
+import type { LayerSensitivity } from '../../src/optimize/sensitivity.js';
 import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
 import { Model } from '../../src/graph/graph.js';
@@ -23,6 +24,29 @@ async function optimizeJson(...argv: string[]): Promise<{ code: number; report: 
   const code = await main(['optimize', ...argv, '--json'], { out: (s) => { out += s; }, err: (s) => { err += s; } });
   if (code === 2) throw new Error(err);
   return { code, report: JSON.parse(out) as Report, err };
+}
+
+/**
+ * Parameters the anchored fit adds: a bias on a rewritten layer that had none (its chain's
+ * last node gains a bias input), counted from the original model and the written one.
+ */
+function addedBiasParams(original: string, written: string, report: Report): number {
+  const orig = decodeModel(new Uint8Array(readFileSync(original))).graph!;
+  const out = decodeModel(new Uint8Array(readFileSync(written))).graph!;
+  const numel = (name: string): number => {
+    const t = out.initializer.find((x) => x.name === name);
+    if (t) return t.dims.reduce((a, b) => a * b, 1);
+    const c = out.node.find((n) => n.opType === 'Constant' && n.output[0] === name)?.attribute.find((a) => a.name === 'value')?.t;
+    return c ? c.dims.reduce((a, b) => a * b, 1) : 0;
+  };
+  let added = 0;
+  for (const l of report.layers.filter((x) => !x.skipped)) {
+    const before = orig.node.find((n) => (n.name || n.output[0]) === l.name)!;
+    if (before.opType === 'MatMul' || (before.input[2] ?? '') !== '') continue;
+    const last = out.node.find((n) => n.name === l.nodes![l.nodes!.length - 1])!;
+    if ((last.input[2] ?? '') !== '') added += numel(last.input[2]!);
+  }
+  return added;
 }
 
 function calibFile(dir: string, dims: number[], seed: number): string {
@@ -54,9 +78,11 @@ describe('data-aware decomposition on real models', () => {
       const aware = await optimizeJson(...common, '--calib', calibFile(dir, dims, 5));
       expect(aware.report.calibration).toMatch(/16 samples/);
       expect(aware.report.layers.some((l) => l.dataError !== undefined)).toBe(true);
-      // Equal ranks → equal parameter counts, but for the bias the correction adds to a
-      // conv that had none (T values per layer).
-      expect(Math.abs(aware.report.output.params - plain.report.output.params) / plain.report.output.params).toBeLessThan(2e-3);
+      // Equal ranks → equal parameter counts (within what --method auto's Tucker-2/CP pick
+      // moves), once the biases the anchored fit adds to layers that had none, counted
+      // here from the written file, are set aside.
+      const added = addedBiasParams(REAL[name], path.join(dir, 'o.onnx'), aware.report);
+      expect(Math.abs(aware.report.output.params - added - plain.report.output.params) / plain.report.output.params).toBeLessThan(2e-3);
       const e = (r: Report): number => Math.max(...r.verify!.outputs.map((o) => o.relL2));
       expect(e(aware.report)).toBeLessThan(e(plain.report));
     });
@@ -113,21 +139,23 @@ describe('whitening damping on a real model', () => {
     const plain = await optimizeJson(...common);
     const aware = await optimizeJson(...common, '--calib', calibFile(dir, [8, 3, 48, 320], 11));
     const e = (r: Report): number => Math.max(...r.verify!.outputs.map((o) => o.relL2));
-    expect(aware.report.output.params).toBe(plain.report.output.params);
+    // Equal ranks; the anchored fit adds biases to layers that had none.
+    expect(aware.report.output.params - plain.report.output.params).toBe(addedBiasParams(REAL.rec, path.join(dir, 'o.onnx'), aware.report));
     expect(e(aware.report)).toBeLessThan(0.6 * e(plain.report));
   });
 });
 
 describe('budgets on a real model', () => {
-  it('--target-params is met within 2% (or the run says why)', async () => {
+  it('--target-params is met within 2%', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
     const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--target-params', '0.8', ...BIG_LAYERS, '--no-latency', '--no-verify');
     const b = report.budget!;
     expect(b.kind).toBe('params');
+    expect(b.met).toBe(true);
+    expect(b.why).toBeUndefined();
     const ratio = report.output.params / report.input.params;
-    if (b.met) expect(ratio).toBeLessThanOrEqual(0.8 * 1.02);
-    else expect(b.why).toBeTruthy();
-    expect(ratio).toBeLessThan(1);
+    expect(ratio).toBeLessThanOrEqual(0.8 * 1.02);
+    expect(b.achieved).toBeCloseTo(ratio, 9);
   });
 
   it('--max-error holds when the output error is re-measured, and verification agrees', async () => {
@@ -139,7 +167,13 @@ describe('budgets on a real model', () => {
     // The header names the cosine the user asked for, with its rel. L2 equivalent.
     expect(report.policy).toBe('min output cosine 0.995 (max output error (rel. L2) 0.100)');
     expect(report.output.params).toBeLessThan(report.input.params);
-    expect(code).toBe(0);
+    // Verification judges at the cosine asked for, on inputs the budget never saw: the
+    // verdict and the exit code agree, and the held-out cosine is near the budget's.
+    expect(report.verify!.minCosine).toBe(0.995);
+    const worst = Math.min(...report.verify!.outputs.map((o) => o.cosine));
+    expect(report.verify!.pass).toBe(worst >= 0.995);
+    expect(code).toBe(report.verify!.pass ? 0 : 1);
+    expect(worst).toBeGreaterThan(0.985);
   });
 
   it('--max-error top1:P holds on the calibration inputs when checked independently in ORT', async () => {
@@ -190,26 +224,53 @@ describe('budgets on a real model', () => {
     const lrNodes = m.graph!.node.filter((n) => (n.docString ?? '').startsWith('onnx-lr:'));
     expect(lrNodes.map((n) => n.name).sort()).toEqual(chains.flatMap((l) => l.nodes!).sort());
     expect(m.graph!.node.some((n) => /merged_w/.test(n.input.join()))).toBe(false);
-    expect(report.verify!.outputs[0]!.cosine).toBeGreaterThan(0.5);
+    // Three stages to 75% of the parameters still pass the default check (cosine 0.9907 here).
+    expect(report.verify!.pass).toBe(true);
+    expect(report.verify!.outputs[0]!.cosine).toBeGreaterThanOrEqual(0.99);
   });
 
-  it('--target-latency: candidates are timed per layer and the result is faster when re-measured', async () => {
+  it('--target-latency: candidates are timed per layer, only faster ones are kept, and the result is re-measured', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
     const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--target-latency', '0.9', ...BIG_LAYERS);
     const b = report.budget!;
     expect(b.kind).toBe('latency');
     expect(b.unit).toMatch(/latency/);
-    // Some rewrites were kept, each one measured faster than its layer.
-    expect(report.layers.some((l) => !l.skipped)).toBe(true);
-    // Re-measured end to end (interleaved runs): faster than the original.
-    expect(report.latency!.speedup).toBeGreaterThan(1);
+    // Some rewrites were kept, each one at a candidate measured faster than its layer (the
+    // run's own measurements: whether ORT is faster on this machine now is the benchmarks' job).
+    const kept = report.layers.filter((l) => !l.skipped);
+    expect(kept.length).toBeGreaterThan(0);
+    for (const l of kept) {
+      const s = report.sensitivity!.find((x) => x.name === l.name)!;
+      const c = s.candidates.find((x) => x.ranks.join() === l.ranks!.join())!;
+      expect(c, l.name).toBeDefined();
+      expect(c.ms!, l.name).toBeLessThan(s.ms!);
+    }
+    // Re-measured end to end (interleaved runs), and the budget reads that measurement.
+    expect(report.latency!.runs).toBeGreaterThanOrEqual(20);
     expect(b.achieved).toBeCloseTo(report.latency!.optimizedMs.p50 / report.latency!.originalMs.p50, 6);
   });
 
   it('--max-error with --save latency: the error holds, and candidates are timed in ORT', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-b-'));
     const reportFile = path.join(dir, 'report.json');
-    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-latency', '--report', reportFile);
+    // The budget as a plan first: every measured layer and kept candidate carries its ORT
+    // time (each kept one ran faster than the layer in its own interleaved timing).
+    let planOut = '';
+    const code = await main(['plan', REAL.rec, ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS], { out: (t) => { planOut += t; }, err: () => {} });
+    expect(code).toBe(0);
+    const sens = (JSON.parse(planOut) as { sensitivity: LayerSensitivity[] }).sensitivity;
+    const timed = sens.filter((l) => l.candidates.length > 0);
+    expect(timed.length).toBeGreaterThan(0);
+    for (const l of timed) {
+      expect(l.ms).toBeGreaterThan(0);
+      for (const c of l.candidates) expect(c.ms).toBeGreaterThan(0);
+    }
+    // Optimize with the same budget takes the plan's measurements (measuring every layer
+    // in ORT once is what makes this test slow) and holds the error.
+    const planFile = path.join(dir, 'plan.json');
+    writeFileSync(planFile, planOut);
+    const { report } = await optimizeJson(REAL.rec, path.join(dir, 'o.onnx'), ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS, '--no-latency', '--report', reportFile, '--plan', planFile);
+    expect(report.sensitivity).toEqual(sens);
     const b = report.budget!;
     expect(b.unit).toBe('output rel. L2 on calibration inputs, saving latency');
     expect(b.met).toBe(true);
@@ -222,18 +283,6 @@ describe('budgets on a real model', () => {
       for (const r of l.ranks!) expect(r % 16 === 0 || l.weightShape.includes(r), `${l.name} rank ${r}`).toBe(true);
     }
     expect(report.sensitivity!.every((l) => l.align === 16)).toBe(true);
-    // The same budget as a plan: every measured layer and kept candidate carries its ORT
-    // time (each kept one ran faster than the layer in its own interleaved timing).
-    let out = '';
-    const code = await main(['plan', REAL.rec, ...REC_SHAPE, '--max-error', 'cosine:0.99', '--save', 'latency', ...BIG_LAYERS], { out: (t) => { out += t; }, err: () => {} });
-    expect(code).toBe(0);
-    const sens = (JSON.parse(out) as { sensitivity: { ms?: number; candidates: { ms?: number }[] }[] }).sensitivity;
-    const timed = sens.filter((l) => l.candidates.length > 0);
-    expect(timed.length).toBeGreaterThan(0);
-    for (const l of timed) {
-      expect(l.ms).toBeGreaterThan(0);
-      for (const c of l.candidates) expect(c.ms).toBeGreaterThan(0);
-    }
 
     // The optimize report serves as a plan: a looser budget reuses its measurements. ORT
     // timings never repeat exactly, so equal ones mean nothing was measured again.

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { floatTensor, ModelBuilder } from '../../models/builder.js';
 import { tensorAttr } from '../../src/graph/attrs.js';
 import { Model } from '../../src/graph/graph.js';
@@ -19,6 +19,15 @@ import type { AnyPass } from '../../passes/index.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 import { REAL } from '../helpers/models.js';
+import { ok } from '../../src/errors.js';
+import { timeRewrite } from '../../src/optimize/layer-latency.js';
+
+// A pass-through spy: one test times candidates by their MACs instead of in ORT.
+vi.mock('../../src/optimize/layer-latency.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/optimize/layer-latency.js')>();
+  return { ...m, timeRewrite: vi.fn(m.timeRewrite) };
+});
+const { timeRewrite: actualTimeRewrite } = await vi.importActual<typeof import('../../src/optimize/layer-latency.js')>('../../src/optimize/layer-latency.js');
 
 /** A weight of low numerical rank (so several ladder ranks pay) plus some noise. */
 function lowRank(rows: number, cols: number, seed: number): number[] {
@@ -183,7 +192,7 @@ describe('outputErr2', () => {
 describe('per-layer latency in sensitivity', () => {
   /**
    * A stand-in pass whose chain is cheap at rank 1 and r full products at rank r ≥ 2
-   * (r times the layer's work): ORT measures rank 2 slower, and ranks 3 and 4, larger in
+   * (r times the layer's work): rank 2 is slower, and ranks 3 and 4, larger in
    * every rank, must then be passed over without being applied.
    */
   function slowChainPass(applied: number[]): AnyPass {
@@ -193,6 +202,7 @@ describe('per-layer latency in sensitivity', () => {
       match: (layer: LayerInfo) => ({ layer, node: layer.node, graph: layer.graph }),
       chooseRanks: (_m: unknown, p: RankPolicy) => [p.kind === 'energy' ? (p.energy < 0.6 ? 1 : p.energy < 0.75 ? 2 : p.energy < 0.85 ? 3 : 4) : 1],
       cost: (_m: unknown, r: readonly number[]) => ({ before: { params: n * n, macsPerPosition: n * n }, after: { params: r[0]!, macsPerPosition: r[0]! } }),
+      rankLimits: () => [n],
       apply: (m: { node: NodeProto; graph: Graph }, ranks: readonly number[], cx: PassContext) => {
         const r = ranks[0]!;
         applied.push(r);
@@ -218,6 +228,17 @@ describe('per-layer latency in sensitivity', () => {
     };
   }
 
+  /**
+   * Stands in for ORT's timing of a layer and its chain (timeRewrite): milliseconds in
+   * proportion to the MACs of the MatMuls on a 256-row input, so which candidate is slower
+   * does not depend on the machine's load (ORT's own timings are tested in layer-latency).
+   */
+  const macsClock = async (_model: Model, layer: LayerInfo, chain: readonly NodeProto[]) => {
+    const dims = (name: string): number[] => layer.graph.proto.initializer.find((t) => t.name === name)!.dims.map(Number);
+    const ms = (nodes: readonly NodeProto[]): number => nodes.reduce((a, n) => a + 256 * dims(n.input[1]!).reduce((p, q) => p * q, 1), 0) / 1e6;
+    return ok({ originalMs: ms([layer.node]), candidateMs: ms(chain) });
+  };
+
   it('a candidate measured slower is dropped, and larger ones are not factorized at all', async () => {
     const b = new ModelBuilder({ opset: 13 });
     const x = b.input('x', [256, 256]);
@@ -231,13 +252,25 @@ describe('per-layer latency in sensitivity', () => {
     const applied: number[] = [];
     const pass = slowChainPass(applied);
     const shapes = new Map([['x', [256, 256]], [layers[0]!.node.output[0]!, [256, 256]]]);
-    const [s] = await measureSensitivity(model, layers, {
-      method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() },
-      maxCandidates: 4, latency: { threads: 1, shapes }, passFor: () => pass,
-    });
+    const timed = vi.mocked(timeRewrite);
+    timed.mockClear();
+    timed.mockImplementation(macsClock);
+    let s: LayerSensitivity | undefined;
+    try {
+      [s] = await measureSensitivity(model, layers, {
+        method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() },
+        maxCandidates: 4, latency: { threads: 1, shapes }, passFor: () => pass,
+      });
+    } finally {
+      timed.mockImplementation(actualTimeRewrite);
+    }
+    // Rank 1 (2·256² MACs per row block) and rank 2 (2·256³, twice the layer) were timed;
+    // 3 and 4, larger in every rank than the slower 2, were never applied.
+    expect(timed).toHaveBeenCalledTimes(2);
     expect(applied).toEqual([1, 2]);
     expect(s!.candidates.map((c) => c.ranks)).toEqual([[1]]);
-    expect(s!.candidates[0]!.ms).toBeLessThan(s!.ms!);
+    expect(s!.ms).toBeCloseTo(256 ** 3 / 1e6, 9);
+    expect(s!.candidates[0]!.ms).toBeCloseTo(2 * 256 * 256 / 1e6, 9);
     // The graph is as it was.
     expect(model.root.proto.node.map((q) => q.name)).toEqual(['mm']);
   });

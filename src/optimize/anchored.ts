@@ -1,0 +1,151 @@
+/**
+ * Anchored sequential fitting: each compressed layer is fitted to what the ORIGINAL layer
+ * computes from the original model's activations, given what the partly compressed model
+ * actually feeds it (linalg/anchored.ts has the maths), so the errors of earlier layers are
+ * compensated instead of compounded.
+ *
+ * How:
+ * 1. The driver decides every layer's pass and ranks as usual (optimizeModel with
+ *    decideOnly: the same choices, hence the same ranks, as an independent fit).
+ * 2. The layers to rewrite are put in waves: a layer's wave is one more than the latest
+ *    wave of the rewritten layers upstream of its input, so the layers of one wave do not
+ *    feed each other and share one pass over the calibration data.
+ * 3. Per wave, the original model and the model as rewritten so far run on the same feeds;
+ *    the wave's input statistics are paired (calib/stats.ts collectAnchoredStats: Σ x·xᵀ,
+ *    Σ x̂·x̂ᵀ, Σ x̂·xᵀ and the patch versions, means), and each layer of the wave is
+ *    rewritten with them (the passes fit anchored when the statistics carry an `anchor`).
+ *    The first wave has nothing compressed upstream: x̂ = x, one run.
+ * Layers inside subgraphs (their inputs cannot be exposed) and layers without paired
+ * statistics are fitted as before (independent statistics, or none), and the notes say so.
+ * Each wave's statistics are dropped once its layers are rewritten, so memory stays that
+ * of one wave's statistics (within the budget of collectStats per run).
+ */
+import { decodeModel, encodeModel } from '../onnx/codec.js';
+import { Model } from '../graph/graph.js';
+import { findLayers, type LayerInfo } from '../graph/layers.js';
+import type { ShapeMap } from '../graph/shapes.js';
+import type { GemmEngine } from '../linalg/engine.js';
+import type { ExternalBytes } from '../onnx/tensor.js';
+import { isSkip, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
+import { createRng } from '../util/rng.js';
+import type { Feeds } from '../verify/tensor.js';
+import { collectAnchoredStats } from '../calib/stats.js';
+import { passByName } from '../../passes/index.js';
+import { cleanUp, optimizeModel, type OptimizeOptions } from './driver.js';
+import type { LayerRecord } from './plan.js';
+
+export interface AnchorInputs {
+  /** The calibration feeds (the same ones for both models). */
+  feeds: readonly Feeds[];
+  /** Payloads of external tensors of the model being rewritten. */
+  external?: ExternalBytes;
+  /** Where the statistics' Gram products run (e.g. createOrtGemmEngine()); default JS. */
+  engine?: GemmEngine;
+  /** Budget of the tensors one statistics run exposes (calib/stats.ts default when absent). */
+  maxBytesPerRun?: number;
+  onStage?: (stage: string) => void;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+export interface AnchoredOutcome {
+  records: LayerRecord[];
+  notes: string[];
+}
+
+/** Wave of each main-graph layer to rewrite (1 = nothing rewritten upstream of its input). */
+export function anchorWaves(model: Model, layers: readonly LayerInfo[]): Map<LayerInfo, number> {
+  const g = model.root;
+  const byNode = new Map(layers.filter((l) => l.graph === g).map((l) => [l.node, l]));
+  const depth = new Map<string, number>();
+  const waves = new Map<LayerInfo, number>();
+  for (const n of g.proto.node) {
+    let d = 0;
+    for (const v of [...n.input, ...g.implicitInputsOf(n)]) if (v) d = Math.max(d, depth.get(v) ?? 0);
+    const layer = byNode.get(n);
+    if (layer) { waves.set(layer, d + 1); d += 1; }
+    for (const o of n.output) if (o) depth.set(o, d);
+  }
+  return waves;
+}
+
+/**
+ * Decides ranks as optimizeModel would, then rewrites the chosen layers wave by wave with
+ * anchored fits on `inp.feeds`. Rewrites `model` in place (like optimizeModel).
+ */
+export async function optimizeAnchored(model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions, inp: AnchorInputs): Promise<AnchoredOutcome> {
+  const notes: string[] = [];
+  // The original, for the reference activations x (the model itself is rewritten in place).
+  const original = new Model(decodeModel(encodeModel(model.proto)));
+  const records = optimizeModel(model, shapes, { ...opts, decideOnly: true });
+  const byName = new Map(records.map((r) => [r.name, r]));
+  const todo = findLayers(model, shapes).filter((l) => {
+    const r = byName.get(l.name);
+    return r && !r.skipped && r.pass && r.ranks;
+  });
+  const waves = anchorWaves(model, todo);
+  const count = Math.max(0, ...waves.values());
+  const base = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), gemm: opts.gemm };
+  const independent: PassContext = { ...base, stats: opts.stats };
+  const fallback: string[] = [];
+  let runs = 0;
+
+  const apply = (layer: LayerInfo, cx: PassContext): string | undefined => {
+    const rec = byName.get(layer.name)!;
+    const pass = passByName(rec.pass!);
+    if (!pass) return `unknown pass ${rec.pass}`;
+    try {
+      const m = pass.match(layer, cx);
+      if (isSkip(m)) return m.skip;
+      const applied = pass.apply(m, rec.ranks!, cx);
+      if (isSkip(applied)) return applied.skip;
+      rec.relError = applied.relError;
+      rec.nodes = applied.nodes;
+      if (applied.dataError !== undefined) rec.dataError = applied.dataError; else delete rec.dataError;
+      return undefined;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  /** Anchored when `stats` has the layer, else (or when that fails) the independent fit. */
+  const rewrite = (layer: LayerInfo, stats: ReadonlyMap<string, LayerInputStats> | undefined, why: string | undefined): void => {
+    const rec = byName.get(layer.name)!;
+    const t0 = performance.now();
+    let failed = stats?.has(layer.name) ? apply(layer, { ...base, stats }) : why ?? 'no paired statistics';
+    if (failed !== undefined) {
+      fallback.push(`${layer.name} (${failed})`);
+      failed = apply(layer, independent);
+    }
+    rec.ms = Math.round((rec.ms + performance.now() - t0) * 10) / 10;
+    if (failed !== undefined) {
+      rec.skipped = true;
+      rec.reason = failed;
+      rec.paramsAfter = rec.paramsBefore;
+      rec.macsAfter = rec.macsBefore;
+      delete rec.relError;
+      delete rec.dataError;
+    }
+  };
+
+  const feedSource = { feeds: () => inp.feeds, batches: inp.feeds.length };
+  for (let w = 1; w <= count; w++) {
+    const layers = todo.filter((l) => waves.get(l) === w);
+    inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
+    const st = await collectAnchoredStats(original, model, layers, feedSource, {
+      external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun,
+      // Nothing is rewritten upstream of the first wave: the original's run serves both.
+      unchanged: w === 1 ? 'all' : undefined,
+      onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),
+    });
+    if (!st.ok) throw st.error;
+    runs += st.value.runs;
+    for (const layer of layers) rewrite(layer, st.value.stats, st.value.unavailable.get(layer.name));
+  }
+  // Layers inside subgraphs: no paired statistics can be collected for them.
+  for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');
+  cleanUp(model);
+
+  const anchored = todo.length - fallback.length;
+  notes.push(`anchored fitting: ${anchored} layer(s) fitted to the original model's outputs in ${count} wave(s) (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
+  if (fallback.length > 0) notes.push(`anchored fitting: ${fallback.length} layer(s) fitted independently instead: ${fallback.join('; ')}`);
+  return { records, notes };
+}

@@ -1,0 +1,80 @@
+/**
+ * What an optimize run is given and what it hands from stage to stage: the run's
+ * configuration (from the CLI or a library caller), its calibration and verification
+ * inputs, and the job the stages share (the loaded model and the notes for the report).
+ * Types only, owned here so the stages (budget-run, write-verify) and the pipeline that
+ * calls them do not import each other.
+ */
+import type { Model } from '../graph/graph.js';
+import type { LoadedModel } from '../onnx/file.js';
+import type { LayerSensitivity } from '../report/records.js';
+import type { Report } from '../report/report.js';
+import type { LayerInputStats } from '../rewrite/pass.js';
+import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import type { ValueInfo } from '../verify/session.js';
+import type { Feeds } from '../verify/tensor.js';
+import type { Budget } from './budget.js';
+import type { OptimizeOptions } from './driver.js';
+import type { Timings } from './timings.js';
+
+export interface Job {
+  inPath: string;
+  loaded: LoadedModel;
+  model: Model;
+  opts: OptimizeOptions;
+  notes: string[];
+  /** Seconds per phase, filled as the stages run. */
+  timings: Timings;
+}
+
+export interface CalibrationSource {
+  /** Feeds for the model's inputs (batches). */
+  feeds: readonly Feeds[];
+  /** Said in the report: what the calibration inputs were. */
+  description: string;
+  /** Per-layer input statistics, when data-aware decomposition is on. */
+  collectStats?: (
+    model: LoadedModel, layerNames: readonly string[], onProgress?: (done: number, total: number) => void,
+  ) => Promise<ReadonlyMap<string, LayerInputStats>>;
+}
+
+export interface PipelineConfig {
+  opts: OptimizeOptions;
+  budget?: Budget;
+  /** For error budgets: what to save. */
+  budgetUnit?: 'params' | 'macs' | 'latency';
+  shapes: ShapeOverrides;
+  values: ValueOverrides;
+  /** The outputs that matter (--outputs): budgets, sensitivity and verification judge only these. */
+  outputs?: readonly string[];
+  /** Calibration inputs; random seeded inputs are made when a budget needs data and none is given. */
+  calibration?: (inputs: ValueInfo[]) => Promise<CalibrationSource>;
+  dataAware: boolean;
+  /**
+   * Anchored sequential fitting (optimize/anchored.ts) when data-aware with calibration
+   * statistics: each layer fitted to the original's outputs given what the partly
+   * compressed model feeds it. Default on; false fits every layer independently (as before).
+   */
+  anchor?: boolean;
+  /** Reach the budget in this many stages, merging and re-splitting factored layers (default 1). */
+  stages?: number;
+  /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */
+  layerLatency?: boolean;
+  verify: {
+    enabled: boolean; minCosine: number; atol?: number; rtol?: number; threads: number; latency: boolean; web: boolean;
+    /** Held-out inputs to compare on instead of seeded random ones (--verify-data). */
+    data?: (inputs: ValueInfo[]) => VerificationData;
+  };
+  save: { force: boolean; externalData: boolean };
+  onProgress?: OptimizeOptions['onProgress'];
+  onStage?: (stage: string) => void;
+}
+
+export interface VerificationData { feeds: readonly Feeds[]; description: string }
+
+export interface PipelineResult {
+  report: Report;
+  pass: boolean;
+  /** Sensitivity measurements of a budgeted run (cached in plan files). */
+  sensitivity?: LayerSensitivity[];
+}
