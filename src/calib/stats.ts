@@ -454,17 +454,30 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
     }
   }
 
+  const stats = finishLayers(layers, (name) => layerAcc.get(name), (acc) => acc.failed ?? finish(acc), (acc) => acc.stats, unavailable);
+  return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
+}
+
+/**
+ * Finishes each layer's accumulator once (layers reading the same tensor share one) and
+ * sorts the layers: statistics for those that finished, the reason into `unavailable`
+ * for the others.
+ */
+function finishLayers<A>(
+  layers: readonly LayerInfo[], accOf: (name: string) => A | undefined, finishOnce: (a: A) => string | undefined,
+  statsOf: (a: A) => LayerStats, unavailable: Map<string, string>,
+): Map<string, LayerStats> {
   const stats = new Map<string, LayerStats>();
-  const finished = new Map<Acc, string | undefined>();
+  const finished = new Map<A, string | undefined>();
   for (const layer of layers) {
-    const acc = layerAcc.get(layer.name);
-    if (!acc) continue;
-    if (!finished.has(acc)) finished.set(acc, acc.failed ?? finish(acc));
+    const acc = accOf(layer.name);
+    if (acc === undefined) continue;
+    if (!finished.has(acc)) finished.set(acc, finishOnce(acc));
     const why = finished.get(acc);
     if (why) unavailable.set(layer.name, why);
-    else stats.set(layer.name, acc.stats);
+    else stats.set(layer.name, statsOf(acc));
   }
-  return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
+  return stats;
 }
 
 // ---------------------------------------------------------------------------- anchored
@@ -611,16 +624,7 @@ export async function collectAnchoredStats(
     }
   }
 
-  const stats = new Map<string, LayerStats>();
-  const finished = new Map<PairAcc, string | undefined>();
-  for (const layer of layers) {
-    const p = layerAcc.get(layer.name);
-    if (!p) continue;
-    if (!finished.has(p)) finished.set(p, p.acc.failed ?? finishPair(p));
-    const why = finished.get(p);
-    if (why) unavailable.set(layer.name, why);
-    else stats.set(layer.name, p.acc.stats);
-  }
+  const stats = finishLayers(layers, (name) => layerAcc.get(name), (p) => p.acc.failed ?? finishPair(p), (p) => p.acc.stats, unavailable);
   if (!opts.engine) await engine.dispose();
   return ok({ stats, unavailable, passes: groups.length, runs, samples: 0 });
 }

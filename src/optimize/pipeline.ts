@@ -3,6 +3,7 @@
  * allocate a budget), rewrite, write OUT atomically, verify in ORT, measure latency,
  * and assemble the report. The CLI only parses arguments and prints.
  */
+import { statSync } from 'node:fs';
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
 import { summarize } from '../graph/summary.js';
@@ -139,7 +140,8 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     }
     const report: Report = {
       tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
-      input: { file: inPath, bytes: job.loaded.byteSize, ...before },
+      // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
+      input: { file: inPath, bytes: job.loaded.byteSize + job.loaded.dataFiles.reduce((n, f) => n + statSync(f).size, 0), ...before },
       output: { file: outPath ?? '', bytes: 0, ...summarize(job.loaded.model) },
       layers, seconds: 0, timings: job.timings, ...(room && { room }), notes, calibration: calib?.description, budget: budgetInfo, ...(sensitivity && { sensitivity }),
     };

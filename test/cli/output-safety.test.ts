@@ -155,3 +155,20 @@ describe('a --report that cannot be written after OUT was', () => {
     expect(listDir(dir)).toEqual(['m.onnx', 'o.onnx']);
   });
 });
+
+describe('the file-size row compares like with like', () => {
+  it('IN and OUT both count their protobuf and their external data file', async () => {
+    const dir = tmpDir();
+    const inFile = modelWithDataFile(dir);
+    const out = path.join(dir, 'out.onnx');
+    // The verdict does not matter here (rank 8 of a random 32x16 weight fails it): the sizes do.
+    const r = await run('optimize', inFile, out, ...FAST, '--external-data', '--json');
+    expect([0, 1]).toContain(r.code);
+    const rep = JSON.parse(r.out) as { input: { bytes: number }; output: { bytes: number } };
+    const size = (f: string): number => fs.statSync(path.join(dir, f)).size;
+    expect(rep.input.bytes).toBe(size('model.onnx') + size('w.bin'));
+    const outData = listDir(dir).filter((f) => f.startsWith('out.onnx.') && f.endsWith('.data'));
+    expect(outData).toHaveLength(1);
+    expect(rep.output.bytes).toBe(size('out.onnx') + size(outData[0]!));
+  });
+});
