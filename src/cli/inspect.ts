@@ -83,7 +83,8 @@ export async function inspect(argv: readonly string[], out: (s: string) => void)
     const layers = findLayers(model, sh.shapes);
     let roomNote: string | undefined = 'not timed: --no-profile';
     let times;
-    if (!flag(p, 'no-profile')) {
+    if (layers.length === 0) roomNote = 'no decomposable layers';
+    else if (!flag(p, 'no-profile')) {
       const t = await profileModel(loaded.path, { shapes, values });
       if (t.ok) { times = t.value; roomNote = undefined; } else roomNote = `profiling failed: ${t.error.message}`;
     }

@@ -10,6 +10,8 @@ export async function shapesFor(
   loaded: LoadedModel, model: Model, shapes: ShapeOverrides, values: ValueOverrides,
 ): Promise<{ shapes: ShapeMap; source: 'ort-run' | 'declared'; note?: string; defaulted: DefaultedDim[] }> {
   const layers = findLayers(model);
+  // No layer, no MACs to count: running the model would only cost time and memory.
+  if (layers.length === 0) return { shapes: declaredShapes(loaded.model), source: 'declared', defaulted: [] };
   const names = layers.flatMap((l) => [l.node.output[0], l.node.input[0]]).filter((x): x is string => !!x);
   const r = await learnShapes(loaded.model, { shapes, values, names, external: loaded.external, modelDir: loaded.dir });
   if (r.ok) return { shapes: r.value.shapes, source: 'ort-run', defaulted: r.value.defaulted };

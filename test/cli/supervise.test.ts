@@ -55,6 +55,8 @@ function abortModel(dir: string): string {
     attribute: [newAttribute({ name: 'n', type: AttributeType.INT, i: 2n })],
   }));
   for (const o of outs) b.output(o);
+  // A decomposable layer too, so that inspect runs the model in ORT (for its shapes).
+  b.output(b.node('MatMul', [x, b.init('w', [8, 8], new Float32Array(64).fill(0.5))], {}, { name: 'mm' }), [4, 8]);
   const m = b.build();
   m.opsetImport.push({ domain: 'local', version: 1 });
   const fn: FunctionProto = {
@@ -73,6 +75,9 @@ function bombModel(dir: string, n: number): string {
   const b = new ModelBuilder({ opset: 13 });
   b.graph.initializer.push(int64Tensor('shape', [2], [n, n]));
   b.output(b.node('ConstantOfShape', ['shape'], {}, { name: 'big' }));
+  // A decomposable layer too, so that inspect runs the model in ORT (for its shapes).
+  const x = b.input('x', [1, 8]);
+  b.output(b.node('MatMul', [x, b.init('w', [8, 8], new Float32Array(64).fill(0.5))], {}, { name: 'mm' }), [1, 8]);
   const f = path.join(dir, 'bomb.onnx');
   fs.writeFileSync(f, encodeModel(b.build()));
   return f;
@@ -139,6 +144,18 @@ describe('the memory limit', () => {
     expectOneLine(cli(['inspect', f, '--max-memory', '0.5']), 2, re);
     expectOneLine(cli(['--max-memory=0.5', 'inspect', f]), 2, re);
     expectOneLine(cli(['inspect', f], { ONNX_LR_MAX_MEMORY: '0.5' }), 2, re);
+  });
+
+  it.skipIf(!linux)('a model with no decomposable layer is not run at all: inspect of the same bomb without its layer stays within 0.5 GiB', () => {
+    const dir = tmpDir();
+    const b = new ModelBuilder({ opset: 13 });
+    b.graph.initializer.push(int64Tensor('shape', [2], [20000, 20000]));
+    b.output(b.node('ConstantOfShape', ['shape'], {}, { name: 'big' }));
+    const f = path.join(dir, 'nolayer.onnx');
+    fs.writeFileSync(f, encodeModel(b.build()));
+    const r = cli(['inspect', f, '--max-memory', '0.5']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('decomposable layers: 0');
   });
 
   it('bad values are usage errors naming the option or the variable', () => {
