@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { valueInfo } from '../models/builder.js';
 import type { ExternalReader } from '../src/onnx/external.js';
-import { saveModel, type SaveResult } from '../src/onnx/file.js';
+import { loadModel, saveModel, type SaveResult } from '../src/onnx/file.js';
 import { DATA_LOCATION_EXTERNAL, DataType, newGraph, newModel, newNode, newTensor, type TensorProto } from '../src/onnx/schema.js';
 import { createRng } from '../src/util/rng.js';
 
@@ -112,6 +112,20 @@ export function makeBigModel(dir: string, opts: BigModelOptions = {}): BigModel 
   const file = path.join(dir, 'big.onnx');
   const res = saveModel({ model, external: reader }, file, { externalData: { threshold: 1024 } });
   return { ...res, totalBytes: res.bytes + (res.externalBytes ?? 0), layers, k, n };
+}
+
+/**
+ * The files of the model built in `dir` (the protobuf and the data file it names: the
+ * data file's name carries a hash of its content), or undefined when it is not there.
+ */
+export function bigModelFiles(dir: string): { model: string; data: string; totalBytes: number } | undefined {
+  const model = path.join(dir, 'big.onnx');
+  if (!fs.existsSync(model)) return undefined;
+  const loaded = loadModel(model);
+  loaded.external.close();
+  const data = loaded.dataFiles[0];
+  if (data === undefined || !fs.existsSync(data)) return undefined;
+  return { model, data, totalBytes: fs.statSync(model).size + fs.statSync(data).size };
 }
 
 const isMain = process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);

@@ -153,6 +153,9 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       report.seconds = (performance.now() - t0) / 1000;
       return { report, pass: true, sensitivity };
     }
+    // Factorization is over: free the GEMM workers' ORT instances before two models are loaded.
+    await gemm?.dispose();
+    await statsEngine?.dispose();
     const pass = await writeAndVerify(job, cfg, outPath, report, heldOut);
     if (budgetInfo && !budgetInfo.met) notes.push(`budget not met: ${budgetInfo.why}`);
     report.seconds = (performance.now() - t0) / 1000;

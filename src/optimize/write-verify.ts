@@ -5,7 +5,8 @@
  * achieved value becomes the measured ratio.
  */
 import { LrError } from '../errors.js';
-import { prepareSave } from '../onnx/file.js';
+import { forEachTensor, prepareSave } from '../onnx/file.js';
+import type { ModelProto } from '../onnx/schema.js';
 import { timed } from './timings.js';
 import type { Report } from '../report/report.js';
 import { measureLatency } from '../verify/latency.js';
@@ -28,6 +29,9 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
   const pending = await timed(job.timings, 'write', () => prepareSave(job.loaded, outPath, {
     force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}),
   }));
+  // OUT's files hold every payload now and ORT reads the model back from disk: the JS
+  // copies (the new factors above all) would only sit beside ORT's own while it verifies.
+  releasePayloads(job.loaded.model);
   // Messages name OUT, not the temp name it is checked under.
   const named = (m: string): string => m.split(pending.tempPath).join(outPath);
   const unverifiable = (e: LrError): LrError => new LrError(e.kind, `cannot verify: ${named(e.message)}; nothing written (--no-verify writes OUT unchecked)`);
@@ -67,4 +71,25 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
     pending.discard();
     throw e;
   }
+}
+
+const PAYLOADS = ['rawData', 'floatData', 'int32Data', 'int64Data', 'doubleData', 'uint64Data'] as const;
+
+/**
+ * Drops the numeric payloads of every tensor of `model`, in place (every object that
+ * shares a tensor loses it too, which is the point: nothing keeps the arrays alive). The
+ * model is no longer usable for its values afterwards; strings are small and kept.
+ * Returns the bytes released.
+ */
+export function releasePayloads(model: ModelProto): number {
+  let bytes = 0;
+  forEachTensor(model, (t) => {
+    for (const k of PAYLOADS) {
+      const v = t[k];
+      if (v === undefined) continue;
+      bytes += v.byteLength;
+      delete t[k];
+    }
+  });
+  return bytes;
 }

@@ -6,10 +6,10 @@
  * Metrics are computed over all feeds together: outputs of the k feeds are concatenated
  * along axis 0, so a [1, 1] output still yields a meaningful cosine over k values.
  */
-import { err, ok, type Result } from '../errors.js';
+import { err, ok, type LrError, type Result } from '../errors.js';
 import { compareOutput, DEFAULT_TOLERANCES, type OutputStats, type Tolerances } from './compare.js';
 import { buildFeeds, type DefaultedDim, type DefaultFeedsHook, type FeedPlan, type ShapeOverrides, type ValueOverrides } from './inputs.js';
-import { createSession, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
+import { createSession, type Backend, type ModelSource, type OptLevel, type Session, type ValueInfo } from './session.js';
 import { toNumbers, type Feeds, type HostTensor } from './tensor.js';
 
 export interface VerifyOptions extends Partial<Tolerances> {
@@ -60,16 +60,54 @@ function verificationFeeds(inputs: Session['inputs'], opts: VerifyOptions, count
   });
 }
 
+/** Opens one of the two models of a verification (createSession by default; tests record the order). */
+export type SessionOpener = (which: 'original' | 'optimized') => Promise<Result<Session>>;
+
 export async function verifyModels(original: ModelSource, optimized: ModelSource, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
   const sessionOpts = sessionOptions(opts);
-  const ref = await createSession(original, { ...sessionOpts, label: `original ${describe(original)}` });
+  return verifySequentially((which) => which === 'original'
+    ? createSession(original, { ...sessionOpts, label: `original ${describe(original)}` })
+    : createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}` }), opts);
+}
+
+/**
+ * The comparison of `compareSessions` with one model loaded at a time: the original runs
+ * on every feed and only its outputs are kept, its session is released, then the
+ * optimized model is loaded and run. ORT holds a model's weights (and its own packed
+ * copies) while a session lives, so two sessions of a big model at once peak at about
+ * twice the memory of one (issue 16: a 2.4 GiB model verified at 2.25× its size).
+ *
+ * The verdict is the one `compareSessions` gives, in the same order of precedence: a
+ * model that does not load, bad feeds, a signature mismatch, then per feed the original's
+ * failure before the optimized one's (the original's failure is kept and reported where
+ * the interleaved runs would have met it).
+ */
+export async function verifySequentially(open: SessionOpener, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
+  const ref = await open('original');
   if (!ref.ok) return ref;
-  const cand = await createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}` });
-  if (!cand.ok) { await ref.value.release(); return cand; }
+  let refInfo: Pick<Session, 'inputs' | 'outputs'>;
+  let plan: Result<FeedPlan>;
+  let refRun: FeedRuns;
   try {
-    return await compareSessions(ref.value, cand.value, opts);
+    refInfo = { inputs: ref.value.inputs, outputs: ref.value.outputs };
+    plan = verificationFeeds(ref.value.inputs, opts, feedCount(opts));
+    refRun = plan.ok ? await runFeeds(ref.value, plan.value.feeds) : { outputs: [] };
   } finally {
     await ref.value.release();
+  }
+  const cand = await open('optimized');
+  if (!cand.ok) return cand;
+  try {
+    if (!plan.ok) return plan;
+    const sig = signatureReasons(refInfo, cand.value, plan.value.dims);
+    if (sig.length) return failedWith(opts, plan.value, sig);
+    // The optimized model runs on the feeds the original got through; where the original
+    // failed, that failure is the verdict (as when the runs alternate).
+    const candRun = await runFeeds(cand.value, plan.value.feeds.slice(0, refRun.outputs.length));
+    if (candRun.error) return failedWith(opts, plan.value, [candRun.error.message]);
+    if (refRun.error) return err(refRun.error.kind, refRun.error.message + defaultedHint(plan.value.defaulted));
+    return ok(compareOutputs(refInfo.outputs, refRun.outputs, candRun.outputs, opts, plan.value));
+  } finally {
     await cand.value.release();
   }
 }
@@ -96,17 +134,10 @@ const describe = (s: ModelSource) => ('path' in s ? s.path : 'model bytes');
 
 /** The comparison itself, on open sessions (also used to compare backends on one model). */
 export async function compareSessions(ref: Session, cand: Session, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
-  const seed = opts.seed ?? 0;
-  const runs = opts.feeds?.length || (opts.runs ?? 3);
-  const tol: Tolerances = { ...DEFAULT_TOLERANCES, ...pickTolerances(opts) };
-  const plan = verificationFeeds(ref.inputs, opts, runs);
+  const plan = verificationFeeds(ref.inputs, opts, feedCount(opts));
   if (!plan.ok) return plan;
-  const base = { seed, runs, inputDims: plan.value.dims, defaulted: plan.value.defaulted };
-  const failed = (reasons: string[], outputs: OutputStats[] = []): Result<VerifyStats> =>
-    ok({ outputs, pass: false, reasons, ...base });
-
   const sig = signatureReasons(ref, cand, plan.value.dims);
-  if (sig.length) return failed(sig);
+  if (sig.length) return failedWith(opts, plan.value, sig);
 
   const refOut: Record<string, HostTensor>[] = [];
   const candOut: Record<string, HostTensor>[] = [];
@@ -114,14 +145,47 @@ export async function compareSessions(ref: Session, cand: Session, opts: VerifyO
     const r = await ref.run(feed);
     if (!r.ok) return err(r.error.kind, r.error.message + defaultedHint(plan.value.defaulted));
     const c = await cand.run(feed);
-    if (!c.ok) return failed([c.error.message]);
+    if (!c.ok) return failedWith(opts, plan.value, [c.error.message]);
     refOut.push(r.value);
     candOut.push(c.value);
   }
+  return ok(compareOutputs(ref.outputs, refOut, candOut, opts, plan.value));
+}
 
+const feedCount = (opts: VerifyOptions): number => opts.feeds?.length || (opts.runs ?? 3);
+
+/** The fields every verdict carries. */
+function verdictBase(opts: VerifyOptions, plan: FeedPlan) {
+  return { seed: opts.seed ?? 0, runs: feedCount(opts), inputDims: plan.dims, defaulted: plan.defaulted };
+}
+
+/** A verification that ran and failed before any output was compared. */
+function failedWith(opts: VerifyOptions, plan: FeedPlan, reasons: string[]): Result<VerifyStats> {
+  return ok({ outputs: [], pass: false, reasons, ...verdictBase(opts, plan) });
+}
+
+/** Outputs of one session on each feed, in order, up to its first failure. */
+interface FeedRuns { outputs: Record<string, HostTensor>[]; error?: LrError }
+
+async function runFeeds(s: Session, feeds: readonly Feeds[]): Promise<FeedRuns> {
+  const outputs: Record<string, HostTensor>[] = [];
+  for (const feed of feeds) {
+    const r = await s.run(feed);
+    if (!r.ok) return { outputs, error: r.error };
+    outputs.push(r.value);
+  }
+  return { outputs };
+}
+
+/** Every output of the original against the optimized model's, over all feeds. */
+function compareOutputs(
+  refOutputs: readonly ValueInfo[], refOut: readonly Record<string, HostTensor>[], candOut: readonly Record<string, HostTensor>[],
+  opts: VerifyOptions, plan: FeedPlan,
+): VerifyStats {
+  const tol: Tolerances = { ...DEFAULT_TOLERANCES, ...pickTolerances(opts) };
   const outputs: OutputStats[] = [];
   const reasons: string[] = [];
-  for (const { name } of ref.outputs) {
+  for (const { name } of refOutputs) {
     const a = refOut.map((o) => o[name]!);
     const b = candOut.map((o) => o[name]!);
     const shapeBad = a.findIndex((t, k) => !sameDims(t.dims, b[k]!.dims));
@@ -143,7 +207,7 @@ export async function compareSessions(ref: Session, cand: Session, opts: VerifyO
     outputs.push(s);
     reasons.push(...s.reasons);
   }
-  return ok({ outputs, pass: reasons.length === 0, reasons, ...base });
+  return { outputs, pass: reasons.length === 0, reasons, ...verdictBase(opts, plan) };
 }
 
 /**
@@ -172,7 +236,7 @@ function pickTolerances(o: VerifyOptions): Partial<Tolerances> {
 }
 
 /** Inputs and outputs must agree by name and type, and the feeds must fit the candidate's fixed dims. */
-function signatureReasons(ref: Session, cand: Session, dims: Record<string, number[]>): string[] {
+function signatureReasons(ref: Pick<Session, 'inputs' | 'outputs'>, cand: Pick<Session, 'inputs' | 'outputs'>, dims: Record<string, number[]>): string[] {
   const reasons: string[] = [];
   const candIn = new Map(cand.inputs.map((i) => [i.name, i]));
   for (const i of ref.inputs) {
