@@ -37,8 +37,12 @@ import {
   convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
   type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
+import { composeConv } from '../src/rewrite/conv-compose.js';
 import { docString } from '../src/rewrite/emit.js';
-import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
+import {
+  derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
+} from '../src/rewrite/pass.js';
+import { bound } from '../src/rewrite/registry.js';
 import { alignRank } from '../src/linalg/rank.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
@@ -83,10 +87,19 @@ export const MIN_ROWS_PER_DIM = 2;
 /** Iteration budget and tolerance of the ALS fit. */
 const ALS = { maxIter: 50, tol: 1e-5 };
 
-export const convCp: LayerPass<ConvCpMatch> = {
+/** rank × kernel elements above which --method auto does not try CP against the preferred pass. */
+const MAX_CP_COMPARE_WORK = 5e7;
+
+export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
   name: 'conv-cp',
   method: 'cp',
   ops: ['Conv'],
+  // Under auto CP is not chosen by preference but by `challenge` (equal size, error compared).
+  benefit: 0,
+
+  compose: composeConv,
+
+  challenge: (layer, preferred, ranks, cx) => challengeCp(layer, preferred, ranks, cx),
 
   match(layer: LayerInfo, cx: PassContext): ConvCpMatch | Skip {
     const n = layer.node;
@@ -179,6 +192,42 @@ export const convCp: LayerPass<ConvCpMatch> = {
     return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
+
+/**
+ * --method auto on a kxk conv: the preferred pass (Tucker-2) unless a CP chain with no
+ * more parameters (and no more MACs) reconstructs the weight (with calibration data: the
+ * layer's output) at least as well. CP chains run faster in ORT at equal rank (depthwise
+ * core), so equal error at equal size favours CP.
+ */
+function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly number[], cx: PassContext): Challenge | undefined {
+  const mc = convCp.match(layer, cx);
+  if (isSkip(mc)) return undefined;
+  const ct = preferred.cost(ranksT);
+  if (ct.after.params >= ct.before.params) return undefined;
+  let r = 0;
+  for (let lo = 1, hi = Math.max(1, ct.after.params); lo <= hi;) {
+    const mid = (lo + hi) >> 1;
+    const c = convCp.cost(mc, [mid]);
+    if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  if (r === 0 || !preferred.estimate) return undefined;
+  // The comparison costs a CP-ALS fit, about rank × kernel size per product: at rank 760
+  // on a 512x256x3x3 kernel that took minutes in JS. Past this size the preferred pass stays.
+  if (r * layer.params > MAX_CP_COMPARE_WORK) return { note: `cp ${r} not compared (fit too costly at this size)` };
+  const fT = preferred.estimate(ranksT, cx);
+  const fC = factorizeCp(mc, r, cx);
+  if (isSkip(fT) || isSkip(fC)) return undefined;
+  // Data-aware fits are compared by their output error on the calibration statistics,
+  // when those determine the patch covariance (else in-sample errors flatter overfits).
+  // Group 1 (CP declines grouped convs): a patch has S·K values.
+  const patchDim = mc.geo.S * mc.geo.kernelSize;
+  const rows = cx.stats?.get(layer.name)?.count ?? 0;
+  const data = fT.dataError !== undefined && fC.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * patchDim;
+  const [eT, eC] = data ? [fT.dataError!, fC.dataError!] : [fT.relError, fC.relError];
+  const note = `${preferred.method} ${ranksT.join(',')} ${data ? 'data ' : ''}err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
+  // Equal within 2% (or both below 1e-4, where ALS stops) counts as equal.
+  return eC <= eT * 1.02 + 1e-4 ? { note, use: { bound: bound(convCp, mc), ranks: [r] } } : { note };
+}
 
 /** CP-ALS fit of the kernel at rank `rank`, as chain weights; cached on the match. */
 function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors | Skip {

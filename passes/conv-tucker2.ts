@@ -40,6 +40,7 @@ import {
   allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
   tucker2Cost, unfoldingSpectrum, unfoldS, unfoldT, type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
+import { composeConv } from '../src/rewrite/conv-compose.js';
 import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
@@ -120,10 +121,15 @@ export function tucker2RawRanks(m: { geo: ConvGeometry; groups: GroupKernel[]; s
   }
 }
 
-export const convTucker2: LayerPass<ConvTucker2Match> = {
+export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = {
   name: 'conv-tucker2',
   method: 'tucker2',
   ops: ['Conv'],
+  // The default for a kxk conv (after conv1x1-svd on 1x1 convs); conv-cp challenges it under auto.
+  benefit: 1,
+  rankNames: ['r1 (input side)', 'r2 (output side)'],
+
+  compose: composeConv,
 
   match(layer: LayerInfo, cx: PassContext): ConvTucker2Match | Skip {
     const n = layer.node;
@@ -145,6 +151,12 @@ export const convTucker2: LayerPass<ConvTucker2Match> = {
     const { S, T, group, kernelSize: k } = m.geo;
     // Multilinear ranks of each group: r1 ≤ r2·K and r2 ≤ r1·K (the numerics clamp past them).
     return [Math.min(S / group, (T / group) * k), Math.min(T / group, (S / group) * k)];
+  },
+
+  checkRanks(m: ConvTucker2Match, ranks: readonly number[]): string | undefined {
+    const k = m.geo.kernelSize;
+    if (ranks[0]! > ranks[1]! * k || ranks[1]! > ranks[0]! * k) return `ranks [${ranks.join(', ')}] need r1 ≤ r2·${k} and r2 ≤ r1·${k} (the kernel has ${k} taps)`;
+    return undefined;
   },
 
   chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {

@@ -13,12 +13,14 @@
  * output given the partly compressed model's input, on covariances, and the output mean
  * error goes into the second conv's bias (added when the conv had none).
  */
+import { attrInt } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
+import { composeConv } from '../src/rewrite/conv-compose.js';
 import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
@@ -30,10 +32,16 @@ export interface Conv1x1Match extends MatchBase {
   svd: SvdCache;
 }
 
-export const conv1x1Svd: LayerPass<Conv1x1Match> = {
+export const conv1x1Svd: LayerPass<Conv1x1Match, 'svd'> = {
   name: 'conv1x1-svd',
   method: 'svd',
   ops: ['Conv'],
+  // Preferred where it applies: the SVD pair is the exact optimum of a matrix.
+  benefit: 2,
+
+  accepts: (layer) => (layer.weightShape.slice(2).every((k) => k === 1) && attrInt(layer.node, 'group', 1) === 1 ? true : skip('applies to 1x1 convs only')),
+
+  compose: composeConv,
 
   match(layer: LayerInfo, cx: PassContext): Conv1x1Match | Skip {
     const n = layer.node;

@@ -17,7 +17,7 @@ import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { dataNote, docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { constantBias, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface GemmMatch extends MatchBase {
   /** true: B is the constant (Y = X·W); false: A is (Y = W·X). */
@@ -31,10 +31,11 @@ export interface GemmMatch extends MatchBase {
   bias?: { values: Float32Array; dataType: number } | 'none';
 }
 
-export const gemmSvd: LayerPass<GemmMatch> = {
+export const gemmSvd: LayerPass<GemmMatch, 'svd'> = {
   name: 'gemm-svd',
   method: 'svd',
   ops: ['Gemm'],
+  benefit: 2,
 
   match(layer: LayerInfo, cx: PassContext): GemmMatch | Skip {
     const n = layer.node;
@@ -126,5 +127,18 @@ export const gemmSvd: LayerPass<GemmMatch> = {
     for (const x of nodes) x.docString = doc;
     g.replaceNode(n, nodes);
     return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
+  },
+
+  /** L·R, with α taken back out of the factor it was folded into, stored as op(W) was (transposed back). */
+  compose(_chain, factors, f, ext): Float32Array | string {
+    const p = pairProduct(factors, f.weightInput, ext);
+    if (typeof p === 'string') return p;
+    const { w, rows: m, cols: n } = p;
+    const alpha = attrFloat(f.original, 'alpha', 1);
+    if (alpha === 0) return 'Gemm with alpha 0';
+    const trans = attrInt(f.original, f.weightInput === 1 ? 'transB' : 'transA', 0) !== 0;
+    const out = new Float32Array(m * n);
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[trans ? j * m + i : i * n + j] = w[i * n + j]! / alpha;
+    return out;
   },
 };

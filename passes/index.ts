@@ -1,16 +1,46 @@
-/** Every rewrite, registered by name (the --passes / plan id). */
-import type { LayerPass } from '../src/rewrite/pass.js';
+/**
+ * Every rewrite, registered: dispatch (src/rewrite/registry.ts) routes each layer to the
+ * passes whose `ops` and `accepts` take it, the highest `benefit` first, and --method's
+ * choices are the passes' `method` values. Adding a pass is its file, two lines here (its
+ * import and its entry in PASSES), and its test.
+ */
+import type { LayerInfo } from '../src/graph/layers.js';
+import { AUTO, methodsOf, preferredPass, route, type Pass } from '../src/rewrite/registry.js';
 import { convCp } from './conv-cp.js';
 import { convTucker2 } from './conv-tucker2.js';
 import { conv1x1Svd } from './conv1x1-svd.js';
 import { gemmSvd } from './gemm-svd.js';
 import { matmulSvd } from './matmul-svd.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyPass = LayerPass<any>;
+const REGISTERED = [
+  gemmSvd,
+  matmulSvd,
+  conv1x1Svd,
+  convTucker2,
+  convCp,
+] as const;
 
-export const PASSES: readonly AnyPass[] = [gemmSvd, matmulSvd, conv1x1Svd, convTucker2, convCp];
+export const PASSES: readonly Pass[] = REGISTERED;
 
-export function passByName(name: string): AnyPass | undefined {
+/** A --method value: one of the passes' methods. */
+export type Method = (typeof REGISTERED)[number]['method'];
+export type MethodChoice = typeof AUTO | Method;
+
+/** --method's choices, auto first, then each pass's method once in registry order. */
+export const METHOD_CHOICES = [AUTO, ...methodsOf(PASSES)] as readonly MethodChoice[];
+
+export type { Pass };
+
+export function passByName(name: string): Pass | undefined {
   return PASSES.find((p) => p.name === name);
+}
+
+/** The preferred pass for a layer under a method choice, or why there is none. */
+export function passFor(layer: LayerInfo, method: MethodChoice): Pass | string {
+  return preferredPass(PASSES, layer, method);
+}
+
+/** Every pass that may rewrite a layer under a method choice, preferred first, or why none may. */
+export function passesFor(layer: LayerInfo, method: MethodChoice): Pass[] | string {
+  return route(PASSES, layer, method);
 }

@@ -20,7 +20,7 @@ import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { constantBias, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 
 export interface MatMulMatch extends MatchBase {
@@ -46,10 +46,11 @@ function biasAddOf(layer: LayerInfo, g: Graph, n: number, cx: PassContext): Bias
   return b && { add, index, ...b };
 }
 
-export const matmulSvd: LayerPass<MatMulMatch> = {
+export const matmulSvd: LayerPass<MatMulMatch, 'svd'> = {
   name: 'matmul-svd',
   method: 'svd',
   ops: ['MatMul'],
+  benefit: 2,
 
   match(layer: LayerInfo, cx: PassContext): MatMulMatch | Skip {
     const dataType = layer.weight.tensor.dataType ?? 0;
@@ -111,6 +112,11 @@ export const matmulSvd: LayerPass<MatMulMatch> = {
     for (const x2 of nodes) x2.docString = doc;
     g.replaceNode(n, nodes);
     return { relError, dataError, nodes: nodes.map((x2) => x2.name!) };
+  },
+
+  compose(_chain, factors, f, ext): Float32Array | string {
+    const p = pairProduct(factors, f.weightInput, ext);
+    return typeof p === 'string' ? p : p.w;
   },
 };
 

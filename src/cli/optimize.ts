@@ -2,7 +2,7 @@
 import { LrError, unwrap } from '../errors.js';
 import { inputFilesOf } from '../onnx/file.js';
 import type { Budget } from '../optimize/budget.js';
-import { DEFAULT_MIN_PARAMS, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
+import { DEFAULT_MIN_PARAMS, METHOD_CHOICES, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
 import { runOptimize, type PipelineConfig } from '../optimize/pipeline.js';
 import { parsePlan, type PlanFile } from '../optimize/plan.js';
 import { renderReport } from '../report/report.js';
@@ -27,7 +27,7 @@ const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
                       --layer-latency), as ORT's blocked conv kernels need channel
                       counts on that grid; --align 1 for none
 Layer selection:
-  --method M          auto | svd | tucker2 | cp (default auto: SVD for Gemm/MatMul/1x1
+  --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
                       conv, Tucker-2 for kxk conv)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
@@ -175,7 +175,7 @@ function policyFrom(p: Parsed): RankPolicy {
 
 function optionsFrom(p: Parsed): OptimizeOptions {
   const method = (str(p, 'method') ?? 'auto') as MethodChoice;
-  if (!['auto', 'svd', 'tucker2', 'cp'].includes(method)) throw new LrError('usage', `--method expects auto, svd, tucker2 or cp, got "${method}"`);
+  if (!METHOD_CHOICES.includes(method)) throw new LrError('usage', `--method expects ${METHOD_CHOICES.slice(0, -1).join(', ')} or ${METHOD_CHOICES.at(-1)}, got "${method}"`);
   let exclude: RegExp | undefined;
   const ex = str(p, 'exclude');
   if (ex !== undefined) {

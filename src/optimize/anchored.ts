@@ -31,6 +31,7 @@ import { createRng } from '../util/rng.js';
 import type { Feeds } from '../verify/tensor.js';
 import { collectAnchoredStats } from '../calib/stats.js';
 import { passByName } from '../../passes/index.js';
+import { bind } from '../rewrite/registry.js';
 import { cleanUp, optimizeModel, type OptimizeOptions } from './driver.js';
 import type { LayerRecord } from './plan.js';
 
@@ -94,9 +95,9 @@ export async function optimizeAnchored(model: Model, shapes: ShapeMap | undefine
     const pass = passByName(rec.pass!);
     if (!pass) return `unknown pass ${rec.pass}`;
     try {
-      const m = pass.match(layer, cx);
-      if (isSkip(m)) return m.skip;
-      const applied = pass.apply(m, rec.ranks!, cx);
+      const b = bind(pass, layer, cx);
+      if (isSkip(b)) return b.skip;
+      const applied = b.apply(rec.ranks!, cx);
       if (isSkip(applied)) return applied.skip;
       rec.relError = applied.relError;
       rec.nodes = applied.nodes;

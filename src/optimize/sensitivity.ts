@@ -14,7 +14,8 @@ import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
 import { encodeModel } from '../onnx/codec.js';
-import { isSkip, type PassContext } from '../rewrite/pass.js';
+import { isSkip, type BoundPass, type LayerRewrite, type PassContext } from '../rewrite/pass.js';
+import { bind } from '../rewrite/registry.js';
 import type { Candidate, LayerSensitivity } from '../report/records.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
@@ -22,8 +23,7 @@ import { createSession, type ModelSource } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { toNumbers } from '../verify/tensor.js';
 import { top1Agreement } from '../verify/compare.js';
-import { passFor, type MethodChoice } from './driver.js';
-import type { AnyPass } from '../../passes/index.js';
+import { passFor, type MethodChoice } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { timeRewrite } from './layer-latency.js';
@@ -149,7 +149,7 @@ export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise
 type Outputs = Record<string, HostTensor>[];
 
 /** Applies one rewrite, runs it (`run` sees the graph rewritten), and restores the graph exactly. */
-async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
+async function trial(model: Model, g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
   Promise<Result<{ outs: Outputs; relError: number }>> {
   const nodes = [...g.proto.node];
   const nInit = g.proto.initializer.length;
@@ -157,7 +157,7 @@ async function trial(model: Model, g: Graph, pass: AnyPass, m: unknown, ranks: n
   const mark = model.nameMark();
   const shared = new Map(cx.shared);
   try {
-    const applied = pass.apply(m, ranks, cx);
+    const applied = pass.apply(ranks, cx);
     if (isSkip(applied)) return err('rank', applied.skip);
     const outs = await run(new Set(nodes));
     return outs.ok ? ok({ outs: outs.value, relError: applied.relError }) : outs;
@@ -226,11 +226,11 @@ export interface SensitivityOptions {
   /** Run every trial on the whole model (the reference method: same results, slower). */
   wholeModel?: boolean;
   /** The pass for a layer; default the one `method` picks (another rewrite can be measured the same way). */
-  passFor?: (layer: LayerInfo) => AnyPass | string;
+  passFor?: (layer: LayerInfo) => LayerRewrite<unknown> | string;
 }
 
 /** The pass for a layer, or why the layer is not measured (cheap checks only: no factorization). */
-function passOrReason(layer: LayerInfo, opts: SensitivityOptions): AnyPass | string {
+function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<unknown> | string {
   const pass = opts.passFor ? opts.passFor(layer) : passFor(layer, opts.method);
   if (typeof pass === 'string') return pass;
   const share = opts.minShare ?? 0;
@@ -250,30 +250,31 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     opts.onProgress?.(i, layers.length, layer.name);
-    const pass = passOrReason(layer, opts);
+    const chosen = passOrReason(layer, opts);
     const entry: LayerSensitivity = { name: layer.name, op: layer.op, before: { params: layer.params, macsPerPosition: layer.params }, macs: layer.macs, candidates: [] };
     const multiple = rankMultiple(opts.align);
     if (multiple) entry.align = multiple;
     out.push(entry);
-    if (typeof pass === 'string') { entry.reason = pass; continue; }
-    let m: unknown;
+    if (typeof chosen === 'string') { entry.reason = chosen; continue; }
+    let pass: BoundPass;
     try {
-      m = pass.match(layer, opts.cx);
+      const b = bind(chosen, layer, opts.cx);
+      if (isSkip(b)) { entry.reason = b.skip; continue; }
+      pass = b;
     } catch (e) {
       entry.reason = (e as Error).message;
       continue;
     }
-    if (isSkip(m)) { entry.reason = m.skip; continue; }
     const seen = new Set<string>();
     const ranksList: number[][] = [];
     for (const e of LADDER) {
       const policy: RankPolicy = { kind: 'energy', energy: e, ...(opts.align ? { align: opts.align } : {}) };
       let r;
-      try { r = pass.chooseRanks(m, policy); } catch { continue; }
+      try { r = pass.chooseRanks(policy); } catch { continue; }
       if (isSkip(r) || seen.has(r.join(','))) continue;
-      const c = pass.cost(m, r);
+      const c = pass.cost(r);
       entry.before = c.before;
-      if (c.after.params >= c.before.params || c.after.macsPerPosition >= c.before.macsPerPosition) continue;
+      if (!pass.pays(c)) continue;
       seen.add(r.join(','));
       ranksList.push(r);
     }
@@ -291,7 +292,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
       let isSlower = false;
-      const t = await trial(model, layer.graph, pass, m, ranks, opts.cx, async (before) => {
+      const t = await trial(model, layer.graph, pass, ranks, opts.cx, async (before) => {
         if (opts.latency) {
           // The chain is timed as the trial wrote it, before the (costlier) model run.
           const chain = layer.graph.proto.node.filter((n) => !before.has(n));
@@ -307,7 +308,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       });
       if (isSlower) { slower++; slowRanks.push(ranks); }
       if (!t.ok) continue;
-      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(m, ranks).after, relError: t.value.relError, outErr2: worstErr2(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
+      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(ranks).after, relError: t.value.relError, outErr2: worstErr2(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
     }
     if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured or above a slower one)` : 'no rank below break-even';
   }

@@ -1,7 +1,7 @@
 /**
  * Multi-stage compression (MUSCO, Gusak et al. 2019, without the fine-tuning): a budget is
  * reached in K steps. After each stage the factored layers are merged back into single
- * nodes (src/rewrite/merge.ts), statistics and sensitivities are measured again on that
+ * nodes (src/rewrite/merge.ts, with each pass's `compose`), statistics and sensitivities are measured again on that
  * model, and the next allocation may only lower ranks further, starting from where the
  * previous stage left each layer. The model never gains layers: a layer split twice is
  * still one chain.
@@ -16,6 +16,7 @@ import { readTensorFloat } from '../onnx/tensor.js';
 import type { Budget } from './budget.js';
 import { cleanUp } from './driver.js';
 import type { LayerRecord } from './plan.js';
+import { passByName } from '../../passes/index.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
 
 export type LayerSnapshot = Omit<FactoredLayer, 'nodes'>;
@@ -38,8 +39,10 @@ export function mergeStage(model: Model, records: readonly LayerRecord[], snapsh
     if (r.skipped || !r.nodes) continue;
     const s = snapshot.get(r.name);
     if (!s) { problems.push(`${r.name}: not a layer of the original model`); continue; }
+    const pass = r.pass === undefined ? undefined : passByName(r.pass);
+    if (!pass) { problems.push(`${r.name}: unknown pass ${r.pass}`); continue; }
     for (const n of findChain(model, r.nodes)?.chain ?? []) [n.name ?? '', ...n.input, ...n.output].forEach((x) => chainNames.add(x));
-    const res = mergeFactored(model, { ...s, nodes: r.nodes }, external, merged);
+    const res = mergeFactored(model, { ...s, nodes: r.nodes }, pass, external, merged);
     if (res) problems.push(`${r.name}: ${res.skip}`);
   }
   cleanUp(model);
@@ -91,8 +94,9 @@ export function errorsAgainstOriginal(model: Model, records: LayerRecord[], snap
   for (const r of records) {
     const s = snapshot.get(r.name);
     const l = layers.get(r.name);
-    if (r.skipped || !r.nodes || !s || !l) continue;
-    const w = chainWeight(model, { ...s, nodes: r.nodes }, external);
+    const pass = r.pass === undefined ? undefined : passByName(r.pass);
+    if (r.skipped || !r.nodes || !s || !l || !pass) continue;
+    const w = chainWeight(model, { ...s, nodes: r.nodes }, pass, external);
     if (isSkip(w)) continue;
     const w0 = readTensorFloat(l.weight.tensor, originalExternal);
     const [a, b] = [fromArray(1, w0.length, w0), fromArray(1, w.length, w)];

@@ -8,38 +8,32 @@
  *         product of the factors in the original layout; a Conv takes the chain's last
  *         bias (the corrected one when the pass corrected it). The chain's nodes are left
  *         dead for the clean-up.
+ * Each pass knows its own inverse (`compose` in passes/): this file finds the chain, reads
+ * its constant factors and writes the merged node.
  */
-import { attrFloat, attrInt } from '../graph/attrs.js';
 import { resolveConstant } from '../graph/constants.js';
 import type { Graph, Model } from '../graph/graph.js';
 import type { NodeProto } from '../onnx/schema.js';
 import { makeFloatTensor, readTensorFloat, type ExternalBytes } from '../onnx/tensor.js';
-import { skip, type Skip } from './pass.js';
+import { skip, type ChainFactor, type FactoredLayer, type LayerPass, type Skip } from './pass.js';
 
-/** A layer as it was before its rewrite, and the chain that replaced it. */
-export interface FactoredLayer {
-  name: string;
-  /** A copy of the node before the rewrite. */
-  original: NodeProto;
-  weightInput: number;
-  /** The original weight's dims. */
-  weightDims: number[];
-  /** The chain's node names, in order. */
-  nodes: string[];
-}
+export type { FactoredLayer };
+
+/** The part of a pass merging needs: the inverse of its chain. */
+export type Composer = Pick<LayerPass<unknown>, 'compose'>;
 
 /** Merges one chain; `merged` maps factor names to merged weights already made (shared MatMul weights). */
-export function mergeFactored(model: Model, f: FactoredLayer, external: ExternalBytes | undefined, merged: Map<string, string>): Skip | undefined {
+export function mergeFactored(model: Model, f: FactoredLayer, pass: Composer, external: ExternalBytes | undefined, merged: Map<string, string>): Skip | undefined {
   const found = findChain(model, f.nodes);
   if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
   const { g, chain } = found;
   const last = chain[chain.length - 1]!;
-  const factors = chainFactors(g, chain, f.original.opType === 'Conv' ? undefined : dataInputOf(f));
+  const factors = chainFactors(g, chain, dataInputOf(f));
   if (typeof factors === 'string') return skip(factors);
   const key = factors.map((x) => x.name).join('|');
   let name = merged.get(key);
   if (name === undefined) {
-    const data = productOf(f, chain, factors, external);
+    const data = pass.compose(chain, factors, f, external);
     if (typeof data === 'string') return skip(data);
     name = model.uniqueName(`${f.name}/merged_w`);
     g.addInitializer(makeFloatTensor(name, f.weightDims, data, factors[0]!.dataType));
@@ -56,20 +50,14 @@ export function mergeFactored(model: Model, f: FactoredLayer, external: External
 }
 
 /** The weight a chain computes, in the original weight's layout (to measure it against the original). */
-export function chainWeight(model: Model, f: FactoredLayer, external: ExternalBytes | undefined): Float32Array | Skip {
+export function chainWeight(model: Model, f: FactoredLayer, pass: Composer, external: ExternalBytes | undefined): Float32Array | Skip {
   const found = findChain(model, f.nodes);
   if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
-  const factors = chainFactors(found.g, found.chain, f.original.opType === 'Conv' ? undefined : dataInputOf(f));
+  const factors = chainFactors(found.g, found.chain, dataInputOf(f));
   if (typeof factors === 'string') return skip(factors);
-  const data = productOf(f, found.chain, factors, external);
+  const data = pass.compose(found.chain, factors, f, external);
   return typeof data === 'string' ? skip(data) : data;
 }
-
-function productOf(f: FactoredLayer, chain: readonly NodeProto[], factors: Factor[], external: ExternalBytes | undefined): Float32Array | string {
-  return f.original.opType === 'Conv' ? composeConvChain(chain, factors, f.weightDims, attrInt(f.original, 'group', 1), external) : pairProduct(f, factors, external);
-}
-
-interface Factor { name: string; dims: number[]; dataType: number; read: (ext: ExternalBytes | undefined) => Float32Array }
 
 /** The graph holding a chain and its nodes in order, found by name. */
 export function findChain(model: Model, names: readonly string[]): { g: Graph; chain: NodeProto[] } | undefined {
@@ -81,7 +69,7 @@ export function findChain(model: Model, names: readonly string[]): { g: Graph; c
   return undefined;
 }
 
-/** The value entering an SVD pair from outside (the original's non-weight product input). */
+/** The value entering the chain from outside (the original's non-weight product input; a Conv's data input). */
 function dataInputOf(f: FactoredLayer): string {
   return f.original.input[f.weightInput === 1 ? 0 : 1]!;
 }
@@ -90,9 +78,9 @@ function dataInputOf(f: FactoredLayer): string {
  * Each chain node's constant factor: input 1 of a Conv; for a product, whichever of
  * inputs 0 and 1 is not the data flowing along the chain.
  */
-function chainFactors(g: Graph, chain: readonly NodeProto[], dataIn: string | undefined): Factor[] | string {
-  const out: Factor[] = [];
-  let flow = dataIn;
+function chainFactors(g: Graph, chain: readonly NodeProto[], dataIn: string): ChainFactor[] | string {
+  const out: ChainFactor[] = [];
+  let flow: string | undefined = dataIn;
   for (const n of chain) {
     const idx = n.opType === 'Conv' ? 1 : n.input[0] === flow ? 1 : 0;
     const v = n.input[idx];
@@ -103,93 +91,4 @@ function chainFactors(g: Graph, chain: readonly NodeProto[], dataIn: string | un
     flow = n.output[0];
   }
   return out;
-}
-
-/** SVD pair: the product of the two factors, in the original weight's layout and scale. */
-function pairProduct(f: FactoredLayer, [p, q]: Factor[], ext: ExternalBytes | undefined): Float32Array | string {
-  if (!p || !q || p.dims.length !== 2 || q.dims.length !== 2) return 'an SVD pair needs two 2-D factors';
-  // Weight on the right: X·P·Q, so W = P·Q; on the left: Q·(P·X), so W = Q·P.
-  const [a, b] = f.weightInput === 1 ? [p, q] : [q, p];
-  const [m, r] = a.dims as [number, number];
-  const [r2, n] = b.dims as [number, number];
-  if (r !== r2) return `factor shapes [${a.dims}] and [${b.dims}] do not chain`;
-  const w = matmul(a.read(ext), b.read(ext), m, r, n);
-  if (f.original.opType !== 'Gemm') return w;
-  // gemm-svd folds alpha into a factor and transposes the stored weight back into op(W).
-  const alpha = attrFloat(f.original, 'alpha', 1);
-  if (alpha === 0) return 'Gemm with alpha 0';
-  const trans = attrInt(f.original, f.weightInput === 1 ? 'transB' : 'transA', 0) !== 0;
-  const out = new Float32Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[trans ? j * m + i : i * n + j] = w[i * n + j]! / alpha;
-  return out;
-}
-
-function matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float32Array {
-  const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let t = 0; t < k; t++) {
-      const x = a[i * k + t]!;
-      if (x === 0) continue;
-      for (let j = 0; j < n; j++) out[i * n + j] += x * b[t * n + j]!;
-    }
-  }
-  return Float32Array.from(out);
-}
-
-/**
- * The kernel of a chain of convs where at most one has a spatial window: each grouped
- * weight is expanded to a dense [out, in, K] block, the chain multiplied through, and the
- * result read back in the original's grouped layout [T, S/g, k…].
- */
-function composeConvChain(chain: readonly NodeProto[], factors: readonly Factor[], dims: readonly number[], group: number, ext: ExternalBytes | undefined): Float32Array | string {
-  let acc: { out: number; inp: number; K: number; data: Float64Array } | undefined;
-  for (let i = 0; i < chain.length; i++) {
-    const d = dense(factors[i]!, attrInt(chain[i]!, 'group', 1), ext);
-    if (!acc) { acc = d; continue; }
-    if (d.inp !== acc.out) return `chain convs do not connect (${acc.out} → ${d.inp} channels)`;
-    if (d.K > 1 && acc.K > 1) return 'two convs of the chain have spatial windows';
-    const K = Math.max(d.K, acc.K);
-    const data = new Float64Array(d.out * acc.inp * K);
-    for (let o = 0; o < d.out; o++) {
-      for (let mid = 0; mid < d.inp; mid++) {
-        for (let kp = 0; kp < K; kp++) {
-          const x = d.data[(o * d.inp + mid) * d.K + (d.K > 1 ? kp : 0)]!;
-          if (x === 0) continue;
-          const base = (mid * acc.inp) * acc.K + (acc.K > 1 ? kp : 0);
-          for (let s = 0; s < acc.inp; s++) data[(o * acc.inp + s) * K + kp] += x * acc.data[base + s * acc.K]!;
-        }
-      }
-    }
-    acc = { out: d.out, inp: acc.inp, K, data };
-  }
-  if (!acc) return 'empty chain';
-  const [T, sPerGroup] = dims as [number, number];
-  const K = dims.slice(2).reduce((a, b) => a * b, 1);
-  if (acc.out !== T || acc.inp !== sPerGroup * group || (acc.K !== K && acc.K !== 1)) {
-    return `chain kernel [${acc.out}, ${acc.inp}, ${acc.K}] does not fit weight [${dims.join(', ')}] with group ${group}`;
-  }
-  const w = new Float32Array(T * sPerGroup * K);
-  const tPerGroup = T / group;
-  for (let t = 0; t < T; t++) {
-    const g0 = Math.floor(t / tPerGroup) * sPerGroup;
-    for (let s = 0; s < sPerGroup; s++) {
-      for (let kp = 0; kp < K; kp++) w[(t * sPerGroup + s) * K + kp] = acc.data[(t * acc.inp + g0 + s) * acc.K + (acc.K > 1 ? kp : 0)]!;
-    }
-  }
-  return w;
-}
-
-/** A grouped conv weight [O, I/G, k…] as a dense [O, I, K] kernel (zeros outside the groups). */
-function dense(f: Factor, group: number, ext: ExternalBytes | undefined): { out: number; inp: number; K: number; data: Float64Array } {
-  const [O, iPerGroup] = f.dims as [number, number];
-  const K = f.dims.slice(2).reduce((a, b) => a * b, 1);
-  const I = iPerGroup * group;
-  const oPerGroup = O / group;
-  const src = f.read(ext);
-  const data = new Float64Array(O * I * K);
-  for (let o = 0; o < O; o++) {
-    const i0 = Math.floor(o / oPerGroup) * iPerGroup;
-    for (let i = 0; i < iPerGroup; i++) for (let kp = 0; kp < K; kp++) data[(o * I + i0 + i) * K + kp] = src[(o * iPerGroup + i) * K + kp]!;
-  }
-  return { out: O, inp: I, K, data };
 }

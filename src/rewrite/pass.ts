@@ -1,22 +1,24 @@
 /**
  * The contract every rewrite in passes/ follows. A pass is a pattern over one layer:
  * `match` is pure and says why when it declines (a Skip), `chooseRanks` turns a rank
- * policy into ranks, `cost` prices a choice, and `apply` factorizes the weight and
- * rewrites the graph through the Graph API (the only mutation path).
+ * policy into ranks, `cost` prices a choice and `pays` judges it, and `apply` factorizes
+ * the weight and rewrites the graph through the Graph API (the only mutation path).
+ * Registered in passes/index.ts, a pass also says which layers it takes (`ops`,
+ * `accepts`), how much it is preferred (`benefit`), and how --stages undoes it (`compose`);
+ * dispatch (registry.ts) reads only these, so a new pass needs no change elsewhere.
  */
 import type { Graph, Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
 import type { SyncGemm } from '../linalg/engine.js';
 import type { ExternalReader } from '../onnx/external.js';
 import type { NodeProto, TensorProto } from '../onnx/schema.js';
+import type { ExternalBytes } from '../onnx/tensor.js';
 import type { Rng } from '../util/rng.js';
 import type { RankPolicy } from './rank-policy.js';
 
 import type { Skip } from './skip.js';
 
 export { isSkip, skip, type Skip } from './skip.js';
-
-export type Method = 'svd' | 'tucker2' | 'cp';
 
 export interface PassContext {
   model: Model;
@@ -80,6 +82,16 @@ export interface AnchorStats {
   patchMean?: Float64Array;
 }
 
+/** A layer's cost before a rewrite and after it at some ranks. */
+export interface CostPair { before: Cost; after: Cost }
+
+/**
+ * The default rule for whether a choice pays: parameters and MACs per output position
+ * both drop. A pass whose layers run no MACs (a Gather) declares its own `pays`.
+ */
+export const paysInParamsAndMacs = (c: CostPair): boolean =>
+  !(c.after.params >= c.before.params || c.after.macsPerPosition >= c.before.macsPerPosition);
+
 export interface Applied {
   /** Relative Frobenius error of the reconstructed weight. */
   relError: number;
@@ -89,17 +101,26 @@ export interface Applied {
   nodes: string[];
 }
 
-export interface LayerPass<M> {
+/**
+ * What a pass does to a layer it matched. Methods (not function properties) on purpose:
+ * any `LayerRewrite<M>` is then a `LayerRewrite<unknown>`, so the registry can hold passes
+ * of different match types, and `bind` (registry.ts) closes each over its own match.
+ */
+export interface LayerRewrite<M> {
   /** Kebab-case id: file name, report name and --passes id. */
   readonly name: string;
-  readonly method: Method;
+  /** The --method value that selects this pass (several passes may share one). */
+  readonly method: string;
+  /** Op types the pass rewrites (ORT's TargetOpTypes, MLIR's root op). */
   readonly ops: readonly string[];
   /** Pure: checks attributes and reads the weight; declines with a reason. */
   match(layer: LayerInfo, cx: PassContext): M | Skip;
   /** Ranks under a policy, or a Skip (e.g. rank 0: leave the layer alone). */
   chooseRanks(m: M, policy: RankPolicy): number[] | Skip;
   /** Original cost and cost at the given ranks. */
-  cost(m: M, ranks: readonly number[]): { before: Cost; after: Cost };
+  cost(m: M, ranks: readonly number[]): CostPair;
+  /** Whether a choice at this cost is worth making; default paysInParamsAndMacs. */
+  pays?(c: CostPair): boolean;
   /** Factorizes and rewrites; the graph is untouched when it returns a Skip. */
   apply(m: M, ranks: readonly number[], cx: PassContext): Applied | Skip;
   /**
@@ -109,6 +130,72 @@ export interface LayerPass<M> {
   estimate?(m: M, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip;
   /** The largest rank of each factor this layer takes (beyond it the numerics clamp or fail): how plans are checked. */
   rankLimits(m: M): number[];
+  /** Names of the ranks in messages, one per limit; default "rank" (one) or "rank i". */
+  readonly rankNames?: readonly string[];
+  /** Constraints between the ranks beyond each one's range (a plan is refused when this says why). */
+  checkRanks?(m: M, ranks: readonly number[]): string | undefined;
+}
+
+/** A constant factor of an emitted chain (a chain node's weight), read on demand. */
+export interface ChainFactor { name: string; dims: number[]; dataType: number; read: (ext: ExternalBytes | undefined) => Float32Array }
+
+/** A layer as it was before its rewrite, and the chain that replaced it (merge.ts). */
+export interface FactoredLayer {
+  name: string;
+  /** A copy of the node before the rewrite. */
+  original: NodeProto;
+  weightInput: number;
+  /** The original weight's dims. */
+  weightDims: number[];
+  /** The chain's node names, in order. */
+  nodes: string[];
+}
+
+/** A pass's answer when it competes with the preferred pass (`challenge`). */
+export interface Challenge {
+  /** For the layer's report: what was compared. */
+  note: string;
+  /** The challenger, bound to the layer, and its ranks: use it instead. */
+  use?: { bound: BoundPass; ranks: number[] };
+}
+
+export interface LayerPass<M, Meth extends string = string> extends LayerRewrite<M> {
+  readonly method: Meth;
+  /** Preference among the passes that accept a layer (higher first; ties keep PASSES order): MLIR's PatternBenefit. */
+  readonly benefit: number;
+  /**
+   * Cheap check on attributes and shapes only (no weight read): whether dispatch routes
+   * the layer to this pass. The Skip's reason reads after "--method M " (e.g. "applies to
+   * 1x1 convs only"). Absent: every layer of `ops`. `match` may still decline.
+   */
+  accepts?(layer: LayerInfo): true | Skip;
+  /**
+   * The inverse for --stages: the weight the chain this pass emitted computes, in the
+   * original weight's layout, from the chain's nodes and their constant factors.
+   */
+  compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext: ExternalBytes | undefined): Float32Array | string;
+  /**
+   * Optional, under --method auto: compete with the preferred pass (already bound, at its
+   * ranks) on a layer this pass also accepts; undefined when there is nothing to compare.
+   */
+  challenge?(layer: LayerInfo, preferred: BoundPass, ranks: readonly number[], cx: PassContext): Challenge | undefined;
+}
+
+/**
+ * A pass closed over its match of one layer (registry.ts `bind`): callers choose ranks,
+ * price, judge and apply without ever holding the match.
+ */
+export interface BoundPass {
+  readonly name: string;
+  readonly method: string;
+  chooseRanks(policy: RankPolicy): number[] | Skip;
+  cost(ranks: readonly number[]): CostPair;
+  pays(c: CostPair): boolean;
+  apply(ranks: readonly number[], cx: PassContext): Applied | Skip;
+  /** Undefined when the pass cannot estimate without applying. */
+  readonly estimate?: (ranks: readonly number[], cx: PassContext) => { relError: number; dataError?: number } | Skip;
+  /** Why these ranks do not fit the layer (count, integers, range, the pass's own constraints), or undefined. */
+  rankProblem(ranks: readonly number[]): string | undefined;
 }
 
 /** What every match carries about its layer. */

@@ -29,7 +29,7 @@ import type { Graph } from '../graph/graph.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readTensorFloat } from '../onnx/tensor.js';
 import { FLOAT_TYPES } from './emit.js';
-import type { Cost, LayerInputStats, Skip } from './pass.js';
+import type { ChainFactor, Cost, LayerInputStats, Skip } from './pass.js';
 import { skip } from './pass.js';
 import { chooseSvdRank, type RankPolicy, type SvdSpectrum } from './rank-policy.js';
 
@@ -246,4 +246,32 @@ export function constantBias(g: Graph, name: string, n: number, external?: Exter
   const dataType = c.tensor.dataType!;
   if (count === n) return { values: Float32Array.from(v), dims, dataType };
   return { values: new Float32Array(n).fill(v[0]!), dims: [n], dataType };
+}
+
+/**
+ * The inverse of an SVD pair (for --stages, merge.ts): the product of its two factors in
+ * the original orientation, W [rows, cols] as it enters the product.
+ */
+export function pairProduct(factors: readonly ChainFactor[], weightInput: number, ext: ExternalBytes | undefined): { w: Float32Array; rows: number; cols: number } | string {
+  const [p, q] = factors;
+  if (!p || !q || p.dims.length !== 2 || q.dims.length !== 2) return 'an SVD pair needs two 2-D factors';
+  // Weight on the right: X·P·Q, so W = P·Q; on the left: Q·(P·X), so W = Q·P.
+  const [a, b] = weightInput === 1 ? [p, q] : [q, p];
+  const [m, r] = a.dims as [number, number];
+  const [r2, n] = b.dims as [number, number];
+  if (r !== r2) return `factor shapes [${a.dims}] and [${b.dims}] do not chain`;
+  return { w: matmulF32(a.read(ext), b.read(ext), m, r, n), rows: m, cols: n };
+}
+
+/** A·B in float64, rounded once to float32. */
+function matmulF32(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float32Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let t = 0; t < k; t++) {
+      const x = a[i * k + t]!;
+      if (x === 0) continue;
+      for (let j = 0; j < n; j++) out[i * n + j] += x * b[t * n + j]!;
+    }
+  }
+  return Float32Array.from(out);
 }
