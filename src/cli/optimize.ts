@@ -13,6 +13,7 @@ import { checkOutputs } from '../util/output-paths.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
 import { calibrationFrom, maxInputBytes, verificationDataFrom } from './calibration.js';
+import { slowerWarning } from '../verify/latency.js';
 import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
 import type { Io } from './io.js';
@@ -282,6 +283,11 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   ], inputFilesOf(inPath), { force: cfg.save.force });
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
+  // Said loudly, and kept in the report: a compressed model that runs slower is no gain.
+  for (const lat of [report.latency, report.latencyWeb]) {
+    const slow = lat && slowerWarning(lat);
+    if (slow) { report.notes.push(`warning: ${slow}`); io.err(`onnx-lr: warning: ${slow}`); }
+  }
   // The verdict first: OUT is written, so a report that cannot be is not a reason to lose it.
   io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
   if (reportPath !== undefined) {

@@ -121,3 +121,17 @@ export function percentiles(xs: readonly number[]): Percentiles {
   };
   return { p10: q(0.1), p50: q(0.5), p90: q(0.9) };
 }
+
+/**
+ * A warning when the optimized model runs clearly slower than the original: its median
+ * more than 2% above the original's, and even its fast runs (p10) slower than the
+ * original's median, so noise alone does not trip it.
+ */
+export function slowerWarning(l: LatencyStats): string | undefined {
+  const a = l.originalMs;
+  const o = l.optimizedMs;
+  if (!(o.p50 > a.p50 * 1.02 && o.p10 > a.p50)) return undefined;
+  const where = l.backend === 'web' ? 'ORT-web (wasm)' : 'ORT-node';
+  return `OUT runs slower than IN in ${where}: p50 ${o.p50.toFixed(3)} ms against ${a.p50.toFixed(3)} ms (${l.speedup.toFixed(2)}x). `
+    + 'Fewer MACs is not fewer milliseconds: with a budget, --save latency or --layer-latency keeps only rewrites measured faster';
+}
