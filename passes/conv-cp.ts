@@ -14,24 +14,16 @@
  * not finite is declined, and one that hit the iteration cap is kept with its measured
  * error (the doc string says it did not converge).
  *
- * Data-aware (with calibration statistics): the output error of a patch p is
- * tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ] over the im2col patches (index c·K + k). With the Kronecker
- * approximation Σ ≈ Σ_S ⊗ Σ_K = (L_S·L_Sᵀ) ⊗ (L_K·L_Kᵀ) (conv-stats.ts) it is
- * Σ_t ‖L_Sᵀ·ΔW_t·L_K‖²_F, so CP-ALS runs on W'_t = L_Sᵀ·W_t·L_K (modes S and K whitened)
- * and the factors map back as B = L_S⁻ᵀ·B', C = L_K⁻ᵀ·C': the rank goes to the directions
- * the inputs excite (exact when Σ is Kronecker-structured). The last factor A is then
- * refitted by least squares on the full Σ (refit.ts) and the mean error moved into the
- * bias, which also corrects what the Kronecker approximation misses.
- *
- * Anchored (statistics with an `anchor`, src/optimize/anchored.ts): the whitening comes from
- * the partly compressed model's patch covariance Ĉ, and the last factor is the anchored
- * fit through the fixed first two convs H: A = W·(X + δI)ᵀ·Hᵀ·(H·(Ĉ + δI)·Hᵀ)⁻¹ on the
- * patch covariances (X = E[p̂·pᵀ]), the mean error W·E[p] − A·H·E[p̂] into the bias.
+ * The factorization is linalg/cp-conv.ts. With calibration statistics the pass picks the
+ * Kronecker whitening of the patch space (conv-stats.ts; from the partly compressed model's
+ * patch covariance when anchored, from the channel Gram alone when the patch covariance is
+ * not well determined) and hands over the patch moments: the last factor is then refitted
+ * on them (anchored: fitted to the original model's outputs) and the mean error moved
+ * into the bias.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
-import { cpAls } from '../src/linalg/cp.js';
-import { transpose, type Matrix } from '../src/linalg/matrix.js';
-import { solveUpperLeft } from '../src/linalg/triangular.js';
+import { cpConv, type CpConv } from '../src/linalg/cp-conv.js';
+import type { Matrix } from '../src/linalg/matrix.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, cpCost, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -49,9 +41,8 @@ import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tu
 import {
   anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, patchBlocks, type AnchoredPatch, type PatchBlocks,
 } from '../src/rewrite/conv-stats.js';
-import { anchoredError, fitThroughInputMap, meanEnergy, meanError } from '../src/linalg/anchored.js';
-import { product } from '../src/linalg/engine.js';
-import { refitLastFactor } from '../src/rewrite/refit.js';
+
+export { whitenKernel } from '../src/linalg/cp-conv.js';
 
 export interface ConvCpMatch extends MatchBase {
   geo: ConvGeometry;
@@ -73,10 +64,9 @@ export interface ConvCpMatch extends MatchBase {
   whitening?: { ls: Matrix; lk?: Matrix } | null;
 }
 
-interface CpFactors {
-  rank: number; R: number; first: Float32Array; depth: Float32Array; last: Float32Array; relError: number; converged: boolean; iterations: number;
-  dataError?: number;
-  biasDelta?: Float64Array;
+/** A fit (rank: as fitted) and the rank it was asked for. */
+interface CpFactors extends CpConv {
+  requested: number;
   /** True when the CP was fitted to the whitened kernel (data-aware). */
   whitened?: boolean;
 }
@@ -167,7 +157,7 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
     const { T, S } = geo;
     const f = factorizeCp(m, ranks[0], cx);
     if (isSkip(f)) return f;
-    const { R, first, depth, last, relError } = f;
+    const { rank: R, first, depth, last, relError } = f;
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
     const ones = new Array<number>(geo.spatial).fill(1);
@@ -229,10 +219,10 @@ function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly nu
   return eC <= eT * 1.02 + 1e-4 ? { note, use: { bound: bound(convCp, mc), ranks: [r] } } : { note };
 }
 
-/** CP-ALS fit of the kernel at rank `rank`, as chain weights; cached on the match. */
+/** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */
 function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors | Skip {
   if (!Number.isInteger(rank) || rank < 1) return skip(`rank ${rank} is not a positive integer`);
-  if (m.fitted?.rank === rank) return m.fitted;
+  if (m.fitted?.requested === rank) return m.fitted;
   const { T, S, kernelSize: K } = m.geo;
   // Without statistics the weight itself is fitted (weight-only behaviour unchanged). A
   // covariance estimated from fewer rows than about twice its dimension is rank-deficient
@@ -243,116 +233,13 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
     const channel = !patch && m.channelGram && m.samples >= MIN_ROWS_PER_DIM * S ? m.channelGram : undefined;
     m.whitening = patch || channel ? kroneckerWhitening(S, K, patch, channel) ?? null : null;
   }
-  const wh = m.whitening;
-  const target = wh ? whitenKernel(m.groups[0].data, T, S, K, wh.ls, wh.lk) : m.groups[0].data;
-  const fit = cpAls({ data: target, dims: [T, S, K] }, rank, { rng: cx.rng, maxIter: ALS.maxIter, tol: ALS.tol, gemm: cx.gemm });
-  if (!Number.isFinite(fit.relError)) return skip('CP-ALS produced a non-finite fit');
-  // The numerics clamp R to T·S·K / max(T, S, K) (a CP of that rank is always exact).
-  const R = fit.rank;
-  const fa = fit.factors[0]; // A [T, R]
-  // B [S, R], C [K, R]; fitted in whitened coordinates, mapped back by L⁻ᵀ.
-  const fb = wh ? solveUpperLeft(transpose(wh.ls), fit.factors[1]) : fit.factors[1];
-  const fc = wh?.lk ? solveUpperLeft(transpose(wh.lk), fit.factors[2]) : fit.factors[2];
-  const lambda = fit.weights;
-  const first = new Float32Array(R * S); // Bᵀ [R, S]
-  const depth = new Float32Array(R * K); // Cᵀ [R, K]
-  const last = new Float32Array(T * R); // A [T, R]
-  for (let r = 0; r < R; r++) {
-    const na = colNorm(fa.data, T, R, r);
-    const nb = colNorm(fb.data, S, R, r);
-    const nc = colNorm(fc.data, K, R, r);
-    const scale = Math.cbrt(Math.abs((lambda ? lambda[r] : 1) * na * nb * nc));
-    const sign = lambda && lambda[r] < 0 ? -1 : 1;
-    const ka = na === 0 ? 0 : (sign * scale) / na;
-    const kb = nb === 0 ? 0 : scale / nb;
-    const kc = nc === 0 ? 0 : scale / nc;
-    for (let i = 0; i < T; i++) last[i * R + r] = fa.data[i * R + r] * ka;
-    for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r] * kb;
-    for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r] * kc;
-  }
-  const relError = cpError(m.w, T, S, K, first, depth, last, R);
-  if (!Number.isFinite(relError)) return skip('CP factorization produced non-finite values');
-  m.fitted = { rank, R, first, depth, last, relError, converged: fit.converged, iterations: fit.iterations, whitened: wh ? true : undefined };
-  if (m.patches || m.anchor) {
-    // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
-    const D = S * K;
-    const h = new Float64Array(R * D);
-    for (let r = 0; r < R; r++) for (let c = 0; c < S; c++) for (let k = 0; k < K; k++) h[r * D + c * K + k] = depth[r * K + k] * first[r * S + c];
-    if (m.anchor) {
-      const p = m.anchor;
-      const w = { rows: T, cols: D, data: Float64Array.from(m.groups[0].data) };
-      const hm = { rows: R, cols: D, data: h };
-      const refit = Float32Array.from(fitThroughInputMap(w, hm, p.gramHat, p.cross, ANCHOR_PATCH_DAMP, cx.gemm).data);
-      const wHat = product({ rows: T, cols: R, data: Float64Array.from(refit) }, hm, {}, cx.gemm);
-      const e = anchoredError(w, wHat, p, cx.gemm);
-      const den = e.den + meanEnergy(w, p.mean);
-      m.fitted = {
-        ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R),
-        dataError: den > 0 ? Math.sqrt(e.num / den) : 0, biasDelta: meanError(w, wHat, p.mean, p.meanHat),
-      };
-      return m.fitted;
-    }
-    const rf = refitLastFactor({ rows: T, cols: D, data: m.groups[0].data }, { rows: R, cols: D, data: h }, m.patches!.gram[0], m.patches!.mean?.[0], cx.gemm);
-    const refit = Float32Array.from(rf.b);
-    m.fitted = { ...m.fitted, last: refit, relError: cpError(m.w, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
-  }
+  const f = cpConv({ data: m.w, shape: [T, S, K] }, rank, {
+    rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, whitening: m.whitening ?? undefined,
+    anchor: m.anchor && { patch: m.anchor, damp: ANCHOR_PATCH_DAMP },
+    patches: m.patches && { gram: m.patches.gram[0]!, mean: m.patches.mean?.[0] },
+  });
+  if (!Number.isFinite(f.alsError)) return skip('CP-ALS produced a non-finite fit');
+  if (!Number.isFinite(f.relError)) return skip('CP factorization produced non-finite values');
+  m.fitted = { ...f, requested: rank, whitened: m.whitening ? true : undefined };
   return m.fitted;
-}
-
-/** W'_t = L_Sᵀ·W_t·L_K for each output t (W_t the [S, K] slice; L_K = I when absent). */
-export function whitenKernel(w: ArrayLike<number>, T: number, S: number, K: number, ls: Matrix, lk?: Matrix): Float64Array {
-  const out = new Float64Array(T * S * K);
-  const tmp = new Float64Array(S * K);
-  const L = ls.data;
-  for (let t = 0; t < T; t++) {
-    const off = t * S * K;
-    // tmp = L_Sᵀ·W_t: tmp[i, k] = Σ_{c ≥ i} L_S[c, i]·W_t[c, k] (L_S lower triangular).
-    tmp.fill(0);
-    for (let c = 0; c < S; c++) {
-      for (let i = 0; i <= c; i++) {
-        const l = L[c * S + i];
-        if (l === 0) continue;
-        for (let k = 0; k < K; k++) tmp[i * K + k] += l * w[off + c * K + k];
-      }
-    }
-    if (!lk) { out.set(tmp, off); continue; }
-    // out = tmp·L_K: out[i, k'] = Σ_{k ≥ k'} tmp[i, k]·L_K[k, k'].
-    for (let i = 0; i < S; i++) for (let k = 0; k < K; k++) {
-      const v = tmp[i * K + k];
-      if (v === 0) continue;
-      for (let k2 = 0; k2 <= k; k2++) out[off + i * K + k2] += v * lk.data[k * K + k2];
-    }
-  }
-  return out;
-}
-
-function colNorm(d: ArrayLike<number>, rows: number, cols: number, c: number): number {
-  let s = 0;
-  for (let i = 0; i < rows; i++) s += d[i * cols + c] * d[i * cols + c];
-  return Math.sqrt(s);
-}
-
-/** ‖W − Σ_r a_r∘b_r∘c_r‖_F / ‖W‖_F from the stored (fp32) chain weights. */
-export function cpError(w: Float32Array, T: number, S: number, K: number, first: Float32Array, depth: Float32Array, last: Float32Array, R: number): number {
-  let num = 0;
-  let den = 0;
-  const bc = new Float64Array(R * S * K); // (b_r ⊗ c_r)[s, k]
-  for (let r = 0; r < R; r++) for (let s = 0; s < S; s++) for (let k = 0; k < K; k++) bc[(r * S + s) * K + k] = first[r * S + s] * depth[r * K + k];
-  const row = new Float64Array(S * K);
-  for (let t = 0; t < T; t++) {
-    row.fill(0);
-    for (let r = 0; r < R; r++) {
-      const a = last[t * R + r];
-      if (a === 0) continue;
-      const off = r * S * K;
-      for (let i = 0; i < S * K; i++) row[i] += a * bc[off + i];
-    }
-    for (let i = 0; i < S * K; i++) {
-      const x = w[t * S * K + i];
-      const d = x - row[i];
-      num += d * d;
-      den += x * x;
-    }
-  }
-  return den === 0 ? 0 : Math.sqrt(num / den);
 }

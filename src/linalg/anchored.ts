@@ -33,6 +33,14 @@ export interface AnchoredMoments {
   cross: Float64Array;
 }
 
+/** One group's anchored patch moments with the means (centered covariances [D, D], means [D]). */
+export interface AnchoredPatch extends AnchoredMoments {
+  /** E[x] in the original model. */
+  mean: Float64Array;
+  /** E[x̂] in the partly compressed model. */
+  meanHat: Float64Array;
+}
+
 /** δ = λ·mean(diag Ĉ). */
 export function dampingOf(gramHat: ArrayLike<number>, d: number, lambda: number): number {
   if (lambda === 0) return 0;

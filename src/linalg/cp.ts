@@ -1,6 +1,6 @@
 /**
- * Synchronous CP-ALS entry point in the shape the conv-cp pass calls:
- * `cpAls({ data, dims }, R, opts)`. Thin adapter over cp-als.ts (JS products);
+ * Synchronous CP-ALS over `{ data, dims }`: `cpAls({ data, dims }, R, opts)`. Thin adapter
+ * over cp-als.ts (JS products; the conv passes call cp-conv.ts, which returns chain weights);
  * factors have unit-norm columns and `weights` holds λ (Kruskal form).
  */
 import { cpAlsSync, type CpAlsOptions, type CpAlsResult } from './cp-als.js';

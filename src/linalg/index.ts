@@ -16,5 +16,9 @@ export {
 export { permute, unfold, swapLeadingAxes, tensorNorm, sizeOf, type Tensor } from './tensor.js';
 export { tucker2, tucker2Sync, tucker2Program, reconstructTucker2, type Tucker2Options, type Tucker2Result } from './tucker2.js';
 export { cpAls, cpAlsSync, cpAlsProgram, khatriRao, balancedFactors, type CpAlsOptions, type CpAlsResult } from './cp-als.js';
+export { tucker2Conv, tucker2Error, type ConvKernel, type Tucker2Conv, type Tucker2ConvOptions } from './tucker2-conv.js';
+export { cpConv, cpError, whitenKernel, type CpConv, type CpConvOptions } from './cp-conv.js';
+export { whitenedSvdFactors, type ChannelWhitening } from './whitened-svd.js';
+export { refitLastFactor, type PatchMoments, type Refit } from './refit.js';
 export * from './rank.js';
 export { evbmf, evbmfFromSingularValues, evbmfConvRanks, solveTauBar, type EvbmfResult } from './evbmf.js';

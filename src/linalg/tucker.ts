@@ -1,6 +1,7 @@
 /**
- * Synchronous Tucker-2 entry point in the shape the conv-tucker2 pass calls:
- * `tucker2(W_T, [T, S, K], [R2, R1], opts)` with W_T the mode-T unfolding [T, S·K].
+ * Synchronous Tucker-2 of a kernel given as its mode-T unfolding:
+ * `tucker2(W_T, [T, S, K], [R2, R1], opts)` with W_T [T, S·K]. (The conv passes call
+ * tucker2-conv.ts, which returns chain weights; this adapter remains for its tests.)
  * Returns factors [U_T [T,R2], U_S [S,R1]] and core [R2, R1, K]. Note the rank order
  * here is (output, input) = [R2, R1], unlike tucker2.ts's [R1, R2].
  */

@@ -7,15 +7,18 @@
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
  */
-import { centered } from '../linalg/anchored.js';
+import { centered, type AnchoredPatch } from '../linalg/anchored.js';
+import type { PatchMoments } from '../linalg/refit.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
 import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
 import { ANCHOR_DAMP, damped, WHITEN_DAMP, whiteningFor, type Whitening } from './svd-pair.js';
 
+export type { AnchoredPatch };
+
 /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = (S/g)·K. */
-export interface PatchBlocks { gram: Float64Array[]; mean?: Float64Array[] }
+export type PatchBlocks = PatchMoments;
 
 /** Patch statistics of a conv, per group, when they were collected and fit. */
 export function patchBlocks(cx: PassContext, name: string, geo: ConvGeometry): PatchBlocks | undefined {
@@ -100,15 +103,6 @@ export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<n
  * linalg/anchored.ts): the same pull toward the original kernel as the SVD pairs' (ANCHOR_DAMP).
  */
 export const ANCHOR_PATCH_DAMP = ANCHOR_DAMP;
-
-/** One group's patch covariances for an anchored fit (linalg/anchored.ts), [D, D] each, and means [D]. */
-export interface AnchoredPatch {
-  gram: Float64Array;
-  gramHat: Float64Array;
-  cross: Float64Array;
-  mean: Float64Array;
-  meanHat: Float64Array;
-}
 
 /** Per-group anchored patch covariances of a conv, when its statistics carry them and fit. */
 export function anchoredPatches(cx: PassContext, name: string, geo: ConvGeometry): AnchoredPatch[] | undefined {

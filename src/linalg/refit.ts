@@ -6,10 +6,13 @@
  * E‖(W − B·H)·p‖² is minimised by B = W·Σ·Hᵀ·(H·Σ·Hᵀ)⁻¹ (normal equations; a small ridge
  * keeps H·Σ·Hᵀ definite). The remaining mean error (W − B·H)·μ goes into the bias.
  */
-import { choleskyWithRidge } from '../linalg/cholesky.js';
-import { product, type SyncGemm } from '../linalg/engine.js';
-import { transpose, type Matrix } from '../linalg/matrix.js';
-import { solveLowerLeft, solveUpperLeft } from '../linalg/triangular.js';
+import { choleskyWithRidge } from './cholesky.js';
+import { product, type SyncGemm } from './engine.js';
+import { transpose, type Matrix } from './matrix.js';
+import { solveLowerLeft, solveUpperLeft } from './triangular.js';
+
+/** Per-group patch second moments [g][D·D] and means [g][D], D = (S/g)·K (patch index c·K + k). */
+export interface PatchMoments { gram: Float64Array[]; mean?: Float64Array[] }
 
 export interface Refit {
   /** New last factor [t, r]. */

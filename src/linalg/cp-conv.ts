@@ -1,0 +1,165 @@
+/**
+ * Rank-R CP of a conv kernel reshaped to [T, S, K] (K = ∏k), fitted by ALS (cp-als.ts;
+ * Lebedev et al. 2015), as the weights of a 1x1 → depthwise → 1x1 chain:
+ * W[t, s, k] ≈ Σ_r A[t, r]·B[s, r]·C[k, r] with first = Bᵀ [R, S], depth = Cᵀ [R, K],
+ * last = A [T, R]. Each rank-one term's scale λ_r is spread evenly over its three factors
+ * (λ^⅓ each) so no factor is far from unit scale (fp16).
+ *
+ * Data-aware: with a Kronecker whitening Σ ≈ (L_S·L_Sᵀ) ⊗ (L_K·L_Kᵀ) of the patch second
+ * moment, the output error is Σ_t ‖L_Sᵀ·ΔW_t·L_K‖²_F, so ALS runs on W'_t = L_Sᵀ·W_t·L_K and
+ * the factors map back as B = L_S⁻ᵀ·B', C = L_K⁻ᵀ·C'. Then the last factor is refitted on
+ * the full patch moments (refit.ts; mean error into the bias correction) or, anchored,
+ * fitted through the fixed first two convs H: A = W·(X + δI)ᵀ·Hᵀ·(H·(Ĉ + δI)·Hᵀ)⁻¹.
+ */
+import type { Rng } from '../util/rng.js';
+import { anchoredError, fitThroughInputMap, meanEnergy, meanError, type AnchoredPatch } from './anchored.js';
+import { cpAlsSync } from './cp-als.js';
+import { product, type SyncGemm } from './engine.js';
+import { transpose, type Matrix } from './matrix.js';
+import { refitLastFactor } from './refit.js';
+import { solveUpperLeft } from './triangular.js';
+
+export interface CpConvOptions {
+  rng?: Rng;
+  gemm?: SyncGemm;
+  /** ALS sweeps and tolerance (cp-als.ts defaults when absent). */
+  maxIter?: number;
+  tol?: number;
+  /** Lower Cholesky factors of a Kronecker whitening (L_K = I when absent): the data-aware fit. */
+  whitening?: { ls: Matrix; lk?: Matrix };
+  /** Patch second moment [D·D] (D = S·K) and mean [D]: the last factor is refitted on them. */
+  patches?: { gram: Float64Array; mean?: Float64Array };
+  /** Anchored patch moments and their damping: the last factor is fitted through them (before `patches`). */
+  anchor?: { patch: AnchoredPatch; damp: number };
+}
+
+export interface CpConv {
+  /** The rank fitted (a request past T·S·K / max(T, S, K), where a CP is exact, is clamped). */
+  rank: number;
+  first: Float32Array;
+  depth: Float32Array;
+  last: Float32Array;
+  /** ‖W − Ŵ‖_F / ‖W‖_F from the fp32 chain weights (not finite when the factors are not). */
+  relError: number;
+  /** The ALS's own relative error (in whitened coordinates when whitened); not finite: the fit failed, no factors. */
+  alsError: number;
+  converged: boolean;
+  iterations: number;
+  /** With patch statistics: the relative output error on them. */
+  dataError?: number;
+  biasDelta?: Float64Array;
+}
+
+/** CP of `kernel` ([T, S, K], fp32 as stored) at rank `rank`. */
+export function cpConv(kernel: { data: Float32Array; shape: readonly [number, number, number] }, rank: number, opts: CpConvOptions = {}): CpConv {
+  if (!Number.isInteger(rank) || rank < 1) throw new RangeError(`cpConv: rank ${rank} is not a positive integer`);
+  const [T, S, K] = kernel.shape;
+  const wd = Float64Array.from(kernel.data);
+  const wh = opts.whitening;
+  const target = wh ? whitenKernel(wd, T, S, K, wh.ls, wh.lk) : wd;
+  const fit = cpAlsSync({ data: target, shape: [T, S, K] }, rank, { rng: opts.rng, maxIter: opts.maxIter, tol: opts.tol, gemm: opts.gemm });
+  const failed: CpConv = { rank: fit.rank, first: new Float32Array(0), depth: new Float32Array(0), last: new Float32Array(0), relError: NaN, alsError: fit.relError, converged: false, iterations: fit.iterations };
+  if (!Number.isFinite(fit.relError)) return failed;
+  const R = fit.rank;
+  const fa = fit.factors[0]!; // A [T, R]
+  // B [S, R], C [K, R]; fitted in whitened coordinates, mapped back by L⁻ᵀ.
+  const fb = wh ? solveUpperLeft(transpose(wh.ls), fit.factors[1]!) : fit.factors[1]!;
+  const fc = wh?.lk ? solveUpperLeft(transpose(wh.lk), fit.factors[2]!) : fit.factors[2]!;
+  const lambda = fit.weights;
+  const first = new Float32Array(R * S); // Bᵀ [R, S]
+  const depth = new Float32Array(R * K); // Cᵀ [R, K]
+  const last = new Float32Array(T * R); // A [T, R]
+  for (let r = 0; r < R; r++) {
+    const na = colNorm(fa.data, T, R, r);
+    const nb = colNorm(fb.data, S, R, r);
+    const nc = colNorm(fc.data, K, R, r);
+    const scale = Math.cbrt(Math.abs((lambda ? lambda[r]! : 1) * na * nb * nc));
+    const sign = lambda && lambda[r]! < 0 ? -1 : 1;
+    const ka = na === 0 ? 0 : (sign * scale) / na;
+    const kb = nb === 0 ? 0 : scale / nb;
+    const kc = nc === 0 ? 0 : scale / nc;
+    for (let i = 0; i < T; i++) last[i * R + r] = fa.data[i * R + r]! * ka;
+    for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r]! * kb;
+    for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r]! * kc;
+  }
+  const base: CpConv = { rank: R, first, depth, last, relError: cpError(kernel.data, T, S, K, first, depth, last, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations };
+  if (!Number.isFinite(base.relError) || (!opts.patches && !opts.anchor)) return base;
+  // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
+  const D = S * K;
+  const h = new Float64Array(R * D);
+  for (let r = 0; r < R; r++) for (let c = 0; c < S; c++) for (let k = 0; k < K; k++) h[r * D + c * K + k] = depth[r * K + k]! * first[r * S + c]!;
+  const hm: Matrix = { rows: R, cols: D, data: h };
+  if (opts.anchor) {
+    const p = opts.anchor.patch;
+    const w: Matrix = { rows: T, cols: D, data: wd };
+    const refit = Float32Array.from(fitThroughInputMap(w, hm, p.gramHat, p.cross, opts.anchor.damp, opts.gemm).data);
+    const wHat = product({ rows: T, cols: R, data: Float64Array.from(refit) }, hm, {}, opts.gemm);
+    const e = anchoredError(w, wHat, p, opts.gemm);
+    const den = e.den + meanEnergy(w, p.mean);
+    return {
+      ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R),
+      dataError: den > 0 ? Math.sqrt(e.num / den) : 0, biasDelta: meanError(w, wHat, p.mean, p.meanHat),
+    };
+  }
+  const rf = refitLastFactor({ rows: T, cols: D, data: wd }, hm, opts.patches!.gram, opts.patches!.mean, opts.gemm);
+  const refit = Float32Array.from(rf.b);
+  return { ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
+}
+
+/** W'_t = L_Sᵀ·W_t·L_K for each output t (W_t the [S, K] slice; L_K = I when absent). */
+export function whitenKernel(w: ArrayLike<number>, T: number, S: number, K: number, ls: Matrix, lk?: Matrix): Float64Array {
+  const out = new Float64Array(T * S * K);
+  const tmp = new Float64Array(S * K);
+  const L = ls.data;
+  for (let t = 0; t < T; t++) {
+    const off = t * S * K;
+    // tmp = L_Sᵀ·W_t: tmp[i, k] = Σ_{c ≥ i} L_S[c, i]·W_t[c, k] (L_S lower triangular).
+    tmp.fill(0);
+    for (let c = 0; c < S; c++) {
+      for (let i = 0; i <= c; i++) {
+        const l = L[c * S + i]!;
+        if (l === 0) continue;
+        for (let k = 0; k < K; k++) tmp[i * K + k] += l * w[off + c * K + k]!;
+      }
+    }
+    if (!lk) { out.set(tmp, off); continue; }
+    // out = tmp·L_K: out[i, k'] = Σ_{k ≥ k'} tmp[i, k]·L_K[k, k'].
+    for (let i = 0; i < S; i++) for (let k = 0; k < K; k++) {
+      const v = tmp[i * K + k]!;
+      if (v === 0) continue;
+      for (let k2 = 0; k2 <= k; k2++) out[off + i * K + k2] += v * lk.data[k * K + k2]!;
+    }
+  }
+  return out;
+}
+
+function colNorm(d: ArrayLike<number>, rows: number, cols: number, c: number): number {
+  let s = 0;
+  for (let i = 0; i < rows; i++) s += d[i * cols + c]! * d[i * cols + c]!;
+  return Math.sqrt(s);
+}
+
+/** ‖W − Σ_r a_r∘b_r∘c_r‖_F / ‖W‖_F from the stored (fp32) chain weights. */
+export function cpError(w: Float32Array, T: number, S: number, K: number, first: Float32Array, depth: Float32Array, last: Float32Array, R: number): number {
+  let num = 0;
+  let den = 0;
+  const bc = new Float64Array(R * S * K); // (b_r ⊗ c_r)[s, k]
+  for (let r = 0; r < R; r++) for (let s = 0; s < S; s++) for (let k = 0; k < K; k++) bc[(r * S + s) * K + k] = first[r * S + s]! * depth[r * K + k]!;
+  const row = new Float64Array(S * K);
+  for (let t = 0; t < T; t++) {
+    row.fill(0);
+    for (let r = 0; r < R; r++) {
+      const a = last[t * R + r]!;
+      if (a === 0) continue;
+      const off = r * S * K;
+      for (let i = 0; i < S * K; i++) row[i] += a * bc[off + i]!;
+    }
+    for (let i = 0; i < S * K; i++) {
+      const x = w[t * S * K + i]!;
+      const d = x - row[i]!;
+      num += d * d;
+      den += x * x;
+    }
+  }
+  return den === 0 ? 0 : Math.sqrt(num / den);
+}
