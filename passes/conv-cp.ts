@@ -42,8 +42,6 @@ import {
   anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, patchBlocks, type AnchoredPatch, type PatchBlocks,
 } from '../src/rewrite/conv-stats.js';
 
-export { whitenKernel } from '../src/linalg/cp-conv.js';
-
 export interface ConvCpMatch extends MatchBase {
   geo: ConvGeometry;
   w: Float32Array;

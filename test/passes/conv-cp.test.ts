@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { convCp, whitenKernel } from '../../passes/conv-cp.js';
+import { convCp } from '../../passes/conv-cp.js';
+import { whitenKernel } from '../../src/linalg/cp-conv.js';
 import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
