@@ -5,7 +5,7 @@
  * field the view does not know about survives untouched.
  */
 import { LrError } from '../errors.js';
-import { newValueInfo, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { newValueInfo, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/schema.js';
 import { subgraphsOf } from './attrs.js';
 
 const normDomain = (d: string | undefined): string => (d === undefined || d === 'ai.onnx' ? '' : d);
@@ -84,6 +84,18 @@ interface Index {
   outputs: Set<string>;
 }
 
+/**
+ * A state of one graph to return to (Graph.checkpoint): its node, initializer and input
+ * lists (before IR 4 an initializer is also an input) and the model's reserved names.
+ */
+export interface Checkpoint {
+  readonly graph: Graph;
+  readonly nodes: readonly NodeProto[];
+  readonly initializers: readonly TensorProto[];
+  readonly inputs: readonly ValueInfoProto[];
+  readonly names: number;
+}
+
 export class Graph {
   private index: Index | undefined;
 
@@ -149,6 +161,31 @@ export class Graph {
     const out = new Set<string>();
     for (const sg of subgraphsOf(node)) for (const v of outerReferences(sg)) out.add(v);
     return [...out];
+  }
+
+  /**
+   * The state to return to after a trial rewrite (MLIR's rewriter undoes through the IR's
+   * API, never by editing lists by hand). Edits must go through this graph: nodes and
+   * tensors already in it are not copied, only the lists that hold them.
+   */
+  checkpoint(): Checkpoint {
+    return {
+      graph: this,
+      nodes: [...this.proto.node],
+      initializers: [...this.proto.initializer],
+      inputs: [...this.proto.input],
+      names: this.model.nameMark(),
+    };
+  }
+
+  /** Restores the lists saved by `checkpoint`, frees the names reserved since, and drops stale indexes. */
+  rollback(cp: Checkpoint): void {
+    if (cp.graph !== this) throw new Error('rollback: the checkpoint belongs to another graph');
+    restoreList(this.proto.node, cp.nodes);
+    restoreList(this.proto.initializer, cp.initializers);
+    restoreList(this.proto.input, cp.inputs);
+    this.model.releaseNames(cp.names);
+    this.invalidate();
   }
 
   /** Inserts nodes in place of `node` (same position), or removes it when `replacement` is empty. */
@@ -307,6 +344,15 @@ export class Graph {
     for (const t of this.proto.initializer) if (t.name) into.add(t.name);
     for (const v of [...this.proto.input, ...this.proto.output, ...this.proto.valueInfo]) if (v.name) into.add(v.name);
   }
+}
+
+/**
+ * Makes `list` hold `saved` again, in place: the list stays the object the proto (and any
+ * holder of `nodes`) refers to; no spread, which overflows the stack on huge graphs.
+ */
+function restoreList<T>(list: T[], saved: readonly T[]): void {
+  list.length = saved.length;
+  for (let i = 0; i < saved.length; i++) list[i] = saved[i]!;
 }
 
 /** Names a subgraph reads that it does not define itself (recursively through nested subgraphs). */

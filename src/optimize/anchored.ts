@@ -32,8 +32,8 @@ import type { Feeds } from '../verify/tensor.js';
 import { collectAnchoredStats } from '../calib/stats.js';
 import { passByName } from '../../passes/index.js';
 import { bind } from '../rewrite/registry.js';
-import { cleanUp, optimizeModel, type OptimizeOptions } from './driver.js';
-import type { LayerRecord } from './plan.js';
+import { cleanUp, optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
+import type { LayerRecord, PlanFile } from './plan.js';
 
 export interface AnchorInputs {
   /** The calibration feeds (the same ones for both models). */
@@ -70,14 +70,17 @@ export function anchorWaves(model: Model, layers: readonly LayerInfo[]): Map<Lay
 }
 
 /**
- * Decides ranks as optimizeModel would, then rewrites the chosen layers wave by wave with
+ * Decides ranks as optimizeModel would (from `plan` when given), then rewrites the chosen layers wave by wave with
  * anchored fits on `inp.feeds`. Rewrites `model` in place (like optimizeModel).
  */
-export async function optimizeAnchored(model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions, inp: AnchorInputs): Promise<AnchoredOutcome> {
+export async function optimizeAnchored(
+  model: Model, shapes: ShapeMap | undefined, opts: Readonly<OptimizeOptions>, inp: AnchorInputs,
+  plan: PlanFile | undefined = opts.plan, run: RunContext = opts,
+): Promise<AnchoredOutcome> {
   const notes: string[] = [];
   // The original, for the reference activations x (the model itself is rewritten in place).
   const original = new Model(decodeModel(encodeModel(model.proto)));
-  const records = optimizeModel(model, shapes, { ...opts, decideOnly: true });
+  const records = optimizeModel(model, shapes, { ...opts, decideOnly: true }, plan, run);
   const byName = new Map(records.map((r) => [r.name, r]));
   const todo = findLayers(model, shapes).filter((l) => {
     const r = byName.get(l.name);
@@ -85,8 +88,8 @@ export async function optimizeAnchored(model: Model, shapes: ShapeMap | undefine
   });
   const waves = anchorWaves(model, todo);
   const count = Math.max(0, ...waves.values());
-  const base = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), gemm: opts.gemm };
-  const independent: PassContext = { ...base, stats: opts.stats };
+  const base = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), gemm: run.gemm };
+  const independent: PassContext = { ...base, stats: run.stats };
   const fallback: string[] = [];
   let runs = 0;
 

@@ -20,7 +20,24 @@ import type { LayerRecord, PlanFile } from './plan.js';
 
 export { METHOD_CHOICES, passFor, type MethodChoice };
 
-export interface OptimizeOptions {
+/**
+ * A run's runtime handles: made by the pipeline, not asked for by the user, and they change
+ * between stages (a reloaded model's external reader, fresh statistics).
+ */
+export interface RunContext {
+  /** Calibration statistics per layer name: data-aware decomposition where present. */
+  stats?: ReadonlyMap<string, LayerInputStats>;
+  external?: ExternalReader;
+  /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
+  gemm?: SyncGemm;
+  onProgress?: (done: number, total: number, layer: string) => void;
+}
+
+/**
+ * What the user asked for. A library caller may also put the runtime handles here (a
+ * RunContext handed to optimizeModel takes their place); the pipeline never does.
+ */
+export interface OptimizeOptions extends RunContext {
   method: MethodChoice;
   policy: RankPolicy;
   /** Layers whose node or weight name matches are left alone. */
@@ -30,14 +47,8 @@ export interface OptimizeOptions {
   /** Of the layers left, only this many with the most MACs (params where MACs are unknown) are considered. */
   heaviest?: number;
   seed: number;
-  /** Calibration statistics per layer name: data-aware decomposition where present. */
-  stats?: ReadonlyMap<string, LayerInputStats>;
-  /** Apply these decisions exactly instead of choosing ranks. */
+  /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
   plan?: PlanFile;
-  external?: ExternalReader;
-  /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
-  gemm?: SyncGemm;
-  onProgress?: (done: number, total: number, layer: string) => void;
   /**
    * Decide passes and ranks (and price them) without rewriting: the records say what would
    * be done; the anchored wave loop (anchored.ts) then applies them.
@@ -88,16 +99,23 @@ function scaleMacs(layerMacs: number | undefined, c: CostPair): number | undefin
   return Math.round((layerMacs * c.after.macsPerPosition) / c.before.macsPerPosition);
 }
 
-export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions): LayerRecord[] {
+/**
+ * `plan` is applied exactly instead of choosing ranks: the user's (--plan) by default, or
+ * a budget's allocation, handed over as a value (options stay what the user asked for).
+ * `run` holds the runtime handles (by default those in `opts`).
+ */
+export function optimizeModel(
+  model: Model, shapes: ShapeMap | undefined, opts: Readonly<OptimizeOptions>, plan: PlanFile | undefined = opts.plan, run: RunContext = opts,
+): LayerRecord[] {
   for (const g of model.allGraphs()) g.topoSort();
   const layers = findLayers(model, shapes);
   const quantized = findQuantizedLayers(model);
-  const planned = opts.plan ? new Map(opts.plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
+  const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm };
   const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {
-    opts.onProgress?.(i, layers.length, layer.name);
+    run.onProgress?.(i, layers.length, layer.name);
     const t0 = performance.now();
     const rec = baseRecord(layer, layer.macs);
     records.push(rec);
@@ -130,7 +148,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
     if (decision) {
       // Out of range, the numerics would clamp (or fail) while the report priced the plan's numbers.
       const bad = pass.rankProblem(decision.ranks!);
-      if (bad) throw new LrError('usage', `${opts.plan!.file !== undefined ? `plan ${opts.plan!.file}` : 'the plan'}: layer ${layer.name} (${pass.name}): ${bad}`);
+      if (bad) throw new LrError('usage', `${plan!.file !== undefined ? `plan ${plan!.file}` : 'the plan'}: layer ${layer.name} (${pass.name}): ${bad}`);
       ranks = decision.ranks!;
     } else {
       let chosen;
@@ -178,7 +196,7 @@ export function optimizeModel(model: Model, shapes: ShapeMap | undefined, opts: 
     if (applied.dataError !== undefined) rec.dataError = applied.dataError;
     done();
   });
-  opts.onProgress?.(layers.length, layers.length, '');
+  run.onProgress?.(layers.length, layers.length, '');
   for (const q of quantized) {
     records.push({ name: q.name, op: q.op, weightShape: [], where: 'quantized', paramsBefore: 0, paramsAfter: 0, ms: 0, skipped: true, reason: q.reason });
   }

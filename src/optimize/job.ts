@@ -21,7 +21,8 @@ export interface Job {
   inPath: string;
   loaded: LoadedModel;
   model: Model;
-  opts: OptimizeOptions;
+  /** As the user gave them: the runtime handles travel apart (driver.ts RunContext). */
+  readonly opts: Readonly<OptimizeOptions>;
   notes: string[];
   /** Seconds per phase, filled as the stages run. */
   timings: Timings;

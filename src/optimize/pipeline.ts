@@ -15,10 +15,10 @@ import type { HostTensor } from '../verify/tensor.js';
 import type { ValueInfo } from '../verify/session.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
-import { runBudgeted } from './budget-run.js';
+import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
-import { optimizeModel, policyLabel, type OptimizeOptions } from './driver.js';
+import { optimizeModel, policyLabel, type RunContext } from './driver.js';
 import { pickOutputs, runAll, type LayerSensitivity } from './sensitivity.js';
 import { LrError } from '../errors.js';
 import { createSyncOrtGemm } from '../linalg/ort-gemm-sync.js';
@@ -54,7 +54,8 @@ async function defaultFeeds(inputs: ValueInfo[], cfg: PipelineConfig): Promise<C
 /** With `outPath` undefined nothing is written or verified (the plan command). */
 export async function runOptimize(inPath: string, outPath: string | undefined, cfg: PipelineConfig): Promise<PipelineResult> {
   const t0 = performance.now();
-  const opts: OptimizeOptions = { ...cfg.opts };
+  // Frozen: what the user asked for is never written to; runtime handles travel in `run`.
+  const opts = Object.freeze({ ...cfg.opts });
   const loaded0 = loadModel(inPath);
   // A budgeted run may reload the model (job.loaded, job.model): read them from the job.
   const job: Job = { inPath, loaded: loaded0, model: new Model(loaded0.model), opts, notes: [], timings: {} };
@@ -68,9 +69,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   const gemm = await createSyncOrtGemm().catch((e: Error) => { gemmFailed = e.message; return undefined; });
   let statsEngine: GemmEngine | undefined;
   try {
-    opts.external = job.loaded.external;
-    opts.gemm = gemm;
-    opts.onProgress = cfg.onProgress;
+    let stats = opts.stats;
     if (gemmFailed) notes.push(`factorizations ran in JS (slower): ${gemmFailed}`);
     cfg.onStage?.('learning shapes');
     const sh = await timed(job.timings, 'shapes', () => shapesFor(job.loaded, job.model, cfg.shapes, cfg.values));
@@ -112,8 +111,8 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       }
       : undefined;
     if (collectStats) {
-      opts.stats = await collectStats('collecting layer input statistics');
-      notes.push(`data-aware decomposition: input statistics for ${opts.stats.size} layer(s)`);
+      stats = await collectStats('collecting layer input statistics');
+      notes.push(`data-aware decomposition: input statistics for ${stats.size} layer(s)`);
     }
     // Anchored fitting needs the paired statistics of both models on the calibration feeds.
     let anchor: AnchorInputs | undefined;
@@ -125,17 +124,20 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     let sensitivity: LayerSensitivity[] | undefined;
     let layers: ReturnType<typeof optimizeModel>;
     if (cfg.budget) {
-      const r = await runBudgeted(job, cfg, { budget: cfg.budget, shapes: sh.shapes, before, calib: calib!, reference: reference!, collectStats, gemm, anchor });
+      const r = await runBudgeted(job, cfg, { budget: cfg.budget, shapes: sh.shapes, before, calib: calib!, reference: reference!, collectStats, anchor,
+        run: { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress },
+      });
       ({ records: layers, budgetInfo, sensitivity } = r);
     } else {
+      const run: RunContext = { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress };
       cfg.onStage?.('decomposing layers');
       if (anchor) {
         // External payloads may have been re-read since (job.loaded): take the current reader.
-        const r = await timed(job.timings, 'factorization', () => optimizeAnchored(job.model, sh.shapes, opts, { ...anchor!, external: job.loaded.external }));
+        const r = await timed(job.timings, 'factorization', () => optimizeAnchored(job.model, sh.shapes, opts, { ...anchor!, external: job.loaded.external }, opts.plan, run));
         layers = r.records;
         notes.push(...r.notes);
       } else {
-        layers = await timed(job.timings, 'factorization', () => optimizeModel(job.model, sh.shapes, opts));
+        layers = await timed(job.timings, 'factorization', () => optimizeModel(job.model, sh.shapes, opts, opts.plan, run));
       }
     }
     const report: Report = {
@@ -157,6 +159,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     await gemm?.dispose();
     await statsEngine?.dispose();
     const pass = await writeAndVerify(job, cfg, outPath, report, heldOut);
+    if (cfg.budget && budgetInfo && report.latency) settleLatencyBudget(budgetInfo, cfg.budget, report.latency);
     if (budgetInfo && !budgetInfo.met) notes.push(`budget not met: ${budgetInfo.why}`);
     report.seconds = (performance.now() - t0) / 1000;
     return { report, pass, sensitivity };

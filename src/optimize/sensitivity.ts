@@ -1,8 +1,8 @@
 /**
  * Per-layer sensitivity: the output error of the whole model (on calibration inputs)
  * when only one layer is compressed, at a ladder of candidate ranks. Each candidate is
- * applied to the live model, run in ORT, and undone (the graph's node and initializer
- * lists are restored), so factorization caches on the match are reused.
+ * applied to the live model, run in ORT, and rolled back (Graph.checkpoint/rollback), so
+ * factorization caches on the match are reused.
  *
  * For a main-graph layer only the part of the model downstream of it is run, fed with
  * tensors captured once from one run of the original (submodel.ts); the outputs it does
@@ -149,24 +149,17 @@ export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise
 type Outputs = Record<string, HostTensor>[];
 
 /** Applies one rewrite, runs it (`run` sees the graph rewritten), and restores the graph exactly. */
-async function trial(model: Model, g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
+async function trial(g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
   Promise<Result<{ outs: Outputs; relError: number }>> {
-  const nodes = [...g.proto.node];
-  const nInit = g.proto.initializer.length;
-  const nInput = g.proto.input.length;
-  const mark = model.nameMark();
+  const cp = g.checkpoint();
   const shared = new Map(cx.shared);
   try {
     const applied = pass.apply(ranks, cx);
     if (isSkip(applied)) return err('rank', applied.skip);
-    const outs = await run(new Set(nodes));
+    const outs = await run(new Set(cp.nodes));
     return outs.ok ? ok({ outs: outs.value, relError: applied.relError }) : outs;
   } finally {
-    g.proto.node = nodes;
-    g.proto.initializer.length = nInit;
-    g.proto.input.length = nInput;
-    g.invalidate();
-    model.releaseNames(mark);
+    g.rollback(cp);
     cx.shared.clear();
     for (const [k, v] of shared) cx.shared.set(k, v);
   }
@@ -292,7 +285,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
       let isSlower = false;
-      const t = await trial(model, layer.graph, pass, ranks, opts.cx, async (before) => {
+      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before) => {
         if (opts.latency) {
           // The chain is timed as the trial wrote it, before the (costlier) model run.
           const chain = layer.graph.proto.node.filter((n) => !before.has(n));

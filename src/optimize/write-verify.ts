@@ -1,8 +1,8 @@
 /**
  * The end of an optimize run: write OUT's files under temp names, verify the rewritten
  * model in ORT and measure latency from there, then commit OUT (nothing unverifiable is
- * ever in place). Fills the report's verify, inputs and latency parts; a latency budget's
- * achieved value becomes the measured ratio.
+ * ever in place). Fills the report's verify, inputs and latency parts: measurements only;
+ * whether a latency budget is met is the budget's to say (budget-run.ts settleLatencyBudget).
  */
 import { LrError } from '../errors.js';
 import { forEachTensor, prepareSave } from '../onnx/file.js';
@@ -55,13 +55,6 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
         if (v.web) {
           const web = await timed(job.timings, 'latencyWeb', () => measureLatency({ path: job.loaded.path }, written, { backend: 'web', shapes: cfg.shapes, values: cfg.values }));
           if (web.ok) report.latencyWeb = web.value; else notes.push(`web latency not measured: ${named(web.error.message)}`);
-        }
-        if (cfg.budget?.kind === 'latency' && report.latency && report.budget) {
-          const ratio = report.latency.optimizedMs.p50 / report.latency.originalMs.p50;
-          report.budget.achieved = ratio;
-          report.budget.unit = 'measured latency (ORT-node p50)';
-          report.budget.met = ratio <= cfg.budget.fraction * 1.02;
-          if (!report.budget.met) report.budget.why = `measured latency ratio ${ratio.toFixed(3)} > target ${cfg.budget.fraction} (allocated by per-layer timings; ${report.budget.why ?? 'their sum met the target: layer times do not add up exactly'})`;
         }
       }
     }
