@@ -28,7 +28,8 @@ export interface LayerInfo {
   weight: ConstRef;
 }
 
-const numel = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+/** Elements of a tensor of these dims. */
+export const numel = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
 
 function depthOf(g: Graph): number {
   let d = 0;

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { GraphProto, ModelProto } from '../onnx/schema.js';
 import { subgraphsOf } from './attrs.js';
 import { constantNodeTensor } from './constants.js';
-import type { LayerInfo } from './layers.js';
+import { numel, type LayerInfo } from './layers.js';
 
 export interface ModelSummary {
   irVersion: number;
@@ -19,7 +19,6 @@ export interface ModelSummary {
   fingerprint?: string;
 }
 
-const numel = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
 
 function walk(g: GraphProto, s: { nodes: number; ops: Record<string, number>; params: number }): void {
   for (const t of g.initializer) s.params += numel(t.dims);

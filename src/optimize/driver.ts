@@ -59,7 +59,6 @@ export interface OptimizeOptions extends RunContext {
 /** Default: tiny layers cost more in kernel launches than they save. */
 export const DEFAULT_MIN_PARAMS = 4096;
 
-const numel = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
 
 export type LayerFilter = Pick<OptimizeOptions, 'exclude' | 'minParams' | 'heaviest' | 'method'>;
 
@@ -215,4 +214,3 @@ export function policyLabel(opts: OptimizeOptions): string {
   return opts.plan ? 'plan' : `${opts.method}, ${describePolicy(opts.policy)}`;
 }
 
-export { numel };
