@@ -213,4 +213,3 @@ export function cleanUp(model: Model): void {
 export function policyLabel(opts: OptimizeOptions): string {
   return opts.plan ? 'plan' : `${opts.method}, ${describePolicy(opts.policy)}`;
 }
-
