@@ -384,21 +384,8 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
   const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
   const proto = model.proto;
 
-  const unavailable = new Map<string, string>();
-  const accs = new Map<string, Acc>();
-  const layerAcc = new Map<string, Acc>();
-  for (const layer of layers) {
-    const spec = planLayer(model, layer, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM);
-    if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
-    const key = specKey(spec);
-    let acc = accs.get(key);
-    if (!acc) { acc = newAcc(spec); accs.set(key, acc); }
-    layerAcc.set(layer.name, acc);
-  }
-
-  // The largest feed is the one the budget must hold.
-  let probeFeed: Feeds | undefined;
-  for (const f of calib.feeds()) if (!probeFeed || feedElements(f) > feedElements(probeFeed)) probeFeed = f;
+  const { unavailable, accs, layerAcc } = planAccumulators(model, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newAcc);
+  const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
 
@@ -456,6 +443,33 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
 
   const stats = finishLayers(layers, (name) => layerAcc.get(name), (acc) => acc.failed ?? finish(acc), (acc) => acc.stats, unavailable);
   return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
+}
+
+/**
+ * One accumulator per distinct statistic (layers that read the same tensor the same way
+ * share one), and why each layer that gets none has none.
+ */
+function planAccumulators<A>(model: Model, layers: readonly LayerInfo[], maxPatchDim: number, make: (spec: StatSpec) => A):
+  { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
+  const unavailable = new Map<string, string>();
+  const accs = new Map<string, A>();
+  const layerAcc = new Map<string, A>();
+  for (const layer of layers) {
+    const spec = planLayer(model, layer, maxPatchDim);
+    if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
+    const key = specKey(spec);
+    let acc = accs.get(key);
+    if (acc === undefined) { acc = make(spec); accs.set(key, acc); }
+    layerAcc.set(layer.name, acc);
+  }
+  return { unavailable, accs, layerAcc };
+}
+
+/** The largest feed: the one a run's byte budget must hold. */
+function largestFeed(feeds: Iterable<Feeds>): Feeds | undefined {
+  let best: Feeds | undefined;
+  for (const f of feeds) if (!best || feedElements(f) > feedElements(best)) best = f;
+  return best;
 }
 
 /**
@@ -520,39 +534,9 @@ export async function collectAnchoredStats(
   const unchanged = { has: (t: string): boolean => unchangedSet === 'all' || (unchangedSet?.has(t) ?? false) };
   const engine = opts.engine ?? createJsGemmEngine();
 
-  const unavailable = new Map<string, string>();
-  const accs = new Map<string, PairAcc>();
-  const layerAcc = new Map<string, PairAcc>();
-  for (const layer of layers) {
-    const spec = planLayer(current, layer, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM);
-    if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
-    const key = specKey(spec);
-    let pa = accs.get(key);
-    if (!pa) {
-      const acc = newAcc(spec);
-      const st = acc.stats;
-      const g = st.groups;
-      const d = st.dim;
-      // Shifted sums (accumulate-engine.ts): the fits remove the means, fp32 products would lose them.
-      const pair: PairSums = {
-        gram: st.gram, gramHat: new Float64Array(g * d * d), cross: new Float64Array(g * d * d), sum: acc.sum, sumHat: new Float64Array(g * d),
-        shift: new Float64Array(g * d), shiftHat: new Float64Array(g * d),
-      };
-      const D = st.patchDim;
-      const patch: PairSums | undefined = st.patchGram && D
-        ? {
-          gram: st.patchGram, gramHat: new Float64Array(g * D * D), cross: new Float64Array(g * D * D), sum: acc.patchSum, sumHat: new Float64Array(g * D),
-          shift: new Float64Array(g * D), shiftHat: new Float64Array(g * D),
-        }
-        : undefined;
-      pa = { acc, pair, patch, count: 0, patchCount: 0 };
-      accs.set(key, pa);
-    }
-    layerAcc.set(layer.name, pa);
-  }
+  const { unavailable, accs, layerAcc } = planAccumulators(current, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newPairAcc);
 
-  let probeFeed: Feeds | undefined;
-  for (const f of calib.feeds()) if (!probeFeed || feedElements(f) > feedElements(probeFeed)) probeFeed = f;
+  const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
   const pr = await probeShapes(original, original.proto, [...accs.values()].map((p) => p.acc), probeFeed, opts.external, sessionOpts);
@@ -627,6 +611,27 @@ export async function collectAnchoredStats(
   const stats = finishLayers(layers, (name) => layerAcc.get(name), (p) => p.acc.failed ?? finishPair(p), (p) => p.acc.stats, unavailable);
   if (!opts.engine) await engine.dispose();
   return ok({ stats, unavailable, passes: groups.length, runs, samples: 0 });
+}
+
+/** The accumulator of paired statistics (original and compressed model) for one spec. */
+function newPairAcc(spec: StatSpec): PairAcc {
+  const acc = newAcc(spec);
+  const st = acc.stats;
+  const g = st.groups;
+  const d = st.dim;
+  // Shifted sums (accumulate-engine.ts): the fits remove the means, fp32 products would lose them.
+  const pair: PairSums = {
+    gram: st.gram, gramHat: new Float64Array(g * d * d), cross: new Float64Array(g * d * d), sum: acc.sum, sumHat: new Float64Array(g * d),
+    shift: new Float64Array(g * d), shiftHat: new Float64Array(g * d),
+  };
+  const D = st.patchDim;
+  const patch: PairSums | undefined = st.patchGram && D
+    ? {
+      gram: st.patchGram, gramHat: new Float64Array(g * D * D), cross: new Float64Array(g * D * D), sum: acc.patchSum, sumHat: new Float64Array(g * D),
+      shift: new Float64Array(g * D), shiftHat: new Float64Array(g * D),
+    }
+    : undefined;
+  return { acc, pair, patch, count: 0, patchCount: 0 };
 }
 
 /** The block streams of one tensor as a layer reads it, or why it does not fit. */
