@@ -1,6 +1,6 @@
 /** `onnx-lr optimize IN OUT` and `onnx-lr plan IN`: the main job. */
 import { LrError, unwrap } from '../errors.js';
-import { inputFilesOf } from '../onnx/file.js';
+import { modelInputs } from '../onnx/file.js';
 import type { Budget } from '../optimize/budget.js';
 import { DEFAULT_MIN_PARAMS, METHOD_CHOICES, type MethodChoice, type OptimizeOptions } from '../optimize/driver.js';
 import { runOptimize, type PipelineConfig } from '../optimize/pipeline.js';
@@ -274,13 +274,16 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
   const shown = progressOn(io, flag(p, 'json'));
-  const cfg = pipelineConfig(p, optionsFrom(p), shapes, values, shown);
   const reportPath = str(p, 'report');
-  // Before the long run: OUT and the report may not replace IN, a file IN reads, or each other.
-  checkOutputs([
-    { path: outPath, label: 'OUT', mayReplace: 'model' },
-    ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
-  ], inputFilesOf(inPath), { force: cfg.save.force });
+  const cfg: PipelineConfig = {
+    ...pipelineConfig(p, optionsFrom(p), shapes, values, shown),
+    // Before the long run (and without reading IN twice): OUT and the report may not replace
+    // IN, a file IN reads, or each other.
+    onLoaded: (loaded) => checkOutputs([
+      { path: outPath, label: 'OUT', mayReplace: 'model' },
+      ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
+    ], modelInputs(loaded), { force: flag(p, 'force') }),
+  };
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
   // Said loudly, and kept in the report: a compressed model that runs slower is no gain.

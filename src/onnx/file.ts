@@ -291,13 +291,6 @@ export function modelInputs(src: { path?: string; dataFiles?: readonly string[] 
   ];
 }
 
-/** The files the model at `file` reads (itself and its external data files); loads it to find them. */
-export function inputFilesOf(file: string): InputPath[] {
-  const m = loadModel(file);
-  m.external.close();
-  return modelInputs(m);
-}
-
 /**
  * The plain-name external data files an existing model file refers to, with their identity
  * now (none when it does not exist); undefined when that is not known (not a readable

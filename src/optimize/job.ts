@@ -69,6 +69,8 @@ export interface PipelineConfig {
   save: { force: boolean; externalData: boolean };
   onProgress?: OptimizeOptions['onProgress'];
   onStage?: (stage: string) => void;
+  /** Called once IN is loaded, before any work: e.g. to check the outputs against the files IN reads. */
+  onLoaded?: (loaded: LoadedModel) => void;
 }
 
 export interface VerificationData { feeds: readonly Feeds[]; description: string }

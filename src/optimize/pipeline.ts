@@ -57,6 +57,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   // Frozen: what the user asked for is never written to; runtime handles travel in `run`.
   const opts = Object.freeze({ ...cfg.opts });
   const loaded0 = loadModel(inPath);
+  try { cfg.onLoaded?.(loaded0); } catch (e) { loaded0.external.close(); throw e; }
   // A budgeted run may reload the model (job.loaded, job.model): read them from the job.
   const job: Job = { inPath, loaded: loaded0, model: new Model(loaded0.model), opts, notes: [], timings: {} };
   const notes = job.notes;
