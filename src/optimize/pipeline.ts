@@ -76,12 +76,13 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const sh = await timed(job.timings, 'shapes', () => shapesFor(job.loaded, job.model, cfg.shapes, cfg.values));
     if (sh.note) notes.push(sh.note);
     if (sh.defaulted.length > 0) notes.push(`dynamic dims set to 1 (use --shape): ${sh.defaulted.map((d) => `${d.input}[${d.axis}]`).join(', ')}`);
-    const before = summarize(job.loaded.model, findLayers(job.model, sh.shapes));
+    const layers0 = findLayers(job.model, sh.shapes);
+    const before = summarize(job.loaded.model, layers0);
     // How much room the model has, from a profiled run of the original (runs that time anyway).
     let room: Report['room'];
     if (outPath !== undefined && cfg.verify.enabled && cfg.verify.latency) {
       const t = await timed(job.timings, 'profile', () => profileModel(job.loaded.path, { shapes: cfg.shapes, values: cfg.values, threads: cfg.verify.threads }));
-      if (t.ok) room = roomOf(findLayers(job.model, sh.shapes), t.value);
+      if (t.ok) room = roomOf(layers0, t.value);
       else notes.push(`room not measured: ${t.error.message}`);
     }
     const needData = cfg.budget !== undefined || (cfg.calibration !== undefined && cfg.dataAware);
