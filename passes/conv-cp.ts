@@ -22,6 +22,7 @@
  * into the bias.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
+import { isRank, notARank } from '../src/linalg/checks.js';
 import { cpConv, type CpConv } from '../src/linalg/cp-conv.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
@@ -124,7 +125,7 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
     let r: number;
     switch (policy.kind) {
       case 'fixed':
-        if (!Number.isInteger(policy.rank) || policy.rank < 1) return skip(`rank ${policy.rank} is not a positive integer`);
+        if (!isRank(policy.rank)) return skip(notARank(policy.rank));
         r = policy.rank;
         break;
       case 'ratio':
@@ -219,7 +220,7 @@ function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly nu
 
 /** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */
 function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors | Skip {
-  if (!Number.isInteger(rank) || rank < 1) return skip(`rank ${rank} is not a positive integer`);
+  if (!isRank(rank)) return skip(notARank(rank));
   if (m.fitted?.requested === rank) return m.fitted;
   const { T, S, kernelSize: K } = m.geo;
   // Without statistics the weight itself is fitted (weight-only behaviour unchanged). A

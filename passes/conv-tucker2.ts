@@ -25,6 +25,7 @@ import type { NodeProto } from '../src/onnx/schema.js';
 import {
   anchoredChannelWhitenings, anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, patchBlocks, type AnchoredPatch, type PatchBlocks,
 } from '../src/rewrite/conv-stats.js';
+import { isRank, notARank } from '../src/linalg/checks.js';
 import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
 import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
@@ -80,7 +81,7 @@ export function tucker2RawRanks(m: { geo: ConvGeometry; groups: GroupKernel[]; s
   const K = geo.kernelSize;
   switch (policy.kind) {
     case 'fixed':
-      if (!Number.isInteger(policy.rank) || policy.rank < 1) return skip(`rank ${policy.rank} is not a positive integer`);
+      if (!isRank(policy.rank)) return skip(notARank(policy.rank));
       return [Math.min(policy.rank, s), Math.min(policy.rank, t)];
     case 'ratio': {
       const a = s * t * K;

@@ -10,7 +10,8 @@
  * shared: read the ratio, not the seconds. `--quick` runs the smallest size only.
  */
 import { accumulateConvChannelsOn, accumulatePatchesOn } from '../src/calib/accumulate-engine.js';
-import { accumulateConvChannels, accumulatePatches, patchDimOf, resolvePatchGeometry } from '../src/calib/accumulate.js';
+import { accumulateConvChannels, accumulatePatches } from '../src/calib/accumulate.js';
+import { patchDimOf, resolvePatchGeometry } from '../src/calib/patch-geometry.js';
 import { createOrtGemmEngine } from '../src/linalg/ort-gemm.js';
 import { table } from '../src/report/format.js';
 import { createRng } from '../src/util/rng.js';

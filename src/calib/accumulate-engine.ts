@@ -9,9 +9,9 @@
  * number of blocks.
  */
 import type { GemmEngine } from '../linalg/engine.js';
-import {
-  addBlockSums, channelBlocks, patchBlocks, patchDimOf, type FloatData, type PatchGeometry, type SampleBlock,
-} from './accumulate.js';
+import { addBlockSums } from './accumulate.js';
+import { patchDimOf, type PatchGeometry } from './patch-geometry.js';
+import { channelBlocks, patchBlocks, type FloatData, type SampleBlock } from './sample-blocks.js';
 
 /** Values per block buffer (16 MB as fp32): wide enough for the GEMM, small beside the activations. */
 const BLOCK_VALUES = 4 * 2 ** 20;

@@ -8,7 +8,7 @@ import { convert, CONVERT_HELP } from './convert.js';
 import { inspect, INSPECT_HELP } from './inspect.js';
 import { optimize, OPTIMIZE_HELP, plan, PLAN_HELP } from './optimize.js';
 import { escaping, stdio, type Io } from './io.js';
-import { MAX_MEMORY_ENV, takeMaxMemory } from './supervise.js';
+import { MAX_MEMORY_ENV, takeMaxMemory } from './max-memory.js';
 
 export { stdio, type Io };
 

@@ -8,7 +8,7 @@ import { parsePlan, type PlanFile } from '../optimize/plan.js';
 import { renderReport } from '../report/report.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { readSideInput } from '../util/bounds.js';
-import { writeFileAtomic } from '../util/fsio.js';
+import { writeFileAtomic } from '../util/temp-files.js';
 import { checkOutputs } from '../util/output-paths.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
@@ -18,115 +18,14 @@ import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
 import type { Io } from './io.js';
 
-const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
-  --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
-  --rank-ratio R      keep about fraction R of each layer's parameters
-  --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
-  --rank N            the same rank N everywhere (clamped to each layer)
-  --align N           round ranks up to a multiple of N (e.g. 8); default 16 when a budget
-                      times candidates in ORT (--save latency, --target-latency,
-                      --layer-latency), as ORT's blocked conv kernels need channel
-                      counts on that grid; --align 1 for none
-Layer selection:
-  --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
-                      conv, Tucker-2 for kxk conv)
-  --exclude REGEX     leave layers whose node or weight name matches
-  --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
-  --heaviest N        of the layers left, consider only the N with the most MACs (params
-                      when shapes are unknown): on a large model, budgets measure only
-                      where the time goes
-  --seed N            seed for randomized numerics and verification inputs (default 0)
-Whole-model budgets (measure each layer's sensitivity on calibration inputs, then
-allocate ranks globally, greedy on output error per saved unit):
-  --target-params F   keep at most fraction F of the parameters (e.g. 0.5)
-  --target-macs F     keep at most fraction F of the decomposable layers' MACs
-  --target-latency F  aim at fraction F of the original latency: each candidate's chain
-                      is timed against its layer in ORT, only faster ones are kept, and
-                      the result is re-measured (the report says whether it was met)
-  --layer-latency     with any budget: keep only candidates measured faster in ORT
-  --stages K          reach the budget in K steps (MUSCO-style): after each stage the
-                      factored layers are merged back, statistics and sensitivity are
-                      measured again, and ranks can only go down (default 1, at most 10)
-  --max-error E       compress as much as the output error allows: relative L2 E
-                      (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
-                      agreement over each output's last axis on the calibration inputs,
-                      e.g. top1:0.99 or top1:99%), checked in ORT
-  --save U            what --max-error saves: params (default), macs, or latency (each
-                      candidate timed in ORT as with --layer-latency)
-  --outputs A,B       only these outputs count: error budgets, sensitivity and the
-                      verification verdict judge them alone (the others are still
-                      computed, and reported as not checked); default all outputs
-Calibration data (data-aware decomposition is on when --calib is given):
-  --calib PATH        .npy (samples on the first axis), .npz (one array per input),
-                      a folder of them, or a folder of .png/.jpg images
-  --calib-samples N   use at most N samples (default 64)
-  --resize HxW        image size (default: the input's static H, W); these image options
-                      also apply to --verify-data
-  --mean R,G,B --std R,G,B   image normalisation after scaling to [0,1]
-  --layout nchw|nhwc  image tensor layout (default nchw)
-  --no-data-aware     use calibration data for budgets only, decompose weight-only
-  --no-anchor         fit each layer to the original model's inputs alone, instead of
-                      anchored: by default, with --calib, layers are fitted in
-                      topological waves to what the original computes from what the
-                      already compressed layers feed them (anchored fits add a bias to
-                      layers that had none)
-Shapes and inputs:
-  --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
-  --input NAME:FILE   a .npy value for an input (repeatable)
-  --max-input-mb N    largest data file, plan, decoded array or image, in MiB (default 1024)`;
+import { OPTIMIZE_HELP, PLAN_HELP } from './optimize-help.js';
 
-export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
-
-Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv layers into
-Tucker-2 or CP chains, keeping each rewrite only when it lowers both parameters and
-MACs. Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
-with seeded random inputs (or --verify-data), compares the outputs, measures latency
-and prints a before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is still
-written), 2 for bad input.
-
-${RANK_OPTIONS}
-  --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly; with a
-                      budget, reuse the plan's cached sensitivity measurements instead
-                      (a budgeted run's --report carries them too); layers the plan
-                      lacks are measured, those the filters now leave out dropped
-Verification:
-  --verify-data PATH  compare on these held-out inputs instead of 3 seeded random ones
-                      (read like --calib, with the same image options; keep it apart
-                      from the calibration data)
-  --verify-samples N  use at most N of them (default 16)
-  --min-cosine C      pass when every checked output's cosine similarity is at least C
-                      (default: C of --max-error cosine:C, else 0.99)
-  --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
-  --no-verify         skip the ORT comparison and latency
-  --no-latency        compare outputs but do not measure latency
-  --threads N         ORT intra-op threads for verification and latency (default 1)
-  --bench-web         also measure latency in onnxruntime-web's wasm backend
-Output:
-  --report FILE       write the full report as JSON
-  --json              print the JSON report instead of the table
-  --all-layers        list skipped layers with their reasons in the table
-  --external-data     store OUT's large tensors in OUT.<hash>.data beside OUT (named
-                      by its content; the previous OUT's data file is removed)
-  --force             allow OUT to be IN and replace it (never one of IN's data files,
-                      nor the --report file)
-  -h, --help          this help`;
-
-export const PLAN_HELP = `Usage: onnx-lr plan IN [options] > plan.json
-
-Prints the per-layer decisions optimize would make (pass, method, ranks, expected params
-and MACs, weight error) as JSON, without writing a model. Edit it and apply it exactly
-with 'onnx-lr optimize IN OUT --plan plan.json'.
-
-${RANK_OPTIONS}
-  --plan FILE         reuse a plan's (or a budgeted optimize --report's) cached
-                      sensitivity measurements (with a budget); layers it lacks are
-                      measured
-  -h, --help          this help`;
+export { OPTIMIZE_HELP, PLAN_HELP };
 
 const COMMON: Options = {
   'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' }, save: { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
-  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, 'no-anchor': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' },
+  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, 'no-anchor': { type: 'boolean' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' }, 'measure-all-rungs': { type: 'boolean' },
   stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
@@ -144,6 +43,8 @@ const OPTIMIZE_ONLY: Options = {
 
 export const DEFAULT_ENERGY = 0.999;
 export const DEFAULT_MIN_COSINE = 0.99;
+/** With a budget and no --heaviest: the layers carrying this share of the MACs. */
+export const DEFAULT_HEAVIEST_SHARE = 0.95;
 
 /**
  * The cosine verification passes at: --min-cosine when given, else the one --max-error
@@ -191,10 +92,14 @@ function optionsFrom(p: Parsed): OptimizeOptions {
     try { text = new TextDecoder().decode(bytes); } catch (e) { throw new LrError('unsupported', `plan ${planPath} cannot be read as text: ${(e as Error).message}`); }
     plan = parsePlan(text, planPath);
   }
+  const heaviest = num(p, 'heaviest', { min: 1, integer: true });
   return {
     method, policy: policyFrom(p), exclude, plan,
     minParams: num(p, 'min-params', { min: 0, integer: true }) ?? DEFAULT_MIN_PARAMS,
-    heaviest: num(p, 'heaviest', { min: 1, integer: true }),
+    heaviest,
+    // With a budget saving time, only where the time goes is measured unless --heaviest
+    // says otherwise (dropped again for budgets that save params: pipelineConfig).
+    ...(heaviest === undefined && budgetFrom(p) && { heaviestShare: DEFAULT_HEAVIEST_SHARE }),
     seed: num(p, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }) ?? 0,
   };
 }
@@ -241,7 +146,8 @@ function outputNames(p: Parsed): string[] | undefined {
   return [...new Set(names)];
 }
 
-function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): PipelineConfig {
+/** `plan` prints decisions to apply as written (on any machine): without a budget it times rewrites only when asked. */
+function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress, command: 'optimize' | 'plan' = 'optimize'): PipelineConfig {
   const budget = budgetFrom(p);
   if (budget && opts.plan && !opts.plan.sensitivity) throw new LrError('usage', '--plan with a budget needs a plan that carries sensitivity measurements (from onnx-lr plan, or optimize --report, run with a budget)');
   const stages = num(p, 'stages', { min: 1, max: 10, integer: true });
@@ -249,12 +155,33 @@ function pipelineConfig(p: Parsed, opts: OptimizeOptions, shapes: ShapeOverrides
   if (save !== undefined && save !== 'params' && save !== 'macs' && save !== 'latency') {
     throw new LrError('usage', `--save expects params, macs or latency, got "${save}"`);
   }
-  if (save !== undefined && budget?.kind !== 'error') throw new LrError('usage', '--save goes with --max-error (the other budgets name what they save)');
+  if (save !== undefined && budget && budget.kind !== 'error') throw new LrError('usage', '--save goes with --max-error or no budget (the other budgets name what they save)');
   if (flag(p, 'no-verify') && str(p, 'verify-data') !== undefined) throw new LrError('usage', '--verify-data goes with verification: drop --no-verify');
   if (stages !== undefined && stages > 1 && !budget) throw new LrError('usage', '--stages needs a budget (--target-params, --target-macs, --target-latency or --max-error)');
+  const layerLatency = flag(p, 'layer-latency');
+  // Defaults never make a model slower (issue 18): where latency is measured, an error budget
+  // saves latency, and a run without a budget (or plan) keeps only the rewrites measured faster.
+  const measured = !flag(p, 'no-latency') && !flag(p, 'no-verify');
+  const unit = save ?? (measured ? 'latency' : 'params');
+  const budgetUnit = budget?.kind === 'error' ? unit : undefined;
+  const screenAsked = layerLatency || (command === 'plan' ? save === 'latency' : unit === 'latency');
+  const latencyScreen = !budget && !opts.plan && screenAsked;
+  const defaults: string[] = [];
+  if (save === undefined && budget?.kind === 'error') {
+    defaults.push(measured
+      ? '--max-error saves latency by default: each candidate\'s chain is timed against its layer in ORT and only faster ones are kept (--save params for the smallest model instead)'
+      : '--max-error saves params: latency is not measured (--no-latency or --no-verify; --save latency times candidates anyway)');
+  }
+  if (save === undefined && !budget && !opts.plan && !latencyScreen && command === 'optimize') {
+    defaults.push('rewrites kept when they lower params and MACs, not timed in ORT: latency is not measured (--no-latency or --no-verify; --save latency times them anyway)');
+  }
+  // The automatic --heaviest follows where the time goes: a budget that saves params needs
+  // every layer (on rec the light-MAC MatMuls hold the params it can save).
+  const saves = budget?.kind === 'error' ? unit : budget?.kind;
+  if (opts.heaviestShare !== undefined && saves === 'params') opts = { ...opts, heaviestShare: undefined };
   return {
     opts, budget, stages, shapes, values, dataAware: !flag(p, 'no-data-aware'), anchor: !flag(p, 'no-anchor'), outputs: outputNames(p),
-    budgetUnit: save, layerLatency: flag(p, 'layer-latency'),
+    budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: flag(p, 'measure-all-rungs'),
     calibration: calibrationFrom(p, shapes, values, opts.seed),
     verify: {
       enabled: !flag(p, 'no-verify'), minCosine: verdictCosine(p, budget),
@@ -286,10 +213,10 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   };
   const { report, pass } = await runOptimize(inPath, outPath, cfg);
   shown.end();
-  // Said loudly, and kept in the report: a compressed model that runs slower is no gain.
+  // Said loudly (the report has it already): a compressed model that runs slower is no gain.
   for (const lat of [report.latency, report.latencyWeb]) {
     const slow = lat && slowerWarning(lat);
-    if (slow) { report.notes.push(`warning: ${slow}`); io.err(`onnx-lr: warning: ${slow}`); }
+    if (slow) io.err(`onnx-lr: warning: ${slow}`);
   }
   // The verdict first: OUT is written, so a report that cannot be is not a reason to lose it.
   io.out(flag(p, 'json') ? JSON.stringify(report, null, 2) : renderReport(report, { allLayers: flag(p, 'all-layers') }));
@@ -311,7 +238,7 @@ export async function plan(argv: readonly string[], io: Io): Promise<number> {
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
   const opts = optionsFrom(p);
   const shown = progressOn(io, false);
-  const cfg = pipelineConfig(p, opts, shapes, values, shown);
+  const cfg = pipelineConfig(p, opts, shapes, values, shown, 'plan');
   const { report, sensitivity } = await runOptimize(inPath, undefined, cfg);
   shown.end();
   const planFile: PlanFile = {

@@ -14,7 +14,7 @@ import { createSession, type ModelSource } from '../verify/session.js';
 import { forEachTensor, MAX_PROTOBUF_BYTES, mapTensors } from '../onnx/file.js';
 import { isExternal, tensorByteSize, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
 import type { TensorProto } from '../onnx/schema.js';
-import { TempFile } from '../util/fsio.js';
+import { TempFile } from '../util/temp-files.js';
 import { subgraphsOf } from './attrs.js';
 
 function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {

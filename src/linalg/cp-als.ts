@@ -21,7 +21,7 @@ import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm
 import { gemm } from './gemm.js';
 import { asFloat64, assertFinite, type Matrix } from './matrix.js';
 import { truncatedSvdProgram } from './rsvd.js';
-import { checkTensor, tensorNorm, unfold, type Tensor } from './tensor.js';
+import { checkTensor, contractRest, khatriRao, tensorNorm, unfold, type Tensor } from './tensor.js';
 import { solveLowerLeft, solveUpperLeft } from './triangular.js';
 
 export interface CpAlsOptions {
@@ -175,60 +175,6 @@ export function cpAlsSync(tensor: Tensor, rank: number, opts: CpAlsOptions & { g
 export function cpAls(tensor: Tensor, rank: number, opts: CpAlsOptions & { engine?: GemmEngine } = {}): Promise<CpAlsResult> {
   const p = cpAlsProgram(tensor, rank, opts);
   return opts.engine ? runAsync(p, opts.engine) : Promise.resolve(runSync(p));
-}
-
-/**
- * Khatri–Rao product of the factors in mode order, last mode varying fastest, so
- * row (i_a, i_b, …) matches column (i_a, i_b, …) of the corresponding unfolding.
- */
-export function khatriRao(fs: Matrix[]): Matrix {
-  const R = fs[0]!.cols;
-  let acc = Float64Array.from(fs[0]!.data);
-  let rows = fs[0]!.rows;
-  for (let q = 1; q < fs.length; q++) {
-    const f = fs[q]!;
-    const fd = Float64Array.from(f.data); // monomorphic fp64 access in the hot loop
-    const fr = f.rows;
-    const next = new Float64Array(rows * fr * R);
-    for (let i = 0; i < rows; i++) {
-      const ao = i * R;
-      for (let j = 0; j < fr; j++) {
-        const o = (i * fr + j) * R;
-        const bo = j * R;
-        for (let r = 0; r < R; r++) next[o + r] = acc[ao + r]! * fd[bo + r]!;
-      }
-    }
-    acc = next;
-    rows *= fr;
-  }
-  return { rows, cols: R, data: acc };
-}
-
-/**
- * MTTKRP of mode n ≥ 1 from Z = F_0ᵀ·X_(0) (R × Π_{m≥1} I_m):
- * M[i_n, r] = Σ_{i_m, m∉{0,n}} Z[r, i_1, …] · Π_{m∉{0,n}} F_m[i_m, r].
- */
-function contractRest(z: Matrix, dims: readonly number[], factors: Matrix[], n: number): Matrix {
-  const N = dims.length;
-  const R = z.rows;
-  const P = z.cols;
-  const out = new Float64Array(dims[n]! * R);
-  const fds = factors.map((f) => f.data);
-  const idx = new Array<number>(N).fill(0);
-  for (let r = 0; r < R; r++) {
-    idx.fill(0);
-    const zo = r * P;
-    for (let p = 0; p < P; p++) {
-      let v = z.data[zo + p]!;
-      for (let m = 1; m < N; m++) if (m !== n) v *= fds[m]![idx[m]! * R + r]!;
-      out[idx[n]! * R + r]! += v;
-      for (let m = N - 1; m >= 1; m--) {
-        if (++idx[m]! < dims[m]!) break;
-        idx[m] = 0;
-      }
-    }
-  }
-  return { rows: dims[n]!, cols: R, data: out };
 }
 
 /** FᵀF (R×R). */

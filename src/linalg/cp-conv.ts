@@ -12,6 +12,7 @@
  * fitted through the fixed first two convs H: A = W·(X + δI)ᵀ·Hᵀ·(H·(Ĉ + δI)·Hᵀ)⁻¹.
  */
 import type { Rng } from '../util/rng.js';
+import { isRank, notARank } from './checks.js';
 import { anchoredError, fitThroughInputMap, meanEnergy, meanError, type AnchoredPatch } from './anchored.js';
 import { cpAlsSync } from './cp-als.js';
 import { product, type SyncGemm } from './engine.js';
@@ -52,7 +53,7 @@ export interface CpConv {
 
 /** CP of `kernel` ([T, S, K], fp32 as stored) at rank `rank`. */
 export function cpConv(kernel: { data: Float32Array; shape: readonly [number, number, number] }, rank: number, opts: CpConvOptions = {}): CpConv {
-  if (!Number.isInteger(rank) || rank < 1) throw new RangeError(`cpConv: rank ${rank} is not a positive integer`);
+  if (!isRank(rank)) throw new RangeError(`cpConv: ${notARank(rank)}`);
   const [T, S, K] = kernel.shape;
   const wd = Float64Array.from(kernel.data);
   const wh = opts.whitening;

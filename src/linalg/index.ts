@@ -13,9 +13,9 @@ export {
   truncatedSvd, truncatedSvdSync, truncatedSvdProgram, randomizedSvd, randomizedSvdSync, truncate,
   type TruncatedSvdOptions, type AsyncSvdOptions,
 } from './rsvd.js';
-export { permute, unfold, swapLeadingAxes, tensorNorm, sizeOf, type Tensor } from './tensor.js';
+export { permute, unfold, swapLeadingAxes, tensorNorm, sizeOf, khatriRao, type Tensor } from './tensor.js';
 export { tucker2, tucker2Sync, tucker2Program, reconstructTucker2, type Tucker2Options, type Tucker2Result } from './tucker2.js';
-export { cpAls, cpAlsSync, cpAlsProgram, khatriRao, balancedFactors, type CpAlsOptions, type CpAlsResult } from './cp-als.js';
+export { cpAls, cpAlsSync, cpAlsProgram, balancedFactors, type CpAlsOptions, type CpAlsResult } from './cp-als.js';
 export { tucker2Conv, tucker2Error, type ConvKernel, type Tucker2Conv, type Tucker2ConvOptions } from './tucker2-conv.js';
 export { cpConv, cpError, whitenKernel, type CpConv, type CpConvOptions } from './cp-conv.js';
 export { whitenedSvdFactors, type ChannelWhitening } from './whitened-svd.js';

@@ -1,52 +1,144 @@
 /**
- * The rows-side whitened SVD pair of a matrix W [m, n] whose rows are the inputs (Y = X·W):
- * W ≈ L·R with L = L_x⁻ᵀ·U_r·Σ_r^½ [m, r] and R = Σ_r^½·V_rᵀ [r, n], where U·Σ·Vᵀ is the
- * truncated SVD of A = L_xᵀ·W for the input Gram G + δI = L_x·L_xᵀ (SVD-LLM: the error
- * ‖X(W − L·R)‖ is minimised). Anchored (`cross` given): A = (W ᵀ·(X + δI)ᵀ·L̂⁻ᵀ)ᵀ with
- * Ĉ + δI = L̂·L̂ᵀ (anchored.ts). δ = damp·mean(diag G). Same numbers as
- * rewrite/svd-pair.ts's SvdCache + svdPairFactors for a 'rows' whitening.
+ * The whitened SVD pair of a weight W [m, n]: W ≈ L·R with L [m, r] and R [r, n] from the
+ * truncated SVD U·Σ·Vᵀ of a whitened A, Σ split evenly (Σ_r^½ on each side).
+ *
+ * Inputs on the rows side (Y = X·W): A = L_xᵀ·W for the input Gram G + δI = L_x·L_xᵀ, and
+ * L = L_x⁻ᵀ·U_r·Σ_r^½, R = Σ_r^½·V_rᵀ (SVD-LLM: the error ‖X(W − L·R)‖ is minimised). On the
+ * columns side (Y = W·X): A = W·L_x, L = U_r·Σ_r^½, R = Σ_r^½·V_rᵀ·L_x⁻¹. Anchored (`cross`
+ * given): A = W·(X + δI)ᵀ·L̂⁻ᵀ in the y = W·x orientation (transposed for the rows side),
+ * with Ĉ + δI = L̂·L̂ᵀ (anchored.ts). δ = damp·mean(diag G). Without whitening A = W.
+ * Pure numerics: rewrite/svd-pair.ts and tucker2-conv.ts call these.
  */
-import { whitenedTarget, dampingOf, plusDiagonal } from './anchored.js';
+import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, whitenedTarget } from './anchored.js';
 import { choleskyWithRidge } from './cholesky.js';
 import { product, type SyncGemm } from './engine.js';
 import { transpose, type Matrix } from './matrix.js';
 import { truncatedSvdSync } from './rsvd.js';
+import type { SvdResult } from './svd.js';
 import { solveUpperLeft } from './triangular.js';
 
-/** Second moments of the inputs on the rows side: G [m, m] (Ĉ when anchored) and X = E[x̂·xᵀ]. */
-export interface ChannelWhitening {
+/** Second moments of the inputs on one side of W. */
+export interface PairWhitening {
+  /** 'rows': Y = X·W, G is [m, m]; 'cols': Y = W·X, G is [n, n]. */
+  side: 'rows' | 'cols';
+  /** G = E[x·xᵀ] (Ĉ = E[x̂·x̂ᵀ] when anchored). */
   gram: Float64Array;
-  /** λ of the damping; 0 or absent: none. */
+  /** λ of the damping; 0 or absent: none (the exact optimum on the statistics). */
   damp?: number;
-  /** Anchored fit: E[x̂·xᵀ] [m, m]. */
+  /** Anchored fit: X = E[x̂·xᵀ]. */
   cross?: Float64Array;
 }
 
-/** L [m, r] and R [r, n] (fp32, row-major) of the whitened rank-r pair; truncated SVD seeded with 0. */
-export function whitenedSvdFactors(w: Matrix, wh: ChannelWhitening, r: number, sync?: SyncGemm): { left: Float32Array; right: Float32Array } {
-  const { rows: m, cols: n } = w;
-  if (wh.gram.length !== m * m) throw new Error(`whitening Gram matrix has ${wh.gram.length} entries, expected ${m}x${m}`);
-  let lx: Matrix;
-  let a: Matrix;
+/** The statistics with what an anchored fit's reported error and bias correction need. */
+export interface PairStatistics extends PairWhitening {
+  /**
+   * Anchored fit: `gram` is then Ĉ = E[x̂·x̂ᵀ] of the input in the partly compressed model,
+   * `cross` X = E[x̂·xᵀ] and `reference` C = E[x·xᵀ] of the original input (for the reported
+   * error); all three centered when `means` are given.
+   */
+  reference?: Float64Array;
+  /** E[x] and E[x̂]: the moments are covariances and the fit returns the bias correction. */
+  means?: { x: Float64Array; xHat: Float64Array };
+}
+
+/** Rows-side whitening of one weight (tucker2-conv.ts: one per group). */
+export type ChannelWhitening = Omit<PairWhitening, 'side'>;
+
+/** The matrix whose SVD is taken, and the Cholesky factor that undoes the whitening. */
+export interface WhitenedMatrix {
+  a: Matrix;
+  lx?: Matrix;
+  /** Ridge added to the Gram matrix to make it definite (0 when it was). */
+  ridge: number;
+}
+
+/** G + λ·mean(diag G)·I: a copy of the Gram matrix, pulled toward isotropy (G itself when λ is 0). */
+export function damped(gram: Float64Array, k: number, lambda: number): Float64Array {
+  return lambda === 0 ? gram : plusDiagonal(gram, k, dampingOf(gram, k, lambda));
+}
+
+/** A for W and its whitening (W itself without one). */
+export function whitenedMatrix(w: Matrix, wh: PairWhitening | undefined, sync?: SyncGemm): WhitenedMatrix {
+  if (!wh) return { a: w, ridge: 0 };
+  const k = wh.side === 'rows' ? w.rows : w.cols;
+  if (wh.gram.length !== k * k) throw new Error(`whitening Gram matrix has ${wh.gram.length} entries, expected ${k}x${k}`);
   if (wh.cross) {
-    const t = whitenedTarget(transpose(w), wh.gram, wh.cross, wh.damp ?? 0, sync);
-    lx = t.l;
-    a = transpose(t.a);
-  } else {
-    const lambda = wh.damp ?? 0;
-    const g = lambda === 0 ? wh.gram : plusDiagonal(wh.gram, m, dampingOf(wh.gram, m, lambda));
-    lx = choleskyWithRidge({ rows: m, cols: m, data: g }, 1e-6).l;
-    a = product(lx, w, { transA: true }, sync);
+    // y = W·x orientation: W itself on the columns side, Wᵀ on the rows side.
+    const t = whitenedTarget(wh.side === 'cols' ? w : transpose(w), wh.gram, wh.cross, wh.damp ?? 0, sync);
+    return { a: wh.side === 'cols' ? t.a : transpose(t.a), lx: t.l, ridge: t.ridge };
   }
-  const f = truncatedSvdSync(a, Math.max(Math.min(r, m, n), 1), { seed: 0, gemm: sync });
-  const us: Matrix = { rows: m, cols: r, data: new Float64Array(m * r) };
-  const right = new Float32Array(r * n);
+  const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(wh.gram, k, wh.damp ?? 0) }, 1e-6);
+  return { a: wh.side === 'rows' ? product(l, w, { transA: true }, sync) : product(w, l, {}, sync), lx: l, ridge };
+}
+
+/**
+ * L [m, r] and R [r, n] (fp32, row-major) from an SVD of A holding at least r singular
+ * values, with the whitening on `side` undone by `lx`.
+ */
+export function pairFromSvd(f: SvdResult, r: number, m: number, n: number, side?: PairWhitening['side'], lx?: Matrix): { left: Float32Array; right: Float32Array } {
+  let us: Matrix = { rows: m, cols: r, data: new Float64Array(m * r) };
+  let sv: Matrix = { rows: r, cols: n, data: new Float64Array(r * n) };
   const ucols = f.u.cols;
   for (let k = 0; k < r; k++) {
     const s = Math.sqrt(f.s[k]!);
     for (let i = 0; i < m; i++) us.data[i * r + k] = f.u.data[i * ucols + k]! * s;
-    for (let j = 0; j < n; j++) right[k * n + j] = f.vt.data[k * n + j]! * s;
+    for (let j = 0; j < n; j++) sv.data[k * n + j] = f.vt.data[k * n + j]! * s;
   }
-  // Undo the whitening on the input side: L = L_x⁻ᵀ·U_rΣ^½.
-  return { left: Float32Array.from(solveUpperLeft(transpose(lx), us).data), right };
+  // Undo the whitening on the input side: L = L_x⁻ᵀ·U_rΣ^½, or R = Σ^½V_rᵀ·L_x⁻¹.
+  if (side === 'rows') us = solveUpperLeft(transpose(lx!), us);
+  if (side === 'cols') sv = transpose(solveUpperLeft(transpose(lx!), transpose(sv)));
+  return { left: Float32Array.from(us.data), right: Float32Array.from(sv.data) };
+}
+
+/** L [m, r] and R [r, n] of the rows-side whitened rank-r pair; truncated SVD seeded with 0. */
+export function whitenedSvdFactors(w: Matrix, wh: ChannelWhitening, r: number, sync?: SyncGemm): { left: Float32Array; right: Float32Array } {
+  const { rows: m, cols: n } = w;
+  const t = whitenedMatrix(w, { ...wh, side: 'rows' }, sync);
+  const f = truncatedSvdSync(t.a, Math.max(Math.min(r, m, n), 1), { seed: 0, gemm: sync });
+  return pairFromSvd(f, r, m, n, 'rows', t.lx);
+}
+
+/** ‖W − L·R‖_F / ‖W‖_F, computed directly (not from the spectrum) so wiring bugs show. */
+export function reconstructionError(w: Matrix, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm): number {
+  const { rows: m, cols: n } = w;
+  const wh = product({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) }, {}, sync).data;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < m * n; i++) {
+    const x = w.data[i]!;
+    const d = x - wh[i]!;
+    num += d * d;
+    den += x * x;
+  }
+  return den === 0 ? 0 : Math.sqrt(num / den);
+}
+
+/**
+ * The relative output error on the statistics of the pair L·R fitted from the SVD `f` of
+ * the whitened A: from the spectrum (‖A‖² minus the energy kept), or for an anchored fit
+ * from the factors (relative to the original output's energy, means included), with the
+ * bias correction when centered.
+ */
+export function whitenedPairErrors(
+  w: Matrix, wh: PairStatistics, a: Matrix, f: SvdResult, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm,
+): { dataError: number; biasDelta?: Float64Array } {
+  if (wh.cross) return anchoredPairErrors(w, wh, left, right, r, sync);
+  let kept = 0;
+  let total = 0;
+  for (let i = 0; i < a.data.length; i++) total += a.data[i]! ** 2;
+  for (let i = 0; i < Math.min(r, f.s.length); i++) kept += f.s[i]! ** 2;
+  return { dataError: total > 0 ? Math.sqrt(Math.max(0, total - kept) / total) : 0 };
+}
+
+function anchoredPairErrors(w0: Matrix, wh: PairStatistics, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm): { dataError: number; biasDelta?: Float64Array } {
+  const { rows: m, cols: n } = w0;
+  const approx = product({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) }, {}, sync);
+  // y = W·x orientation.
+  const [w, what] = wh.side === 'cols' ? [w0, approx] : [transpose(w0), transpose(approx)];
+  const e = anchoredError(w, what, { gram: wh.reference ?? wh.gram, gramHat: wh.gram, cross: wh.cross! }, sync);
+  const den = e.den + (wh.means ? meanEnergy(w, wh.means.x) : 0);
+  return {
+    dataError: den > 0 ? Math.sqrt(e.num / den) : 0,
+    biasDelta: wh.means ? meanError(w, what, wh.means.x, wh.means.xHat) : undefined,
+  };
 }

@@ -15,6 +15,9 @@
  *    Σ x̂·x̂ᵀ, Σ x̂·xᵀ and the patch versions, means), and each layer of the wave is
  *    rewritten with them (the passes fit anchored when the statistics carry an `anchor`).
  *    The first wave has nothing compressed upstream: x̂ = x, one run.
+ *    Before the fit, each layer's paired statistics are shrunk toward the original's by its
+ *    rows per dimension (calib/anchor-shrink.ts): with few rows the compensation of upstream
+ *    errors fits the calibration set's own errors and does not carry over to other inputs.
  * Layers inside subgraphs (their inputs cannot be exposed) and layers without paired
  * statistics are fitted as before (independent statistics, or none), and the notes say so.
  * Each wave's statistics are dropped once its layers are rewritten, so memory stays that
@@ -29,7 +32,8 @@ import type { ExternalBytes } from '../onnx/tensor.js';
 import { isSkip, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
 import { createRng } from '../util/rng.js';
 import type { Feeds } from '../verify/tensor.js';
-import { collectAnchoredStats } from '../calib/stats.js';
+import { collectAnchoredStats } from '../calib/anchored-stats.js';
+import { ANCHOR_ROWS_PER_DIM, shrinkAnchor, shrinkageOf } from '../calib/anchor-shrink.js';
 import { passByName } from '../../passes/index.js';
 import { bind } from '../rewrite/registry.js';
 import { cleanUp, optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
@@ -46,6 +50,8 @@ export interface AnchorInputs {
   maxBytesPerRun?: number;
   onStage?: (stage: string) => void;
   onProgress?: (done: number, total: number, what: string) => void;
+  /** κ of the shrinkage toward the original's statistics (calib/anchor-shrink.ts); 0 = none. Default ANCHOR_ROWS_PER_DIM. */
+  rowsPerDim?: number;
 }
 
 export interface AnchoredOutcome {
@@ -74,8 +80,8 @@ export function anchorWaves(model: Model, layers: readonly LayerInfo[]): Map<Lay
  * anchored fits on `inp.feeds`. Rewrites `model` in place (like optimizeModel).
  */
 export async function optimizeAnchored(
-  model: Model, shapes: ShapeMap | undefined, opts: Readonly<OptimizeOptions>, inp: AnchorInputs,
-  plan: PlanFile | undefined = opts.plan, run: RunContext = opts,
+  model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions, inp: AnchorInputs,
+  plan: PlanFile | undefined = opts.plan, run: RunContext = {},
 ): Promise<AnchoredOutcome> {
   const notes: string[] = [];
   // The original, for the reference activations x (the model itself is rewritten in place).
@@ -131,6 +137,8 @@ export async function optimizeAnchored(
   };
 
   const feedSource = { feeds: () => inp.feeds, batches: inp.feeds.length };
+  const kappa = inp.rowsPerDim ?? ANCHOR_ROWS_PER_DIM;
+  const leaning = new Set<string>();
   for (let w = 1; w <= count; w++) {
     const layers = todo.filter((l) => waves.get(l) === w);
     inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
@@ -142,7 +150,13 @@ export async function optimizeAnchored(
     });
     if (!st.ok) throw st.error;
     runs += st.value.runs;
-    for (const layer of layers) rewrite(layer, st.value.stats, st.value.unavailable.get(layer.name));
+    // Each layer's compensation shrunk toward the original's statistics by its rows per dimension (calib/anchor-shrink.ts).
+    const shrunk = new Map([...st.value.stats].map(([name, s]) => {
+      const k = shrinkageOf(s, kappa);
+      if (s.anchor && s.anchor.gram !== s.gram && Math.min(k.alpha, k.patchAlpha) < 0.5) leaning.add(name);
+      return [name, shrinkAnchor(s, k)];
+    }));
+    for (const layer of layers) rewrite(layer, shrunk, st.value.unavailable.get(layer.name));
   }
   // Layers inside subgraphs: no paired statistics can be collected for them.
   for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');
@@ -150,6 +164,8 @@ export async function optimizeAnchored(
 
   const anchored = todo.length - fallback.length;
   notes.push(`anchored fitting: ${anchored} layer(s) fitted to the original model's outputs in ${count} wave(s) (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
+  const lean = todo.filter((l) => leaning.has(l.name)).length;
+  if (lean > 0) notes.push(`anchored fitting: ${lean} layer(s) have few calibration rows per input dimension, so their fits lean toward the original's inputs (more calibration data helps them)`);
   if (fallback.length > 0) notes.push(`anchored fitting: ${fallback.length} layer(s) fitted independently instead: ${fallback.join('; ')}`);
   return { records, notes };
 }

@@ -11,16 +11,18 @@ import { decodeModel, encodeModel } from '../onnx/codec.js';
 import { loadModel } from '../onnx/file.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
+import { machineNchwcBlock } from '../verify/cpu-block.js';
 import { measureLatency } from '../verify/latency.js';
 import type { HostTensor } from '../verify/tensor.js';
 import type { LatencyStats } from '../verify/latency.js';
 import { LrError } from '../errors.js';
 import { rankMultiple } from '../linalg/rank.js';
 import type { Budget } from './budget.js';
-import { allocate, budgetLabel, measureAll, planFromAllocation } from './budgeted.js';
+import { allocate, budgetLabel, eligibleLayers, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, type RunContext } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
-import { outputErr2, pickOutputs, runAll, top1OverLastAxis, type Candidate, type LayerSensitivity } from './sensitivity.js';
+import type { Candidate, LayerSensitivity } from './sensitivity.js';
+import { outputErr2, pickOutputs, runAll, top1OverLastAxis } from './output-error.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import type { CalibrationSource, Job, PipelineConfig } from './job.js';
 import { optimizeAnchored, type AnchorInputs } from './anchored.js';
@@ -30,12 +32,13 @@ import { timed as timePhase } from './timings.js';
 export type { Job };
 
 /**
- * Rank multiple when a budget times candidates in ORT and no --align is given. ORT's CPU
- * convs run in the blocked NCHWc layout only when a conv's input channels are a multiple
- * of the block (16 with AVX-512, 8 with AVX2) or below it; a chain rank off that grid
- * falls back to plain NCHW kernels with layout reorders around it. 16 suits both.
+ * Rank multiple when a budget times candidates in ORT and no --align is given: the channel
+ * block of ORT's blocked conv layout (NCHWc) on this CPU, 16 with AVX-512 and 8 on other
+ * x86-64 CPUs (verify/cpu-block.ts). A conv runs in that layout only when its input
+ * channels are a multiple of the block or below it; a chain rank off that grid falls back
+ * to plain NCHW kernels with layout reorders around it. Undefined where ORT has no blocks.
  */
-export const LATENCY_ALIGN = 16;
+export const latencyAlign = (): number | undefined => machineNchwcBlock();
 
 export interface BudgetInputs {
   budget: Budget;
@@ -52,25 +55,31 @@ export interface BudgetInputs {
   anchor?: AnchorInputs;
 }
 
+type BudgetInfo = NonNullable<Report['budget']>;
+
 export interface BudgetOutcome {
   records: ReturnType<typeof optimizeModel>;
-  budgetInfo: NonNullable<Report['budget']>;
+  budgetInfo: BudgetInfo;
   /** The first stage's measurements (kept in the report, reusable as a plan). */
   sensitivity: LayerSensitivity[];
+  /** For the report, in the order they were made. */
+  notes: string[];
 }
 
 /**
  * A latency budget is judged again once the whole written model is timed: the allocation
  * summed per-layer timings, which do not add up exactly. The measured ratio becomes what
- * was achieved (2% slack for timing noise). Other budgets are left as they are.
+ * was achieved (2% slack for timing noise). Returns the settled budget (a new object);
+ * other budgets are returned as they are.
  */
-export function settleLatencyBudget(info: BudgetOutcome['budgetInfo'], budget: Budget, measured: Pick<LatencyStats, 'originalMs' | 'optimizedMs'>): void {
-  if (budget.kind !== 'latency') return;
+export function settleLatencyBudget(info: BudgetInfo, budget: Budget, measured: Pick<LatencyStats, 'originalMs' | 'optimizedMs'>): BudgetInfo {
+  if (budget.kind !== 'latency') return info;
   const ratio = measured.optimizedMs.p50 / measured.originalMs.p50;
-  info.achieved = ratio;
-  info.unit = 'measured latency (ORT-node p50)';
-  info.met = ratio <= budget.fraction * 1.02;
-  if (!info.met) info.why = `measured latency ratio ${ratio.toFixed(3)} > target ${budget.fraction} (allocated by per-layer timings; ${info.why ?? 'their sum met the target: layer times do not add up exactly'})`;
+  const met = ratio <= budget.fraction * 1.02;
+  return {
+    ...info, achieved: ratio, unit: 'measured latency (ORT-node p50)', met,
+    ...(!met && { why: `measured latency ratio ${ratio.toFixed(3)} > target ${budget.fraction} (allocated by per-layer timings; ${info.why ?? 'their sum met the target: layer times do not add up exactly'})` }),
+  };
 }
 
 export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInputs): Promise<BudgetOutcome> {
@@ -79,8 +88,14 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   const stages = cfg.stages ?? 1;
   const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
   const timed = cfg.layerLatency || unit === 'latency';
-  const align = opts.policy.align ?? (timed ? LATENCY_ALIGN : undefined);
-  if (rankMultiple(align) && opts.policy.align === undefined) job.notes.push(`candidate ranks rounded up to multiples of ${align} (ORT's blocked conv layout); --align 1 turns this off`);
+  const align = opts.policy.align ?? (timed ? latencyAlign() : undefined);
+  const notes: string[] = [];
+  if (rankMultiple(align) && opts.policy.align === undefined) notes.push(`candidate ranks rounded up to multiples of ${align} (the channel block of ORT's blocked conv layout on this CPU); --align 1 turns this off`);
+  if (opts.heaviest === undefined && opts.heaviestShare !== undefined) {
+    const all = eligibleLayers(job.model, shapes, { ...opts, heaviestShare: undefined });
+    const kept = eligibleLayers(job.model, shapes, opts).length;
+    notes.push(`the budget considers the ${kept} of ${all.length} layers carrying ${+(opts.heaviestShare * 100).toFixed(1)}% of the ${all.every((l) => l.macs !== undefined) ? 'MACs' : 'params'} (the default with a budget; --heaviest N sets the number)`);
+  }
   let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
   if (unit === 'latency') {
     // Latency targets are fractions of the whole model's measured time.
@@ -96,7 +111,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   let stageRef = reference;
   let baseErr2 = 0;
   let records: ReturnType<typeof optimizeModel> = [];
-  let budgetInfo: BudgetOutcome['budgetInfo'] | undefined;
+  let budgetInfo: BudgetInfo | undefined;
   let sensitivity: LayerSensitivity[] | undefined;
   let prev: { sens: LayerSensitivity[]; choices: ReadonlyMap<string, Candidate> } | undefined;
   // The notes of the allocation kept (each allocation is applied anew).
@@ -116,7 +131,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     if (stage > 1) {
       cfg.onStage?.(`stage ${stage}/${stages}: merging factors`);
       const problems = mergeStage(job.model, records, snapshot!, job.loaded.external);
-      if (problems.length) job.notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
+      if (problems.length) notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
       startBytes = encodeModel(job.loaded.model);
       if (inp.collectStats) stats = await inp.collectStats(`stage ${stage}/${stages}: collecting layer input statistics`);
       const out = await runAll({ bytes: startBytes }, calib.feeds);
@@ -126,12 +141,13 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     }
     cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
     const sens = await timePhase(job.timings, 'sensitivity', () => measureAll(job.model, shapes, {
-      method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, seed: opts.seed,
+      method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, heaviestShare: opts.heaviestShare, seed: opts.seed,
       external: job.loaded.external, stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.run.gemm,
       // Two input sets rank the layers well enough; the final check uses all of them.
       feeds: calib.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
+      measureAllRungs: cfg.measureAllRungs,
       onProgress: inp.run.onProgress,
     }));
     if (stage === 1) sensitivity = sens;
@@ -210,7 +226,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       restart();
     }
   }
-  job.notes.push(...anchorNotes);
+  notes.push(...anchorNotes);
   if (stages > 1) {
     const orig = loadModel(job.inPath);
     try {
@@ -219,5 +235,5 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       orig.external.close();
     }
   }
-  return { records, budgetInfo: budgetInfo!, sensitivity: sensitivity! };
+  return { records, budgetInfo: budgetInfo!, sensitivity: sensitivity!, notes };
 }

@@ -1,6 +1,7 @@
 /**
  * Whole-model rank choice under a budget: measure each layer's sensitivity on the
- * calibration inputs, allocate ranks globally (budget.ts), and turn the allocation into a
+ * calibration inputs (one or two rungs per layer run in ORT, the others predicted, unless
+ * `measureAllRungs`), allocate ranks globally (budget.ts), and turn the allocation into a
  * plan the driver applies exactly.
  */
 import type { SyncGemm } from '../linalg/engine.js';
@@ -32,6 +33,11 @@ export interface BudgetedOptions extends LayerFilter {
   totals?: { params: number; macs?: number };
   /** Where the factorizations' large products run; default JS. */
   gemm?: SyncGemm;
+  /**
+   * Run every candidate rung in ORT instead of one per layer with the rest predicted from
+   * the layer's own error (predict-sensitivity.ts).
+   */
+  measureAllRungs?: boolean;
   /** Reuse these measurements (from a plan file) instead of measuring again. */
   sensitivity?: readonly LayerSensitivity[];
   onProgress?: (done: number, total: number, layer: string) => void;
@@ -59,7 +65,9 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
   // --exclude) or measured at other candidate ranks (another --align) are measured now,
   // and those the filters now leave out are dropped.
   const align = rankMultiple(opts.align);
-  const cached = new Map((opts.sensitivity ?? []).filter((s) => s.align === align).map((s) => [s.name, s]));
+  // A plan's predicted rungs do not serve a run that asks for every rung measured.
+  const usable = (s: LayerSensitivity): boolean => s.align === align && !(opts.measureAllRungs && s.candidates.some((c) => c.measured === false));
+  const cached = new Map((opts.sensitivity ?? []).filter(usable).map((s) => [s.name, s]));
   const missing = eligible.filter((l) => !cached.has(l.name));
   const fresh = missing.length ? await measureLayers(model, missing, opts) : [];
   const measured = new Map(fresh.map((s) => [s.name, s]));
@@ -72,7 +80,7 @@ function measureLayers(model: Model, layers: readonly LayerInfo[], opts: Budgete
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
-    latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external },
+    latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external }, allRungs: opts.measureAllRungs,
   });
 }
 

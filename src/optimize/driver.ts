@@ -34,37 +34,42 @@ export interface RunContext {
 }
 
 /**
- * What the user asked for. A library caller may also put the runtime handles here (a
- * RunContext handed to optimizeModel takes their place); the pipeline never does.
+ * What the user asked for, and only that: the runtime handles travel apart (RunContext),
+ * and nothing here is written during a run.
  */
-export interface OptimizeOptions extends RunContext {
-  method: MethodChoice;
-  policy: RankPolicy;
+export interface OptimizeOptions {
+  readonly method: MethodChoice;
+  readonly policy: RankPolicy;
   /** Layers whose node or weight name matches are left alone. */
-  exclude?: RegExp;
+  readonly exclude?: RegExp;
   /** Layers with fewer weight parameters are left alone. */
-  minParams: number;
+  readonly minParams: number;
   /** Of the layers left, only this many with the most MACs (params where MACs are unknown) are considered. */
-  heaviest?: number;
-  seed: number;
+  readonly heaviest?: number;
+  /**
+   * Without `heaviest`: of the layers left, only the fewest with the most MACs (params where
+   * MACs are unknown) that together carry this share of them (budgets default to 0.95).
+   */
+  readonly heaviestShare?: number;
+  readonly seed: number;
   /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
-  plan?: PlanFile;
+  readonly plan?: PlanFile;
   /**
    * Decide passes and ranks (and price them) without rewriting: the records say what would
    * be done; the anchored wave loop (anchored.ts) then applies them.
    */
-  decideOnly?: boolean;
+  readonly decideOnly?: boolean;
 }
 
 /** Default: tiny layers cost more in kernel launches than they save. */
 export const DEFAULT_MIN_PARAMS = 4096;
 
 
-export type LayerFilter = Pick<OptimizeOptions, 'exclude' | 'minParams' | 'heaviest' | 'method'>;
+export type LayerFilter = Pick<OptimizeOptions, 'exclude' | 'minParams' | 'heaviest' | 'heaviestShare' | 'method'>;
 
 /**
  * Why each layer the user's filters leave alone is left alone (--exclude, --min-params,
- * --heaviest); layers absent from the map may be rewritten.
+ * --heaviest, or the MAC share budgets default to); layers absent from the map may be rewritten.
  */
 export function filterReasons(layers: readonly LayerInfo[], f: LayerFilter): Map<LayerInfo, string> {
   const out = new Map<LayerInfo, string>();
@@ -75,13 +80,23 @@ export function filterReasons(layers: readonly LayerInfo[], f: LayerFilter): Map
     // Layers no pass takes (ConvTranspose, Gather…) keep their own reason and take no place.
     else if (typeof passFor(l, f.method) !== 'string') kept.push(l);
   }
-  if (f.heaviest !== undefined && kept.length > f.heaviest) {
-    // MACs rank the layers when every one has them (they are what latency follows), else params.
-    const byMacs = kept.every((l) => l.macs !== undefined);
-    const weight = (l: LayerInfo): number => (byMacs ? l.macs! : l.params);
-    const order = kept.map((l, i) => ({ l, i })).sort((a, b) => weight(b.l) - weight(a.l) || a.i - b.i);
-    for (const { l } of order.slice(f.heaviest)) out.set(l, `not among the ${f.heaviest} layers with the most ${byMacs ? 'MACs' : 'params'} (--heaviest ${f.heaviest})`);
+  if (f.heaviest === undefined && f.heaviestShare === undefined) return out;
+  // MACs rank the layers when every one has them (they are what latency follows), else params.
+  const byMacs = kept.every((l) => l.macs !== undefined);
+  const unit = byMacs ? 'MACs' : 'params';
+  const weight = (l: LayerInfo): number => (byMacs ? l.macs! : l.params);
+  const order = kept.map((l, i) => ({ l, i })).sort((a, b) => weight(b.l) - weight(a.l) || a.i - b.i);
+  let n = f.heaviest ?? order.length;
+  let why = `not among the ${n} layers with the most ${unit} (--heaviest ${n})`;
+  if (f.heaviest === undefined) {
+    const share = f.heaviestShare!;
+    const total = kept.reduce((a, l) => a + weight(l), 0);
+    let sum = 0;
+    for (n = 0; n < order.length && sum < share * total; n++) sum += weight(order[n]!.l);
+    if (!(total > 0)) n = order.length;
+    why = `not among the ${n} layers carrying ${+(share * 100).toFixed(1)}% of the ${unit} (the default with a budget; --heaviest N sets the number)`;
   }
+  for (const { l } of order.slice(n)) out.set(l, why);
   return out;
 }
 
@@ -101,10 +116,10 @@ function scaleMacs(layerMacs: number | undefined, c: CostPair): number | undefin
 /**
  * `plan` is applied exactly instead of choosing ranks: the user's (--plan) by default, or
  * a budget's allocation, handed over as a value (options stay what the user asked for).
- * `run` holds the runtime handles (by default those in `opts`).
+ * `run` holds the runtime handles (none by default: no statistics, payloads inline, JS products).
  */
 export function optimizeModel(
-  model: Model, shapes: ShapeMap | undefined, opts: Readonly<OptimizeOptions>, plan: PlanFile | undefined = opts.plan, run: RunContext = opts,
+  model: Model, shapes: ShapeMap | undefined, opts: OptimizeOptions, plan: PlanFile | undefined = opts.plan, run: RunContext = {},
 ): LayerRecord[] {
   for (const g of model.allGraphs()) g.topoSort();
   const layers = findLayers(model, shapes);

@@ -1,7 +1,7 @@
 /**
  * What an optimize run is given and what it hands from stage to stage: the run's
  * configuration (from the CLI or a library caller), its calibration and verification
- * inputs, and the job the stages share (the loaded model and the notes for the report).
+ * inputs, and the job the stages share (the model being rewritten and the phase timings).
  * Types only, owned here so the stages (budget-run, write-verify) and the pipeline that
  * calls them do not import each other.
  */
@@ -14,7 +14,7 @@ import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
 import type { Feeds } from '../verify/tensor.js';
 import type { Budget } from './budget.js';
-import type { OptimizeOptions } from './driver.js';
+import type { OptimizeOptions, RunContext } from './driver.js';
 import type { Timings } from './timings.js';
 
 export interface Job {
@@ -22,8 +22,7 @@ export interface Job {
   loaded: LoadedModel;
   model: Model;
   /** As the user gave them: the runtime handles travel apart (driver.ts RunContext). */
-  readonly opts: Readonly<OptimizeOptions>;
-  notes: string[];
+  readonly opts: OptimizeOptions;
   /** Seconds per phase, filled as the stages run. */
   timings: Timings;
 }
@@ -40,7 +39,8 @@ export interface CalibrationSource {
 }
 
 export interface PipelineConfig {
-  opts: OptimizeOptions;
+  /** What the user asked for (never written to). */
+  readonly opts: OptimizeOptions;
   budget?: Budget;
   /** For error budgets: what to save. */
   budgetUnit?: 'params' | 'macs' | 'latency';
@@ -61,13 +61,23 @@ export interface PipelineConfig {
   stages?: number;
   /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */
   layerLatency?: boolean;
+  /** Budgets: run every candidate rank of every layer through the model in ORT instead of predicting most (--measure-all-rungs). */
+  measureAllRungs?: boolean;
+  /**
+   * Without a budget or a plan: time each rewrite the policy decides against its layer in
+   * ORT (verify.threads) and keep only those measured faster (latency-screen.ts). The CLI
+   * turns it on unless --save params|macs; default off for library callers.
+   */
+  latencyScreen?: boolean;
+  /** Defaults the caller chose for the user, said first in the report's notes. */
+  defaults?: readonly string[];
   verify: {
     enabled: boolean; minCosine: number; atol?: number; rtol?: number; threads: number; latency: boolean; web: boolean;
     /** Held-out inputs to compare on instead of seeded random ones (--verify-data). */
     data?: (inputs: ValueInfo[]) => VerificationData;
   };
   save: { force: boolean; externalData: boolean };
-  onProgress?: OptimizeOptions['onProgress'];
+  onProgress?: RunContext['onProgress'];
   onStage?: (stage: string) => void;
   /** Called once IN is loaded, before any work: e.g. to check the outputs against the files IN reads. */
   onLoaded?: (loaded: LoadedModel) => void;

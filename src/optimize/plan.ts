@@ -65,6 +65,8 @@ function checkSensitivity(v: unknown, file: string): LayerSensitivity[] {
       if (!isCost(c.after)) bad(cat, 'needs "after" as {"params", "macsPerPosition"} numbers');
       if (!isError(c.relError) || !isError(c.outErr2)) bad(cat, 'needs "relError" and "outErr2" as numbers');
       if (c.ms !== undefined && !Number.isFinite(c.ms)) bad(cat, 'has an "ms" that is not a number');
+      for (const k of ['layerError', 'predictedErr2'] as const) if (c[k] !== undefined && !isError(c[k])) bad(cat, `has a "${k}" that is not a number`);
+      if (c.measured !== undefined && typeof c.measured !== 'boolean') bad(cat, 'has a "measured" that is not true or false');
       if (c.relError === null) c.relError = Infinity;
       if (c.outErr2 === null) c.outErr2 = Infinity;
     });

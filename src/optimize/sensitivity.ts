@@ -9,6 +9,13 @@
  * not reach are the original's. That is the same computation as running the whole
  * rewritten model, in a smaller session. Layers inside subgraphs, and any part that
  * cannot be cut out, run the whole model.
+ *
+ * By default not every rung is run through the model: each candidate is factorized and
+ * its layer's own output error measured (the layer alone, on its captured input), one or
+ * two rungs are run, and the others are predicted from the gain between the layer's error
+ * and the model's (predict-sensitivity.ts); while a layer's prediction cannot be anchored
+ * (a run failed) or its measured gains disagree widely, another rung is run. `allRungs`
+ * runs every rung and records what the prediction would have said beside each.
  */
 import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
@@ -19,16 +26,16 @@ import { bind } from '../rewrite/registry.js';
 import type { Candidate, LayerSensitivity } from '../report/records.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
-import { createSession, type ModelSource } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
-import { toNumbers } from '../verify/tensor.js';
-import { top1Agreement } from '../verify/compare.js';
 import { passFor, type MethodChoice } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { timeRewrite } from './layer-latency.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
 import type { NodeProto } from '../onnx/schema.js';
+import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-sensitivity.js';
+import { layerModel } from './layer-error.js';
+import { diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
 
 export type { Candidate, LayerSensitivity };
 
@@ -37,127 +44,18 @@ export type { Candidate, LayerSensitivity };
 /** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
 export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 
-/** Float data is read as it is; other types are widened (int64 and half need converting). */
-const asNumbers = (t: HostTensor): ArrayLike<number> => (t.type === 'float32' || t.type === 'float64' ? (t.data as Float32Array | Float64Array) : toNumbers(t));
-
-/** acc + Σ(a−b)², a non-finite difference counting as infinite; float32 pairs get a monomorphic loop. */
-function addSquaredDiff(acc: number, a: HostTensor, b: HostTensor | undefined): number {
-  if (a.type === 'float32' && b?.type === 'float32') {
-    const x = a.data as Float32Array;
-    const y = b.data as Float32Array;
-    for (let i = 0; i < x.length; i++) {
-      const d = x[i]! - y[i]!;
-      acc += Number.isFinite(d) ? d * d : Infinity;
-    }
-    return acc;
-  }
-  const x = asNumbers(a);
-  const y: ArrayLike<number> = b ? asNumbers(b) : [];
-  for (let i = 0; i < x.length; i++) {
-    const d = x[i]! - y[i]!;
-    acc += Number.isFinite(d) ? d * d : Infinity;
-  }
-  return acc;
-}
-
-/** Σ‖y_o‖² per reference output o, over all feeds (the denominators of outputErr2). */
-function referenceEnergy(ref: readonly Record<string, HostTensor>[]): Map<string, number> {
-  const den = new Map<string, number>();
-  for (const r of ref) {
-    for (const [name, t] of Object.entries(r)) {
-      const a = asNumbers(t);
-      let e = den.get(name) ?? 0;
-      for (let i = 0; i < a.length; i++) e += a[i]! * a[i]!;
-      den.set(name, e);
-    }
-  }
-  return den;
-}
-
-/** Σ‖Δy_o‖² per output of `got` against the reference, summed in the same order as ever (bit-for-bit stable). */
-function diffEnergy(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): Map<string, number> {
-  const num = new Map<string, number>();
-  ref.forEach((r, k) => {
-    for (const [name, t] of Object.entries(r)) num.set(name, addSquaredDiff(num.get(name) ?? 0, t, got[k]?.[name]));
-  });
-  return num;
-}
-
-const err2Ratio = (num: number, den: number): number => (den === 0 ? (num === 0 ? 0 : Infinity) : num / den);
-
-/**
- * The worst output's squared relative error, max over o of Σ‖Δy_o‖² / Σ‖y_o‖². Each
- * output counts on its own, as verification checks each: pooled, one large-valued output
- * hid the others' errors (ISNet's mask came out at rel. L2 0.32 while the pool read 0.11).
- */
-function worstErr2(num: ReadonlyMap<string, number>, den: ReadonlyMap<string, number>): number {
-  let worst = 0;
-  for (const [name, d] of den) worst = Math.max(worst, err2Ratio(num.get(name) ?? 0, d));
-  return worst;
-}
-
-/** Only the named outputs of each feed's results (all of them when `names` is undefined). */
-export function pickOutputs(outs: Record<string, HostTensor>[], names: readonly string[] | undefined): Record<string, HostTensor>[] {
-  return names ? outs.map((o) => Object.fromEntries(names.map((n) => [n, o[n]!]))) : outs;
-}
-
-/** Squared relative error of `got` against the reference: the worst output's, over all feeds. */
-export function outputErr2(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number {
-  return worstErr2(diffEnergy(ref, got), referenceEnergy(ref));
-}
-
-/**
- * Top-1 agreement over the last axis: every output whose last dim is above 1 is read as
- * rows of class scores; the worst output's share of rows whose argmax agrees, over all
- * feeds. Undefined when no output has such an axis.
- */
-export function top1OverLastAxis(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[]): number | undefined {
-  let worst: number | undefined;
-  for (const name of Object.keys(ref[0] ?? {})) {
-    let rows = 0;
-    let agree = 0;
-    ref.forEach((r, k) => {
-      const t = r[name]!;
-      const cols = t.dims[t.dims.length - 1] ?? 1;
-      if (cols < 2) return;
-      const n = t.dims.reduce((a, d) => a * d, 1) / cols;
-      rows += n;
-      agree += top1Agreement(toNumbers(t), toNumbers(got[k]![name]!), n, cols) * n;
-    });
-    if (rows > 0) worst = Math.min(worst ?? 1, agree / rows);
-  }
-  return worst;
-}
-
-/** Runs a model on every feed. Graph optimizations are off: session creation dominates trials. */
-export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise<Result<Record<string, HostTensor>[]>> {
-  const s = await createSession(src, { graphOptimizationLevel: 'disabled' });
-  if (!s.ok) return s;
-  try {
-    const outs: Record<string, HostTensor>[] = [];
-    for (const f of feeds) {
-      const r = await s.value.run(f);
-      if (!r.ok) return r;
-      outs.push(r.value);
-    }
-    return ok(outs);
-  } finally {
-    await s.value.release();
-  }
-}
-
 type Outputs = Record<string, HostTensor>[];
 
-/** Applies one rewrite, runs it (`run` sees the graph rewritten), and restores the graph exactly. */
-async function trial(g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs>>):
-  Promise<Result<{ outs: Outputs; relError: number }>> {
+/** Applies one rewrite, runs it (`run` sees the graph rewritten; undefined: not run), and restores the graph exactly. */
+async function trial(g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs | undefined>>):
+  Promise<Result<{ outs?: Outputs; relError: number; dataError?: number }>> {
   const cp = g.checkpoint();
   const shared = new Map(cx.shared);
   try {
     const applied = pass.apply(ranks, cx);
     if (isSkip(applied)) return err('rank', applied.skip);
     const outs = await run(new Set(cp.nodes));
-    return outs.ok ? ok({ outs: outs.value, relError: applied.relError }) : outs;
+    return outs.ok ? ok({ outs: outs.value, relError: applied.relError, dataError: applied.dataError }) : outs;
   } finally {
     g.rollback(cp);
     cx.shared.clear();
@@ -220,6 +118,27 @@ export interface SensitivityOptions {
   wholeModel?: boolean;
   /** The pass for a layer; default the one `method` picks (another rewrite can be measured the same way). */
   passFor?: (layer: LayerInfo) => LayerRewrite<unknown> | string;
+  /**
+   * Run every rung in ORT (the reference) instead of one per layer with the others
+   * predicted; each candidate then also carries the prediction (`predictedErr2`).
+   */
+  allRungs?: boolean;
+}
+
+/**
+ * A candidate with how its model error was obtained: `measured` in ORT or predicted from
+ * the layer's own error `layerError` (predict-sensitivity.ts); `predictedErr2` is the
+ * prediction beside a measurement when every rung was measured.
+ */
+export interface PredictedCandidate extends Candidate {
+  /**
+   * The layer's own relative output error: measured on the sensitivity inputs with the
+   * layer cut out alone (layer-error.ts), or, where it cannot be, the factorization's
+   * figure (on the calibration statistics when data-aware, else the weight's).
+   */
+  layerError: number;
+  measured: boolean;
+  predictedErr2?: number;
 }
 
 /** The pass for a layer, or why the layer is not measured (cheap checks only: no factorization). */
@@ -233,6 +152,17 @@ function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<
     if (pShare < share && mShare < share) return `below ${(share * 100).toFixed(1)}% of the model's params and MACs: not measured`;
   }
   return pass;
+}
+
+/** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */
+async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProto[], feeds: readonly Feeds[], cap: Capture): Promise<Outputs | undefined> {
+  if (layer.graph !== model.root) return undefined;
+  const out = layer.node.output[0];
+  if (!out) return undefined;
+  const lm = layerModel(model.proto, layer.graph, nodes, out, feeds, cap.values);
+  if (typeof lm === 'string') return undefined;
+  const r = await runAll({ bytes: encodeModel(lm.model) }, lm.feeds);
+  return r.ok ? r.value : undefined;
 }
 
 export async function measureSensitivity(model: Model, layers: readonly LayerInfo[], opts: SensitivityOptions): Promise<LayerSensitivity[]> {
@@ -279,12 +209,23 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     // has more MACs in every conv or product of its chain, so it is not factorized to find out.
     const slowRanks: number[][] = [];
     const aboveSlow = (r: readonly number[]): boolean => slowRanks.some((s) => s.every((v, k) => r[k]! >= v));
-    for (const ranks of pickList) {
+    const first = new Set(firstRungs(pickList.length));
+    const cands: PredictedCandidate[] = [];
+    // Per candidate: its layer's error from the layer run alone (undefined: not run) and from the factorization.
+    const ownErr2: (number | undefined)[] = [];
+    const factorError: number[] = [];
+    const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap);
+    const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
+    // The layer's own output, to measure each candidate's own error on the same inputs.
+    const own = cap && pickList.length > 0 ? await runLayer(model, layer, [layer.node], opts.feeds, cap) : undefined;
+    for (const [k, ranks] of pickList.entries()) {
       if (opts.latency && aboveSlow(ranks)) { slower++; continue; }
       // One event per candidate: a large layer's trials can take minutes.
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
       let ms: number | undefined;
+      let layerErr2: number | undefined;
       let isSlower = false;
+      const run = opts.allRungs || first.has(k);
       const t = await trial(layer.graph, pass, ranks, opts.cx, async (before) => {
         if (opts.latency) {
           // The chain is timed as the trial wrote it, before the (costlier) model run.
@@ -297,12 +238,54 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
             if (ms >= lt.value.originalMs) { isSlower = true; return err('rank', 'measured slower'); }
           }
         }
-        return runRewritten(model, layer, before, opts.feeds, cap);
+        if (own && cap) {
+          const got = await runLayer(model, layer, layer.graph.proto.node.filter((n) => !before.has(n)), opts.feeds, cap);
+          if (got) layerErr2 = outputErr2(own, got);
+        }
+        return run ? measure(before) : ok(undefined);
       });
       if (isSlower) { slower++; slowRanks.push(ranks); }
       if (!t.ok) continue;
-      entry.candidates.push({ pass: pass.name, ranks, after: pass.cost(ranks).after, relError: t.value.relError, outErr2: worstErr2(diffEnergy(opts.reference, t.value.outs), refEnergy), ms });
+      ownErr2.push(layerErr2);
+      factorError.push(t.value.dataError ?? t.value.relError);
+      cands.push({
+        pass: pass.name, ranks, after: pass.cost(ranks).after, relError: t.value.relError,
+        outErr2: t.value.outs ? errOf(t.value.outs) : NaN, ms, layerError: NaN, measured: t.value.outs !== undefined,
+      });
     }
+    // One measure of the layer's error for all its rungs: its own output when every rung
+    // has it, else the factorizations' figures.
+    const ran = ownErr2.every((e) => e !== undefined && Number.isFinite(e));
+    cands.forEach((c, j) => { c.layerError = ran ? Math.sqrt(ownErr2[j]!) : factorError[j]!; });
+    const rungs = (): Rung[] => cands.map((c) => ({ layerErr2: c.layerError ** 2, measuredErr2: c.measured ? c.outErr2 : undefined }));
+    if (opts.allRungs) {
+      // Beside each measurement, what a default run would have predicted from its first rungs.
+      const anchors = rungs().map((r, j) => (first.has(pickList.indexOf(cands[j]!.ranks)) ? r : { layerErr2: r.layerErr2 }));
+      for (const c of cands) {
+        const p = predictErr2(anchors, c.layerError ** 2);
+        if (Number.isFinite(p)) c.predictedErr2 = p;
+      }
+    } else {
+      // Until a prediction can be anchored (the first rung failed or ran slower) and the
+      // measured gains agree, run one more rung: the unmeasured one nearest the middle.
+      while (needsMoreRungs(rungs())) {
+        const left = cands.filter((c) => !c.measured);
+        const c = left[Math.floor((left.length - 1) / 2)];
+        if (!c) break;
+        opts.onProgress?.(i, layers.length, `${layer.name} at rank ${c.ranks.join('x')}`);
+        const t = await trial(layer.graph, pass, c.ranks, opts.cx, measure);
+        // A rung whose run fails is not offered, as when it is run first.
+        if (t.ok && t.value.outs) {
+          c.outErr2 = errOf(t.value.outs);
+          c.measured = true;
+        } else {
+          cands.splice(cands.indexOf(c), 1);
+        }
+      }
+    }
+    for (const c of cands) if (!c.measured) c.outErr2 = predictErr2(rungs(), c.layerError ** 2);
+    // A rung neither measured nor predictable is not offered.
+    entry.candidates.push(...cands.filter((c) => c.measured || Number.isFinite(c.outErr2)));
     if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured or above a slower one)` : 'no rank below break-even';
   }
   opts.onProgress?.(layers.length, layers.length, '');

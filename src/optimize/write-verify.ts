@@ -1,21 +1,25 @@
 /**
  * The end of an optimize run: write OUT's files under temp names, verify the rewritten
  * model in ORT and measure latency from there, then commit OUT (nothing unverifiable is
- * ever in place). Fills the report's verify, inputs and latency parts: measurements only;
- * whether a latency budget is met is the budget's to say (budget-run.ts settleLatencyBudget).
+ * ever in place). Returns what it measured, for the report: whether a latency budget is
+ * met is the budget's to say (budget-run.ts settleLatencyBudget).
  */
 import { LrError } from '../errors.js';
 import { forEachTensor, prepareSave } from '../onnx/file.js';
 import type { ModelProto } from '../onnx/schema.js';
 import { timed } from './timings.js';
-import type { Report } from '../report/report.js';
+import type { Measured } from '../report/build.js';
 import { measureLatency } from '../verify/latency.js';
 import { verifyModels } from '../verify/verify.js';
 import type { Job, PipelineConfig, VerificationData } from './job.js';
 
-/** Returns whether verification passed (true when it is off). */
-export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: string, report: Report, heldOut?: VerificationData): Promise<boolean> {
-  const notes = job.notes;
+export interface Written extends Measured {
+  /** Whether verification passed (true when it is off). */
+  pass: boolean;
+}
+
+export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: string, heldOut?: VerificationData): Promise<Written> {
+  const notes: string[] = [];
   const verifyOpts = {
     seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds, outputs: cfg.outputs,
     // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
@@ -36,30 +40,29 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
   const named = (m: string): string => m.split(pending.tempPath).join(outPath);
   const unverifiable = (e: LrError): LrError => new LrError(e.kind, `cannot verify: ${named(e.message)}; nothing written (--no-verify writes OUT unchecked)`);
   try {
-    report.output.bytes = pending.result.bytes + (pending.result.externalBytes ?? 0);
-    let pass = true;
+    const out: Written = { pass: true, bytes: pending.result.bytes + (pending.result.externalBytes ?? 0), notes };
     if (cfg.verify.enabled) {
       const v = cfg.verify;
       const written = { path: pending.tempPath };
       cfg.onStage?.('verifying in ONNX Runtime');
       const res = await timed(job.timings, 'verification', () => verifyModels({ path: job.loaded.path }, written, verifyOpts));
       if (!res.ok) throw unverifiable(res.error);
-      report.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
-      report.inputs = heldOut ? heldOut.description
+      out.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
+      out.inputs = heldOut ? heldOut.description
         : Object.keys(cfg.values).length > 0 ? `--input ${Object.keys(cfg.values).join(', ')} + seeded random for the rest` : 'seeded random inputs';
-      pass = res.value.pass;
+      out.pass = res.value.pass;
       if (v.latency) {
         cfg.onStage?.('measuring latency');
         const lat = await timed(job.timings, 'latency', () => measureLatency({ path: job.loaded.path }, written, { threads: v.threads, shapes: cfg.shapes, values: cfg.values }));
-        if (lat.ok) report.latency = lat.value; else notes.push(`latency not measured: ${named(lat.error.message)}`);
+        if (lat.ok) out.latency = lat.value; else notes.push(`latency not measured: ${named(lat.error.message)}`);
         if (v.web) {
           const web = await timed(job.timings, 'latencyWeb', () => measureLatency({ path: job.loaded.path }, written, { backend: 'web', shapes: cfg.shapes, values: cfg.values }));
-          if (web.ok) report.latencyWeb = web.value; else notes.push(`web latency not measured: ${named(web.error.message)}`);
+          if (web.ok) out.latencyWeb = web.value; else notes.push(`web latency not measured: ${named(web.error.message)}`);
         }
       }
     }
     pending.commit();
-    return pass;
+    return out;
   } catch (e) {
     pending.discard();
     throw e;

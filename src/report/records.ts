@@ -43,6 +43,12 @@ export interface Candidate {
   outErr2: number;
   /** Measured median ms of the chain alone, when per-layer latency was measured. */
   ms?: number;
+  /** The layer's own relative output error (optimize/predict-sensitivity.ts): what a predicted outErr2 is scaled from. */
+  layerError?: number;
+  /** Whether outErr2 was measured in ORT (true) or predicted from layerError (false). */
+  measured?: boolean;
+  /** The prediction beside a measured outErr2, when every rung was measured (--measure-all-rungs). */
+  predictedErr2?: number;
 }
 
 export interface LayerSensitivity {

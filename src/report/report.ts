@@ -50,7 +50,7 @@ export interface Report {
   room?: Room;
 }
 
-export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'sensitivity', 'allocation', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
+export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'sensitivity', 'allocation', 'screen', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
 export type TimingPhase = typeof TIMING_PHASES[number];
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));

@@ -4,6 +4,7 @@
  * rank up to a multiple (kernels often run faster on multiples of 8), never past full rank.
  */
 import { skip, type Skip } from './skip.js';
+import { isRank, notARank } from '../linalg/checks.js';
 import { alignRank, evbmfFromSpectrum, partialEnergyRank, rankMultiple } from '../linalg/rank.js';
 
 /** The singular values a rank policy chooses from. */
@@ -41,7 +42,7 @@ export function chooseSvdRank(p: RankPolicy, spec: SvdSpectrum, m: number, n: nu
   let r: number;
   switch (p.kind) {
     case 'fixed':
-      if (!Number.isInteger(p.rank) || p.rank < 1) return skip(`rank ${p.rank} is not a positive integer`);
+      if (!isRank(p.rank)) return skip(notARank(p.rank));
       r = Math.min(p.rank, full);
       break;
     case 'energy': {

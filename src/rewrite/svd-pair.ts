@@ -15,15 +15,20 @@
  * A = W·(X + δI)ᵀ·L̂⁻ᵀ with Ĉ + δI = L̂·L̂ᵀ and X = E[x̂·xᵀ] (in the y = W·x orientation;
  * transposed for the rows side), factors undone by L̂ as above. With means removed
  * (`center`), the output mean error W·E[x] − W'·E[x̂] is returned for the bias.
+ *
+ * The numerics are in src/linalg/whitened-svd.ts; here the statistics are chosen, the SVD
+ * cached per layer, ranks picked, and biases and factors read back.
  */
+import { centered } from '../linalg/anchored.js';
+import type { SyncGemm } from '../linalg/engine.js';
+import { isRank } from '../linalg/checks.js';
 import type { Matrix } from '../linalg/matrix.js';
-import { anchoredError, centered, meanEnergy, meanError, whitenedTarget } from '../linalg/anchored.js';
-import { choleskyWithRidge } from '../linalg/cholesky.js';
-import { product, type SyncGemm } from '../linalg/engine.js';
+import { svdBreakEvenRank } from '../linalg/rank.js';
 import { truncatedSvdSync } from '../linalg/rsvd.js';
-import { solveUpperLeft } from '../linalg/triangular.js';
-import { transpose } from '../linalg/matrix.js';
 import type { SvdResult } from '../linalg/svd.js';
+import {
+  damped, pairFromSvd, reconstructionError, whitenedMatrix, whitenedPairErrors, type PairStatistics,
+} from '../linalg/whitened-svd.js';
 import { resolveConstant } from '../graph/constants.js';
 import type { Graph } from '../graph/graph.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
@@ -34,27 +39,13 @@ import { skip } from './pass.js';
 import { chooseSvdRank, type RankPolicy, type SvdSpectrum } from './rank-policy.js';
 
 export type { SvdSpectrum };
+export { damped, reconstructionError };
 
 /** Largest rank at which an SVD pair of an m×n weight has fewer parameters: r < mn/(m+n). */
-export const svdBreakEven = (m: number, n: number): number => Math.ceil((m * n) / (m + n)) - 1;
+export const svdBreakEven = svdBreakEvenRank;
 
-/** Input statistics for whitening: the Gram matrix of the inputs on one side of W. */
-export interface Whitening {
-  /** 'rows': Y = X·W, G is [m, m]; 'cols': Y = W·X, G is [n, n]. */
-  side: 'rows' | 'cols';
-  gram: Float64Array;
-  /** λ of damped(); 0 or absent: the exact optimum on the statistics. */
-  damp?: number;
-  /**
-   * Anchored fit: `gram` is then Ĉ = E[x̂·x̂ᵀ] of the input in the partly compressed model,
-   * `cross` X = E[x̂·xᵀ] and `reference` C = E[x·xᵀ] of the original input (for the reported
-   * error); all three centered when `means` are given.
-   */
-  cross?: Float64Array;
-  reference?: Float64Array;
-  /** E[x] and E[x̂]: the moments are covariances and the fit returns the bias correction. */
-  means?: { x: Float64Array; xHat: Float64Array };
-}
+/** Input statistics for whitening (linalg/whitened-svd.ts). */
+export type Whitening = PairStatistics;
 
 /**
  * Whitening for a layer from its input statistics, when they exist and fit. With anchor
@@ -94,17 +85,6 @@ export const WHITEN_DAMP = 0.03;
  */
 export const ANCHOR_DAMP = 0.1;
 
-/** G + λ·mean(diag G)·I: a copy of the Gram matrix, pulled toward isotropy. */
-export function damped(gram: Float64Array, k: number, lambda: number): Float64Array {
-  if (lambda === 0) return gram;
-  let tr = 0;
-  for (let i = 0; i < k; i++) tr += gram[i * k + i];
-  const g = Float64Array.from(gram);
-  const add = (lambda * tr) / k;
-  for (let i = 0; i < k; i++) g[i * k + i] += add;
-  return g;
-}
-
 /** Lazily computed, cached SVD of one weight (of L_xᵀ·W or W·L_x when whitened). */
 export class SvdCache {
   private full?: SvdResult;
@@ -112,26 +92,9 @@ export class SvdCache {
   readonly a: Matrix;
   readonly lx?: Matrix;
   /** Ridge added to the Gram matrix to make it definite (0 when it was). */
-  readonly ridge: number = 0;
+  readonly ridge: number;
   constructor(readonly w: Matrix, private readonly seed: number, readonly whiten?: Whitening, readonly sync?: SyncGemm) {
-    if (!whiten) {
-      this.a = w;
-      return;
-    }
-    const k = whiten.side === 'rows' ? w.rows : w.cols;
-    if (whiten.gram.length !== k * k) throw new Error(`whitening Gram matrix has ${whiten.gram.length} entries, expected ${k}x${k}`);
-    if (whiten.cross) {
-      // y = W·x orientation: W itself on the columns side, Wᵀ on the rows side.
-      const t = whitenedTarget(whiten.side === 'cols' ? w : transpose(w), whiten.gram, whiten.cross, whiten.damp ?? 0, sync);
-      this.lx = t.l;
-      this.ridge = t.ridge;
-      this.a = whiten.side === 'cols' ? t.a : transpose(t.a);
-      return;
-    }
-    const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(whiten.gram, k, whiten.damp ?? 0) }, 1e-6);
-    this.lx = l;
-    this.ridge = ridge;
-    this.a = whiten.side === 'rows' ? product(l, w, { transA: true }, sync) : product(w, l, {}, sync);
+    ({ a: this.a, lx: this.lx, ridge: this.ridge } = whitenedMatrix(w, whiten, sync));
   }
 
   /** Top-k factorization; exact for moderate sizes, randomized (seeded) for large ones. */
@@ -156,7 +119,7 @@ export function svdPairRank(cache: SvdCache, policy: RankPolicy): number[] | Ski
   const cap = Math.max(1, svdBreakEven(m, n));
   // A fixed rank needs only that many singular values (a large layer then takes the
   // randomized path); other policies look at the spectrum up to break-even.
-  const want = policy.kind === 'fixed' && Number.isInteger(policy.rank) && policy.rank >= 1 ? Math.min(policy.rank, cap) : cap;
+  const want = policy.kind === 'fixed' && isRank(policy.rank) ? Math.min(policy.rank, cap) : cap;
   const r = chooseSvdRank(policy, cache.spectrum(Math.min(m, n, want)), m, n);
   if (typeof r !== 'number') return r;
   if (r <= 0) return skip('rank 0: the weight has no low-rank structure worth keeping');
@@ -174,60 +137,10 @@ export function svdPairCost(m: number, n: number, r: number): { before: Cost; af
 export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array; right: Float32Array; relError: number; dataError?: number; biasDelta?: Float64Array } {
   const { rows: m, cols: n } = cache.w;
   const f = cache.factors(r);
-  let us: Matrix = { rows: m, cols: r, data: new Float64Array(m * r) };
-  let sv: Matrix = { rows: r, cols: n, data: new Float64Array(r * n) };
-  const ucols = f.u.cols;
-  for (let k = 0; k < r; k++) {
-    const s = Math.sqrt(f.s[k]);
-    for (let i = 0; i < m; i++) us.data[i * r + k] = f.u.data[i * ucols + k] * s;
-    for (let j = 0; j < n; j++) sv.data[k * n + j] = f.vt.data[k * n + j] * s;
-  }
-  // Undo the whitening on the input side: L = L_x⁻ᵀ·U_rΣ^½, or R = Σ^½V_rᵀ·L_x⁻¹.
-  if (cache.whiten?.side === 'rows') us = solveUpperLeft(transpose(cache.lx!), us);
-  if (cache.whiten?.side === 'cols') sv = transpose(solveUpperLeft(transpose(cache.lx!), transpose(sv)));
-  const left = Float32Array.from(us.data);
-  const right = Float32Array.from(sv.data);
+  const { left, right } = pairFromSvd(f, r, m, n, cache.whiten?.side, cache.lx);
   const relError = reconstructionError(cache.w, left, right, r, cache.sync);
   if (!cache.whiten) return { left, right, relError };
-  if (cache.whiten.cross) return { left, right, relError, ...anchoredTerms(cache, left, right, r) };
-  let kept = 0;
-  let total = 0;
-  for (let i = 0; i < cache.a.data.length; i++) total += cache.a.data[i] ** 2;
-  for (let i = 0; i < Math.min(r, f.s.length); i++) kept += f.s[i] ** 2;
-  return { left, right, relError, dataError: total > 0 ? Math.sqrt(Math.max(0, total - kept) / total) : 0 };
-}
-
-/** ‖W − L·R‖_F / ‖W‖_F, computed directly (not from the spectrum) so wiring bugs show. */
-export function reconstructionError(w: Matrix, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm): number {
-  const { rows: m, cols: n } = w;
-  const wh = product({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) }, {}, sync).data;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < m * n; i++) {
-    const x = w.data[i]!;
-    const d = x - wh[i]!;
-    num += d * d;
-    den += x * x;
-  }
-  return den === 0 ? 0 : Math.sqrt(num / den);
-}
-
-/**
- * The anchored fit's output error on the statistics (relative to the original output's
- * energy, means included) and, when centered, the bias correction, from the factors.
- */
-function anchoredTerms(cache: SvdCache, left: Float32Array, right: Float32Array, r: number): { dataError: number; biasDelta?: Float64Array } {
-  const { rows: m, cols: n } = cache.w;
-  const wh = cache.whiten!;
-  const approx = product({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) }, {}, cache.sync);
-  // y = W·x orientation.
-  const [w, what] = wh.side === 'cols' ? [cache.w, approx] : [transpose(cache.w), transpose(approx)];
-  const e = anchoredError(w, what, { gram: wh.reference ?? wh.gram, gramHat: wh.gram, cross: wh.cross! }, cache.sync);
-  const den = e.den + (wh.means ? meanEnergy(w, wh.means.x) : 0);
-  return {
-    dataError: den > 0 ? Math.sqrt(e.num / den) : 0,
-    biasDelta: wh.means ? meanError(w, what, wh.means.x, wh.means.xHat) : undefined,
-  };
+  return { left, right, relError, ...whitenedPairErrors(cache.w, cache.whiten, cache.a, f, left, right, r, cache.sync) };
 }
 
 /**

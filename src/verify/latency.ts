@@ -133,5 +133,5 @@ export function slowerWarning(l: LatencyStats): string | undefined {
   if (!(o.p50 > a.p50 * 1.02 && o.p10 > a.p50)) return undefined;
   const where = l.backend === 'web' ? 'ORT-web (wasm)' : 'ORT-node';
   return `OUT runs slower than IN in ${where}: p50 ${o.p50.toFixed(3)} ms against ${a.p50.toFixed(3)} ms (${l.speedup.toFixed(2)}x). `
-    + 'Fewer MACs is not fewer milliseconds: with a budget, --save latency or --layer-latency keeps only rewrites measured faster';
+    + 'Fewer MACs is not fewer milliseconds: the default run and --max-error keep only rewrites measured faster per layer (not with --save params, --no-latency or --plan), and layer times do not add up exactly';
 }

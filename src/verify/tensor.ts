@@ -80,8 +80,8 @@ export function toNumbers(t: HostTensor): Float64Array {
 }
 
 /** IEEE half conversions are the codec's (exhaustively tested there). */
-export { f32ToF16Bits as floatToHalf, f16BitsToF32 as halfToFloat } from '../onnx/tensor.js';
-import { f16BitsToF32 as halfToFloat, f32ToF16Bits as floatToHalf } from '../onnx/tensor.js';
+export { f32ToF16Bits as floatToHalf, f16BitsToF32 as halfToFloat } from '../onnx/half.js';
+import { f16BitsToF32 as halfToFloat, f32ToF16Bits as floatToHalf } from '../onnx/half.js';
 
 // ------------------------------------------------------------------ npy bridge
 

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { accumulateConvChannelsOn, accumulatePatchesOn } from '../../src/calib/accumulate-engine.js';
-import { accumulateConvChannels, accumulatePatches, patchDimOf, resolvePatchGeometry } from '../../src/calib/accumulate.js';
+import { accumulateConvChannels, accumulatePatches } from '../../src/calib/accumulate.js';
+import { patchDimOf, resolvePatchGeometry } from '../../src/calib/patch-geometry.js';
 import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
 import { maxRelDiff, seededArray } from './helpers.js';
 

@@ -1,8 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows, patchDimOf, resolvePatchGeometry, type ConvPlacement,
-} from '../../src/calib/accumulate.js';
+import { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from '../../src/calib/accumulate.js';
+import { patchDimOf, resolvePatchGeometry, type ConvPlacement } from '../../src/calib/patch-geometry.js';
 import { gramOf, maxRelDiff, naiveColsGram, naiveOutSpatial, naivePatches, naiveRowsGram, seededArray } from './helpers.js';
 
 const symmetric = (g: Float64Array, d: number, off = 0): boolean => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { LrError } from '../../src/errors.js';
 import { cpAls as cpAdapter } from '../../src/linalg/cp.js';
-import { balancedFactors, cpAls, cpAlsSync, khatriRao } from '../../src/linalg/cp-als.js';
+import { balancedFactors, cpAls, cpAlsSync } from '../../src/linalg/cp-als.js';
+import { khatriRao } from '../../src/linalg/tensor.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import { randomNormal, type Matrix } from '../../src/linalg/matrix.js';
 import type { Tensor } from '../../src/linalg/tensor.js';

@@ -5,7 +5,8 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { forEachTensor, loadModel, mapTensors, saveModel } from '../../src/onnx/file.js';
 import { newGraph, newModel } from '../../src/onnx/schema.js';
 import { isExternal } from '../../src/onnx/tensor.js';
-import { nodeFs, readFileChunked, writeFileAtomic, type FsLike } from '../../src/util/fsio.js';
+import { nodeFs, readFileChunked, type FsLike } from '../../src/util/fsio.js';
+import { writeFileAtomic } from '../../src/util/temp-files.js';
 // A pass-through spy on the model reader: shows whether a file was read at all.
 vi.mock('../../src/util/fsio.js', async (importOriginal) => {
   const m = await importOriginal<typeof import('../../src/util/fsio.js')>();

@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { dataFileName, forEachTensor, loadModel, prepareSave, removeLeftovers, saveModel } from '../../src/onnx/file.js';
 import { isExternal } from '../../src/onnx/tensor.js';
-import { removeStaleTemps, TempFile } from '../../src/util/fsio.js';
+import { removeStaleTemps, TempFile } from '../../src/util/temp-files.js';
 import { expectLrError, floatFeed, listDir, matmulAddModel, removeTmpDirs, runOrt, sha, tmpDir } from './helpers.js';
 
 afterAll(removeTmpDirs);
@@ -255,7 +255,7 @@ describe('temp files', () => {
   it.each(['SIGINT', 'SIGTERM'] as const)('are removed when the process gets %s, which still ends it (a shell reports 130/143)', async (sig) => {
     const dir = tmpDir();
     const r = await child(`
-      import { TempFile } from '${SRC}/util/fsio.ts';
+      import { TempFile } from '${SRC}/util/temp-files.ts';
       const t = new TempFile(${JSON.stringify(path.join(dir, 'out.onnx'))});
       t.write(new Uint8Array(1000));
       console.log('ready');
@@ -268,7 +268,7 @@ describe('temp files', () => {
   it('are removed at exit too, and a committed file is not', () => {
     const dir = tmpDir();
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
-      import { TempFile, writeFileAtomic } from '${SRC}/util/fsio.ts';
+      import { TempFile, writeFileAtomic } from '${SRC}/util/temp-files.ts';
       writeFileAtomic(${JSON.stringify(path.join(dir, 'kept.json'))}, [new Uint8Array(3)]);
       new TempFile(${JSON.stringify(path.join(dir, 'out.onnx'))}).write(new Uint8Array(10));
       process.exit(3);

@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { DataType, DATA_LOCATION_EXTERNAL, newTensor, type TensorProto } from '../../src/onnx/schema.js';
 import {
   bf16BitsToF32, bfloat16BitsToFloat32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, float16BitsToFloat32,
-  float32ToBfloat16Bits, float32ToFloat16Bits, makeFloatTensor, makeInt64Tensor, readTensorFloat, readTensorFloat64,
-  readTensorInt64, readTensorInts, tensorByteSize, tensorElementCount, tensorRawBytes,
+  float32ToBfloat16Bits, float32ToFloat16Bits,
+} from '../../src/onnx/half.js';
+import {
+  makeFloatTensor, makeInt64Tensor, readTensorFloat, readTensorFloat64, readTensorInt64, readTensorInts, tensorByteSize,
+  tensorElementCount, tensorRawBytes,
 } from '../../src/onnx/tensor.js';
 import { createRng } from '../../src/util/rng.js';
 import { expectLrError } from './helpers.js';

@@ -21,6 +21,7 @@ import { solveUpperLeft } from '../../src/linalg/triangular.js';
 import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
+import { anchoredShrinkage } from '../../src/calib/anchor-shrink.js';
 import { optimizeAnchored, anchorWaves } from '../../src/optimize/anchored.js';
 import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import type { PlanFile } from '../../src/optimize/plan.js';
@@ -64,15 +65,15 @@ function relErr(a: Record<string, Float32Array>[], b: Record<string, Float32Arra
 }
 
 /** Fits with and without anchoring at the same decisions; both models and their records. */
-async function bothWays(bytes: Uint8Array, feeds: Feeds[], opts: Omit<OptimizeOptions, 'stats'>, shapes?: Map<string, number[]>) {
+async function bothWays(bytes: Uint8Array, feeds: Feeds[], opts: OptimizeOptions, shapes?: Map<string, number[]>) {
   const m0 = new Model(decodeModel(bytes));
   const st = await collectStats(m0, findLayers(m0, shapes), calibSet(feeds));
   if (!st.ok) throw st.error;
-  const o = { ...opts, stats: st.value.stats };
+  const ctx = { stats: st.value.stats };
   const mi = new Model(decodeModel(bytes));
-  const indep = optimizeModel(mi, shapes, o);
+  const indep = optimizeModel(mi, shapes, opts, opts.plan, ctx);
   const ma = new Model(decodeModel(bytes));
-  const anch = await optimizeAnchored(ma, shapes, o, { feeds });
+  const anch = await optimizeAnchored(ma, shapes, opts, { feeds }, opts.plan, ctx);
   return { indep: { records: indep, bytes: encodeModel(mi.proto) }, anch: { ...anch, bytes: encodeModel(ma.proto) } };
 }
 
@@ -133,27 +134,34 @@ describe('anchored fitting: two MatMul layers with a nonlinearity between them',
     expect(anch.notes[0]).toMatch(/^anchored fitting: 2 layer\(s\) fitted to the original model's outputs in 2 wave\(s\)/);
 
     // The other route: layer 2's input in the original (H) and in the compressed model (Ĥ),
-    // stacked over the calibration feeds; min ‖H·W2 − Ĥ·W'‖² + n·δ‖W2 − W'‖² at rank 4 as
-    // plain least squares on [Ĥ; √(nδ)·I] (δ = λ·mean diag of Ĥᵀ·Ĥ/n, the fit's damping).
-    // (A MatMul with no bias Add after it fits second moments: no centering.)
+    // stacked over the calibration feeds. The fit is shrunk toward the original's inputs
+    // (calib/anchor-shrink.ts: weight α = n / (n + κ·D1) on Ĥ, 1 − α on H), so it is
+    // min α‖H·W2 − Ĥ·W'‖² + (1 − α)‖H·W2 − H·W'‖² + n·δ‖W2 − W'‖² at rank 4, as plain least
+    // squares on [√α·Ĥ; √(1−α)·H; √(nδ)·I] (δ = λ·mean diag of the mixed Gram / n, the fit's
+    // damping). (A MatMul with no bias Add after it fits second moments: no centering.)
     const hName = 'act_out0';
     const hOrig = await run(encodeModel(captureModel(decodeModel(bytes), [hName])), calib, [hName]);
     const hComp = await run(encodeModel(captureModel(decodeModel(anch.bytes), [hName])), calib, [hName]);
     const n = calib.length * ROWS;
+    const alpha = anchoredShrinkage(n, D1);
+    expect(alpha).toBeGreaterThan(0.5);
+    expect(alpha).toBeLessThan(0.95);
     const stackOf = (hs: Record<string, Float32Array>[]): Matrix => toMatrix(n, D1, hs.flatMap((r) => Array.from(r[hName]!)));
     const hm = stackOf(hOrig);
     const hh = stackOf(hComp);
     const W2 = toMatrix(D1, OUT, w2);
     let tr = 0;
-    for (let i = 0; i < n * D1; i++) tr += hh.data[i]! ** 2;
+    for (let i = 0; i < n * D1; i++) tr += alpha * hh.data[i]! ** 2 + (1 - alpha) * hm.data[i]! ** 2;
     const a = Math.sqrt(n * ((ANCHOR_DAMP * tr) / n / D1));
-    const A: Matrix = { rows: n + D1, cols: D1, data: new Float64Array((n + D1) * D1) };
-    A.data.set(hh.data);
-    for (let i = 0; i < D1; i++) A.data[(n + i) * D1 + i] = a;
+    const A: Matrix = { rows: 2 * n + D1, cols: D1, data: new Float64Array((2 * n + D1) * D1) };
+    A.data.set(hh.data.map((v) => Math.sqrt(alpha) * v));
+    A.data.set(hm.data.map((v) => Math.sqrt(1 - alpha) * v), n * D1);
+    for (let i = 0; i < D1; i++) A.data[(2 * n + i) * D1 + i] = a;
     const target = gemm(hm, W2);
-    const T: Matrix = { rows: n + D1, cols: OUT, data: new Float64Array((n + D1) * OUT) };
-    T.data.set(target.data);
-    for (let i = 0; i < D1 * OUT; i++) T.data[n * OUT + i] = a * W2.data[i]!;
+    const T: Matrix = { rows: 2 * n + D1, cols: OUT, data: new Float64Array((2 * n + D1) * OUT) };
+    T.data.set(target.data.map((v) => Math.sqrt(alpha) * v));
+    T.data.set(target.data.map((v) => Math.sqrt(1 - alpha) * v), n * OUT);
+    for (let i = 0; i < D1 * OUT; i++) T.data[2 * n * OUT + i] = a * W2.data[i]!;
     const optimum = reducedRankLs(A, T, 4);
     // The anchored model's layer 2: L·R from its factor initializers.
     const g = decodeModel(anch.bytes).graph!;
@@ -226,7 +234,7 @@ describe('anchored conv chains (SVD pair of 1x1 convs, Tucker-2, CP) on a small 
 
 describe('anchored fitting on the real PP-OCRv4 models, at equal ranks (held-out inputs, ORT)', () => {
   /** Independent vs anchored at the same decisions; output rel. L2 on held-out and on calibration feeds. */
-  async function measure(file: string, dims: number[], opts: Omit<OptimizeOptions, 'stats'>, nCalib: number) {
+  async function measure(file: string, dims: number[], opts: OptimizeOptions, nCalib: number) {
     const bytes = new Uint8Array(readFileSync(file));
     const calib = feedsOf('x', dims, nCalib, 5);
     const held = feedsOf('x', dims, 3, 77);
@@ -237,11 +245,11 @@ describe('anchored fitting on the real PP-OCRv4 models, at equal ranks (held-out
       const layers = findLayers(m0, shapes).filter((l) => l.params >= opts.minParams);
       const st = await collectStats(m0, layers, calibSet(calib), { engine });
       if (!st.ok) throw st.error;
-      const o = { ...opts, stats: st.value.stats };
+      const ctx = { stats: st.value.stats };
       const mi = new Model(decodeModel(bytes));
-      const indep = optimizeModel(mi, shapes, o);
+      const indep = optimizeModel(mi, shapes, opts, opts.plan, ctx);
       const ma = new Model(decodeModel(bytes));
-      const anch = await optimizeAnchored(ma, shapes, o, { feeds: calib, engine });
+      const anch = await optimizeAnchored(ma, shapes, opts, { feeds: calib, engine }, opts.plan, ctx);
       expect(anch.records.map((r) => [r.name, r.pass, r.ranks, r.skipped])).toEqual(indep.map((r) => [r.name, r.pass, r.ranks, r.skipped]));
       const [bi, ba] = [encodeModel(mi.proto), encodeModel(ma.proto)];
       const out = decodeModel(bytes).graph!.output[0]!.name!;
@@ -260,13 +268,17 @@ describe('anchored fitting on the real PP-OCRv4 models, at equal ranks (held-out
 
   it('rec, every layer at rank ratio 0.5: anchoring lowers the held-out output error', { timeout: 600_000 }, async () => {
     const e = await measure(REAL.rec, [1, 3, 48, 160], { method: 'auto', policy: { kind: 'ratio', ratio: 0.5 }, minParams: 0, seed: 0 }, 8);
-    expect(e.heldAnch).toBeLessThan(e.heldIndep);
-    expect(e.calibAnch).toBeLessThan(0.85 * e.calibIndep);
+    // 0.840 and 0.928 here. The calibration ratio was 0.85 before the fits were shrunk by
+    // rows per dimension (calib/anchor-shrink.ts): the shrinkage gives up fit on the
+    // calibration feeds, where the compensation follows their own errors.
+    expect(e.heldAnch).toBeLessThan(0.9 * e.heldIndep);
+    expect(e.calibAnch).toBeLessThan(e.calibIndep);
   });
 
   it('det, its 10 heaviest layers at rank ratio 0.8: anchoring lowers the output error', { timeout: 600_000 }, async () => {
     const e = await measure(REAL.det, [1, 3, 320, 320], { method: 'auto', policy: { kind: 'ratio', ratio: 0.8 }, minParams: 0, seed: 0, heaviest: 10 }, 4);
-    expect(e.heldAnch).toBeLessThan(e.heldIndep);
+    // 0.609 and 0.497 here.
+    expect(e.heldAnch).toBeLessThan(0.7 * e.heldIndep);
     expect(e.calibAnch).toBeLessThan(0.7 * e.calibIndep);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import type { Report } from '../../src/report/report.js';
 import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import type { Job, PipelineConfig } from '../../src/optimize/job.js';
 import type { PlanFile } from '../../src/optimize/plan.js';
-import { runAll } from '../../src/optimize/sensitivity.js';
+import { runAll } from '../../src/optimize/output-error.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds } from '../../src/verify/tensor.js';
 
@@ -52,7 +52,7 @@ describe('a budget hands its allocation over as a value', () => {
     writeFileSync(file, twoLayers());
     const loaded = loadModel(file);
     const opts = Object.freeze({ ...OPTS });
-    const job: Job = { inPath: file, loaded, model: new Model(loaded.model), opts, notes: [], timings: {} };
+    const job: Job = { inPath: file, loaded, model: new Model(loaded.model), opts, timings: {} };
     try {
       const rng = createRng(9);
       const feeds: Feeds[] = [0, 1].map(() => ({ x: { type: 'float32', dims: [4, 64], data: Float32Array.from({ length: 256 }, () => rng.normal()) } }));
@@ -104,36 +104,38 @@ const allocated = (): BudgetInfo => ({ kind: 'latency', target: 0.8, achieved: 0
 const ms = (p50: number): { p10: number; p50: number; p90: number } => ({ p10: p50, p50, p90: p50 });
 
 describe('a latency budget is judged in one place', () => {
-  it('the budget settles on the measured ratio, with 2% slack', () => {
-    const met = allocated();
-    settleLatencyBudget(met, { kind: 'latency', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(8.1) });
+  it('the budget settles on the measured ratio, with 2% slack, as a new value', () => {
+    const given = allocated();
+    const met = settleLatencyBudget(given, { kind: 'latency', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(8.1) });
     expect(met).toMatchObject({ achieved: 8.1 / 10, met: true, unit: 'measured latency (ORT-node p50)' });
-    const missed = allocated();
-    settleLatencyBudget(missed, { kind: 'latency', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(9) });
+    // The allocation's outcome is not written to.
+    expect(given).toEqual(allocated());
+    const missed = settleLatencyBudget(allocated(), { kind: 'latency', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(9) });
     expect(missed.met).toBe(false);
     expect(missed.why).toBe('measured latency ratio 0.900 > target 0.8 (allocated by per-layer timings; their sum met the target: layer times do not add up exactly)');
     const params: BudgetInfo = { ...allocated(), kind: 'params' };
-    settleLatencyBudget(params, { kind: 'params', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(9) });
-    expect(params).toEqual({ ...allocated(), kind: 'params' });
+    expect(settleLatencyBudget(params, { kind: 'params', fraction: 0.8 }, { originalMs: ms(10), optimizedMs: ms(9) })).toEqual({ ...allocated(), kind: 'params' });
   });
 
-  it('writing and verifying only measure: the budget in the report is left alone', async () => {
+  it('writing and verifying only measure: they return OUT\'s size, the verification and the latency', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-wvstruct-'));
     const file = path.join(dir, 'two.onnx');
     writeFileSync(file, twoLayers());
     const loaded = loadModel(file);
-    const job: Job = { inPath: file, loaded, model: new Model(loaded.model), opts: OPTS, notes: [], timings: {} };
-    const budget = allocated();
-    const report = { output: { file: '', bytes: 0 }, budget } as unknown as Report;
+    const job: Job = { inPath: file, loaded, model: new Model(loaded.model), opts: OPTS, timings: {} };
+    const out = path.join(dir, 'out.onnx');
     try {
       const cfg = {
         opts: OPTS, budget: { kind: 'latency', fraction: 0.8 }, shapes: {}, values: {}, dataAware: false,
         verify: { enabled: true, minCosine: 0.99, threads: 1, latency: true, web: false },
         save: { force: false, externalData: false },
       } satisfies PipelineConfig;
-      await writeAndVerify(job, cfg, path.join(dir, 'out.onnx'), report, undefined);
-      expect(report.latency).toBeDefined();
-      expect(report.budget).toEqual(allocated());
+      const w = await writeAndVerify(job, cfg, out, undefined);
+      expect(Object.keys(w).sort()).toEqual(['bytes', 'inputs', 'latency', 'notes', 'pass', 'verify']);
+      expect(w.pass).toBe(true);
+      expect(w.bytes).toBe(statSync(out).size);
+      expect(w.latency!.runs).toBeGreaterThan(0);
+      expect(w.inputs).toBe('seeded random inputs');
     } finally {
       job.loaded.external.close();
     }

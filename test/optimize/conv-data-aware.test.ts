@@ -67,7 +67,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
       const ref = (await runModel(bytes, held)).conv_out0;
       const errOf = async (stats?: typeof st.value.stats): Promise<number> => {
         const model = new Model(decodeModel(bytes));
-        const [rec] = optimizeModel(model, undefined, { method, policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0, stats });
+        const [rec] = optimizeModel(model, undefined, { method, policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0 }, undefined, { stats });
         expect(rec.skipped).toBeUndefined();
         if (stats) expect(rec.dataError).toBeDefined();
         return relL2(ref, (await runModel(encodeModel(model.proto), held)).conv_out0);
@@ -96,7 +96,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
     const ref = await outputs(bytes);
     const run = async (stats?: typeof st.value.stats): Promise<{ out: number; dataError?: number }> => {
       const model = new Model(decodeModel(bytes));
-      const [rec] = optimizeModel(model, undefined, { method: 'cp', policy: { kind: 'fixed', rank: 8 }, minParams: 0, seed: 0, stats });
+      const [rec] = optimizeModel(model, undefined, { method: 'cp', policy: { kind: 'fixed', rank: 8 }, minParams: 0, seed: 0 }, undefined, { stats });
       expect(rec.skipped).toBeUndefined();
       expect(rec.ranks).toEqual([8]);
       return { out: relL2(ref, await outputs(encodeModel(model.proto))), dataError: rec.dataError };
@@ -114,7 +114,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
   it('--method auto chooses between Tucker-2 and CP by output error when statistics exist', async () => {
     const st = await calibStats();
     const pick = (stats?: typeof st.value.stats) => {
-      const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'ratio', ratio: 0.3 }, minParams: 0, seed: 0, stats });
+      const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'ratio', ratio: 0.3 }, minParams: 0, seed: 0 }, undefined, { stats });
       return rec;
     };
     const plain = pick();
@@ -136,7 +136,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
     const measured = async (pass: string, ranks: number[]): Promise<number> => {
       const model = new Model(decodeModel(bytes));
       const plan = { version: 1, model: '', policy: 'plan', layers: [{ name: 'conv', pass, ranks }] } as unknown as PlanFile;
-      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0, stats: st.value.stats, plan });
+      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0, plan }, plan, { stats: st.value.stats });
       expect(rec.skipped).toBeUndefined();
       expect(rec.pass).toBe(pass);
       return relL2(ref, await outputs(encodeModel(model.proto)));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { nextErrorBudget, TOP1_LIMITS, type ErrorAttempt } from '../../src/optimize/error-search.js';
-import { top1OverLastAxis } from '../../src/optimize/sensitivity.js';
+import { top1OverLastAxis } from '../../src/optimize/output-error.js';
 import type { HostTensor } from '../../src/verify/tensor.js';
 
 /**

@@ -69,7 +69,7 @@ describe('optimize on the real models', () => {
 
   it('prints the before/after table with op-count diff and latency', async () => {
     const dir = tmp();
-    const r = await run('optimize', REAL.wake, path.join(dir, 'o.onnx'), '--energy', '0.995');
+    const r = await run('optimize', REAL.wake, path.join(dir, 'o.onnx'), '--energy', '0.995', '--save', 'params');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/op counts: MatMul 0->1 {2}\(nodes \+1\)/);
     expect(r.out).toMatch(/latency ORT-node: original [\d.]+ ms .* speed-up [\d.]+x/);

@@ -11,7 +11,8 @@ import type { Graph } from '../../src/graph/graph.js';
 import type { LayerInfo } from '../../src/graph/layers.js';
 import type { PassContext } from '../../src/rewrite/pass.js';
 import type { RankPolicy } from '../../src/rewrite/rank-policy.js';
-import { measureSensitivity, outputErr2, runAll, type LayerSensitivity } from '../../src/optimize/sensitivity.js';
+import { measureSensitivity, type LayerSensitivity, type PredictedCandidate } from '../../src/optimize/sensitivity.js';
+import { outputErr2, runAll } from '../../src/optimize/output-error.js';
 import { captureModel, downstreamOf, subModel } from '../../src/optimize/submodel.js';
 import { passFor } from '../../src/optimize/driver.js';
 import { isSkip } from '../../src/rewrite/pass.js';
@@ -93,7 +94,8 @@ async function bothWays(
     const layers = findLayers(model).filter((l) => !names || names.includes(l.name));
     const cx = { model, rng: createRng(7), shared: new Map() };
     const onProgress = (done: number, total: number, what: string): void => { events?.push(`${done}/${total} ${what}`); };
-    return measureSensitivity(model, layers, { method: 'auto', feeds, reference: ref.value, cx, maxCandidates, wholeModel, onProgress });
+    // Every rung run: the two ways are compared measurement by measurement.
+    return measureSensitivity(model, layers, { method: 'auto', feeds, reference: ref.value, cx, maxCandidates, wholeModel, onProgress, allRungs: true });
   };
   return [await measure(true), await measure(false)];
 }
@@ -269,8 +271,11 @@ describe('per-layer latency in sensitivity', () => {
     // Rank 1 (2·256² MACs per row block) and rank 2 (2·256³, twice the layer) were timed;
     // 3 and 4, larger in every rank than the slower 2, were never applied.
     expect(timed).toHaveBeenCalledTimes(2);
-    expect(applied).toEqual([1, 2]);
+    // Rank 1 is not among the rungs run first (the middle and the most accurate); with rank
+    // 2 dropped nothing anchors its prediction, so it is applied again and run, not timed again.
+    expect(applied).toEqual([1, 2, 1]);
     expect(s!.candidates.map((c) => c.ranks)).toEqual([[1]]);
+    expect((s!.candidates[0] as PredictedCandidate).measured).toBe(true);
     expect(s!.ms).toBeCloseTo(256 ** 3 / 1e6, 9);
     expect(s!.candidates[0]!.ms).toBeCloseTo(2 * 256 * 256 / 1e6, 9);
     // The graph is as it was.

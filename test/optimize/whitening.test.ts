@@ -91,7 +91,7 @@ describe('truncation-aware whitening (SVD-LLM)', () => {
     const ref = (await runModel(bytes, feeds)).mm_out0;
     const errOf = async (stats?: Map<string, { kind: 'matrix'; gram: Float64Array; dim: number; count: number }>): Promise<number> => {
       const model = new Model(decodeModel(bytes));
-      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: r }, minParams: 0, seed: 0, stats });
+      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: r }, minParams: 0, seed: 0 }, undefined, { stats });
       expect(rec.skipped).toBeUndefined();
       if (stats) expect(rec.dataError).toBeDefined();
       const y = (await runModel(encodeModel(model.proto), feeds)).mm_out0;

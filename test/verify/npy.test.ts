@@ -3,9 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import {
-  crc32, encodeNpy, encodeNpz, parseNpy, parseNpz, readNpy, readNpz, writeNpy, writeNpz, type NpyArray,
-} from '../../src/io/npy.js';
+import { encodeNpy, parseNpy, readNpy, writeNpy, type NpyArray } from '../../src/io/npy.js';
+import { crc32, encodeNpz, parseNpz, readNpz, writeNpz } from '../../src/io/npz.js';
 
 /** Builds .npy bytes by hand from the spec: magic, version, header length, header, data. */
 function handNpy(major: number, header: string, data: Uint8Array): Uint8Array {

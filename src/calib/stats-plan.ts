@@ -1,0 +1,156 @@
+/**
+ * What input statistic each layer needs (calib/stats.ts tells the statistics themselves):
+ * the result types, and the plan that maps layers to accumulators (layers that read the
+ * same tensor the same way share one). Pure: reads only nodes and weight shapes.
+ */
+import { attrInt } from '../graph/attrs.js';
+import { resolveConstant } from '../graph/constants.js';
+import type { Model } from '../graph/graph.js';
+import type { LayerInfo } from '../graph/layers.js';
+import type { GemmEngine } from '../linalg/engine.js';
+import type { ExternalBytes } from '../onnx/tensor.js';
+import { readConvGeometry } from '../rewrite/conv-geometry.js';
+import { isSkip, type AnchorStats } from '../rewrite/pass.js';
+import type { SessionOptions } from '../verify/session.js';
+import { patchDimOf, type ConvPlacement } from './patch-geometry.js';
+
+/** Default memory budget of the tensors one run exposes. */
+export const DEFAULT_MAX_BYTES_PER_RUN = 512 * 2 ** 20;
+/** Patch statistics only for (S/g)·∏k up to this (a 4608² Float64 gram is 170 MB). */
+export const DEFAULT_MAX_PATCH_DIM = 4608;
+
+export interface LayerStats {
+  kind: 'matrix' | 'conv';
+  /** The tensor the statistics are over (the layer's data input). */
+  input: string;
+  /**
+   * Σ x·xᵀ, row-major Float64, symmetric, not divided by `count`.
+   * matrix: [dim, dim], dim = K (the weight's reduction dim).
+   * conv: [groups, dim, dim], dim = S/g; block j covers input channels j·dim … j·dim+dim−1.
+   */
+  gram: Float64Array;
+  dim: number;
+  /** 1 for matrix layers; the conv's group count. */
+  groups: number;
+  /** Vectors summed into gram: rows or columns (matrix), batch × input positions (conv). */
+  count: number;
+  /** Σ x / count, [groups·dim]. */
+  mean: Float64Array;
+  /** Conv only, when the kernel is > 1 and patchDim ≤ maxPatchDim: Σ p·pᵀ per group, [groups, patchDim, patchDim]. */
+  patchGram?: Float64Array;
+  /** (S/g)·∏k; patch index c·∏k + kernel offset (row-major over the kernel axes). */
+  patchDim?: number;
+  /** Patches summed into patchGram per group: batch × output positions. */
+  patchCount?: number;
+  /** Σ p / patchCount, [groups·patchDim]. */
+  patchMean?: Float64Array;
+  /** collectAnchoredStats: the same sums over the partly compressed model's input x̂, and Σ x̂·xᵀ. */
+  anchor?: AnchorStats;
+}
+
+export interface CalibStats {
+  /** By layer name (LayerInfo.name). */
+  stats: Map<string, LayerStats>;
+  /** Layer name → why it has no statistics. */
+  unavailable: Map<string, string>;
+  /** Passes over the calibration data (one ORT session each), without the shape probe. */
+  passes: number;
+  /** Model runs, the shape probe included. */
+  runs: number;
+  /** Calibration samples seen per pass. */
+  samples: number;
+}
+
+export interface StatsOptions {
+  /** Budget for the tensors one run exposes (default 512 MiB); above it, layers are split into passes. */
+  maxBytesPerRun?: number;
+  /** Largest patch vector for patch statistics (default 4608; 0 = none). */
+  maxPatchDim?: number;
+  /** Payloads of external tensors (they are inlined into the in-memory copy ORT loads). */
+  external?: ExternalBytes;
+  /** ORT options (default graphOptimizationLevel 'disabled', 1 thread). */
+  session?: Pick<SessionOptions, 'graphOptimizationLevel' | 'intraOpNumThreads'>;
+  /** Called after each run: runs done and the total (probe included). */
+  onProgress?: (done: number, total: number) => void;
+  /**
+   * Where conv Gram products run (e.g. createOrtGemmEngine()): ORT's GEMM makes patch
+   * statistics of high-resolution convs affordable. Default: the exact fp64 JS kernels.
+   */
+  engine?: GemmEngine;
+}
+
+// ---------------------------------------------------------------------------- planning
+
+/** How a layer's input is read. */
+export type StatSpec =
+  | { kind: 'rows'; tensor: string; k: number }
+  | { kind: 'cols'; tensor: string; k: number }
+  | { kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string };
+
+export const specKey = (s: StatSpec): string =>
+  s.kind === 'conv'
+    ? `conv|${s.tensor}|${JSON.stringify([s.conv, s.patches])}`
+    : `${s.kind}|${s.tensor}|${s.k}`;
+
+/** What statistic a layer needs, or why it cannot have one. Pure: reads only the node and its weight's shape. */
+export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_MAX_PATCH_DIM): StatSpec | string {
+  if (layer.graph !== model.root) {
+    return 'inside a subgraph (If/Loop/Scan body): its input cannot be exposed as a graph output';
+  }
+  const n = layer.node;
+  const w = layer.weightShape;
+  const xIndex = layer.op === 'Conv' ? 0 : layer.weightInput === 1 ? 0 : 1;
+  const tensor = n.input[xIndex];
+  if (!tensor) return `the ${layer.op} has no data input`;
+  if (resolveConstant(model.root, tensor)) return 'both operands are constants';
+  switch (layer.op) {
+    case 'MatMul':
+      if (w.length !== 2) return `weight of rank ${w.length}`;
+      return layer.weightInput === 1 ? { kind: 'rows', tensor, k: w[0]! } : { kind: 'cols', tensor, k: w[1]! };
+    case 'Gemm': {
+      if (w.length !== 2) return `weight of rank ${w.length}`;
+      const transA = attrInt(n, 'transA', 0) !== 0;
+      const transB = attrInt(n, 'transB', 0) !== 0;
+      if (layer.weightInput === 1) {
+        // Y = op(A)·op(B), op(B) = W [K, N]: X = A is [M, K], or [K, M] with transA.
+        const k = transB ? w[1]! : w[0]!;
+        return transA ? { kind: 'cols', tensor, k } : { kind: 'rows', tensor, k };
+      }
+      // The mirror case: op(A) = W [M, K] constant, X = B is [K, N], or [N, K] with transB.
+      const k = transA ? w[0]! : w[1]!;
+      return transB ? { kind: 'rows', tensor, k } : { kind: 'cols', tensor, k };
+    }
+    case 'Conv': {
+      const geo = readConvGeometry(n, w);
+      if (isSkip(geo)) return geo.skip;
+      const conv: ConvPlacement = {
+        kernel: geo.kernel, strides: geo.strides, dilations: geo.dilations, pads: geo.pads, autoPad: geo.autoPad, S: geo.S, group: geo.group,
+      };
+      const patches = geo.kernelSize > 1 && maxPatchDim > 0 && patchDimOf({ channels: geo.S, groups: geo.group, kernel: geo.kernel }) <= maxPatchDim;
+      return { kind: 'conv', tensor, conv, patches, output: n.output[0] ?? '' };
+    }
+    case 'ConvTranspose': return 'input statistics of ConvTranspose are not collected';
+    case 'Gather': return 'Gather reads indices, not activations';
+    default: return `${layer.op} is not a supported layer`;
+  }
+}
+
+/**
+ * One accumulator per distinct statistic (layers that read the same tensor the same way
+ * share one), and why each layer that gets none has none.
+ */
+export function planAccumulators<A>(model: Model, layers: readonly LayerInfo[], maxPatchDim: number, make: (spec: StatSpec) => A):
+  { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
+  const unavailable = new Map<string, string>();
+  const accs = new Map<string, A>();
+  const layerAcc = new Map<string, A>();
+  for (const layer of layers) {
+    const spec = planLayer(model, layer, maxPatchDim);
+    if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
+    const key = specKey(spec);
+    let acc = accs.get(key);
+    if (acc === undefined) { acc = make(spec); accs.set(key, acc); }
+    layerAcc.set(layer.name, acc);
+  }
+  return { unavailable, accs, layerAcc };
+}

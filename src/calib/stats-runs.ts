@@ -1,0 +1,193 @@
+/**
+ * What plain (stats.ts) and paired (anchored-stats.ts) statistics share: the original
+ * model's accumulator per statistic and its finishing (means, NaN checks), the model
+ * copies that expose tensors as graph outputs, the byte budget's grouping, and the shape
+ * probe that sizes the exposed tensors and checks our conv geometry against ORT's.
+ */
+import type { Model } from '../graph/graph.js';
+import type { LayerInfo } from '../graph/layers.js';
+import { encodeModel } from '../onnx/codec.js';
+import { mapTensors } from '../onnx/file.js';
+import { newNode, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { isExternal, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
+import { ok, type Result } from '../errors.js';
+import { openFetcher } from '../verify/intermediate.js';
+import type { SessionOptions } from '../verify/session.js';
+import { toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
+import { patchDimOf, resolvePatchGeometry, type PatchGeometry } from './patch-geometry.js';
+import type { FloatData } from './sample-blocks.js';
+import type { LayerStats, StatSpec } from './stats-plan.js';
+
+export interface Acc {
+  spec: StatSpec;
+  stats: LayerStats;
+  sum: Float64Array;
+  patchSum?: Float64Array;
+  /** Set when the layer's tensor turns out not to fit; the layers become unavailable. */
+  failed?: string;
+  geoCache: Map<string, PatchGeometry | string>;
+}
+
+export function newAcc(spec: StatSpec): Acc {
+  if (spec.kind !== 'conv') {
+    const k = spec.k;
+    return {
+      spec, sum: new Float64Array(k), geoCache: new Map(),
+      stats: { kind: 'matrix', input: spec.tensor, gram: new Float64Array(k * k), dim: k, groups: 1, count: 0, mean: new Float64Array(k) },
+    };
+  }
+  const g = spec.conv.group;
+  const s = spec.conv.S / g;
+  const stats: LayerStats = { kind: 'conv', input: spec.tensor, gram: new Float64Array(g * s * s), dim: s, groups: g, count: 0, mean: new Float64Array(g * s) };
+  const acc: Acc = { spec, stats, sum: new Float64Array(g * s), geoCache: new Map() };
+  if (spec.patches) {
+    const d = patchDimOf({ channels: spec.conv.S, groups: g, kernel: spec.conv.kernel });
+    stats.patchGram = new Float64Array(g * d * d);
+    stats.patchDim = d;
+    stats.patchCount = 0;
+    stats.patchMean = new Float64Array(g * d);
+    acc.patchSum = new Float64Array(g * d);
+  }
+  return acc;
+}
+
+export function floatData(t: HostTensor): FloatData | undefined {
+  if (t.type === 'float32' || t.type === 'float64') return t.data as FloatData;
+  if (t.type === 'float16') return toNumbers(t);
+  return undefined;
+}
+
+
+export function allFinite(a: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
+  return true;
+}
+
+export function finish(acc: Acc): string | undefined {
+  const st = acc.stats;
+  if (st.count === 0) return 'no calibration rows reached it';
+  // NaN/Inf anywhere in the input reaches the gram's diagonal, so the diagonal and sums suffice.
+  const d = st.dim;
+  for (let g = 0; g < st.groups; g++) {
+    for (let j = 0; j < d; j++) if (!Number.isFinite(st.gram[g * d * d + j * d + j]!)) return 'its input activations have NaN or Inf';
+  }
+  if (!allFinite(acc.sum)) return 'its input activations have NaN or Inf';
+  for (let i = 0; i < acc.sum.length; i++) st.mean[i] = acc.sum[i]! / st.count;
+  if (st.patchGram && acc.patchSum) {
+    if (!allFinite(acc.patchSum)) return 'its input activations have NaN or Inf';
+    for (let i = 0; i < acc.patchSum.length; i++) st.patchMean![i] = acc.patchSum[i]! / Math.max(1, st.patchCount!);
+  }
+  return undefined;
+}
+
+function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {
+  const c: TensorProto = { ...t, externalData: [], rawData: tensorRawBytes(t, ext) };
+  delete c.dataLocation;
+  return c;
+}
+
+/** A copy of the model (sharing tensors) whose graph also outputs `names`, after `extraNodes`. */
+export function withOutputs(model: ModelProto, names: readonly string[], extraNodes: readonly NodeProto[], ext: ExternalBytes | undefined): Uint8Array {
+  const g = model.graph!;
+  const have = new Set(g.output.map((o) => o.name));
+  const extra = names.filter((n) => !have.has(n)).map((name) => newValueInfo({ name }));
+  let copy: ModelProto = { ...model, graph: { ...g, node: [...g.node, ...extraNodes], output: [...g.output, ...extra] } };
+  if (ext) copy = mapTensors(copy, (t) => (isExternal(t) ? inlined(t, ext) : t));
+  return encodeModel(copy);
+}
+
+const feedElements = (f: Feeds): number => Object.values(f).reduce((a, t) => a + t.data.length, 0);
+
+/** Greedy split of tensors (in order) into groups whose byte sizes stay within the budget. */
+export function groupByBudget(sizes: readonly { name: string; bytes: number }[], budget: number): string[][] {
+  const groups: string[][] = [];
+  let cur: string[] = [];
+  let used = 0;
+  for (const { name, bytes } of sizes) {
+    if (cur.length > 0 && used + bytes > budget) { groups.push(cur); cur = []; used = 0; }
+    cur.push(name);
+    used += bytes;
+  }
+  if (cur.length > 0) groups.push(cur);
+  return groups;
+}
+
+/**
+ * Dims of the tensors the accumulators read (and of the conv outputs, to check our conv
+ * geometry against ORT's) from one run of a copy that outputs only their Shape; a conv
+ * whose placement does not fit is marked failed. Returns the dims and the runs made.
+ */
+export async function probeShapes(
+  model: Model, proto: ModelProto, accs: Iterable<Acc>, probeFeed: Feeds, external: ExternalBytes | undefined, sessionOpts: SessionOptions,
+): Promise<Result<{ sizes: Map<string, number[]>; runs: number }>> {
+  const inputNames = new Set(Object.keys(probeFeed));
+  const list = [...accs];
+  let runs = 0;
+  const sizes = new Map<string, number[]>(Object.entries(probeFeed).map(([n, t]) => [n, [...t.dims]]));
+  const probed = [...new Set(list.flatMap((a) => [a.spec.tensor, ...(a.spec.kind === 'conv' && a.spec.output ? [a.spec.output] : [])]))]
+    .filter((t) => !inputNames.has(t));
+  if (probed.length > 0) {
+    const names = new Set<string>();
+    for (const g of model.allGraphs()) g.collectNames(names);
+    const unique = (base: string): string => { let n = base; for (let i = 1; names.has(n); i++) n = `${base}_${i}`; names.add(n); return n; };
+    const nodes: NodeProto[] = [];
+    const shapeOf = new Map<string, string>();
+    for (const t of probed) {
+      const out = unique(`${t}/calib_shape`);
+      nodes.push(newNode({ opType: 'Shape', name: unique(`${t}/calib_shape_node`), input: [t], output: [out] }));
+      shapeOf.set(t, out);
+    }
+    const f = await openFetcher({ bytes: withOutputs(proto, [...shapeOf.values()], nodes, external) }, [...shapeOf.values()], sessionOpts);
+    if (!f.ok) return f;
+    try {
+      const r = await f.value.run(probeFeed);
+      if (!r.ok) return r;
+      for (const [t, out] of shapeOf) sizes.set(t, Array.from(r.value[out]!.data as BigInt64Array, Number));
+    } finally {
+      await f.value.release();
+    }
+    runs++;
+  }
+  for (const acc of list) {
+    const spec = acc.spec;
+    if (spec.kind !== 'conv') continue;
+    const inDims = sizes.get(spec.tensor);
+    const outDims = sizes.get(spec.output);
+    if (!inDims || !outDims) continue;
+    const geo = resolvePatchGeometry(spec.conv, inDims);
+    if (typeof geo === 'string') acc.failed = geo;
+    else if (outDims.length !== inDims.length || !geo.outSpatial.every((d, i) => d === outDims[i + 2])) {
+      acc.failed = `ORT's output dims [${outDims.join(', ')}] differ from the computed spatial dims [${geo.outSpatial.join(', ')}]`;
+    }
+  }
+  return ok({ sizes, runs });
+}
+
+/** The largest feed: the one a run's byte budget must hold. */
+export function largestFeed(feeds: Iterable<Feeds>): Feeds | undefined {
+  let best: Feeds | undefined;
+  for (const f of feeds) if (!best || feedElements(f) > feedElements(best)) best = f;
+  return best;
+}
+
+/**
+ * Finishes each layer's accumulator once (layers reading the same tensor share one) and
+ * sorts the layers: statistics for those that finished, the reason into `unavailable`
+ * for the others.
+ */
+export function finishLayers<A>(
+  layers: readonly LayerInfo[], accOf: (name: string) => A | undefined, finishOnce: (a: A) => string | undefined,
+  statsOf: (a: A) => LayerStats, unavailable: Map<string, string>,
+): Map<string, LayerStats> {
+  const stats = new Map<string, LayerStats>();
+  const finished = new Map<A, string | undefined>();
+  for (const layer of layers) {
+    const acc = accOf(layer.name);
+    if (acc === undefined) continue;
+    if (!finished.has(acc)) finished.set(acc, finishOnce(acc));
+    const why = finished.get(acc);
+    if (why) unavailable.set(layer.name, why);
+    else stats.set(layer.name, statsOf(acc));
+  }
+  return stats;
+}

@@ -1,0 +1,124 @@
+/** The help texts of `onnx-lr optimize` and `onnx-lr plan` (kept apart from the parsing they describe). */
+import { DEFAULT_MIN_PARAMS, METHOD_CHOICES } from '../optimize/driver.js';
+
+const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
+  --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
+  --rank-ratio R      keep about fraction R of each layer's parameters
+  --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
+  --rank N            the same rank N everywhere (clamped to each layer)
+  --align N           round ranks up to a multiple of N (e.g. 8); default when a budget
+                      times candidates in ORT (--max-error, which saves latency unless
+                      --save or --no-latency, --target-latency, --layer-latency): the channel block of
+                      ORT's blocked conv kernels on this CPU, 16 with AVX-512, 8 on other
+                      x86-64 CPUs (none elsewhere), as they need channel counts on that
+                      grid; --align 1 for none
+Layer selection:
+  --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
+                      conv, Tucker-2 for kxk conv)
+  --exclude REGEX     leave layers whose node or weight name matches
+  --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
+  --heaviest N        of the layers left, consider only the N with the most MACs (params
+                      when shapes are unknown): on a large model, budgets measure only
+                      where the time goes; default with a budget that saves MACs or
+                      latency: the layers carrying 95% of the MACs (the report's notes
+                      say how many); budgets that save params consider every layer
+  --seed N            seed for randomized numerics and verification inputs (default 0)
+Whole-model budgets (measure each layer's sensitivity on calibration inputs, then
+allocate ranks globally, greedy on output error per saved unit):
+  --target-params F   keep at most fraction F of the parameters (e.g. 0.5)
+  --target-macs F     keep at most fraction F of the decomposable layers' MACs
+  --target-latency F  aim at fraction F of the original latency: each candidate's chain
+                      is timed against its layer in ORT, only faster ones are kept, and
+                      the result is re-measured (the report says whether it was met)
+  --layer-latency     with any budget: keep only candidates measured faster in ORT
+  --measure-all-rungs with any budget: run every candidate rank of every layer through
+                      the model in ORT (slower; the reference) instead of one or two per
+                      layer with the rest predicted from the layer's own error
+  --stages K          reach the budget in K steps (MUSCO-style): after each stage the
+                      factored layers are merged back, statistics and sensitivity are
+                      measured again, and ranks can only go down (default 1, at most 10)
+  --max-error E       compress as much as the output error allows: relative L2 E
+                      (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
+                      agreement over each output's last axis on the calibration inputs,
+                      e.g. top1:0.99 or top1:99%), checked in ORT
+  --save U            what to save: params, macs or latency. With --max-error, the unit
+                      the allocation saves; latency times each candidate's chain against
+                      its layer in ORT (as --layer-latency) and keeps only faster ones.
+                      Without a budget, latency keeps only rewrites measured at least 5%
+                      faster than their layer in ORT (each cut out alone at its real
+                      input shape, on --threads threads); params or macs keeps every
+                      rewrite that lowers both params and MACs, faster or not. Default
+                      latency, or params with --no-latency or --no-verify
+  --outputs A,B       only these outputs count: error budgets, sensitivity and the
+                      verification verdict judge them alone (the others are still
+                      computed, and reported as not checked); default all outputs
+Calibration data (data-aware decomposition is on when --calib is given):
+  --calib PATH        .npy (samples on the first axis), .npz (one array per input),
+                      a folder of them, or a folder of .png/.jpg images
+  --calib-samples N   use at most N samples (default 64)
+  --resize HxW        image size (default: the input's static H, W); these image options
+                      also apply to --verify-data
+  --mean R,G,B --std R,G,B   image normalisation after scaling to [0,1]
+  --layout nchw|nhwc  image tensor layout (default nchw)
+  --no-data-aware     use calibration data for budgets only, decompose weight-only
+  --no-anchor         fit each layer to the original model's inputs alone, instead of
+                      anchored: by default, with --calib, layers are fitted in
+                      topological waves to what the original computes from what the
+                      already compressed layers feed them (anchored fits add a bias to
+                      layers that had none)
+Shapes and inputs:
+  --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
+  --input NAME:FILE   a .npy value for an input (repeatable)
+  --max-input-mb N    largest data file, plan, decoded array or image, in MiB (default 1024)`;
+
+export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
+
+Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv layers into
+Tucker-2 or CP chains, keeping each rewrite only when it lowers both parameters and
+MACs and, unless --no-latency, runs at least 5% faster than the layer in ONNX Runtime
+(--save). Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
+with seeded random inputs (or --verify-data), compares the outputs, measures latency
+and prints a before/after table. Exit code 0 when the check passes, 1 when it fails (OUT is still
+written), 2 for bad input.
+
+${RANK_OPTIONS}
+  --plan FILE         apply the decisions of a plan (from 'onnx-lr plan') exactly; with a
+                      budget, reuse the plan's cached sensitivity measurements instead
+                      (a budgeted run's --report carries them too); layers the plan
+                      lacks are measured, those the filters now leave out dropped
+Verification:
+  --verify-data PATH  compare on these held-out inputs instead of 3 seeded random ones
+                      (read like --calib, with the same image options; keep it apart
+                      from the calibration data)
+  --verify-samples N  use at most N of them (default 16)
+  --min-cosine C      pass when every checked output's cosine similarity is at least C
+                      (default: C of --max-error cosine:C, else 0.99)
+  --atol A --rtol R   also require |opt - orig| <= A + R*|orig| elementwise (Polygraphy style)
+  --no-verify         skip the ORT comparison and latency
+  --no-latency        compare outputs but do not measure latency
+  --threads N         ORT intra-op threads for verification, latency and the per-layer
+                      timings (default 1)
+  --bench-web         also measure latency in onnxruntime-web's wasm backend
+Output:
+  --report FILE       write the full report as JSON
+  --json              print the JSON report instead of the table
+  --all-layers        list skipped layers with their reasons in the table
+  --external-data     store OUT's large tensors in OUT.<hash>.data beside OUT (named
+                      by its content; the previous OUT's data file is removed)
+  --force             allow OUT to be IN and replace it (never one of IN's data files,
+                      nor the --report file)
+  -h, --help          this help`;
+
+export const PLAN_HELP = `Usage: onnx-lr plan IN [options] > plan.json
+
+Prints the per-layer decisions optimize would make (pass, method, ranks, expected params
+and MACs, weight error) as JSON, without writing a model. Edit it and apply it exactly
+with 'onnx-lr optimize IN OUT --plan plan.json'. Without a budget, the rewrites are not
+timed in ORT unless --save latency is given (a plan is applied as written, on any machine;
+optimize without --plan times them and keeps only the faster ones).
+
+${RANK_OPTIONS}
+  --plan FILE         reuse a plan's (or a budgeted optimize --report's) cached
+                      sensitivity measurements (with a budget); layers it lacks are
+                      measured
+  -h, --help          this help`;

@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { isRank, notARank } from '../../src/linalg/checks.js';
+import { gemm } from '../../src/linalg/gemm.js';
+import type { Matrix } from '../../src/linalg/matrix.js';
+import { svd } from '../../src/linalg/svd.js';
+import { damped, pairFromSvd, whitenedMatrix, whitenedPairErrors, whitenedSvdFactors } from '../../src/linalg/whitened-svd.js';
+import { SvdCache, svdPairFactors } from '../../src/rewrite/svd-pair.js';
+import { createRng } from '../../src/util/rng.js';
+
+const rng = createRng(7);
+const randn = (rows: number, cols: number): Matrix => ({ rows, cols, data: Float64Array.from({ length: rows * cols }, () => rng.normal()) });
+const frob = (m: Matrix): number => Math.sqrt(Array.from(m.data).reduce((a, v) => a + v * v, 0));
+const pair = (left: Float32Array, right: Float32Array, m: number, r: number, n: number): Matrix =>
+  gemm({ rows: m, cols: r, data: Float64Array.from(left) }, { rows: r, cols: n, data: Float64Array.from(right) });
+const minus = (a: Matrix, b: Matrix): Matrix => ({ rows: a.rows, cols: a.cols, data: a.data.map((v, i) => v - b.data[i]!) });
+
+describe('whitened SVD pair (linalg, shared by svd-pair.ts and tucker2-conv.ts)', () => {
+  const m = 12;
+  const n = 9;
+  const r = 3;
+  const w = randn(m, n);
+  const xRows = randn(60, m);
+  const gramRows = gemm(xRows, xRows, { transA: true }).data as Float64Array;
+  const xHat = { rows: 60, cols: m, data: xRows.data.map((v) => v + 0.1 * rng.normal()) };
+  const cross = gemm(xHat, xRows, { transA: true }).data as Float64Array;
+  const gramHat = gemm(xHat, xHat, { transA: true }).data as Float64Array;
+
+  it('gives the same bytes as the SVD-pair rewrite for rows-side whitening, plain and anchored', () => {
+    for (const wh of [{ gram: gramRows, damp: 0.03 }, { gram: gramHat, cross, damp: 0.1 }]) {
+      const direct = whitenedSvdFactors(w, wh, r);
+      const viaPass = svdPairFactors(new SvdCache(w, 0, { side: 'rows', ...wh }), r);
+      expect(Buffer.from(direct.left.buffer)).toEqual(Buffer.from(viaPass.left.buffer));
+      expect(Buffer.from(direct.right.buffer)).toEqual(Buffer.from(viaPass.right.buffer));
+    }
+  });
+
+  it('minimises the output error: rows side ‖X(W − LR)‖ and columns side ‖(W − LR)X‖ reach the tail of the whitened spectrum', () => {
+    // Rows side: Y = X·W.
+    const rows = whitenedMatrix(w, { side: 'rows', gram: gramRows });
+    const fr = svd(rows.a);
+    const pr = pairFromSvd(fr, r, m, n, 'rows', rows.lx);
+    const tail = (s: Float64Array): number => Math.sqrt(s.slice(r).reduce((a, v) => a + v * v, 0));
+    const errRows = frob(gemm(xRows, minus(w, pair(pr.left, pr.right, m, r, n))));
+    expect(errRows).toBeCloseTo(tail(fr.s), 3);
+    // Columns side: Y = W·X with X [n, samples].
+    const xCols = randn(n, 40);
+    const gramCols = gemm(xCols, xCols, { transB: true }).data as Float64Array;
+    const cols = whitenedMatrix(w, { side: 'cols', gram: gramCols });
+    const fc = svd(cols.a);
+    const pc = pairFromSvd(fc, r, m, n, 'cols', cols.lx);
+    const errCols = frob(gemm(minus(w, pair(pc.left, pc.right, m, r, n)), xCols));
+    expect(errCols).toBeCloseTo(tail(fc.s), 3);
+    // The reported data error is that tail relative to the whitened weight's energy.
+    const e = whitenedPairErrors(w, { side: 'cols', gram: gramCols }, cols.a, fc, pc.left, pc.right, r);
+    expect(e.dataError).toBeCloseTo(tail(fc.s) / frob(gemm(w, xCols)), 4);
+  });
+
+  it('damps the Gram matrix by λ·mean(diag G) and leaves it alone at λ = 0', () => {
+    const g = Float64Array.from([4, 1, 1, 2]);
+    expect(damped(g, 2, 0)).toBe(g);
+    expect(Array.from(damped(g, 2, 0.5))).toEqual([4 + 1.5, 1, 1, 2 + 1.5]);
+    expect(Array.from(g)).toEqual([4, 1, 1, 2]);
+  });
+
+  it('has one rank check: positive integers only', () => {
+    expect([1, 7].map(isRank)).toEqual([true, true]);
+    expect([0, -1, 2.5, Number.NaN, Infinity].map(isRank)).toEqual([false, false, false, false, false]);
+    expect(notARank(0)).toBe('rank 0 is not a positive integer');
+  });
+});
