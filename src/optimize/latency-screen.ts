@@ -29,6 +29,7 @@ import { createRng } from '../util/rng.js';
 import { passByName } from '../../passes/index.js';
 import { optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
 import { timeRewrite, type LayerTiming } from './layer-latency.js';
+import { withRewrite } from './trial.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
 /**
@@ -96,21 +97,14 @@ async function timeDecision(
   const pass = passByName(rec.pass!);
   if (!pass) return `unknown pass ${rec.pass}`;
   const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), gemm: opts.gemm };
-  const g = layer.graph;
-  const cp = g.checkpoint();
   try {
     const b = bind(pass, layer, cx);
     if (isSkip(b)) return b.skip;
-    const applied = b.apply(rec.ranks!, cx);
-    if (isSkip(applied)) return applied.skip;
-    const before = new Set(cp.nodes);
-    const chain = g.proto.node.filter((n) => !before.has(n));
-    const t = await time(model, layer, chain, shapes, { threads: opts.threads, external: opts.external });
+    const t = await withRewrite(layer.graph, b, rec.ranks!, cx, (_applied, chain) => time(model, layer, chain, shapes, { threads: opts.threads, external: opts.external }));
+    if (isSkip(t)) return t.skip;
     return t.ok ? t.value : t.error.message;
   } catch (e) {
     return (e as Error).message;
-  } finally {
-    g.rollback(cp);
   }
 }
 

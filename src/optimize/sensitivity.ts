@@ -35,6 +35,7 @@ import { captureModel, downstreamOf, subModel, type Downstream } from './submode
 import type { NodeProto } from '../onnx/schema.js';
 import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-sensitivity.js';
 import { layerModel } from './layer-error.js';
+import { withRewrite } from './trial.js';
 import { diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
 
 export type { Candidate, LayerSensitivity };
@@ -46,21 +47,19 @@ export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 
 type Outputs = Record<string, HostTensor>[];
 
-/** Applies one rewrite, runs it (`run` sees the graph rewritten; undefined: not run), and restores the graph exactly. */
-async function trial(g: Graph, pass: BoundPass, ranks: number[], cx: PassContext, run: (before: ReadonlySet<NodeProto>) => Promise<Result<Outputs | undefined>>):
-  Promise<Result<{ outs?: Outputs; relError: number; dataError?: number }>> {
-  const cp = g.checkpoint();
-  const shared = new Map(cx.shared);
-  try {
-    const applied = pass.apply(ranks, cx);
-    if (isSkip(applied)) return err('rank', applied.skip);
-    const outs = await run(new Set(cp.nodes));
+/**
+ * Applies one rewrite, runs it (`run` sees the graph rewritten, the nodes there before and
+ * the chain written; undefined: not run), and restores the graph exactly (trial.ts).
+ */
+async function trial(
+  g: Graph, pass: BoundPass, ranks: number[], cx: PassContext,
+  run: (before: ReadonlySet<NodeProto>, chain: readonly NodeProto[]) => Promise<Result<Outputs | undefined>>,
+): Promise<Result<{ outs?: Outputs; relError: number; dataError?: number }>> {
+  const t = await withRewrite(g, pass, ranks, cx, async (applied, chain, before) => {
+    const outs = await run(before, chain);
     return outs.ok ? ok({ outs: outs.value, relError: applied.relError, dataError: applied.dataError }) : outs;
-  } finally {
-    g.rollback(cp);
-    cx.shared.clear();
-    for (const [k, v] of shared) cx.shared.set(k, v);
-  }
+  });
+  return isSkip(t) ? err('rank', t.skip) : t;
 }
 
 /** Tensors of one run of the original: each main-graph layer's downstream part and what it reads. */
@@ -226,10 +225,9 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       let layerErr2: number | undefined;
       let isSlower = false;
       const run = opts.allRungs || first.has(k);
-      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before) => {
+      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before, chain) => {
         if (opts.latency) {
           // The chain is timed as the trial wrote it, before the (costlier) model run.
-          const chain = layer.graph.proto.node.filter((n) => !before.has(n));
           const lt = await timeRewrite(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external });
           if (lt.ok) {
             entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
@@ -239,7 +237,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
           }
         }
         if (own && cap) {
-          const got = await runLayer(model, layer, layer.graph.proto.node.filter((n) => !before.has(n)), opts.feeds, cap);
+          const got = await runLayer(model, layer, chain, opts.feeds, cap);
           if (got) layerErr2 = outputErr2(own, got);
         }
         return run ? measure(before) : ok(undefined);
