@@ -2,20 +2,16 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { writeNpy } from '../../src/io/npy.js';
 import type { Report } from '../../src/report/report.js';
-import { createRng } from '../../src/util/rng.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
+import { calibFile } from '../helpers/calib.js';
 
 describe('--calib fits anchored unless --no-anchor', () => {
   it('cls at rank ratio 0.5: same decisions, anchored only by default', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-anchor-cli-'));
     const dims = [4, 3, 48, 192];
-    const rng = createRng(3);
-    const calib = path.join(dir, 'calib.npy');
-    const w = writeNpy(calib, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-    if (!w.ok) throw w.error;
+    const calib = calibFile(dir, dims, 3);
     const run = async (...extra: string[]): Promise<Report> => {
       const r = await runCli('optimize', REAL.cls, path.join(dir, 'o.onnx'), '--shape', 'x:1x3x48x192', '--rank-ratio', '0.5',
         '--calib', calib, '--no-verify', '--json', ...extra);

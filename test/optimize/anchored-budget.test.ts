@@ -8,11 +8,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { optimizeAnchored } from '../../src/optimize/anchored.js';
-import { writeNpy } from '../../src/io/npy.js';
 import type { Report } from '../../src/report/report.js';
-import { createRng } from '../../src/util/rng.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
+import { calibFile } from '../helpers/calib.js';
 
 vi.mock('../../src/optimize/anchored.js', async (importOriginal) => {
   const m = await importOriginal<typeof import('../../src/optimize/anchored.js')>();
@@ -23,10 +22,7 @@ describe('error budgets with --calib', () => {
   it('write the kept allocation fitted anchored: the same bytes as applying it as a plan', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-anchor-budget-'));
     const dims = [4, 3, 48, 192];
-    const rng = createRng(5);
-    const calib = path.join(dir, 'calib.npy');
-    const w = writeNpy(calib, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-    if (!w.ok) throw w.error;
+    const calib = calibFile(dir, dims, 5);
     const common = ['--shape', 'x:1x3x48x192', '--calib', calib, '--min-params', '0', '--no-verify', '--json'];
     const run = async (out: string, ...extra: string[]): Promise<{ report: Report; err: string }> => {
       const r = await runCli('optimize', REAL.cls, out, ...common, ...extra);

@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { readNpy, writeNpy } from '../../src/io/npy.js';
+import { readNpy } from '../../src/io/npy.js';
 import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
 import type { LayerSensitivity } from '../../src/optimize/sensitivity.js';
-import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
+import { calibFile } from '../helpers/calib.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { machineNchwcBlock } from '../../src/verify/cpu-block.js';
@@ -48,15 +48,6 @@ function addedBiasParams(original: string, written: string, report: Report): num
     if ((last.input[2] ?? '') !== '') added += numel(last.input[2]!);
   }
   return added;
-}
-
-function calibFile(dir: string, dims: number[], seed: number): string {
-  const n = dims.reduce((a, b) => a * b, 1);
-  const rng = createRng(seed);
-  const f = path.join(dir, 'calib.npy');
-  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: n }, () => rng.normal()) });
-  if (!r.ok) throw r.error;
-  return f;
 }
 
 // Each case runs the whole pipeline on a real model; a loaded machine can take minutes.

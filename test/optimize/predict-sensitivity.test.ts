@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { Report } from '../../src/report/report.js';
 import { REAL } from '../helpers/models.js';
+import { calibFile } from '../helpers/calib.js';
 import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
@@ -18,7 +19,6 @@ import { firstRungs, GAIN_SPREAD, gainSpread, needsMoreRungs, predictErr2 } from
 import { measureSensitivity, type PredictedCandidate } from '../../src/optimize/sensitivity.js';
 import { runAll } from '../../src/optimize/output-error.js';
 import { createRng } from '../../src/util/rng.js';
-import { writeNpy } from '../../src/io/npy.js';
 import type { Feeds } from '../../src/verify/tensor.js';
 
 describe('the gain model', () => {
@@ -145,10 +145,7 @@ describe('a budget on a real model with predicted rungs', () => {
     // spare on random inputs weight-only); --no-anchor keeps the run short: anchoring
     // changes the fit of the allocation, not the sensitivity.
     const dims = [4, 3, 48, 320];
-    const rng = createRng(11);
-    const calib = path.join(dir, 'calib.npy');
-    const w = writeNpy(calib, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-    if (!w.ok) throw w.error;
+    const calib = calibFile(dir, dims, 11);
     let out = '';
     let err = '';
     const code = await main(['optimize', REAL.rec, path.join(dir, 'o.onnx'), '--shape', 'x:1x3x48x320', '--max-error', 'cosine:0.995', '--min-params', '20000',
