@@ -313,9 +313,12 @@ describe('budgets on a real model', () => {
     expect(unaligned.notes.some((n) => /rounded up to multiples/.test(n))).toBe(false);
     const fresh = unaligned.sensitivity!;
     expect(fresh.map((l) => l.name)).toEqual(cached.map((l) => l.name));
+    // A reused entry would carry the cached grid (align = this CPU's block): none does, and each was timed
+    // anew (equal medians of two timings can happen on a 16 µs layer, so they prove nothing).
+    expect(cached.filter((x) => x.candidates.length > 0).every((c) => (c.align ?? 1) === block)).toBe(true);
     for (const l of fresh.filter((x) => x.candidates.length > 0)) {
       expect(l.align).toBeUndefined();
-      expect(l.ms).not.toBe(cached.find((c) => c.name === l.name)!.ms);
+      expect(l.ms).toBeGreaterThan(0);
     }
     expect(fresh.some((l) => l.candidates.some((c) => c.ranks.some((r) => r % 16 !== 0)))).toBe(true);
     // Measurements without timings cannot serve a latency allocation.
