@@ -11,7 +11,7 @@
 import type { GemmEngine } from '../linalg/engine.js';
 import { addBlockSums } from './accumulate.js';
 import { patchDimOf, type PatchGeometry } from './patch-geometry.js';
-import { channelBlocks, patchBlocks, type FloatData, type SampleBlock } from './sample-blocks.js';
+import { channelBlocks, patchBlocks, patchPairCount, type FloatData, type SampleBlock } from './sample-blocks.js';
 
 /** Values per block buffer (16 MB as fp32): wide enough for the GEMM, small beside the activations. */
 const BLOCK_VALUES = 4 * 2 ** 20;
@@ -39,14 +39,14 @@ export async function accumulateConvChannelsOn(
 
 /** accumulatePatches with the products on `engine` (same result up to rounding); `width`: patches per product. */
 export async function accumulatePatchesOn(
-  engine: GemmEngine, gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array, width = widthFor(patchDimOf(geo)),
+  engine: GemmEngine, gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array, pairs?: Int32Array, width = widthFor(patchDimOf(geo)),
 ): Promise<number> {
   const D = patchDimOf(geo);
-  for (const b of patchBlocks(x, geo, width)) {
+  for (const b of patchBlocks(x, geo, width, pairs)) {
     await addBlockGram(engine, gram, b.group * D * D, b);
     if (sum) addBlockSums(sum, b.group * D, b);
   }
-  return geo.batch * geo.outSpatial.reduce((a, b) => a * b, 1);
+  return patchPairCount(geo, pairs);
 }
 
 /** Running sums of paired statistics over the same samples of x (original) and x̂ (partly compressed model). */

@@ -12,7 +12,7 @@
  * contiguous runs of values (plain JS cannot use SIMD; eight register accumulators and
  * streamed operands measured best here, ~1–1.5 GMAC/s), then mirrors it.
  */
-import { checkLength, patchBlocks, type FloatData, type SampleBlock } from './sample-blocks.js';
+import { checkLength, patchBlocks, patchPairCount, type FloatData, type SampleBlock } from './sample-blocks.js';
 import { patchDimOf, type PatchGeometry } from './patch-geometry.js';
 
 /** Length of the runs of values the kernel dots at a time (keeps operands in L1/L2). */
@@ -158,18 +158,19 @@ export function accumulateConvChannels(
 
 /**
  * Patch statistics: gram [groups, D, D] += Σ p·pᵀ per group (D = s·K, p as in
- * patchBlocks); sum [groups·D] += Σ p. Returns batch·∏outSpatial (the patches added per group).
+ * patchBlocks, over `pairs` when given); sum [groups·D] += Σ p. Returns the patches added
+ * per group (batch·∏outSpatial, or pairs.length).
  */
-export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array): number {
+export function accumulatePatches(gram: Float64Array, x: FloatData, geo: PatchGeometry, sum?: Float64Array, pairs?: Int32Array): number {
   const D = patchDimOf(geo);
   checkLength('accumulatePatches gram', gram, geo.groups * D * D);
   if (sum) checkLength('accumulatePatches sum', sum, geo.groups * D);
-  for (const b of patchBlocks(x, geo)) {
+  for (const b of patchBlocks(x, geo, undefined, pairs)) {
     syrkUpper(gram, b.group * D * D, D, b.data, 0, b.width, b.n);
     if (sum) rowSums(sum, b.group * D, D, b.data, 0, b.width, b.n);
   }
   for (let j = 0; j < geo.groups; j++) mirror(gram, j * D * D, D);
-  return geo.batch * geo.outSpatial.reduce((a, b) => a * b, 1);
+  return patchPairCount(geo, pairs);
 }
 
 /** rowSums over a block's filled columns, for the engine path (the JS path inlines it). */

@@ -13,8 +13,8 @@ import type { SessionOptions } from '../verify/session.js';
 import { elementCount, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { accumulatePairBlocksOn, pairBlockWidth, unshiftPairSums, type PairSums } from './accumulate-engine.js';
 import { patchDimOf, resolvePatchGeometry } from './patch-geometry.js';
-import { channelBlocks, patchBlocks, rowBlocks, type FloatData, type SampleBlock } from './sample-blocks.js';
-import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatSpec, type StatsOptions } from './stats-plan.js';
+import { channelBlocks, patchBlocks, patchPairCount, rowBlocks, samplePairs, type FloatData, type SampleBlock } from './sample-blocks.js';
+import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatSpec, type StatsOptions } from './stats-plan.js';
 import { allFinite, finish, finishLayers, floatData, groupByBudget, largestFeed, newAcc, probeShapes, withOutputs, type Acc } from './stats-runs.js';
 
 /** What collectAnchoredStats reads the feeds from (a CalibSet, or feeds in memory). */
@@ -34,7 +34,7 @@ export interface AnchoredStatsOptions extends StatsOptions {
 }
 
 /** Paired sums of one statistic (beside the original's Acc). */
-interface PairAcc { acc: Acc; pair: PairSums; patch?: PairSums; count: number; patchCount: number; same?: boolean }
+interface PairAcc { acc: Acc; pair: PairSums; patch?: PairSums; count: number; patchCount: number; patchTotal: number; same?: boolean }
 
 /**
  * Paired statistics for anchored fitting: for each layer, what collectStats measures on
@@ -54,6 +54,7 @@ export async function collectAnchoredStats(
   const unchangedSet = opts.unchanged;
   const unchanged = { has: (t: string): boolean => unchangedSet === 'all' || (unchangedSet?.has(t) ?? false) };
   const engine = opts.engine ?? createJsGemmEngine();
+  const maxPatches = opts.maxPatches ?? DEFAULT_MAX_PATCHES;
 
   const { unavailable, accs, layerAcc } = planAccumulators(current, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newPairAcc);
 
@@ -117,7 +118,7 @@ export async function collectAnchoredStats(
         for (const [t, value] of Object.entries(got)) {
           for (const p of byTensor.get(t) ?? []) {
             if (p.acc.failed) continue;
-            const why = await accumulatePair(p, value, hat[t] ?? (unchanged.has(t) || inputNames.has(t) ? undefined : null), engine);
+            const why = await accumulatePair(p, value, hat[t] ?? (unchanged.has(t) || inputNames.has(t) ? undefined : null), engine, maxPatches);
             if (why) p.acc.failed = why;
           }
         }
@@ -152,11 +153,11 @@ function newPairAcc(spec: StatSpec): PairAcc {
       shift: new Float64Array(g * D), shiftHat: new Float64Array(g * D),
     }
     : undefined;
-  return { acc, pair, patch, count: 0, patchCount: 0 };
+  return { acc, pair, patch, count: 0, patchCount: 0, patchTotal: 0 };
 }
 
 /** The block streams of one tensor as a layer reads it, or why it does not fit. */
-function blockStreams(p: PairAcc, t: HostTensor, x: FloatData): { vec: Generator<SampleBlock, void, void>[]; patch?: Generator<SampleBlock, void, void>; count: number; patchCount: number } | string {
+function blockStreams(p: PairAcc, t: HostTensor, x: FloatData, maxPatches: number): { vec: Generator<SampleBlock, void, void>[]; patch?: Generator<SampleBlock, void, void>; count: number; patchCount: number; patchTotal?: number } | string {
   const dims = t.dims;
   const spec = p.acc.spec;
   switch (spec.kind) {
@@ -184,11 +185,14 @@ function blockStreams(p: PairAcc, t: HostTensor, x: FloatData): { vec: Generator
       if (typeof geo === 'string') return geo;
       const positions = elementCount(geo.inSpatial);
       const s = geo.channels / geo.groups;
+      // Both models' inputs have the same geometry, so they are read at the same pairs.
+      const pairs = p.patch ? samplePairs(patchPairCount(geo), maxPatches) : undefined;
       return {
         vec: [channelBlocks(x, geo.batch, geo.channels, positions, geo.groups, pairBlockWidth(s))],
-        patch: p.patch ? patchBlocks(x, geo, pairBlockWidth(patchDimOf(geo))) : undefined,
+        patch: p.patch ? patchBlocks(x, geo, pairBlockWidth(patchDimOf(geo)), pairs) : undefined,
         count: geo.batch * positions,
-        patchCount: geo.batch * elementCount(geo.outSpatial),
+        patchCount: patchPairCount(geo, pairs),
+        patchTotal: patchPairCount(geo),
       };
     }
   }
@@ -198,7 +202,7 @@ function blockStreams(p: PairAcc, t: HostTensor, x: FloatData): { vec: Generator
  * Folds one feed's x (and x̂) into paired sums. `that` undefined: x̂ = x (nothing
  * compressed upstream); null: x̂ was expected but not fetched.
  */
-async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | undefined | null, engine: GemmEngine): Promise<string | undefined> {
+async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | undefined | null, engine: GemmEngine, maxPatches: number): Promise<string | undefined> {
   if (that === null) return 'its input was not fetched from the partly compressed model';
   const x = floatData(t);
   if (!x) return `its input is ${t.type}, not a float tensor`;
@@ -207,7 +211,7 @@ async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | unde
   if (that && (that.dims.length !== t.dims.length || that.dims.some((d, i) => d !== t.dims[i]))) {
     return `its input has dims [${that.dims.join(', ')}] in the partly compressed model, [${t.dims.join(', ')}] in the original`;
   }
-  const a = blockStreams(p, t, x);
+  const a = blockStreams(p, t, x, maxPatches);
   if (typeof a === 'string') return a;
   const st = p.acc.stats;
   if (p.same !== undefined && p.same !== !that) return 'its input was fetched from the partly compressed model for some feeds only';
@@ -216,13 +220,14 @@ async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | unde
     await accumulatePairBlocksOn(engine, p.pair, st.dim, a.vec[0]!, 'same');
     if (p.patch && a.patch) await accumulatePairBlocksOn(engine, p.patch, st.patchDim!, a.patch, 'same');
   } else {
-    const b = blockStreams(p, that, xh);
+    const b = blockStreams(p, that, xh, maxPatches);
     if (typeof b === 'string') return b;
     await accumulatePairBlocksOn(engine, p.pair, st.dim, a.vec[0]!, b.vec[0]!);
     if (p.patch && a.patch && b.patch) await accumulatePairBlocksOn(engine, p.patch, st.patchDim!, a.patch, b.patch);
   }
   p.count += a.count;
   p.patchCount += a.patchCount;
+  p.patchTotal += a.patchTotal ?? 0;
   return undefined;
 }
 
@@ -230,7 +235,7 @@ async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | unde
 function finishPair(p: PairAcc): string | undefined {
   const st = p.acc.stats;
   st.count = p.count;
-  if (st.patchGram) st.patchCount = p.patchCount;
+  if (st.patchGram) { st.patchCount = p.patchCount; st.patchTotal = p.patchTotal; }
   unshiftPairSums(p.pair, st.dim, st.groups, p.count, p.same);
   if (p.patch) unshiftPairSums(p.patch, st.patchDim!, st.groups, p.patchCount, p.same);
   const why = finish(p.acc);

@@ -16,6 +16,35 @@ export function checkLength(what: string, arr: { length: number }, need: number)
 /** Patches (batch item × output position) per block of accumulatePatches. */
 const PATCH_BLOCK = 256;
 
+/** An integer hash (a murmur3 finaliser): spreads consecutive k over [0, 2³²). */
+function mix(k: number): number {
+  let h = Math.imul(k ^ 0x9e3779b9, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * Which of `total` (batch item, output position) pairs a patch statistic reads: all
+ * (undefined) when total ≤ max, else `max` of them, one drawn from each of `max` equal
+ * strata in order. The pairs of one high-resolution feature map are so alike that a
+ * stratified sample estimates their covariance almost as well as all of them, at a
+ * fraction of the D² products per pair; strata follow the map row by row, so no region is
+ * left out, and the draw inside each stratum avoids aliasing with a regular grid (an
+ * upsampled map repeats with period 2). Deterministic: the original and the partly
+ * compressed model's input are read at the same pairs.
+ */
+export function samplePairs(total: number, max: number): Int32Array | undefined {
+  if (!(max >= 1) || total <= max) return undefined;
+  const out = new Int32Array(max);
+  for (let k = 0; k < max; k++) {
+    const lo = Math.floor((k * total) / max);
+    const hi = Math.floor(((k + 1) * total) / max);
+    out[k] = lo + (mix(k) % Math.max(1, hi - lo));
+  }
+  return out;
+}
+
 /**
  * A block of sample vectors, one per column: `rows` values each, stored row-major in a
  * [rows, width] buffer of which the first `n` columns are filled and the rest are zero
@@ -27,6 +56,11 @@ export interface SampleBlock { group: number; data: FloatData; rows: number; wid
 /** A Float32 buffer for fp32 data (activations are fp32: nothing is lost), else Float64. */
 const bufferFor = (x: FloatData, length: number): FloatData => (x instanceof Float32Array ? new Float32Array(length) : new Float64Array(length));
 
+/** Patches a patch statistic reads from one tensor: batch·∏outSpatial, or the sampled pairs. */
+export function patchPairCount(geo: PatchGeometry, pairs?: Int32Array): number {
+  return pairs ? pairs.length : geo.batch * geo.outSpatial.reduce((a, b) => a * b, 1);
+}
+
 /**
  * The im2col patches exactly as the conv sees them (zero padding, strides, dilations), in
  * blocks of up to `width` (batch item, output position) pairs: for group j the patch
@@ -34,8 +68,9 @@ const bufferFor = (x: FloatData, length: number): FloatData => (x instanceof Flo
  * the kernel offset in row-major order, 0 outside the input) — the order of the flattened
  * weight W[t, c, k…], so a group's conv is Y = W_g [T/g, s·K] · p. Blocks run over the
  * pairs, so small feature maps still fill them; each block is yielded once per group.
+ * `pairs` (from samplePairs, increasing) restricts the blocks to those pairs.
  */
-export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLOCK): Generator<SampleBlock, void, void> {
+export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLOCK, pairs?: Int32Array): Generator<SampleBlock, void, void> {
   const { batch, channels, groups, inSpatial, kernel, strides, dilations, padsBegin, outSpatial } = geo;
   const sp = kernel.length;
   if (channels % groups !== 0) throw new Error(`patchBlocks: ${channels} channels do not split into ${groups} groups`);
@@ -55,7 +90,7 @@ export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLO
     for (let a = sp - 1, r = q; a >= 0; a--) { c[a] = r % kernel[a]!; r = Math.floor(r / kernel[a]!); }
     kc.push(c);
   }
-  const total = batch * outSize;
+  const total = pairs ? pairs.length : batch * outSize;
   const nb = Math.min(width, total);
   const index = new Int32Array(K * nb); // input spatial offset per (kernel offset, pair), −1 = padding
   const itemBase = new Float64Array(nb); // offset of the pair's batch item in x
@@ -65,9 +100,10 @@ export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLO
   for (let t0 = 0; t0 < total; t0 += nb) {
     const np = Math.min(nb, total - t0);
     for (let e = 0; e < np; e++) {
-      const n = Math.floor((t0 + e) / outSize);
+      const t = pairs ? pairs[t0 + e]! : t0 + e;
+      const n = Math.floor(t / outSize);
       itemBase[e] = n * channels * inSize;
-      for (let a = sp - 1, r = t0 + e - n * outSize; a >= 0; a--) {
+      for (let a = sp - 1, r = t - n * outSize; a >= 0; a--) {
         origin[a] = (r % outSpatial[a]!) * strides[a]! - padsBegin[a]!;
         r = Math.floor(r / outSpatial[a]!);
       }

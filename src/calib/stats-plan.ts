@@ -18,6 +18,13 @@ import { patchDimOf, type ConvPlacement } from './patch-geometry.js';
 export const DEFAULT_MAX_BYTES_PER_RUN = 512 * 2 ** 20;
 /** Patch statistics only for (S/g)·∏k up to this (a 4608² Float64 gram is 170 MB). */
 export const DEFAULT_MAX_PATCH_DIM = 4608;
+/**
+ * Patches a layer's patch statistics read per calibration tensor (samplePairs): a
+ * 512×512 feature map has 262k, and each costs patchDim² products (1152² for 128 channels
+ * at 3×3); 65536 keeps every pair of maps up to 256×256 and estimates the rest from a
+ * stratified sample, at ≥ 14 patches per dimension per input for the largest patchDim.
+ */
+export const DEFAULT_MAX_PATCHES = 65536;
 
 export interface LayerStats {
   kind: 'matrix' | 'conv';
@@ -40,8 +47,10 @@ export interface LayerStats {
   patchGram?: Float64Array;
   /** (S/g)·∏k; patch index c·∏k + kernel offset (row-major over the kernel axes). */
   patchDim?: number;
-  /** Patches summed into patchGram per group: batch × output positions. */
+  /** Patches summed into patchGram per group: batch × output positions, or the sample of them (maxPatches). */
   patchCount?: number;
+  /** Patches the layer's inputs had (batch × output positions); more than patchCount when sampled. */
+  patchTotal?: number;
   /** Σ p / patchCount, [groups·patchDim]. */
   patchMean?: Float64Array;
   /** collectAnchoredStats: the same sums over the partly compressed model's input x̂, and Σ x̂·xᵀ. */
@@ -66,6 +75,8 @@ export interface StatsOptions {
   maxBytesPerRun?: number;
   /** Largest patch vector for patch statistics (default 4608; 0 = none). */
   maxPatchDim?: number;
+  /** Patches read per layer and calibration tensor (default DEFAULT_MAX_PATCHES; Infinity = all). */
+  maxPatches?: number;
   /** Payloads of external tensors (they are inlined into the in-memory copy ORT loads). */
   external?: ExternalBytes;
   /** ORT options (default graphOptimizationLevel 'disabled', 1 thread). */

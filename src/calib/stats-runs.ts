@@ -45,6 +45,7 @@ export function newAcc(spec: StatSpec): Acc {
     stats.patchGram = new Float64Array(g * d * d);
     stats.patchDim = d;
     stats.patchCount = 0;
+    stats.patchTotal = 0;
     stats.patchMean = new Float64Array(g * d);
     acc.patchSum = new Float64Array(g * d);
   }

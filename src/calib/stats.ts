@@ -40,8 +40,9 @@ import { elementCount, type HostTensor } from '../verify/tensor.js';
 import { accumulateConvChannelsOn, accumulatePatchesOn } from './accumulate-engine.js';
 import { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
 import { resolvePatchGeometry } from './patch-geometry.js';
+import { patchPairCount, samplePairs } from './sample-blocks.js';
 import type { CalibSet } from './load.js';
-import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatsOptions } from './stats-plan.js';
+import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatsOptions } from './stats-plan.js';
 import { finish, finishLayers, floatData, groupByBudget, largestFeed, newAcc, probeShapes, withOutputs, type Acc } from './stats-runs.js';
 
 export { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
@@ -49,13 +50,13 @@ export { patchDimOf, resolvePatchGeometry, type ConvPlacement, type PatchGeometr
 export type { FloatData } from './sample-blocks.js';
 
 export {
-  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCH_DIM, planLayer, type CalibStats, type LayerStats, type StatSpec, type StatsOptions,
+  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planLayer, type CalibStats, type LayerStats, type StatSpec, type StatsOptions,
 } from './stats-plan.js';
 export { groupByBudget } from './stats-runs.js';
 export { collectAnchoredStats, type AnchoredStatsOptions, type FeedSource } from './anchored-stats.js';
 
 /** Folds one fetched tensor into an accumulator; returns a reason when it does not fit the layer. */
-async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefined): Promise<string | undefined> {
+async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefined, maxPatches: number): Promise<string | undefined> {
   const x = floatData(t);
   if (!x) return `its input is ${t.type}, not a float tensor`;
   const dims = t.dims;
@@ -87,16 +88,26 @@ async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefine
       if (!geo) { geo = resolvePatchGeometry(spec.conv, dims); acc.geoCache.set(key, geo); }
       if (typeof geo === 'string') return geo;
       const positions = elementCount(geo.inSpatial);
+      const pairs = st.patchGram ? samplePairs(patchPairCount(geo), maxPatches) : undefined;
+      if (st.patchGram) st.patchTotal! += patchPairCount(geo);
       if (engine) {
         st.count += await accumulateConvChannelsOn(engine, st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
-        if (st.patchGram) st.patchCount! += await accumulatePatchesOn(engine, st.patchGram, x, geo, acc.patchSum);
+        if (st.patchGram) st.patchCount! += await accumulatePatchesOn(engine, st.patchGram, x, geo, acc.patchSum, pairs);
       } else {
         st.count += accumulateConvChannels(st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
-        if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum);
+        if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum, pairs);
       }
       return undefined;
     }
   }
+}
+
+/** A note when some layers' patch statistics are over a sample of their patches (maxPatches), else nothing. */
+export function sampledPatchesNote(stats: ReadonlyMap<string, { patchCount?: number; patchTotal?: number }>): string[] {
+  const sampled = [...stats.values()].filter((st) => (st.patchTotal ?? 0) > (st.patchCount ?? 0));
+  if (sampled.length === 0) return [];
+  const read = sampled.reduce((a, st) => a + st.patchCount!, 0), total = sampled.reduce((a, st) => a + st.patchTotal!, 0);
+  return [`patch statistics of ${sampled.length} layer(s) from a stratified sample of their im2col patches (${(100 * read / total).toPrecision(2)}% of them; at most ${DEFAULT_MAX_PATCHES} per layer and calibration input)`];
 }
 
 /**
@@ -107,6 +118,7 @@ async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefine
 export async function collectStats(model: Model, layers: readonly LayerInfo[], calib: CalibSet, opts: StatsOptions = {}): Promise<Result<CalibStats>> {
   const budget = opts.maxBytesPerRun ?? DEFAULT_MAX_BYTES_PER_RUN;
   if (!(budget > 0)) return err('usage', `maxBytesPerRun must be positive, got ${budget}`);
+  const maxPatches = opts.maxPatches ?? DEFAULT_MAX_PATCHES;
   const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
   const proto = model.proto;
 
@@ -155,7 +167,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
         for (const [t, value] of Object.entries(got)) {
           for (const acc of byTensor.get(t) ?? []) {
             if (acc.failed) continue;
-            const why = await accumulate(acc, value, opts.engine);
+            const why = await accumulate(acc, value, opts.engine, maxPatches);
             if (why) acc.failed = why;
           }
         }

@@ -8,6 +8,7 @@
 import { statSync } from 'node:fs';
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
+import { sampledPatchesNote } from '../calib/stats.js';
 import type { Room } from '../graph/room.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
@@ -190,7 +191,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const data = await readData(job, cfg, verifying);
     const collectStats = statisticsOf(job, cfg, learned.shapes, data.calib);
     const stats = await collectStats?.('collecting layer input statistics');
-    if (stats) notes.push(`data-aware decomposition: input statistics for ${stats.size} layer(s)`);
+    if (stats) notes.push(`data-aware decomposition: input statistics for ${stats.size} layer(s)`, ...sampledPatchesNote(stats));
     // Anchored fitting needs the paired statistics of both models on the calibration feeds.
     let anchor: AnchorInputs | undefined;
     if (collectStats && cfg.anchor !== false) {

@@ -58,8 +58,10 @@ export interface LayerInputStats {
   patchDim?: number;
   /** E[p] per group, [groups·patchDim]. */
   patchMean?: Float64Array;
-  /** Patches behind patchGram per group (batch × output positions). */
+  /** Patches behind patchGram per group (batch × output positions, or a sample of them). */
   patchCount?: number;
+  /** Patches the inputs had, when patchGram is over a sample of them (calib/sample-blocks.ts samplePairs). */
+  patchTotal?: number;
   /**
    * Anchored fitting (src/optimize/anchored.ts): the same layer's input x̂ in the model whose
    * earlier layers are already compressed, on the same calibration inputs, so a rewrite can

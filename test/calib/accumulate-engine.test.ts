@@ -25,8 +25,8 @@ describe('conv statistics with the products in ORT', () => {
       const count = accumulatePatches(exact, x, geo, exactSum);
       const got = new Float64Array(geo.groups * D * D), gotSum = new Float64Array(geo.groups * D);
       // Twice, as two calibration batches: the running sums must add up.
-      expect(await accumulatePatchesOn(engine, got, x, geo, gotSum, width)).toBe(count);
-      await accumulatePatchesOn(engine, got, x, geo, gotSum, width);
+      expect(await accumulatePatchesOn(engine, got, x, geo, gotSum, undefined, width)).toBe(count);
+      await accumulatePatchesOn(engine, got, x, geo, gotSum, undefined, width);
       expect(maxRelDiff(got, exact.map((v) => 2 * v))).toBeLessThan(1e-5);
       expect(maxRelDiff(gotSum, exactSum.map((v) => 2 * v))).toBeLessThan(1e-12);
     });

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from '../../src/calib/accumulate.js';
 import { patchDimOf, resolvePatchGeometry, type ConvPlacement } from '../../src/calib/patch-geometry.js';
+import { samplePairs } from '../../src/calib/sample-blocks.js';
 import { gramOf, maxRelDiff, naiveColsGram, naiveOutSpatial, naivePatches, naiveRowsGram, seededArray } from './helpers.js';
 
 const symmetric = (g: Float64Array, d: number, off = 0): boolean => {
@@ -124,4 +125,29 @@ describe('accumulatePatches', () => {
       expect(sp).toBe(c.dims.length - 2);
     });
   }
+});
+
+describe('samplePairs', () => {
+  it('keeps every pair up to max; above it one increasing pair per equal stratum, the same on every call', () => {
+    expect(samplePairs(100, 100)).toBeUndefined();
+    expect(samplePairs(5, 64)).toBeUndefined();
+    fc.assert(fc.property(fc.integer({ min: 2, max: 5000 }), fc.integer({ min: 1, max: 400 }), (total, max) => {
+      fc.pre(total > max);
+      const p = samplePairs(total, max)!;
+      expect(p.length).toBe(max);
+      for (let k = 0; k < max; k++) {
+        expect(p[k]).toBeGreaterThanOrEqual(Math.floor((k * total) / max));
+        expect(p[k]).toBeLessThan(Math.max(Math.floor(((k + 1) * total) / max), Math.floor((k * total) / max) + 1));
+      }
+      expect([...samplePairs(total, max)!]).toEqual([...p]);
+    }));
+  });
+
+  it('does not alias with a period-2 map: both phases of every row are drawn', () => {
+    // 64 rows of 64 positions, a quarter sampled: a regular stride of 4 would see one phase only.
+    const p = samplePairs(64 * 64, 1024)!;
+    const odd = [...p].filter((t) => t % 2 === 1).length;
+    expect(odd).toBeGreaterThan(1024 * 0.35);
+    expect(odd).toBeLessThan(1024 * 0.65);
+  });
 });

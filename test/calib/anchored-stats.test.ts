@@ -8,7 +8,8 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { collectAnchoredStats, type FeedSource } from '../../src/calib/anchored-stats.js';
-import { collectStats } from '../../src/calib/stats.js';
+import { samplePairs } from '../../src/calib/sample-blocks.js';
+import { collectStats, sampledPatchesNote } from '../../src/calib/stats.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
@@ -104,6 +105,38 @@ describe('collectAnchoredStats', () => {
     if (!tiny.ok) throw tiny.error;
     const t2 = tiny.value.stats.get('c2')!;
     expect(maxRelDiff(t2.anchor!.patchCross!, an.patchCross!)).toBeLessThan(1e-9);
+  });
+
+  it('maxPatches: both models are read at the same stratified sample of patches, and collectStats reads the same one', async () => {
+    const max = 7;
+    const c2 = findLayers(current).filter((l) => l.name === 'c2');
+    const got = await collectAnchoredStats(original, current, c2, source, { maxPatches: max });
+    if (!got.ok) throw got.error;
+    const st = got.value.stats.get('c2')!;
+    const an = st.anchor!;
+    const [xs, xh] = [await inputsOf(original.proto), await inputsOf(current.proto)];
+    const perFeed = naivePatches(xs[0]!, conv, 0).length;
+    const pairs = [...samplePairs(perFeed, max)!];
+    const pick = (ps: number[][]): number[][] => pairs.map((i) => ps[i]!);
+    const px = xs.flatMap((x) => pick(naivePatches(x, conv, 0)));
+    const ph = xh.flatMap((x) => pick(naivePatches(x, conv, 0)));
+    expect(st.patchCount).toBe(feeds.length * max);
+    expect(maxRelDiff(st.patchGram!, gramOf(px, D))).toBeLessThan(1e-6);
+    expect(maxRelDiff(an.patchGram!, gramOf(ph, D))).toBeLessThan(1e-6);
+    expect(maxRelDiff(an.patchCross!, crossOf(ph, px, D))).toBeLessThan(1e-6);
+    expect(maxRelDiff(an.patchMean!, meanOf(ph, D))).toBeLessThan(1e-6);
+    // The channel statistics still read every position.
+    expect(st.count).toBe(xs.flatMap(channelVectors).length);
+    const plain = await collectStats(original, findLayers(original).filter((l) => l.name === 'c2'), { ...source, samples: 3 } as never, { maxPatches: max });
+    if (!plain.ok) throw plain.error;
+    expect(plain.value.stats.get('c2')!.patchCount).toBe(feeds.length * max);
+    expect(maxRelDiff(plain.value.stats.get('c2')!.patchGram!, st.patchGram!)).toBeLessThan(1e-6);
+    // The run says so: 7 of 36 patches per feed.
+    expect(sampledPatchesNote(plain.value.stats)).toEqual([expect.stringMatching(/^patch statistics of 1 layer\(s\) from a stratified sample of their im2col patches \(19% of them;/)]);
+    expect(sampledPatchesNote(got.value.stats)).toHaveLength(1);
+    const all = await collectStats(original, findLayers(original).filter((l) => l.name === 'c2'), { ...source, samples: 3 } as never);
+    if (!all.ok) throw all.error;
+    expect(sampledPatchesNote(all.value.stats)).toEqual([]);
   });
 
   it("unchanged: x̂ = x from the original's run alone, the anchor sharing the original's sums", async () => {
