@@ -31,16 +31,19 @@ import {
   type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
 import { composeConv } from '../src/rewrite/conv-compose.js';
+import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
-import { bound } from '../src/rewrite/registry.js';
 import { alignRank } from '../src/linalg/rank.js';
+import { smallestRankWithin } from '../src/linalg/rank-search.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
+import type { SyncGemm } from '../src/linalg/engine.js';
+import type { Rng } from '../src/util/rng.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
 import {
-  anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, patchBlocks, type AnchoredPatch, type PatchBlocks,
+  anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, MIN_ROWS_PER_DIM, patchBlocks, type AnchoredPatch, type PatchBlocks,
 } from '../src/rewrite/conv-stats.js';
 
 export interface ConvCpMatch extends MatchBase {
@@ -61,6 +64,12 @@ export interface ConvCpMatch extends MatchBase {
   anchor?: AnchoredPatch;
   /** Cholesky factors of the Kronecker whitening, computed on first use (null: none). */
   whitening?: { ls: Matrix; lk?: Matrix } | null;
+  /** Where chooseRanks's weight-only fits (the energy search) draw and multiply. */
+  search: { rng: Rng; gemm?: SyncGemm };
+  /** Weight-only fits by rank, made by the energy search (shared across its policies). */
+  weightFits?: Map<number, CpFactors>;
+  /** Relative error² of every weight-only fit the energy search made (failed fits: NaN), by rank. */
+  weightErr2?: Map<number, number>;
 }
 
 /** A fit (rank: as fitted) and the rank it was asked for. */
@@ -70,8 +79,6 @@ interface CpFactors extends CpConv {
   whitened?: boolean;
 }
 
-/** Whitening needs a covariance estimated from at least this many rows per dimension. */
-export const MIN_ROWS_PER_DIM = 2;
 
 /** Iteration budget and tolerance of the ALS fit. */
 const ALS = { maxIter: 50, tol: 1e-5 };
@@ -88,7 +95,7 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 
   compose: composeConv,
 
-  challenge: (layer, preferred, ranks, cx) => challengeCp(layer, preferred, ranks, cx),
+  challenge: (layer, preferred, ranks, cx, policy?: RankPolicy) => challengeCp(layer, preferred, ranks, cx, policy),
 
   match(layer: LayerInfo, cx: PassContext): ConvCpMatch | Skip {
     const n = layer.node;
@@ -104,15 +111,17 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
       layer, node: n, graph: layer.graph, dataType, geo, w, groups: groupKernels(w, geo),
       patches: patchBlocks(cx, layer.name, geo), channelGram: channelBlocks(cx, layer.name, geo)?.[0],
       samples: cx.stats?.get(layer.name)?.count ?? 0, anchor: anchoredPatches(cx, layer.name, geo)?.[0],
+      search: { rng: cx.rng, gemm: cx.gemm },
     };
   },
 
   /**
    * fixed r → R = r; ratio ρ → R = ⌊ρ·T·S·K / (S + T + K)⌋ (CP params R(S + T + K));
-   * energy and vbmf have no CP spectrum to read: they take the Tucker-2 ranks of the
-   * channel unfoldings and use R = max(R1, R2) (a CP of rank R has Tucker-2 ranks ≤ R,
-   * so this is a lower bound on the CP rank needed, exact when the kernel is a
-   * "diagonal" Tucker tensor).
+   * energy e → the smallest R (to within RANK_TOLERANCE) whose weight-only CP has relative
+   * error² ≤ 1 − e, searched over CP-ALS fits from max(R1, R2), the Tucker-2 energy ranks of the
+   * channel unfoldings (a CP of rank R has Tucker-2 ranks ≤ R, so by Eckart–Young no
+   * smaller CP meets e), up to the break-even rank; declined when no CP that pays meets e.
+   * vbmf has no CP spectrum to read: R = max(R1, R2) of the EVBMF Tucker-2 ranks.
    */
   rankLimits(m: ConvCpMatch): number[] {
     // The generic CP rank of a T×S×K tensor is at most TSK / max(T, S, K).
@@ -131,7 +140,15 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
       case 'ratio':
         r = Math.max(1, Math.floor((policy.ratio * T * S * K) / (S + T + K)));
         break;
-      case 'energy': case 'vbmf': {
+      case 'energy': {
+        const t = tucker2RawRanks(m, policy);
+        if (isSkip(t)) return t;
+        const e = energyCpRank(m, policy.energy, Math.max(t[0], t[1]));
+        if (isSkip(e)) return e;
+        r = e;
+        break;
+      }
+      case 'vbmf': {
         const t = tucker2RawRanks(m, policy);
         if (isSkip(t)) return t;
         r = Math.max(t[0], t[1]);
@@ -186,36 +203,66 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
  * --method auto on a kxk conv: the preferred pass (Tucker-2) unless a CP chain with no
  * more parameters (and no more MACs) reconstructs the weight (with calibration data: the
  * layer's output) at least as well. CP chains run faster in ORT at equal rank (depthwise
- * core), so equal error at equal size favours CP.
+ * core), so equal error at equal size favours CP. The CP competes at the largest rank of
+ * that size, except under a fixed rank policy (--rank N), where it competes at rank N
+ * (aligned) as --method cp would write it, when that chain is no larger. A CP rank search
+ * costs several CP-ALS fits, so it does not take the policy when Tucker-2 does not pay.
  */
-function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly number[], cx: PassContext): Challenge | undefined {
+export function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly number[], cx: PassContext, policy?: RankPolicy): Challenge | undefined {
   const mc = convCp.match(layer, cx);
   if (isSkip(mc)) return undefined;
-  const ct = preferred.cost(ranksT);
-  if (ct.after.params >= ct.before.params) return undefined;
-  let r = 0;
-  for (let lo = 1, hi = Math.max(1, ct.after.params); lo <= hi;) {
-    const mid = (lo + hi) >> 1;
-    const c = convCp.cost(mc, [mid]);
-    if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
+  // Group 1 (CP declines grouped convs): a patch has S·K values. The comparison costs a
+  // CP-ALS fit, about rank × kernel size per product: at rank 760 on a 512x256x3x3 kernel
+  // that took minutes in JS.
+  const spec = { pass: convCp, match: mc, limit: convCp.rankLimits(mc)[0]!, patchDim: mc.geo.S * mc.geo.kernelSize, maxWork: MAX_CP_COMPARE_WORK, fixedRank: true };
+  return challengeAtEqualCost(layer, spec, preferred, ranksT, cx, policy);
+}
+
+/** Slack on the energy test: fp32 factors cannot reproduce a kernel below ~1e-7 relative. */
+const ENERGY_SLACK = 1e-12;
+
+/**
+ * The energy search stops within this fraction of the smallest rank: each step is a CP-ALS
+ * fit (seconds on a large kernel), and the last few steps of a bisection would move the
+ * rank by a few percent (measured: 8 fits per energy on a 32x48x3x5 kernel, 5 with it).
+ */
+const RANK_TOLERANCE = 1 / 16;
+
+/**
+ * The smallest CP rank in [lo, break-even] (to within RANK_TOLERANCE) whose weight-only fit leaves at most 1 − energy
+ * of ‖W‖² (linalg/rank-search.ts), or why none does. The fit at the answer serves apply
+ * when the layer has no statistics.
+ */
+function energyCpRank(m: ConvCpMatch, energy: number, lo: number): number | Skip {
+  const { T, S, kernelSize: K } = m.geo;
+  const limit = (T * S * K) / Math.max(T, S, K);
+  const dense = convCost(m.geo).params;
+  let even = 0;
+  for (let a = 1, b = limit; a <= b;) {
+    const mid = (a + b) >> 1;
+    if (cpCost(m.geo, mid).params < dense) { even = mid; a = mid + 1; } else b = mid - 1;
   }
-  if (r === 0 || !preferred.estimate) return undefined;
-  // The comparison costs a CP-ALS fit, about rank × kernel size per product: at rank 760
-  // on a 512x256x3x3 kernel that took minutes in JS. Past this size the preferred pass stays.
-  if (r * layer.params > MAX_CP_COMPARE_WORK) return { note: `cp ${r} not compared (fit too costly at this size)` };
-  const fT = preferred.estimate(ranksT, cx);
-  const fC = factorizeCp(mc, r, cx);
-  if (isSkip(fT) || isSkip(fC)) return undefined;
-  // Data-aware fits are compared by their output error on the calibration statistics,
-  // when those determine the patch covariance (else in-sample errors flatter overfits).
-  // Group 1 (CP declines grouped convs): a patch has S·K values.
-  const patchDim = mc.geo.S * mc.geo.kernelSize;
-  const rows = cx.stats?.get(layer.name)?.count ?? 0;
-  const data = fT.dataError !== undefined && fC.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * patchDim;
-  const [eT, eC] = data ? [fT.dataError!, fC.dataError!] : [fT.relError, fC.relError];
-  const note = `${preferred.method} ${ranksT.join(',')} ${data ? 'data ' : ''}err ${eT.toExponential(2)} vs cp ${r} err ${eC.toExponential(2)}`;
-  // Equal within 2% (or both below 1e-4, where ALS stops) counts as equal.
-  return eC <= eT * 1.02 + 1e-4 ? { note, use: { bound: bound(convCp, mc), ranks: [r] } } : { note };
+  const low = Math.max(1, Math.min(lo, limit));
+  const high = Math.max(low, even);
+  const fits = (m.weightFits ??= new Map());
+  const err2At = (r: number): number => {
+    let f = fits.get(r);
+    if (!f) {
+      const c = cpConv({ data: m.w, shape: [T, S, K] }, r, { rng: m.search.rng, gemm: m.search.gemm, maxIter: ALS.maxIter, tol: ALS.tol });
+      if (!Number.isFinite(c.alsError) || !Number.isFinite(c.relError)) return NaN;
+      f = { ...c, requested: r };
+      fits.set(r, f);
+    }
+    return f.relError * f.relError;
+  };
+  const found = smallestRankWithin(low, high, Math.max(0, 1 - energy) + ENERGY_SLACK, err2At, (m.weightErr2 ??= new Map()), RANK_TOLERANCE);
+  if ('above' in found) {
+    if (!Number.isFinite(found.err2)) return skip(`CP-ALS at rank ${found.above} produced a non-finite fit`);
+    return skip(`energy ${energy} needs a CP rank above ${found.above}${found.above === even ? ' (break-even)' : ''}: CP rank ${found.above} keeps energy ${(1 - found.err2).toFixed(4)}`);
+  }
+  // Weight-only fits are what apply makes without statistics: keep the one chosen.
+  if (!m.patches && !m.channelGram && !m.anchor) m.fitted = fits.get(found.rank);
+  return found.rank;
 }
 
 /** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */

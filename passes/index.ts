@@ -7,8 +7,13 @@
 import type { LayerInfo } from '../src/graph/layers.js';
 import { AUTO, methodsOf, preferredPass, route, type Pass } from '../src/rewrite/registry.js';
 import { convCp } from './conv-cp.js';
+import { convCp4 } from './conv-cp4.js';
+import { convSpatialSvd } from './conv-spatial-svd.js';
+import { convTt } from './conv-tt.js';
 import { convTucker2 } from './conv-tucker2.js';
 import { conv1x1Svd } from './conv1x1-svd.js';
+import { convTransposeSvd } from './convtranspose-svd.js';
+import { convTransposeTucker2 } from './convtranspose-tucker2.js';
 import { gemmSvd } from './gemm-svd.js';
 import { matmulSvd } from './matmul-svd.js';
 
@@ -18,6 +23,11 @@ const REGISTERED = [
   conv1x1Svd,
   convTucker2,
   convCp,
+  convSpatialSvd,
+  convTt,
+  convTransposeTucker2,
+  convTransposeSvd,
+  convCp4,
 ] as const;
 
 export const PASSES: readonly Pass[] = REGISTERED;

@@ -9,6 +9,11 @@ export class LrError extends Error {
     super(message);
     this.name = 'LrError';
   }
+
+  /** The kind under the name Node's own errors use (`e.code`), for library callers. */
+  get code(): LrErrorKind {
+    return this.kind;
+  }
 }
 
 export type Result<T, E = LrError> = { ok: true; value: T } | { ok: false; error: E };

@@ -1,13 +1,7 @@
 /** `onnx-lr inspect MODEL`: what the model is and which layers could be decomposed. */
-import { Model } from '../graph/graph.js';
-import { findLayers, type LayerInfo } from '../graph/layers.js';
-import { shapesFor } from '../graph/layer-shapes.js';
-import { REWRITABLE, roomOf, type Room } from '../graph/room.js';
-import { summarize, type ModelSummary } from '../graph/summary.js';
-import { loadModel } from '../onnx/file.js';
+import { inspectFile, layerRows, type InspectLayer, type InspectResult } from '../api/inspect.js';
+import { REWRITABLE, type Room } from '../graph/room.js';
 import { bytes, human, table } from '../report/format.js';
-import type { DefaultedDim } from '../verify/inputs.js';
-import { profileModel } from '../verify/profile.js';
 import { expectPositionals, flag, parse, strs } from './args.js';
 import { maxInputBytes } from './calibration.js';
 import { feedOverrides } from './feeds.js';
@@ -37,36 +31,8 @@ Options:
   --json              print one JSON object instead of text
   -h, --help          this help`;
 
-export interface InspectLayer {
-  name: string;
-  op: string;
-  weightShape: number[];
-  params: number;
-  macs: number | null;
-  where: string;
-  subgraphDepth: number;
-}
-
-export interface InspectResult extends ModelSummary {
-  file: string;
-  bytes: number;
-  layers: InspectLayer[];
-  shapeSource: 'ort-run' | 'declared';
-  shapeNote?: string;
-  defaultedDims: DefaultedDim[];
-  /** Where the MACs and the time go by layer kind, and the speed-up bound that follows. */
-  room: Room;
-  /** Why the shares come from MACs instead of measured time. */
-  roomNote?: string;
-}
-
-
-export function layerRows(layers: readonly LayerInfo[]): InspectLayer[] {
-  return layers.map((l) => ({
-    name: l.name, op: l.op, weightShape: l.weightShape, params: l.params, macs: l.macs ?? null,
-    where: l.subgraphDepth > 0 ? `${l.where} (subgraph)` : l.where, subgraphDepth: l.subgraphDepth,
-  }));
-}
+export type { InspectLayer, InspectResult };
+export { layerRows };
 
 export async function inspect(argv: readonly string[], out: (s: string) => void): Promise<number> {
   const p = parse(argv, {
@@ -75,29 +41,9 @@ export async function inspect(argv: readonly string[], out: (s: string) => void)
   }, 'inspect');
   if (flag(p, 'help')) { out(INSPECT_HELP); return 0; }
   const [file] = expectPositionals(p, 1, 'inspect', 'MODEL');
-  const loaded = loadModel(file);
-  try {
-    const model = new Model(loaded.model);
-    const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
-    const sh = await shapesFor(loaded, model, shapes, values);
-    const layers = findLayers(model, sh.shapes);
-    let roomNote: string | undefined = 'not timed: --no-profile';
-    let times;
-    if (layers.length === 0) roomNote = 'no decomposable layers';
-    else if (!flag(p, 'no-profile')) {
-      const t = await profileModel(loaded.path, { shapes, values });
-      if (t.ok) { times = t.value; roomNote = undefined; } else roomNote = `profiling failed: ${t.error.message}`;
-    }
-    const res: InspectResult = {
-      file, bytes: loaded.byteSize, ...summarize(loaded.model, layers),
-      layers: layerRows(layers), shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
-      room: roomOf(layers, times), ...(roomNote && { roomNote }),
-    };
-    out(flag(p, 'json') ? JSON.stringify(res, null, 2) : renderInspect(res));
-    return 0;
-  } finally {
-    loaded.external.close();
-  }
+  const res = await inspectFile(file, file, () => feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p)), !flag(p, 'no-profile'));
+  out(flag(p, 'json') ? JSON.stringify(res, null, 2) : renderInspect(res));
+  return 0;
 }
 
 export function renderInspect(r: InspectResult): string {

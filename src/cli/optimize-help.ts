@@ -2,10 +2,13 @@
 import { DEFAULT_MIN_PARAMS, METHOD_CHOICES } from '../optimize/driver.js';
 
 const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
-  --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²)
+  --energy E          smallest rank keeping fraction E of the weight's energy (Σσ²); a
+                      CP (cp, cp4) the smallest CP rank (within 1/16) whose fit keeps E,
+                      else the layer is left with the reason; TT each of its unfoldings
   --rank-ratio R      keep about fraction R of each layer's parameters
   --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
-  --rank N            the same rank N everywhere (clamped to each layer)
+  --rank N            the same rank N everywhere (clamped to each layer): Tucker-2 N,N,
+                      CP and spatial SVD N, TT N,N,N
   --align N           round ranks up to a multiple of N (e.g. 8); default when a budget
                       times candidates in ORT (--max-error, which saves latency unless
                       --save or --no-latency, --target-latency, --layer-latency): the channel block of
@@ -14,7 +17,9 @@ const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
                       grid; --align 1 for none
 Layer selection:
   --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
-                      conv, Tucker-2 for kxk conv)
+                      conv and 1x1 ConvTranspose, Tucker-2 for kxk conv and ConvTranspose;
+                      on a kxk conv CP and spatial SVD compete with it at no more params
+                      and MACs, the lower error wins; tt and cp4 only when asked for)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
   --heaviest N        of the layers left, consider only the N with the most MACs (params
@@ -73,8 +78,9 @@ Shapes and inputs:
 
 export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
 
-Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv layers into
-Tucker-2 or CP chains, keeping each rewrite only when it lowers both parameters and
+Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv and
+ConvTranspose layers into Tucker-2, CP, spatial-SVD, Tensor-Train, CP-4 or SVD chains
+(--method), keeping each rewrite only when it lowers both parameters and
 MACs and, unless --no-latency, runs at least 5% faster than the layer in ONNX Runtime
 (--save). Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
 with seeded random inputs (or --verify-data), compares the outputs, measures latency

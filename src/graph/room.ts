@@ -18,7 +18,7 @@ export const REWRITABLE: ReadonlySet<LayerKind> = new Set(['dense kxk conv', '1x
 
 export function layerKind(l: LayerInfo): LayerKind {
   if (l.op === 'Gemm' || l.op === 'MatMul') return 'Gemm/MatMul';
-  if (l.op !== 'Conv') return 'other layers';
+  if (l.op !== 'Conv' && l.op !== 'ConvTranspose') return 'other layers';
   const group = attrInt(l.node, 'group', 1);
   if (group > 1) return 'depthwise/grouped conv';
   return l.weightShape.slice(2).every((k) => k === 1) ? '1x1 conv' : 'dense kxk conv';

@@ -99,7 +99,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
   let total = unit === 'params' ? before.params : before.macs ?? findLayers(job.model, shapes).reduce((a, l) => a + l.params, 0);
   if (unit === 'latency') {
     // Latency targets are fractions of the whole model's measured time.
-    const lat = await timePhase(job.timings, 'sensitivity', () => measureLatency({ path: job.loaded.path }, { path: job.loaded.path }, { threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values, minSeconds: 0.5 }));
+    const lat = await timePhase(job.timings, 'sensitivity', () => measureLatency({ path: job.loaded.path }, { path: job.loaded.path }, { threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values, minSeconds: 0.5, maxSeconds: 10 }));
     if (!lat.ok) throw lat.error;
     total = lat.value.originalMs.p50;
   }

@@ -174,16 +174,19 @@ export function optimizeModel(
       if (isSkip(chosen)) return done(chosen.skip);
       ranks = chosen;
     }
-    // Under auto, the other passes that take the layer may challenge the preferred one (conv-cp against conv-tucker2).
+    // Under auto, every other pass that takes the layer may challenge the choice so far
+    // (conv-cp, then conv-spatial-svd, against conv-tucker2): a winner becomes the choice
+    // the next rival meets, and every comparison is noted.
+    const compared: string[] = [];
     for (const rival of decision || opts.method !== 'auto' ? [] : rivals) {
-      const alt = rival.challenge?.(layer, pass, ranks, cx);
+      const alt = rival.challenge?.(layer, pass, ranks, cx, opts.policy);
       if (!alt) continue;
-      rec.note = alt.note;
+      compared.push(alt.note);
       if (alt.use) ({ bound: pass, ranks } = alt.use);
-      rec.pass = pass.name;
-      rec.method = pass.method;
-      break;
     }
+    if (compared.length > 0) rec.note = compared.join('; ');
+    rec.pass = pass.name;
+    rec.method = pass.method;
     rec.ranks = ranks;
     const cost = pass.cost(ranks);
     rec.paramsAfter = cost.after.params;

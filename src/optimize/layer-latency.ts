@@ -77,7 +77,8 @@ export async function timeRewrite(
   const b = await createSession({ bytes: encodeModel(rewritten) }, so);
   if (!b.ok) { await a.value.release(); return b; }
   try {
-    const t = await timePair(a.value, b.value, { minRuns: 15, minSeconds: 0.15, maxRuns: 2000 });
+    // Slow layers (hundreds of ms at high resolution) stop after 2 s of timed runs, 5 each at least.
+    const t = await timePair(a.value, b.value, { minRuns: 15, minSeconds: 0.15, maxRuns: 2000, maxSeconds: 2, fewestRuns: 5 });
     return t.ok ? ok({ originalMs: t.value.originalMs.p50, candidateMs: t.value.optimizedMs.p50 }) : t;
   } finally {
     await a.value.release();

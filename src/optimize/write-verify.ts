@@ -10,6 +10,9 @@ import type { ModelProto } from '../onnx/schema.js';
 import { timed } from './timings.js';
 import type { Measured } from '../report/build.js';
 import { measureLatency } from '../verify/latency.js';
+
+/** The whole models' timing: ≥ 20 interleaved runs each, but a model of seconds (ISNet at 1024²) stops at 10 after 30 s. */
+const FINAL_TIMING = { maxSeconds: 30, fewestRuns: 10 };
 import { verifyModels } from '../verify/verify.js';
 import type { Job, PipelineConfig, VerificationData } from './job.js';
 
@@ -53,7 +56,7 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
       out.pass = res.value.pass;
       if (v.latency) {
         cfg.onStage?.('measuring latency');
-        const lat = await timed(job.timings, 'latency', () => measureLatency({ path: job.loaded.path }, written, { threads: v.threads, shapes: cfg.shapes, values: cfg.values }));
+        const lat = await timed(job.timings, 'latency', () => measureLatency({ path: job.loaded.path }, written, { threads: v.threads, shapes: cfg.shapes, values: cfg.values, ...FINAL_TIMING }));
         if (lat.ok) out.latency = lat.value; else notes.push(`latency not measured: ${named(lat.error.message)}`);
         if (v.web) {
           const web = await timed(job.timings, 'latencyWeb', () => measureLatency({ path: job.loaded.path }, written, { backend: 'web', shapes: cfg.shapes, values: cfg.values }));

@@ -15,6 +15,9 @@ import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
 import { ANCHOR_DAMP, damped, WHITEN_DAMP, whiteningFor, type Whitening } from './svd-pair.js';
 
+/** Whitening needs a covariance estimated from at least this many rows per dimension (below it, in-sample errors flatter). */
+export const MIN_ROWS_PER_DIM = 2;
+
 export type { AnchoredPatch };
 
 /** Per-group patch Gram blocks [g][D·D] and means [g][D], D = (S/g)·K. */

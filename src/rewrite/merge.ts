@@ -41,7 +41,7 @@ export function mergeFactored(model: Model, f: FactoredLayer, pass: Composer, ex
   }
   const input = [...f.original.input];
   input[f.weightInput] = name;
-  if (f.original.opType === 'Conv') {
+  if (f.original.opType === 'Conv' || f.original.opType === 'ConvTranspose') {
     const bias = last.input[2];
     if (bias) input[2] = bias; else input.length = Math.min(input.length, 2);
   }

@@ -177,10 +177,11 @@ export interface LayerPass<M, Meth extends string = string> extends LayerRewrite
    */
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext: ExternalBytes | undefined): Float32Array | string;
   /**
-   * Optional, under --method auto: compete with the preferred pass (already bound, at its
-   * ranks) on a layer this pass also accepts; undefined when there is nothing to compare.
+   * Optional, under --method auto: compete with the choice so far (already bound, at its
+   * ranks; `policy`: the run's rank policy) on a layer this pass also accepts; undefined
+   * when there is nothing to compare.
    */
-  challenge?(layer: LayerInfo, preferred: BoundPass, ranks: readonly number[], cx: PassContext): Challenge | undefined;
+  challenge?(layer: LayerInfo, preferred: BoundPass, ranks: readonly number[], cx: PassContext, policy?: RankPolicy): Challenge | undefined;
 }
 
 /**

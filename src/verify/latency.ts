@@ -7,6 +7,9 @@
  * Stopping rule: at least `minRuns` timed runs of each model, then keep going until the
  * timed runs of both together took `minSeconds`, but never more than `maxRuns` each.
  * A 0.05 ms model thus gets thousands of runs, a 200 ms model exactly `minRuns`.
+ * `maxSeconds` bounds slow models instead: once the timed runs took that long, timing stops
+ * after `fewestRuns` runs each (a 450 ms conv at 512² needs no 15 runs to be told from a
+ * chain that takes 100 ms, and budgets time hundreds of them).
  */
 import { err, ok, type Result } from '../errors.js';
 import { buildFeeds, type ShapeOverrides, type ValueOverrides } from './inputs.js';
@@ -24,6 +27,10 @@ export interface LatencyOptions {
   minSeconds?: number;
   /** Default 5000. */
   maxRuns?: number;
+  /** Stop once the timed runs took this long and each model ran `fewestRuns` times (default: no bound). */
+  maxSeconds?: number;
+  /** The floor under maxSeconds (default 5, at most minRuns). */
+  fewestRuns?: number;
   /** Default 3 (fewer is raised to 3: first runs allocate and pick kernels). */
   warmup?: number;
   /** Inputs for every run; default: one seeded random feed (seed 0, `shapes`). */
@@ -84,6 +91,8 @@ export async function timePair(
   const maxRuns = Math.max(minRuns, opts.maxRuns ?? 5000);
   const budgetNs = BigInt(Math.round((opts.minSeconds ?? 1) * 1e9));
   const warmup = Math.max(3, opts.warmup ?? 3);
+  const capNs = opts.maxSeconds !== undefined ? BigInt(Math.round(opts.maxSeconds * 1e9)) : undefined;
+  const fewest = Math.min(minRuns, Math.max(1, opts.fewestRuns ?? 5));
   const clock = opts.clock ?? (() => process.hrtime.bigint());
   const ta: number[] = [];
   const tb: number[] = [];
@@ -98,6 +107,7 @@ export async function timePair(
       into.push(Number(dt) / 1e6);
     };
     while (ta.length < maxRuns && (ta.length < minRuns || spent < budgetNs)) {
+      if (capNs !== undefined && ta.length >= fewest && spent >= capNs) break;
       if (ta.length % 2 === 0) { await timeOne(runA.value, ta); await timeOne(runB.value, tb); }
       else { await timeOne(runB.value, tb); await timeOne(runA.value, ta); }
     }

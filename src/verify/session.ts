@@ -92,7 +92,15 @@ export async function createSession(src: ModelSource, opts: SessionOptions = {})
   } else if (src.bytes.length > MAX_PROTO_BYTES) {
     return err('io', `${label}: ${src.bytes.length} bytes exceeds ORT's 2 GiB protobuf limit; save it with external data and load it from a path`);
   }
-  const ort = backend === 'web' ? await loadWeb() : ortNode;
+  let ort: Ort = ortNode;
+  if (backend === 'web') {
+    try {
+      ort = await loadWeb();
+    } catch {
+      webOrt = undefined;
+      return err('unsupported', 'the web backend needs onnxruntime-web, an optional dependency that is not installed (npm install onnxruntime-web@1.30.0)');
+    }
+  }
   const options: ortNode.InferenceSession.SessionOptions = {
     graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
     executionMode: 'sequential',

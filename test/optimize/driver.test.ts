@@ -97,9 +97,9 @@ describe('layer filters', () => {
   const layer = (name: string, params: number, macs?: number, op = 'MatMul') => ({ name, op, weightName: `${name}.w`, params, macs }) as unknown as import('../../src/graph/layers.js').LayerInfo;
 
   it('--heaviest keeps the N layers with the most MACs, after --exclude and --min-params; ties keep model order', () => {
-    const ls = [layer('a', 5000, 10), layer('b', 9000, 40), layer('c', 100, 99), layer('d', 6000, 40), layer('skip', 8000, 1000), layer('e', 7000, 30), layer('up', 9000, 500, 'ConvTranspose')];
+    const ls = [layer('a', 5000, 10), layer('b', 9000, 40), layer('c', 100, 99), layer('d', 6000, 40), layer('skip', 8000, 1000), layer('e', 7000, 30), layer('up', 9000, 500, 'Einsum')];
     const out = filterReasons(ls, { exclude: /skip/, minParams: 4096, heaviest: 2, method: 'auto' });
-    // No pass takes a ConvTranspose: it is not ranked (the driver gives its own reason).
+    // No pass takes an Einsum: it is not ranked (the driver gives its own reason).
     expect(out.has(ls[6])).toBe(false);
     expect(out.get(ls[4])).toBe('excluded by --exclude');
     expect(out.get(ls[2])).toMatch(/--min-params/);

@@ -1,6 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { convCp } from '../../passes/conv-cp.js';
+import { optimizeModel } from '../../src/optimize/driver.js';
+import { challengeCp, convCp } from '../../passes/conv-cp.js';
+import { convTucker2 } from '../../passes/conv-tucker2.js';
+import { bind } from '../../src/rewrite/registry.js';
 import { whitenKernel } from '../../src/linalg/cp-conv.js';
 import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
@@ -97,6 +100,58 @@ describe('conv-cp', () => {
     expect(convCp.chooseRanks(m, { kind: 'ratio', ratio: 0.5 })).toEqual([Math.floor((0.5 * 24 * 16 * 9) / (16 + 24 + 9))]);
     expect(convCp.chooseRanks(m, { kind: 'energy', energy: 1 - 1e-9 })).toEqual([6]);
     expect(convCp.chooseRanks(m, { kind: 'fixed', rank: 7, align: 8 })).toEqual([8]);
+  });
+
+  it('--rank N under auto: the CP challenger competes at rank N, not at the rank of the Tucker-2 size', () => {
+    // Regression: the challenger took the largest CP no larger than Tucker-2 [6, 6] (rank 12
+    // here), so --rank 6 wrote a CP of another rank. The driver is to pass the policy (5th argument).
+    const rng = createRng(8);
+    const [S, T] = [16, 16];
+    const bytes = convModel({ S, T, ...windowSpec(2, 3, 1, 1, 'sym') }, cpKernel(rng, T, S, 9, 6), rng);
+    const model = new Model(decodeModel(bytes));
+    const cx = context(model);
+    const layer = convLayer(model);
+    const tucker = bind(convTucker2, layer, cx);
+    if (isSkip(tucker)) throw new Error(tucker.skip);
+    const policy = { kind: 'fixed', rank: 6 } as const;
+    const ranksT = tucker.chooseRanks(policy);
+    expect(ranksT).toEqual([6, 6]);
+    const c = challengeCp(layer, tucker, ranksT as number[], cx, policy);
+    expect(c?.note).toMatch(/vs cp 6 err/);
+    expect(c?.use?.ranks).toEqual([6]);
+    // Aligned as --method cp aligns it.
+    const c8 = challengeCp(layer, tucker, [8, 8], cx, { ...policy, align: 8 });
+    expect(c8?.use?.ranks).toEqual([8]);
+    // Without a fixed policy the CP still competes at equal size.
+    expect(challengeCp(layer, tucker, ranksT as number[], cx)?.note).toMatch(/vs cp 12 err/);
+    // End to end: the driver hands the policy over, so auto with --rank 6 writes CP rank 6.
+    const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy, minParams: 0, seed: 0 });
+    expect(rec).toMatchObject({ pass: 'conv-cp', ranks: [6] });
+  });
+
+  it('--energy E: the CP meets E on a kernel without CP structure (smallest such rank, within 1/16), or the layer is declined', () => {
+    // Regression: the CP rank was the Tucker-2 energy rank, max(R1, R2) = 10 here, which left
+    // weight error 0.64 (energy 0.59) when 0.9 was asked.
+    const rng = createRng(3);
+    const [S, T] = [8, 12];
+    const bytes = convModel({ S, T, ...windowSpec(2, 3, 1, 1, 'sym') }, randn(rng, T * S * 9), rng);
+    const { m, cx } = matchOnly(bytes, convCp);
+    if (isSkip(m)) throw new Error(m.skip);
+    const r = convCp.chooseRanks(m, { kind: 'energy', energy: 0.9 });
+    if (isSkip(r)) throw new Error(r.skip);
+    const [R] = r as [number];
+    expect(R).toBeGreaterThan(10);
+    // Smallest to within 1/16: a fitted rank that far below R (or nearer) misses the energy.
+    const misses = [...m.weightErr2!].filter(([k, e]) => k < R && e > 0.1).map(([k]) => k);
+    expect(Math.max(...misses)).toBeGreaterThanOrEqual(R - Math.ceil(R / 16));
+    const applied = convCp.apply(m, r, cx);
+    if (isSkip(applied)) throw new Error(applied.skip);
+    expect(applied.relError ** 2).toBeLessThanOrEqual(0.1);
+    // No CP below break-even (29, the largest R with R·(8 + 12 + 9) < 864) reaches 0.99 on this kernel.
+    const { m: m2 } = matchOnly(bytes, convCp);
+    if (isSkip(m2)) throw new Error(m2.skip);
+    const no = convCp.chooseRanks(m2, { kind: 'energy', energy: 0.99 });
+    expect(isSkip(no) && no.skip).toMatch(/^energy 0\.99 needs a CP rank above 29 \(break-even\): CP rank 29 keeps energy 0\.9\d+$/);
   });
 });
 

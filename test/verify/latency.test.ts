@@ -78,6 +78,22 @@ describe('timePair (fake sessions, fake clock)', () => {
     const c = await timePair(capped.a, capped.b, { clock: capped.clock, minRuns: 5, maxRuns: 7, minSeconds: 100 });
     expect(c.ok && c.value.runs).toBe(7);
   });
+
+  it('maxSeconds stops slow models early, after fewestRuns each; fast ones still get minRuns', async () => {
+    // 3 ms per timed pair: 10 ms are spent after 4 pairs, so fewestRuns 6 decides.
+    const slow = fakePair(3);
+    const r = await timePair(slow.a, slow.b, { clock: slow.clock, minRuns: 15, minSeconds: 1, maxSeconds: 0.01, fewestRuns: 6 });
+    expect(r.ok && r.value.runs).toBe(6);
+    expect(r.ok && r.value.originalMs.p50).toBe(2);
+    // Past the floor, the bound: 30 ms after 10 pairs.
+    const later = fakePair(3);
+    const l = await timePair(later.a, later.b, { clock: later.clock, minRuns: 15, minSeconds: 1, maxSeconds: 0.03, fewestRuns: 2 });
+    expect(l.ok && l.value.runs).toBe(10);
+    // Within the bound nothing changes.
+    const fast = fakePair(3);
+    const q = await timePair(fast.a, fast.b, { clock: fast.clock, minRuns: 20, minSeconds: 0.1, maxSeconds: 10 });
+    expect(q.ok && q.value.runs).toBe(34);
+  });
 });
 
 describe('measureLatency', () => {

@@ -1,0 +1,153 @@
+/**
+ * convtranspose-svd — a group-1 ConvTranspose becomes a 1x1 Conv and a thinner ConvTranspose
+ * through a truncated SVD of its weight read as the matrix [S, T·∏k] (its mode-S unfolding,
+ * which is the stored layout). A 1x1 stride-1 ConvTranspose is a per-position matrix
+ * product, and its pair is two 1x1 Convs.
+ *
+ * Before: Y = ConvTranspose(X, W [S, T, k…], b; strides, pads, dilations, output_padding,
+ *                           output_shape, auto_pad)
+ * After:  Z = Conv(X, R [r, S, 1…])                                          R = (U_r Σ_r^½)ᵀ
+ *         Y = ConvTranspose(Z, L [r, T, k…], b; strides, pads, dilations, output_padding,
+ *                           output_shape, auto_pad)                          L = Σ_r^½ V_rᵀ
+ * with W [S, T·K] ≈ U_r Σ_r V_rᵀ, i.e. W[σ, τ, κ] ≈ Σ_ρ R[ρ, σ]·L[ρ, τ, κ]. Each input
+ * position q scatters Σ_σ W[σ, ·, ·]·X[σ](q) into its window; with the split, Z(q) =
+ * R·X(q) is formed first and L scatters it through the same window, so the output (extent,
+ * padding, output_padding, output_shape, auto_pad included) is the same map at rank r.
+ * The stride and every other spatial attribute stay on the right factor, which runs at the
+ * input resolution like the original; the 1x1 Conv before it has no window at all.
+ * Plain 1x1 (kernel 1, stride 1, no pads, output_padding or output_shape): the right
+ * factor is the 1x1 Conv [T, r, 1…] = Lᵀ instead: y = Wᵀ·x per position, as conv1x1-svd.
+ *
+ * Cost per input position r·S + r·T·∏k against S·T·∏k: it pays when r < S·T·K/(S + T·K),
+ * the SVD break-even of the [S, T·K] matrix, so the SVD rank policies apply unchanged.
+ * Grouped ConvTranspose is left to convtranspose-tucker2 (declined here). Weight-only: the
+ * statistics of ConvTranspose inputs are not collected (calib/stats-plan.ts).
+ */
+import { attrInt } from '../src/graph/attrs.js';
+import type { LayerInfo } from '../src/graph/layers.js';
+import { fromArray } from '../src/linalg/matrix.js';
+import { makeFloatTensor } from '../src/onnx/tensor.js';
+import { chainConvAttrs, convNode, finiteWeight } from '../src/rewrite/conv-geometry.js';
+import { composeConvTranspose } from '../src/rewrite/convtranspose-compose.js';
+import {
+  convTransposeCost, convTransposeLayerGeometry, convTransposeNode, isPlainPointwise, transposePlacementAttrs, transposeSvdCost,
+  type ConvTransposeGeometry,
+} from '../src/rewrite/convtranspose-geometry.js';
+import { docString } from '../src/rewrite/emit.js';
+import {
+  derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
+} from '../src/rewrite/pass.js';
+import { bound } from '../src/rewrite/registry.js';
+import { SvdCache, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+
+export interface ConvTransposeSvdMatch extends MatchBase {
+  geo: ConvTransposeGeometry;
+  /** W as the matrix [S, T·K]. */
+  svd: SvdCache;
+}
+
+/** [rows, cols] row-major → [cols, rows]. */
+function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j]!;
+  return out;
+}
+
+export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
+  name: 'convtranspose-svd',
+  method: 'svd',
+  ops: ['ConvTranspose'],
+  // Below convtranspose-tucker2, which declines group-1 1x1s: auto sends those here and keeps Tucker-2 for k×k.
+  benefit: 0,
+
+  accepts: (layer) => (attrInt(layer.node, 'group', 1) === 1 ? true : skip('applies to group-1 ConvTranspose only')),
+
+  compose: composeConvTranspose,
+
+  challenge: (layer, preferred, ranks, cx) => challengeSvd(layer, preferred, ranks, cx),
+
+  match(layer: LayerInfo, cx: PassContext): ConvTransposeSvdMatch | Skip {
+    const c = convTransposeLayerGeometry(layer);
+    if (isSkip(c)) return c;
+    const { geo, dataType } = c;
+    if (geo.group !== 1) return skip(`grouped ConvTranspose (group ${geo.group}) is not decomposed by convtranspose-svd (convtranspose-tucker2 handles it)`);
+    const data = finiteWeight(layer, cx);
+    if (isSkip(data)) return data;
+    const w = fromArray(geo.S, geo.T * geo.kernelSize, data);
+    return { layer, node: layer.node, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, undefined, cx.gemm) };
+  },
+
+  chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
+
+  rankLimits: (m) => [Math.min(m.svd.w.rows, m.svd.w.cols)],
+
+  cost: (m, ranks) => ({ before: convTransposeCost(m.geo), after: transposeSvdCost(m.geo, ranks[0]!) }),
+
+  estimate(m: ConvTransposeSvdMatch, ranks: readonly number[]): { relError: number } | Skip {
+    const r = ranks[0]!;
+    if (!Number.isInteger(r) || r < 1 || r > Math.min(m.svd.w.rows, m.svd.w.cols)) return skip(`rank ${r} is out of range for a ${m.svd.w.rows}x${m.svd.w.cols} unfolding`);
+    const f = svdPairFactors(m.svd, r);
+    return Number.isFinite(f.relError) ? { relError: f.relError } : skip('factorization produced non-finite values');
+  },
+
+  apply(m: ConvTransposeSvdMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
+    const r = ranks[0]!;
+    const { node: n, graph: g, geo } = m;
+    const { rows: S, cols: TK } = m.svd.w;
+    if (!Number.isInteger(r) || r < 1 || r > Math.min(S, TK)) return skip(`rank ${r} is out of range for a ${S}x${TK} unfolding`);
+    const f = svdPairFactors(m.svd, r);
+    if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+    const ones = new Array<number>(geo.spatial).fill(1);
+    const plain = isPlainPointwise(geo);
+    const nameR = derivedName(cx, n, 'lr_r');
+    const nameL = derivedName(cx, n, 'lr_l');
+    // f.left is U_r Σ_r^½ [S, r]; the first 1x1 Conv wants it as [r, S].
+    g.addInitializer(makeFloatTensor(nameR, [r, S, ...ones], transposed(f.left, S, r), m.dataType));
+    if (plain) g.addInitializer(makeFloatTensor(nameL, [geo.T, r, ...ones], transposed(f.right, r, geo.T), m.dataType));
+    else g.addInitializer(makeFloatTensor(nameL, [r, geo.T, ...geo.kernel], f.right, m.dataType));
+    const z = derivedName(cx, n, 'lr_z');
+    const bias = geo.hasBias ? n.input[2] : undefined;
+    const doc = docString('convtranspose-svd', `rank ${r} of ${S}x${geo.T}x${geo.kernel.join('x')} (weight rel. error ${f.relError.toExponential(2)})`);
+    const nodes = [
+      convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameR, z, chainConvAttrs(ones, 1), undefined, doc),
+      plain
+        ? convNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0]!, chainConvAttrs(ones, 1), bias, doc)
+        : convTransposeNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0]!, chainConvAttrs(geo.kernel, 1, transposePlacementAttrs(n)), bias, doc),
+    ];
+    g.replaceNode(n, nodes);
+    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+  },
+};
+
+/**
+ * Under auto, against convtranspose-tucker2 at its ranks: the smallest SVD rank whose
+ * weight error (Eckart–Young, from the spectrum) is at most the Tucker-2 error, taken when
+ * it costs no more parameters and MACs. On a kernel whose structure is in the input
+ * channels alone (e.g. a k=stride upsampler), the pair skips the Tucker-2's last 1x1,
+ * which runs at the output resolution.
+ */
+function challengeSvd(layer: LayerInfo, preferred: BoundPass, ranksT: readonly number[], cx: PassContext): Challenge | undefined {
+  if (!preferred.estimate) return undefined;
+  const m = convTransposeSvd.match(layer, cx);
+  if (isSkip(m)) return undefined;
+  const ct = preferred.cost(ranksT);
+  const { rows, cols } = m.svd.w;
+  // The largest rank within the Tucker-2's cost (params and MACs have the same count here).
+  const per = transposeSvdCost(m.geo, 1);
+  const most = Math.min(rows, cols, Math.floor(Math.min(ct.after.params / per.params, ct.after.macsPerPosition / per.macsPerPosition)));
+  if (most < 1) return undefined;
+  const fT = preferred.estimate(ranksT, cx);
+  if (isSkip(fT)) return undefined;
+  const spec = m.svd.spectrum(most);
+  let kept = 0;
+  let r = 0;
+  for (let i = 0; i < Math.min(most, spec.sigma.length); i++) {
+    kept += spec.sigma[i]! * spec.sigma[i]!;
+    // Equal within 2% (or both below 1e-6, where fp32 factors stop) counts as equal.
+    if (Math.sqrt(Math.max(0, spec.total - kept) / (spec.total || 1)) <= fT.relError * 1.02 + 1e-6) { r = i + 1; break; }
+  }
+  if (r === 0) return { note: `${preferred.method} ${ranksT.join(',')} err ${fT.relError.toExponential(2)}: no svd of rank ≤ ${most} (its cost) fits as well` };
+  const f = svdPairFactors(m.svd, r);
+  const note = `${preferred.method} ${ranksT.join(',')} err ${fT.relError.toExponential(2)} vs svd ${r} err ${f.relError.toExponential(2)}`;
+  return Number.isFinite(f.relError) ? { note, use: { bound: bound(convTransposeSvd, m), ranks: [r] } } : { note };
+}

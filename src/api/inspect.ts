@@ -1,0 +1,87 @@
+/**
+ * inspect(): what a model is, which layers could be decomposed, and where its time goes
+ * (`onnx-lr inspect`, which prints this result).
+ */
+import { Model } from '../graph/graph.js';
+import { findLayers, type LayerInfo } from '../graph/layers.js';
+import { shapesFor } from '../graph/layer-shapes.js';
+import { roomOf, type Room } from '../graph/room.js';
+import { summarize, type ModelSummary } from '../graph/summary.js';
+import { loadModel } from '../onnx/file.js';
+import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import { profileModel } from '../verify/profile.js';
+import { describeInput, withModelPath, type ModelInput } from './model-input.js';
+
+export interface InspectLayer {
+  name: string;
+  op: string;
+  weightShape: number[];
+  params: number;
+  macs: number | null;
+  where: string;
+  subgraphDepth: number;
+}
+
+export interface InspectResult extends ModelSummary {
+  file: string;
+  bytes: number;
+  layers: InspectLayer[];
+  shapeSource: 'ort-run' | 'declared';
+  shapeNote?: string;
+  defaultedDims: DefaultedDim[];
+  /** Where the MACs and the time go by layer kind, and the speed-up bound that follows. */
+  room: Room;
+  /** Why the shares come from MACs instead of measured time. */
+  roomNote?: string;
+}
+
+export interface InspectOptions {
+  /** Concrete dims for dynamic inputs, e.g. { x: [1, 3, 640, 640] } (unnamed dynamic dims default to 1). */
+  shapes?: ShapeOverrides;
+  /** Fixed input values (e.g. a sample-rate scalar). */
+  values?: ValueOverrides;
+  /** Time every node in ORT (default true); false gives the shares by MACs. */
+  profile?: boolean;
+}
+
+export function layerRows(layers: readonly LayerInfo[]): InspectLayer[] {
+  return layers.map((l) => ({
+    name: l.name, op: l.op, weightShape: l.weightShape, params: l.params, macs: l.macs ?? null,
+    where: l.subgraphDepth > 0 ? `${l.where} (subgraph)` : l.where, subgraphDepth: l.subgraphDepth,
+  }));
+}
+
+/**
+ * Inspects the .onnx file `file`, named `label` in the result. `feeds` gives the input
+ * overrides once the model has loaded (the command line reads its --input files then).
+ */
+export async function inspectFile(
+  file: string, label: string, feeds: () => { shapes: ShapeOverrides; values: ValueOverrides }, profile: boolean,
+): Promise<InspectResult> {
+  const loaded = loadModel(file);
+  try {
+    const model = new Model(loaded.model);
+    const { shapes, values } = feeds();
+    const sh = await shapesFor(loaded, model, shapes, values);
+    const layers = findLayers(model, sh.shapes);
+    let roomNote: string | undefined = 'not timed: --no-profile';
+    let times;
+    if (layers.length === 0) roomNote = 'no decomposable layers';
+    else if (profile) {
+      const t = await profileModel(loaded.path, { shapes, values });
+      if (t.ok) { times = t.value; roomNote = undefined; } else roomNote = `profiling failed: ${t.error.message}`;
+    }
+    return {
+      file: label, bytes: loaded.byteSize, ...summarize(loaded.model, layers),
+      layers: layerRows(layers), shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
+      room: roomOf(layers, times), ...(roomNote && { roomNote }),
+    };
+  } finally {
+    loaded.external.close();
+  }
+}
+
+/** inspect() of a path or of a model's bytes. */
+export function inspect(input: ModelInput, opts: InspectOptions = {}): Promise<InspectResult> {
+  return withModelPath(input, (file) => inspectFile(file, describeInput(input), () => ({ shapes: opts.shapes ?? {}, values: opts.values ?? {} }), opts.profile !== false));
+}
