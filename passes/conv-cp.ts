@@ -36,8 +36,7 @@ import { docString } from '../src/rewrite/emit.js';
 import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
-import { alignRank } from '../src/linalg/rank.js';
-import { smallestRankWithin } from '../src/linalg/rank-search.js';
+import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -117,7 +116,7 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 
   /**
    * fixed r → R = r; ratio ρ → R = ⌊ρ·T·S·K / (S + T + K)⌋ (CP params R(S + T + K));
-   * energy e → the smallest R (to within RANK_TOLERANCE) whose weight-only CP has relative
+   * energy e → the smallest R (to within 1/16) whose weight-only CP has relative
    * error² ≤ 1 − e, searched over CP-ALS fits from max(R1, R2), the Tucker-2 energy ranks of the
    * channel unfoldings (a CP of rank R has Tucker-2 ranks ≤ R, so by Eckart–Young no
    * smaller CP meets e), up to the break-even rank; declined when no CP that pays meets e.
@@ -131,34 +130,9 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 
   chooseRanks(m: ConvCpMatch, policy: RankPolicy): number[] | Skip {
     const { T, S, kernelSize: K } = m.geo;
-    let r: number;
-    switch (policy.kind) {
-      case 'fixed':
-        if (!isRank(policy.rank)) return skip(notARank(policy.rank));
-        r = policy.rank;
-        break;
-      case 'ratio':
-        r = Math.max(1, Math.floor((policy.ratio * T * S * K) / (S + T + K)));
-        break;
-      case 'energy': {
-        const t = tucker2RawRanks(m, policy);
-        if (isSkip(t)) return t;
-        const e = energyCpRank(m, policy.energy, Math.max(t[0], t[1]));
-        if (isSkip(e)) return e;
-        r = e;
-        break;
-      }
-      case 'vbmf': {
-        const t = tucker2RawRanks(m, policy);
-        if (isSkip(t)) return t;
-        r = Math.max(t[0], t[1]);
-        break;
-      }
-    }
     // Beyond T·S·K / max(T, S, K) a CP is always exact: no point in more.
-    r = alignRank(Math.min(r, (T * S * K) / Math.max(T, S, K)), policy.align, (T * S * K) / Math.max(T, S, K));
-    if (r <= 0) return skip('rank 0: the kernel has no low-rank structure worth keeping');
-    return [r];
+    const limit = (T * S * K) / Math.max(T, S, K);
+    return cpRanks(policy, { T, S, K, perRank: S + T + K, limit, tucker2: (p) => tucker2RawRanks(m, p), energyRank: (e, lo) => energyCpRank(m, e, lo) });
   },
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpCost(m.geo, ranks[0]) }),
@@ -218,19 +192,9 @@ export function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: read
   return challengeAtEqualCost(layer, spec, preferred, ranksT, cx, policy);
 }
 
-/** Slack on the energy test: fp32 factors cannot reproduce a kernel below ~1e-7 relative. */
-const ENERGY_SLACK = 1e-12;
-
 /**
- * The energy search stops within this fraction of the smallest rank: each step is a CP-ALS
- * fit (seconds on a large kernel), and the last few steps of a bisection would move the
- * rank by a few percent (measured: 8 fits per energy on a 32x48x3x5 kernel, 5 with it).
- */
-const RANK_TOLERANCE = 1 / 16;
-
-/**
- * The smallest CP rank in [lo, break-even] (to within RANK_TOLERANCE) whose weight-only fit leaves at most 1 − energy
- * of ‖W‖² (linalg/rank-search.ts), or why none does. The fit at the answer serves apply
+ * The smallest CP rank in [lo, break-even] (to within a tolerance) whose weight-only fit leaves at most 1 − energy
+ * of ‖W‖² (rewrite/cp-rank.ts), or why none does. The fit at the answer serves apply
  * when the layer has no statistics.
  */
 function energyCpRank(m: ConvCpMatch, energy: number, lo: number): number | Skip {
@@ -242,27 +206,12 @@ function energyCpRank(m: ConvCpMatch, energy: number, lo: number): number | Skip
     const mid = (a + b) >> 1;
     if (cpCost(m.geo, mid).params < dense) { even = mid; a = mid + 1; } else b = mid - 1;
   }
-  const low = Math.max(1, Math.min(lo, limit));
-  const high = Math.max(low, even);
   const fits = (m.weightFits ??= new Map());
-  const err2At = (r: number): number => {
-    let f = fits.get(r);
-    if (!f) {
-      const c = cpConv({ data: m.w, shape: [T, S, K] }, r, { rng: m.search.rng, gemm: m.search.gemm, maxIter: ALS.maxIter, tol: ALS.tol });
-      if (!Number.isFinite(c.alsError) || !Number.isFinite(c.relError)) return NaN;
-      f = { ...c, requested: r };
-      fits.set(r, f);
-    }
-    return f.relError * f.relError;
-  };
-  const found = smallestRankWithin(low, high, Math.max(0, 1 - energy) + ENERGY_SLACK, err2At, (m.weightErr2 ??= new Map()), RANK_TOLERANCE);
-  if ('above' in found) {
-    if (!Number.isFinite(found.err2)) return skip(`CP-ALS at rank ${found.above} produced a non-finite fit`);
-    return skip(`energy ${energy} needs a CP rank above ${found.above}${found.above === even ? ' (break-even)' : ''}: CP rank ${found.above} keeps energy ${(1 - found.err2).toFixed(4)}`);
-  }
+  const fit = (r: number): CpFactors => ({ ...cpConv({ data: m.w, shape: [T, S, K] }, r, { rng: m.search.rng, gemm: m.search.gemm, maxIter: ALS.maxIter, tol: ALS.tol }), requested: r });
+  const r = cpEnergyRank({ limit, even, fit, fits, err2: (m.weightErr2 ??= new Map()), words: ['CP rank', 'CP rank'] }, energy, lo);
   // Weight-only fits are what apply makes without statistics: keep the one chosen.
-  if (!m.patches && !m.channelGram && !m.anchor) m.fitted = fits.get(found.rank);
-  return found.rank;
+  if (!isSkip(r) && !m.patches && !m.channelGram && !m.anchor) m.fitted = fits.get(r);
+  return r;
 }
 
 /** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */

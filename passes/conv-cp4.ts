@@ -28,17 +28,17 @@ import { isRank, notARank } from '../src/linalg/checks.js';
 import { cp4Conv, cp4Error, cp4Kernel, cp4Prefix, type Cp4Conv } from '../src/linalg/cp4-conv.js';
 import { fitLastFactor } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
-import { alignRank } from '../src/linalg/rank.js';
-import { smallestRankWithin } from '../src/linalg/rank-search.js';
+import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  chainConvAttrs, convCost, convLayerGeometry, convNode, finiteWeight, groupKernels, isDepthwise, readConvGeometry, type ConvGeometry, type GroupKernel,
+  chainConvAttrs, convCost, convNode, groupKernels, type ConvGeometry, type GroupKernel,
 } from '../src/rewrite/conv-geometry.js';
-import { anchoredPatches, ANCHOR_PATCH_DAMP, patchBlocks, type AnchoredPatch, type PatchBlocks } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP } from '../src/rewrite/conv-stats.js';
+import { acceptsUnless, chainMismatch, matchSplitConv, splitDeclines, type SplitConvMatch } from '../src/rewrite/conv-split.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
-  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type MatchBase, type PassContext, type Skip,
+  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { Rng } from '../src/util/rng.js';
@@ -46,11 +46,7 @@ import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { splitPlacement } from './conv-spatial-svd.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
 
-export interface ConvCp4Match extends MatchBase {
-  geo: ConvGeometry;
-  w: Float32Array;
-  kh: number;
-  kw: number;
+export interface ConvCp4Match extends SplitConvMatch {
   /** One group (group 1): for the Tucker-2 channel ranks that bound the CP rank from below. */
   groups: GroupKernel[];
   spectra?: ConvTucker2Match['spectra'];
@@ -60,13 +56,8 @@ export interface ConvCp4Match extends MatchBase {
   weightFits?: Map<number, Cp4Factors>;
   /** Relative error² of every weight-only fit the energy search made (failed fits: NaN), by rank. */
   weightErr2?: Map<number, number>;
-  patches?: PatchBlocks;
-  /** Patches (or, without a patch count, input positions) behind the statistics. */
-  samples: number;
   /** Where chooseRanks's weight-only fits (the energy search) draw and multiply. */
   search: { rng: Rng; gemm?: SyncGemm };
-  /** Anchored patch moments (group 1), when the statistics carry them. */
-  anchor?: AnchoredPatch;
 }
 
 /** A fit (last factor possibly fitted on patch statistics) and the rank it was asked for. */
@@ -80,26 +71,8 @@ interface Cp4Factors extends Cp4Conv {
 /** Iteration budget and tolerance of the ALS fit (as conv-cp). */
 const ALS = { maxIter: 50, tol: 1e-5 };
 
-/** Slack on the energy test (fp32 factors). */
-const ENERGY_SLACK = 1e-12;
-
-/**
- * The energy search stops within this fraction of the smallest rank: each step is a CP-ALS
- * fit (seconds on a large kernel), and the last few steps of a bisection would move the
- * rank by a few percent (measured: 8 fits per energy on a 32x48x3x5 kernel, 5 with it).
- */
-const RANK_TOLERANCE = 1 / 16;
-
 /** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
-function declines(geo: ConvGeometry): Skip | undefined {
-  if (geo.spatial !== 2) return skip(`applies to 2-D convs only (this one has ${geo.spatial} spatial ${geo.spatial === 1 ? 'axis' : 'axes'}: conv-cp handles it)`);
-  const [kh, kw] = geo.kernel as [number, number];
-  if (kh === 1 && kw === 1) return skip('does not apply to 1x1 convs (a matrix: conv1x1-svd handles it)');
-  if (kh === 1 || kw === 1) return skip(`applies to kernels with kh, kw > 1 only (${kh}x${kw}: one depthwise conv is enough, conv-cp handles it)`);
-  if (isDepthwise(geo)) return skip(`does not apply to depthwise convs (one input channel per group, group ${geo.group}: nothing to gain)`);
-  if (geo.group !== 1) return skip(`does not apply to grouped convs (group ${geo.group}; conv-tucker2 handles them)`);
-  return undefined;
-}
+const declines = splitDeclines('conv-cp handles it', 'one depthwise conv is enough, conv-cp handles it', true);
 
 /** A CP of a T×S×kh×kw tensor is exact at rank T·S·kh·kw / max(T, S, kh, kw). */
 const cpLimit = (geo: ConvGeometry): number => (geo.T * geo.S * geo.kernelSize) / Math.max(geo.T, geo.S, ...geo.kernel);
@@ -111,79 +84,33 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
   // Below every other conv pass: --method auto's choices stay as they were; reached by --method cp4.
   benefit: -3,
 
-  accepts(layer: LayerInfo): true | Skip {
-    const geo = readConvGeometry(layer.node, layer.weightShape);
-    if (isSkip(geo)) return geo;
-    return declines(geo) ?? true;
-  },
+  accepts: acceptsUnless(declines),
 
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext): Float32Array | string {
-    if (chain.length !== 4 || factors.length !== 4) return `expected a chain of 4 convs, found ${chain.length}`;
+    const bad = chainMismatch(chain, factors, f.weightDims, ([T, S, kh, kw], [R]) => [[R!, S, 1, 1], [R!, 1, kh, 1], [R!, 1, 1, kw], [T, R!, 1, 1]]);
+    if (bad) return bad;
     const [T, S, kh, kw] = f.weightDims as [number, number, number, number];
     const [a, b, c, d] = factors as [ChainFactor, ChainFactor, ChainFactor, ChainFactor];
-    const R = a.dims[0]!;
-    const fits = (x: readonly number[], want: readonly number[]): boolean => x.length === want.length && x.every((v, i) => v === want[i]);
-    if (f.weightDims.length !== 4 || !fits(a.dims, [R, S, 1, 1]) || !fits(b.dims, [R, 1, kh, 1]) || !fits(c.dims, [R, 1, 1, kw]) || !fits(d.dims, [T, R, 1, 1])) {
-      return `chain factors ${[a, b, c, d].map((x) => `[${x.dims.join(', ')}]`).join(', ')} do not fit weight [${f.weightDims.join(', ')}]`;
-    }
-    return cp4Kernel(a.read(ext), b.read(ext), c.read(ext), d.read(ext), T, S, kh, kw, R);
+    return cp4Kernel(a.read(ext), b.read(ext), c.read(ext), d.read(ext), T, S, kh, kw, a.dims[0]!);
   },
 
   match(layer: LayerInfo, cx: PassContext): ConvCp4Match | Skip {
-    const c = convLayerGeometry(layer);
-    if (isSkip(c)) return c;
-    const { geo, dataType } = c;
-    const no = declines(geo);
-    if (no) return skip(`4-way CP ${no.skip}`);
-    const w = finiteWeight(layer, cx);
-    if (isSkip(w)) return w;
-    const st = cx.stats?.get(layer.name);
-    return {
-      layer, node: layer.node, graph: layer.graph, dataType, geo, w, kh: geo.kernel[0]!, kw: geo.kernel[1]!, groups: groupKernels(w, geo),
-      patches: patchBlocks(cx, layer.name, geo), samples: st?.patchCount ?? st?.count ?? 0, search: { rng: cx.rng, gemm: cx.gemm },
-      anchor: anchoredPatches(cx, layer.name, geo)?.[0],
-    };
+    const m = matchSplitConv(layer, cx, declines, '4-way CP');
+    return isSkip(m) ? m : { ...m, groups: groupKernels(m.w, m.geo), search: { rng: cx.rng, gemm: cx.gemm } };
   },
 
   rankLimits: (m) => [cpLimit(m.geo)],
 
   /**
    * fixed r → R = r; ratio ρ → ⌊ρ·T·S·kh·kw / (S + T + kh + kw)⌋ (params R(S + T + kh + kw));
-   * energy e → the smallest R (to within RANK_TOLERANCE) whose weight-only CP has relative
+   * energy e → the smallest R (to within 1/16) whose weight-only CP has relative
    * error² ≤ 1 − e, searched over ALS fits from max(R1, R2) (the Tucker-2 energy ranks of the channel unfoldings: a
    * lower bound) up to break-even, declined when none meets e; vbmf → max(R1, R2) of the
    * EVBMF Tucker-2 ranks. Clamped to the exact rank, aligned.
    */
   chooseRanks(m: ConvCp4Match, policy: RankPolicy): number[] | Skip {
     const { T, S, kernelSize: K } = m.geo;
-    const limit = cpLimit(m.geo);
-    let r: number;
-    switch (policy.kind) {
-      case 'fixed':
-        if (!isRank(policy.rank)) return skip(notARank(policy.rank));
-        r = policy.rank;
-        break;
-      case 'ratio':
-        r = Math.max(1, Math.floor((policy.ratio * T * S * K) / (S + T + m.kh + m.kw)));
-        break;
-      case 'energy': {
-        const t = tucker2RawRanks(m, policy);
-        if (isSkip(t)) return t;
-        const e = energyRank(m, policy.energy, Math.max(t[0], t[1]));
-        if (isSkip(e)) return e;
-        r = e;
-        break;
-      }
-      case 'vbmf': {
-        const t = tucker2RawRanks(m, policy);
-        if (isSkip(t)) return t;
-        r = Math.max(t[0], t[1]);
-        break;
-      }
-    }
-    r = alignRank(Math.min(r, limit), policy.align, limit);
-    if (r <= 0) return skip('rank 0: the kernel has no low-rank structure worth keeping');
-    return [r];
+    return cpRanks(policy, { T, S, K, perRank: S + T + m.kh + m.kw, limit: cpLimit(m.geo), tucker2: (p) => tucker2RawRanks(m, p), energyRank: (e, lo) => energyRank(m, e, lo) });
   },
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cp4Cost(m.geo, ranks[0]!) }),
@@ -235,32 +162,17 @@ export function cp4Cost(geo: ConvGeometry, r: number): Cost {
   };
 }
 
-/** The smallest rank in [lo, break-even] (to within RANK_TOLERANCE) whose weight-only fit keeps `energy` of ‖W‖², or why none does. */
+/** The smallest rank in [lo, break-even] (to within a tolerance: rewrite/cp-rank.ts) whose weight-only fit keeps `energy` of ‖W‖², or why none does. */
 function energyRank(m: ConvCp4Match, energy: number, lo: number): number | Skip {
   const limit = cpLimit(m.geo);
   const dense = convCost(m.geo).params;
   const per = m.geo.S + m.kh + m.kw + m.geo.T;
   const even = Math.min(limit, Math.ceil(dense / per) - 1);
-  const low = Math.max(1, Math.min(lo, limit));
-  const high = Math.max(low, even);
   const fits = (m.weightFits ??= new Map());
-  const err2At = (r: number): number => {
-    let f = fits.get(r);
-    if (!f) {
-      const c = fitCp4(m, r, m.search.rng, m.search.gemm);
-      if (!Number.isFinite(c.alsError) || !Number.isFinite(c.relError)) return NaN;
-      f = { ...c, requested: r };
-      fits.set(r, f);
-    }
-    return f.relError * f.relError;
-  };
-  const found = smallestRankWithin(low, high, Math.max(0, 1 - energy) + ENERGY_SLACK, err2At, (m.weightErr2 ??= new Map()), RANK_TOLERANCE);
-  if ('above' in found) {
-    if (!Number.isFinite(found.err2)) return skip(`CP-ALS at rank ${found.above} produced a non-finite fit`);
-    return skip(`energy ${energy} needs a 4-way CP rank above ${found.above}${found.above === even ? ' (break-even)' : ''}: rank ${found.above} keeps energy ${(1 - found.err2).toFixed(4)}`);
-  }
-  if (!m.anchor && !wellDetermined(m)) m.fitted = fits.get(found.rank);
-  return found.rank;
+  const fit = (r: number): Cp4Factors => ({ ...fitCp4(m, r, m.search.rng, m.search.gemm), requested: r });
+  const r = cpEnergyRank({ limit, even, fit, fits, err2: (m.weightErr2 ??= new Map()), words: ['4-way CP rank', 'rank'] }, energy, lo);
+  if (!isSkip(r) && !m.anchor && !wellDetermined(m)) m.fitted = fits.get(r);
+  return r;
 }
 
 /** Patch statistics well determined (about two rows per dimension at least): else a refit overfits them. */

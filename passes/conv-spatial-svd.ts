@@ -30,36 +30,29 @@ import { spatialKernel, spatialSpectrum, spatialSvd, type SpatialSvd } from '../
 import type { AttributeProto, NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  convLayerGeometry, convCost, convNode, finiteWeight, isDepthwise, readConvGeometry, type ConvGeometry,
+  convCost, convNode, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
 import {
-  anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening, patchBlocks, type AnchoredPatch, type PatchBlocks,
+  ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening,
 } from '../src/rewrite/conv-stats.js';
+import { acceptsUnless, chainMismatch, matchSplitConv, splitDeclines, type SplitConvMatch } from '../src/rewrite/conv-split.js';
 import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
-  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type MatchBase, type PassContext, type Skip,
+  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { chooseSvdRank, type RankPolicy, type SvdSpectrum } from '../src/rewrite/rank-policy.js';
 import { WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { correctedBias } from './conv-tucker2.js';
 
-export interface ConvSpatialSvdMatch extends MatchBase {
-  geo: ConvGeometry;
-  w: Float32Array;
-  kh: number;
-  kw: number;
+export interface ConvSpatialSvdMatch extends SplitConvMatch {
   /** Spectrum of the [S·kh, T·kw] reshape, computed on first use. */
   spectrum?: SvdSpectrum;
   /** The last factorization, reused by apply when the rank matches. */
   fitted?: SpatialSvd & { requested: number };
-  patches?: PatchBlocks;
   channelGram?: Float64Array;
-  /** Patches (or, without a patch count, input positions) behind the statistics. */
-  samples: number;
   patchCount?: number;
-  anchor?: AnchoredPatch;
   /** Cholesky factors of the Kronecker whitening of the start, computed on first use (null: none). */
   whitening?: { rows: Matrix; cols?: Matrix } | null;
 }
@@ -75,14 +68,7 @@ const MAX_COMPARE_WORK = 5e7;
 const ALS = { sweeps: 4, cgIters: 12 };
 
 /** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
-function declines(geo: ConvGeometry): Skip | undefined {
-  if (geo.spatial !== 2) return skip(`applies to 2-D convs only (this one has ${geo.spatial} spatial ${geo.spatial === 1 ? 'axis' : 'axes'}: nothing to split between two axes)`);
-  const [kh, kw] = geo.kernel as [number, number];
-  if (kh === 1 || kw === 1) return skip(`applies to kernels with kh, kw > 1 only (${kh}x${kw}: nothing to split)`);
-  if (isDepthwise(geo)) return skip(`does not apply to depthwise convs (one input channel per group, group ${geo.group}: nothing to gain)`);
-  if (geo.group !== 1) return skip(`does not apply to grouped convs (group ${geo.group}; conv-tucker2 handles them)`);
-  return undefined;
-}
+const declines = splitDeclines('nothing to split between two axes', 'nothing to split', false);
 
 export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
   name: 'conv-spatial-svd',
@@ -91,38 +77,19 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
   // Below conv-tucker2 and conv-cp: --method auto's choices stay as they were; reached by --method spatial-svd.
   benefit: -1,
 
-  accepts(layer: LayerInfo): true | Skip {
-    const geo = readConvGeometry(layer.node, layer.weightShape);
-    if (isSkip(geo)) return geo;
-    return declines(geo) ?? true;
-  },
+  accepts: acceptsUnless(declines),
 
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext): Float32Array | string {
-    if (chain.length !== 2 || factors.length !== 2) return `expected a chain of 2 convs, found ${chain.length}`;
+    const bad = chainMismatch(chain, factors, f.weightDims, ([T, S, kh, kw], [R]) => [[R!, S, kh, 1], [T, R!, 1, kw]]);
+    if (bad) return bad;
     const [T, S, kh, kw] = f.weightDims as [number, number, number, number];
     const [a, b] = factors as [ChainFactor, ChainFactor];
-    const R = a.dims[0]!;
-    const fits = (d: readonly number[], want: readonly number[]): boolean => d.length === want.length && d.every((x, i) => x === want[i]);
-    if (f.weightDims.length !== 4 || !fits(a.dims, [R, S, kh, 1]) || !fits(b.dims, [T, R, 1, kw])) {
-      return `chain factors [${a.dims.join(', ')}] and [${b.dims.join(', ')}] do not fit weight [${f.weightDims.join(', ')}]`;
-    }
-    return spatialKernel(a.read(ext), b.read(ext), T, S, kh, kw, R);
+    return spatialKernel(a.read(ext), b.read(ext), T, S, kh, kw, a.dims[0]!);
   },
 
   match(layer: LayerInfo, cx: PassContext): ConvSpatialSvdMatch | Skip {
-    const c = convLayerGeometry(layer);
-    if (isSkip(c)) return c;
-    const { geo, dataType } = c;
-    const no = declines(geo);
-    if (no) return skip(`spatial SVD ${no.skip}`);
-    const w = finiteWeight(layer, cx);
-    if (isSkip(w)) return w;
-    const st = cx.stats?.get(layer.name);
-    return {
-      layer, node: layer.node, graph: layer.graph, dataType, geo, w, kh: geo.kernel[0]!, kw: geo.kernel[1]!,
-      patches: patchBlocks(cx, layer.name, geo), channelGram: channelBlocks(cx, layer.name, geo)?.[0],
-      samples: st?.patchCount ?? st?.count ?? 0, patchCount: st?.patchCount, anchor: anchoredPatches(cx, layer.name, geo)?.[0],
-    };
+    const m = matchSplitConv(layer, cx, declines, 'spatial SVD');
+    return isSkip(m) ? m : { ...m, channelGram: channelBlocks(cx, layer.name, m.geo)?.[0], patchCount: cx.stats?.get(layer.name)?.patchCount };
   },
 
   /** R ≤ min(S·kh, T·kw): the rank of the reshaped kernel. */

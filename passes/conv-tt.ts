@@ -34,12 +34,13 @@ import type { NodeProto } from '../src/onnx/schema.js';
 import { intsAttr } from '../src/graph/attrs.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
-  chainConvAttrs, convCost, convLayerGeometry, convNode, finiteWeight, isDepthwise, readConvGeometry, type ConvGeometry,
+  chainConvAttrs, convCost, convNode, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
-import { anchoredPatches, ANCHOR_PATCH_DAMP, patchBlocks, type AnchoredPatch, type PatchBlocks } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP } from '../src/rewrite/conv-stats.js';
+import { acceptsUnless, chainMismatch, matchSplitConv, splitDeclines, type SplitConvMatch } from '../src/rewrite/conv-split.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
-  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type MatchBase, type PassContext, type Skip,
+  derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
@@ -48,20 +49,11 @@ import { correctedBias } from './conv-tucker2.js';
 
 type Ranks3 = [number, number, number];
 
-export interface ConvTtMatch extends MatchBase {
-  geo: ConvGeometry;
-  w: Float32Array;
-  kh: number;
-  kw: number;
+export interface ConvTtMatch extends SplitConvMatch {
   /** Spectra of the three TT unfoldings [S, kh·kw·T], [S·kh, kw·T], [S·kh·kw, T], computed on first use. */
   spectra?: { sigma: Float64Array; total: number }[];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: TtFit;
-  patches?: PatchBlocks;
-  /** Patches (or, without a patch count, input positions) behind the statistics. */
-  samples: number;
-  /** Anchored patch moments (group 1), when the statistics carry them. */
-  anchor?: AnchoredPatch;
 }
 
 /** A TT (last factor possibly fitted on patch statistics) and the ranks it was asked for. */
@@ -73,15 +65,7 @@ interface TtFit extends TtConv {
 }
 
 /** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
-function declines(geo: ConvGeometry): Skip | undefined {
-  if (geo.spatial !== 2) return skip(`applies to 2-D convs only (this one has ${geo.spatial} spatial ${geo.spatial === 1 ? 'axis' : 'axes'}: the train splits the two axes of a 2-D kernel)`);
-  const [kh, kw] = geo.kernel as [number, number];
-  if (kh === 1 && kw === 1) return skip('does not apply to 1x1 convs (a matrix: conv1x1-svd handles it)');
-  if (kh === 1 || kw === 1) return skip(`applies to kernels with kh, kw > 1 only (${kh}x${kw}: one spatial conv is enough, conv-tucker2 handles it)`);
-  if (isDepthwise(geo)) return skip(`does not apply to depthwise convs (one input channel per group, group ${geo.group}: nothing to gain)`);
-  if (geo.group !== 1) return skip(`does not apply to grouped convs (group ${geo.group}; conv-tucker2 handles them)`);
-  return undefined;
-}
+const declines = splitDeclines('the train splits the two axes of a 2-D kernel', 'one spatial conv is enough, conv-tucker2 handles it', true);
 
 /** Largest useful rank of each step: [min(S, kh·kw·T), min(S·kh, kw·T), min(S·kh·kw, T)]. */
 function limits(m: { geo: ConvGeometry; kh: number; kw: number }): Ranks3 {
@@ -112,40 +96,17 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   benefit: -2,
   rankNames: ['r1 (input side)', 'r2 (after the kh×1 conv)', 'r3 (output side)'],
 
-  accepts(layer: LayerInfo): true | Skip {
-    const geo = readConvGeometry(layer.node, layer.weightShape);
-    if (isSkip(geo)) return geo;
-    return declines(geo) ?? true;
-  },
+  accepts: acceptsUnless(declines),
 
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext): Float32Array | string {
-    if (chain.length !== 4 || factors.length !== 4) return `expected a chain of 4 convs, found ${chain.length}`;
+    const bad = chainMismatch(chain, factors, f.weightDims, ([T, S, kh, kw], [R1, R2, R3]) => [[R1!, S, 1, 1], [R2!, R1!, kh, 1], [R3!, R2!, 1, kw], [T, R3!, 1, 1]]);
+    if (bad) return bad;
     const [T, S, kh, kw] = f.weightDims as [number, number, number, number];
     const [a, b, c, d] = factors as [ChainFactor, ChainFactor, ChainFactor, ChainFactor];
-    const R1 = a.dims[0]!;
-    const R2 = b.dims[0]!;
-    const R3 = c.dims[0]!;
-    const fits = (x: readonly number[], want: readonly number[]): boolean => x.length === want.length && x.every((v, i) => v === want[i]);
-    if (f.weightDims.length !== 4 || !fits(a.dims, [R1, S, 1, 1]) || !fits(b.dims, [R2, R1, kh, 1]) || !fits(c.dims, [R3, R2, 1, kw]) || !fits(d.dims, [T, R3, 1, 1])) {
-      return `chain factors ${[a, b, c, d].map((x) => `[${x.dims.join(', ')}]`).join(', ')} do not fit weight [${f.weightDims.join(', ')}]`;
-    }
-    return ttKernel(a.read(ext), b.read(ext), c.read(ext), d.read(ext), T, S, kh, kw, [R1, R2, R3]);
+    return ttKernel(a.read(ext), b.read(ext), c.read(ext), d.read(ext), T, S, kh, kw, [a.dims[0]!, b.dims[0]!, c.dims[0]!]);
   },
 
-  match(layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip {
-    const c = convLayerGeometry(layer);
-    if (isSkip(c)) return c;
-    const { geo, dataType } = c;
-    const no = declines(geo);
-    if (no) return skip(`tensor-train ${no.skip}`);
-    const w = finiteWeight(layer, cx);
-    if (isSkip(w)) return w;
-    const st = cx.stats?.get(layer.name);
-    return {
-      layer, node: layer.node, graph: layer.graph, dataType, geo, w, kh: geo.kernel[0]!, kw: geo.kernel[1]!,
-      patches: patchBlocks(cx, layer.name, geo), samples: st?.patchCount ?? st?.count ?? 0, anchor: anchoredPatches(cx, layer.name, geo)?.[0],
-    };
-  },
+  match: (layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip => matchSplitConv(layer, cx, declines, 'tensor-train'),
 
   rankLimits: (m) => limits(m),
 

@@ -110,6 +110,33 @@ export function tucker2RawRanks(m: { geo: ConvGeometry; groups: GroupKernel[]; s
   }
 }
 
+/** Largest useful per-group ranks: multilinear ranks of each group satisfy r1 ≤ r2·K and r2 ≤ r1·K (the numerics clamp past them). */
+export function tucker2Limits(geo: ConvGeometry): number[] {
+  const { S, T, group, kernelSize: k } = geo;
+  return [Math.min(S / group, (T / group) * k), Math.min(T / group, (S / group) * k)];
+}
+
+/** Why ranks (r1, r2) break the multilinear bounds of a kernel with K taps, if they do. */
+export function tucker2RankCheck(geo: ConvGeometry, ranks: readonly number[]): string | undefined {
+  const k = geo.kernelSize;
+  if (ranks[0]! > ranks[1]! * k || ranks[1]! > ranks[0]! * k) return `ranks [${ranks.join(', ')}] need r1 ≤ r2·${k} and r2 ≤ r1·${k} (the kernel has ${k} taps)`;
+  return undefined;
+}
+
+/** The policy's Tucker-2 ranks (tucker2RawRanks), aligned and lowered to the multilinear bounds (conv-tucker2 and convtranspose-tucker2). */
+export function tucker2Ranks(m: Parameters<typeof tucker2RawRanks>[0], policy: RankPolicy): number[] | Skip {
+  const raw = tucker2RawRanks(m, policy);
+  if (isSkip(raw)) return raw;
+  const K = m.geo.kernelSize;
+  let r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
+  let r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
+  // Multilinear ranks satisfy r1 ≤ r2·K and r2 ≤ r1·K: more cannot lower the error.
+  r1 = Math.min(r1, r2 * K);
+  r2 = Math.min(r2, r1 * K);
+  if (r1 <= 0 || r2 <= 0) return skip(`rank 0 (r1 ${r1}, r2 ${r2}): the kernel has no low-rank structure worth keeping`);
+  return [r1, r2];
+}
+
 export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = {
   name: 'conv-tucker2',
   method: 'tucker2',
@@ -136,30 +163,11 @@ export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = {
     };
   },
 
-  rankLimits(m: ConvTucker2Match): number[] {
-    const { S, T, group, kernelSize: k } = m.geo;
-    // Multilinear ranks of each group: r1 ≤ r2·K and r2 ≤ r1·K (the numerics clamp past them).
-    return [Math.min(S / group, (T / group) * k), Math.min(T / group, (S / group) * k)];
-  },
+  rankLimits: (m) => tucker2Limits(m.geo),
 
-  checkRanks(m: ConvTucker2Match, ranks: readonly number[]): string | undefined {
-    const k = m.geo.kernelSize;
-    if (ranks[0]! > ranks[1]! * k || ranks[1]! > ranks[0]! * k) return `ranks [${ranks.join(', ')}] need r1 ≤ r2·${k} and r2 ≤ r1·${k} (the kernel has ${k} taps)`;
-    return undefined;
-  },
+  checkRanks: (m, ranks) => tucker2RankCheck(m.geo, ranks),
 
-  chooseRanks(m: ConvTucker2Match, policy: RankPolicy): number[] | Skip {
-    const raw = tucker2RawRanks(m, policy);
-    if (isSkip(raw)) return raw;
-    const K = m.geo.kernelSize;
-    let r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
-    let r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
-    // Multilinear ranks satisfy r1 ≤ r2·K and r2 ≤ r1·K: more cannot lower the error.
-    r1 = Math.min(r1, r2 * K);
-    r2 = Math.min(r2, r1 * K);
-    if (r1 <= 0 || r2 <= 0) return skip(`rank 0 (r1 ${r1}, r2 ${r2}): the kernel has no low-rank structure worth keeping`);
-    return [r1, r2];
-  },
+  chooseRanks: (m, policy) => tucker2Ranks(m, policy),
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: tucker2Cost(m.geo, ranks[0], ranks[1]) }),
 

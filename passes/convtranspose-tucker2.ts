@@ -41,10 +41,8 @@ import {
 } from '../src/rewrite/convtranspose-geometry.js';
 import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import type { RankPolicy } from '../src/rewrite/rank-policy.js';
-import { alignRank } from '../src/linalg/rank.js';
 import { attrInt } from '../src/graph/attrs.js';
-import { tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { tucker2Limits, tucker2RankCheck, tucker2Ranks, type ConvTucker2Match } from './conv-tucker2.js';
 
 export interface ConvTransposeTucker2Match extends MatchBase {
   geo: ConvTransposeGeometry;
@@ -83,29 +81,12 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     return { layer, node: layer.node, graph: layer.graph, dataType, geo, wc, groups: groupKernels(wc, geo) };
   },
 
-  rankLimits(m: ConvTransposeTucker2Match): number[] {
-    const { S, T, group, kernelSize: k } = m.geo;
-    return [Math.min(S / group, (T / group) * k), Math.min(T / group, (S / group) * k)];
-  },
+  rankLimits: (m) => tucker2Limits(m.geo),
 
-  checkRanks(m: ConvTransposeTucker2Match, ranks: readonly number[]): string | undefined {
-    const k = m.geo.kernelSize;
-    if (ranks[0]! > ranks[1]! * k || ranks[1]! > ranks[0]! * k) return `ranks [${ranks.join(', ')}] need r1 ≤ r2·${k} and r2 ≤ r1·${k} (the kernel has ${k} taps)`;
-    return undefined;
-  },
+  checkRanks: (m, ranks) => tucker2RankCheck(m.geo, ranks),
 
-  chooseRanks(m: ConvTransposeTucker2Match, policy: RankPolicy): number[] | Skip {
-    // The same policies as conv-tucker2, on the same unfoldings of the same map.
-    const raw = tucker2RawRanks(m, policy);
-    if (isSkip(raw)) return raw;
-    const K = m.geo.kernelSize;
-    let r1 = alignRank(raw[0], policy.align, m.geo.S / m.geo.group);
-    let r2 = alignRank(raw[1], policy.align, m.geo.T / m.geo.group);
-    r1 = Math.min(r1, r2 * K);
-    r2 = Math.min(r2, r1 * K);
-    if (r1 <= 0 || r2 <= 0) return skip(`rank 0 (r1 ${r1}, r2 ${r2}): the kernel has no low-rank structure worth keeping`);
-    return [r1, r2];
-  },
+  // The same policies as conv-tucker2, on the same unfoldings of the same map.
+  chooseRanks: (m, policy) => tucker2Ranks(m, policy),
 
   cost: (m, ranks) => ({ before: convTransposeCost(m.geo), after: transposeTucker2Cost(m.geo, ranks[0]!, ranks[1]!) }),
 

@@ -1,18 +1,12 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
-import { loadCalibration } from '../../src/calib/load.js';
-import { collectStats } from '../../src/calib/stats.js';
 import { Model } from '../../src/graph/graph.js';
-import { findLayers } from '../../src/graph/layers.js';
-import { writeNpy } from '../../src/io/npy.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
 import type { PlanFile } from '../../src/optimize/plan.js';
 import { createRng } from '../../src/util/rng.js';
+import { statsFromSamples } from '../helpers/calib.js';
 import { relL2, runModel } from '../helpers/ort.js';
 
 const S = 16;
@@ -45,27 +39,16 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
   const bytes = encodeModel(b.build());
 
   /** Statistics of the conv over 24 calibration samples read back from a .npy file. */
-  async function calibStats() {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-cda-'));
-    const calibPath = path.join(dir, 'calib.npy');
-    const wr = writeNpy(calibPath, { dtype: 'f4', shape: [24, S, HW, HW], data: inputs(24, 1) });
-    if (!wr.ok) throw wr.error;
-    const set = loadCalibration(calibPath, { inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1, S, HW, HW] }] });
-    if (!set.ok) throw set.error;
-    const m0 = new Model(decodeModel(bytes));
-    const st = await collectStats(m0, findLayers(m0), set.value);
-    if (!st.ok) throw st.error;
-    return st;
-  }
+  const calibStats = () => statsFromSamples(bytes, inputs(24, 1), [24, S, HW, HW], 'cda');
 
   for (const method of ['tucker2', 'cp'] as const) {
     it(`${method}: lower output error than weight-only at the same ranks`, async () => {
       const st = await calibStats();
-      expect(st.value.stats.get('conv')?.patchGram).toBeDefined();
+      expect(st.get('conv')?.patchGram).toBeDefined();
 
       const held = { x: new ort.Tensor('float32', inputs(1, 99), [1, S, HW, HW]) };
       const ref = (await runModel(bytes, held)).conv_out0;
-      const errOf = async (stats?: typeof st.value.stats): Promise<number> => {
+      const errOf = async (stats?: typeof st): Promise<number> => {
         const model = new Model(decodeModel(bytes));
         const [rec] = optimizeModel(model, undefined, { method, policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0 }, undefined, { stats });
         expect(rec.skipped).toBeUndefined();
@@ -73,7 +56,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
         return relL2(ref, (await runModel(encodeModel(model.proto), held)).conv_out0);
       };
       const plain = await errOf();
-      const aware = await errOf(st.value.stats);
+      const aware = await errOf(st);
       // Tucker-2 can hold the 4 input directions exactly; a rank-4 CP cannot, but its
       // whitened input factors and refitted last factor still clearly help.
       if (method === 'tucker2') expect(aware).toBeLessThan(plain / 5);
@@ -94,7 +77,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
       return ys;
     };
     const ref = await outputs(bytes);
-    const run = async (stats?: typeof st.value.stats): Promise<{ out: number; dataError?: number }> => {
+    const run = async (stats?: typeof st): Promise<{ out: number; dataError?: number }> => {
       const model = new Model(decodeModel(bytes));
       const [rec] = optimizeModel(model, undefined, { method: 'cp', policy: { kind: 'fixed', rank: 8 }, minParams: 0, seed: 0 }, undefined, { stats });
       expect(rec.skipped).toBeUndefined();
@@ -102,7 +85,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
       return { out: relL2(ref, await outputs(encodeModel(model.proto))), dataError: rec.dataError };
     };
     const plain = await run();
-    const aware = await run(st.value.stats);
+    const aware = await run(st);
     expect(aware.out).toBeLessThan(plain.out / 3);
     // The reported data error is the output error on the calibration statistics: close to
     // the held-out one (same distribution), not the weight error.
@@ -113,12 +96,12 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
 
   it('--method auto chooses between Tucker-2 and CP by output error when statistics exist', async () => {
     const st = await calibStats();
-    const pick = (stats?: typeof st.value.stats) => {
+    const pick = (stats?: typeof st) => {
       const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'ratio', ratio: 0.3 }, minParams: 0, seed: 0 }, undefined, { stats });
       return rec;
     };
     const plain = pick();
-    const aware = pick(st.value.stats);
+    const aware = pick(st);
     expect(plain.note).toMatch(/^tucker2 \S+ err .* vs cp \d+ err/);
     expect(aware.note).toMatch(/^tucker2 \S+ data err .* vs cp \d+ err/);
     // The two chains auto weighed (their ranks as the note names them), each written and
@@ -136,7 +119,7 @@ describe('data-aware conv chains (Tucker-2 and CP) on a conv whose inputs span f
     const measured = async (pass: string, ranks: number[]): Promise<number> => {
       const model = new Model(decodeModel(bytes));
       const plan = { version: 1, model: '', policy: 'plan', layers: [{ name: 'conv', pass, ranks }] } as unknown as PlanFile;
-      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0, plan }, plan, { stats: st.value.stats });
+      const [rec] = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0, plan }, plan, { stats: st });
       expect(rec.skipped).toBeUndefined();
       expect(rec.pass).toBe(pass);
       return relL2(ref, await outputs(encodeModel(model.proto)));

@@ -1,25 +1,22 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { convCp4, cp4Cost } from '../../passes/conv-cp4.js';
-import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { cp4Conv, cp4Kernel } from '../../src/linalg/cp4-conv.js';
 import { orthonormalize } from '../../src/linalg/qr.js';
 import { smallestRankWithin } from '../../src/linalg/rank-search.js';
-import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { readTensorFloat } from '../../src/onnx/tensor.js';
+import { decodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
-import { isSkip, type ChainFactor, type LayerInputStats } from '../../src/rewrite/pass.js';
+import { isSkip } from '../../src/rewrite/pass.js';
 import { route } from '../../src/rewrite/registry.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { PASSES } from '../../passes/index.js';
 import {
-  compareInOrt, context, convLayer, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, type ConvSpec,
+  convLayer, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, type ConvSpec,
 } from './conv-harness.js';
+import {
+  anchoredStats, composeBack, expectExactVerified, expectExactWithStats, expectLastFactorRefit, expectSplitDeclines, forWindowCases, optimizeCli,
+  sampleCov, spec2d, splitPlacementOf, windowAttrs,
+} from './conv-e2e.js';
 
 /**
  * W[t, s, y, x] = Σ_r λ_r A[t, r]·B[s, r]·Y[y, r]·X[x, r], λ_r ∈ [1, 3], factor columns
@@ -42,118 +39,41 @@ function cp4Kernel4(rng: Rng, T: number, S: number, kh: number, kw: number, R: n
   return w;
 }
 
-type Pad = 'none' | 'sym' | 'asym' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
-
-function spec2d(c: { kh: number; kw: number; sh: number; sw: number; dh: number; dw: number; pad: Pad; bias: boolean }, S: number, T: number): ConvSpec {
-  const eff = [(c.kh - 1) * c.dh + 1, (c.kw - 1) * c.dw + 1];
-  const spec: ConvSpec = { S, T, kernel: [c.kh, c.kw], bias: c.bias, size: [eff[0]! + 4, eff[1]! + 3] };
-  if (c.sh !== 1 || c.sw !== 1) spec.strides = [c.sh, c.sw];
-  if (c.dh !== 1 || c.dw !== 1) spec.dilations = [c.dh, c.dw];
-  if (c.pad === 'sym') spec.pads = [eff[0]! >> 1, eff[1]! >> 1, eff[0]! >> 1, eff[1]! >> 1];
-  else if (c.pad === 'asym') spec.pads = [0, 2, 1, 0];
-  else if (c.pad !== 'none') spec.autoPad = c.pad;
-  return spec;
-}
-
-const attrsOf = (n: { attribute: { name?: string; i?: number | bigint; ints: (number | bigint)[]; s?: Uint8Array }[] }): Record<string, unknown> => {
-  const out: Record<string, unknown> = {};
-  for (const a of n.attribute) {
-    if (a.name === 'auto_pad') out[a.name] = new TextDecoder().decode(a.s);
-    else if (a.name === 'group') out[a.name] = Number(a.i);
-    else if (['strides', 'pads', 'dilations', 'kernel_shape'].includes(a.name ?? '')) out[a.name!] = a.ints.map(Number);
-  }
-  return out;
-};
-
 describe('conv-cp4', () => {
   it('exact 4-way CP rank: 1x1 → depthwise kh×1 → depthwise 1×kw → 1x1 matches the original in ORT (strides, pads incl. asymmetric and auto_pad, dilations, bias, non-square kernels)', async () => {
-    let runs = 0;
-    await fc.assert(
-      fc.asyncProperty(
-        fc.record({
-          k: fc.constantFrom([3, 3], [3, 5], [5, 3], [2, 3]),
-          sh: fc.constantFrom(1, 2), sw: fc.constantFrom(1, 2),
-          dh: fc.constantFrom(1, 2), dw: fc.constantFrom(1, 2),
-          pad: fc.constantFrom<Pad>('none', 'sym', 'asym', 'SAME_UPPER', 'SAME_LOWER', 'VALID'),
-          bias: fc.boolean(),
-          seed: fc.integer({ min: 0, max: 1_000_000 }),
-        }).filter((c) => !((c.dh > 1 || c.dw > 1) && c.pad.startsWith('SAME'))), // ORT 1.30 refuses dilations with SAME_*
-        async (c) => {
-          const rng = createRng(c.seed);
-          const [kh, kw] = c.k as [number, number];
-          const S = 5 + rng.int(4);
-          const T = 5 + rng.int(4);
-          const R = 2 + rng.int(Math.min(kh, kw) - 1); // R ≤ min(kh, kw): orthonormal spatial factors
-          const spec = spec2d({ ...c, kh, kw }, S, T);
-          const bytes = convModel(spec, cp4Kernel4(rng, T, S, kh, kw, R), rng);
-          const out = rewrite(bytes, convCp4, [R]);
-          expect(out.applied.relError, describe1(spec)).toBeLessThan(1e-5);
-          expect(opCounts(out.proto)).toEqual({ Conv: 4 });
-          const [a, b, d, e] = out.proto.graph!.node;
-          const inits = new Map(out.proto.graph!.initializer.map((t) => [t.name, t.dims.map(Number)]));
-          expect(inits.get(a!.input[1]!)).toEqual([R, S, 1, 1]);
-          expect(inits.get(b!.input[1]!)).toEqual([R, 1, kh, 1]);
-          expect(inits.get(d!.input[1]!)).toEqual([R, 1, 1, kw]);
-          expect(inits.get(e!.input[1]!)).toEqual([T, R, 1, 1]);
-          const auto = spec.autoPad ? { auto_pad: spec.autoPad } : {};
-          expect(attrsOf(a!)).toEqual({ kernel_shape: [1, 1] });
-          expect(attrsOf(e!)).toEqual({ kernel_shape: [1, 1] });
-          expect(attrsOf(b!)).toEqual({
-            kernel_shape: [kh, 1], group: R, ...(spec.strides && { strides: [c.sh, 1] }), ...(spec.dilations && { dilations: [c.dh, 1] }),
-            ...(spec.pads && { pads: [spec.pads[0], 0, spec.pads[2], 0] }), ...auto,
-          });
-          expect(attrsOf(d!)).toEqual({
-            kernel_shape: [1, kw], group: R, ...(spec.strides && { strides: [1, c.sw] }), ...(spec.dilations && { dilations: [1, c.dw] }),
-            ...(spec.pads && { pads: [0, spec.pads[1], 0, spec.pads[3]] }), ...auto,
-          });
-          expect(e!.input).toHaveLength(c.bias ? 3 : 2);
-          const cmp = await compareInOrt(bytes, out.bytes, spec, c.seed);
-          expect(cmp.b.dims, describe1(spec)).toEqual(cmp.a.dims);
-          expect(cmp.rel, describe1(spec)).toBeLessThan(1e-4);
-          runs++;
-        },
-      ),
-      { seed: 23, numRuns: 100 },
-    );
-    expect(runs).toBe(100);
+    await forWindowCases(23, (c, rng) => {
+      const { kh, kw } = c;
+      const S = 5 + rng.int(4);
+      const T = 5 + rng.int(4);
+      const R = 2 + rng.int(Math.min(kh, kw) - 1); // R ≤ min(kh, kw): orthonormal spatial factors
+      const spec = spec2d(c, S, T);
+      const bytes = convModel(spec, cp4Kernel4(rng, T, S, kh, kw, R), rng);
+      const out = rewrite(bytes, convCp4, [R]);
+      expect(out.applied.relError, describe1(spec)).toBeLessThan(1e-5);
+      expect(opCounts(out.proto)).toEqual({ Conv: 4 });
+      const [a, b, d, e] = out.proto.graph!.node;
+      const inits = new Map(out.proto.graph!.initializer.map((t) => [t.name, t.dims.map(Number)]));
+      expect(inits.get(a!.input[1]!)).toEqual([R, S, 1, 1]);
+      expect(inits.get(b!.input[1]!)).toEqual([R, 1, kh, 1]);
+      expect(inits.get(d!.input[1]!)).toEqual([R, 1, 1, kw]);
+      expect(inits.get(e!.input[1]!)).toEqual([T, R, 1, 1]);
+      const { rows, cols } = splitPlacementOf(c, spec);
+      expect(windowAttrs(a!, true)).toEqual({ kernel_shape: [1, 1] });
+      expect(windowAttrs(e!, true)).toEqual({ kernel_shape: [1, 1] });
+      expect(windowAttrs(b!, true)).toEqual({ kernel_shape: [kh, 1], group: R, ...rows });
+      expect(windowAttrs(d!, true)).toEqual({ kernel_shape: [1, kw], group: R, ...cols });
+      expect(e!.input).toHaveLength(c.bias ? 3 : 2);
+      return { spec, bytes, out: out.bytes };
+    });
   });
 
   it('compose (--stages) returns the kernel the chain computes', () => {
-    const rng = createRng(4);
-    const spec: ConvSpec = { S: 6, T: 5, kernel: [3, 5], pads: [1, 2, 1, 2], size: [8, 9] };
-    const w = randn(rng, 5 * 6 * 15);
-    const out = rewrite(convModel(spec, w, rng), convCp4, [4]);
-    const inits = new Map(out.proto.graph!.initializer.map((t) => [t.name!, t]));
-    const factors: ChainFactor[] = out.proto.graph!.node.map((n) => {
-      const t = inits.get(n.input[1]!)!;
-      return { name: t.name!, dims: t.dims.map(Number), dataType: t.dataType!, read: () => readTensorFloat(t) };
-    });
-    const f = { name: 'conv', original: out.proto.graph!.node[0]!, weightInput: 1, weightDims: [5, 6, 3, 5], nodes: [] };
-    const composed = convCp4.compose(out.proto.graph!.node, factors, f, undefined);
-    if (typeof composed === 'string') throw new Error(composed);
-    expect(relL2(w, composed)).toBeCloseTo(out.applied.relError, 5);
-    expect(convCp4.compose(out.proto.graph!.node, [factors[0]!, factors[2]!, factors[1]!, factors[3]!], f, undefined)).toMatch(/do not fit weight/);
+    const { nodes, factors, f } = composeBack(convCp4, [4]);
+    expect(convCp4.compose(nodes, [factors[0]!, factors[2]!, factors[1]!, factors[3]!], f, undefined)).toMatch(/do not fit weight/);
   });
 
   it('declines 1-D, 3-D, 1x1, 1xk, grouped and depthwise convs with reasons (match and accepts agree)', () => {
-    const rng = createRng(1);
-    const cases: [ConvSpec, RegExp][] = [
-      [{ S: 4, T: 4, kernel: [3], size: [8] }, /applies to 2-D convs only \(this one has 1 spatial axis/],
-      [{ S: 4, T: 4, kernel: [3, 3, 3], size: [5, 5, 5] }, /applies to 2-D convs only \(this one has 3 spatial axes/],
-      [{ S: 4, T: 4, kernel: [1, 1], size: [5, 5] }, /does not apply to 1x1 convs/],
-      [{ S: 4, T: 4, kernel: [3, 1], size: [5, 5] }, /kh, kw > 1 only \(3x1/],
-      [{ S: 8, T: 8, group: 2, kernel: [3, 3], size: [5, 5] }, /does not apply to grouped convs \(group 2/],
-      [{ S: 8, T: 8, group: 8, kernel: [3, 3], size: [5, 5] }, /does not apply to depthwise convs/],
-    ];
-    for (const [spec, why] of cases) {
-      const n = spec.T * (spec.S / (spec.group ?? 1)) * spec.kernel.reduce((a, b) => a * b, 1);
-      const { m, model } = matchOnly(convModel(spec, randn(rng, n), rng), convCp4);
-      expect(isSkip(m) && m.skip, describe1(spec)).toMatch(why);
-      expect(isSkip(m) && m.skip).toMatch(/^4-way CP /);
-      const acc = convCp4.accepts!(convLayer(model));
-      expect(acc !== true && acc.skip).toMatch(why);
-      expect(route(PASSES, convLayer(model), 'cp4')).toMatch(/^--method cp4 /);
-    }
+    expectSplitDeclines(convCp4, 'cp4', /^4-way CP /, [[3, 1], /kh, kw > 1 only \(3x1/]);
   });
 
   it('costs: R(S + kh + kw + T) params; the first 1x1 pays ∏strides, the kh×1 depthwise conv sw', () => {
@@ -206,24 +126,12 @@ describe('conv-cp4', () => {
   });
 
   it('the CLI: optimize --method cp4 writes a model that verifies in ORT', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-cp4-cli-'));
-    const inp = path.join(dir, 'in.onnx');
-    const outp = path.join(dir, 'out.onnx');
-    const report = path.join(dir, 'report.json');
     const rng = createRng(41);
-    const mb = new ModelBuilder({ opset: 13 });
-    const x = mb.input('x', [1, 16, 12, 12]);
     const w = cp4Kernel4(rng, 24, 16, 3, 3, 3);
-    mb.output(mb.node('Conv', [x, mb.init('w', [24, 16, 3, 3], w), mb.init('bias', [24], randn(rng, 24))], { pads: [1, 1, 1, 1], strides: [2, 1] }, { name: 'conv' }));
-    writeFileSync(inp, encodeModel(mb.build()));
-    const res = spawnSync(process.execPath, ['--import', 'tsx', 'test/fuzz/cli-child.ts', 'optimize', inp, outp, '--method', 'cp4', '--rank', '3', '--min-params', '0', '--save', 'params', '--report', report], { encoding: 'utf8' });
-    expect(res.status, res.stderr).toBe(0);
-    const rep = JSON.parse(readFileSync(report, 'utf8'));
+    const { rep, proto } = optimizeCli('cp4', w, randn(rng, 24), { pads: [1, 1, 1, 1], strides: [2, 1] }, ['--method', 'cp4', '--rank', '3']);
     expect(rep.layers).toMatchObject([{ name: 'conv', pass: 'conv-cp4', method: 'cp4', ranks: [3], paramsAfter: 3 * (16 + 3 + 3 + 24) }]);
-    expect(rep.layers[0].relError).toBeLessThan(1e-5);
-    expect(rep.verify.pass).toBe(true);
-    expect(rep.verify.outputs[0].relL2).toBeLessThan(1e-5);
-    expect(opCounts(decodeModel(readFileSync(outp)))).toEqual({ Conv: 4 });
+    expectExactVerified(rep);
+    expect(opCounts(proto)).toEqual({ Conv: 4 });
   }, 120_000);
 
   it('optimizeModel: --method cp4 under a rank ratio', () => {
@@ -285,56 +193,12 @@ describe('conv-cp4 data-aware', () => {
   it('refits the last factor on well-determined patch statistics: exact kernels stay exact (ORT), random ones get a lower output error', async () => {
     const rng = createRng(11);
     const [S, T, kh, kw] = [4, 6, 3, 3];
-    const D = S * kh * kw;
     const spec: ConvSpec = { S, T, kernel: [kh, kw], pads: [1, 1, 1, 1], bias: true, size: [7, 7] };
-    const statsFor = (n: number): LayerInputStats => {
-      const x = Array.from({ length: D * n }, (_, i) => rng.normal() * (1 + ((i / n) % 4)));
-      const gram = new Float64Array(D * D);
-      for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) {
-        let v = 0;
-        for (let p = 0; p < n; p++) v += x[i * n + p]! * x[j * n + p]!;
-        gram[i * D + j] = v / n;
-      }
-      const chan = new Float64Array(S * S);
-      for (let i = 0; i < S; i++) chan[i * S + i] = 1;
-      return {
-        kind: 'conv', gram: chan, dim: S, groups: 1, count: n, patchGram: gram, patchDim: D, patchCount: n,
-        patchMean: Float64Array.from({ length: D }, () => 0.2 * rng.normal()),
-      };
+    const plain = (w: Float32Array): Float32Array => {
+      const f = cp4Conv({ data: w, shape: [T, S, kh, kw] }, 4, { rng: createRng(0), maxIter: 50, tol: 1e-5 });
+      return cp4Kernel(f.first, f.rows, f.cols, f.last, T, S, kh, kw, 4);
     };
-    const exact = convModel(spec, cp4Kernel4(rng, T, S, kh, kw, 3), rng);
-    const model = new Model(decodeModel(exact));
-    const cx = { ...context(model), stats: new Map([['conv', statsFor(3 * D)]]) };
-    const m = convCp4.match(convLayer(model), cx);
-    if (isSkip(m)) throw new Error(m.skip);
-    const applied = convCp4.apply(m, [3], cx);
-    if (isSkip(applied)) throw new Error(applied.skip);
-    expect(applied.relError).toBeLessThan(1e-5);
-    expect(applied.dataError!).toBeLessThan(1e-5);
-    expect(model.root.nodes[0]!.docString).toMatch(/last factor refitted on calibration patches/);
-    model.root.removeUnusedInitializers();
-    expect((await compareInOrt(exact, encodeModel(model.proto), spec, 11)).rel).toBeLessThan(1e-4);
-
-    const w = randn(rng, T * S * kh * kw);
-    const bytes = convModel(spec, w, rng);
-    const st = statsFor(3 * D);
-    const fresh = () => context(new Model(decodeModel(bytes)));
-    const m2 = convCp4.match(convLayer(new Model(decodeModel(bytes))), { ...fresh(), stats: new Map([['conv', st]]) });
-    if (isSkip(m2)) throw new Error(m2.skip);
-    const aware = convCp4.estimate!(m2, [4], fresh());
-    if (isSkip(aware)) throw new Error(aware.skip);
-    const plain = cp4Conv({ data: w, shape: [T, S, kh, kw] }, 4, { rng: fresh().rng, maxIter: 50, tol: 1e-5 });
-    const wp = cp4Kernel(plain.first, plain.rows, plain.cols, plain.last, T, S, kh, kw, 4);
-    const quad = (dw: ArrayLike<number>): number => {
-      let s = 0;
-      for (let t = 0; t < T; t++) for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) s += dw[t * D + i]! * st.patchGram![i * D + j]! * dw[t * D + j]!;
-      return s;
-    };
-    expect(aware.dataError!).toBeLessThan(Math.sqrt(quad(Float64Array.from(w, (v, i) => v - wp[i]!)) / quad(w)));
-    const m3 = convCp4.match(convLayer(new Model(decodeModel(bytes))), { ...fresh(), stats: new Map([['conv', statsFor(2 * D - 1)]]) });
-    if (isSkip(m3)) throw new Error(m3.skip);
-    const few = convCp4.estimate!(m3, [4], fresh());
-    expect(!isSkip(few) && few.dataError).toBeUndefined();
+    await expectLastFactorRefit(convCp4, rng, spec, cp4Kernel4(rng, T, S, kh, kw, 3), [3], plain, [4]);
   });
 });
 
@@ -345,34 +209,8 @@ describe('conv-cp4 anchored', () => {
     const D = S2 * kh * kw;
     const spec: ConvSpec = { S: S2, T: T2, kernel: [kh, kw], pads: [1, 1, 1, 1], bias: true, size: [7, 7] };
     const bytes = convModel(spec, cp4Kernel4(rng, T2, S2, kh, kw, 3), rng);
-    const n = 4 * D;
     const mean = Float64Array.from({ length: D }, () => 0.2 * rng.normal());
-    // Second moments n·(Σ + μμᵀ) of a random covariance Σ.
-    const x = Array.from({ length: D * 2 * D }, () => rng.normal());
-    const sum = new Float64Array(D * D);
-    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) {
-      let v = 0;
-      for (let p = 0; p < 2 * D; p++) v += x[i * 2 * D + p]! * x[j * 2 * D + p]!;
-      sum[i * D + j] = n * (v / (2 * D) + mean[i]! * mean[j]!);
-    }
-    const chSum = new Float64Array(S2 * S2);
-    for (let i = 0; i < S2; i++) chSum[i * S2 + i] = n;
-    const stats: LayerInputStats = {
-      kind: 'conv', gram: chSum, dim: S2, groups: 1, count: n, mean: new Float64Array(S2),
-      patchGram: sum, patchDim: D, patchMean: mean, patchCount: n,
-      anchor: { gram: chSum, cross: chSum, mean: new Float64Array(S2), patchGram: sum, patchCross: sum, patchMean: mean },
-    };
-    const model = new Model(decodeModel(bytes));
-    const cx = { ...context(model), stats: new Map([['conv', stats]]) };
-    const m = convCp4.match(convLayer(model), cx);
-    if (isSkip(m)) throw new Error(m.skip);
-    expect(m.anchor).toBeDefined();
-    const applied = convCp4.apply(m, [3], cx);
-    if (isSkip(applied)) throw new Error(applied.skip);
-    expect(applied.relError).toBeLessThan(1e-4);
-    expect(applied.dataError!).toBeLessThan(1e-4);
-    expect(model.root.nodes[0]!.docString).toMatch(/fitted to the original outputs \(anchored\)/);
-    model.root.removeUnusedInitializers();
-    expect((await compareInOrt(bytes, encodeModel(model.proto), spec, 12)).rel).toBeLessThan(1e-4);
+    const stats = anchoredStats(S2, D, 4 * D, mean, sampleCov(rng, D, 2 * D));
+    await expectExactWithStats(convCp4, bytes, spec, stats, [3], /fitted to the original outputs \(anchored\)/, 12);
   });
 });

@@ -1,29 +1,22 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import fc from 'fast-check';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { convSpatialSvd } from '../../passes/conv-spatial-svd.js';
 import { ModelBuilder } from '../../models/builder.js';
-import { loadCalibration } from '../../src/calib/load.js';
-import { collectStats } from '../../src/calib/stats.js';
 import { Model } from '../../src/graph/graph.js';
-import { findLayers } from '../../src/graph/layers.js';
-import { writeNpy } from '../../src/io/npy.js';
 import { spatialKernel, spatialSvd } from '../../src/linalg/spatial-svd.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { readTensorFloat } from '../../src/onnx/tensor.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
 import { route } from '../../src/rewrite/registry.js';
-import { isSkip, type ChainFactor, type LayerInputStats } from '../../src/rewrite/pass.js';
+import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { PASSES } from '../../passes/index.js';
+import { statsFromSamples } from '../helpers/calib.js';
 import { relL2, runModel } from '../helpers/ort.js';
 import {
-  compareInOrt, context, convLayer, convModel, describe1, matchOnly, opCounts, randn, rewrite, tuckerKernel, type ConvSpec,
+  compareInOrt, convLayer, convModel, describe1, matchOnly, opCounts, randn, rewrite, tuckerKernel, type ConvSpec,
 } from './conv-harness.js';
+import { anchoredStats, chainFactors, expectExactVerified, expectExactWithStats, optimizeCli } from './conv-e2e.js';
 
 /** W[t, s, y, x] = Σ_r V[t, r, x]·H[r, s, y]: a kernel whose [S·kh, T·kw] reshape has rank ≤ R. */
 function spatialRankKernel(rng: Rng, T: number, S: number, kh: number, kw: number, R: number): Float32Array {
@@ -174,11 +167,7 @@ describe('conv-spatial-svd', () => {
     const bytes = convModel(spec, w, rng);
     const out = rewrite(bytes, convSpatialSvd, [4]);
     const g = out.proto.graph!;
-    const inits = new Map(g.initializer.map((t) => [t.name!, t]));
-    const factors: ChainFactor[] = g.node.map((n) => {
-      const t = inits.get(n.input[1]!)!;
-      return { name: t.name!, dims: t.dims.map(Number), dataType: t.dataType ?? 1, read: () => readTensorFloat(t) };
-    });
+    const factors = chainFactors(g);
     const original = decodeModel(bytes).graph!.node[0]!;
     const composed = convSpatialSvd.compose(g.node, factors, { name: 'conv', original, weightInput: 1, weightDims: [T, S, kh, kw], nodes: g.node.map((n) => n.name!) }, undefined);
     if (typeof composed === 'string') throw new Error(composed);
@@ -297,18 +286,7 @@ describe('conv-spatial-svd data-aware, end to end', () => {
   b.output(b.node('Conv', [x, b.init('w', [T, S, 3, 3], w), b.init('bias', [T], new Array(T).fill(0.1))], { pads: [1, 1, 1, 1] }, { name: 'conv' }));
   const bytes = encodeModel(b.build());
 
-  async function calibStats() {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-ssvd-'));
-    const calibPath = path.join(dir, 'calib.npy');
-    const wr = writeNpy(calibPath, { dtype: 'f4', shape: [32, S, HW, HW], data: inputs(32, 1) });
-    if (!wr.ok) throw wr.error;
-    const set = loadCalibration(calibPath, { inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1, S, HW, HW] }] });
-    if (!set.ok) throw set.error;
-    const m0 = new Model(decodeModel(bytes));
-    const st = await collectStats(m0, findLayers(m0), set.value);
-    if (!st.ok) throw st.error;
-    return st.value.stats;
-  }
+  const calibStats = () => statsFromSamples(bytes, inputs(32, 1), [32, S, HW, HW], 'ssvd');
 
   it('fitted to the patch statistics, the rewrite has a lower output error on held-out inputs in ORT than the weight-only fit', async () => {
     const stats = await calibStats();
@@ -385,26 +363,13 @@ describe('conv-spatial-svd data-aware, end to end', () => {
   });
 
   it('the CLI: optimize --method spatial-svd --rank-ratio 0.5 writes a model that verifies in ORT', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-ssvd-cli-'));
-    const inp = path.join(dir, 'in.onnx');
-    const outp = path.join(dir, 'out.onnx');
-    const report = path.join(dir, 'report.json');
-    // A larger layer so a rank-ratio 0.5 chain pays, and the latency screen is off (--save params).
+    // A larger layer so a rank-ratio 0.5 chain pays.
     const r2 = createRng(41);
-    const mb = new ModelBuilder({ opset: 13 });
-    const xi = mb.input('x', [1, 16, 12, 12]);
     const wk = spatialRankKernel(r2, 24, 16, 3, 3, 10);
-    mb.output(mb.node('Conv', [xi, mb.init('w', [24, 16, 3, 3], wk), mb.init('bias', [24], randn(r2, 24))], { pads: [1, 1, 1, 1], strides: [1, 2] }, { name: 'conv' }));
-    writeFileSync(inp, encodeModel(mb.build()));
-    const res = spawnSync(process.execPath, ['--import', 'tsx', 'test/fuzz/cli-child.ts', 'optimize', inp, outp, '--method', 'spatial-svd', '--rank-ratio', '0.5', '--min-params', '0', '--save', 'params', '--report', report], { encoding: 'utf8' });
-    expect(res.status, res.stderr).toBe(0);
-    const rep = JSON.parse(readFileSync(report, 'utf8'));
+    const { rep, proto } = optimizeCli('ssvd', wk, randn(r2, 24), { pads: [1, 1, 1, 1], strides: [1, 2] }, ['--method', 'spatial-svd', '--rank-ratio', '0.5']);
     // Rank-ratio 0.5 of 24x16x3x3: ⌊0.5·3456 / (48 + 72)⌋ = 14 ≥ the kernel's rank 10, so the chain is exact.
     expect(rep.layers).toMatchObject([{ name: 'conv', pass: 'conv-spatial-svd', method: 'spatial-svd', ranks: [14], paramsAfter: 14 * (48 + 72) }]);
-    expect(rep.layers[0].relError).toBeLessThan(1e-5);
-    expect(rep.verify.pass).toBe(true);
-    expect(rep.verify.outputs[0].relL2).toBeLessThan(1e-5);
-    const proto = decodeModel(readFileSync(outp));
+    expectExactVerified(rep);
     expect(opCounts(proto)).toEqual({ Conv: 2 });
   }, 120_000);
 });
@@ -416,29 +381,8 @@ describe('conv-spatial-svd anchored', () => {
     const D = S2 * kh * kw;
     const spec: ConvSpec = { S: S2, T: T2, kernel: [kh, kw], pads: [1, 1, 1, 1], bias: true, size: [7, 7] };
     const bytes = convModel(spec, spatialRankKernel(rng, T2, S2, kh, kw, R), rng);
-    const n = 4 * D;
     const mean = Float64Array.from({ length: D }, () => 0.2 * rng.normal());
-    const cov = spd(rng, D, 2 * D);
-    const sum = new Float64Array(D * D);
-    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) sum[i * D + j] = n * (cov[i * D + j]! + mean[i]! * mean[j]!);
-    const chSum = new Float64Array(S2 * S2);
-    for (let i = 0; i < S2 * S2; i++) chSum[i] = (i % (S2 + 1) === 0 ? n : 0);
-    const stats: LayerInputStats = {
-      kind: 'conv', gram: chSum, dim: S2, groups: 1, count: n, mean: new Float64Array(S2),
-      patchGram: sum, patchDim: D, patchMean: mean, patchCount: n,
-      anchor: { gram: chSum, cross: chSum, mean: new Float64Array(S2), patchGram: sum, patchCross: sum, patchMean: mean },
-    };
-    const model = new Model(decodeModel(bytes));
-    const cx = { ...context(model), stats: new Map([['conv', stats]]) };
-    const m = convSpatialSvd.match(convLayer(model), cx);
-    if (isSkip(m)) throw new Error(m.skip);
-    expect(m.anchor).toBeDefined();
-    const applied = convSpatialSvd.apply(m, [R], cx);
-    if (isSkip(applied)) throw new Error(applied.skip);
-    expect(applied.relError).toBeLessThan(1e-4);
-    expect(applied.dataError!).toBeLessThan(1e-4);
-    expect(model.root.nodes[0]!.docString).toMatch(/anchored/);
-    model.root.removeUnusedInitializers();
-    expect((await compareInOrt(bytes, encodeModel(model.proto), spec, 12)).rel).toBeLessThan(1e-4);
+    const stats = anchoredStats(S2, D, 4 * D, mean, spd(rng, D, 2 * D));
+    await expectExactWithStats(convSpatialSvd, bytes, spec, stats, [R], /anchored/, 12);
   });
 });
