@@ -21,16 +21,16 @@ import type { Model } from '../graph/graph.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { SyncGemm } from '../linalg/engine.js';
 import type { ExternalReader } from '../onnx/external.js';
-import type { NodeProto } from '../onnx/schema.js';
 import { isSkip, type PassContext } from '../rewrite/pass.js';
 import { bind } from '../rewrite/registry.js';
-import type { Result } from '../errors.js';
 import { createRng } from '../util/rng.js';
 import { passByName } from '../../passes/index.js';
 import { optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
-import { timeRewrite, type LayerTiming } from './layer-latency.js';
+import { chainKey, timeRewrite, type LayerTimer, type LayerTiming } from './layer-latency.js';
 import { withRewrite } from './trial.js';
 import type { LayerRecord, PlanFile } from './plan.js';
+
+export type { LayerTimer };
 
 /**
  * A rewrite is kept when its chain's median is at least this fraction below the layer's.
@@ -42,10 +42,6 @@ import type { LayerRecord, PlanFile } from './plan.js';
  */
 export const SCREEN_MARGIN = 0.05;
 
-/** Times a layer against the chain that replaced it (default: layer-latency.ts timeRewrite). */
-export type LayerTimer = (
-  model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap, opts: { threads: number; external?: ExternalReader },
-) => Promise<Result<LayerTiming>>;
 
 export interface ScreenOptions {
   /** ORT intra-op threads, as verification times the whole model (latency depends on them). */
@@ -80,12 +76,6 @@ function activations(layer: LayerInfo): string[] {
   return layer.node.input.filter((v, i) => v && i !== layer.weightInput && !resolveConstant(layer.graph, v));
 }
 
-/** What a chain's latency depends on: pass, ranks, op, attributes, weight, bias and input shapes. */
-function chainKey(layer: LayerInfo, rec: LayerRecord, shapes: ShapeMap): string {
-  const attrs = layer.node.attribute.map((a) => `${a.name}=${a.i ?? ''}${a.ints.join(',')}${a.f ?? ''}${a.s ? new TextDecoder().decode(a.s) : ''}`);
-  const inputs = layer.node.input.map((v, i) => (i === layer.weightInput ? `w${dims(layer.weightShape)}` : v ? dims(shapes.get(v)) : '-'));
-  return JSON.stringify([rec.pass, rec.ranks, layer.op, layer.weight.tensor.dataType ?? 1, attrs, inputs]);
-}
 
 /**
  * Applies a decided rewrite to the live graph (weight-only fit), times the chain it wrote
@@ -128,7 +118,7 @@ export async function screenByLatency(model: Model, shapes: ShapeMap, decided: r
   for (const [i, rec] of todo.entries()) {
     opts.onProgress?.(i, todo.length, rec.name);
     const layer = byName.get(rec.name)!;
-    const key = chainKey(layer, rec, shapes);
+    const key = chainKey(layer, rec.pass!, rec.ranks!, shapes);
     let t = cache.get(key);
     if (t === undefined) {
       t = await timeDecision(model, layer, rec, shapes, opts, time);

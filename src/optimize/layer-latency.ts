@@ -58,6 +58,23 @@ export function singleLayerModel(model: Model, layer: LayerInfo, shapes: ShapeMa
 
 export interface LayerTiming { originalMs: number; candidateMs: number }
 
+/** Times a layer against the chain that replaced it (default: timeRewrite; tests inject one that does not depend on machine speed). */
+export type LayerTimer = (
+  model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap, opts: { threads: number; external?: ExternalBytes },
+) => Promise<Result<LayerTiming>>;
+
+const dimsText = (d: readonly number[] | undefined): string => (d ? d.join('x') : '?');
+
+/**
+ * What a chain's latency depends on: pass, ranks, op, attributes, weight, bias and input
+ * shapes. Layers of one shape (repeated blocks) give one key, so a chain is timed once.
+ */
+export function chainKey(layer: LayerInfo, pass: string, ranks: readonly number[], shapes: ShapeMap): string {
+  const attrs = layer.node.attribute.map((a) => `${a.name}=${a.i ?? ''}${a.ints.join(',')}${a.f ?? ''}${a.s ? new TextDecoder().decode(a.s) : ''}`);
+  const inputs = layer.node.input.map((v, i) => (i === layer.weightInput ? `w${dimsText(layer.weightShape)}` : v ? dimsText(shapes.get(v)) : '-'));
+  return JSON.stringify([pass, ranks, layer.op, layer.weight.tensor.dataType ?? 1, attrs, inputs]);
+}
+
 /**
  * Times a layer against the chain that replaced it in the live graph (`chain`: the
  * nodes the rewrite added, which compute the layer's output), median ms of each over

@@ -30,7 +30,7 @@ import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { passFor, type MethodChoice } from '../../passes/index.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { timeRewrite } from './layer-latency.js';
+import { chainKey, timeRewrite, type LayerTimer, type LayerTiming } from './layer-latency.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
 import type { NodeProto } from '../onnx/schema.js';
 import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-sensitivity.js';
@@ -39,8 +39,6 @@ import { withRewrite } from './trial.js';
 import { diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
 
 export type { Candidate, LayerSensitivity };
-
-
 
 /** The energy ladder the candidates come from (ranks deduplicated, only those that pay). */
 export const LADDER = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
@@ -110,8 +108,12 @@ export interface SensitivityOptions {
    */
   minShare?: number;
   totals?: { params: number; macs?: number };
-  /** Time each candidate as a one-layer model and keep only those measured faster. */
-  latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes };
+  /**
+   * Time each candidate as a one-layer model and keep only those measured faster; a chain
+   * of the same pass, ranks and layer shape (repeated blocks) is timed once. `time`: default
+   * timeRewrite (tests inject one).
+   */
+  latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes; time?: LayerTimer };
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Run every trial on the whole model (the reference method: same results, slower). */
   wholeModel?: boolean;
@@ -169,6 +171,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
   // The reference does not change between trials: its energy is summed once.
   const refEnergy = referenceEnergy(opts.reference);
   const cap = opts.wholeModel ? undefined : await capture(model, layers.filter((l) => typeof passOrReason(l, opts) !== 'string'), opts.feeds);
+  const timings = new Map<string, Result<LayerTiming>>();
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     opts.onProgress?.(i, layers.length, layer.name);
@@ -228,7 +231,12 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       const t = await trial(layer.graph, pass, ranks, opts.cx, async (before, chain) => {
         if (opts.latency) {
           // The chain is timed as the trial wrote it, before the (costlier) model run.
-          const lt = await timeRewrite(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external });
+          const key = chainKey(layer, pass.name, ranks, opts.latency.shapes);
+          let lt = timings.get(key);
+          if (!lt) {
+            lt = await (opts.latency.time ?? timeRewrite)(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external });
+            if (lt.ok) timings.set(key, lt);
+          }
           if (lt.ok) {
             entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
             ms = lt.value.candidateMs;

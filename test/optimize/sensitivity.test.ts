@@ -243,6 +243,33 @@ describe('per-layer latency in sensitivity', () => {
     return ok({ originalMs: ms([layer.node]), candidateMs: ms(chain) });
   };
 
+  it('a chain of the same pass, ranks and layer shape is timed once: two identical layers, one timing per rank', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [256, 256]);
+    const w = lowRank(256, 256, 12);
+    const h = b.node('MatMul', [x, b.init('W1', [256, 256], w)], {}, { name: 'mm1' });
+    b.output(b.node('MatMul', [h, b.init('W2', [256, 256], w)], {}, { name: 'mm2' }));
+    const bytes = encodeModel(b.build());
+    const feeds: Feeds[] = [{ x: floatFeed([256, 256], 1) }];
+    const ref = await runAll({ bytes }, feeds);
+    if (!ref.ok) throw ref.error;
+    const model = new Model(decodeModel(bytes));
+    const layers = findLayers(model);
+    const shapes = new Map([['x', [256, 256]], [layers[0]!.node.output[0]!, [256, 256]], [layers[1]!.node.output[0]!, [256, 256]]]);
+    const timedFor: string[] = [];
+    const time = (m: Model, layer: LayerInfo, chain: readonly NodeProto[]) => { timedFor.push(layer.name); return macsClock(m, layer, chain); };
+    const sens = await measureSensitivity(model, layers, {
+      method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() }, maxCandidates: 4, latency: { threads: 1, shapes, time },
+    });
+    const [s1, s2] = sens;
+    expect(s1!.candidates.length).toBeGreaterThan(1);
+    expect(s2!.candidates.map((c) => c.ranks)).toEqual(s1!.candidates.map((c) => c.ranks));
+    // Every candidate of both layers carries its chain's time, but only mm1's were timed.
+    expect(timedFor).toEqual(s1!.candidates.map(() => 'mm1'));
+    expect(s2!.candidates.map((c) => c.ms)).toEqual(s1!.candidates.map((c) => c.ms));
+    expect(s2!.ms).toBe(s1!.ms);
+  });
+
   it('a candidate measured slower is dropped, and larger ones are not factorized at all', async () => {
     const b = new ModelBuilder({ opset: 13 });
     const x = b.input('x', [256, 256]);
