@@ -14,8 +14,11 @@ import { convTucker2 } from './conv-tucker2.js';
 import { conv1x1Svd } from './conv1x1-svd.js';
 import { convTransposeSvd } from './convtranspose-svd.js';
 import { convTransposeTucker2 } from './convtranspose-tucker2.js';
+import { gatherSvd } from './gather-svd.js';
 import { gemmSvd } from './gemm-svd.js';
+import { matmulBatchedSvd } from './matmul-batched-svd.js';
 import { matmulSvd } from './matmul-svd.js';
+import { rnnInputSvd } from './rnn-input-svd.js';
 
 const REGISTERED = [
   gemmSvd,
@@ -28,6 +31,9 @@ const REGISTERED = [
   convTransposeTucker2,
   convTransposeSvd,
   convCp4,
+  gatherSvd,
+  rnnInputSvd,
+  matmulBatchedSvd,
 ] as const;
 
 export const PASSES: readonly Pass[] = REGISTERED;

@@ -142,6 +142,7 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
     }
     case 'ConvTranspose': return 'input statistics of ConvTranspose are not collected';
     case 'Gather': return 'Gather reads indices, not activations';
+    case 'LSTM': case 'GRU': case 'RNN': return `input statistics of ${layer.op} are not collected: its input weights are fitted weight-only`;
     default: return `${layer.op} is not a supported layer`;
   }
 }

@@ -78,9 +78,10 @@ Shapes and inputs:
 
 export const OPTIMIZE_HELP = `Usage: onnx-lr optimize IN OUT [options]
 
-Rewrites Gemm/MatMul layers with a constant weight into SVD pairs and Conv and
-ConvTranspose layers into Tucker-2, CP, spatial-SVD, Tensor-Train, CP-4 or SVD chains
-(--method), keeping each rewrite only when it lowers both parameters and
+Rewrites Gemm/MatMul layers with a constant weight (batched MatMul weights slice by
+slice), embedding tables (Gather) and the input weights of LSTM/GRU/RNN into SVD pairs,
+and Conv and ConvTranspose layers into Tucker-2, CP, spatial-SVD, Tensor-Train, CP-4 or
+SVD chains (--method), keeping each rewrite only when it lowers both parameters and
 MACs and, unless --no-latency, runs at least 5% faster than the layer in ONNX Runtime
 (--save). Writes OUT atomically (IN is never modified), then loads IN and OUT in ONNX Runtime
 with seeded random inputs (or --verify-data), compares the outputs, measures latency

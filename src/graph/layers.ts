@@ -1,6 +1,9 @@
 /**
- * Finds the decomposable layers of a model (Gemm, MatMul with a constant operand, Conv,
- * ConvTranspose, Gather on a constant table) and counts their parameters and MACs.
+ * Finds the decomposable layers of a model (Gemm, MatMul with a constant operand, 2-D or
+ * batched, Conv, ConvTranspose, Gather on a constant table, LSTM/GRU/RNN with a constant
+ * input weight) and counts their parameters and MACs. A recurrent op's layer is its input weight W
+ * [dirs, gates·hidden, input]: params and MACs count W's part only (the recurrent weight
+ * R, the bias and the elementwise gate math are not counted).
  */
 import type { NodeProto } from '../onnx/schema.js';
 import { attrInt } from './attrs.js';
@@ -53,14 +56,19 @@ function weightInputOf(n: NodeProto, g: Graph): { index: number; ref: ConstRef }
       return a && a.ref.tensor.dims.length === 2 ? a : undefined;
     }
     case 'MatMul': {
+      // 2-D weights, and batched ones [B…, K, N] (3-D or more: one matrix per slice).
       const b = tryIn(1);
-      if (b && b.ref.tensor.dims.length === 2 && !tryIn(0)) return b;
+      if (b && b.ref.tensor.dims.length >= 2 && !tryIn(0)) return b;
       const a = tryIn(0);
-      return a && a.ref.tensor.dims.length === 2 && !tryIn(1) ? a : undefined;
+      return a && a.ref.tensor.dims.length >= 2 && !tryIn(1) ? a : undefined;
     }
     case 'Gather': {
       const t = tryIn(0);
       return t && t.ref.tensor.dims.length === 2 ? t : undefined;
+    }
+    case 'LSTM': case 'GRU': case 'RNN': {
+      const w = tryIn(1);
+      return w && w.ref.tensor.dims.length === 3 ? w : undefined;
     }
     default: return undefined;
   }
@@ -80,13 +88,24 @@ export function layerMacs(n: NodeProto, weightShape: readonly number[], weightIn
       return x ? numel(x) * numel(weightShape.slice(1)) : undefined;
     }
     case 'Gemm': case 'MatMul': {
-      if (!out || weightShape.length !== 2) return undefined;
+      if (!out) return undefined;
+      if (weightShape.length > 2 && n.opType === 'MatMul') {
+        // Batched [B…, K, N] (right) or [B…, M, K] (left): each output entry still costs K.
+        return numel(out) * weightShape[weightShape.length - (weightInput === 1 ? 2 : 1)]!;
+      }
+      if (weightShape.length !== 2) return undefined;
       // Y has one entry per (row, column); each costs K multiplies.
       const trans = n.opType === 'Gemm' ? attrInt(n, weightInput === 1 ? 'transB' : 'transA', 0) : 0;
       const k = weightInput === 1 ? (trans ? weightShape[1] : weightShape[0]) : (trans ? weightShape[0] : weightShape[1]);
       return numel(out) * k;
     }
     case 'Gather': return 0;
+    case 'LSTM': case 'GRU': case 'RNN': {
+      // X is [seq, batch, I] (or [batch, seq, I]): each of its seq·batch input vectors meets
+      // every direction's gates·hidden rows of W, I MACs each: numel(X)·dirs·gates·hidden.
+      const x = n.input[0] ? shapes.get(n.input[0]) : undefined;
+      return x && weightShape.length === 3 ? numel(x) * weightShape[0]! * weightShape[1]! : undefined;
+    }
     default: return undefined;
   }
 }

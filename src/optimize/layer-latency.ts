@@ -12,7 +12,7 @@ import type { ShapeMap } from '../graph/shapes.js';
 import { encodeModel } from '../onnx/codec.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { tensorRawBytes } from '../onnx/tensor.js';
-import { newGraph, newModel, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { DataType, newGraph, newModel, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
 import { timePair } from '../verify/latency.js';
 import { createSession } from '../verify/session.js';
 
@@ -38,14 +38,33 @@ export function nodesModel(model: Model, graph: Graph, nodes: readonly NodeProto
       }
       const dims = shapes.get(v);
       if (!dims) return `shape of ${v} unknown`;
-      // Activations share the weight's float type (fp16 models run in fp16).
-      g.input.push(newValueInfo({ name: v, type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } }));
+      // Activations share the weight's float type (fp16 models run in fp16); integer inputs
+      // (Gather indices, sequence_lens) keep their declared type, else ONNX's usual one.
+      const type = declaredElemType(graph, v) ?? integerInputType(n, v) ?? elemType;
+      g.input.push(newValueInfo({ name: v, type: { tensorType: { elemType: type, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } }));
     }
     g.node.push(newNode({ ...n, opType: n.opType!, input: [...n.input], output: [...n.output], attribute: n.attribute }));
   }
   if (!produced.has(output)) return `${output} is not computed by the nodes`;
   g.output.push(newValueInfo({ name: output }));
   return newModel({ irVersion: Math.max(model.proto.irVersion ?? 8, 7), opsetImport: model.proto.opsetImport, graph: g });
+}
+
+/** The element type a value is declared with (graph input, value_info or output, enclosing graphs included). */
+function declaredElemType(graph: Graph, v: string): number | undefined {
+  for (let s: Graph | undefined = graph; s; s = s.parent) {
+    for (const vi of [...s.proto.input, ...s.proto.valueInfo, ...s.proto.output]) {
+      if (vi.name === v && vi.type?.tensorType?.elemType) return vi.type.tensorType.elemType;
+    }
+  }
+  return undefined;
+}
+
+/** Inputs that are integers whatever the layer's float type: Gather's indices (int64), an RNN's sequence_lens (int32). */
+function integerInputType(n: NodeProto, v: string): number | undefined {
+  if (n.opType === 'Gather' && n.input[1] === v) return DataType.INT64;
+  if (['LSTM', 'GRU', 'RNN'].includes(n.opType ?? '') && n.input[4] === v) return DataType.INT32;
+  return undefined;
 }
 
 /** One layer as a model: its data inputs become graph inputs, its constants initializers. */

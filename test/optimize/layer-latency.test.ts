@@ -8,6 +8,8 @@ import { encodeModel } from '../../src/onnx/codec.js';
 import { loadModel } from '../../src/onnx/file.js';
 import { nodesModel, singleLayerModel, timeRewrite } from '../../src/optimize/layer-latency.js';
 import { isSkip } from '../../src/rewrite/pass.js';
+import { ModelBuilder } from '../../models/builder.js';
+import { DataType } from '../../src/onnx/schema.js';
 import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
 import { randomFeed, relL2, runModel } from '../helpers/ort.js';
@@ -56,5 +58,22 @@ describe('per-layer latency models', () => {
     const layer = findLayers(model)[1]!;
     expect(nodesModel(model, layer.graph, [layer.node], 'not-there', 1, new Map([[layer.node.input[0], [1, 8, 24, 96]]]))).toMatch(/not computed/);
     expect(nodesModel(model, layer.graph, [layer.node], layer.node.output[0], 1, new Map())).toMatch(/shape of .* unknown/);
+  });
+});
+
+describe('per-layer latency models of layers with integer inputs', () => {
+  it('an embedding Gather cut out alone keeps its int64 indices (a float declaration would make ORT refuse the model)', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const ids = b.input('ids', [12], DataType.INT64);
+    const rng = createRng(2);
+    b.output(b.node('Gather', [b.init('E', [500, 64], Array.from({ length: 500 * 64 }, () => rng.normal())), ids], {}, { name: 'embed' }));
+    const model = new Model(b.build());
+    const shapes = new Map([['ids', [12]], ['embed_out0', [12, 64]]]);
+    const layer = findLayers(model, shapes).find((l) => l.op === 'Gather')!;
+    const one = singleLayerModel(model, layer, shapes);
+    if (typeof one === 'string') throw new Error(one);
+    expect(one.graph!.input.find((i) => i.name === 'ids')!.type!.tensorType!.elemType).toBe(DataType.INT64);
+    const t = await timeRewrite(model, layer, [layer.node], shapes, { threads: 1 });
+    expect(t.ok, t.ok ? '' : t.error.message).toBe(true);
   });
 });

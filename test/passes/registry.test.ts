@@ -34,6 +34,9 @@ function zoo(): Model {
   b.output(b.node('ConvTranspose', [gr, b.init('wt', [24, 8, 2, 2], rnd(6, 24 * 8 * 4))], { strides: [2, 2] }, { name: 'up' }));
   const ids = b.input('ids', [3], DataType.INT64);
   b.output(b.node('Gather', [b.init('table', [100, 32], rnd(7, 3200)), ids], {}, { name: 'embed' }));
+  const seq = b.input('seq', [5, 1, 16]);
+  b.output(b.node('LSTM', [seq, b.init('wl', [1, 32, 16], rnd(8, 512)), b.init('rl', [1, 32, 8], rnd(9, 256))], { hidden_size: 8 }, { name: 'lstm' }));
+  b.output(b.node('MatMul', [b.input('xb', [2, 4, 16]), b.init('wb', [2, 16, 24], rnd(10, 768))], {}, { name: 'bmm' }));
   return new Model(decodeModel(encodeModel(b.build())));
 }
 
@@ -49,7 +52,7 @@ const routed = (name: string, method: string): string[] | string => {
 
 describe('dispatch through the registry', () => {
   it('finds every layer kind in the fixture', () => {
-    expect([...layers.values()].map((l) => l.op).sort()).toEqual(['Conv', 'Conv', 'Conv', 'ConvTranspose', 'Gather', 'Gemm', 'MatMul']);
+    expect([...layers.values()].map((l) => l.op).sort()).toEqual(['Conv', 'Conv', 'Conv', 'ConvTranspose', 'Gather', 'Gemm', 'LSTM', 'MatMul', 'MatMul']);
   });
 
   it('routes by op type, accepts and benefit under every method choice', () => {
@@ -65,7 +68,7 @@ describe('dispatch through the registry', () => {
 
   it('says why a layer has no pass: the op (no pass takes it), or the method (none of its passes does or accepts)', () => {
     expect(route(without('ConvTranspose'), layer('up'), 'auto')).toBe('ConvTranspose is not decomposed yet');
-    expect(route(without('Gather'), layer('embed'), 'svd')).toBe('embedding tables (Gather) are not decomposed yet');
+    expect(route(without('Gather'), layer('embed'), 'svd')).toBe('Gather is not decomposed yet');
     expect(routed('gemm', 'tucker2')).toBe('--method tucker2 does not apply to Gemm');
     expect(routed('mm', 'cp')).toBe('--method cp does not apply to MatMul');
     expect(routed('k3', 'svd')).toBe('--method svd applies to 1x1 convs only');
