@@ -14,9 +14,21 @@ export function parse(argv: readonly string[], options: Options, command: string
     const r = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
     return r as Parsed;
   } catch (e) {
-    const msg = (e as Error).message.split('\n')[0];
-    throw new LrError('usage', `${command}: ${msg} (see onnx-lr ${command} --help)`);
+    throw new LrError('usage', `${parseErrorText(e as Error & { code?: string })} (see onnx-lr ${command} --help)`);
   }
+}
+
+/**
+ * node's parseArgs messages in the CLI's words: its hint on positionals that start with
+ * '-' (with an unbalanced quote) is no help to someone who mistyped an option.
+ */
+function parseErrorText(e: Error & { code?: string }): string {
+  const named = /'(-[^' ]*)/.exec(e.message)?.[1];
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && named) return `unknown option ${named}`;
+  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && named) {
+    return /does not take/.test(e.message) ? `${named} takes no value` : `${named} needs a value`;
+  }
+  return e.message.split('\n')[0].replace(/\. To specify a positional.*$/, '');
 }
 
 export function str(p: Parsed, name: string): string | undefined {

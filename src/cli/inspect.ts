@@ -2,6 +2,7 @@
 import { inspectFile, layerRows, type InspectLayer, type InspectResult } from '../api/inspect.js';
 import { REWRITABLE, type Room } from '../graph/room.js';
 import { bytes, human, table } from '../report/format.js';
+import { SCHEMA_VERSION } from '../report/kinds.js';
 import { expectPositionals, flag, parse, strs } from './args.js';
 import { maxInputBytes } from './calibration.js';
 import { feedOverrides } from './feeds.js';
@@ -42,7 +43,7 @@ export async function inspect(argv: readonly string[], out: (s: string) => void)
   if (flag(p, 'help')) { out(INSPECT_HELP); return 0; }
   const [file] = expectPositionals(p, 1, 'inspect', 'MODEL');
   const res = await inspectFile(file, file, () => feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p)), !flag(p, 'no-profile'));
-  out(flag(p, 'json') ? JSON.stringify(res, null, 2) : renderInspect(res));
+  out(flag(p, 'json') ? JSON.stringify({ schemaVersion: SCHEMA_VERSION, ...res }, null, 2) : renderInspect(res));
   return 0;
 }
 

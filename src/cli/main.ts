@@ -9,6 +9,7 @@ import { inspect, INSPECT_HELP } from './inspect.js';
 import { optimize, OPTIMIZE_HELP, plan, PLAN_HELP } from './optimize.js';
 import { escaping, stdio, type Io } from './io.js';
 import { MAX_MEMORY_ENV, takeMaxMemory } from './max-memory.js';
+import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 
 export { stdio, type Io };
 
@@ -39,7 +40,7 @@ export async function main(argv: readonly string[], rawIo: Io = stdio()): Promis
         io.out(rest[0] && HELPS[rest[0]] ? HELPS[rest[0]] : MAIN_HELP);
         return cmd === undefined ? 2 : 0;
       case '--version': case '-V':
-        io.out('onnx-lr 0.1.0');
+        io.out(`${TOOL_NAME} ${TOOL_VERSION}`);
         return 0;
       case 'inspect': return await inspect(rest, io.out);
       case 'convert': return convert(rest, io.out);

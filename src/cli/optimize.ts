@@ -20,6 +20,9 @@ import { slowerWarning } from '../verify/latency.js';
 import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
 import type { Io } from './io.js';
+import { accessSync, constants, statSync } from 'node:fs';
+import path from 'node:path';
+import type { CommandLine } from '../optimize/write-verify.js';
 
 import { OPTIMIZE_HELP, PLAN_HELP } from './optimize-help.js';
 
@@ -88,20 +91,58 @@ function configFrom(p: Parsed, command: Command, shown: Progress, onLoaded?: Pip
   return pipelineConfig(settings, command, { ...dataHooks(dataSettingsFrom(p), shapes, values, seed), onLoaded });
 }
 
+/**
+ * The command line as a shell would take it back, for OUT's metadata, with the positional
+ * IN and OUT written as IN and OUT: the same options on other files write the same bytes.
+ */
+function commandLineOf(command: string, argv: readonly string[], positionals: readonly string[]): string {
+  const quote = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  const names = ['IN', 'OUT'];
+  const left = [...positionals];
+  const args = argv.map((a) => {
+    const i = left.indexOf(a);
+    if (i < 0) return quote(a);
+    left[i] = '\0';
+    return names[i] ?? quote(a);
+  });
+  return ['onnx-lr', command, ...args].join(' ');
+}
+
+/**
+ * Before any work: the folder of each file the run will write exists and can be written
+ * (otherwise the whole run would end in that error). Whether the file itself may be
+ * replaced is checked once IN is loaded (output-paths.ts).
+ */
+function checkWritableFolders(files: readonly { path: string; label: string }[]): void {
+  for (const f of files) {
+    const dir = path.dirname(path.resolve(f.path));
+    let isDir = false;
+    try { isDir = statSync(dir).isDirectory(); } catch { /* reported below */ }
+    if (!isDir) throw new LrError('io', `cannot write ${f.label} ${f.path}: no such folder ${dir}`);
+    try {
+      accessSync(dir, constants.W_OK);
+    } catch {
+      throw new LrError('io', `cannot write ${f.label} ${f.path}: the folder ${dir} is not writable`);
+    }
+  }
+}
+
 export async function optimize(argv: readonly string[], io: Io): Promise<number> {
   const p = parse(argv, { ...COMMON, ...OPTIMIZE_ONLY }, 'optimize');
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
-  const shown = progressOn(io, flag(p, 'json'));
   const reportPath = str(p, 'report');
+  checkWritableFolders([{ path: outPath, label: 'OUT' }, ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : [])]);
+  const shown = progressOn(io, flag(p, 'json'));
   // Before the long run (and without reading IN twice): OUT and the report may not replace
   // IN, a file IN reads, or each other.
   const cfg = configFrom(p, 'optimize', shown, (loaded) => checkOutputs([
     { path: outPath, label: 'OUT', mayReplace: 'model' },
     ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
   ], modelInputs(loaded), { force: flag(p, 'force') }));
+  const run: PipelineConfig & CommandLine = { ...cfg, commandLine: commandLineOf('optimize', argv, [inPath, outPath]) };
   if (cfg.verify.web) await requireWebBackend();
-  const { report, pass } = await runOptimize(inPath, outPath, cfg);
+  const { report, pass } = await runOptimize(inPath, outPath, run);
   shown.end();
   // Said loudly (the report has it already): a compressed model that runs slower is no gain.
   for (const lat of [report.latency, report.latencyWeb]) {
@@ -130,6 +171,8 @@ export async function plan(argv: readonly string[], io: Io): Promise<number> {
   const result = await runOptimize(inPath, undefined, cfg);
   shown.end();
   const planFile = planFileOf(inPath, result);
+  // The plan goes to stdout as JSON; what the run noted goes to stderr, as optimize prints it.
+  for (const n of result.report.notes) io.err(`note: ${n}`);
   io.out(JSON.stringify(planFile, null, 2));
   return 0;
 }

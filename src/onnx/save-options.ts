@@ -54,6 +54,13 @@ export interface SaveOptions {
   force?: boolean;
   /** Other files the caller writes beside OUT (a report): they may not be OUT, its data or an input. */
   otherOutputs?: readonly OutputPath[];
+  /**
+   * Entries for the model's metadata_props (what made the file, for Netron and later
+   * tools): each replaces an entry of the same key the model had; the others are kept.
+   */
+  metadata?: Readonly<Record<string, string>>;
+  /** Keys to drop from the model's metadata_props (entries appendMetadata adds after the save). */
+  dropMetadata?: readonly string[];
   /** Test hook: fs-like object for writes (to simulate a full disk). */
   fs?: FsLike;
   /** Test hook: inline size above which external data is chosen automatically. */

@@ -10,7 +10,7 @@ import { LrError } from '../errors.js';
 import { nodeFs } from '../util/fsio.js';
 import { removeOnInterrupt, TempFile } from '../util/temp-files.js';
 import { checkOutputs, fileKey, type OutputPath } from '../util/output-paths.js';
-import { encodeParts, partsLength } from './codec.js';
+import { encodeAs, encodeParts, partsLength } from './codec.js';
 import { dataFileName, dataFilesOfExisting, DATA_HASH_HEX, removeUnusedData } from './data-files.js';
 import { checkLocation, ExternalDataReader } from './external.js';
 import { MAX_PROTOBUF_BYTES, modelInputs } from './load.js';
@@ -30,6 +30,14 @@ function withoutPayload(t: TensorProto): TensorProto {
 
 function realpathOrNull(p: string): string | null {
   try { return fs.realpathSync(p); } catch { return null; }
+}
+
+/** The model with its metadata_props replaced per opts.metadata and opts.dropMetadata (a shallow copy; `model` is untouched). */
+function withMetadata(model: ModelProto, opts: SaveOptions): ModelProto {
+  const add = Object.entries(opts.metadata ?? {});
+  const drop = new Set([...opts.dropMetadata ?? [], ...add.map(([k]) => k)]);
+  if (drop.size === 0) return model;
+  return { ...model, metadataProps: [...(model.metadataProps ?? []).filter((e) => !drop.has(e.key ?? '')), ...add.map(([key, value]) => ({ key, value }))] };
 }
 
 /** Realpath of a file that may not exist yet (its folder must). */
@@ -61,6 +69,12 @@ function writeCoalesced(tmp: TempFile, parts: readonly Uint8Array[]): void {
 export interface PreparedSave {
   readonly result: SaveResult;
   readonly tempPath: string;
+  /**
+   * Adds metadata_props entries to the written model before it is committed (e.g. a
+   * verdict known only after the temp file was checked): appended as protobuf fields, so
+   * the file is not rewritten. The keys should be ones the save dropped (dropMetadata).
+   */
+  appendMetadata(entries: Readonly<Record<string, string>>): void;
   commit(): void;
   discard(): void;
 }
@@ -191,7 +205,7 @@ export function prepareSave(source: ModelSource, outPath: string, opts: SaveOpti
       dataPath = path.join(outDir, location);
       check(dataPath);
     }
-    const parts = encodeParts('ModelProto', outModel);
+    const parts = encodeParts('ModelProto', withMetadata(outModel, opts));
     const size = partsLength(parts);
     if (size > MAX_PROTOBUF_BYTES) {
       throw new LrError('unsupported', `the model protobuf would be ${size} bytes, over the 2 GiB limit${cfg ? ' even with external data' : ' (use external data)'}`);
@@ -238,6 +252,18 @@ export function prepareSave(source: ModelSource, outPath: string, opts: SaveOpti
   return {
     result,
     tempPath: finalModel.tmpPath,
+    appendMetadata(entries): void {
+      if (done) throw new Error('appendMetadata after commit');
+      // A message's fields may come in any order and repeated ones concatenate: the
+      // entries appended after the graph parse as if written with the rest.
+      const bytes = encodeAs('ModelProto', { metadataProps: Object.entries(entries).map(([key, value]) => ({ key, value })) });
+      try {
+        fs.appendFileSync(finalModel.tmpPath, bytes);
+      } catch (e) {
+        throw new LrError('io', `cannot write ${out}: ${(e as Error).message}`);
+      }
+      result.bytes += bytes.length;
+    },
     commit(): void {
       if (done) return;
       // What the model being replaced refers to, to remove once nothing refers to it.

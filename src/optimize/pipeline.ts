@@ -14,6 +14,7 @@ import type { ShapeMap } from '../graph/shapes.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel, type LoadedModel } from '../onnx/file.js';
 import { buildReport } from '../report/build.js';
+import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
 import { buildFeeds } from '../verify/inputs.js';
@@ -203,7 +204,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     notes.push(...rewritten.notes);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
     const parts = {
-      tool: 'onnx-lr 0.1.0', seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
+      tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
       // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
       input: { file: inPath, bytes: job.loaded.byteSize + job.loaded.dataFiles.reduce((n, f) => n + statSync(f).size, 0), ...learned.before },
       // Summarized before writing: writing releases the payloads.

@@ -13,6 +13,8 @@ export type { LayerRecord };
 
 
 export interface PlanFile {
+  /** The JSON's shape version (schema/plan.schema.json); `onnx-lr plan` writes it, older plans lack it. */
+  schemaVersion?: number;
   version: 1;
   model: string;
   /** The model's structure hash (graph/summary.ts modelFingerprint); absent in plans of older versions. */

@@ -15,13 +15,35 @@ import { measureLatency } from '../verify/latency.js';
 const FINAL_TIMING = { maxSeconds: 30, fewestRuns: 10 };
 import { verifyModels } from '../verify/verify.js';
 import type { Job, PipelineConfig, VerificationData } from './job.js';
+import { budgetLabel } from './budgeted.js';
+import { policyLabel } from './driver.js';
+import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
+
+/**
+ * What the written model's metadata_props say made it (Netron shows them). The verdict is
+ * known only once the temp file is verified: it is appended then, before the commit.
+ */
+export const METADATA_KEYS = {
+  tool: 'onnx-lr.tool', version: 'onnx-lr.version', command: 'onnx-lr.command', policy: 'onnx-lr.policy', verdict: 'onnx-lr.verdict',
+} as const;
+
+/** A config may carry the command line that started the run (the CLI sets it), for OUT's metadata. */
+export interface CommandLine { commandLine?: string }
+
+function metadataOf(cfg: PipelineConfig & CommandLine): Record<string, string> {
+  return {
+    [METADATA_KEYS.tool]: TOOL_NAME, [METADATA_KEYS.version]: TOOL_VERSION,
+    ...(cfg.commandLine !== undefined && { [METADATA_KEYS.command]: cfg.commandLine }),
+    [METADATA_KEYS.policy]: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(cfg.opts),
+  };
+}
 
 export interface Written extends Measured {
   /** Whether verification passed (true when it is off). */
   pass: boolean;
 }
 
-export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: string, heldOut?: VerificationData): Promise<Written> {
+export async function writeAndVerify(job: Job, cfg: PipelineConfig & CommandLine, outPath: string, heldOut?: VerificationData): Promise<Written> {
   const notes: string[] = [];
   const verifyOpts = {
     seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds, outputs: cfg.outputs,
@@ -35,6 +57,7 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
   cfg.onStage?.('writing');
   const pending = await timed(job.timings, 'write', () => prepareSave(job.loaded, outPath, {
     force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}),
+    metadata: metadataOf(cfg), dropMetadata: [METADATA_KEYS.command, METADATA_KEYS.verdict],
   }));
   // OUT's files hold every payload now and ORT reads the model back from disk: the JS
   // copies (the new factors above all) would only sit beside ORT's own while it verifies.
@@ -64,12 +87,24 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig, outPath: str
         }
       }
     }
+    pending.appendMetadata({ [METADATA_KEYS.verdict]: verdictOf(out) });
+    out.bytes = pending.result.bytes + (pending.result.externalBytes ?? 0);
     pending.commit();
     return out;
   } catch (e) {
     pending.discard();
     throw e;
   }
+}
+
+/** The verification's verdict in one line: PASS or FAIL with the worst output cosine, or not verified. */
+function verdictOf(w: Written): string {
+  const v = w.verify;
+  if (!v) return 'not verified (--no-verify)';
+  const checked = v.outputs.filter((o) => o.checked !== false);
+  const worst = Math.min(...checked.map((o) => o.cosine));
+  const cos = Number.isFinite(worst) ? `, worst output cosine ${worst.toFixed(4)}` : '';
+  return `${v.pass ? 'PASS' : 'FAIL'} (${v.runs} run(s) in ONNX Runtime${cos}${v.minCosine !== undefined ? `, threshold ${v.minCosine}` : ''})`;
 }
 
 const PAYLOADS = ['rawData', 'floatData', 'int32Data', 'int64Data', 'doubleData', 'uint64Data'] as const;

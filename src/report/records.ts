@@ -27,6 +27,8 @@ export interface LayerRecord {
   ms: number;
   skipped?: boolean;
   reason?: string;
+  /** The reason as a code (report/kinds.ts skipCodeOf): set on skipped layers in reports. */
+  skipCode?: string;
   /** The nodes that replaced the layer, first to last. */
   nodes?: string[];
   /** How the method was chosen, when more than one was tried (--method auto on k×k convs). */

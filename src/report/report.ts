@@ -6,13 +6,18 @@ import type { LayerRecord, LayerSensitivity } from './records.js';
 import type { LatencyStats } from '../verify/latency.js';
 import type { VerifyStats } from '../verify/verify.js';
 import { bytes, human, ratio, table } from './format.js';
+import { groupSkipReasons, type CalibrationKind, type PolicyKind, type UnitKind } from './kinds.js';
 
 export interface ModelSide extends ModelSummary { bytes: number; file: string }
 
 export interface Report {
+  /** The version of this JSON's shape (schema/report.schema.json). */
+  schemaVersion: number;
   tool: string;
   seed: number;
+  /** The policy in words; `policyKind` is the same as one word. */
   policy: string;
+  policyKind: PolicyKind;
   input: ModelSide;
   output: ModelSide;
   layers: LayerRecord[];
@@ -20,9 +25,14 @@ export interface Report {
   inputs?: string;
   /** What the calibration inputs were (data-aware or budgeted runs). */
   calibration?: string;
+  /** Where the calibration inputs came from, as one word, and how many there were. */
+  calibrationKind?: CalibrationKind;
+  calibrationSamples?: number;
   /** A budgeted run: the target, what was achieved, and whether it was met. */
   budget?: {
-    kind: string; unit: string; target: number; achieved: number; met: boolean; why?: string;
+    kind: string; unit: string;
+    /** What the budget saves (or a latency target measures), as one word; set by buildReport. */
+    unitKind?: UnitKind; target: number; achieved: number; met: boolean; why?: string;
     predictedError: number; measuredError: number; attempts: number;
     /** Multi-stage runs: where each stage ended (fraction of the unit kept, measured error). */
     stages?: { stage: number; target: number; params?: number; macs?: number; latency?: number; measuredError: number; top1?: number; layers: number }[];
@@ -103,12 +113,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
     ));
   }
   if (!opts.allLayers && skipped.length > 0) {
-    const reasons = new Map<string, number>();
-    for (const l of skipped) {
-      const key = (l.reason ?? '').replace(/\d[\d.,→x]*/g, 'N');
-      reasons.set(key, (reasons.get(key) ?? 0) + 1);
-    }
-    L.push(`skipped: ${[...reasons].map(([k, v]) => `${v}x ${k}`).join('; ')}  (--report has each layer's reason)`);
+    L.push(`skipped: ${groupSkipReasons(skipped.map((l) => l.reason ?? '')).join('; ')}  (--report has each layer's reason)`);
   }
   if (r.calibration) L.push(`calibration inputs: ${r.calibration}`);
   if (r.budget) {

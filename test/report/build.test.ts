@@ -11,7 +11,7 @@ import type { LayerRecord } from '../../src/report/records.js';
 import { CLS } from '../verify/models.js';
 
 /** The report's keys in the order --report has always written them (JSON keeps insertion order). */
-const ORDER = ['tool', 'seed', 'policy', 'input', 'output', 'layers', 'seconds', 'timings', 'room', 'notes', 'calibration', 'budget', 'sensitivity', 'verify', 'inputs', 'latency', 'latencyWeb'];
+const ORDER = ['schemaVersion', 'tool', 'seed', 'policy', 'policyKind', 'input', 'output', 'layers', 'seconds', 'timings', 'room', 'notes', 'calibration', 'calibrationKind', 'calibrationSamples', 'budget', 'sensitivity', 'verify', 'inputs', 'latency', 'latencyWeb'];
 const keysOf = (o: object): string[] => Object.entries(o).filter(([, v]) => v !== undefined).map(([k]) => k);
 const inOrder = (keys: string[]): string[] => ORDER.filter((k) => keys.includes(k));
 
@@ -34,7 +34,11 @@ describe('buildReport', () => {
     expect(r.output).toMatchObject({ file: 'out.onnx', bytes: 77, macs: 140 });
     // OUT's side keeps the summary's key order, bytes second.
     expect(Object.keys(r.output).slice(0, 2)).toEqual(['file', 'bytes']);
-    expect(r.notes).toEqual(['first', 'warning: 1 layer(s) skipped for NaN/Inf in their weights: b', 'latency not measured: x', 'budget not met: too few layers']);
+    expect(r.notes).toEqual(['first', 'warning: 1 layer(s) skipped for NaN/Inf in their weights: b', 'latency not measured: x', 'budget not met: too few layers',
+      'this run saved 0.0% of the params: a tighter budget (a lower --target-*, or a looser --max-error) trades more accuracy for size']);
+    expect(r.schemaVersion).toBe(1);
+    expect(r.budget!.unitKind).toBe('params');
+    expect(r.layers.find((l) => l.name === 'b')!.skipCode).toBe('non-finite');
     expect(r.inputs).toBe('seeded random inputs');
   });
 

@@ -5,7 +5,7 @@ const side = (file: string) => ({ file, bytes: 1000, irVersion: 8, opsets: { '':
 
 function withCosine(cosine: number, worst: number): Report {
   return {
-    tool: 'onnx-lr', seed: 0, policy: 'energy 0.999', input: side('a.onnx'), output: side('b.onnx'), layers: [], seconds: 1, notes: [],
+    schemaVersion: 1, tool: 'onnx-lr', seed: 0, policy: 'auto, energy 0.999', policyKind: 'energy', input: side('a.onnx'), output: side('b.onnx'), layers: [], seconds: 1, notes: [],
     verify: {
       pass: cosine >= 0.99, reasons: [], seed: 0, runs: 3, inputDims: {}, defaulted: [], minCosine: 0.99,
       outputs: [{ name: 'mask', dims: [1, 4], maxAbs: 0.5, meanAbs: 0.01, relL2: 0.14, cosine, mismatches: 0, pass: cosine >= 0.99, reasons: [], worstFeed: { index: 2, cosine: worst, relL2: 0.2 } }],
