@@ -94,7 +94,7 @@ describe('quantized layers', () => {
 });
 
 describe('layer filters', () => {
-  const layer = (name: string, params: number, macs?: number, op = 'MatMul') => ({ name, op, weightName: `${name}.w`, params, macs }) as unknown as import('../../src/graph/layers.js').LayerInfo;
+  const layer = (name: string, params: number, macs?: number, op = 'MatMul') => ({ name, op, weightName: `${name}.w`, weightShape: [params, 1], params, macs }) as unknown as import('../../src/graph/layers.js').LayerInfo;
 
   it('--heaviest keeps the N layers with the most MACs, after --exclude and --min-params; ties keep model order', () => {
     const ls = [layer('a', 5000, 10), layer('b', 9000, 40), layer('c', 100, 99), layer('d', 6000, 40), layer('skip', 8000, 1000), layer('e', 7000, 30), layer('up', 9000, 500, 'Einsum')];

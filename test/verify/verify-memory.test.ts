@@ -150,7 +150,7 @@ describe("the rewritten model's payloads leave JS once OUT's files hold them", (
   it('writeAndVerify drops them before ORT loads a model, and OUT holds them all', async () => {
     const loaded = loadModel(HELLO);
     const inBytes = payloadBytes(loaded.model);
-    const job: Job = { inPath: HELLO, loaded, model: new Model(loaded.model), opts: { seed: 0 } as OptimizeOptions, timings: {} };
+    const job: Job = { inPath: HELLO, loaded, model: new Model(loaded.model), opts: { seed: 0, method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0 } as OptimizeOptions, timings: {} };
     const seen: Record<string, number> = {};
     const cfg: PipelineConfig = {
       opts: job.opts, shapes: {}, values: {}, dataAware: false,
