@@ -243,19 +243,25 @@ describe('per-layer latency in sensitivity', () => {
     return ok({ originalMs: ms([layer.node]), candidateMs: ms(chain) });
   };
 
-  it('a chain of the same pass, ranks and layer shape is timed once: two identical layers, one timing per rank', async () => {
-    const b = new ModelBuilder({ opset: 13 });
-    const x = b.input('x', [256, 256]);
-    const w = lowRank(256, 256, 12);
-    const h = b.node('MatMul', [x, b.init('W1', [256, 256], w)], {}, { name: 'mm1' });
-    b.output(b.node('MatMul', [h, b.init('W2', [256, 256], w)], {}, { name: 'mm2' }));
+  /** A model of 256×256 MatMuls on input x, its reference outputs on one seeded feed, its layers, and every activation's shape. */
+  async function matmulSetup(b: ModelBuilder) {
     const bytes = encodeModel(b.build());
     const feeds: Feeds[] = [{ x: floatFeed([256, 256], 1) }];
     const ref = await runAll({ bytes }, feeds);
     if (!ref.ok) throw ref.error;
     const model = new Model(decodeModel(bytes));
     const layers = findLayers(model);
-    const shapes = new Map([['x', [256, 256]], [layers[0]!.node.output[0]!, [256, 256]], [layers[1]!.node.output[0]!, [256, 256]]]);
+    const shapes = new Map([['x', [256, 256]], ...layers.map((l) => [l.node.output[0]!, [256, 256]] as [string, number[]])]);
+    return { feeds, ref, model, layers, shapes };
+  }
+
+  it('a chain of the same pass, ranks and layer shape is timed once: two identical layers, one timing per rank', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [256, 256]);
+    const w = lowRank(256, 256, 12);
+    const h = b.node('MatMul', [x, b.init('W1', [256, 256], w)], {}, { name: 'mm1' });
+    b.output(b.node('MatMul', [h, b.init('W2', [256, 256], w)], {}, { name: 'mm2' }));
+    const { feeds, ref, model, layers, shapes } = await matmulSetup(b);
     const timedFor: string[] = [];
     const time = (m: Model, layer: LayerInfo, chain: readonly NodeProto[]) => { timedFor.push(layer.name); return macsClock(m, layer, chain); };
     const sens = await measureSensitivity(model, layers, {
@@ -274,15 +280,9 @@ describe('per-layer latency in sensitivity', () => {
     const b = new ModelBuilder({ opset: 13 });
     const x = b.input('x', [256, 256]);
     b.output(b.node('MatMul', [x, b.init('W', [256, 256], lowRank(256, 256, 9))], {}, { name: 'mm' }));
-    const bytes = encodeModel(b.build());
-    const feeds: Feeds[] = [{ x: floatFeed([256, 256], 1) }];
-    const ref = await runAll({ bytes }, feeds);
-    if (!ref.ok) throw ref.error;
-    const model = new Model(decodeModel(bytes));
-    const layers = findLayers(model);
+    const { feeds, ref, model, layers, shapes } = await matmulSetup(b);
     const applied: number[] = [];
     const pass = slowChainPass(applied);
-    const shapes = new Map([['x', [256, 256]], [layers[0]!.node.output[0]!, [256, 256]]]);
     const timed = vi.mocked(timeRewrite);
     timed.mockClear();
     timed.mockImplementation(macsClock);
