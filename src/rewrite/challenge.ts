@@ -27,14 +27,15 @@ export interface RivalSpec<M> {
   byPolicy?: boolean;
 }
 
-/** The largest single rank of `spec` whose chain is no larger and no costlier than `preferred` at `ranks`, or 0. */
-export function rankAtCost<M>(spec: RivalSpec<M>, preferred: BoundPass, ranks: readonly number[]): number {
-  const ct = preferred.cost(ranks);
+/** Whether a chain's cost is within `limit`: no more params and no more MACs per position. */
+const within = (c: Cost, limit: Cost): boolean => c.params <= limit.params && c.macsPerPosition <= limit.macsPerPosition;
+
+/** The largest single rank of `spec` whose chain is no larger and no costlier than `limit` (the choice so far), or 0. */
+export function rankAtCost<M>(spec: RivalSpec<M>, limit: Cost): number {
   let r = 0;
   for (let lo = 1, hi = spec.limit; lo <= hi;) {
     const mid = (lo + hi) >> 1;
-    const c = spec.pass.cost(spec.match, [mid]);
-    if (c.after.params <= ct.after.params && c.after.macsPerPosition <= ct.after.macsPerPosition) { r = mid; lo = mid + 1; } else hi = mid - 1;
+    if (within(spec.pass.cost(spec.match, [mid]).after, limit)) { r = mid; lo = mid + 1; } else hi = mid - 1;
   }
   return r;
 }
@@ -58,8 +59,7 @@ function challengeByPolicy<M>(spec: RivalSpec<M>, preferred: BoundPass, ranks: r
 function fixedRankAtCost<M>(spec: RivalSpec<M>, limit: Cost, policy: RankPolicy): number {
   const f = spec.pass.chooseRanks(spec.match, policy);
   if (isSkip(f)) return 0;
-  const c = spec.pass.cost(spec.match, f).after;
-  return c.params <= limit.params && c.macsPerPosition <= limit.macsPerPosition ? f[0]! : 0;
+  return within(spec.pass.cost(spec.match, f).after, limit) ? f[0]! : 0;
 }
 
 /** The challenge of a single-rank rival at equal cost (see the file's comment); undefined when there is nothing to compare. */
@@ -69,7 +69,7 @@ export function challengeAtEqualCost<M>(
   const ct = preferred.cost(ranks);
   if (spec.byPolicy && policy && !preferred.pays(ct)) return challengeByPolicy(spec, preferred, ranks, policy);
   if (ct.after.params >= ct.before.params || !preferred.estimate || !spec.pass.estimate) return undefined;
-  const r = spec.fixedRank && policy?.kind === 'fixed' ? fixedRankAtCost(spec, ct.after, policy) : rankAtCost(spec, preferred, ranks);
+  const r = spec.fixedRank && policy?.kind === 'fixed' ? fixedRankAtCost(spec, ct.after, policy) : rankAtCost(spec, ct.after);
   if (r === 0) return undefined;
   const name = spec.pass.method;
   if (r * layer.params > spec.maxWork) return { note: `${name} ${r} not compared (fit too costly at this size)` };
