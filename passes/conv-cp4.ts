@@ -17,7 +17,9 @@
  * convs are declined with the reason; conv-cp handles the 3-way CP of any of its convs).
  *
  * The factorization is linalg/cp4-conv.ts (CP-ALS with the norm bound of cp-als.ts; a fit
- * that is not finite is declined). With well-determined calibration patch statistics the
+ * that is not finite is declined; a degenerate one is refitted under the sensitivity bound,
+ * and the chain's sensitivity goes into the doc string and the layer's note, as in conv-cp).
+ * With well-determined calibration patch statistics the
  * last factor is refitted on them (anchored statistics: fitted to the original model's
  * outputs given the partly compressed model's patches) and the mean error moved into the
  * bias; the first three factors stay weight-only (no whitening yet).
@@ -25,7 +27,7 @@
 import { intAttr, intsAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
-import { cp4Conv, cp4Error, cp4Kernel, cp4Prefix, type Cp4Conv } from '../src/linalg/cp4-conv.js';
+import { cp4Conv, cp4Error, cp4Kernel, cp4Prefix, cp4Sensitivity, type Cp4Conv } from '../src/linalg/cp4-conv.js';
 import { fitLastFactor } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
@@ -45,6 +47,8 @@ import type { Rng } from '../src/util/rng.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { splitPlacement } from './conv-spatial-svd.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
+import { sensitivityNote } from './conv-cp.js';
+import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 
 export interface ConvCp4Match extends SplitConvMatch {
   /** One group (group 1): for the Tucker-2 channel ranks that bound the CP rank from below. */
@@ -68,6 +72,19 @@ interface Cp4Factors extends Cp4Conv {
   anchored?: boolean;
 }
 
+/** Rank × weight size past which auto does not fit this chain to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
+const MAX_COMPARE_WORK = 5e7;
+
+/**
+ * Why CP-4 does not compete under auto when the run saves latency. Measured in ORT-node
+ * 1.x, 1 thread, graph optimisation 'all' (as the latency screen times layers), 60
+ * round-robin runs of each chain on random weights, twice: against Tucker-2 [r, r]
+ * (r = C/8, C/4, C/2) at equal params and MACs on 3x3 convs of 64–256 channels at
+ * 14²–56², CP-4 took 0.95–1.68x Tucker-2's time (median 1.17x; 1.3–1.4x at r = C/2, where
+ * its depthwise convs run on ~3C channels). So equal MACs is not equal time.
+ */
+export const CP4_SLOW_PATH = 'measured 0.95–1.68x (median 1.17x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs';
+
 /** Iteration budget and tolerance of the ALS fit (as conv-cp). */
 const ALS = { maxIter: 50, tol: 1e-5 };
 
@@ -81,7 +98,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
   name: 'conv-cp4',
   method: 'cp4',
   ops: ['Conv'],
-  // Below every other conv pass: --method auto's choices stay as they were; reached by --method cp4.
+  // Below every other conv pass: routed last; under auto it challenges the choice so far at equal cost (`challenge`).
   benefit: -3,
 
   accepts: acceptsUnless(declines),
@@ -115,6 +132,17 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cp4Cost(m.geo, ranks[0]!) }),
 
+  // Under auto: at the largest rank no larger and no costlier than the choice so far, by
+  // error, when the run saves params or MACs (CP4_SLOW_PATH: not when latency counts).
+  challenge(layer, preferred, ranks, cx, policy?: RankPolicy) {
+    const m = convCp4.match(layer, cx);
+    if (isSkip(m)) return undefined;
+    const spec = {
+      pass: convCp4, match: m, limit: cpLimit(m.geo), patchDim: m.geo.S * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, fixedRank: true, slowPath: CP4_SLOW_PATH,
+    };
+    return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
+  },
+
   estimate(m: ConvCp4Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorize(m, ranks[0]!, cx);
     return isSkip(f) ? f : { relError: f.relError, dataError: f.dataError };
@@ -135,7 +163,8 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     const [z1, z2, z3] = ['lr_z1', 'lr_z2', 'lr_z3'].map((s) => derivedName(cx, n, s)) as [string, string, string];
     const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
       + (f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches');
-    const doc = docString('conv-cp4', `rank ${R} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${fitNote})`);
+    const note = sensitivityNote(f);
+    const doc = docString('conv-cp4', `rank ${R} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${fitNote}; ${note})`);
     const [first, second] = splitPlacement(n);
     const depthwise = (kernel: number[]) => [intsAttr('kernel_shape', kernel), intAttr('group', R)];
     const nodes = [
@@ -145,7 +174,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
       convNode(derivedName(cx, n, 'lr_d'), z3, names[3], n.output[0]!, chainConvAttrs([1, 1], 1), bias, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
+    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!), note };
   },
 };
 
@@ -203,7 +232,10 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext): Cp4Factors |
     const h = cp4Prefix(f.first, f.rows, f.cols, S, kh, kw, f.rank);
     const lf = fitLastFactor({ rows: T, cols: S * kh * kw, data: Float64Array.from(m.w) }, h, { anchor: m.anchor && { patch: m.anchor, damp: ANCHOR_PATCH_DAMP }, patches }, cx.gemm)!;
     const last = Float32Array.from(lf.last);
-    f = { ...f, last, relError: cp4Error(m.w, f.first, f.rows, f.cols, last, T, S, kh, kw, f.rank), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored };
+    f = {
+      ...f, last, relError: cp4Error(m.w, f.first, f.rows, f.cols, last, T, S, kh, kw, f.rank), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored,
+      sensitivity: cp4Sensitivity(f.first, f.rows, f.cols, last, T, S, kh, kw, f.rank),
+    };
     if (!Number.isFinite(f.relError) || !Number.isFinite(lf.dataError)) return skip('4-way CP last-factor fit on calibration patches produced non-finite values');
   }
   m.fitted = f;

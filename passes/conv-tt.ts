@@ -46,6 +46,18 @@ import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { splitPlacement } from './conv-spatial-svd.js';
 import { correctedBias } from './conv-tucker2.js';
+import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
+
+/** Largest rank k × weight size auto fits this chain at to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
+const MAX_COMPARE_WORK = 5e7;
+
+/**
+ * Why TT does not compete under auto when the run saves latency. Measured as conv-cp4's
+ * CP4_SLOW_PATH (ORT-node, 1 thread, 3x3 convs of 64–256 channels at 14²–56², equal params
+ * and MACs as Tucker-2 [r, r], r = C/8 … C/2): TT [k, k, k] took 0.90–1.75x Tucker-2's time
+ * (median 1.11x): four convs where Tucker-2 has three, at the same MACs.
+ */
+export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs';
 
 type Ranks3 = [number, number, number];
 
@@ -92,7 +104,8 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   name: 'conv-tt',
   method: 'tt',
   ops: ['Conv'],
-  // Below conv-tucker2, conv-cp and conv-spatial-svd: --method auto's choices stay as they were; reached by --method tt.
+  // Below conv-tucker2, conv-cp and conv-spatial-svd: routed to last but one; under auto it
+  // challenges the choice so far at equal cost (`challenge`).
   benefit: -2,
   rankNames: ['r1 (input side)', 'r2 (after the kh×1 conv)', 'r3 (output side)'],
 
@@ -157,6 +170,18 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   },
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: ttCost(m.geo, ranks as Ranks3) }),
+
+  // Under auto: along ranks [k, k, k] (clamped, lowered to consistent neighbours, as --rank k
+  // writes them) at the largest k no larger and no costlier than the choice so far, by
+  // error, when the run saves params or MACs (TT_SLOW_PATH: not when latency counts).
+  challenge(layer, preferred, ranks, cx, policy?: RankPolicy) {
+    const m = convTt.match(layer, cx);
+    if (isSkip(m)) return undefined;
+    const lim = limits(m);
+    const ranksOf = (k: number): number[] => consistent(lim.map((l) => Math.min(k, l)) as Ranks3, m.kh, m.kw);
+    const spec = { pass: convTt, match: m, limit: Math.max(...lim), patchDim: m.geo.S * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: TT_SLOW_PATH };
+    return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
+  },
 
   estimate(m: ConvTtMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorize(m, ranks, cx);

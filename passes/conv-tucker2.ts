@@ -27,6 +27,7 @@ import {
 } from '../src/rewrite/conv-stats.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
@@ -38,6 +39,7 @@ import { docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
 import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
+import { cachedFit } from '../src/rewrite/fit-cache.js';
 
 export interface ConvTucker2Match extends MatchBase {
   geo: ConvGeometry;
@@ -137,7 +139,7 @@ export function tucker2Ranks(m: Parameters<typeof tucker2RawRanks>[0], policy: R
   return [r1, r2];
 }
 
-export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = {
+export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = castAware({
   name: 'conv-tucker2',
   method: 'tucker2',
   ops: ['Conv'],
@@ -207,7 +209,7 @@ export const convTucker2: LayerPass<ConvTucker2Match, 'tucker2'> = {
     g.replaceNode(n, nodes);
     return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
-};
+});
 
 /** The Tucker-2 at ranks [r1, r2] (linalg/tucker2-conv.ts) with the match's statistics; cached on the match. */
 function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: PassContext): Tucker2Factors | Skip {
@@ -220,12 +222,14 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  const f = tucker2Conv({ data: m.w, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
+  // A data-aware fit draws nothing from the rng: the run keeps it for a later fit at these ranks.
+  const aware = m.channelGram !== undefined || m.anchor !== undefined;
+  const f = cachedFit(cx.fits, aware ? cx.stats?.get(m.layer.name) : undefined, `conv-tucker2|${m.layer.name}|${key}`, () => tucker2Conv({ data: m.w, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
     rng: cx.rng, gemm: cx.gemm,
     channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
     patches: m.patches,
     anchor: m.anchor && { ...m.anchor, patchDamp: ANCHOR_PATCH_DAMP },
-  });
+  }));
   if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
   m.fitted = { key, ...f };
   return m.fitted;

@@ -20,6 +20,7 @@ import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, isPointwise, placementAttrs, pointwiseSvdCost, type ConvGeometry,
 } from '../src/rewrite/conv-geometry.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { composeConv } from '../src/rewrite/conv-compose.js';
 import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
@@ -32,7 +33,7 @@ export interface Conv1x1Match extends MatchBase {
   svd: SvdCache;
 }
 
-export const conv1x1Svd: LayerPass<Conv1x1Match, 'svd'> = {
+export const conv1x1Svd: LayerPass<Conv1x1Match, 'svd'> = castAware({
   name: 'conv1x1-svd',
   method: 'svd',
   ops: ['Conv'],
@@ -86,4 +87,4 @@ export const conv1x1Svd: LayerPass<Conv1x1Match, 'svd'> = {
     g.replaceNode(n, nodes);
     return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
-};
+});

@@ -26,6 +26,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import {
   derivedName, skip, type Applied, type CostPair, type LayerPass, type MatchBase, type PassContext, type Skip,
@@ -44,21 +45,26 @@ function lookupProblem(layer: LayerInfo): true | Skip {
   return true;
 }
 
-/** Another node (not a row Gather) reads the table: factoring would keep E and add A and B. */
+/**
+ * Another node (not a row Gather) reads the table: factoring would keep E and add A and B.
+ * A table stored fp16/bf16 behind a Cast is looked up through the Cast's output (who else
+ * reads the stored table is castAware's check).
+ */
 function otherReader(layer: LayerInfo): string | undefined {
   const seen = new Set<Graph>([layer.graph, layer.weight.graph]);
+  const table = layer.cast ? layer.cast.value : layer.weightName;
   for (const g of seen) {
-    for (const c of g.consumers(layer.weightName)) {
-      const rowGather = c.opType === 'Gather' && (c.domain ?? '') === '' && c.input[0] === layer.weightName
-        && c.input[1] !== layer.weightName && [0, -2].includes(attrInt(c, 'axis', 0));
+    for (const c of g.consumers(table)) {
+      const rowGather = c.opType === 'Gather' && (c.domain ?? '') === '' && c.input[0] === table
+        && c.input[1] !== table && [0, -2].includes(attrInt(c, 'axis', 0));
       if (!rowGather) return `${c.opType} ${c.name || c.output[0] || ''}`.trim();
     }
-    if (g.isGraphOutput(layer.weightName)) return 'a graph output';
+    if (g.isGraphOutput(table)) return 'a graph output';
   }
   return undefined;
 }
 
-export const gatherSvd: LayerPass<GatherMatch, 'svd'> = {
+export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
   name: 'gather-svd',
   method: 'svd',
   ops: ['Gather'],
@@ -128,7 +134,7 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = {
     const p = pairProduct(factors, 1, ext);
     return typeof p === 'string' ? p : p.w;
   },
-};
+});
 
 /** Shared factors are reusable only where the graph can see them (same graph or an enclosing one). */
 function visible(g: Graph, names: readonly string[]): boolean {

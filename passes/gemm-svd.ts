@@ -15,6 +15,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray, transpose } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { dataNote, docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
@@ -31,7 +32,7 @@ export interface GemmMatch extends MatchBase {
   bias?: { values: Float32Array; dataType: number } | 'none';
 }
 
-export const gemmSvd: LayerPass<GemmMatch, 'svd'> = {
+export const gemmSvd: LayerPass<GemmMatch, 'svd'> = castAware({
   name: 'gemm-svd',
   method: 'svd',
   ops: ['Gemm'],
@@ -141,4 +142,4 @@ export const gemmSvd: LayerPass<GemmMatch, 'svd'> = {
     for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[trans ? j * m + i : i * n + j] = w[i * n + j]! / alpha;
     return out;
   },
-};
+});

@@ -5,6 +5,7 @@
  * import and its entry in PASSES), and its test.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { AUTO, methodsOf, preferredPass, route, type Pass } from '../src/rewrite/registry.js';
 import { convCp } from './conv-cp.js';
 import { convCp4 } from './conv-cp4.js';
@@ -36,7 +37,8 @@ const REGISTERED = [
   matmulBatchedSvd,
 ] as const;
 
-export const PASSES: readonly Pass[] = REGISTERED;
+/** Every pass handles weights stored fp16/bf16 behind a Cast (cast-weights.ts; a no-op on other layers). */
+export const PASSES: readonly Pass[] = REGISTERED.map((p) => castAware<unknown, string>(p as Pass));
 
 /** A --method value: one of the passes' methods. */
 export type Method = (typeof REGISTERED)[number]['method'];

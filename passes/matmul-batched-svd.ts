@@ -22,6 +22,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray, type Matrix } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import {
   derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip,
@@ -54,7 +55,7 @@ function shapeProblem(layer: LayerInfo): true | Skip {
   return true;
 }
 
-export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = {
+export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = castAware({
   name: 'matmul-batched-svd',
   method: 'svd',
   ops: ['MatMul'],
@@ -162,7 +163,7 @@ export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = {
     }
     return out;
   },
-};
+});
 
 /** Every slice's pair at rank r, stacked, and the relative error over the whole weight. */
 function batchedFactors(m: BatchedMatch, r: number): { left: Float32Array; right: Float32Array; relError: number } {

@@ -18,6 +18,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { fromArray } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
@@ -46,7 +47,7 @@ function biasAddOf(layer: LayerInfo, g: Graph, n: number, cx: PassContext): Bias
   return b && { add, index, ...b };
 }
 
-export const matmulSvd: LayerPass<MatMulMatch, 'svd'> = {
+export const matmulSvd: LayerPass<MatMulMatch, 'svd'> = castAware({
   name: 'matmul-svd',
   method: 'svd',
   ops: ['MatMul'],
@@ -118,7 +119,7 @@ export const matmulSvd: LayerPass<MatMulMatch, 'svd'> = {
     const p = pairProduct(factors, f.weightInput, ext);
     return typeof p === 'string' ? p : p.w;
   },
-};
+});
 
 /** Shared factors are reusable only where the graph can see them (same graph or an enclosing one). */
 function visible(g: Graph, names: readonly string[]): boolean {

@@ -30,6 +30,7 @@ import { resolveConstant } from '../src/graph/constants.js';
 import { fromArray, transpose } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
+import { castAware } from '../src/rewrite/cast-weights.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
@@ -62,7 +63,7 @@ function shapeProblem(layer: LayerInfo): true | Skip {
   return true;
 }
 
-export const rnnInputSvd: LayerPass<RnnMatch, 'svd'> = {
+export const rnnInputSvd: LayerPass<RnnMatch, 'svd'> = castAware({
   name: 'rnn-input-svd',
   method: 'svd',
   ops: ['LSTM', 'GRU', 'RNN'],
@@ -140,4 +141,4 @@ export const rnnInputSvd: LayerPass<RnnMatch, 'svd'> = {
     }
     return out;
   },
-};
+});

@@ -16,6 +16,7 @@ export type { OptimizeSettings } from './api/settings.js';
 export * as defaults from './api/defaults.js';
 export { LrError, type LrErrorKind } from './errors.js';
 export { renderReport, type Report } from './report/report.js';
+export { renderHtmlReport, type HtmlReportOptions } from './report/html-report.js';
 export type { LayerRecord, LayerSensitivity } from './report/records.js';
 export type { PlanFile } from './optimize/plan.js';
 export type { SaveOptions, SaveResult } from './onnx/file.js';

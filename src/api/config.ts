@@ -2,6 +2,7 @@
  * Typed settings → the pipeline's configuration, with the defaults: the one place where
  * `onnx-lr optimize`/`plan` and the library's optimize()/plan() become a PipelineConfig.
  */
+import { WEIGHTS_MODES, type WeightsMode } from '../rewrite/quantize-factors.js';
 import { LrError } from '../errors.js';
 import type { Budget } from '../optimize/budget.js';
 import { METHOD_CHOICES, type OptimizeOptions } from '../optimize/driver.js';
@@ -81,6 +82,11 @@ export function optionsOf(s: OptimizeSettings, budget: Budget | undefined): Opti
   };
 }
 
+function weightsOf(w: string): WeightsMode {
+  if (!(WEIGHTS_MODES as readonly string[]).includes(w)) throw new LrError('usage', `--weights expects fp32, fp16 or int8, got "${w}"`);
+  return w as WeightsMode;
+}
+
 function outputsOf(names: readonly string[] | undefined): string[] | undefined {
   if (names === undefined) return undefined;
   if (names.some((n) => n === '')) throw new LrError('usage', `--outputs expects comma-separated output names, got "${names.join(',')}"`);
@@ -123,8 +129,9 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
   }
   // The automatic --heaviest follows where the time goes: a budget that saves params needs
   // every layer (on rec the light-MAC MatMuls hold the params it can save).
-  const saves = budget?.kind === 'error' ? unit : budget?.kind;
+  const saves = budget === undefined || budget.kind === 'error' ? unit : budget.kind;
   if (opts.heaviestShare !== undefined && saves === 'params') opts = { ...opts, heaviestShare: undefined };
+  opts = { ...opts, saves };
   return {
     opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, outputs: outputsOf(s.outputs),
     budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: s.measureAllRungs === true,
@@ -137,6 +144,7 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
       data: hooks.verificationData,
     },
     save: { force: s.force === true, externalData: s.externalData === true },
+    ...(s.weights !== undefined && { weights: weightsOf(s.weights) }),
     onProgress: s.onProgress, onStage: s.onStage, onLoaded: hooks.onLoaded,
   };
 }

@@ -68,7 +68,7 @@ export function dataHooks(s: DataSettings, shapes: ShapeOverrides, values: Value
       return {
         feeds: [...set.value.feeds()],
         description: describeCalibration(set.value),
-        collectStats: async (loaded, names, onProgress) => {
+        collectStats: async (loaded, names, onProgress, knownShapes) => {
           const model = new Model(loaded.model);
           const wanted = new Set(names);
           const layers = findLayers(model).filter((l) => wanted.has(l.name));
@@ -76,7 +76,7 @@ export function dataHooks(s: DataSettings, shapes: ShapeOverrides, values: Value
           // products run in ORT's GEMM, which makes high-resolution convs affordable.
           const engine = createOrtGemmEngine();
           try {
-            const r = await collectStats(model, layers, set.value, { external: loaded.external, engine, onProgress });
+            const r = await collectStats(model, layers, set.value, { external: loaded.external, engine, onProgress, knownShapes });
             if (!r.ok) throw r.error;
             return r.value.stats;
           } finally {

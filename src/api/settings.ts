@@ -74,6 +74,8 @@ export interface OptimizeSettings {
   /** Allow the output to be the input file. */
   force?: boolean;
   externalData?: boolean;
+  /** How the new factors are stored: fp32 (default), fp16 (behind a Cast) or int8 (per-channel DequantizeLinear). */
+  weights?: 'fp32' | 'fp16' | 'int8';
 
   onProgress?: (done: number, total: number, layer: string) => void;
   onStage?: (stage: string) => void;

@@ -61,7 +61,7 @@ export async function collectAnchoredStats(
   const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
-  const pr = await probeShapes(original, original.proto, [...accs.values()].map((p) => p.acc), probeFeed, opts.external, sessionOpts);
+  const pr = await probeShapes(original, original.proto, [...accs.values()].map((p) => p.acc), probeFeed, opts.external, sessionOpts, opts.knownShapes);
   if (!pr.ok) return pr;
   let runs = pr.value.runs;
   const sizes = pr.value.sizes;

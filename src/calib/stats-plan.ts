@@ -88,6 +88,12 @@ export interface StatsOptions {
    * statistics of high-resolution convs affordable. Default: the exact fp64 JS kernels.
    */
   engine?: GemmEngine;
+  /**
+   * Tensor dims already learned (graph/shapes.ts, inputs included). When the calibration
+   * inputs have the dims they were learned at, they stand for the probe run (one run of
+   * the model up to the layers, per call: per anchored wave).
+   */
+  knownShapes?: ReadonlyMap<string, readonly number[]>;
 }
 
 // ---------------------------------------------------------------------------- planning

@@ -127,7 +127,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
 
-  const pr = await probeShapes(model, proto, accs.values(), probeFeed, opts.external, sessionOpts);
+  const pr = await probeShapes(model, proto, accs.values(), probeFeed, opts.external, sessionOpts, opts.knownShapes);
   if (!pr.ok) return pr;
   let runs = pr.value.runs;
   const sizes = pr.value.sizes;

@@ -1,6 +1,7 @@
 /** `onnx-lr convert IN OUT`: load and save (normalises the encoding, moves data in or out). */
 import { LrError } from '../errors.js';
 import { loadModel, saveModel } from '../onnx/file.js';
+import { DEFAULT_EXTERNAL_THRESHOLD } from '../onnx/save-options.js';
 import { bytes } from '../report/format.js';
 import { expectPositionals, flag, num, parse } from './args.js';
 
@@ -38,6 +39,11 @@ export function convert(argv: readonly string[], out: (s: string) => void): numb
     const ext = flag(p, 'external-data') ? { threshold } : flag(p, 'inline') ? false : undefined;
     const r = saveModel(loaded, outPath, { externalData: ext, force: flag(p, 'force') });
     out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
+    // Asked to move data out and none went: say so, and why it can be (not a failure: OUT is valid).
+    if (ext && !r.externalPath) {
+      out(`--external-data moved nothing: no initializer of at least ${threshold ?? DEFAULT_EXTERNAL_THRESHOLD} bytes can leave OUT ` +
+        '(weights in Constant nodes, empty tensors and small integer tensors stay inline), so OUT holds every tensor');
+    }
     return 0;
   } finally {
     loaded.external.close();

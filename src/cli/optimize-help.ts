@@ -19,7 +19,10 @@ Layer selection:
   --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
                       conv and 1x1 ConvTranspose, Tucker-2 for kxk conv and ConvTranspose;
                       on a kxk conv CP and spatial SVD compete with it at no more params
-                      and MACs, the lower error wins; tt and cp4 only when asked for)
+                      and MACs, the lower error wins; TT, CP-4 and CP on grouped convs
+                      compete too when the run saves params or MACs, as their chains ran
+                      slower than Tucker-2's in ORT; a CP whose terms cancel (high
+                      sensitivity) is refitted to a stable one)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})
   --heaviest N        of the layers left, consider only the N with the most MACs (params
@@ -108,12 +111,18 @@ Verification:
   --bench-web         also measure latency in onnxruntime-web's wasm backend
 Output:
   --report FILE       write the full report as JSON
+  --html FILE         write the report as one self-contained HTML page (no network):
+                      before/after table, each rewritten layer's singular-value spectra
+                      with the rank kept, error-vs-rank curves (budgets), per-layer
+                      latency (--layer-latency), allocation, verification per output
   --json              print the JSON report instead of the table
   --all-layers        list skipped layers with their reasons in the table
+  --weights fp16|int8 store the new factors as fp16 (Cast) or int8 with per-channel
+                      scales (DequantizeLinear; may raise the opset to 13); default fp32
   --external-data     store OUT's large tensors in OUT.<hash>.data beside OUT (named
                       by its content; the previous OUT's data file is removed)
   --force             allow OUT to be IN and replace it (never one of IN's data files,
-                      nor the --report file)
+                      nor the --report or --html file)
   -h, --help          this help`;
 
 export const PLAN_HELP = `Usage: onnx-lr plan IN [options] > plan.json

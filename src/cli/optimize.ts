@@ -11,8 +11,9 @@ import { modelInputs } from '../onnx/file.js';
 import type { MethodChoice } from '../optimize/driver.js';
 import { runOptimize, type PipelineConfig } from '../optimize/pipeline.js';
 import { renderReport } from '../report/report.js';
+import { renderHtmlReport, writeHtmlReport } from '../report/html-report.js';
 import { writeFileAtomic } from '../util/temp-files.js';
-import { checkOutputs } from '../util/output-paths.js';
+import { checkOutputs, fileKey } from '../util/output-paths.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { expectPositionals, flag, num, parse, str, strs, type Options, type Parsed } from './args.js';
 import { dataSettingsFrom, maxInputBytes } from './calibration.js';
@@ -42,8 +43,8 @@ const COMMON: Options = {
 const OPTIMIZE_ONLY: Options = {
   'verify-data': { type: 'string' }, 'verify-samples': { type: 'string' },
   'min-cosine': { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' },
-  'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'bench-web': { type: 'boolean' },
-  report: { type: 'string' }, json: { type: 'boolean' }, 'all-layers': { type: 'boolean' }, 'external-data': { type: 'boolean' },
+  'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'bench-web': { type: 'boolean' }, weights: { type: 'string' },
+  report: { type: 'string' }, html: { type: 'string' }, json: { type: 'boolean' }, 'all-layers': { type: 'boolean' }, 'external-data': { type: 'boolean' },
   force: { type: 'boolean' },
 };
 
@@ -72,7 +73,7 @@ function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides,
     shapes, values, verifyData: str(p, 'verify-data'),
     verify: !flag(p, 'no-verify'), latency: !flag(p, 'no-latency'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }),
     atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }),
-    benchWeb: flag(p, 'bench-web'), force: flag(p, 'force'), externalData: flag(p, 'external-data'),
+    benchWeb: flag(p, 'bench-web'), force: flag(p, 'force'), externalData: flag(p, 'external-data'), weights: str(p, 'weights') as OptimizeSettings['weights'],
     onProgress: (done, total, layer) => shown.layer(done, total, layer),
     onStage: (stage) => shown.stage(stage),
   };
@@ -132,13 +133,18 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
   const reportPath = str(p, 'report');
-  checkWritableFolders([{ path: outPath, label: 'OUT' }, ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : [])]);
+  const htmlPath = str(p, 'html');
+  const sideFiles = [
+    ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
+    ...(htmlPath !== undefined ? [{ path: htmlPath, label: '--html' }] : []),
+  ];
+  checkWritableFolders([{ path: outPath, label: 'OUT' }, ...sideFiles]);
   const shown = progressOn(io, flag(p, 'json'));
   // Before the long run (and without reading IN twice): OUT and the report may not replace
   // IN, a file IN reads, or each other.
   const cfg = configFrom(p, 'optimize', shown, (loaded) => checkOutputs([
     { path: outPath, label: 'OUT', mayReplace: 'model' },
-    ...(reportPath !== undefined ? [{ path: reportPath, label: '--report' }] : []),
+    ...sideFiles,
   ], modelInputs(loaded), { force: flag(p, 'force') }));
   const run: PipelineConfig & CommandLine = { ...cfg, commandLine: commandLineOf('optimize', argv, [inPath, outPath]) };
   if (cfg.verify.web) await requireWebBackend();
@@ -158,6 +164,12 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
       const why = e instanceof Error ? e.message : String(e);
       throw new LrError('io', why.includes(reportPath) ? `--report: ${why}` : `cannot write --report ${reportPath}: ${why}`);
     }
+  }
+  // The page reads IN again for the spectra (the run is over, so its memory is free), unless OUT replaced it (--force).
+  if (htmlPath !== undefined) {
+    const replaced = fileKey(inPath) === fileKey(outPath);
+    const html = await renderHtmlReport(report, replaced ? { spectraNote: 'not computed: OUT replaced IN (--force), so the original weights are gone' } : { model: inPath });
+    writeHtmlReport(htmlPath, html);
   }
   return pass ? 0 : 1;
 }

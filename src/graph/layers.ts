@@ -4,14 +4,30 @@
  * input weight) and counts their parameters and MACs. A recurrent op's layer is its input weight W
  * [dirs, gates·hidden, input]: params and MACs count W's part only (the recurrent weight
  * R, the bias and the elementwise gate math are not counted).
+ *
+ * A weight stored as fp16/bf16 and cast to float for the op (Cast(W16) → MatMul, the usual
+ * fp16-storage export) counts as a constant weight too: the layer's `weight` is the stored
+ * constant and `cast` the Cast between it and the op (src/rewrite/cast-weights.ts).
  */
-import type { NodeProto } from '../onnx/schema.js';
+import { DataType, type NodeProto } from '../onnx/schema.js';
 import { attrInt } from './attrs.js';
 import { resolveConstant, type ConstRef } from './constants.js';
 import type { Graph, Model } from './graph.js';
 import type { ShapeMap } from './shapes.js';
 
 export type WeightLocation = 'initializer' | 'constant' | 'outer-initializer' | 'outer-constant';
+
+/** A Cast from a stored low-precision weight to the type the op computes in. */
+export interface CastLink {
+  /** The Cast node (its input the stored constant, through Identity nodes or not). */
+  node: NodeProto;
+  /** Type the op computes in: the Cast's `to` (FLOAT). */
+  to: number;
+  /** Type the weight is stored in: FLOAT16 or BFLOAT16. */
+  stored: number;
+  /** The value the op reads: the Cast's output (or an Identity of it). */
+  value: string;
+}
 
 export interface LayerInfo {
   name: string;
@@ -21,6 +37,12 @@ export interface LayerInfo {
   params: number;
   /** Multiply-accumulates for one run at the known shapes, or undefined when shapes are unknown. */
   macs: number | undefined;
+  /**
+   * For a layer that runs no MACs (a Gather), the positions a rewrite's per-position cost
+   * is counted over: looked-up tokens (numel of the output / D). Undefined elsewhere and
+   * when shapes are unknown.
+   */
+  positions?: number;
   where: WeightLocation;
   /** Depth of the graph holding the node: 0 = main graph. */
   subgraphDepth: number;
@@ -28,7 +50,38 @@ export interface LayerInfo {
   weightInput: number;
   node: NodeProto;
   graph: Graph;
+  /** The constant weight; behind a Cast (`cast`), the stored low-precision tensor. */
   weight: ConstRef;
+  /** Set when the weight reaches the op through a Cast to float (fp16/bf16 storage). */
+  cast?: CastLink;
+}
+
+/** The element type the layer computes in: the Cast's target for a Cast-fed weight, else the weight's type. */
+export const computeElemType = (layer: Pick<LayerInfo, 'weight' | 'cast'>): number => layer.cast?.to ?? layer.weight.tensor.dataType ?? 0;
+
+const STORED_TYPES = new Set<number>([DataType.FLOAT16, DataType.BFLOAT16]);
+
+/**
+ * A value that is an fp16/bf16 constant cast to float: Cast(to FLOAT) of a constant,
+ * Identity nodes allowed on both sides of the Cast, the Cast in this graph or an enclosing one.
+ */
+export function castFedConstant(g: Graph, v: string): { ref: ConstRef; cast: CastLink } | undefined {
+  let graph: Graph | undefined = g;
+  let name = v;
+  for (let guard = 0; graph && guard < 10_000; guard++) {
+    const p = graph.producer(name);
+    if (p) {
+      if ((p.domain ?? '') !== '' || !p.input[0]) return undefined;
+      if (p.opType === 'Identity') { name = p.input[0]; continue; }
+      if (p.opType !== 'Cast' || attrInt(p, 'to') !== DataType.FLOAT) return undefined;
+      const ref = resolveConstant(graph, p.input[0]);
+      const stored = ref?.tensor.dataType ?? 0;
+      return ref && STORED_TYPES.has(stored) ? { ref, cast: { node: p, to: DataType.FLOAT, stored, value: v } } : undefined;
+    }
+    if (graph.defines(name) || graph.isGraphInput(name)) return undefined;
+    graph = graph.parent;
+  }
+  return undefined;
 }
 
 /** Elements of a tensor of these dims. */
@@ -41,11 +94,14 @@ function depthOf(g: Graph): number {
 }
 
 /** Which input holds the constant weight, or undefined when the node is not decomposable. */
-function weightInputOf(n: NodeProto, g: Graph): { index: number; ref: ConstRef } | undefined {
-  const tryIn = (i: number): { index: number; ref: ConstRef } | undefined => {
+function weightInputOf(n: NodeProto, g: Graph): { index: number; ref: ConstRef; cast?: CastLink } | undefined {
+  const tryIn = (i: number): { index: number; ref: ConstRef; cast?: CastLink } | undefined => {
     const v = n.input[i];
-    const ref = v ? resolveConstant(g, v) : undefined;
-    return ref ? { index: i, ref } : undefined;
+    if (!v) return undefined;
+    const ref = resolveConstant(g, v);
+    if (ref) return { index: i, ref };
+    const c = castFedConstant(g, v);
+    return c && { index: i, ...c };
   };
   switch (n.opType) {
     case 'Conv': case 'ConvTranspose': return tryIn(1);
@@ -110,6 +166,15 @@ export function layerMacs(n: NodeProto, weightShape: readonly number[], weightIn
   }
 }
 
+/** Rows a Gather looks up in one run: numel of its output over the row length D, else of its indices. */
+function gatherPositions(n: NodeProto, weightShape: readonly number[], shapes: ShapeMap | undefined): number | undefined {
+  const out = n.output[0] ? shapes?.get(n.output[0]) : undefined;
+  const d = weightShape[1];
+  if (out && d) return numel(out) / d;
+  const idx = n.input[1] ? shapes?.get(n.input[1]) : undefined;
+  return idx ? numel(idx) : undefined;
+}
+
 export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
   const layers: LayerInfo[] = [];
   for (const g of model.allGraphs()) {
@@ -120,6 +185,7 @@ export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
       const weightShape = [...w.ref.tensor.dims];
       const where: WeightLocation = `${w.ref.outer ? 'outer-' : ''}${w.ref.kind}` as WeightLocation;
       const macs = layerMacs(n, weightShape, w.index, shapes);
+      const positions = n.opType === 'Gather' ? gatherPositions(n, weightShape, shapes) : undefined;
       layers.push({
         name: n.name || n.output[0] || (n.opType ?? '?'),
         op: n.opType ?? '',
@@ -127,12 +193,14 @@ export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
         weightShape,
         params: numel(weightShape),
         macs,
+        ...(positions !== undefined && { positions }),
         where,
         subgraphDepth: depthOf(g),
         weightInput: w.index,
         node: n,
         graph: g,
         weight: w.ref,
+        ...(w.cast ? { cast: w.cast } : {}),
       });
     }
   }

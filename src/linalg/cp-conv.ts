@@ -19,6 +19,7 @@ import { product, type SyncGemm } from './engine.js';
 import { transpose, type Matrix } from './matrix.js';
 import { refitLastFactor } from './refit.js';
 import { solveUpperLeft } from './triangular.js';
+import { chainFactorsSensitivity, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 
 export interface CpConvOptions {
   rng?: Rng;
@@ -32,6 +33,8 @@ export interface CpConvOptions {
   patches?: { gram: Float64Array; mean?: Float64Array };
   /** Anchored patch moments and their damping: the last factor is fitted through them (before `patches`). */
   anchor?: { patch: AnchoredPatch; damp: number };
+  /** false: ship the ALS fit even when it is degenerate (no refit under the sensitivity bound). */
+  stable?: boolean;
 }
 
 export interface CpConv {
@@ -48,7 +51,13 @@ export interface CpConv {
   iterations: number;
   /** With patch statistics: the relative output error on them. */
   dataError?: number;
+  /** Its denominator (the original output energy on the statistics): how groups' data errors combine. */
+  dataDen?: number;
   biasDelta?: Float64Array;
+  /** Sensitivity of the shipped chain (cp-sensitivity.ts; factors A = last, B = firstᵀ, C = depthᵀ). */
+  sensitivity?: CpSensitivity;
+  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound. */
+  stabilized?: Stabilized;
 }
 
 /** CP of `kernel` ([T, S, K], fp32 as stored) at rank `rank`. */
@@ -58,15 +67,19 @@ export function cpConv(kernel: { data: Float32Array; shape: readonly [number, nu
   const wd = Float64Array.from(kernel.data);
   const wh = opts.whitening;
   const target = wh ? whitenKernel(wd, T, S, K, wh.ls, wh.lk) : wd;
-  const fit = cpAlsSync({ data: target, shape: [T, S, K] }, rank, { rng: opts.rng, maxIter: opts.maxIter, tol: opts.tol, gemm: opts.gemm });
-  const failed: CpConv = { rank: fit.rank, first: new Float32Array(0), depth: new Float32Array(0), last: new Float32Array(0), relError: NaN, alsError: fit.relError, converged: false, iterations: fit.iterations };
-  if (!Number.isFinite(fit.relError)) return failed;
+  const als = cpAlsSync({ data: target, shape: [T, S, K] }, rank, { rng: opts.rng, maxIter: opts.maxIter, tol: opts.tol, gemm: opts.gemm });
+  const failed: CpConv = { rank: als.rank, first: new Float32Array(0), depth: new Float32Array(0), last: new Float32Array(0), relError: NaN, alsError: als.relError, converged: false, iterations: als.iterations };
+  if (!Number.isFinite(als.relError)) return failed;
+  // A degenerate fit (cancelling terms far larger than the kernel) is refitted under the
+  // sensitivity bound, in the coordinates the ALS fitted (cp-sensitivity.ts).
+  const stab = opts.stable === false ? undefined : stabilizeAls({ data: target, shape: [T, S, K] }, als, opts.gemm);
+  const fit = stab?.fit ?? als;
   const R = fit.rank;
   const fa = fit.factors[0]!; // A [T, R]
   // B [S, R], C [K, R]; fitted in whitened coordinates, mapped back by L⁻ᵀ.
   const fb = wh ? solveUpperLeft(transpose(wh.ls), fit.factors[1]!) : fit.factors[1]!;
   const fc = wh?.lk ? solveUpperLeft(transpose(wh.lk), fit.factors[2]!) : fit.factors[2]!;
-  const lambda = fit.weights;
+  const lambda: Float64Array | undefined = fit.weights;
   const first = new Float32Array(R * S); // Bᵀ [R, S]
   const depth = new Float32Array(R * K); // Cᵀ [R, K]
   const last = new Float32Array(T * R); // A [T, R]
@@ -83,7 +96,10 @@ export function cpConv(kernel: { data: Float32Array; shape: readonly [number, nu
     for (let i = 0; i < S; i++) first[r * S + i] = fb.data[i * R + r]! * kb;
     for (let i = 0; i < K; i++) depth[r * K + i] = fc.data[i * R + r]! * kc;
   }
-  const base: CpConv = { rank: R, first, depth, last, relError: cpError(kernel.data, T, S, K, first, depth, last, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations };
+  const base: CpConv = {
+    rank: R, first, depth, last, relError: cpError(kernel.data, T, S, K, first, depth, last, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations,
+    sensitivity: chainSensitivity(first, depth, last, T, S, K, R), stabilized: stab?.report,
+  };
   if (!Number.isFinite(base.relError) || (!opts.patches && !opts.anchor)) return base;
   // H [R, D]: the chain before its last 1x1, H[r, c·K + k] = depth[r, k]·first[r, c].
   const D = S * K;
@@ -98,13 +114,13 @@ export function cpConv(kernel: { data: Float32Array; shape: readonly [number, nu
     const e = anchoredError(w, wHat, p, opts.gemm);
     const den = e.den + meanEnergy(w, p.mean);
     return {
-      ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R),
-      dataError: den > 0 ? Math.sqrt(e.num / den) : 0, biasDelta: meanError(w, wHat, p.mean, p.meanHat),
+      ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R), sensitivity: chainSensitivity(first, depth, refit, T, S, K, R),
+      dataError: den > 0 ? Math.sqrt(e.num / den) : 0, dataDen: den, biasDelta: meanError(w, wHat, p.mean, p.meanHat),
     };
   }
   const rf = refitLastFactor({ rows: T, cols: D, data: wd }, hm, opts.patches!.gram, opts.patches!.mean, opts.gemm);
   const refit = Float32Array.from(rf.b);
-  return { ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R), dataError: rf.dataError, biasDelta: rf.biasDelta };
+  return { ...base, last: refit, relError: cpError(kernel.data, T, S, K, first, depth, refit, R), sensitivity: chainSensitivity(first, depth, refit, T, S, K, R), dataError: rf.dataError, dataDen: rf.den, biasDelta: rf.biasDelta };
 }
 
 /** W'_t = L_Sᵀ·W_t·L_K for each output t (W_t the [S, K] slice; L_K = I when absent). */
@@ -163,4 +179,9 @@ export function cpError(w: Float32Array, T: number, S: number, K: number, first:
     }
   }
   return den === 0 ? 0 : Math.sqrt(num / den);
+}
+
+/** Sensitivity of the chain's CP: A = last [T, R], B = firstᵀ [S, R], C = depthᵀ [K, R]. */
+export function chainSensitivity(first: Float32Array, depth: Float32Array, last: Float32Array, T: number, S: number, K: number, R: number): CpSensitivity {
+  return chainFactorsSensitivity(R, [{ data: last, rows: T }, { data: first, rows: S, transposed: true }, { data: depth, rows: K, transposed: true }]);
 }

@@ -7,10 +7,13 @@
  * rank-one term's weight λ_r is spread evenly over its four factors (λ^¼ each, after the
  * columns are normalised) so no factor is far from unit scale (fp16).
  * A data-aware last factor is fitted by the caller (last-factor.ts, through cp4Prefix).
+ * A degenerate ALS fit (sensitivity ratio above SENSITIVITY_LIMIT) is refitted under the
+ * sensitivity bound first, as in cp-conv.ts.
  */
 import type { Rng } from '../util/rng.js';
 import { isRank, notARank } from './checks.js';
 import { cpAlsSync } from './cp-als.js';
+import { chainFactorsSensitivity, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 import type { SyncGemm } from './engine.js';
 import type { Matrix } from './matrix.js';
 
@@ -19,6 +22,8 @@ export interface Cp4ConvOptions {
   gemm?: SyncGemm;
   maxIter?: number;
   tol?: number;
+  /** false: ship the ALS fit even when it is degenerate (no refit under the sensitivity bound). */
+  stable?: boolean;
 }
 
 export interface Cp4Conv {
@@ -34,18 +39,26 @@ export interface Cp4Conv {
   alsError: number;
   converged: boolean;
   iterations: number;
+  /** Sensitivity of the chain's CP (cp-sensitivity.ts; A = last, B = firstᵀ, Y = rowsᵀ, X = colsᵀ). */
+  sensitivity?: CpSensitivity;
+  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound. */
+  stabilized?: Stabilized;
 }
 
 /** The 4-way CP of `kernel` ([T, S, kh, kw], fp32 as stored) at rank `rank`. */
 export function cp4Conv(kernel: { data: Float32Array; shape: readonly [number, number, number, number] }, rank: number, opts: Cp4ConvOptions = {}): Cp4Conv {
   if (!isRank(rank)) throw new RangeError(`cp4Conv: ${notARank(rank)}`);
   const [T, S, kh, kw] = kernel.shape;
-  const fit = cpAlsSync({ data: Float64Array.from(kernel.data), shape: [T, S, kh, kw] }, rank, { rng: opts.rng, maxIter: opts.maxIter, tol: opts.tol, gemm: opts.gemm });
-  const R = fit.rank;
+  const x = { data: Float64Array.from(kernel.data), shape: [T, S, kh, kw] };
+  const als = cpAlsSync(x, rank, { rng: opts.rng, maxIter: opts.maxIter, tol: opts.tol, gemm: opts.gemm });
+  const R = als.rank;
   const empty = new Float32Array(0);
-  if (!Number.isFinite(fit.relError)) {
-    return { rank: R, first: empty, rows: empty, cols: empty, last: empty, relError: NaN, alsError: fit.relError, converged: false, iterations: fit.iterations };
+  if (!Number.isFinite(als.relError)) {
+    return { rank: R, first: empty, rows: empty, cols: empty, last: empty, relError: NaN, alsError: als.relError, converged: false, iterations: als.iterations };
   }
+  // A degenerate fit is refitted under the sensitivity bound (cp-sensitivity.ts).
+  const stab = opts.stable === false ? undefined : stabilizeAls(x, als, opts.gemm);
+  const fit = stab?.fit ?? als;
   const [fa, fb, fy, fx] = fit.factors as [Matrix, Matrix, Matrix, Matrix];
   const first = new Float32Array(R * S);
   const rows = new Float32Array(R * kh);
@@ -62,7 +75,15 @@ export function cp4Conv(kernel: { data: Float32Array; shape: readonly [number, n
     for (let i = 0; i < kh; i++) rows[r * kh + i] = fy.data[i * R + r]! * k[2]!;
     for (let i = 0; i < kw; i++) cols[r * kw + i] = fx.data[i * R + r]! * k[3]!;
   }
-  return { rank: R, first, rows, cols, last, relError: cp4Error(kernel.data, first, rows, cols, last, T, S, kh, kw, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations };
+  return {
+    rank: R, first, rows, cols, last, relError: cp4Error(kernel.data, first, rows, cols, last, T, S, kh, kw, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations,
+    sensitivity: cp4Sensitivity(first, rows, cols, last, T, S, kh, kw, R), stabilized: stab?.report,
+  };
+}
+
+/** Sensitivity of the chain's 4-way CP: A = last [T, R], B = firstᵀ, Y = rowsᵀ, X = colsᵀ. */
+export function cp4Sensitivity(first: ArrayLike<number>, rows: ArrayLike<number>, cols: ArrayLike<number>, last: ArrayLike<number>, T: number, S: number, kh: number, kw: number, R: number): CpSensitivity {
+  return chainFactorsSensitivity(R, [{ data: last, rows: T }, { data: first, rows: S, transposed: true }, { data: rows, rows: kh, transposed: true }, { data: cols, rows: kw, transposed: true }]);
 }
 
 /** ‖W − Ŵ‖_F / ‖W‖_F of the chain's (fp32) factors. */

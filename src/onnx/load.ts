@@ -59,22 +59,11 @@ function checkOrtAborts(model: ModelProto, file: string): void {
   }
 }
 
-export function loadModel(file: string): LoadedModel {
-  const abs = path.resolve(file);
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(abs);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LrError('io', `no such file: ${file}`);
-    throw new LrError('io', `cannot open ${file}: ${(e as Error).message}`);
-  }
-  if (st.isDirectory()) throw new LrError('io', `${file} is a directory, not an ONNX file`);
-  // Opening a FIFO or a device would block or never end: only regular files are models.
-  if (!st.isFile()) throw new LrError('io', `${file} is not a regular file`);
-  if (st.size > MAX_PROTOBUF_BYTES) {
-    throw new LrError('unsupported', `${file} is ${st.size} bytes: an ONNX protobuf cannot exceed 2 GiB (large weights belong in external data)`);
-  }
-  const bytes = readFileChunked(abs, { maxBytes: MAX_PROTOBUF_BYTES });
+/**
+ * An .onnx file's bytes, decoded and checked as loadModel checks them (no file access:
+ * the browser build parses the bytes of a dropped file with it). `file` names it in errors.
+ */
+export function parseModel(bytes: Uint8Array, file: string): ModelProto {
   if (bytes.length === 0) throw new LrError('parse', `${file} is empty, not an ONNX model`);
   let model: ModelProto;
   try {
@@ -92,7 +81,26 @@ export function loadModel(file: string): LoadedModel {
   if (model.irVersion >= 3 && model.opsetImport.length === 0) throw new LrError('parse', `${file}: the model has no opset_import`);
   checkOrtAborts(model, file);
   validateModel(model, file);
+  return model;
+}
 
+export function loadModel(file: string): LoadedModel {
+  const abs = path.resolve(file);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(abs);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LrError('io', `no such file: ${file}`);
+    throw new LrError('io', `cannot open ${file}: ${(e as Error).message}`);
+  }
+  if (st.isDirectory()) throw new LrError('io', `${file} is a directory, not an ONNX file`);
+  // Opening a FIFO or a device would block or never end: only regular files are models.
+  if (!st.isFile()) throw new LrError('io', `${file} is not a regular file`);
+  if (st.size > MAX_PROTOBUF_BYTES) {
+    throw new LrError('unsupported', `${file} is ${st.size} bytes: an ONNX protobuf cannot exceed 2 GiB (large weights belong in external data)`);
+  }
+  const bytes = readFileChunked(abs, { maxBytes: MAX_PROTOBUF_BYTES });
+  const model = parseModel(bytes, file);
   const dir = path.dirname(abs);
   const external = new ExternalDataReader(dir);
   const dataFiles = new Set<string>();

@@ -9,7 +9,9 @@
  *    decideOnly: the same choices, hence the same ranks, as an independent fit).
  * 2. The layers to rewrite are put in waves: a layer's wave is one more than the latest
  *    wave of the rewritten layers upstream of its input, so the layers of one wave do not
- *    feed each other and share one pass over the calibration data.
+ *    feed each other and share one pass over the calibration data. Past DEFAULT_MAX_WAVES
+ *    consecutive waves are merged (a chain would otherwise cost a pass per layer): a layer
+ *    of a merged wave sees the rewrites of the earlier waves, not those of its own.
  * 3. Per wave, the original model and the model as rewritten so far run on the same feeds;
  *    the wave's input statistics are paired (calib/stats.ts collectAnchoredStats: Σ x·xᵀ,
  *    Σ x̂·x̂ᵀ, Σ x̂·xᵀ and the patch versions, means), and each layer of the wave is
@@ -52,6 +54,8 @@ export interface AnchorInputs {
   onProgress?: (done: number, total: number, what: string) => void;
   /** κ of the shrinkage toward the original's statistics (calib/anchor-shrink.ts); 0 = none. Default ANCHOR_ROWS_PER_DIM. */
   rowsPerDim?: number;
+  /** Waves at most (anchorWaves); default DEFAULT_MAX_WAVES. */
+  maxWaves?: number;
 }
 
 export interface AnchoredOutcome {
@@ -59,8 +63,19 @@ export interface AnchoredOutcome {
   notes: string[];
 }
 
-/** Wave of each main-graph layer to rewrite (1 = nothing rewritten upstream of its input). */
-export function anchorWaves(model: Model, layers: readonly LayerInfo[]): Map<LayerInfo, number> {
+/**
+ * Waves a run fits at most by default. A chain-like network puts every layer in its own
+ * wave, and each wave runs both models up to its layers on every calibration feed (ISNet:
+ * 39 waves took an hour); merged, a layer sees x̂ with the rewrites of the earlier merged
+ * waves only, not those of its own.
+ */
+export const DEFAULT_MAX_WAVES = 8;
+
+/**
+ * Wave of each main-graph layer to rewrite (1 = nothing rewritten upstream of its input).
+ * With `maxWaves`, consecutive waves are merged into at most that many, evenly.
+ */
+export function anchorWaves(model: Model, layers: readonly LayerInfo[], maxWaves = Infinity): Map<LayerInfo, number> {
   const g = model.root;
   const byNode = new Map(layers.filter((l) => l.graph === g).map((l) => [l.node, l]));
   const depth = new Map<string, number>();
@@ -72,7 +87,10 @@ export function anchorWaves(model: Model, layers: readonly LayerInfo[]): Map<Lay
     if (layer) { waves.set(layer, d + 1); d += 1; }
     for (const o of n.output) if (o) depth.set(o, d);
   }
-  return waves;
+  const count = Math.max(0, ...waves.values());
+  if (count <= maxWaves) return waves;
+  const cap = Math.max(1, Math.floor(maxWaves));
+  return new Map([...waves].map(([l, w]) => [l, Math.ceil((w * cap) / count)]));
 }
 
 /**
@@ -92,7 +110,7 @@ export async function optimizeAnchored(
     const r = byName.get(l.name);
     return r && !r.skipped && r.pass && r.ranks;
   });
-  const waves = anchorWaves(model, todo);
+  const waves = anchorWaves(model, todo, inp.maxWaves ?? DEFAULT_MAX_WAVES);
   const count = Math.max(0, ...waves.values());
   const base = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), gemm: run.gemm };
   const independent: PassContext = { ...base, stats: run.stats };
@@ -143,7 +161,7 @@ export async function optimizeAnchored(
     const layers = todo.filter((l) => waves.get(l) === w);
     inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
     const st = await collectAnchoredStats(original, model, layers, feedSource, {
-      external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun,
+      external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes,
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
       onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),

@@ -18,6 +18,7 @@ import { allocate, type Allocation, type Budget } from './budget.js';
 import { filterReasons, type LayerFilter, type MethodChoice } from './driver.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 import { measureSensitivity, type LayerSensitivity } from './sensitivity.js';
+import type { FitCache } from '../rewrite/fit-cache.js';
 
 export interface BudgetedOptions extends LayerFilter {
   method: MethodChoice;
@@ -33,6 +34,8 @@ export interface BudgetedOptions extends LayerFilter {
   totals?: { params: number; macs?: number };
   /** Where the factorizations' large products run; default JS. */
   gemm?: SyncGemm;
+  /** The run's data-aware factorizations, reused by its allocations (rewrite/fit-cache.ts). */
+  fits?: FitCache;
   /**
    * Run every candidate rung in ORT instead of one per layer with the rest predicted from
    * the layer's own error (predict-sensitivity.ts).
@@ -76,7 +79,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
 
 function measureLayers(model: Model, layers: readonly LayerInfo[], opts: BudgetedOptions): Promise<LayerSensitivity[]> {
   for (const g of model.allGraphs()) g.topoSort();
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits };
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,

@@ -14,6 +14,7 @@ import type { ExternalReader } from '../onnx/external.js';
 import { isSkip, type BoundPass, type CostPair, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
 import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
 import { bind } from '../rewrite/registry.js';
+import type { FitCache } from '../rewrite/fit-cache.js';
 import { createRng } from '../util/rng.js';
 import { METHOD_CHOICES, passByName, passesFor, passFor, type MethodChoice } from '../../passes/index.js';
 import type { LayerRecord, PlanFile } from './plan.js';
@@ -31,6 +32,8 @@ export interface RunContext {
   /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
   gemm?: SyncGemm;
   onProgress?: (done: number, total: number, layer: string) => void;
+  /** Data-aware factorizations kept for the run's later fits at the same ranks (rewrite/fit-cache.ts). */
+  fits?: FitCache;
 }
 
 /**
@@ -52,6 +55,11 @@ export interface OptimizeOptions {
    */
   readonly heaviestShare?: number;
   readonly seed: number;
+  /**
+   * What the run saves: under auto, rivals whose chains measured slower than Tucker-2 in
+   * ORT (TT, CP-4, grouped CP) compete only for params or MACs (challenge.ts). Absent: latency.
+   */
+  readonly saves?: 'params' | 'macs' | 'latency';
   /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
   readonly plan?: PlanFile;
   /**
@@ -107,10 +115,14 @@ function baseRecord(layer: LayerInfo, macs: number | undefined): LayerRecord {
   };
 }
 
-/** Scales per-position costs to absolute MACs with the layer's known MAC count. */
-function scaleMacs(layerMacs: number | undefined, c: CostPair): number | undefined {
-  if (layerMacs === undefined || c.before.macsPerPosition === 0) return undefined;
-  return Math.round((layerMacs * c.after.macsPerPosition) / c.before.macsPerPosition);
+/**
+ * Scales per-position costs to absolute MACs with the layer's known MAC count; a layer
+ * that ran none (a Gather) counts its positions (looked-up tokens) instead.
+ */
+function scaleMacs(layer: LayerInfo, c: CostPair): number | undefined {
+  if (c.before.macsPerPosition === 0) return layer.positions === undefined ? undefined : layer.positions * c.after.macsPerPosition;
+  if (layer.macs === undefined) return undefined;
+  return Math.round((layer.macs * c.after.macsPerPosition) / c.before.macsPerPosition);
 }
 
 /**
@@ -125,7 +137,7 @@ export function optimizeModel(
   const layers = findLayers(model, shapes);
   const quantized = findQuantizedLayers(model);
   const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }) };
   const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {
@@ -190,7 +202,7 @@ export function optimizeModel(
     rec.ranks = ranks;
     const cost = pass.cost(ranks);
     rec.paramsAfter = cost.after.params;
-    rec.macsAfter = scaleMacs(layer.macs, cost) ?? rec.macsBefore;
+    rec.macsAfter = scaleMacs(layer, cost) ?? rec.macsBefore;
     if (!decision && !pass.pays(cost)) {
       rec.paramsAfter = rec.paramsBefore;
       rec.macsAfter = rec.macsBefore;
@@ -210,6 +222,7 @@ export function optimizeModel(
     }
     rec.relError = applied.relError;
     rec.nodes = applied.nodes;
+    if (applied.note) rec.note = rec.note ? `${rec.note}; ${applied.note}` : applied.note;
     if (applied.dataError !== undefined) rec.dataError = applied.dataError;
     done();
   });

@@ -16,6 +16,7 @@ import type { Feeds } from '../verify/tensor.js';
 import type { Budget } from './budget.js';
 import type { OptimizeOptions, RunContext } from './driver.js';
 import type { Timings } from './timings.js';
+import type { WeightsMode } from '../rewrite/quantize-factors.js';
 
 export interface Job {
   inPath: string;
@@ -35,6 +36,8 @@ export interface CalibrationSource {
   /** Per-layer input statistics, when data-aware decomposition is on. */
   collectStats?: (
     model: LoadedModel, layerNames: readonly string[], onProgress?: (done: number, total: number) => void,
+    /** Dims already learned (calib/stats-plan.ts StatsOptions.knownShapes). */
+    knownShapes?: ReadonlyMap<string, readonly number[]>,
   ) => Promise<ReadonlyMap<string, LayerInputStats>>;
 }
 
@@ -77,6 +80,8 @@ export interface PipelineConfig {
     data?: (inputs: ValueInfo[]) => VerificationData;
   };
   save: { force: boolean; externalData: boolean };
+  /** --weights: how the new factors are stored in OUT (default fp32, as the rewrite made them). */
+  weights?: WeightsMode;
   onProgress?: RunContext['onProgress'];
   onStage?: (stage: string) => void;
   /** Called once IN is loaded, before any work: e.g. to check the outputs against the files IN reads. */

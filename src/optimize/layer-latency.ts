@@ -6,15 +6,17 @@
  */
 import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
-import type { LayerInfo } from '../graph/layers.js';
+import { computeElemType, type LayerInfo } from '../graph/layers.js';
 import { resolveConstant } from '../graph/constants.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import { encodeModel } from '../onnx/codec.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { tensorRawBytes } from '../onnx/tensor.js';
 import { DataType, newGraph, newModel, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
+import { buildFeeds } from '../verify/inputs.js';
 import { timePair } from '../verify/latency.js';
 import { createSession } from '../verify/session.js';
+import type { Feeds } from '../verify/tensor.js';
 
 /**
  * Nodes of `graph` cut out as a model computing `output`: values they read that are
@@ -72,15 +74,28 @@ export function singleLayerModel(model: Model, layer: LayerInfo, shapes: ShapeMa
   const n = layer.node;
   // Only the first output: optional extra outputs (none on Conv/Gemm/MatMul today) are not timed.
   const node = newNode({ ...n, opType: n.opType!, output: [n.output[0]], attribute: n.attribute });
-  return nodesModel(model, layer.graph, [node], n.output[0], layer.weight.tensor.dataType ?? 1, shapes, external);
+  // A weight stored fp16/bf16 is timed with its Cast, as the model runs it (and as the chain's factors are).
+  const cast = layer.cast?.node;
+  const nodes = cast ? [newNode({ ...cast, opType: 'Cast', output: [layer.cast!.value], attribute: cast.attribute }), node] : [node];
+  return nodesModel(model, layer.graph, nodes, n.output[0], computeElemType(layer), shapes, external);
 }
 
 export interface LayerTiming { originalMs: number; candidateMs: number }
 
 /** Times a layer against the chain that replaced it (default: timeRewrite; tests inject one that does not depend on machine speed). */
 export type LayerTimer = (
-  model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap, opts: { threads: number; external?: ExternalBytes },
+  model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap, opts: LayerTimerOptions,
 ) => Promise<Result<LayerTiming>>;
+
+export interface LayerTimerOptions {
+  threads: number;
+  external?: ExternalBytes;
+  /**
+   * Timing inputs by the layer's input names and dims, reused across calls: the random
+   * input of a layer at 1024² costs about a second to draw, once per candidate otherwise.
+   */
+  inputs?: Map<string, Feeds>;
+}
 
 const dimsText = (d: readonly number[] | undefined): string => (d ? d.join('x') : '?');
 
@@ -91,7 +106,7 @@ const dimsText = (d: readonly number[] | undefined): string => (d ? d.join('x') 
 export function chainKey(layer: LayerInfo, pass: string, ranks: readonly number[], shapes: ShapeMap): string {
   const attrs = layer.node.attribute.map((a) => `${a.name}=${a.i ?? ''}${a.ints.join(',')}${a.f ?? ''}${a.s ? new TextDecoder().decode(a.s) : ''}`);
   const inputs = layer.node.input.map((v, i) => (i === layer.weightInput ? `w${dimsText(layer.weightShape)}` : v ? dimsText(shapes.get(v)) : '-'));
-  return JSON.stringify([pass, ranks, layer.op, layer.weight.tensor.dataType ?? 1, attrs, inputs]);
+  return JSON.stringify([pass, ranks, layer.op, layer.weight.tensor.dataType ?? 1, computeElemType(layer), attrs, inputs]);
 }
 
 /**
@@ -101,11 +116,11 @@ export function chainKey(layer: LayerInfo, pass: string, ranks: readonly number[
  */
 export async function timeRewrite(
   model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap,
-  opts: { threads: number; external?: ExternalBytes },
+  opts: LayerTimerOptions,
 ): Promise<Result<LayerTiming>> {
   const one = singleLayerModel(model, layer, shapes, opts.external);
   if (typeof one === 'string') return err('unsupported', one);
-  const rewritten = nodesModel(model, layer.graph, chain, layer.node.output[0], layer.weight.tensor.dataType ?? 1, shapes, opts.external);
+  const rewritten = nodesModel(model, layer.graph, chain, layer.node.output[0], computeElemType(layer), shapes, opts.external);
   if (typeof rewritten === 'string') return err('unsupported', rewritten);
   const so = { intraOpNumThreads: opts.threads, graphOptimizationLevel: 'all' as const };
   const a = await createSession({ bytes: encodeModel(one) }, so);
@@ -113,8 +128,17 @@ export async function timeRewrite(
   const b = await createSession({ bytes: encodeModel(rewritten) }, so);
   if (!b.ok) { await a.value.release(); return b; }
   try {
-    // Slow layers (hundreds of ms at high resolution) stop after 2 s of timed runs, 5 each at least.
-    const t = await timePair(a.value, b.value, { minRuns: 15, minSeconds: 0.15, maxRuns: 2000, maxSeconds: 2, fewestRuns: 5 });
+    const key = JSON.stringify(a.value.inputs.map((i) => [i.name, i.type, i.shape]));
+    let feeds = opts.inputs?.get(key);
+    if (!feeds) {
+      const plan = buildFeeds(a.value.inputs, { seed: 0 });
+      if (!plan.ok) return plan;
+      feeds = plan.value.feeds[0]!;
+      opts.inputs?.set(key, feeds);
+    }
+    // Slow layers (hundreds of ms at high resolution) stop after 2 s of timed runs, 5 each
+    // at least, and warm up for half a second at most.
+    const t = await timePair(a.value, b.value, { feeds, minRuns: 15, minSeconds: 0.15, maxRuns: 2000, maxSeconds: 2, fewestRuns: 5, warmupSeconds: 0.5 });
     return t.ok ? ok({ originalMs: t.value.originalMs.p50, candidateMs: t.value.optimizedMs.p50 }) : t;
   } finally {
     await a.value.release();

@@ -26,6 +26,8 @@ import { budgetLabel, eligibleLayers } from './budgeted.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
+import { storeFactors, weightsNote } from '../rewrite/quantize-factors.js';
+import { createFitCache } from '../rewrite/fit-cache.js';
 import { optimizeModel, policyLabel, type RunContext } from './driver.js';
 import type { LayerSensitivity } from './sensitivity.js';
 import { pickOutputs, runAll } from './output-error.js';
@@ -119,7 +121,7 @@ function statisticsOf(job: Job, cfg: PipelineConfig, shapes: ShapeMap, calib: Ca
   return (stage) => {
     cfg.onStage?.(stage);
     const names = eligibleLayers(job.model, shapes, job.opts).map((l) => l.name);
-    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run')));
+    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes));
   };
 }
 
@@ -199,10 +201,14 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       statsEngine = createOrtGemmEngine();
       anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, onStage: cfg.onStage, onProgress: cfg.onProgress };
     }
-    const run: RunContext = { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress };
+    const run: RunContext = { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress, ...(stats && { fits: createFitCache() }) };
     const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
     notes.push(...rewritten.notes);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
+    // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.
+    const weights = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
+      ? storeFactors(job.model, rewritten.records, cfg.weights, { shapes: learned.shapes, external: job.loaded.external }) : undefined;
+    if (weights) notes.push(weightsNote(weights));
     const parts = {
       tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
       // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
@@ -210,6 +216,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       // Summarized before writing: writing releases the payloads.
       output: { file: outPath ?? '', summary: summarize(job.loaded.model) },
       layers: rewritten.records, timings: job.timings, room: learned.room, notes, calibration: data.calib?.description, sensitivity: rewritten.sensitivity,
+      ...(weights && { weights }),
     };
     const seconds = (): number => (performance.now() - t0) / 1000;
     if (outPath === undefined) return { report: buildReport({ ...parts, budget: rewritten.budget, seconds: seconds() }), pass: true, sensitivity: rewritten.sensitivity };

@@ -172,6 +172,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
   const refEnergy = referenceEnergy(opts.reference);
   const cap = opts.wholeModel ? undefined : await capture(model, layers.filter((l) => typeof passOrReason(l, opts) !== 'string'), opts.feeds);
   const timings = new Map<string, Result<LayerTiming>>();
+  const timingInputs = new Map<string, Feeds>();
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     opts.onProgress?.(i, layers.length, layer.name);
@@ -219,7 +220,9 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap);
     const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
     // The layer's own output, to measure each candidate's own error on the same inputs.
-    const own = cap && pickList.length > 0 ? await runLayer(model, layer, [layer.node], opts.feeds, cap) : undefined;
+    // A weight stored fp16/bf16 runs through its Cast, as in the model (the chain's factors do too).
+    const alone = layer.cast ? [layer.cast.node, layer.node] : [layer.node];
+    const own = cap && pickList.length > 0 ? await runLayer(model, layer, alone, opts.feeds, cap) : undefined;
     for (const [k, ranks] of pickList.entries()) {
       if (opts.latency && aboveSlow(ranks)) { slower++; continue; }
       // One event per candidate: a large layer's trials can take minutes.
@@ -234,7 +237,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
           const key = chainKey(layer, pass.name, ranks, opts.latency.shapes);
           let lt = timings.get(key);
           if (!lt) {
-            lt = await (opts.latency.time ?? timeRewrite)(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external });
+            lt = await (opts.latency.time ?? timeRewrite)(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, inputs: timingInputs });
             if (lt.ok) timings.set(key, lt);
           }
           if (lt.ok) {

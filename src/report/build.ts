@@ -41,6 +41,7 @@ export interface ReportParts {
   sensitivity?: LayerSensitivity[];
   /** Absent when nothing was written (the plan command). */
   written?: Measured;
+  weights?: Report['weights'];
 }
 
 export function buildReport(p: ReportParts): Report {
@@ -73,7 +74,7 @@ export function buildReport(p: ReportParts): Report {
   return {
     schemaVersion: SCHEMA_VERSION, tool: p.tool, seed: p.seed, policy: p.policy, policyKind: policyKindOf(p.policy),
     input: p.input, output, layers, seconds: p.seconds, timings: p.timings,
-    ...(p.room && { room: p.room }), notes, ...calibration, ...(budget && { budget }), ...(p.sensitivity && { sensitivity: p.sensitivity }),
+    ...(p.room && { room: p.room }), notes, ...calibration, ...(budget && { budget }), ...(p.sensitivity && { sensitivity: p.sensitivity }), ...(p.weights && { weights: p.weights }),
     ...(w?.verify && { verify: w.verify }), ...(w?.inputs !== undefined && { inputs: w.inputs }),
     ...(w?.latency && { latency: w.latency }), ...(w?.latencyWeb && { latencyWeb: w.latencyWeb }),
   };

@@ -1,4 +1,5 @@
 /** The optimize report: one object for machines (--report), one table for people. */
+import type { StoredWeights } from '../rewrite/quantize-factors.js';
 import type { ModelSummary } from '../graph/summary.js';
 import { opDiff } from '../graph/summary.js';
 import type { Room } from '../graph/room.js';
@@ -43,6 +44,8 @@ export interface Report {
    */
   sensitivity?: LayerSensitivity[];
   verify?: VerifyStats & { minCosine?: number; atol?: number; rtol?: number };
+  /** --weights fp16|int8: what the new factors were stored as (absent: fp32, as the rewrite made them). */
+  weights?: StoredWeights;
   latency?: LatencyStats;
   latencyWeb?: LatencyStats;
   /** Total time of the run, seconds. */

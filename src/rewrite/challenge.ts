@@ -3,7 +3,11 @@
  * the largest rank whose chain is no larger (params) and no costlier (MACs per output
  * position), and wins when it reconstructs the layer at least as well — with calibration
  * statistics, its output on them; else the weight (equal within 2% counts as equal: the
- * rival is no larger, and its fit may be iterative).
+ * rival is no larger, and its fit may be iterative). A rival with several ranks (TT)
+ * competes along a one-parameter family of them (`ranksOf`). A rival whose chain was
+ * measured slower in ORT than the choice it would replace at equal params and MACs (TT,
+ * CP-4, CP on grouped convs: their passes' *_SLOW_PATH) competes only when the run saves
+ * params or MACs (PassContext.saves); otherwise the note says why it was not compared.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
@@ -25,7 +29,20 @@ export interface RivalSpec<M> {
   fixedRank?: boolean;
   /** When the choice so far does not pay, take the rank policy (challengeByPolicy); only for rivals whose chooseRanks is cheap. */
   byPolicy?: boolean;
+  /** The rival's ranks at size k (default [k]), cost nondecreasing in k; `limit` bounds k. */
+  ranksOf?: (k: number) => number[];
+  /**
+   * Why the rival's chain can be slower in ORT than its MACs say (measured): it then wins
+   * only when the run saves params or MACs (PassContext.saves), and the note says why not otherwise.
+   */
+  slowPath?: string;
 }
+
+/** Whether the run saves params or MACs (not latency): slow-path rivals may win then. */
+const savesSize = (cx: PassContext): boolean => cx.saves === 'params' || cx.saves === 'macs';
+
+/** The rival's ranks at size k. */
+const ranksAt = <M>(spec: RivalSpec<M>, k: number): number[] => (spec.ranksOf ? spec.ranksOf(k) : [k]);
 
 /** Whether a chain's cost is within `limit`: no more params and no more MACs per position. */
 const within = (c: Cost, limit: Cost): boolean => c.params <= limit.params && c.macsPerPosition <= limit.macsPerPosition;
@@ -35,7 +52,7 @@ export function rankAtCost<M>(spec: RivalSpec<M>, limit: Cost): number {
   let r = 0;
   for (let lo = 1, hi = spec.limit; lo <= hi;) {
     const mid = (lo + hi) >> 1;
-    if (within(spec.pass.cost(spec.match, [mid]).after, limit)) { r = mid; lo = mid + 1; } else hi = mid - 1;
+    if (within(spec.pass.cost(spec.match, ranksAt(spec, mid)).after, limit)) { r = mid; lo = mid + 1; } else hi = mid - 1;
   }
   return r;
 }
@@ -55,11 +72,11 @@ function challengeByPolicy<M>(spec: RivalSpec<M>, preferred: BoundPass, ranks: r
   return pays ? { note, use: { bound: bound(spec.pass, spec.match), ranks: r } } : { note };
 }
 
-/** The rival's rank under a fixed policy when its chain is no larger and no costlier than `limit`, else 0. */
-function fixedRankAtCost<M>(spec: RivalSpec<M>, limit: Cost, policy: RankPolicy): number {
+/** The rival's ranks under a fixed policy when its chain is no larger and no costlier than `limit`, else undefined. */
+function fixedRanksAtCost<M>(spec: RivalSpec<M>, limit: Cost, policy: RankPolicy): number[] | undefined {
   const f = spec.pass.chooseRanks(spec.match, policy);
-  if (isSkip(f)) return 0;
-  return within(spec.pass.cost(spec.match, f).after, limit) ? f[0]! : 0;
+  if (isSkip(f)) return undefined;
+  return within(spec.pass.cost(spec.match, f).after, limit) ? f : undefined;
 }
 
 /** The challenge of a single-rank rival at equal cost (see the file's comment); undefined when there is nothing to compare. */
@@ -69,29 +86,44 @@ export function challengeAtEqualCost<M>(
   const ct = preferred.cost(ranks);
   if (spec.byPolicy && policy && !preferred.pays(ct)) return challengeByPolicy(spec, preferred, ranks, policy);
   if (ct.after.params >= ct.before.params || !preferred.estimate || !spec.pass.estimate) return undefined;
-  const r = spec.fixedRank && policy?.kind === 'fixed' ? fixedRankAtCost(spec, ct.after, policy) : rankAtCost(spec, ct.after);
-  if (r === 0) return undefined;
+  const fixed = spec.fixedRank && policy?.kind === 'fixed';
+  let rivalRanks: number[];
+  let r: number;
+  if (fixed) {
+    const f = fixedRanksAtCost(spec, ct.after, policy);
+    if (!f) return undefined;
+    rivalRanks = f;
+    r = Math.max(...f);
+  } else {
+    r = rankAtCost(spec, ct.after);
+    if (r === 0) return undefined;
+    rivalRanks = ranksAt(spec, r);
+  }
   const name = spec.pass.method;
-  if (r * layer.params > spec.maxWork) return { note: `${name} ${r} not compared (fit too costly at this size)` };
+  const shown = rivalRanks.join(',');
+  // A win that could not be used is not worth its fit (a 4-way CP-ALS at rank 160 took 12 s on PP-OCRv4 det).
+  if (spec.slowPath && !savesSize(cx)) return { note: `${name} ${shown} not compared (${spec.slowPath})` };
+  if (r * layer.params > spec.maxWork) return { note: `${name} ${shown} not compared (fit too costly at this size)` };
   const fP = preferred.estimate(ranks, cx);
-  const fR = spec.pass.estimate(spec.match, [r], cx);
+  const fR = spec.pass.estimate(spec.match, rivalRanks, cx);
   if (isSkip(fP) || isSkip(fR)) return undefined;
   const rows = cx.stats?.get(layer.name)?.count ?? 0;
   const data = fP.dataError !== undefined && fR.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * spec.patchDim;
   const [eP, eR] = data ? [fP.dataError!, fR.dataError!] : [fP.relError, fR.relError];
-  const note = `${preferred.method} ${ranks.join(',')} ${data ? 'data ' : ''}err ${eP.toExponential(2)} vs ${name} ${r} err ${eR.toExponential(2)}`;
+  const note = `${preferred.method} ${ranks.join(',')} ${data ? 'data ' : ''}err ${eP.toExponential(2)} vs ${name} ${shown} err ${eR.toExponential(2)}`;
   // Equal within 2% (or both below 1e-4, where iterative fits stop) counts as equal.
   const tol = eP * 1.02 + 1e-4;
   if (eR > tol) return { note };
-  if (spec.fixedRank && policy?.kind === 'fixed') return { note, use: { bound: bound(spec.pass, spec.match), ranks: [r] } };
+  if (fixed) return { note, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
   // The winner at equal size is then made as small as the same error allows.
   const errAt = (k: number): number => {
-    const f = spec.pass.estimate!(spec.match, [k], cx);
+    const f = spec.pass.estimate!(spec.match, ranksAt(spec, k), cx);
     return isSkip(f) ? Infinity : data ? f.dataError ?? Infinity : f.relError;
   };
   const small = smallestWithin(r, eR, errAt, tol, SHRINK_FITS);
-  const shrunk = small.rank < r ? `; ${name} ${small.rank} err ${small.err.toExponential(2)}, the smallest within it` : '';
-  return { note: note + shrunk, use: { bound: bound(spec.pass, spec.match), ranks: [small.rank] } };
+  const smallRanks = ranksAt(spec, small.rank);
+  const shrunk = small.rank < r ? `; ${name} ${smallRanks.join(',')} err ${small.err.toExponential(2)}, the smallest within it` : '';
+  return { note: note + shrunk, use: { bound: bound(spec.pass, spec.match), ranks: smallRanks } };
 }
 
 /** Fits a winner may spend on shrinking (a bisection over ranks 1…r). */

@@ -14,6 +14,7 @@ import type { ExternalReader } from '../onnx/external.js';
 import type { NodeProto, TensorProto } from '../onnx/schema.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import type { Rng } from '../util/rng.js';
+import type { FitCache } from './fit-cache.js';
 import type { RankPolicy } from './rank-policy.js';
 
 import type { Skip } from './skip.js';
@@ -31,6 +32,13 @@ export interface PassContext {
   gemm?: SyncGemm;
   /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */
   shared: Map<string, { names: string[]; relError: number; dataError?: number }>;
+  /** Data-aware factorizations of the run, reused at the same ranks and statistics (fit-cache.ts). */
+  fits?: FitCache;
+  /**
+   * What the run saves (--save): under auto, a rival measured slower in ORT at equal params
+   * and MACs (TT, CP-4) competes only when this is params or macs (challenge.ts). Absent: latency counts.
+   */
+  saves?: 'params' | 'macs' | 'latency';
 }
 
 /** Parameters and multiply-accumulates of a layer, before or after a rewrite. */
@@ -101,6 +109,8 @@ export interface Applied {
   dataError?: number;
   /** Names of the new nodes, first to last. */
   nodes: string[];
+  /** What the layer's report should say about the fit (e.g. a CP's sensitivity). */
+  note?: string;
 }
 
 /**

@@ -33,6 +33,11 @@ export interface LatencyOptions {
   fewestRuns?: number;
   /** Default 3 (fewer is raised to 3: first runs allocate and pick kernels). */
   warmup?: number;
+  /**
+   * Warm-up stops once its runs took this long, after one run of each (default: no bound):
+   * a layer at high resolution is warm after one run, and three cost seconds.
+   */
+  warmupSeconds?: number;
   /** Inputs for every run; default: one seeded random feed (seed 0, `shapes`). */
   feeds?: Feeds;
   shapes?: ShapeOverrides;
@@ -97,7 +102,13 @@ export async function timePair(
   const ta: number[] = [];
   const tb: number[] = [];
   try {
-    for (let i = 0; i < warmup; i++) { await runA.value(); await runB.value(); }
+    const warmCap = opts.warmupSeconds !== undefined ? BigInt(Math.round(opts.warmupSeconds * 1e9)) : undefined;
+    const warm0 = clock();
+    for (let i = 0; i < warmup; i++) {
+      if (i > 0 && warmCap !== undefined && clock() - warm0 >= warmCap) break;
+      await runA.value();
+      await runB.value();
+    }
     let spent = 0n;
     const timeOne = async (run: () => Promise<void>, into: number[]) => {
       const t0 = clock();

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { err, ok, type Result } from '../errors.js';
 import { buildFeeds, type ShapeOverrides, type ValueOverrides } from './inputs.js';
-import { createSession, firstLine } from './session.js';
+import { createSession, firstLine, widenedCopy } from './session.js';
 import type { Feeds } from './tensor.js';
 
 export interface NodeTimes {
@@ -54,13 +54,20 @@ export async function profileNodes(modelPath: string, feeds: Feeds, opts: { runs
   const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-profile-'));
   try {
     let s: ort.InferenceSession;
+    const options: ort.InferenceSession.SessionOptions = {
+      graphOptimizationLevel: 'basic', executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: opts.threads ?? 1,
+      logSeverityLevel: 4, enableProfiling: true, profileFilePrefix: path.join(dir, 'profile'),
+    };
     try {
-      s = await ort.InferenceSession.create(modelPath, {
-        graphOptimizationLevel: 'basic', executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: opts.threads ?? 1,
-        logSeverityLevel: 4, enableProfiling: true, profileFilePrefix: path.join(dir, 'profile'),
-      });
+      s = await ort.InferenceSession.create(modelPath, options);
     } catch (e) {
-      return err('verify-mismatch', `ORT failed to load ${modelPath} for profiling: ${firstLine(e)}`);
+      // A bf16 model is profiled as its fp32 copy (same node names), as it is verified (session.ts).
+      const wide = widenedCopy({ path: modelPath });
+      // The refused session may have started a trace file already: only the copy's may be read.
+      for (const f of readdirSync(dir)) rmSync(path.join(dir, f), { force: true });
+      const again = wide && await ort.InferenceSession.create(wide, options).catch(() => undefined);
+      if (!again) return err('verify-mismatch', `ORT failed to load ${modelPath} for profiling: ${firstLine(e)}`);
+      s = again;
     }
     try {
       const native: Record<string, ort.Tensor> = {};

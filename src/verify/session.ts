@@ -6,10 +6,12 @@
  * Note: onnxruntime-node's `run()` is synchronous inside (it blocks the event loop for
  * the duration of the inference) even though it returns a Promise.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import * as ortNode from 'onnxruntime-node';
 import { err, ok, type Result } from '../errors.js';
+import { decodeModel, encodeModel } from '../onnx/codec.js';
 import { isElemType, type Feeds, type HostData, type HostTensor } from './tensor.js';
+import { holdsBf16, widenBf16, WIDENED_NOTE } from './widen-bf16.js';
 
 /** A model to load: a file path (required when the model has external data) or bytes. */
 export type ModelSource = { path: string } | { bytes: Uint8Array };
@@ -26,6 +28,8 @@ export interface SessionOptions {
   intraOpNumThreads?: number;
   /** Names the model in error messages; defaults to the path or "<bytes>". */
   label?: string;
+  /** Load the fp32 copy of a model holding bf16 straight away (its counterpart in a comparison ran as one). */
+  widen?: boolean;
 }
 
 export interface ValueInfo {
@@ -42,6 +46,8 @@ export interface Session {
   readonly label: string;
   readonly inputs: readonly ValueInfo[];
   readonly outputs: readonly ValueInfo[];
+  /** Set when ORT refused the model as it is and runs its fp32 copy instead (a bf16 model, widen-bf16.ts): what to tell the user. */
+  readonly widened?: string;
   /** Runs once; `fetches` defaults to every graph output. */
   run(feeds: Feeds, fetches?: readonly string[]): Promise<Result<Record<string, HostTensor>>>;
   /** Converts feeds to ORT tensors once and returns a closure that only runs (for timing). */
@@ -108,19 +114,53 @@ export async function createSession(src: ModelSource, opts: SessionOptions = {})
     logSeverityLevel: 4, // fatal only: ORT warns about unused initializers on stock models, and errors come back as exceptions anyway
     ...(backend === 'node' ? { intraOpNumThreads: opts.intraOpNumThreads ?? 1 } : { executionProviders: ['wasm'] }),
   };
+  if (opts.widen) {
+    const wide = await widenedSession(ort, src, options);
+    if (wide) return ok(wrap(ort, wide, backend, label, WIDENED_NOTE));
+  }
   let s: ortNode.InferenceSession;
   try {
     s = 'path' in src
       ? await ort.InferenceSession.create(src.path, options)
       : await ort.InferenceSession.create(src.bytes, options);
   } catch (e) {
+    // ORT's CPU has no bf16 MatMul/Gemm/Conv: a bf16 model runs as its exact fp32 copy.
+    const wide = await widenedSession(ort, src, options);
+    if (wide) return ok(wrap(ort, wide, backend, label, WIDENED_NOTE));
     // The file was readable, so ORT rejected the model itself (bad proto, invalid graph, unknown op).
     return err('verify-mismatch', `ORT (${backend}) failed to load ${label}: ${firstLine(e)}`);
   }
   return ok(wrap(ort, s, backend, label));
 }
 
-function wrap(ort: Ort, s: ortNode.InferenceSession, backend: Backend, label: string): Session {
+/** A session of the model's fp32 copy when it holds bf16 and the copy loads; undefined otherwise. */
+async function widenedSession(ort: Ort, src: ModelSource, options: ortNode.InferenceSession.SessionOptions): Promise<ortNode.InferenceSession | undefined> {
+  const bytes = widenedCopy(src);
+  if (!bytes) return undefined;
+  try {
+    return await ort.InferenceSession.create(bytes, options);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The encoded fp32 copy of a model that holds bf16 (widen-bf16.ts), or undefined when it
+ * holds none, is too large to load from memory, or keeps bf16 data in external files.
+ */
+export function widenedCopy(src: ModelSource): Uint8Array | undefined {
+  try {
+    if ('path' in src && statSync(src.path).size > MAX_PROTO_BYTES) return undefined;
+    const model = decodeModel('path' in src ? readFileSync(src.path) : src.bytes);
+    if (!holdsBf16(model)) return undefined;
+    const wide = widenBf16(model);
+    return typeof wide === 'string' ? undefined : encodeModel(wide);
+  } catch {
+    return undefined;
+  }
+}
+
+function wrap(ort: Ort, s: ortNode.InferenceSession, backend: Backend, label: string, widened?: string): Session {
   const info = (m: ortNode.InferenceSession.ValueMetadata): ValueInfo =>
     m.isTensor ? { name: m.name, isTensor: true, type: m.type, shape: [...m.shape] } : { name: m.name, isTensor: false, type: '', shape: [] };
   const inputs = s.inputMetadata.map(info);
@@ -143,6 +183,7 @@ function wrap(ort: Ort, s: ortNode.InferenceSession, backend: Backend, label: st
     label,
     inputs,
     outputs,
+    ...(widened ? { widened } : {}),
     async run(feeds, fetches) {
       const f = toOrt(feeds);
       if (!f.ok) return f;

@@ -40,6 +40,8 @@ export interface VerifyStats {
   runs: number;
   inputDims: Record<string, number[]>;
   defaulted: DefaultedDim[];
+  /** Set when the models ran as fp32 copies (a bf16 model: ORT's CPU runs no bf16 MatMul), saying so. */
+  widened?: string;
 }
 
 /** The session settings both models of a verification share. */
@@ -60,14 +62,17 @@ function verificationFeeds(inputs: Session['inputs'], opts: VerifyOptions, count
   });
 }
 
-/** Opens one of the two models of a verification (createSession by default; tests record the order). */
-export type SessionOpener = (which: 'original' | 'optimized') => Promise<Result<Session>>;
+/**
+ * Opens one of the two models of a verification (createSession by default; tests record
+ * the order). `widen`: open a bf16 model as its fp32 copy (session.ts) straight away.
+ */
+export type SessionOpener = (which: 'original' | 'optimized', widen?: boolean) => Promise<Result<Session>>;
 
 export async function verifyModels(original: ModelSource, optimized: ModelSource, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
   const sessionOpts = sessionOptions(opts);
-  return verifySequentially((which) => which === 'original'
-    ? createSession(original, { ...sessionOpts, label: `original ${describe(original)}` })
-    : createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}` }), opts);
+  return verifySequentially((which, widen) => which === 'original'
+    ? createSession(original, { ...sessionOpts, label: `original ${describe(original)}`, ...(widen && { widen }) })
+    : createSession(optimized, { ...sessionOpts, label: `optimized ${describe(optimized)}`, ...(widen && { widen }) }), opts);
 }
 
 /**
@@ -82,31 +87,39 @@ export async function verifyModels(original: ModelSource, optimized: ModelSource
  * failure before the optimized one's (the original's failure is kept and reported where
  * the interleaved runs would have met it).
  */
-export async function verifySequentially(open: SessionOpener, opts: VerifyOptions = {}): Promise<Result<VerifyStats>> {
-  const ref = await open('original');
+export async function verifySequentially(open: SessionOpener, opts: VerifyOptions = {}, widen = false): Promise<Result<VerifyStats>> {
+  const ref = await open('original', widen || undefined);
   if (!ref.ok) return ref;
-  let refInfo: Pick<Session, 'inputs' | 'outputs'>;
+  let refInfo: Pick<Session, 'inputs' | 'outputs' | 'widened'>;
   let plan: Result<FeedPlan>;
   let refRun: FeedRuns;
   try {
-    refInfo = { inputs: ref.value.inputs, outputs: ref.value.outputs };
+    refInfo = { inputs: ref.value.inputs, outputs: ref.value.outputs, widened: ref.value.widened };
     plan = verificationFeeds(ref.value.inputs, opts, feedCount(opts));
     refRun = plan.ok ? await runFeeds(ref.value, plan.value.feeds) : { outputs: [] };
   } finally {
     await ref.value.release();
   }
-  const cand = await open('optimized');
+  const cand = await open('optimized', widen || refInfo.widened !== undefined || undefined);
   if (!cand.ok) return cand;
+  // Only the optimized model had to run as its fp32 copy: compare it with the original's copy.
+  if (cand.value.widened && !refInfo.widened && !widen) {
+    await cand.value.release();
+    return verifySequentially(open, opts, true);
+  }
+  // A verdict on fp32 copies says so, whatever it is.
+  const widened = refInfo.widened ?? cand.value.widened;
+  const said = (r: Result<VerifyStats>): Result<VerifyStats> => (r.ok && widened ? ok({ ...r.value, widened }) : r);
   try {
     if (!plan.ok) return plan;
     const sig = signatureReasons(refInfo, cand.value, plan.value.dims);
-    if (sig.length) return failedWith(opts, plan.value, sig);
+    if (sig.length) return said(failedWith(opts, plan.value, sig));
     // The optimized model runs on the feeds the original got through; where the original
     // failed, that failure is the verdict (as when the runs alternate).
     const candRun = await runFeeds(cand.value, plan.value.feeds.slice(0, refRun.outputs.length));
-    if (candRun.error) return failedWith(opts, plan.value, [candRun.error.message]);
+    if (candRun.error) return said(failedWith(opts, plan.value, [candRun.error.message]));
     if (refRun.error) return err(refRun.error.kind, refRun.error.message + defaultedHint(plan.value.defaulted));
-    return ok(compareOutputs(refInfo.outputs, refRun.outputs, candRun.outputs, opts, plan.value));
+    return said(ok(compareOutputs(refInfo.outputs, refRun.outputs, candRun.outputs, opts, plan.value)));
   } finally {
     await cand.value.release();
   }

@@ -273,6 +273,30 @@ describe('collectStats: Conv', () => {
   });
 });
 
+describe('collectStats: learned shapes stand for the probe run', () => {
+  it('at the dims they were learned at: one run fewer and the same statistics; at other dims, the probe runs', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [2, 4, 9, 8]);
+    const r = b.node('Relu', [x], {}, { name: 'relu' });
+    b.output(b.node('Conv', [r, b.init('w', [5, 4, 3, 3], seededArray(180, 3))], { pads: [1, 1, 1, 1] }, { name: 'conv' }));
+    const proto = b.build();
+    const model = new Model(proto);
+    const calib = randomCalibration(await inputsOf(proto), { samples: 2 });
+    if (!calib.ok) throw calib.error;
+    const relu = model.root.proto.node.find((n) => n.name === 'relu')!.output[0]!;
+    const conv = model.root.proto.node.find((n) => n.name === 'conv')!.output[0]!;
+    const learned = new Map<string, number[]>([['x', [2, 4, 9, 8]], [relu, [2, 4, 9, 8]], [conv, [2, 5, 9, 8]]]);
+    const base = await run(model, calib.value);
+    const known = await run(model, calib.value, { knownShapes: learned });
+    expect(known.runs).toBe(base.runs - 1);
+    expect(known.stats.get('conv')!.patchGram).toEqual(base.stats.get('conv')!.patchGram);
+    expect(known.stats.get('conv')!.gram).toEqual(base.stats.get('conv')!.gram);
+    // Learned at another input size: not used.
+    const other = await run(model, calib.value, { knownShapes: new Map([...learned, ['x', [1, 4, 9, 8]]]) });
+    expect(other.runs).toBe(base.runs);
+  });
+});
+
 describe('collectStats: real model', () => {
   it('PP-OCR rec: images resized to 48x160 give statistics for every main-graph layer', async () => {
     const loaded = loadModel(REAL.rec);

@@ -192,6 +192,9 @@ describe('anchored fitting: two MatMul layers with a nonlinearity between them',
     // Without mm1 among the rewritten layers, mm2 has nothing upstream to wait for.
     const only2 = anchorWaves(m, layers.filter((l) => l.name === 'mm2'));
     expect([...only2.values()]).toEqual([1]);
+    // Capped at one wave, both share the first pass (mm2 is then fitted to the original's inputs).
+    expect([...anchorWaves(m, layers, 1).values()]).toEqual([1, 1]);
+    expect([...anchorWaves(m, layers, 2).values()]).toEqual([1, 2]);
   });
 });
 

@@ -13,6 +13,7 @@ import { DataType } from '../../src/onnx/schema.js';
 import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
 import { randomFeed, relL2, runModel } from '../helpers/ort.js';
+import type { Feeds } from '../../src/verify/tensor.js';
 
 describe('per-layer latency models', () => {
   // det keeps its weights in Constant nodes: the layer's weight must be found through
@@ -46,10 +47,19 @@ describe('per-layer latency models', () => {
     const yb = await runModel(encodeModel(cut), feeds);
     expect(relL2(ya[layer!.node.output[0]]!, yb[layer!.node.output[0]]!)).toBeLessThan(1e-4);
 
-    const t = await timeRewrite(model, layer!, chain, shapes, { threads: 1 });
+    // The timing input is drawn once per input shape and reused from `inputs`.
+    const inputs = new Map<string, Feeds>();
+    const t = await timeRewrite(model, layer!, chain, shapes, { threads: 1, inputs });
     if (!t.ok) throw t.error;
     expect(t.value.originalMs).toBeGreaterThan(0);
     expect(t.value.candidateMs).toBeGreaterThan(0);
+    expect(inputs.size).toBe(1);
+    const drawn = [...inputs.values()][0]!;
+    expect(Object.keys(drawn)).toEqual([layer!.node.input[0]]);
+    const again = await timeRewrite(model, layer!, chain, shapes, { threads: 1, inputs });
+    expect(again.ok).toBe(true);
+    expect(inputs.size).toBe(1);
+    expect([...inputs.values()][0]).toBe(drawn);
   });
 
   it('refuses nodes that do not compute the output, and activations of unknown shape', async () => {

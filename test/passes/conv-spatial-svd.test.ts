@@ -334,7 +334,8 @@ describe('conv-spatial-svd data-aware, end to end', () => {
     const sp = autoOn(spatialRankKernel(rng, 16, 16, 3, 3, 4));
     expect(sp.rec.pass).toBe('conv-spatial-svd');
     // Won at equal size, then made as small as the error allows: the kernel's spatial rank.
-    expect(sp.rec.note).toMatch(/vs spatial-svd \d+ err [^;]*; spatial-svd 4 err \S+, the smallest within it$/);
+    // (TT and CP-4 challenge after it: their comparisons follow in the note.)
+    expect(sp.rec.note).toMatch(/vs spatial-svd \d+ err [^;]*; spatial-svd 4 err \S+, the smallest within it(;|$)/);
     expect(sp.rec.ranks).toEqual([4]);
     expect(sp.rec.paramsAfter).toBeLessThanOrEqual(0.5 * 16 * 16 * 9 + 1);
     expect((await compareInOrt(sp.model, sp.out, sp.spec, 9)).rel).toBeLessThan(1e-4);

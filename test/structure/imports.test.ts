@@ -19,9 +19,10 @@ const LAYERS: readonly (readonly string[])[] = [
   ['src/calib'],
   ['src/report'],
   ['src/optimize'],
-  // The library's calls and defaults; the command line and the package entry are thin layers over them.
+  // The library's calls and defaults; the command line, the package entry and the web
+  // page's entry (with its stand-ins for Node's modules) are thin layers over them.
   ['src/api'],
-  ['src/cli', 'src/index'],
+  ['src/cli', 'src/index', 'src/browser'],
 ];
 
 const unitOf = (m: string): string => (m.startsWith('src/') ? m.split('/').slice(0, 2).join('/') : m.split('/')[0]!);

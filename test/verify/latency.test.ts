@@ -68,6 +68,18 @@ describe('timePair (fake sessions, fake clock)', () => {
     expect(r1.ok && r1.value.originalMs.p90).toBe(2);
   });
 
+  it('warmupSeconds ends the warm-up once it took that long, after one run of each', async () => {
+    // The first run of each takes 1 s: past 0.5 s after the first pair, no more warm-up.
+    const slow = fakePair(1);
+    const r = await timePair(slow.a, slow.b, { clock: slow.clock, minRuns: 2, minSeconds: 0, warmupSeconds: 0.5 });
+    expect(slow.log).toEqual(['A', 'B', 'A', 'B', 'B', 'A']);
+    expect(r.ok && r.value.originalMs.p90).toBe(2);
+    // Warm-ups of fast models stay three pairs.
+    const fast = fakePair(0);
+    await timePair(fast.a, fast.b, { clock: fast.clock, minRuns: 2, minSeconds: 0, warmupSeconds: 0.5 });
+    expect(fast.log).toHaveLength(6 + 4);
+  });
+
   it('after minRuns, runs until the timed runs of both took minSeconds; warm-ups do not count', async () => {
     // 3 ms per timed pair: 100 ms are spent after 34 pairs. Counting the 6 s of warm-ups
     // would stop it at minRuns.

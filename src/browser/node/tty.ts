@@ -1,0 +1,2 @@
+/** node:tty in the browser build: no terminal. */
+export function isatty(): boolean { return false; }

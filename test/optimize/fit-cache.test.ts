@@ -1,0 +1,81 @@
+/**
+ * The run's fit cache (src/rewrite/fit-cache.ts): a budget's allocations refit, on a freshly
+ * loaded model, the ranks its sensitivity trials fitted. With the same statistics the
+ * data-aware Tucker-2 is taken from the cache: the same bytes, no second factorization.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import { ModelBuilder } from '../../models/builder.js';
+import type { CalibSet } from '../../src/calib/load.js';
+import { collectStats } from '../../src/calib/stats.js';
+import { Model } from '../../src/graph/graph.js';
+import { findLayers } from '../../src/graph/layers.js';
+import { tucker2Conv } from '../../src/linalg/tucker2-conv.js';
+import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
+import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
+import { cachedFit, createFitCache } from '../../src/rewrite/fit-cache.js';
+import { createRng } from '../../src/util/rng.js';
+import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
+
+vi.mock('../../src/linalg/tucker2-conv.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/linalg/tucker2-conv.js')>();
+  return { ...m, tucker2Conv: vi.fn(m.tucker2Conv) };
+});
+
+describe('cachedFit', () => {
+  it('keeps a fit per statistics object and key; without statistics it always fits', () => {
+    const cache = createFitCache();
+    const stats = {};
+    let calls = 0;
+    const fit = () => ++calls;
+    expect(cachedFit(cache, stats, 'a', fit)).toBe(1);
+    expect(cachedFit(cache, stats, 'a', fit)).toBe(1);
+    expect(cachedFit(cache, stats, 'b', fit)).toBe(2);
+    // Statistics measured anew are another object: never an older fit.
+    expect(cachedFit(cache, {}, 'a', fit)).toBe(3);
+    expect(cachedFit(cache, undefined, 'a', fit)).toBe(4);
+    expect(cachedFit(undefined, stats, 'a', fit)).toBe(5);
+  });
+});
+
+describe('a data-aware Tucker-2 fitted again in the same run', () => {
+  const rng = createRng(5);
+  const b = new ModelBuilder({ opset: 13 });
+  const x = b.input('x', [1, 8, 10, 10]);
+  b.output(b.node('Conv', [x, b.init('w', [12, 8, 3, 3], Array.from({ length: 12 * 8 * 9 }, () => rng.normal()))], { pads: [1, 1, 1, 1] }, { name: 'conv' }));
+  const bytes = encodeModel(b.build());
+  const feeds: Feeds[] = Array.from({ length: 3 }, () => ({ x: { type: 'float32', dims: [1, 8, 10, 10], data: Float32Array.from({ length: 800 }, () => rng.normal()) } as HostTensor }));
+  const calib: CalibSet = {
+    source: { kind: 'random', seed: 0 }, samples: 3, batches: 3, batchSize: 1, calibrated: [], fixed: [], random: [], notes: [],
+    *feeds() { yield* feeds; },
+  };
+  const opts: OptimizeOptions = { method: 'tucker2', policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0 };
+
+  it('comes from the cache on a fresh load of the model: same bytes, one factorization', async () => {
+    const m0 = new Model(decodeModel(bytes));
+    const st = await collectStats(m0, findLayers(m0), calib);
+    if (!st.ok) throw st.error;
+    const fits = createFitCache();
+    const fitted = vi.mocked(tucker2Conv);
+    fitted.mockClear();
+    const once = (run: Parameters<typeof optimizeModel>[4]): Uint8Array => {
+      const m = new Model(decodeModel(bytes));
+      const [rec] = optimizeModel(m, undefined, opts, undefined, run);
+      expect(rec!.pass).toBe('conv-tucker2');
+      expect(rec!.skipped).toBeFalsy();
+      return encodeModel(m.proto);
+    };
+    const first = once({ stats: st.value.stats, fits });
+    expect(fitted).toHaveBeenCalledTimes(1);
+    const second = once({ stats: st.value.stats, fits });
+    expect(fitted).toHaveBeenCalledTimes(1);
+    expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
+    // Without the cache: fitted again, the same bytes (the data-aware fit draws no random numbers).
+    const plain = once({ stats: st.value.stats });
+    expect(fitted).toHaveBeenCalledTimes(2);
+    expect(Buffer.from(plain).equals(Buffer.from(first))).toBe(true);
+    // Weight-only fits are never kept.
+    once({ fits });
+    once({ fits });
+    expect(fitted).toHaveBeenCalledTimes(4);
+  });
+});

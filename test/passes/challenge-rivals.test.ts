@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import { convCp } from '../../passes/conv-cp.js';
+import { convCp4, CP4_SLOW_PATH } from '../../passes/conv-cp4.js';
+import { convTt, TT_SLOW_PATH } from '../../passes/conv-tt.js';
+import { convTucker2 } from '../../passes/conv-tucker2.js';
+import { Model } from '../../src/graph/graph.js';
+import { orthonormalize } from '../../src/linalg/qr.js';
+import { decodeModel } from '../../src/onnx/codec.js';
+import { optimizeModel } from '../../src/optimize/driver.js';
+import { rankAtCost } from '../../src/rewrite/challenge.js';
+import { isSkip, type BoundPass, type PassContext } from '../../src/rewrite/pass.js';
+import { bind } from '../../src/rewrite/registry.js';
+import { createRng, type Rng } from '../../src/util/rng.js';
+import { context, convLayer, convModel, randn, windowSpec } from './conv-harness.js';
+
+/** W[t, s, y, x] = Σ C[s, a]·Y[a, y, b]·X[b, x, c]·Tf[c, t]: TT ranks (R1, R2, R3), Tucker-2 channel ranks (R1, R3). */
+function ttKernel(rng: Rng, T: number, S: number, kh: number, kw: number, [R1, R2, R3]: [number, number, number]): Float32Array {
+  const [C, Y, X, Tf] = [randn(rng, S * R1), randn(rng, R1 * kh * R2), randn(rng, R2 * kw * R3), randn(rng, R3 * T)];
+  const w = new Float32Array(T * S * kh * kw);
+  for (let t = 0; t < T; t++) for (let s = 0; s < S; s++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
+    let v = 0;
+    for (let a = 0; a < R1; a++) for (let b = 0; b < R2; b++) for (let c = 0; c < R3; c++) v += C[s * R1 + a]! * Y[(a * kh + y) * R2 + b]! * X[(b * kw + x) * R3 + c]! * Tf[c * T + t]!;
+    w[((t * S + s) * kh + y) * kw + x] = v;
+  }
+  return w;
+}
+
+/** W[t, s, y, x] = Σ_r λ_r A[t, r]·B[s, r]·Y[y, r]·X[x, r] with orthonormal factor columns (R ≤ kh, kw). */
+function cp4Kernel(rng: Rng, T: number, S: number, kh: number, kw: number, R: number): Float32Array {
+  const f = (n: number) => Float64Array.from(orthonormalize({ rows: n, cols: R, data: Float64Array.from(randn(rng, n * R)) }).data);
+  const [A, B, Y, X] = [f(T), f(S), f(kh), f(kw)];
+  const w = new Float32Array(T * S * kh * kw);
+  for (let t = 0; t < T; t++) for (let s = 0; s < S; s++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
+    let v = 0;
+    for (let r = 0; r < R; r++) v += (1 + r) * A[t * R + r]! * B[s * R + r]! * Y[y * R + r]! * X[x * R + r]!;
+    w[((t * S + s) * kh + y) * kw + x] = v;
+  }
+  return w;
+}
+
+function setup(w: Float32Array, S: number, T: number): { model: Model; cx: PassContext; layer: ReturnType<typeof convLayer>; bytes: Uint8Array } {
+  const rng = createRng(0);
+  const bytes = convModel({ S, T, ...windowSpec(2, 3, 1, 1, 'sym') }, w, rng);
+  const model = new Model(decodeModel(bytes));
+  return { model, cx: context(model), layer: convLayer(model), bytes };
+}
+
+function bound<M>(pass: Parameters<typeof bind>[0], layer: ReturnType<typeof convLayer>, cx: PassContext): BoundPass {
+  const b = bind(pass, layer, cx);
+  if (isSkip(b)) throw new Error(b.skip);
+  return b as BoundPass & { _m?: M };
+}
+
+describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
+  it('a kernel of low TT rank: Tucker-2 at its exact ranks [8, 8] loses to TT [8, 8, 8] (fewer params and MACs, same error), used when the run saves params or MACs', () => {
+    const [S, T] = [32, 32];
+    const { bytes, layer, cx } = setup(ttKernel(createRng(1), T, S, 3, 3, [8, 8, 8]), S, T);
+    const tucker = bound(convTucker2, layer, cx);
+    expect(tucker.chooseRanks({ kind: 'energy', energy: 0.999 })).toEqual([8, 8]);
+    const c = convTt.challenge!(layer, tucker, [8, 8], { ...cx, saves: 'params' });
+    // Tucker-2 [8, 8]: 32·8 + 8·8·9 + 8·32 = 1088; TT [8, 8, 8]: 32·8 + 8·8·3 + 8·8·3 + 8·32 = 896.
+    expect(c?.use?.bound.name).toBe('conv-tt');
+    expect(c?.use?.ranks).toEqual([8, 8, 8]);
+    expect(c!.use!.bound.cost([8, 8, 8]).after.params).toBe(896);
+    expect(c?.note).toMatch(/^tucker2 8,8 err \S+ vs tt (\d+),\1,\1 err \S+; tt 8,8,8 err \S+, the smallest within it$/);
+    const applied = c!.use!.bound.apply([8, 8, 8], cx);
+    if (isSkip(applied)) throw new Error(applied.skip);
+    expect(applied.relError).toBeLessThan(1e-5);
+    // By default latency counts (TT_SLOW_PATH): TT is not fitted, the driver keeps Tucker-2 and the note says why.
+    const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0 });
+    expect(rec).toMatchObject({ pass: 'conv-tucker2', ranks: [8, 8] });
+    expect(rec!.note).toMatch(new RegExp(`(^|; )tt (\\d+),\\2,\\2 not compared \\(${TT_SLOW_PATH.replace(/[()]/g, '\\$&')}\\)`));
+    expect(convTt.challenge!(layer, tucker, [8, 8], { ...cx, saves: 'latency' })?.use).toBeUndefined();
+  });
+
+  it('TT competes along [k, k, k]: the largest k whose chain is no larger and no costlier than the choice so far', () => {
+    const [S, T] = [24, 16];
+    const { layer, cx } = setup(randn(createRng(2), T * S * 9), S, T);
+    const m = convTt.match(layer, cx);
+    if (isSkip(m)) throw new Error(m.skip);
+    const tucker = bound(convTucker2, layer, cx);
+    const limit = tucker.cost([10, 8]).after;
+    const ranksOf = (k: number) => [Math.min(k, 24), Math.min(k, 48), Math.min(k, 16)];
+    const k = rankAtCost({ pass: convTt, match: m, limit: 48, patchDim: S * 9, maxWork: Infinity, ranksOf }, limit);
+    const at = (x: number) => convTt.cost(m, ranksOf(x)).after;
+    expect(at(k).params).toBeLessThanOrEqual(limit.params);
+    expect(at(k).macsPerPosition).toBeLessThanOrEqual(limit.macsPerPosition);
+    expect(at(k + 1).params > limit.params || at(k + 1).macsPerPosition > limit.macsPerPosition).toBe(true);
+    // --rank N: TT competes at N, N, N as --method tt writes it.
+    const c = convTt.challenge!(layer, tucker, [6, 6], { ...cx, saves: 'params' }, { kind: 'fixed', rank: 6 });
+    expect(c?.note).toMatch(/^tucker2 6,6 err \S+ vs tt 6,6,6 err \S+$/);
+  });
+
+  it('CP-4 beats the CP chosen so far at equal cost on a 4-way CP kernel when the run saves params or MACs; otherwise it is not compared', () => {
+    const [S, T, R] = [16, 16, 3];
+    const { layer, cx } = setup(cp4Kernel(createRng(3), T, S, 3, 3, R), S, T);
+    const cp = bound(convCp, layer, cx);
+    // CP rank 3: 3·(16 + 16 + 9) = 123 params; CP-4 at that size: rank ⌊123 / 38⌋ = 3, exact.
+    const latency = convCp4.challenge!(layer, cp, [R], cx);
+    expect(latency).toEqual({ note: `cp4 3 not compared (${CP4_SLOW_PATH})` });
+    for (const saves of ['params', 'macs'] as const) {
+      const c = convCp4.challenge!(layer, cp, [R], { ...cx, saves });
+      expect(c?.note).toMatch(/^cp 3 err \S+ vs cp4 3 err \S+$/);
+      expect(c?.use?.bound.name).toBe('conv-cp4');
+      expect(c?.use?.ranks).toEqual([3]);
+    }
+    expect(convCp4.challenge!(layer, cp, [R], { ...cx, saves: 'latency' })?.use).toBeUndefined();
+  });
+
+  it('end to end under auto (latency counts by default): a 4-way CP kernel goes to CP; TT and CP-4 are not fitted, the note says why', () => {
+    const [S, T, R] = [16, 16, 3];
+    const { bytes } = setup(cp4Kernel(createRng(3), T, S, 3, 3, R), S, T);
+    const [rec] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0 });
+    expect(rec).toMatchObject({ pass: 'conv-cp', ranks: [3] });
+    expect(rec!.note).toMatch(/^tucker2 3,3 err \S+ vs cp \d+ err \S+; cp 3 err \S+, the smallest within it; /);
+    expect(rec!.note).toMatch(/; tt \d+,\d+,\d+ not compared \(/);
+    expect(rec!.note).toContain(`; cp4 3 not compared (${CP4_SLOW_PATH})`);
+  });
+});
