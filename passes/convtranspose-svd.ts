@@ -20,8 +20,12 @@
  *
  * Cost per input position r·S + r·T·∏k against S·T·∏k: it pays when r < S·T·K/(S + T·K),
  * the SVD break-even of the [S, T·K] matrix, so the SVD rank policies apply unchanged.
- * Grouped ConvTranspose is left to convtranspose-tucker2 (declined here). Weight-only: the
- * statistics of ConvTranspose inputs are not collected (calib/stats-plan.ts).
+ * Grouped ConvTranspose is left to convtranspose-tucker2 (declined here).
+ * Data-aware: X enters on the rows side of [S, T·K] (each tap is y = W_κᵀ·x), so with the
+ * input-channel Gram of X (statistics of kind 'conv' over X's positions, as a 1x1 conv on
+ * X collects them) the pair is the whitened SVD on the rows side, and with anchored
+ * statistics the anchored one (svd-pair.ts). Uncentered: a mean error scattered through
+ * the window is not one value per output channel, so no bias correction.
  */
 import { attrInt } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -38,7 +42,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { bound } from '../src/rewrite/registry.js';
-import { SvdCache, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface ConvTransposeSvdMatch extends MatchBase {
   geo: ConvTransposeGeometry;
@@ -74,7 +78,8 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
     const data = finiteWeight(layer, cx);
     if (isSkip(data)) return data;
     const w = fromArray(geo.S, geo.T * geo.kernelSize, data);
-    return { layer, node: layer.node, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, undefined, cx.gemm) };
+    const whiten = whiteningFor(cx.stats?.get(layer.name), 'rows', geo.S);
+    return { layer, node: layer.node, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -83,11 +88,11 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
 
   cost: (m, ranks) => ({ before: convTransposeCost(m.geo), after: transposeSvdCost(m.geo, ranks[0]!) }),
 
-  estimate(m: ConvTransposeSvdMatch, ranks: readonly number[]): { relError: number } | Skip {
+  estimate(m: ConvTransposeSvdMatch, ranks: readonly number[]): { relError: number; dataError?: number } | Skip {
     const r = ranks[0]!;
     if (!Number.isInteger(r) || r < 1 || r > Math.min(m.svd.w.rows, m.svd.w.cols)) return skip(`rank ${r} is out of range for a ${m.svd.w.rows}x${m.svd.w.cols} unfolding`);
     const f = svdPairFactors(m.svd, r);
-    return Number.isFinite(f.relError) ? { relError: f.relError } : skip('factorization produced non-finite values');
+    return Number.isFinite(f.relError) ? { relError: f.relError, dataError: f.dataError } : skip('factorization produced non-finite values');
   },
 
   apply(m: ConvTransposeSvdMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
@@ -107,7 +112,8 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
     else g.addInitializer(makeFloatTensor(nameL, [r, geo.T, ...geo.kernel], f.right, m.dataType));
     const z = derivedName(cx, n, 'lr_z');
     const bias = geo.hasBias ? n.input[2] : undefined;
-    const doc = docString('convtranspose-svd', `rank ${r} of ${S}x${geo.T}x${geo.kernel.join('x')} (weight rel. error ${f.relError.toExponential(2)})`);
+    const aware = m.svd.whiten ? (m.svd.whiten.cross ? ', anchored' : ', data-aware') : '';
+    const doc = docString('convtranspose-svd', `rank ${r} of ${S}x${geo.T}x${geo.kernel.join('x')} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameR, z, chainConvAttrs(ones, 1), undefined, doc),
       plain
@@ -115,7 +121,7 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
         : convTransposeNode(derivedName(cx, n, 'lr_b'), z, nameL, n.output[0]!, chainConvAttrs(geo.kernel, 1, transposePlacementAttrs(n)), bias, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
 
@@ -138,7 +144,8 @@ function challengeSvd(layer: LayerInfo, preferred: BoundPass, ranksT: readonly n
   if (most < 1) return undefined;
   const fT = preferred.estimate(ranksT, cx);
   if (isSkip(fT)) return undefined;
-  const spec = m.svd.spectrum(most);
+  // Both sides on weight error: a data-aware pair's own spectrum is of the whitened matrix.
+  const spec = (m.svd.whiten ? new SvdCache(m.svd.w, 0, undefined, cx.gemm) : m.svd).spectrum(most);
   let kept = 0;
   let r = 0;
   for (let i = 0; i < Math.min(most, spec.sigma.length); i++) {

@@ -26,9 +26,13 @@
  * layout of the same map, Wc [T, S/g, k…] with Wc[j·t + τ, σ, κ] = W[j·s + σ, τ, κ]: its
  * first factor is A, its last B, and its core [g·r2, r1, k…] becomes C by swapping the
  * channel roles per group. Ranks follow conv-tucker2's policies on the same unfoldings.
- * Weight-only: calibration statistics of ConvTranspose inputs are not collected
- * (calib/stats-plan.ts), so statistics are never read. A 1x1 group-1 ConvTranspose is
- * convtranspose-svd's, and S/g = 1 (one input channel per group) has nothing to factor.
+ * Data-aware: the first factor A mixes X's channels at each input position, exactly as the
+ * first 1x1 of a Conv Tucker-2 does, so with the input-channel Gram of X (statistics of
+ * kind 'conv' over X's positions, per group: what a 1x1 conv on X would collect) it is the
+ * whitened one (tucker2-conv.ts `channel`), and with anchored channel statistics the
+ * anchored one; the output side stays the truncated SVD (patch statistics of a scatter
+ * are not collected). A 1x1 group-1 ConvTranspose is convtranspose-svd's, and S/g = 1
+ * (one input channel per group) has nothing to factor.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
@@ -40,6 +44,9 @@ import {
   type ConvTransposeGeometry,
 } from '../src/rewrite/convtranspose-geometry.js';
 import { docString } from '../src/rewrite/emit.js';
+import { anchoredChannelWhitenings, ANCHOR_PATCH_DAMP, channelBlocks } from '../src/rewrite/conv-stats.js';
+import { cachedFit } from '../src/rewrite/fit-cache.js';
+import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { attrInt } from '../src/graph/attrs.js';
 import { tucker2Limits, tucker2RankCheck, tucker2Ranks, type ConvTucker2Match } from './conv-tucker2.js';
@@ -52,6 +59,10 @@ export interface ConvTransposeTucker2Match extends MatchBase {
   groups: GroupKernel[];
   spectra?: ConvTucker2Match['spectra'];
   fitted?: Tucker2Conv & { key: string };
+  /** Per-group input-channel Gram blocks [g][s·s] of X from calibration data (data-aware). */
+  channelGram?: Float64Array[];
+  /** Anchored per-group channel whitening of X (the partly compressed model's input vs the original's). */
+  anchor?: Whitening[];
 }
 
 const isOnes = (xs: readonly number[]): boolean => xs.every((k) => k === 1);
@@ -78,7 +89,11 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     const w = finiteWeight(layer, cx);
     if (isSkip(w)) return w;
     const wc = swapChannelRoles(w, geo.S, geo.T / geo.group, geo.kernelSize, geo.group);
-    return { layer, node: layer.node, graph: layer.graph, dataType, geo, wc, groups: groupKernels(wc, geo) };
+    const anchor = anchoredChannelWhitenings(cx, layer.name, geo);
+    const channelGram = anchor ? undefined : channelBlocks(cx, layer.name, geo);
+    return {
+      layer, node: layer.node, graph: layer.graph, dataType, geo, wc, groups: groupKernels(wc, geo), ...(channelGram && { channelGram }), ...(anchor && { anchor }),
+    };
   },
 
   rankLimits: (m) => tucker2Limits(m.geo),
@@ -90,9 +105,9 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
 
   cost: (m, ranks) => ({ before: convTransposeCost(m.geo), after: transposeTucker2Cost(m.geo, ranks[0]!, ranks[1]!) }),
 
-  estimate(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: PassContext): { relError: number } | Skip {
+  estimate(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorize(m, ranks, cx);
-    return isSkip(f) ? f : { relError: f.relError };
+    return isSkip(f) ? f : { relError: f.relError, dataError: f.dataError };
   },
 
   apply(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
@@ -115,18 +130,19 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const doc = docString('convtranspose-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.S}x${geo.T / G}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)})`);
+    const aware = m.anchor ? ', anchored input factor' : m.channelGram ? ', data-aware input factor' : '';
+    const doc = docString('convtranspose-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.S}x${geo.T / G}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameA, z1, chainConvAttrs(ones, G), undefined, doc),
       convTransposeNode(derivedName(cx, n, 'lr_b'), z1, nameC, z2, chainConvAttrs(geo.kernel, G, transposePlacementAttrs(n)), undefined, doc),
       convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0]!, chainConvAttrs(ones, G), geo.hasBias ? n.input[2] : undefined, doc),
     ];
     g.replaceNode(n, nodes);
-    return { relError, nodes: nodes.map((x) => x.name!) };
+    return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
 
-/** The Tucker-2 at ranks [r1, r2] of the Conv-layout kernel, weight only; cached on the match. */
+/** The Tucker-2 at ranks [r1, r2] of the Conv-layout kernel, with the match's channel statistics; cached on the match. */
 function factorize(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: PassContext): (Tucker2Conv & { key: string }) | Skip {
   const { geo } = m;
   const s = geo.S / geo.group;
@@ -137,7 +153,14 @@ function factorize(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: P
   }
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  const f = tucker2Conv({ data: m.wc, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], { rng: cx.rng, gemm: cx.gemm });
+  // A data-aware fit draws nothing from the rng: the run keeps it for a later fit at these ranks.
+  const aware = m.channelGram !== undefined || m.anchor !== undefined;
+  const f = cachedFit(cx.fits, aware ? cx.stats?.get(m.layer.name) : undefined, `convtranspose-tucker2|${m.layer.name}|${key}`, () => tucker2Conv(
+    { data: m.wc, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
+      rng: cx.rng, gemm: cx.gemm,
+      channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
+      anchor: m.anchor && { channel: m.anchor, patchDamp: ANCHOR_PATCH_DAMP },
+    }));
   if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
   m.fitted = { key, ...f };
   return m.fitted;

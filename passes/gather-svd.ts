@@ -14,9 +14,11 @@
  * Gather like any other rewrite (src/optimize/latency-screen.ts), which is slower by
  * construction, so the default run drops it with the timings as the reason.
  *
- * Weight-only: the calibration statistics (src/calib/stats-plan.ts) do not read indices,
- * so every row counts the same; weighting rows by how often the calibration data looks
- * them up (the Gram of one-hot rows is diag(counts)) is not done.
+ * Data-aware: with the calibration inputs' lookup counts cᵢ of each row (LayerInputStats
+ * rowCounts; the Gram of one-hot rows is diag(c)), the fit minimises Σᵢ wᵢ‖eᵢ − êᵢ‖² with
+ * wᵢ = cᵢ/mean(c) + floor (src/linalg/row-weights.ts): the SVD is of D·E with D = diag(√w),
+ * and A = D⁻¹·U_r Σ_r^½, so rows the data uses often are kept more exactly and rows it
+ * never uses still approximately. Without counts every row counts the same.
  * A table shared by several Gathers is factorized once and the factors shared; a table
  * also read by another kind of node is declined (its factors would only add parameters).
  */
@@ -32,9 +34,22 @@ import {
   derivedName, skip, type Applied, type CostPair, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { pairProduct, SvdCache, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { rowScales } from '../src/linalg/row-weights.js';
 
 export interface GatherMatch extends MatchBase {
+  /** SVD of the table, its rows scaled by `rowScales` when data-aware. */
   svd: SvdCache;
+  /** √ of each row's weight (data-aware), to undo on the thin table A. */
+  rowScales?: Float64Array;
+}
+
+/** The factors of the (row-weighted) table: A's rows divided by the scales again, so A·B ≈ E. */
+function tableFactors(m: GatherMatch, r: number): ReturnType<typeof svdPairFactors> {
+  const f = svdPairFactors(m.svd, r);
+  const s = m.rowScales;
+  if (!s) return f;
+  const left = Float32Array.from(f.left, (v, k) => v / s[Math.floor(k / r)]!);
+  return { ...f, left };
 }
 
 /** Why a Gather is not a row lookup in a 2-D table, or true. */
@@ -80,8 +95,12 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
     const other = otherReader(layer);
     if (other) return skip(`the table ${layer.weightName} is also read by ${other}: its factors would add parameters`);
     const [rows, cols] = layer.weightShape as [number, number];
-    const e = fromArray(rows, cols, readTensorFloat(layer.weight.tensor, cx.external));
-    return { layer, node: layer.node, graph: layer.graph, dataType, svd: new SvdCache(e, 0, undefined, cx.gemm) };
+    const data = readTensorFloat(layer.weight.tensor, cx.external);
+    const counts = cx.stats?.get(layer.name)?.rowCounts;
+    const scales = counts?.length === rows ? rowScales(counts) : undefined;
+    if (scales) for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j]! *= scales[i]!;
+    const e = fromArray(rows, cols, data);
+    return { layer, node: layer.node, graph: layer.graph, dataType, svd: new SvdCache(e, 0, undefined, cx.gemm), ...(scales && { rowScales: scales }) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -99,7 +118,7 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
   pays: (c) => c.after.params < c.before.params,
 
   estimate(m, ranks) {
-    const f = svdPairFactors(m.svd, ranks[0]!);
+    const f = tableFactors(m, ranks[0]!);
     return Number.isFinite(f.relError) ? { relError: f.relError } : skip('factorization produced non-finite values');
   },
 
@@ -107,10 +126,11 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
     const r = ranks[0]!;
     const { node: n, graph: g } = m;
     const { rows, cols } = m.svd.w;
-    const key = `${m.layer.weight.graph.proto.name}|${m.layer.weightName}|gather-svd|${r}`;
+    // Row-weighted factors depend on this Gather's lookups: shared only when not weighted.
+    const key = `${m.layer.weight.graph.proto.name}|${m.layer.weightName}|gather-svd|${r}${m.rowScales ? `|${m.layer.name}` : ''}`;
     let entry = cx.shared.get(key);
     if (!entry || !visible(g, entry.names)) {
-      const f = svdPairFactors(m.svd, r);
+      const f = tableFactors(m, r);
       if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
       entry = { names: [derivedName(cx, n, 'lr_table'), derivedName(cx, n, 'lr_r')], relError: f.relError };
       g.addInitializer(makeFloatTensor(entry.names[0]!, [rows, r], f.left, m.dataType));
@@ -123,7 +143,7 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
     const lookup = newNode({ ...n, opType: 'Gather', name: derivedName(cx, n, 'lr_a'), input: [aName, n.input[1]!], output: [z], attribute: n.attribute });
     const product = newNode({ opType: 'MatMul', name: derivedName(cx, n, 'lr_b'), input: [z, bName], output: [n.output[0]!] });
     const nodes = [lookup, product];
-    const doc = docString('gather-svd', `rank ${r} of ${rows}x${cols} table (weight rel. error ${entry.relError.toExponential(2)})`);
+    const doc = docString('gather-svd', `rank ${r} of ${rows}x${cols} table${m.rowScales ? ', rows weighted by their calibration lookups' : ''} (${m.rowScales ? 'weighted ' : ''}weight rel. error ${entry.relError.toExponential(2)})`);
     for (const x of nodes) x.docString = doc;
     g.replaceNode(n, nodes);
     return { relError: entry.relError, nodes: nodes.map((x) => x.name!) };

@@ -21,8 +21,11 @@
  *
  * Cost per input position (one time step of one sequence): dirs·G·H·I MACs and params →
  * r·(I + dirs·G·H); the recurrent part is the same before and after and is not counted
- * (src/graph/layers.ts counts a recurrent layer's input part only). Weight-only: no input
- * statistics are collected for these ops (src/calib/stats-plan.ts).
+ * (src/graph/layers.ts counts a recurrent layer's input part only).
+ *
+ * Data-aware (calibration data): the truncation is fitted to X's second moments C = E[x·xᵀ]
+ * over its rows of I (src/calib/stats-plan.ts), minimising ‖(W − W_r)·C^½‖ instead of
+ * ‖W − W_r‖, as the MatMul pass does: directions of x the data never takes cost nothing.
  */
 import { attrInt, attrString } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -33,7 +36,7 @@ import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
 import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 /** Gates per op: rows of W per direction are gates·hidden_size. */
 export const RNN_GATES: Readonly<Record<string, number>> = { LSTM: 4, GRU: 3, RNN: 1 };
@@ -82,7 +85,12 @@ export const rnnInputSvd: LayerPass<RnnMatch, 'svd'> = castAware({
     const [dirs, gh, inputSize] = layer.weightShape as [number, number, number];
     // W's data is [dirs·G·H, I] row-major; the product X·Wᵀ takes its transpose.
     const stacked = fromArray(dirs * gh, inputSize, readTensorFloat(layer.weight.tensor, cx.external));
-    return { layer, node: layer.node, graph: layer.graph, dataType, dirs, gh, inputSize, svd: new SvdCache(transpose(stacked), 0, undefined, cx.gemm) };
+    // Data-aware: X's second moments over its rows of I whiten the input side of Wᵀ (as for
+    // a MatMul X·W). Anchored statistics would ask for a bias correction the op's B cannot
+    // take here, so only the plain second moments are used.
+    const stats = cx.stats?.get(layer.name);
+    const whiten = whiteningFor(stats && { ...stats, anchor: undefined }, 'rows', inputSize);
+    return { layer, node: layer.node, graph: layer.graph, dataType, dirs, gh, inputSize, svd: new SvdCache(transpose(stacked), 0, whiten, cx.gemm) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),

@@ -10,6 +10,8 @@
  * variable) runs two settings only (default and rank-ratio 0.25), e.g.
  * `npm run bench -- --quick --models=cls` as a check that the bench works.
  * `--no-web` skips the wasm latency timing (on by default: it is what the web column shows).
+ * Per-method rows (each --method at equal rank ratio on det and ISNet's heaviest convs)
+ * are `npm run bench:methods`; each conv chain against its dense conv, `npm run bench:chains`.
  *
  * "tool s" is the wall time of the whole command, which includes measuring the latency
  * of both models (node, and wasm unless --no-web): it is not the time to optimize. A

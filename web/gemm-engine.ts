@@ -43,14 +43,17 @@ export function sharedView(f32: boolean, buf: SharedArrayBuffer, at: number, len
 const MIN_FLOPS = 2e7;
 const TIMEOUT_MS = 600_000;
 
-export async function createWebSyncGemm(): Promise<WebSyncGemm> {
+/** `threads`: ORT Web's in the GEMM worker (the page's ?threads=N; default pageThreads()'s). */
+export async function createWebSyncGemm(threads?: number): Promise<WebSyncGemm> {
   if (!globalThis.crossOriginIsolated) throw new LrError('unsupported', 'the page is not cross-origin isolated (no SharedArrayBuffer)');
   const worker = new Worker(new URL('./gemm-worker.ts', import.meta.url), { type: 'module' });
+  let running = 1;
   try {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('no answer in 30 s')), 30_000);
-      worker.onmessage = () => { clearTimeout(t); resolve(); };
+      worker.onmessage = (e: MessageEvent<{ threads: number }>) => { clearTimeout(t); running = e.data.threads; resolve(); };
       worker.onerror = (e) => { clearTimeout(t); reject(new Error(e.message)); };
+      worker.postMessage({ threads });
     });
   } catch (e) {
     worker.terminate();
@@ -64,7 +67,7 @@ export async function createWebSyncGemm(): Promise<WebSyncGemm> {
   let fallbacks = 0;
   let broken = false;
   return {
-    name: 'ort-web-sync(1 thread)',
+    name: `ort-web-sync(${running} thread${running === 1 ? '' : 's'})`,
     matmulSync(a: Matrix, b: Matrix, opts: GemmOptions = {}): Matrix {
       const [m, k, n] = gemmShape(a, b, opts);
       if (broken || 2 * m * n * k < MIN_FLOPS || m === 0 || n === 0 || k === 0) return gemm(a, b, opts);

@@ -6,13 +6,12 @@
  */
 import wasmUrl from 'onnxruntime-web/ort-wasm-simd-threaded.wasm?url';
 import * as ort from 'onnxruntime-web';
-import { useLocalWasm } from '../src/browser/ort-web.js';
+import { isOrtThread, useLocalWasm } from '../src/browser/ort-web.js';
 import { sharedView, type GemmRequest } from './gemm-engine.js';
 
-useLocalWasm(wasmUrl);
 const sessions = new Map<string, ort.InferenceSession>();
 
-self.onmessage = async (e: MessageEvent<GemmRequest>) => {
+async function product(e: MessageEvent<GemmRequest>): Promise<void> {
   const m = e.data;
   const ctl = new Int32Array(m.control);
   try {
@@ -38,5 +37,14 @@ self.onmessage = async (e: MessageEvent<GemmRequest>) => {
   }
   Atomics.store(ctl, 0, m.seq);
   Atomics.notify(ctl, 0);
-};
-self.postMessage('ready');
+}
+
+// ORT's own thread workers load this script again: they are left to ORT. The first
+// message sets the threads (before any session), the others are products.
+if (!isOrtThread()) {
+  self.onmessage = (e: MessageEvent<{ threads?: number }>) => {
+    const threads = useLocalWasm(wasmUrl, e.data.threads);
+    self.onmessage = product;
+    self.postMessage({ threads });
+  };
+}

@@ -4,7 +4,8 @@
  * flags into these settings (cli/calibration.ts), so both read data alike.
  */
 import { collectStats } from '../calib/stats.js';
-import { describeCalibration, loadCalibration } from '../calib/load.js';
+import { describeCalibration, loadCalibration, type CalibSet } from '../calib/load.js';
+import type { CalibrationSource } from '../optimize/job.js';
 import { LrError } from '../errors.js';
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
@@ -47,6 +48,32 @@ function imageOptions(s: DataSettings): { resize?: [number, number]; mean?: numb
   return { resize, mean: list('mean'), std: list('std'), layout: s.layout };
 }
 
+/**
+ * A calibration set as the pipeline takes it: its feeds, and the layers' input statistics
+ * measured on them. The page (src/browser/) builds its set from dropped images and uses this too.
+ */
+export function calibrationSource(set: CalibSet, description = describeCalibration(set)): CalibrationSource {
+  return {
+    feeds: [...set.feeds()],
+    description,
+    collectStats: async (loaded, names, onProgress, knownShapes, threads) => {
+      const model = new Model(loaded.model);
+      const wanted = new Set(names);
+      const layers = findLayers(model).filter((l) => wanted.has(l.name));
+      // Patch second moments (k×k convs) let the chains' last factor be refitted; their
+      // products run in ORT's GEMM, which makes high-resolution convs affordable.
+      const engine = createOrtGemmEngine();
+      try {
+        const r = await collectStats(model, layers, set, { external: loaded.external, engine, onProgress, knownShapes, ...(threads && { session: { intraOpNumThreads: threads, spinning: false } }) });
+        if (!r.ok) throw r.error;
+        return r.value.stats;
+      } finally {
+        await engine.dispose();
+      }
+    },
+  };
+}
+
 /** The data readers the settings ask for (checked first: a sample count or image option needs its data). */
 export function dataHooks(s: DataSettings, shapes: ShapeOverrides, values: ValueOverrides, seed: number): Pick<RunHooks, 'calibration' | 'verificationData'> {
   if (s.calib === undefined && s.calibSamples !== undefined) throw new LrError('usage', '--calib-samples needs --calib');
@@ -65,25 +92,7 @@ export function dataHooks(s: DataSettings, shapes: ShapeOverrides, values: Value
     calibration: calibPath === undefined ? undefined : async (inputs) => {
       const set = loadCalibration(calibPath, { inputs, samples: calibSamples, ...img, shapes, values, seed, maxBytes });
       if (!set.ok) throw set.error;
-      return {
-        feeds: [...set.value.feeds()],
-        description: describeCalibration(set.value),
-        collectStats: async (loaded, names, onProgress, knownShapes) => {
-          const model = new Model(loaded.model);
-          const wanted = new Set(names);
-          const layers = findLayers(model).filter((l) => wanted.has(l.name));
-          // Patch second moments (k×k convs) let the chains' last factor be refitted; their
-          // products run in ORT's GEMM, which makes high-resolution convs affordable.
-          const engine = createOrtGemmEngine();
-          try {
-            const r = await collectStats(model, layers, set.value, { external: loaded.external, engine, onProgress, knownShapes });
-            if (!r.ok) throw r.error;
-            return r.value.stats;
-          } finally {
-            await engine.dispose();
-          }
-        },
-      };
+      return calibrationSource(set.value);
     },
     verificationData: heldPath === undefined ? undefined : (inputs) => {
       const set = loadCalibration(heldPath, { inputs, samples: verifySamples, ...img, shapes, values, seed, maxBytes, purpose: 'verification' });

@@ -10,6 +10,7 @@ import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel } from '../onnx/file.js';
 import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { profileModel } from '../verify/profile.js';
+import { findQdqLayers, storedType } from '../rewrite/quantize-inspect.js';
 import { describeInput, withModelPath, type ModelInput } from './model-input.js';
 
 export interface InspectLayer {
@@ -20,12 +21,28 @@ export interface InspectLayer {
   macs: number | null;
   where: string;
   subgraphDepth: number;
+  /** The weight's stored type: fp32, fp16, bf16, "fp16 via Cast" (stored fp16, cast to float for the op). */
+  stored: string;
+}
+
+/** A layer whose weight is stored quantized behind DequantizeLinear (weight-only QDQ): not decomposable, listed for what it stores. */
+export interface InspectQuantizedLayer {
+  name: string;
+  op: string;
+  weightShape: number[];
+  params: number;
+  macs: number | null;
+  /** "int8 QDQ" (", cast to fp16" for an fp16 model's). */
+  stored: string;
+  subgraphDepth: number;
 }
 
 export interface InspectResult extends ModelSummary {
   file: string;
   bytes: number;
   layers: InspectLayer[];
+  /** Layers with int8/uint8 weights behind DequantizeLinear (e.g. `optimize --weights int8` factors). */
+  quantizedLayers: InspectQuantizedLayer[];
   shapeSource: 'ort-run' | 'declared';
   shapeNote?: string;
   defaultedDims: DefaultedDim[];
@@ -47,7 +64,7 @@ export interface InspectOptions {
 export function layerRows(layers: readonly LayerInfo[]): InspectLayer[] {
   return layers.map((l) => ({
     name: l.name, op: l.op, weightShape: l.weightShape, params: l.params, macs: l.macs ?? null,
-    where: l.subgraphDepth > 0 ? `${l.where} (subgraph)` : l.where, subgraphDepth: l.subgraphDepth,
+    where: l.subgraphDepth > 0 ? `${l.where} (subgraph)` : l.where, subgraphDepth: l.subgraphDepth, stored: storedType(l),
   }));
 }
 
@@ -73,7 +90,9 @@ export async function inspectFile(
     }
     return {
       file: label, bytes: loaded.byteSize, ...summarize(loaded.model, layers),
-      layers: layerRows(layers), shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
+      layers: layerRows(layers),
+      quantizedLayers: findQdqLayers(model, sh.shapes).map((q) => ({ ...q, macs: q.macs ?? null })),
+      shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
       room: roomOf(layers, times), ...(roomNote && { roomNote }),
     };
   } finally {

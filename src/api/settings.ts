@@ -69,6 +69,8 @@ export interface OptimizeSettings {
   atol?: number;
   rtol?: number;
   threads?: number;
+  /** ORT threads of the runs that only compute values (statistics, errors), not of timings; default 1. */
+  workThreads?: number;
   /** Also time both models in onnxruntime-web (an optional peer dependency). */
   benchWeb?: boolean;
   /** Allow the output to be the input file. */

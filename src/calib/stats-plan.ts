@@ -80,7 +80,7 @@ export interface StatsOptions {
   /** Payloads of external tensors (they are inlined into the in-memory copy ORT loads). */
   external?: ExternalBytes;
   /** ORT options (default graphOptimizationLevel 'disabled', 1 thread). */
-  session?: Pick<SessionOptions, 'graphOptimizationLevel' | 'intraOpNumThreads'>;
+  session?: Pick<SessionOptions, 'graphOptimizationLevel' | 'intraOpNumThreads' | 'spinning'>;
   /** Called after each run: runs done and the total (probe included). */
   onProgress?: (done: number, total: number) => void;
   /**
@@ -146,9 +146,21 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
       const patches = geo.kernelSize > 1 && maxPatchDim > 0 && patchDimOf({ channels: geo.S, groups: geo.group, kernel: geo.kernel }) <= maxPatchDim;
       return { kind: 'conv', tensor, conv, patches, output: n.output[0] ?? '' };
     }
-    case 'ConvTranspose': return 'input statistics of ConvTranspose are not collected';
+    case 'ConvTranspose': {
+      // The input-side factor mixes X's channels at each input position, as a 1x1 conv on X
+      // would: its statistic is X's channel Gram per group, over all of X's positions.
+      const S = w[0]!;
+      const group = attrInt(n, 'group', 1);
+      const spatial = w.length - 2;
+      if (spatial < 1 || !Number.isInteger(group) || group < 1 || S % group !== 0) return `ConvTranspose weight [${w.join(', ')}] does not fit group ${group}`;
+      const ones = new Array<number>(spatial).fill(1);
+      const conv: ConvPlacement = { kernel: ones, strides: ones, dilations: ones, pads: new Array<number>(2 * spatial).fill(0), autoPad: 'NOTSET', S, group };
+      // No output to check: the scatter's output extent is not the 1x1 placement's (stats-runs.ts).
+      return { kind: 'conv', tensor, conv, patches: false, output: '' };
+    }
     case 'Gather': return 'Gather reads indices, not activations';
-    case 'LSTM': case 'GRU': case 'RNN': return `input statistics of ${layer.op} are not collected: its input weights are fitted weight-only`;
+    // X [seq, batch, I] (layout 1: [batch, seq, I]) meets W [dirs, G·H, I] as X·Wᵀ: rows of I.
+    case 'LSTM': case 'GRU': case 'RNN': return w.length === 3 ? { kind: 'rows', tensor, k: w[2]! } : `weight of rank ${w.length}`;
     default: return `${layer.op} is not a supported layer`;
   }
 }

@@ -11,8 +11,11 @@ export const INSPECT_HELP = `Usage: onnx-lr inspect MODEL [--shape NAME:1x3x224x
 
 Prints the IR version, opsets, node count, op histogram, total parameters and a table of
 the decomposable layers (Gemm, MatMul with a constant operand, Conv, ConvTranspose,
-Gather on a constant table): name, op, weight shape, params, MACs and where the weight
-lives. MACs need shapes: they come from one ONNX Runtime run at the input shapes
+Gather on a constant table): name, op, weight shape, params, MACs, where the weight
+lives and how it is stored (fp32, fp16, bf16, or "fp16 via Cast" for a weight stored
+fp16 and cast to float for the op). Layers whose weight is int8 behind DequantizeLinear
+(weight-only QDQ, e.g. from optimize --weights int8) are listed apart: they are not
+decomposed. MACs need shapes: they come from one ONNX Runtime run at the input shapes
 (--shape fixes dynamic dims; unnamed dynamic dims default to 1 and the output says so).
 
 Then it says where the time goes: ONNX Runtime's profiler times every node on one
@@ -61,8 +64,16 @@ export function renderInspect(r: InspectResult): string {
   lines.push(`decomposable layers: ${r.layers.length}`);
   if (r.layers.length > 0) {
     lines.push(table(
-      ['name', 'op', 'weight', 'params', 'MACs', 'where'],
-      r.layers.map((l) => [l.name, l.op, l.weightShape.join('x'), human(l.params), l.macs === null ? '?' : human(l.macs), l.where]),
+      ['name', 'op', 'weight', 'params', 'MACs', 'where', 'stored'],
+      r.layers.map((l) => [l.name, l.op, l.weightShape.join('x'), human(l.params), l.macs === null ? '?' : human(l.macs), l.where, l.stored]),
+      ['l', 'l', 'l', 'r', 'r', 'l', 'l'],
+    ));
+  }
+  if (r.quantizedLayers.length > 0) {
+    lines.push('', `quantized layers (weight-only QDQ, not decomposed): ${r.quantizedLayers.length}`);
+    lines.push(table(
+      ['name', 'op', 'weight', 'params', 'MACs', 'stored'],
+      r.quantizedLayers.map((l) => [l.name, l.op, l.weightShape.join('x'), human(l.params), l.macs === null ? '?' : human(l.macs), l.stored]),
       ['l', 'l', 'l', 'r', 'r', 'l'],
     ));
   }

@@ -150,6 +150,8 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   if (cfg.verify.web) await requireWebBackend();
   const { report, pass } = await runOptimize(inPath, outPath, run);
   shown.end();
+  // The factors were stored wider than --weights asked, for OUT to pass: said here too, not only in the report.
+  if (report.weights?.fallback) io.err(`onnx-lr: note: --weights ${report.weights.requested ?? report.weights.mode}: ${report.weights.fallback}`);
   // Said loudly (the report has it already): a compressed model that runs slower is no gain.
   for (const lat of [report.latency, report.latencyWeb]) {
     const slow = lat && slowerWarning(lat);

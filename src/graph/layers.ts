@@ -209,6 +209,11 @@ export function findLayers(model: Model, shapes?: ShapeMap): LayerInfo[] {
 
 const QUANTIZED_OPS = new Set(['ConvInteger', 'MatMulInteger', 'QLinearConv', 'QLinearMatMul', 'DynamicQuantizeLinear']);
 
+/** The inputs of each op type that may hold a (dequantized) weight. */
+const QDQ_WEIGHT_INPUTS: Readonly<Record<string, readonly number[]>> = {
+  Conv: [1], ConvTranspose: [1], MatMul: [0, 1], Gemm: [0, 1], Gather: [0], LSTM: [1, 2], GRU: [1, 2], RNN: [1, 2],
+};
+
 /**
  * Quantized layers: integer convs/matmuls, and float ones whose weight is dequantized at
  * run time (DequantizeLinear → Conv). They are reported and left alone: decomposing
@@ -223,13 +228,18 @@ export function findQuantizedLayers(model: Model): { name: string; op: string; r
         out.push({ name, op: n.opType!, reason: `quantized layer (${n.opType}): not decomposed` });
         continue;
       }
-      if (!['Conv', 'MatMul', 'Gemm', 'ConvTranspose'].includes(n.opType ?? '')) continue;
-      const wIn = n.opType === 'MatMul' || n.opType === 'Gemm' ? [0, 1] : [1];
+      const wIn = QDQ_WEIGHT_INPUTS[n.opType ?? ''];
+      if (!wIn) continue;
       for (const i of wIn) {
         let p = n.input[i] ? g.producer(n.input[i]) : undefined;
-        while (p && p.opType === 'Identity' && p.input[0]) p = g.producer(p.input[0]);
+        // An fp16 model's int8 weight reads DequantizeLinear → Cast(fp16) → op.
+        let cast = false;
+        while (p && (p.opType === 'Identity' || p.opType === 'Cast') && p.input[0]) {
+          cast ||= p.opType === 'Cast';
+          p = g.producer(p.input[0]);
+        }
         if (p?.opType === 'DequantizeLinear' && p.input[0] && resolveConstant(g, p.input[0])) {
-          out.push({ name, op: n.opType!, reason: `quantized weight (DequantizeLinear → ${n.opType}): not decomposed` });
+          out.push({ name, op: n.opType!, reason: `quantized weight (DequantizeLinear → ${cast ? 'Cast → ' : ''}${n.opType}): not decomposed` });
           break;
         }
       }

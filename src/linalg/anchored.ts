@@ -84,10 +84,10 @@ export function whitenedTarget(w: Matrix, gramHat: Float64Array, cross: Float64A
   const d = w.cols;
   if (gramHat.length !== d * d || cross.length !== d * d) throw new Error(`whitenedTarget: moments are not ${d}x${d}`);
   const delta = dampingOf(gramHat, d, lambda);
-  const { l, ridge } = choleskyWithRidge({ rows: d, cols: d, data: plusDiagonal(gramHat, d, delta) }, 1e-6);
+  const { l, ridge } = choleskyWithRidge({ rows: d, cols: d, data: plusDiagonal(gramHat, d, delta) }, 1e-6, sync);
   // W·(X + δI)ᵀ [t, D], then ·L⁻ᵀ: (L⁻¹·(X + δI)·Wᵀ)ᵀ.
   const wx = product(w, { rows: d, cols: d, data: plusDiagonal(cross, d, delta) }, { transB: true }, sync);
-  const a = transpose(solveLowerLeft(l, transpose(wx)));
+  const a = transpose(solveLowerLeft(l, transpose(wx), sync));
   return { a, l, ridge };
 }
 
@@ -120,7 +120,7 @@ export function fitThroughInputMap(w: Matrix, h: Matrix, gramHat: Float64Array, 
   const z = product(h, ch, {}, sync); // H·(Ĉ+δI)·Hᵀ [q, q]
   const xh = product({ rows: d, cols: d, data: plusDiagonal(cross, d, delta) }, h, { transA: true, transB: true }, sync); // (X+δI)ᵀ·Hᵀ [D, q]
   const rhs = product(w, xh, {}, sync); // [t, q]
-  return solveSpd(z, rhs);
+  return solveSpd(z, rhs, sync);
 }
 
 /**
@@ -130,17 +130,17 @@ export function fitThroughInputMap(w: Matrix, h: Matrix, gramHat: Float64Array, 
  * B [t, r] = U_r·Σ_r^½ and G [r, q] = Σ_r^½·V_rᵀ·L⁻¹ (M = B·G).
  */
 export function reducedRankFromMoments(z: Matrix, r: Matrix, rank: number, seed = 0, sync?: SyncGemm): { b: Matrix; g: Matrix } {
-  const { l, ridge } = choleskyWithRidge(z, 1e-8);
-  const a = transpose(solveLowerLeft(l, transpose(r)));
+  const { l, ridge } = choleskyWithRidge(z, 1e-8, sync);
+  const a = transpose(solveLowerLeft(l, transpose(r), sync));
   const { b, g } = rankFit({ a, l, ridge }, rank, seed, sync);
   return { b, g };
 }
 
 /** X = RHS·Z⁻¹ for symmetric positive (semi)definite Z [q, q] (a tiny ridge when singular). */
-export function solveSpd(z: Matrix, rhs: Matrix): Matrix {
-  const { l } = choleskyWithRidge(z, 1e-8);
+export function solveSpd(z: Matrix, rhs: Matrix, sync?: SyncGemm): Matrix {
+  const { l } = choleskyWithRidge(z, 1e-8, sync);
   // X·Z = RHS ⇔ Z·Xᵀ = RHSᵀ: L·Y = RHSᵀ, Lᵀ·Xᵀ = Y.
-  return transpose(solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs))));
+  return transpose(solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs), sync)));
 }
 
 /**

@@ -38,23 +38,37 @@ export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?:
   const sh = product(sigma, h, { transB: true }, sync); // Σ·Hᵀ [D, r]
   const m = product(h, sh, {}, sync); // H·Σ·Hᵀ [r, r]
   const rhs = product(w, sh, {}, sync); // W·Σ·Hᵀ [t, r]
-  const { l } = choleskyWithRidge(m, 1e-8);
+  const { l } = choleskyWithRidge(m, 1e-8, sync);
   // B·M = rhs  ⇔  M·Bᵀ = rhsᵀ (M symmetric): L·Z = rhsᵀ, Lᵀ·Bᵀ = Z.
-  const bt = solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs)));
+  const bt = solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs), sync));
   const b = transpose(bt);
-  // ΔW = W − B·H; errors measured under Σ.
-  const bh = product(b, h, {}, sync);
-  const dw: Matrix = { rows: w.rows, cols: D, data: new Float64Array(w.rows * D) };
-  for (let i = 0; i < dw.data.length; i++) dw.data[i] = w.data[i] - bh.data[i];
-  const num = traceQuad(dw, sigma, sync);
+  // Errors under Σ without forming ΔW = W − B·H (a [t, D]·[D, D] product fewer):
+  // tr(ΔW·Σ·ΔWᵀ) = tr(W·Σ·Wᵀ) − 2·⟨B, W·Σ·Hᵀ⟩ + ⟨B·(H·Σ·Hᵀ), B⟩.
   const den = traceQuad(w, sigma, sync);
-  const out: Refit = { b: Float64Array.from(b.data), dataError: den > 0 ? Math.sqrt(Math.max(num, 0) / den) : 0, num, den };
+  const bm = product(b, m, {}, sync);
+  let cross = 0;
+  let quad = 0;
+  for (let i = 0; i < b.data.length; i++) {
+    cross += b.data[i]! * rhs.data[i]!;
+    quad += bm.data[i]! * b.data[i]!;
+  }
+  const num = Math.max(0, den - 2 * cross + quad);
+  const out: Refit = { b: Float64Array.from(b.data), dataError: den > 0 ? Math.sqrt(num / den) : 0, num, den };
   if (mean) {
+    // ΔW·μ = W·μ − B·(H·μ).
+    const r = h.rows;
+    const hm = new Float64Array(r);
+    for (let c = 0; c < r; c++) {
+      let v = 0;
+      for (let d = 0; d < D; d++) v += h.data[c * D + d]! * mean[d]!;
+      hm[c] = v;
+    }
     const delta = new Float64Array(w.rows);
     for (let t = 0; t < w.rows; t++) {
-      let s = 0;
-      for (let d = 0; d < D; d++) s += dw.data[t * D + d] * mean[d];
-      delta[t] = s;
+      let v = 0;
+      for (let d = 0; d < D; d++) v += w.data[t * D + d]! * mean[d]!;
+      for (let c = 0; c < r; c++) v -= b.data[t * r + c]! * hm[c]!;
+      delta[t] = v;
     }
     out.biasDelta = delta;
   }

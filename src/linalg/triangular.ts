@@ -3,6 +3,7 @@
  * loop runs along a contiguous row).
  */
 import { LrError } from '../errors.js';
+import { product, type SyncGemm } from './engine.js';
 import type { Matrix } from './matrix.js';
 
 /**
@@ -35,26 +36,46 @@ export function solveUpperRight(b: Matrix, r: Matrix): Matrix {
   return { rows: b.rows, cols: k, data: x };
 }
 
-/** X = L⁻¹·B for lower-triangular L (k×k), B (k×n): forward substitution by rows. */
-export function solveLowerLeft(l: Matrix, b: Matrix): Matrix {
+/** Rows per block of the blocked forward substitution; smaller systems go unblocked. */
+const BLOCK = 128;
+
+/**
+ * X = L⁻¹·B for lower-triangular L (k×k), B (k×n): forward substitution by rows. From
+ * 2·BLOCK rows on, blocked: each block of rows first takes the product of L's rows left
+ * of it with the rows of X already solved (on `sync`, ORT, or the JS kernel), then is
+ * solved on its own; the products are most of the k²·n flops.
+ */
+export function solveLowerLeft(l: Matrix, b: Matrix, sync?: SyncGemm): Matrix {
   const k = l.rows;
   if (l.cols !== k || b.rows !== k) throw new LrError('numeric', `solveLowerLeft: L ${l.rows}x${l.cols}, B ${b.rows}x${b.cols}`);
   const n = b.cols;
   const ld = l.data;
   const x = Float64Array.from(b.data);
-  for (let i = 0; i < k; i++) {
-    const xo = i * n;
-    for (let p = 0; p < i; p++) {
-      const f = ld[i * k + p]!;
-      if (f !== 0) {
-        const po = p * n;
-        for (let j = 0; j < n; j++) x[xo + j]! -= f * x[po + j]!;
-      }
+  const step = k < 2 * BLOCK ? k : BLOCK;
+  for (let r0 = 0; r0 < k; r0 += step) {
+    const r1 = Math.min(k, r0 + step);
+    if (r0 > 0) {
+      // X[r0:r1] −= L[r0:r1, 0:r0]·X[0:r0]
+      const left = new Float64Array((r1 - r0) * r0);
+      for (let i = r0; i < r1; i++) left.set(ld.subarray(i * k, i * k + r0), (i - r0) * r0);
+      const done: Matrix = { rows: r0, cols: n, data: x.slice(0, r0 * n) };
+      const p = product({ rows: r1 - r0, cols: r0, data: left }, done, {}, sync).data;
+      for (let i = 0; i < (r1 - r0) * n; i++) x[r0 * n + i]! -= p[i]!;
     }
-    const piv = ld[i * k + i]!;
-    if (piv === 0) throw new LrError('numeric', `solveLowerLeft: zero pivot at ${i}`);
-    const inv = 1 / piv;
-    for (let j = 0; j < n; j++) x[xo + j]! *= inv;
+    for (let i = r0; i < r1; i++) {
+      const xo = i * n;
+      for (let p = r0; p < i; p++) {
+        const f = ld[i * k + p]!;
+        if (f !== 0) {
+          const po = p * n;
+          for (let j = 0; j < n; j++) x[xo + j]! -= f * x[po + j]!;
+        }
+      }
+      const piv = ld[i * k + i]!;
+      if (piv === 0) throw new LrError('numeric', `solveLowerLeft: zero pivot at ${i}`);
+      const inv = 1 / piv;
+      for (let j = 0; j < n; j++) x[xo + j]! *= inv;
+    }
   }
   return { rows: k, cols: n, data: x };
 }

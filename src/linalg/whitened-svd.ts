@@ -67,7 +67,7 @@ export function whitenedMatrix(w: Matrix, wh: PairWhitening | undefined, sync?: 
     const t = whitenedTarget(wh.side === 'cols' ? w : transpose(w), wh.gram, wh.cross, wh.damp ?? 0, sync);
     return { a: wh.side === 'cols' ? t.a : transpose(t.a), lx: t.l, ridge: t.ridge };
   }
-  const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(wh.gram, k, wh.damp ?? 0) }, 1e-6);
+  const { l, ridge } = choleskyWithRidge({ rows: k, cols: k, data: damped(wh.gram, k, wh.damp ?? 0) }, 1e-6, sync);
   return { a: wh.side === 'rows' ? product(l, w, { transA: true }, sync) : product(w, l, {}, sync), lx: l, ridge };
 }
 

@@ -36,7 +36,7 @@ import { createRng } from '../util/rng.js';
 import type { Feeds } from '../verify/tensor.js';
 import { collectAnchoredStats } from '../calib/anchored-stats.js';
 import { ANCHOR_ROWS_PER_DIM, shrinkAnchor, shrinkageOf } from '../calib/anchor-shrink.js';
-import { passByName } from '../../passes/index.js';
+import { passByName } from '../../passes/dispatch.js';
 import { bind } from '../rewrite/registry.js';
 import { cleanUp, optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
 import type { LayerRecord, PlanFile } from './plan.js';
@@ -56,6 +56,8 @@ export interface AnchorInputs {
   rowsPerDim?: number;
   /** Waves at most (anchorWaves); default DEFAULT_MAX_WAVES. */
   maxWaves?: number;
+  /** Intra-op threads of both models' runs (default 1). */
+  threads?: number;
 }
 
 export interface AnchoredOutcome {
@@ -161,7 +163,7 @@ export async function optimizeAnchored(
     const layers = todo.filter((l) => waves.get(l) === w);
     inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
     const st = await collectAnchoredStats(original, model, layers, feedSource, {
-      external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes,
+      external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes, ...(inp.threads && { session: { intraOpNumThreads: inp.threads, spinning: false } }),
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
       onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),

@@ -140,7 +140,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       if (problems.length) notes.push(`stage ${stage}: could not merge ${problems.join('; ')}`);
       startBytes = encodeModel(job.loaded.model);
       if (inp.collectStats) stats = await inp.collectStats(`stage ${stage}/${stages}: collecting layer input statistics`);
-      const out = await runAll({ bytes: startBytes }, calib.feeds);
+      const out = await runAll({ bytes: startBytes }, calib.feeds, cfg.workThreads);
       if (!out.ok) throw out.error;
       stageRef = pickOutputs(out.value, cfg.outputs);
       baseErr2 = outputErr2(reference, stageRef);
@@ -153,7 +153,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       feeds: calib.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
-      measureAllRungs: cfg.measureAllRungs,
+      measureAllRungs: cfg.measureAllRungs, threads: cfg.workThreads,
       onProgress: inp.run.onProgress,
     }));
     if (stage === 1) sensitivity = sens;
@@ -182,7 +182,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       } else {
         recs = await timePhase(job.timings, 'factorization', () => optimizeModel(job.model, shapes, opts, plan, run));
       }
-      const got = await timePhase(job.timings, 'allocation', () => runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds));
+      const got = await timePhase(job.timings, 'allocation', () => runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds, cfg.workThreads));
       const err2 = got.ok ? outputErr2(reference, got.value) : Infinity;
       const top = got.ok && top1 !== undefined ? top1OverLastAxis(reference, got.value) : undefined;
       if (top1 !== undefined && got.ok && top === undefined) {

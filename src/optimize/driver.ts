@@ -1,6 +1,6 @@
 /**
  * Applies the passes to every decomposable layer: the registry picks the pass for each
- * layer (passes/index.ts), which gives ranks (from the policy or from a plan), keeps a
+ * layer (passes/dispatch.ts), which gives ranks (from the policy or from a plan), keeps a
  * rewrite only when its pass says it pays, then removes what became dead. Visits graphs
  * outer to inner and nodes in topological order, so the same input and seed give the same
  * output.
@@ -16,7 +16,7 @@ import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
 import { bind } from '../rewrite/registry.js';
 import type { FitCache } from '../rewrite/fit-cache.js';
 import { createRng } from '../util/rng.js';
-import { METHOD_CHOICES, passByName, passesFor, passFor, type MethodChoice } from '../../passes/index.js';
+import { METHOD_CHOICES, passByName, passesFor, passFor, type MethodChoice } from '../../passes/dispatch.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
 export { METHOD_CHOICES, passFor, type MethodChoice };

@@ -38,6 +38,8 @@ export interface CalibrationSource {
     model: LoadedModel, layerNames: readonly string[], onProgress?: (done: number, total: number) => void,
     /** Dims already learned (calib/stats-plan.ts StatsOptions.knownShapes). */
     knownShapes?: ReadonlyMap<string, readonly number[]>,
+    /** Intra-op threads of the statistics runs (default 1). */
+    threads?: number,
   ) => Promise<ReadonlyMap<string, LayerInputStats>>;
 }
 
@@ -45,6 +47,11 @@ export interface PipelineConfig {
   /** What the user asked for (never written to). */
   readonly opts: OptimizeOptions;
   budget?: Budget;
+  /**
+   * Intra-op threads of the ORT runs that only compute values (statistics, errors,
+   * references); timings use verify.threads, the deployment's. Default 1.
+   */
+  workThreads?: number;
   /** For error budgets: what to save. */
   budgetUnit?: 'params' | 'macs' | 'latency';
   shapes: ShapeOverrides;

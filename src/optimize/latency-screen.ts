@@ -24,7 +24,7 @@ import type { ExternalReader } from '../onnx/external.js';
 import { isSkip, type PassContext } from '../rewrite/pass.js';
 import { bind } from '../rewrite/registry.js';
 import { createRng } from '../util/rng.js';
-import { passByName } from '../../passes/index.js';
+import { passByName } from '../../passes/dispatch.js';
 import { optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
 import { chainKey, timeRewrite, type LayerTimer, type LayerTiming } from './layer-latency.js';
 import { withRewrite } from './trial.js';

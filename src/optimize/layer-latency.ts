@@ -14,8 +14,8 @@ import type { ExternalBytes } from '../onnx/tensor.js';
 import { tensorRawBytes } from '../onnx/tensor.js';
 import { DataType, newGraph, newModel, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
 import { buildFeeds } from '../verify/inputs.js';
-import { timePair } from '../verify/latency.js';
-import { createSession } from '../verify/session.js';
+import { timeSessions } from '../verify/latency.js';
+import { createSession, type Session } from '../verify/session.js';
 import type { Feeds } from '../verify/tensor.js';
 
 /**
@@ -118,30 +118,57 @@ export async function timeRewrite(
   model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap,
   opts: LayerTimerOptions,
 ): Promise<Result<LayerTiming>> {
+  const rewritten = chainModel(model, layer, chain, shapes, opts.external);
+  if (typeof rewritten === 'string') return err('unsupported', rewritten);
+  const t = await timeChains(model, layer, [rewritten], shapes, opts);
+  return t.ok ? ok({ originalMs: t.value.originalMs, candidateMs: t.value.candidateMs[0]! }) : t;
+}
+
+/** The chain that replaced a layer (the nodes the rewrite added) as a model of its own, to time later; why not when it cannot be cut out. */
+export function chainModel(model: Model, layer: LayerInfo, chain: readonly NodeProto[], shapes: ShapeMap, external?: ExternalBytes): ModelProto | string {
+  return nodesModel(model, layer.graph, chain, layer.node.output[0], computeElemType(layer), shapes, external);
+}
+
+/** Times a layer against several candidate chains at once (default: timeChains; tests inject one that does not depend on machine speed). */
+export type ChainsTimer = (
+  model: Model, layer: LayerInfo, chains: readonly ModelProto[], shapes: ShapeMap, opts: LayerTimerOptions,
+) => Promise<Result<{ originalMs: number; candidateMs: number[] }>>;
+
+/**
+ * A layer and candidate chains (chainModel), timed together: one session each, one
+ * warm-up and one budget for all, interleaved in rounds (timeSessions), median ms of each.
+ * A layer's rungs timed this way cost about what two pairs did, not one pair per rung.
+ */
+export async function timeChains(
+  model: Model, layer: LayerInfo, chains: readonly ModelProto[], shapes: ShapeMap, opts: LayerTimerOptions,
+): Promise<Result<{ originalMs: number; candidateMs: number[] }>> {
   const one = singleLayerModel(model, layer, shapes, opts.external);
   if (typeof one === 'string') return err('unsupported', one);
-  const rewritten = nodesModel(model, layer.graph, chain, layer.node.output[0], computeElemType(layer), shapes, opts.external);
-  if (typeof rewritten === 'string') return err('unsupported', rewritten);
   const so = { intraOpNumThreads: opts.threads, graphOptimizationLevel: 'all' as const };
-  const a = await createSession({ bytes: encodeModel(one) }, so);
-  if (!a.ok) return a;
-  const b = await createSession({ bytes: encodeModel(rewritten) }, so);
-  if (!b.ok) { await a.value.release(); return b; }
+  const sessions: Session[] = [];
   try {
-    const key = JSON.stringify(a.value.inputs.map((i) => [i.name, i.type, i.shape]));
+    for (const m of [one, ...chains]) {
+      const s = await createSession({ bytes: encodeModel(m) }, so);
+      if (!s.ok) return s;
+      sessions.push(s.value);
+    }
+    const key = JSON.stringify(sessions[0]!.inputs.map((i) => [i.name, i.type, i.shape]));
     let feeds = opts.inputs?.get(key);
     if (!feeds) {
-      const plan = buildFeeds(a.value.inputs, { seed: 0 });
+      const plan = buildFeeds(sessions[0]!.inputs, { seed: 0 });
       if (!plan.ok) return plan;
       feeds = plan.value.feeds[0]!;
       opts.inputs?.set(key, feeds);
     }
-    // Slow layers (hundreds of ms at high resolution) stop after 2 s of timed runs, 5 each
-    // at least, and warm up for half a second at most.
-    const t = await timePair(a.value, b.value, { feeds, minRuns: 15, minSeconds: 0.15, maxRuns: 2000, maxSeconds: 2, fewestRuns: 5, warmupSeconds: 0.5 });
-    return t.ok ? ok({ originalMs: t.value.originalMs.p50, candidateMs: t.value.optimizedMs.p50 }) : t;
+    // Slow layers (hundreds of ms at high resolution) stop after 2 s of timed runs for a
+    // pair (half a second more per further chain), 5 rounds at least, and warm up for half
+    // a second at most.
+    const n = chains.length;
+    const t = await timeSessions(sessions, {
+      feeds, minRuns: 15, minSeconds: 0.075 * (n + 1), maxRuns: 2000, maxSeconds: 1.5 + 0.5 * n, fewestRuns: 5, warmupSeconds: 0.5,
+    });
+    return t.ok ? ok({ originalMs: t.value.ms[0]!.p50, candidateMs: t.value.ms.slice(1).map((p) => p.p50) }) : t;
   } finally {
-    await a.value.release();
-    await b.value.release();
+    for (const s of sessions) await s.release();
   }
 }

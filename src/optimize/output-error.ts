@@ -100,9 +100,12 @@ export function top1OverLastAxis(ref: readonly Record<string, HostTensor>[], got
   return worst;
 }
 
-/** Runs a model on every feed. Graph optimizations are off: session creation dominates trials. */
-export async function runAll(src: ModelSource, feeds: readonly Feeds[]): Promise<Result<Record<string, HostTensor>[]>> {
-  const s = await createSession(src, { graphOptimizationLevel: 'disabled' });
+/**
+ * Runs a model on every feed, on `threads` intra-op threads (default 1). Graph
+ * optimizations are off: session creation dominates trials.
+ */
+export async function runAll(src: ModelSource, feeds: readonly Feeds[], threads = 1): Promise<Result<Record<string, HostTensor>[]>> {
+  const s = await createSession(src, { graphOptimizationLevel: 'disabled', intraOpNumThreads: threads, spinning: false });
   if (!s.ok) return s;
   try {
     const outs: Record<string, HostTensor>[] = [];

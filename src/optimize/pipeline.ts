@@ -26,7 +26,7 @@ import { budgetLabel, eligibleLayers } from './budgeted.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
-import { storeFactors, weightsNote } from '../rewrite/quantize-factors.js';
+import { factorStorage, weightsNote } from '../rewrite/quantize-factors.js';
 import { createFitCache } from '../rewrite/fit-cache.js';
 import { optimizeModel, policyLabel, type RunContext } from './driver.js';
 import type { LayerSensitivity } from './sensitivity.js';
@@ -102,7 +102,7 @@ async function readData(job: Job, cfg: PipelineConfig, verifying: boolean): Prom
   if (!needData) return { heldOut };
   cfg.onStage?.('reading calibration inputs');
   const calib = await defaultFeeds(sig.inputs, cfg);
-  const ref = await runAll({ path: job.loaded.path }, calib.feeds);
+  const ref = await runAll({ path: job.loaded.path }, calib.feeds, cfg.workThreads);
   if (!ref.ok) throw ref.error;
   // Errors are measured on what is compared with the reference: only the chosen outputs.
   return { heldOut, calib, reference: pickOutputs(ref.value, cfg.outputs) };
@@ -121,7 +121,7 @@ function statisticsOf(job: Job, cfg: PipelineConfig, shapes: ShapeMap, calib: Ca
   return (stage) => {
     cfg.onStage?.(stage);
     const names = eligibleLayers(job.model, shapes, job.opts).map((l) => l.name);
-    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes));
+    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes, cfg.workThreads));
   };
 }
 
@@ -199,15 +199,17 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     let anchor: AnchorInputs | undefined;
     if (collectStats && cfg.anchor !== false) {
       statsEngine = createOrtGemmEngine();
-      anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, onStage: cfg.onStage, onProgress: cfg.onProgress };
+      anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress };
     }
     const run: RunContext = { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress, ...(stats && { fits: createFitCache() }) };
     const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
     notes.push(...rewritten.notes);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
     // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.
-    const weights = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
-      ? storeFactors(job.model, rewritten.records, cfg.weights, { shapes: learned.shapes, external: job.loaded.external }) : undefined;
+    const factors = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
+      ? factorStorage(job.model, rewritten.records, cfg.weights, { shapes: learned.shapes, external: job.loaded.external }) : undefined;
+    // Updated in place should OUT fail the verification and the factors be stored wider (write-verify.ts).
+    const weights = factors?.weights;
     if (weights) notes.push(weightsNote(weights));
     const parts = {
       tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
@@ -223,7 +225,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     // Factorization is over: free the GEMM workers' ORT instances before two models are loaded.
     await gemm?.dispose();
     await statsEngine?.dispose();
-    const written = await writeAndVerify(job, cfg, outPath, data.heldOut);
+    const written = await writeAndVerify(job, cfg, outPath, data.heldOut, factors);
     // A latency budget is judged on OUT's measured latency; the others stand as allocated.
     const budget = cfg.budget && rewritten.budget && written.latency ? settleLatencyBudget(rewritten.budget, cfg.budget, written.latency) : rewritten.budget;
     return { report: buildReport({ ...parts, budget, written, seconds: seconds() }), pass: written.pass, sensitivity: rewritten.sensitivity };

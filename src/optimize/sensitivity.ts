@@ -27,12 +27,12 @@ import type { Candidate, LayerSensitivity } from '../report/records.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
-import { passFor, type MethodChoice } from '../../passes/index.js';
+import { passFor, type MethodChoice } from '../../passes/dispatch.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { chainKey, timeRewrite, type LayerTimer, type LayerTiming } from './layer-latency.js';
+import { chainKey, chainModel, timeChains, type ChainsTimer, type LayerTiming } from './layer-latency.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
-import type { NodeProto } from '../onnx/schema.js';
+import type { ModelProto, NodeProto } from '../onnx/schema.js';
 import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-sensitivity.js';
 import { layerModel } from './layer-error.js';
 import { withRewrite } from './trial.js';
@@ -68,12 +68,12 @@ interface Capture {
 }
 
 /** One run of the original exposing what every listed main-graph layer's part needs; undefined when it fails. */
-async function capture(model: Model, layers: readonly LayerInfo[], feeds: readonly Feeds[]): Promise<Capture | undefined> {
+async function capture(model: Model, layers: readonly LayerInfo[], feeds: readonly Feeds[], threads: number): Promise<Capture | undefined> {
   const parts = new Map<NodeProto, Downstream>();
   for (const l of layers) if (l.graph === model.root) parts.set(l.node, downstreamOf(l.graph, l.node));
   if (parts.size === 0) return undefined;
   const extra = [...parts.values()].flatMap((p) => p.boundary);
-  const r = await runAll({ bytes: encodeModel(captureModel(model.proto, extra)) }, feeds);
+  const r = await runAll({ bytes: encodeModel(captureModel(model.proto, extra)) }, feeds, threads);
   return r.ok ? { parts, values: r.value } : undefined;
 }
 
@@ -81,16 +81,16 @@ async function capture(model: Model, layers: readonly LayerInfo[], feeds: readon
  * The rewritten model's outputs: its downstream part run on the captured tensors, the
  * other outputs as captured; the whole model when the part cannot be cut out or run.
  */
-async function runRewritten(model: Model, layer: LayerInfo, before: ReadonlySet<NodeProto>, feeds: readonly Feeds[], cap: Capture | undefined): Promise<Result<Outputs>> {
+async function runRewritten(model: Model, layer: LayerInfo, before: ReadonlySet<NodeProto>, feeds: readonly Feeds[], cap: Capture | undefined, threads: number): Promise<Result<Outputs>> {
   const part = cap?.parts.get(layer.node);
   if (cap && part) {
     const sm = subModel(model.proto, layer.graph, part, before, feeds, cap.values);
     if (typeof sm !== 'string') {
-      const r = await runAll({ bytes: encodeModel(sm.model) }, sm.feeds);
+      const r = await runAll({ bytes: encodeModel(sm.model) }, sm.feeds, threads);
       if (r.ok) return ok(cap.values.map((base, k) => ({ ...base, ...r.value[k] })));
     }
   }
-  return runAll({ bytes: encodeModel(model.proto) }, feeds);
+  return runAll({ bytes: encodeModel(model.proto) }, feeds, threads);
 }
 
 export interface SensitivityOptions {
@@ -113,7 +113,7 @@ export interface SensitivityOptions {
    * of the same pass, ranks and layer shape (repeated blocks) is timed once. `time`: default
    * timeRewrite (tests inject one).
    */
-  latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes; time?: LayerTimer };
+  latency?: { threads: number; shapes: ShapeMap; external?: ExternalBytes; time?: ChainsTimer };
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Run every trial on the whole model (the reference method: same results, slower). */
   wholeModel?: boolean;
@@ -124,6 +124,8 @@ export interface SensitivityOptions {
    * predicted; each candidate then also carries the prediction (`predictedErr2`).
    */
   allRungs?: boolean;
+  /** Intra-op threads of the runs that measure errors (not of the timings); default 1. */
+  threads?: number;
 }
 
 /**
@@ -156,13 +158,13 @@ function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<
 }
 
 /** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */
-async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProto[], feeds: readonly Feeds[], cap: Capture): Promise<Outputs | undefined> {
+async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProto[], feeds: readonly Feeds[], cap: Capture, threads: number): Promise<Outputs | undefined> {
   if (layer.graph !== model.root) return undefined;
   const out = layer.node.output[0];
   if (!out) return undefined;
   const lm = layerModel(model.proto, layer.graph, nodes, out, feeds, cap.values);
   if (typeof lm === 'string') return undefined;
-  const r = await runAll({ bytes: encodeModel(lm.model) }, lm.feeds);
+  const r = await runAll({ bytes: encodeModel(lm.model) }, lm.feeds, threads);
   return r.ok ? r.value : undefined;
 }
 
@@ -170,8 +172,9 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
   const out: LayerSensitivity[] = [];
   // The reference does not change between trials: its energy is summed once.
   const refEnergy = referenceEnergy(opts.reference);
-  const cap = opts.wholeModel ? undefined : await capture(model, layers.filter((l) => typeof passOrReason(l, opts) !== 'string'), opts.feeds);
-  const timings = new Map<string, Result<LayerTiming>>();
+  const threads = opts.threads ?? 1;
+  const cap = opts.wholeModel ? undefined : await capture(model, layers.filter((l) => typeof passOrReason(l, opts) !== 'string'), opts.feeds, threads);
+  const timings = new Map<string, LayerTiming>();
   const timingInputs = new Map<string, Feeds>();
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
@@ -208,60 +211,67 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     // Keep the cheapest, the most accurate and an even spread between.
     const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
     let slower = 0;
-    // Ranks measured slower than the layer: a candidate at least as large in every rank
-    // has more MACs in every conv or product of its chain, so it is not factorized to find out.
-    const slowRanks: number[][] = [];
-    const aboveSlow = (r: readonly number[]): boolean => slowRanks.some((s) => s.every((v, k) => r[k]! >= v));
     const first = new Set(firstRungs(pickList.length));
-    const cands: PredictedCandidate[] = [];
-    // Per candidate: its layer's error from the layer run alone (undefined: not run) and from the factorization.
-    const ownErr2: (number | undefined)[] = [];
-    const factorError: number[] = [];
-    const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap);
-    const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
     // The layer's own output, to measure each candidate's own error on the same inputs.
     // A weight stored fp16/bf16 runs through its Cast, as in the model (the chain's factors do too).
     const alone = layer.cast ? [layer.cast.node, layer.node] : [layer.node];
-    const own = cap && pickList.length > 0 ? await runLayer(model, layer, alone, opts.feeds, cap) : undefined;
+    const own = cap && pickList.length > 0 ? await runLayer(model, layer, alone, opts.feeds, cap, threads) : undefined;
+    const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap, threads);
+    const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
+    // Each candidate is factorized and its layer's own error measured; without latency, the
+    // rungs run first are run through the model in the same trial. With latency, the
+    // chains are cut out as models and timed together with the layer once all are known,
+    // and only the rungs measured faster are run through the model (a trial again: the fit
+    // is cached on the statistics, so nothing is factorized twice when data-aware).
+    interface Tried { k: number; ranks: number[]; relError: number; dataError?: number; layerErr2?: number; outs?: Outputs; key?: string; chain?: ModelProto | string; ms?: number }
+    const tried: Tried[] = [];
     for (const [k, ranks] of pickList.entries()) {
-      if (opts.latency && aboveSlow(ranks)) { slower++; continue; }
       // One event per candidate: a large layer's trials can take minutes.
       opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
-      let ms: number | undefined;
+      const key = opts.latency ? chainKey(layer, pass.name, ranks, opts.latency.shapes) : undefined;
       let layerErr2: number | undefined;
-      let isSlower = false;
-      const run = opts.allRungs || first.has(k);
-      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before, chain) => {
-        if (opts.latency) {
-          // The chain is timed as the trial wrote it, before the (costlier) model run.
-          const key = chainKey(layer, pass.name, ranks, opts.latency.shapes);
-          let lt = timings.get(key);
-          if (!lt) {
-            lt = await (opts.latency.time ?? timeRewrite)(model, layer, chain, opts.latency.shapes, { threads: opts.latency.threads, external: opts.latency.external, inputs: timingInputs });
-            if (lt.ok) timings.set(key, lt);
-          }
-          if (lt.ok) {
-            entry.ms = entry.ms === undefined ? lt.value.originalMs : Math.min(entry.ms, lt.value.originalMs);
-            ms = lt.value.candidateMs;
-            // Keep a rewrite only when ORT runs it faster than the layer it replaces.
-            if (ms >= lt.value.originalMs) { isSlower = true; return err('rank', 'measured slower'); }
-          }
-        }
+      let chain: ModelProto | string | undefined;
+      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before, nodes) => {
+        if (opts.latency && key && !timings.has(key)) chain = chainModel(model, layer, nodes, opts.latency.shapes, opts.latency.external);
         if (own && cap) {
-          const got = await runLayer(model, layer, chain, opts.feeds, cap);
+          const got = await runLayer(model, layer, nodes, opts.feeds, cap, threads);
           if (got) layerErr2 = outputErr2(own, got);
         }
-        return run ? measure(before) : ok(undefined);
+        return !opts.latency && (opts.allRungs || first.has(k)) ? measure(before) : ok(undefined);
       });
-      if (isSlower) { slower++; slowRanks.push(ranks); }
       if (!t.ok) continue;
-      ownErr2.push(layerErr2);
-      factorError.push(t.value.dataError ?? t.value.relError);
-      cands.push({
-        pass: pass.name, ranks, after: pass.cost(ranks).after, relError: t.value.relError,
-        outErr2: t.value.outs ? errOf(t.value.outs) : NaN, ms, layerError: NaN, measured: t.value.outs !== undefined,
-      });
+      tried.push({ k, ranks, relError: t.value.relError, dataError: t.value.dataError, layerErr2, outs: t.value.outs, key, chain });
     }
+    if (opts.latency) {
+      const lat = opts.latency;
+      const fresh = tried.filter((c) => c.key && !timings.has(c.key) && c.chain && typeof c.chain !== 'string');
+      if (fresh.length > 0) {
+        const time = lat.time ?? timeChains;
+        const r = await time(model, layer, fresh.map((c) => c.chain as ModelProto), lat.shapes, { threads: lat.threads, external: lat.external, inputs: timingInputs });
+        if (r.ok) fresh.forEach((c, j) => timings.set(c.key!, { originalMs: r.value.originalMs, candidateMs: r.value.candidateMs[j]! }));
+      }
+      for (const c of [...tried]) {
+        const lt = c.key ? timings.get(c.key) : undefined;
+        if (!lt) continue;
+        entry.ms = entry.ms === undefined ? lt.originalMs : Math.min(entry.ms, lt.originalMs);
+        c.ms = lt.candidateMs;
+        // Keep a rewrite only when ORT runs it faster than the layer it replaces.
+        if (lt.candidateMs >= lt.originalMs) { slower++; tried.splice(tried.indexOf(c), 1); }
+      }
+      for (const c of tried) {
+        if (!(opts.allRungs || first.has(c.k))) continue;
+        opts.onProgress?.(i, layers.length, `${layer.name} at rank ${c.ranks.join('x')}`);
+        const t = await trial(layer.graph, pass, c.ranks, opts.cx, measure);
+        if (t.ok && t.value.outs) c.outs = t.value.outs;
+      }
+    }
+    const cands: PredictedCandidate[] = tried.map((c) => ({
+      pass: pass.name, ranks: c.ranks, after: pass.cost(c.ranks).after, relError: c.relError,
+      outErr2: c.outs ? errOf(c.outs) : NaN, ms: c.ms, layerError: NaN, measured: c.outs !== undefined,
+    }));
+    // Per candidate: its layer's error from the layer run alone (undefined: not run) and from the factorization.
+    const ownErr2 = tried.map((c) => c.layerErr2);
+    const factorError = tried.map((c) => c.dataError ?? c.relError);
     // One measure of the layer's error for all its rungs: its own output when every rung
     // has it, else the factorizations' figures.
     const ran = ownErr2.every((e) => e !== undefined && Number.isFinite(e));
@@ -295,7 +305,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     for (const c of cands) if (!c.measured) c.outErr2 = predictErr2(rungs(), c.layerError ** 2);
     // A rung neither measured nor predictable is not offered.
     entry.candidates.push(...cands.filter((c) => c.measured || Number.isFinite(c.outErr2)));
-    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured or above a slower one)` : 'no rank below break-even';
+    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)` : 'no rank below break-even';
   }
   opts.onProgress?.(layers.length, layers.length, '');
   return out;

@@ -16,7 +16,7 @@ import { readTensorFloat } from '../onnx/tensor.js';
 import type { Budget } from './budget.js';
 import { cleanUp } from './driver.js';
 import type { LayerRecord } from './plan.js';
-import { passByName } from '../../passes/index.js';
+import { passByName } from '../../passes/dispatch.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
 
 export type LayerSnapshot = Omit<FactoredLayer, 'nodes'>;

@@ -13,7 +13,7 @@
 import type { Candidate, LayerRecord, LayerSensitivity } from './records.js';
 import { bytes, human, ratio } from './format.js';
 import { groupSkipReasons } from './kinds.js';
-import { roomLine, TIMING_PHASES, type Report } from './report.js';
+import { roomLine, runtimeLabel, TIMING_PHASES, type Report } from './report.js';
 import { energyKept, type LayerSpectra, type Spectrum } from './spectra.js';
 import { barChart, esc, fmt, lineChart, type Series } from './svg.js';
 
@@ -215,7 +215,7 @@ function verification(r: Report): string {
   const v = r.verify;
   if (!v) return '<h2>Verification</h2><p class="note">The run did not verify the model (--no-verify).</p>';
   let out = `<h2>Verification: ${verdict(r)}</h2>`;
-  out += `<p class="note">${esc(`ORT-node, ${v.runs} run(s), ${r.inputs ?? 'seeded random inputs'}; min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}`)}</p>`;
+  out += `<p class="note">${esc(`${runtimeLabel(v.backend)}, ${v.runs} run(s), ${r.inputs ?? 'seeded random inputs'}; min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}`)}</p>`;
   out += htmlTable(
     ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result', 'worst input', 'its cosine', 'its rel L2'],
     v.outputs.map((o) => [

@@ -77,6 +77,11 @@ function latencyLine(label: string, l: LatencyStats): string {
   return `${label}: original ${o.p50.toFixed(3)} ms (p10 ${o.p10.toFixed(3)}, p90 ${o.p90.toFixed(3)})  ->  optimized ${n.p50.toFixed(3)} ms (p10 ${n.p10.toFixed(3)}, p90 ${n.p90.toFixed(3)})  speed-up ${l.speedup.toFixed(2)}x  [${l.runs} runs each, ${l.threads} thread(s)]`;
 }
 
+/** How the text and HTML reports name the runtime a verification ran in (Report.verify.backend). */
+export function runtimeLabel(backend: string | undefined): string {
+  return backend === 'ort-web-wasm' ? 'ORT-web wasm' : 'ORT-node';
+}
+
 export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): string {
   const L: string[] = [];
   const a = r.input;
@@ -135,7 +140,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   if (r.verify) {
     const v = r.verify;
     L.push('');
-    L.push(`verification (ORT-node, ${v.runs} run(s), ${r.inputs ?? 'seeded random inputs'}): ${v.pass ? 'PASS' : 'FAIL'}` +
+    L.push(`verification (${runtimeLabel(v.backend)}, ${v.runs} run(s), ${r.inputs ?? 'seeded random inputs'}): ${v.pass ? 'PASS' : 'FAIL'}` +
       `  [min cosine ${v.minCosine ?? '-'}${v.atol !== undefined ? `, atol ${v.atol}, rtol ${v.rtol}` : ''}]`);
     L.push(table(
       ['output', 'max abs', 'mean abs', 'rel L2', 'cosine', 'top-1', 'result'],

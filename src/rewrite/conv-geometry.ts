@@ -10,7 +10,7 @@
  * borders ignored).
  */
 import { attrInt, attrInts, attrString, intAttr, intsAttr } from '../graph/attrs.js';
-import { singularValues } from '../linalg/svd.js';
+import { singularValuesByGram } from '../linalg/svd.js';
 import { newNode, type AttributeProto, type NodeProto } from '../onnx/schema.js';
 import type { LayerInfo } from '../graph/layers.js';
 import { readTensorFloat } from '../onnx/tensor.js';
@@ -203,11 +203,11 @@ export function unfoldS(gk: GroupKernel): { rows: number; cols: number; data: Fl
   return { rows: s, cols: t * k, data };
 }
 
-/** Singular values (descending) and ‖·‖²_F of an unfolding. */
+/** Singular values (descending; from the Gram matrix: rank choices read only their energies) and ‖·‖²_F of an unfolding. */
 export function unfoldingSpectrum(m: { rows: number; cols: number; data: Float64Array }): { sigma: Float64Array; total: number } {
   let total = 0;
   for (let i = 0; i < m.data.length; i++) total += m.data[i] * m.data[i];
-  return { sigma: singularValues(m), total };
+  return { sigma: singularValuesByGram(m), total };
 }
 
 /** True when every weight value is finite (the decompositions refuse NaN/Inf). */

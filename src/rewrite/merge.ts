@@ -7,13 +7,16 @@
  * After:  the original node, its weight input pointing at one initializer holding the
  *         product of the factors in the original layout; a Conv takes the chain's last
  *         bias (the corrected one when the pass corrected it). The chain's nodes are left
- *         dead for the clean-up.
+ *         dead for the clean-up. Factors stored fp16/bf16 behind Casts (a Cast-fed layer,
+ *         cast-weights.ts) give a merged weight stored the same way, behind one Cast.
  * Each pass knows its own inverse (`compose` in passes/): this file finds the chain, reads
  * its constant factors and writes the merged node.
  */
+import { intAttr } from '../graph/attrs.js';
 import { resolveConstant } from '../graph/constants.js';
 import type { Graph, Model } from '../graph/graph.js';
-import type { NodeProto } from '../onnx/schema.js';
+import { castFedConstant } from '../graph/layers.js';
+import { newNode, type NodeProto } from '../onnx/schema.js';
 import { makeFloatTensor, readTensorFloat, type ExternalBytes } from '../onnx/tensor.js';
 import { skip, type ChainFactor, type FactoredLayer, type LayerPass, type Skip } from './pass.js';
 
@@ -28,8 +31,9 @@ export function mergeFactored(model: Model, f: FactoredLayer, pass: Composer, ex
   if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
   const { g, chain } = found;
   const last = chain[chain.length - 1]!;
-  const factors = chainFactors(g, chain, dataInputOf(f));
-  if (typeof factors === 'string') return skip(factors);
+  const read = chainFactors(g, chain, dataInputOf(f));
+  if (typeof read === 'string') return skip(read);
+  const { factors, castTo } = read;
   const key = factors.map((x) => x.name).join('|');
   let name = merged.get(key);
   if (name === undefined) {
@@ -37,6 +41,12 @@ export function mergeFactored(model: Model, f: FactoredLayer, pass: Composer, ex
     if (typeof data === 'string') return skip(data);
     name = model.uniqueName(`${f.name}/merged_w`);
     g.addInitializer(makeFloatTensor(name, f.weightDims, data, factors[0]!.dataType));
+    if (castTo !== undefined) {
+      // Factors stored fp16/bf16 behind Casts (cast-weights.ts): the merged weight is stored so too.
+      const value = model.uniqueName(`${f.name}/merged_w/cast_out`);
+      g.insertBefore(chain[0]!, [newNode({ opType: 'Cast', name: model.uniqueName(`${f.name}/merged_w/cast`), input: [name], output: [value], attribute: [intAttr('to', castTo)] })]);
+      name = value;
+    }
     merged.set(key, name);
   }
   const input = [...f.original.input];
@@ -55,7 +65,7 @@ export function chainWeight(model: Model, f: FactoredLayer, pass: Composer, exte
   if (!found) return skip(`chain nodes ${f.nodes.join(', ')} not found`);
   const factors = chainFactors(found.g, found.chain, dataInputOf(f));
   if (typeof factors === 'string') return skip(factors);
-  const data = pass.compose(found.chain, factors, f, external);
+  const data = pass.compose(found.chain, factors.factors, f, external);
   return typeof data === 'string' ? skip(data) : data;
 }
 
@@ -76,19 +86,27 @@ function dataInputOf(f: FactoredLayer): string {
 
 /**
  * Each chain node's constant factor: input 1 of a Conv; for a product, whichever of
- * inputs 0 and 1 is not the data flowing along the chain.
+ * inputs 0 and 1 is not the data flowing along the chain. A factor stored fp16/bf16 and
+ * cast to float (a Cast-fed layer's chain) counts as the stored constant; `castTo` is then
+ * the Casts' target, which the merged weight's own Cast keeps.
  */
-function chainFactors(g: Graph, chain: readonly NodeProto[], dataIn: string): ChainFactor[] | string {
+function chainFactors(g: Graph, chain: readonly NodeProto[], dataIn: string): { factors: ChainFactor[]; castTo?: number } | string {
   const out: ChainFactor[] = [];
+  const casts = new Set<number>();
   let flow: string | undefined = dataIn;
   for (const n of chain) {
     const idx = n.opType === 'Conv' ? 1 : n.input[0] === flow ? 1 : 0;
     const v = n.input[idx];
-    const ref = v ? resolveConstant(g, v) : undefined;
+    const direct = v ? resolveConstant(g, v) : undefined;
+    const viaCast = !direct && v ? castFedConstant(g, v) : undefined;
+    const ref = direct ?? viaCast?.ref;
     if (!ref) return `chain node ${n.name}: input ${idx} is not a constant factor`;
+    casts.add(viaCast ? viaCast.cast.to : 0);
     const t = ref.tensor;
     out.push({ name: ref.name, dims: t.dims.map(Number), dataType: t.dataType ?? 1, read: (ext) => readTensorFloat(t, ext) });
     flow = n.output[0];
   }
-  return out;
+  if (casts.size > 1) return 'the chain mixes factors behind a Cast and plain ones';
+  const castTo = [...casts][0];
+  return castTo ? { factors: out, castTo } : { factors: out };
 }

@@ -71,6 +71,11 @@ export interface LayerInputStats {
   /** Patches the inputs had, when patchGram is over a sample of them (calib/sample-blocks.ts samplePairs). */
   patchTotal?: number;
   /**
+   * A Gather's table [V, D]: how many times the calibration inputs looked up each row, [V]
+   * (the Gram of one-hot rows is diag(rowCounts); `gram` is then empty). passes/gather-svd.ts.
+   */
+  rowCounts?: Float64Array;
+  /**
    * Anchored fitting (src/optimize/anchored.ts): the same layer's input x̂ in the model whose
    * earlier layers are already compressed, on the same calibration inputs, so a rewrite can
    * fit what the original layer computes from x (the fields above) given what it is fed (x̂).

@@ -3,7 +3,8 @@
  * passes that may rewrite a layer are those whose `ops` hold its op type, whose `method`
  * is the one asked for (any under auto) and whose `accepts` takes it, the preferred
  * (highest `benefit`) first. `bind` closes a pass over its match, so no caller holds a
- * match of unknown type. The list itself is passes/index.ts's PASSES.
+ * match of unknown type. The list itself is passes/index.ts (one line per pass), ordered
+ * into PASSES by passes/dispatch.ts.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import {

@@ -82,16 +82,35 @@ export async function measureLatency(original: ModelSource, optimized: ModelSour
 export async function timePair(
   a: Session, b: Session, opts: LatencyOptions = {},
 ): Promise<Result<{ originalMs: Percentiles; optimizedMs: Percentiles; speedup: number; runs: number }>> {
+  const r = await timeSessions([a, b], opts);
+  if (!r.ok) return r;
+  const [originalMs, optimizedMs] = r.value.ms as [Percentiles, Percentiles];
+  return ok({ originalMs, optimizedMs, speedup: originalMs.p50 / optimizedMs.p50, runs: r.value.runs });
+}
+
+/**
+ * Interleaved timing of several open sessions on the same feeds (the first one's inputs
+ * define them): each round runs every session once, starting one further along each round
+ * (two sessions: A B, then B A), so drift and cache effects hit all alike. The stopping
+ * rule counts rounds as timePair counts runs, and the time spent over all sessions: a
+ * layer's original and all its candidate chains share one warm-up and one time budget.
+ */
+export async function timeSessions(sessions: readonly Session[], opts: LatencyOptions = {}): Promise<Result<{ ms: Percentiles[]; runs: number }>> {
+  const first = sessions[0];
+  if (!first) return ok({ ms: [], runs: 0 });
   let feeds = opts.feeds;
   if (!feeds) {
-    const plan = buildFeeds(a.inputs, { seed: 0, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.values && { values: opts.values }) });
+    const plan = buildFeeds(first.inputs, { seed: 0, ...(opts.shapes && { shapes: opts.shapes }), ...(opts.values && { values: opts.values }) });
     if (!plan.ok) return plan;
     feeds = plan.value.feeds[0]!;
   }
-  const runA = a.prepare(feeds);
-  if (!runA.ok) return runA;
-  const runB = b.prepare(feeds);
-  if (!runB.ok) return runB;
+  const runs: (() => Promise<void>)[] = [];
+  for (const s of sessions) {
+    const r = s.prepare(feeds);
+    if (!r.ok) return r;
+    runs.push(r.value);
+  }
+  const n = runs.length;
   const minRuns = Math.max(1, opts.minRuns ?? 20);
   const maxRuns = Math.max(minRuns, opts.maxRuns ?? 5000);
   const budgetNs = BigInt(Math.round((opts.minSeconds ?? 1) * 1e9));
@@ -99,35 +118,32 @@ export async function timePair(
   const capNs = opts.maxSeconds !== undefined ? BigInt(Math.round(opts.maxSeconds * 1e9)) : undefined;
   const fewest = Math.min(minRuns, Math.max(1, opts.fewestRuns ?? 5));
   const clock = opts.clock ?? (() => process.hrtime.bigint());
-  const ta: number[] = [];
-  const tb: number[] = [];
+  const times: number[][] = runs.map(() => []);
+  let rounds = 0;
   try {
     const warmCap = opts.warmupSeconds !== undefined ? BigInt(Math.round(opts.warmupSeconds * 1e9)) : undefined;
     const warm0 = clock();
     for (let i = 0; i < warmup; i++) {
       if (i > 0 && warmCap !== undefined && clock() - warm0 >= warmCap) break;
-      await runA.value();
-      await runB.value();
+      for (const run of runs) await run();
     }
     let spent = 0n;
-    const timeOne = async (run: () => Promise<void>, into: number[]) => {
-      const t0 = clock();
-      await run();
-      const dt = clock() - t0;
-      spent += dt;
-      into.push(Number(dt) / 1e6);
-    };
-    while (ta.length < maxRuns && (ta.length < minRuns || spent < budgetNs)) {
-      if (capNs !== undefined && ta.length >= fewest && spent >= capNs) break;
-      if (ta.length % 2 === 0) { await timeOne(runA.value, ta); await timeOne(runB.value, tb); }
-      else { await timeOne(runB.value, tb); await timeOne(runA.value, ta); }
+    while (rounds < maxRuns && (rounds < minRuns || spent < budgetNs)) {
+      if (capNs !== undefined && rounds >= fewest && spent >= capNs) break;
+      for (let i = 0; i < n; i++) {
+        const k = (rounds + i) % n;
+        const t0 = clock();
+        await runs[k]!();
+        const dt = clock() - t0;
+        spent += dt;
+        times[k]!.push(Number(dt) / 1e6);
+      }
+      rounds++;
     }
   } catch (e) {
     return err('verify-mismatch', `ORT failed while timing: ${firstLine(e)}`);
   }
-  const originalMs = percentiles(ta);
-  const optimizedMs = percentiles(tb);
-  return ok({ originalMs, optimizedMs, speedup: originalMs.p50 / optimizedMs.p50, runs: ta.length });
+  return ok({ ms: times.map(percentiles), runs: rounds });
 }
 
 /** p10/p50/p90 with linear interpolation between order statistics (numpy's default). */

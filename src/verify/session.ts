@@ -20,12 +20,18 @@ export type Backend = 'node' | 'web';
 export type OptLevel = 'disabled' | 'basic' | 'extended' | 'all';
 
 export interface SessionOptions {
-  /** 'node' = onnxruntime-node (native CPU); 'web' = onnxruntime-web wasm, single-threaded. */
+  /** 'node' = onnxruntime-node (native CPU); 'web' = onnxruntime-web wasm, single-threaded (in a page: the page's count). */
   backend?: Backend;
   /** Default 'all'. Use the same level for both models of a comparison. */
   graphOptimizationLevel?: OptLevel;
-  /** Default 1 (node backend only; the web backend always runs one wasm thread). */
+  /** Default 1 (node backend only; the web backend runs one wasm thread, or in a page the page's count). */
   intraOpNumThreads?: number;
+  /**
+   * false: idle intra-op threads sleep after a run instead of spinning (ORT's default), so
+   * they do not steal the cores the JS work between runs (statistics, fits) needs. Timings
+   * keep ORT's default, as deployments run.
+   */
+  spinning?: boolean;
   /** Names the model in error messages; defaults to the path or "<bytes>". */
   label?: string;
   /** Load the fp32 copy of a model holding bf16 straight away (its counterpart in a comparison ran as one). */
@@ -67,7 +73,8 @@ function loadWeb(): Promise<Ort> {
   webOrt ??= import('onnxruntime-web').then((m) => {
     const ort = m as unknown as Ort;
     // Must be set before the first session; threaded wasm in Node is slower and needs workers.
-    ort.env.wasm.numThreads = 1;
+    // A page that set its own count (src/browser/ort-web.ts, threads when cross-origin isolated) keeps it.
+    if (!(ort.env.wasm.numThreads! > 0)) ort.env.wasm.numThreads = 1;
     ort.env.logLevel = 'error';
     return ort;
   });
@@ -113,6 +120,7 @@ export async function createSession(src: ModelSource, opts: SessionOptions = {})
     interOpNumThreads: 1,
     logSeverityLevel: 4, // fatal only: ORT warns about unused initializers on stock models, and errors come back as exceptions anyway
     ...(backend === 'node' ? { intraOpNumThreads: opts.intraOpNumThreads ?? 1 } : { executionProviders: ['wasm'] }),
+    ...(backend === 'node' && opts.spinning === false && { extra: { session: { intra_op: { allow_spinning: '0' } } } }),
   };
   if (opts.widen) {
     const wide = await widenedSession(ort, src, options);

@@ -42,7 +42,11 @@ export interface VerifyStats {
   defaulted: DefaultedDim[];
   /** Set when the models ran as fp32 copies (a bf16 model: ORT's CPU runs no bf16 MatMul), saying so. */
   widened?: string;
+  /** The runtime both models ran in: onnxruntime-node (native CPU) or onnxruntime-web (wasm); absent in older reports (ORT-node). */
+  backend?: VerifyBackend;
 }
+
+export type VerifyBackend = 'ort-node' | 'ort-web-wasm';
 
 /** The session settings both models of a verification share. */
 function sessionOptions(opts: VerifyOptions) {
@@ -169,7 +173,7 @@ const feedCount = (opts: VerifyOptions): number => opts.feeds?.length || (opts.r
 
 /** The fields every verdict carries. */
 function verdictBase(opts: VerifyOptions, plan: FeedPlan) {
-  return { seed: opts.seed ?? 0, runs: feedCount(opts), inputDims: plan.dims, defaulted: plan.defaulted };
+  return { seed: opts.seed ?? 0, runs: feedCount(opts), inputDims: plan.dims, defaulted: plan.defaulted, backend: opts.backend === 'web' ? 'ort-web-wasm' as const : 'ort-node' as const };
 }
 
 /** A verification that ran and failed before any output was compared. */

@@ -42,6 +42,18 @@ describe('library API', () => {
     expect(api.report.layers.filter((l) => !l.skipped).length).toBeGreaterThan(0);
   });
 
+  it('workThreads: statistics, sensitivity and budget runs on 2 ORT threads give the same model bytes as on 1; a bad count is a usage error', async () => {
+    const dir = tmpDir();
+    const calib = calibFile(dir, [4, 3, 48, 192], 11);
+    const base = { shapes: { x: [1, 3, 48, 192] }, maxError: 'cosine:0.995', save: 'params' as const, calib, verify: false };
+    const one = await optimize(CLS, { ...base, output: path.join(dir, 'one.onnx') });
+    const two = await optimize(CLS, { ...base, output: path.join(dir, 'two.onnx'), workThreads: 2 });
+    expect(one.report.layers.filter((l) => !l.skipped).length).toBeGreaterThan(0);
+    expect(withoutRunMetadata(path.join(dir, 'two.onnx')).equals(withoutRunMetadata(path.join(dir, 'one.onnx')))).toBe(true);
+    expect(stable(two.report)).toEqual(stable(one.report));
+    expect((await rejection(optimize(CLS, { ...base, workThreads: 0 }))).message).toMatch(/^--work-threads/);
+  });
+
   it('calibration and held-out data through typed settings: the same model and report as --calib/--verify-data; a sample count without its data is a usage error', async () => {
     const dir = tmpDir();
     const calib = calibFile(dir, [4, 3, 48, 192], 7);

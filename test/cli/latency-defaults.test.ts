@@ -14,7 +14,7 @@ import { ModelBuilder } from '../../models/builder.js';
 import { ok } from '../../src/errors.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { encodeModel } from '../../src/onnx/codec.js';
-import { timeRewrite } from '../../src/optimize/layer-latency.js';
+import { timeChains, timeRewrite } from '../../src/optimize/layer-latency.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import { machineNchwcBlock } from '../../src/verify/cpu-block.js';
@@ -24,7 +24,7 @@ import { tuckerKernel } from '../helpers/kernels.js';
 
 vi.mock('../../src/optimize/layer-latency.js', async (importOriginal) => {
   const m = await importOriginal<typeof import('../../src/optimize/layer-latency.js')>();
-  return { ...m, timeRewrite: vi.fn(m.timeRewrite) };
+  return { ...m, timeRewrite: vi.fn(m.timeRewrite), timeChains: vi.fn(m.timeChains) };
 });
 
 const C = 32;
@@ -45,15 +45,17 @@ function threeConvs(dir: string): string {
   return file;
 }
 
-/** Chains of the named layers run 1.3x their layer's time, the others 0.5x. */
+/** Chains of the named layers run 1.3x their layer's time, the others 0.5x (the default run's screen times one chain, a budget's sensitivity all of a layer's). */
 function fakeTimings(slower: readonly string[]): void {
-  vi.mocked(timeRewrite).mockImplementation(async (_model, layer) => ok(slower.includes(layer.name) ? { originalMs: 1, candidateMs: 1.3 } : { originalMs: 1, candidateMs: 0.5 }));
+  const ms = (name: string): number => (slower.includes(name) ? 1.3 : 0.5);
+  vi.mocked(timeRewrite).mockImplementation(async (_model, layer) => ok({ originalMs: 1, candidateMs: ms(layer.name) }));
+  vi.mocked(timeChains).mockImplementation(async (_model, layer, chains) => ok({ originalMs: 1, candidateMs: chains.map(() => ms(layer.name)) }));
 }
 
-const timedLayers = (): string[] => vi.mocked(timeRewrite).mock.calls.map((c) => c[1].name);
+const timedLayers = (): string[] => [...vi.mocked(timeRewrite).mock.calls, ...vi.mocked(timeChains).mock.calls].map((c) => c[1].name);
 
 describe('the default run keeps only rewrites measured faster', () => {
-  beforeEach(() => { vi.mocked(timeRewrite).mockClear(); });
+  beforeEach(() => { vi.mocked(timeRewrite).mockClear(); vi.mocked(timeChains).mockClear(); });
 
   it('drops the chain measured slower, keeps the faster ones, and OUT verifies in ORT', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-screen-'));
@@ -148,7 +150,7 @@ describe('the default run keeps only rewrites measured faster', () => {
 });
 
 describe('budget defaults', () => {
-  beforeEach(() => { vi.mocked(timeRewrite).mockClear(); });
+  beforeEach(() => { vi.mocked(timeRewrite).mockClear(); vi.mocked(timeChains).mockClear(); });
 
   it('--max-error saves latency on the CPU block grid over the layers carrying 95% of the MACs, and the notes say so', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-budget-'));

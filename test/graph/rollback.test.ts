@@ -6,7 +6,7 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { createRng } from '../../src/util/rng.js';
 import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
 import { bind } from '../../src/rewrite/registry.js';
-import { passFor } from '../../passes/index.js';
+import { passFor } from '../../passes/dispatch.js';
 
 const seq = (n: number, scale: number): number[] => Array.from({ length: n }, (_, i) => Math.sin(i * 0.7 + scale));
 

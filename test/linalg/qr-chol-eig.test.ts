@@ -6,6 +6,7 @@ import { asFloat32, diffNorm, fromRows, frobeniusNorm, orthonormalityError, rand
 import { runAsync, runSync } from '../../src/linalg/engine.js';
 import { cholQrRowsF32, householderQr, orthonormalize } from '../../src/linalg/qr.js';
 import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
+import { createSyncOrtGemm } from '../../src/linalg/ort-gemm-sync.js';
 import { invertUpper, solveLowerLeft, solveUpperLeft, solveUpperRight } from '../../src/linalg/triangular.js';
 import { createRng } from '../../src/util/rng.js';
 import { withSpectrum } from './helpers.js';
@@ -121,6 +122,35 @@ describe('Cholesky and triangular solves', () => {
     expect(diffNorm(back, g) / frobeniusNorm(g)).toBeLessThan(1e-10);
     expect(choleskyWithRidge(fromRows([[4, 0], [0, 9]])).ridge).toBe(0);
     expect(() => choleskyWithRidge(fromRows([[0, 0], [0, 0]]))).toThrowError(/non-positive trace/);
+  });
+});
+
+describe('blocked Cholesky and forward substitution (from 256 rows)', () => {
+  it('agree with the definition on 257 to 520 rows, in JS and with products in ORT; an indefinite block still gives null', async () => {
+    const rng = createRng(8);
+    const ort = await createSyncOrtGemm();
+    try {
+      for (const [n, sync] of [[300, undefined], [520, ort], [257, ort]] as const) {
+        const x = randomNormal(n + 40, n, rng.normal);
+        const g = gemm(x, x, { transA: true });
+        const l = cholesky(g, sync)!;
+        expect(l).not.toBeNull();
+        for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) expect(l.data[i * n + j]).toBe(0);
+        expect(diffNorm(gemm(l, l, { transB: true }), g) / frobeniusNorm(g)).toBeLessThan(1e-13);
+        const b = randomNormal(n, 5, rng.normal);
+        const y = solveLowerLeft(l, b, sync);
+        expect(diffNorm(gemm(l, y), b) / frobeniusNorm(b)).toBeLessThan(1e-12);
+      }
+      // Indefinite only in the last block: the blocked path must reach it and refuse.
+      const n = 300;
+      const x = randomNormal(n + 10, n, rng.normal);
+      const g = gemm(x, x, { transA: true });
+      g.data[(n - 1) * n + (n - 1)] = -1;
+      expect(cholesky(g, ort)).toBeNull();
+      expect(choleskyWithRidge(g, 1e-10, ort).ridge).toBeGreaterThan(0);
+    } finally {
+      await ort.dispose();
+    }
   });
 });
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { LrError } from '../../src/errors.js';
 import { diffNorm, fromRows, frobeniusNorm, orthonormalityError, randomNormal, transpose, zeros } from '../../src/linalg/matrix.js';
 import { truncate } from '../../src/linalg/rsvd.js';
-import { singularValues, svd } from '../../src/linalg/svd.js';
+import { singularValues, singularValuesByGram, svd } from '../../src/linalg/svd.js';
 import { createRng } from '../../src/util/rng.js';
 import { reconstruct, withSpectrum } from './helpers.js';
 
@@ -60,6 +60,31 @@ describe('full SVD (fp64)', () => {
       const s2 = singularValues(a);
       for (let i = 0; i < s1.length; i++) expect(s2[i]).toBeCloseTo(s1[i]!, 11);
     }
+  });
+
+  it('tall matrices of low rank and of huge condition number (CholeskyQR2 falls back) still reconstruct', () => {
+    const rng = createRng(15);
+    // Rank 5 in a 300×20: the Gram matrix is singular, so CholeskyQR2 cannot run as is.
+    const l = randomNormal(300, 5, rng.normal);
+    const r = randomNormal(5, 20, rng.normal);
+    const low = { rows: 300, cols: 20, data: new Float64Array(300 * 20) };
+    for (let i = 0; i < 300; i++) for (let j = 0; j < 20; j++) for (let k = 0; k < 5; k++) low.data[i * 20 + j] += l.data[i * 5 + k]! * r.data[k * 20 + j]!;
+    const res = checkSvd(low);
+    expect(res.s[5]! / res.s[0]!).toBeLessThan(1e-13);
+    checkSvd(withSpectrum(200, 40, Array.from({ length: 40 }, (_, i) => 10 ** (-i / 3)), rng));
+  });
+
+  it('singularValuesByGram: the energies σ² of wide and tall matrices, to ε·σ₁² absolute', () => {
+    const rng = createRng(14);
+    for (const [m, n] of [[60, 400], [400, 60], [33, 33]] as const) {
+      const a = randomNormal(m, n, rng.normal);
+      const s1 = singularValues(a);
+      const s2 = singularValuesByGram(a);
+      expect(s2.length).toBe(s1.length);
+      for (let i = 0; i < s1.length; i++) expect(Math.abs(s2[i]! ** 2 - s1[i]! ** 2)).toBeLessThan(1e-12 * s1[0]! ** 2);
+    }
+    expect(singularValuesByGram({ rows: 0, cols: 3, data: new Float64Array(0) }).length).toBe(0);
+    expect(() => singularValuesByGram(fromRows([[1, NaN]]))).toThrowError(/non-finite/);
   });
 
   it('property: reconstruction and orthonormality for random shapes and scales', () => {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { floatTensor, ModelBuilder } from '../../models/builder.js';
 import { tensorAttr } from '../../src/graph/attrs.js';
 import { Model } from '../../src/graph/graph.js';
@@ -23,14 +23,7 @@ import { createRng } from '../../src/util/rng.js';
 import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 import { REAL } from '../helpers/models.js';
 import { ok } from '../../src/errors.js';
-import { timeRewrite } from '../../src/optimize/layer-latency.js';
-
-// A pass-through spy: one test times candidates by their MACs instead of in ORT.
-vi.mock('../../src/optimize/layer-latency.js', async (importOriginal) => {
-  const m = await importOriginal<typeof import('../../src/optimize/layer-latency.js')>();
-  return { ...m, timeRewrite: vi.fn(m.timeRewrite) };
-});
-const { timeRewrite: actualTimeRewrite } = await vi.importActual<typeof import('../../src/optimize/layer-latency.js')>('../../src/optimize/layer-latency.js');
+import type { ChainsTimer } from '../../src/optimize/layer-latency.js';
 
 /** A weight of low numerical rank (so several ladder ranks pay) plus some noise. */
 function lowRank(rows: number, cols: number, seed: number): number[] {
@@ -237,10 +230,11 @@ describe('per-layer latency in sensitivity', () => {
    * proportion to the MACs of the MatMuls on a 256-row input, so which candidate is slower
    * does not depend on the machine's load (ORT's own timings are tested in layer-latency).
    */
-  const macsClock = async (_model: Model, layer: LayerInfo, chain: readonly NodeProto[]) => {
-    const dims = (name: string): number[] => layer.graph.proto.initializer.find((t) => t.name === name)!.dims.map(Number);
-    const ms = (nodes: readonly NodeProto[]): number => nodes.reduce((a, n) => a + 256 * dims(n.input[1]!).reduce((p, q) => p * q, 1), 0) / 1e6;
-    return ok({ originalMs: ms([layer.node]), candidateMs: ms(chain) });
+  /** Times a layer and its chains by their MACs (256 rows through each MatMul), not in ORT. */
+  const macsClock: ChainsTimer = async (_model, layer, chains) => {
+    const ms = (nodes: readonly NodeProto[], inits: readonly { name?: string; dims: (number | bigint)[] }[]): number =>
+      nodes.reduce((a, n) => a + 256 * inits.find((t) => t.name === n.input[1])!.dims.map(Number).reduce((p, q) => p * q, 1), 0) / 1e6;
+    return ok({ originalMs: ms([layer.node], layer.graph.proto.initializer), candidateMs: chains.map((c) => ms(c.graph!.node, c.graph!.initializer)) });
   };
 
   /** A model of 256×256 MatMuls on input x, its reference outputs on one seeded feed, its layers, and every activation's shape. */
@@ -263,7 +257,7 @@ describe('per-layer latency in sensitivity', () => {
     b.output(b.node('MatMul', [h, b.init('W2', [256, 256], w)], {}, { name: 'mm2' }));
     const { feeds, ref, model, layers, shapes } = await matmulSetup(b);
     const timedFor: string[] = [];
-    const time = (m: Model, layer: LayerInfo, chain: readonly NodeProto[]) => { timedFor.push(layer.name); return macsClock(m, layer, chain); };
+    const time: ChainsTimer = (m, layer, chains, ...rest) => { timedFor.push(...chains.map(() => layer.name)); return macsClock(m, layer, chains, ...rest); };
     const sens = await measureSensitivity(model, layers, {
       method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() }, maxCandidates: 4, latency: { threads: 1, shapes, time },
     });
@@ -276,31 +270,25 @@ describe('per-layer latency in sensitivity', () => {
     expect(s2!.ms).toBe(s1!.ms);
   });
 
-  it('a candidate measured slower is dropped, and larger ones are not factorized at all', async () => {
+  it('a layer and all its candidate chains are timed together once; a candidate measured slower is dropped', async () => {
     const b = new ModelBuilder({ opset: 13 });
     const x = b.input('x', [256, 256]);
     b.output(b.node('MatMul', [x, b.init('W', [256, 256], lowRank(256, 256, 9))], {}, { name: 'mm' }));
     const { feeds, ref, model, layers, shapes } = await matmulSetup(b);
     const applied: number[] = [];
     const pass = slowChainPass(applied);
-    const timed = vi.mocked(timeRewrite);
-    timed.mockClear();
-    timed.mockImplementation(macsClock);
-    let s: LayerSensitivity | undefined;
-    try {
-      [s] = await measureSensitivity(model, layers, {
-        method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() },
-        maxCandidates: 4, latency: { threads: 1, shapes }, passFor: () => pass,
-      });
-    } finally {
-      timed.mockImplementation(actualTimeRewrite);
-    }
-    // Rank 1 (2·256² MACs per row block) and rank 2 (2·256³, twice the layer) were timed;
-    // 3 and 4, larger in every rank than the slower 2, were never applied.
-    expect(timed).toHaveBeenCalledTimes(2);
-    // Rank 1 is not among the rungs run first (the middle and the most accurate); with rank
-    // 2 dropped nothing anchors its prediction, so it is applied again and run, not timed again.
-    expect(applied).toEqual([1, 2, 1]);
+    const calls: number[] = [];
+    const time: ChainsTimer = (m, layer, chains, ...rest) => { calls.push(chains.length); return macsClock(m, layer, chains, ...rest); };
+    const [s] = await measureSensitivity(model, layers, {
+      method: 'auto', feeds, reference: ref.value, cx: { model, rng: createRng(1), shared: new Map() },
+      maxCandidates: 4, latency: { threads: 1, shapes, time }, passFor: () => pass,
+    });
+    // Ranks 1 to 4 were each factorized once and timed in one call; rank 1 (2·256² MACs
+    // per row block) ran faster than the layer, ranks 2 to 4 (r·256³) slower.
+    expect(calls).toEqual([4]);
+    // Rank 1 is not among the rungs run first (the middle and the most accurate); with the
+    // others dropped nothing anchors its prediction, so it is applied again and run.
+    expect(applied).toEqual([1, 2, 3, 4, 1]);
     expect(s!.candidates.map((c) => c.ranks)).toEqual([[1]]);
     expect((s!.candidates[0] as PredictedCandidate).measured).toBe(true);
     expect(s!.ms).toBeCloseTo(256 ** 3 / 1e6, 9);

@@ -9,7 +9,7 @@ import { optimizeModel } from '../../src/optimize/driver.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { route } from '../../src/rewrite/registry.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import {
   convLayer, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, type ConvSpec,
 } from './conv-harness.js';

@@ -18,7 +18,7 @@ import { readTensorFloat } from '../../src/onnx/tensor.js';
 import { isSkip, type ChainFactor, type FactoredLayer, type LayerInputStats, type LayerPass } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { route } from '../../src/rewrite/registry.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import { compareInOrt, context, convLayer, convModel, describe1, matchOnly, randn, relL2, rewrite, type ConvSpec, type PadMode } from './conv-harness.js';
 
 /** A 2-D window case: per-axis kernel, stride and dilation, a padding mode, bias. */

@@ -10,7 +10,7 @@ import { optimizeModel } from '../../src/optimize/driver.js';
 import { route } from '../../src/rewrite/registry.js';
 import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import { statsFromSamples } from '../helpers/calib.js';
 import { relL2, runModel } from '../helpers/ort.js';
 import {

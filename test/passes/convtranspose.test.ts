@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ModelBuilder, type AttrValue } from '../../models/builder.js';
 import { convTransposeSvd } from '../../passes/convtranspose-svd.js';
 import { convTransposeTucker2 } from '../../passes/convtranspose-tucker2.js';
-import { passesFor } from '../../passes/index.js';
+import { passesFor } from '../../passes/dispatch.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers, type LayerInfo } from '../../src/graph/layers.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';

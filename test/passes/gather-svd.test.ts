@@ -15,7 +15,7 @@ import { bind, route } from '../../src/rewrite/registry.js';
 import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { gatherSvd } from '../../passes/gather-svd.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import { lowRank, relL2 } from '../helpers/ort.js';
 
 const cxOf = (model: Model): PassContext => ({ model, rng: createRng(0), shared: new Map() });

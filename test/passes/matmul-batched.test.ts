@@ -17,7 +17,7 @@ import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
 import { route } from '../../src/rewrite/registry.js';
 import { createRng } from '../../src/util/rng.js';
 import { matmulBatchedSvd } from '../../passes/matmul-batched-svd.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import { lowRank, randomFeed, relL2 } from '../helpers/ort.js';
 
 const cxOf = (model: Model): PassContext => ({ model, rng: createRng(0), shared: new Map() });

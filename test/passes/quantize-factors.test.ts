@@ -229,7 +229,7 @@ describe('raising the opset for per-channel DequantizeLinear', () => {
     expect(opsetRaiseProblem(model)).toBe('the model imports opset 9; raising it to 13 would change Upsample');
     const recs = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: 3 }, minParams: 0, seed: 0 });
     const stored = storeFactors(model, recs, 'int8');
-    expect(stored.declined).toBe('int8 factors need per-channel DequantizeLinear (opset 13): the model imports opset 9; raising it to 13 would change Upsample; the factors stay fp32');
+    expect(stored.declined).toBe('int8 factors need per-channel DequantizeLinear (opset 13): the model imports opset 9; raising it to 13 would change Upsample; the factors stay as they were');
     expect(stored.factors).toBe(0);
     expect(model.opsetVersion('')).toBe(9);
     expect(model.proto.graph!.initializer.filter((t: TensorProto) => t.dataType !== DataType.FLOAT)).toEqual([]);

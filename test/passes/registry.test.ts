@@ -13,8 +13,9 @@ import { DataType } from '../../src/onnx/schema.js';
 import { isSkip, skip, type BoundPass, type LayerPass } from '../../src/rewrite/pass.js';
 import { bind, methodsOf, route, type Pass } from '../../src/rewrite/registry.js';
 import { createRng } from '../../src/util/rng.js';
-import { METHOD_CHOICES, PASSES, passByName, passFor } from '../../passes/index.js';
+import { METHOD_CHOICES, PASSES, passByName, passFor } from '../../passes/dispatch.js';
 import { convTucker2 } from '../../passes/conv-tucker2.js';
+import * as registered from '../../passes/index.js';
 
 const rnd = (seed: number, n: number): Float32Array => {
   const rng = createRng(seed);
@@ -85,6 +86,12 @@ describe('dispatch through the registry', () => {
     }
     expect(new Set(PASSES.map((p) => p.name)).size).toBe(PASSES.length);
     expect(PASSES.every((p) => passByName(p.name) === p)).toBe(true);
+  });
+
+  it('registers every line of passes/index.ts, in the order of declared benefit whatever the lines\' order', () => {
+    const listed = Object.values(registered) as Pass[];
+    expect(PASSES.map((p) => p.name).sort()).toEqual(listed.map((p) => p.name).sort());
+    for (let i = 1; i < PASSES.length; i++) expect(PASSES[i - 1]!.benefit).toBeGreaterThanOrEqual(PASSES[i]!.benefit);
   });
 
   it('derives --method choices from the passes', () => {

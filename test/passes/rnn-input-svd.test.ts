@@ -25,7 +25,7 @@ import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
 import { route } from '../../src/rewrite/registry.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { RNN_GATES, rnnInputSvd } from '../../passes/rnn-input-svd.js';
-import { PASSES } from '../../passes/index.js';
+import { PASSES } from '../../passes/dispatch.js';
 import { lowRank, relL2 } from '../helpers/ort.js';
 
 type Op = 'LSTM' | 'GRU' | 'RNN';
@@ -320,7 +320,7 @@ describe('rnn-input-svd', () => {
     expect(route(PASSES, ints.layer, 'tucker2')).toBe('--method tucker2 does not apply to LSTM');
   });
 
-  it('layers.ts lists LSTM, GRU and RNN with the input part\'s MACs (seq·batch·dirs·G·H·I); stats-plan says why they have no statistics', () => {
+  it('layers.ts lists LSTM, GRU and RNN with the input part\'s MACs (seq·batch·dirs·G·H·I); stats-plan reads X\'s rows of I', () => {
     for (const op of ['LSTM', 'GRU', 'RNN'] as const) {
       const c: RnnCase = { op, direction: 'bidirectional', layout: 1, seqLens: false, initial: false, peepholes: false, linearBeforeReset: false, custom: false, bias: true, seed: 3 };
       const m = rnnModel(c, { I: 9, H: 4, r: 3 });
@@ -331,7 +331,8 @@ describe('rnn-input-svd', () => {
       expect(l).toMatchObject({ op, weightName: 'w', weightShape: [2, G * 4, 9], params: 2 * G * 4 * 9, weightInput: 1 });
       expect(l!.macs).toBe(m.dims.seq * m.dims.batch * 2 * G * 4 * 9);
       expect(findLayers(model)[0]!.macs).toBeUndefined();
-      expect(planLayer(model, l!)).toBe(`input statistics of ${op} are not collected: its input weights are fitted weight-only`);
+      // Data-aware: the second moments of X's rows of I (X·Wᵀ), whatever the layout.
+      expect(planLayer(model, l!)).toEqual({ kind: 'rows', tensor: 'x', k: 9 });
       // Cost per input position: the SVD pair's.
       const bound = rnnInputSvd.match(l!, cxOf(model));
       if (isSkip(bound)) throw new Error(bound.skip);

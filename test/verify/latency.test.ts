@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ok } from '../../src/errors.js';
-import { measureLatency, timePair } from '../../src/verify/latency.js';
+import { measureLatency, timePair, timeSessions } from '../../src/verify/latency.js';
 import type { Session } from '../../src/verify/session.js';
 import type { Feeds } from '../../src/verify/tensor.js';
 import { CLS, HELLO } from './models.js';
@@ -105,6 +105,41 @@ describe('timePair (fake sessions, fake clock)', () => {
     const fast = fakePair(3);
     const q = await timePair(fast.a, fast.b, { clock: fast.clock, minRuns: 20, minSeconds: 0.1, maxSeconds: 10 });
     expect(q.ok && q.value.runs).toBe(34);
+  });
+});
+
+describe('timeSessions (fake sessions, fake clock)', () => {
+  /** Sessions on one fake clock: each run is logged; the first run of each takes 1 s, then `ms[i]`. */
+  function fakes(ms: readonly bigint[]) {
+    const log: string[] = [];
+    let now = 0n;
+    const sessions = ms.map((cost, i): Session => {
+      let calls = 0;
+      const label = String.fromCharCode(65 + i);
+      return {
+        backend: 'node', label, inputs: [{ name: 'x', isTensor: true, type: 'float32', shape: [1] }], outputs: [],
+        run: async () => ok({}),
+        prepare: () => ok(async () => { log.push(label); now += (calls++ < 1 ? 1000n : cost) * MS; }),
+        release: async () => {},
+      };
+    });
+    return { sessions, log, clock: () => now };
+  }
+
+  it('one warm-up for all, then rounds that start one session further along each time; each session its own times', async () => {
+    const f = fakes([4n, 1n, 2n]);
+    const r = await timeSessions(f.sessions, { clock: f.clock, minRuns: 3, minSeconds: 0, warmupSeconds: 0.5 });
+    if (!r.ok) throw r.error;
+    expect(f.log).toEqual(['A', 'B', 'C', 'A', 'B', 'C', 'B', 'C', 'A', 'C', 'A', 'B']);
+    expect(r.value.runs).toBe(3);
+    expect(r.value.ms.map((p) => p.p50)).toEqual([4, 1, 2]);
+  });
+
+  it('the time budget counts every session: maxSeconds stops after fewestRuns rounds', async () => {
+    // 7 ms per round: 20 ms are spent after 3 rounds, and fewestRuns 4 decides.
+    const f = fakes([4n, 1n, 2n]);
+    const r = await timeSessions(f.sessions, { clock: f.clock, minRuns: 15, minSeconds: 1, maxSeconds: 0.02, fewestRuns: 4 });
+    expect(r.ok && r.value.runs).toBe(4);
   });
 });
 

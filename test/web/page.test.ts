@@ -126,7 +126,8 @@ describe.runIf(haveChromium)('the page in headless Chromium', { timeout: 180_000
     page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     page.on('request', (r) => { if (!/^(data|blob):/.test(r.url()) && !r.url().startsWith(server.url)) offsite.push(r.url()); });
-    await page.goto(server.url);
+    // Two wasm threads (more than ORT's default on a 2-core machine): the threaded build is what runs.
+    await page.goto(`${server.url}?threads=2`);
     await page.waitForFunction("document.body.dataset.state === 'ready'", null, { timeout: 30_000 });
   }, 180_000);
 
@@ -164,6 +165,10 @@ describe.runIf(haveChromium)('the page in headless Chromium', { timeout: 180_000
     expect(report.output.params).toBeLessThan(report.input.params);
     expect(report.output.bytes).toBe(readFileSync(pageOut).length);
     expect(report.latencyWeb?.runs).toBeGreaterThanOrEqual(5);
+    // Cross-origin isolated (the server sends COOP/COEP): ORT Web runs the threads asked for.
+    expect(report.latencyWeb?.threads).toBe(2);
+    expect(await page.textContent('#threads')).toBe('ONNX Runtime Web runs 2 wasm threads here (the page is cross-origin isolated).');
+    expect(report.verify?.backend).toBe('ort-web-wasm');
 
     // It loads and runs in onnxruntime-node.
     const s = await ort.InferenceSession.create(pageOut);
@@ -208,7 +213,7 @@ describe.runIf(haveChromium)('the page in headless Chromium', { timeout: 180_000
     const pageOut = path.join(tmp, 'matmul-page.onnx');
     const report = await download(page, pageOut);
     const note = report.notes.find((n) => n.startsWith('factorizations: '));
-    expect(note).toMatch(/^factorizations: [1-9]\d* large product\(s\) ran in ort-web-sync\(1 thread\), the others in JS$/);
+    expect(note).toMatch(/^factorizations: [1-9]\d* large product\(s\) ran in ort-web-sync\(2 threads\), the others in JS$/);
     // ORT Web (wasm) and ORT-node (native MLAS) round the products differently: the factors
     // agree to a few float32 steps (measured: about 1e-6 of the largest entry), not bit for bit.
     const tensors = (f: string) => decodeModel(new Uint8Array(readFileSync(f))).graph!.initializer;

@@ -14,7 +14,9 @@ const TYPES: Record<string, string> = {
 
 export interface StaticServer { url: string; close(): Promise<void>; requests: string[] }
 
-export async function serveFolder(root: string): Promise<StaticServer> {
+/** `isolate: false` serves without COOP/COEP (the page then runs one thread and JS products). */
+export async function serveFolder(root: string, opts: { isolate?: boolean } = {}): Promise<StaticServer> {
+  const isolation = opts.isolate === false ? {} : { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
   const requests: string[] = [];
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -24,8 +26,7 @@ export async function serveFolder(root: string): Promise<StaticServer> {
     if (req.method !== 'GET' || !file.startsWith(root + path.sep)) { res.writeHead(404).end(); return; }
     readFile(file).then((body) => {
       res.writeHead(200, {
-        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': body.length,
-        'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp',
+        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': body.length, ...isolation,
       });
       res.end(body);
     }, () => res.writeHead(404).end());
