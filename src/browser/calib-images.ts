@@ -10,30 +10,22 @@
  *   16-bit PNGs are cut to 8 bits by each decoder in its own way.
  */
 import { describeCalibration } from '../calib/load.js';
-import type { CalibSet } from '../calib/calib-set.js';
+import type { CalibOptions, CalibSet } from '../calib/calib-set.js';
 import { assemble } from '../calib/feeds.js';
-import { decodeImage, DECODED_BYTES_PER_PIXEL, imageKind, imageToTensor, type Layout, type RgbaImage } from '../calib/image.js';
+import { decodeImage, DECODED_BYTES_PER_PIXEL, imageKind, imageToTensor, type RgbaImage } from '../calib/image.js';
 import { IMAGE_EXT, extOf, planImages, type Sample } from '../calib/samples.js';
 import { DEFAULT_CALIB_SAMPLES } from '../calib/calib-set.js';
 import { LrError } from '../errors.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../util/bounds.js';
 import { fromNumbers, type ElemType, type HostTensor } from '../verify/tensor.js';
-import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
 
 export interface PageImage { name: string; bytes: Uint8Array }
 
-export interface PageImageOptions {
-  /** Where the images came from, for the report (the folder's name). */
+/** The image options of --calib (calib-set.ts), and where the images came from. */
+export interface PageImageOptions extends Pick<CalibOptions, 'samples' | 'resize' | 'mean' | 'std' | 'layout' | 'shapes' | 'values' | 'seed'> {
+  /** For the report (the folder's name). */
   label: string;
-  samples?: number;
-  resize?: readonly [number, number];
-  mean?: readonly number[];
-  std?: readonly number[];
-  layout?: Layout;
-  shapes?: ShapeOverrides;
-  values?: ValueOverrides;
-  seed?: number;
 }
 
 /**
