@@ -156,7 +156,7 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
   apply(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
     const { node: n, graph: g, geo } = m;
     const { T, S, group: G } = geo;
-    const f = factorizeCp(m, ranks[0]!, cx);
+    const f = factorizeCp(m, ranks[0]!, cx, !cx.quickFits);
     if (isSkip(f)) return f;
     const { rank: R, first, depth, last, relError } = f;
     const bias = correctedBias(cx, m, f.biasDelta);
@@ -207,7 +207,10 @@ export function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: read
   // 1.11x at group 1, the bench of conv-cp4's CP4_SLOW_PATH), so on grouped convs it
   // competes only when the run saves params or MACs; group 1 keeps the rule auto had.
   const slowPath = mc.geo.group > 1 ? GROUPED_CP_SLOW_PATH : undefined;
-  const spec = { pass: convCp, match: mc, limit: convCp.rankLimits(mc)[0]!, patchDim: (mc.geo.S / mc.geo.group) * mc.geo.kernelSize, maxWork: MAX_CP_COMPARE_WORK, fixedRank: true, slowPath };
+  const spec = {
+    pass: convCp, match: mc, limit: convCp.rankLimits(mc)[0]!, patchDim: (mc.geo.S / mc.geo.group) * mc.geo.kernelSize, maxWork: MAX_CP_COMPARE_WORK, fixedRank: true, slowPath,
+    rough: (ranks: number[]) => factorizeCp(mc, ranks[0]!, cx, false),
+  };
   return challengeAtEqualCost(layer, spec, preferred, ranksT, cx, policy);
 }
 
@@ -234,9 +237,9 @@ function energyCpRank(m: ConvCpMatch, energy: number, lo: number): number | Skip
 }
 
 /** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */
-function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors | Skip {
+function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext, stable = true): CpFactors | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
-  if (m.fitted?.requested === rank) return m.fitted;
+  if (stable && m.fitted?.requested === rank) return m.fitted;
   const { T, S, group: G, kernelSize: K } = m.geo;
   const s = S / G;
   // Without statistics the weight itself is fitted (weight-only behaviour unchanged). A
@@ -257,12 +260,14 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext): CpFactors |
   const f = cpConvGroups({ data: m.w, shape: [T, s, K], groups: G }, rank, {
     rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, whitening: m.whitening ?? undefined,
     anchor: m.anchor && { patch: m.anchor, damp: ANCHOR_PATCH_DAMP },
-    patches: m.patches && m.patches.gram.map((gram, j) => ({ gram, mean: m.patches!.mean?.[j] })),
+    patches: m.patches && m.patches.gram.map((gram, j) => ({ gram, mean: m.patches!.mean?.[j] })), stable,
   });
   if (!Number.isFinite(f.alsError)) return skip('CP-ALS produced a non-finite fit');
   if (!Number.isFinite(f.relError)) return skip('CP factorization produced non-finite values');
-  m.fitted = { ...f, requested: rank, whitened: m.whitening ? true : undefined };
-  return m.fitted;
+  const fitted = { ...f, requested: rank, whitened: m.whitening ? true : undefined };
+  // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
+  if (stable) m.fitted = fitted;
+  return fitted;
 }
 
 /** A CP of a [T/g, S/g, K] group is exact at rank t·s·K / max(t, s, K) (its generic rank bound). */

@@ -100,6 +100,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
   ops: ['Conv'],
   // Below every other conv pass: routed last; under auto it challenges the choice so far at equal cost (`challenge`).
   benefit: -3,
+  slowPath: CP4_SLOW_PATH,
 
   accepts: acceptsUnless(declines),
 
@@ -139,6 +140,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     if (isSkip(m)) return undefined;
     const spec = {
       pass: convCp4, match: m, limit: cpLimit(m.geo), patchDim: m.geo.S * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, fixedRank: true, slowPath: CP4_SLOW_PATH,
+      rough: (ranks: number[]) => factorize(m, ranks[0]!, cx, false),
     };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
@@ -150,7 +152,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
 
   apply(m: ConvCp4Match, ranks: readonly number[], cx: PassContext): Applied | Skip {
     const { node: n, graph: g, geo, kh, kw } = m;
-    const f = factorize(m, ranks[0]!, cx);
+    const f = factorize(m, ranks[0]!, cx, !cx.quickFits);
     if (isSkip(f)) return f;
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
@@ -209,17 +211,17 @@ function wellDetermined(m: ConvCp4Match): { gram: Float64Array; mean?: Float64Ar
   return m.patches && m.samples >= MIN_ROWS_PER_DIM * m.geo.S * m.geo.kernelSize ? { gram: m.patches.gram[0]!, mean: m.patches.mean?.[0] } : undefined;
 }
 
-function fitCp4(m: ConvCp4Match, rank: number, rng: Rng, gemm: SyncGemm | undefined): Cp4Conv {
-  return cp4Conv({ data: m.w, shape: [m.geo.T, m.geo.S, m.kh, m.kw] }, rank, { rng, gemm, maxIter: ALS.maxIter, tol: ALS.tol });
+function fitCp4(m: ConvCp4Match, rank: number, rng: Rng, gemm: SyncGemm | undefined, stable = true): Cp4Conv {
+  return cp4Conv({ data: m.w, shape: [m.geo.T, m.geo.S, m.kh, m.kw] }, rank, { rng, gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable });
 }
 
 /** The CP at `rank` (linalg/cp4-conv.ts), refitted on well-determined patch statistics; cached on the match. */
-function factorize(m: ConvCp4Match, rank: number, cx: PassContext): Cp4Factors | Skip {
+function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true): Cp4Factors | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
-  if (m.fitted?.requested === rank) return m.fitted;
+  if (stable && m.fitted?.requested === rank) return m.fitted;
   let f: Cp4Factors;
   try {
-    f = { ...fitCp4(m, rank, cx.rng, cx.gemm), requested: rank };
+    f = { ...fitCp4(m, rank, cx.rng, cx.gemm, stable), requested: rank };
   } catch (e) {
     return skip(`4-way CP failed: ${(e as Error).message}`);
   }
@@ -238,6 +240,7 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext): Cp4Factors |
     };
     if (!Number.isFinite(f.relError) || !Number.isFinite(lf.dataError)) return skip('4-way CP last-factor fit on calibration patches produced non-finite values');
   }
-  m.fitted = f;
-  return m.fitted;
+  // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
+  if (stable) m.fitted = f;
+  return f;
 }

@@ -107,6 +107,7 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   // Below conv-tucker2, conv-cp and conv-spatial-svd: routed to last but one; under auto it
   // challenges the choice so far at equal cost (`challenge`).
   benefit: -2,
+  slowPath: TT_SLOW_PATH,
   rankNames: ['r1 (input side)', 'r2 (after the kh×1 conv)', 'r3 (output side)'],
 
   accepts: acceptsUnless(declines),

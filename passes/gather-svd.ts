@@ -41,6 +41,16 @@ export interface GatherMatch extends MatchBase {
   svd: SvdCache;
   /** √ of each row's weight (data-aware), to undo on the thin table A. */
   rowScales?: Float64Array;
+  /** What the layer's report says about its calibration lookups (used, out of range), when it had statistics. */
+  lookups?: string;
+}
+
+/** The report's words on the calibration lookups behind the row weights. */
+function lookupNote(counted: number, outOfRange: number, rows: number, weighted: boolean): string {
+  const bad = outOfRange > 0 ? `; ${outOfRange} lookup(s) outside [-${rows}, ${rows}) ignored` : '';
+  return weighted
+    ? `rows weighted by ${counted} calibration lookup(s)${bad}`
+    : `no calibration lookup in range${bad}: rows weighted equally`;
 }
 
 /** The factors of the (row-weighted) table: A's rows divided by the scales again, so A·B ≈ E. */
@@ -96,11 +106,13 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
     if (other) return skip(`the table ${layer.weightName} is also read by ${other}: its factors would add parameters`);
     const [rows, cols] = layer.weightShape as [number, number];
     const data = readTensorFloat(layer.weight.tensor, cx.external);
-    const counts = cx.stats?.get(layer.name)?.rowCounts;
-    const scales = counts?.length === rows ? rowScales(counts) : undefined;
+    const st = cx.stats?.get(layer.name);
+    const counts = st?.rowCounts?.length === rows ? st.rowCounts : undefined;
+    const scales = counts ? rowScales(counts) : undefined;
+    const lookups = counts && lookupNote(st!.count, st!.indexOutOfRange ?? 0, rows, scales !== undefined);
     if (scales) for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j]! *= scales[i]!;
     const e = fromArray(rows, cols, data);
-    return { layer, node: layer.node, graph: layer.graph, dataType, svd: new SvdCache(e, 0, undefined, cx.gemm), ...(scales && { rowScales: scales }) };
+    return { layer, node: layer.node, graph: layer.graph, dataType, svd: new SvdCache(e, 0, undefined, cx.gemm), ...(scales && { rowScales: scales }), ...(lookups && { lookups }) };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -146,7 +158,7 @@ export const gatherSvd: LayerPass<GatherMatch, 'svd'> = castAware({
     const doc = docString('gather-svd', `rank ${r} of ${rows}x${cols} table${m.rowScales ? ', rows weighted by their calibration lookups' : ''} (${m.rowScales ? 'weighted ' : ''}weight rel. error ${entry.relError.toExponential(2)})`);
     for (const x of nodes) x.docString = doc;
     g.replaceNode(n, nodes);
-    return { relError: entry.relError, nodes: nodes.map((x) => x.name!) };
+    return { relError: entry.relError, nodes: nodes.map((x) => x.name!), ...(m.lookups && { note: m.lookups }) };
   },
 
   /** A·B: the chain's factors in order are the thin table and the right factor. */

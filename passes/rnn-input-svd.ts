@@ -127,7 +127,8 @@ export const rnnInputSvd: LayerPass<RnnMatch, 'svd'> = castAware({
     const doc = docString('rnn-input-svd', `input weights rank ${r} of ${dirs}x${gh}x${inputSize}${dirs > 1 ? ' (one projection shared by both directions)' : ''} (weight rel. error ${f.relError.toExponential(2)}); recurrent weights R unchanged`);
     for (const x of nodes) x.docString = doc;
     g.replaceNode(n, nodes);
-    return { relError: f.relError, nodes: nodes.map((x) => x.name!) };
+    // R multiplies the hidden state inside the op's time loop, where no factor can be put.
+    return { relError: f.relError, nodes: nodes.map((x) => x.name!), note: 'recurrent weights R kept: they act on the hidden state inside the op\'s loop' };
   },
 
   /** W[d][j][i] = Σ_k W'[d][j][k]·P[i][k], from the chain's factors P [I, r] and W' [dirs, G·H, r]. */

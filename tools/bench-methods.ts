@@ -34,8 +34,7 @@ import { singleLayerModel } from '../src/optimize/layer-latency.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
 import { createRng } from '../src/util/rng.js';
-import { timeSessions, type LatencyOptions } from '../src/verify/latency.js';
-import { createSession, type Backend, type Session } from '../src/verify/session.js';
+import { speedups } from './bench-speedups.js';
 import { flag, intOption, loadLine } from './bench-util.js';
 import { ensureIsnet, ISNET_HEAVY_CONVS } from './isnet-model.js';
 
@@ -128,29 +127,6 @@ async function optimizeWith(t: Target, method: string): Promise<Row> {
     maxRelL2: r.verify ? Math.max(...r.verify.outputs.map((o) => o.relL2)) : null,
     factorS: r.timings?.factorization ?? 0,
   };
-}
-
-/** original p50 / each model's p50, all timed in one interleaved loop. */
-async function speedups(t: Target, files: readonly string[], backend: Backend): Promise<number[]> {
-  const sessions: Session[] = [];
-  try {
-    for (const f of [t.file, ...files]) {
-      const s = await createSession({ path: f }, { backend, intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
-      if (!s.ok) throw new Error(s.error.message);
-      sessions.push(s.value);
-    }
-    // Slow models (ISNet's 512² layers, wasm) stop after a few rounds once a minute went by.
-    const opts: LatencyOptions = backend === 'node'
-      ? { minRuns: 20, minSeconds: 3, maxSeconds: 60, fewestRuns: 7, shapes: t.shapes }
-      : { minRuns: 10, minSeconds: 3, maxSeconds: 90, fewestRuns: 5, warmupSeconds: 20, shapes: t.shapes };
-    const r = await timeSessions(sessions, opts);
-    if (!r.ok) throw new Error(r.error.message);
-    const ms = r.value.ms.map((p) => p.p50);
-    process.stderr.write(`  ${backend}: ${r.value.runs} rounds, original ${ms[0]!.toFixed(2)} ms\n`);
-    return ms.slice(1).map((x) => ms[0]! / x);
-  } finally {
-    for (const s of sessions) await s.release();
-  }
 }
 
 const cpuFlags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/) ?? [];

@@ -1,5 +1,5 @@
 /**
- * npm run bench:weights [-- --models=rec,isnet] [-- --json] [-- --energies=0.999,0.995] [-- --cache=DIR] [-- --verbose]
+ * npm run bench:weights [-- --models=rec,isnet] [-- --json] [-- --energies=0.999,0.995] [-- --cache=DIR] [-- --verbose] [-- --no-web]
  * File size at held-out cosine ≥ 0.99 for three ways to make a model smaller (issue 20):
  *
  *   low-rank          `onnx-lr optimize --energy E --save params` (fixed, cheap settings:
@@ -17,6 +17,10 @@
  * and the table marks the smallest file that keeps the worst checked output's cosine
  * ≥ 0.99 on held-out inputs. Every file is verified and timed here the same way (one
  * thread, ORT-node, latency interleaved with the original's), so the columns compare.
+ * Then a model's files are timed again in onnxruntime-web (wasm, in node, one thread),
+ * all of them with the original in one interleaved loop (tools/bench-speedups.ts, as
+ * bench:methods does; ISNet's in loops of three files, as each wasm session holds its
+ * model): the "web" columns. --no-web skips them.
  *
  * Held-out inputs: ISNet (--models=isnet, cached by tools/isnet-model.ts) on three real
  * photos (tools/photos.ts, the held-out half) judging its mask output; PP-OCR rec on three
@@ -28,6 +32,8 @@ import path from 'node:path';
 import { REAL_MODELS, realModelArgs } from '../models/real.js';
 import { ensureIsnet, ISNET_IMAGE_ARGS } from './isnet-model.js';
 import { ensurePhotos } from './photos.js';
+import { timeInterleaved } from './bench-speedups.js';
+import { loadLine } from './bench-util.js';
 import { main } from '../src/cli/main.js';
 import { loadCalibration } from '../src/calib/load.js';
 import { Model } from '../src/graph/graph.js';
@@ -49,6 +55,7 @@ const models = (argv.find((a) => a.startsWith('--models='))?.slice(9).split(',')
 const energies = argv.find((a) => a.startsWith('--energies='))?.slice(11).split(',').map(Number) ?? [0.999, 0.995, 0.99];
 // --cache=DIR: where ISNet and the photos are (or go); default node_modules/.cache/onnx-lr.
 const cache = argv.find((a) => a.startsWith('--cache='))?.slice(8);
+const web = !argv.includes('--no-web');
 const MIN_COSINE = 0.99;
 /** The int8 row's second variant leaves the layers low-rank leaves by default (--min-params 4096) in their type. */
 const LARGE = 4096;
@@ -84,7 +91,13 @@ async function subject(name: 'rec' | 'isnet'): Promise<Subject> {
   return { name, path: file, args: ['--method', 'tucker2'], shapes: {}, feeds: [...set.value.feeds()], outputs: ['output'], held: '3 held-out photos, mask output' };
 }
 
-interface Row { model: string; method: string; setting: string; bytes: number; cosine: number; pass: boolean; speedup: number | null; ms: number | null; toolS: number }
+interface Row {
+  model: string; method: string; setting: string; bytes: number; cosine: number; pass: boolean; speedup: number | null; ms: number | null; toolS: number;
+  /** The file timed (the original's own path, or the bench's temp folder): the web timing runs once a model's rows are made. */
+  file: string;
+  /** onnxruntime-web (wasm): original p50 / this file's p50, and this file's p50 (the original row: its own). */
+  webSpeedup: number | null; webMs: number | null;
+}
 
 /** Verifies and times `file` against the subject's original the same way for every row. */
 async function judge(s: Subject, file: string): Promise<{ cosine: number; speedup: number | null; ms: number | null }> {
@@ -109,10 +122,11 @@ async function optimize(s: Subject, out: string, args: string[]): Promise<number
 const rows: Row[] = [];
 async function add(s: Subject, method: string, setting: string, file: string, toolS: number): Promise<void> {
   const j = await judge(s, file);
-  const row: Row = { model: s.name, method, setting, bytes: statSync(file).size, cosine: j.cosine, pass: j.cosine >= MIN_COSINE, speedup: j.speedup, ms: j.ms, toolS };
+  const row: Row = {
+    model: s.name, method, setting, bytes: statSync(file).size, cosine: j.cosine, pass: j.cosine >= MIN_COSINE, speedup: j.speedup, ms: j.ms, toolS, file, webSpeedup: null, webMs: null,
+  };
   rows.push(row);
-  if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
-  else process.stderr.write(`done ${s.name} / ${method} / ${setting}: ${(row.bytes / 2 ** 20).toFixed(2)} MiB, cosine ${row.cosine.toFixed(4)}\n`);
+  if (!json) process.stderr.write(`done ${s.name} / ${method} / ${setting}: ${(row.bytes / 2 ** 20).toFixed(2)} MiB, cosine ${row.cosine.toFixed(4)}\n`);
 }
 
 /**
@@ -137,7 +151,8 @@ function int8All(file: string, out: string, which: 'all' | 'factors' | 'large' =
 
 for (const name of models) {
   const s = await subject(name);
-  rows.push({ model: name, method: 'original', setting: '-', bytes: statSync(s.path).size, cosine: 1, pass: true, speedup: 1, ms: null, toolS: 0 });
+  const original: Row = { model: name, method: 'original', setting: '-', bytes: statSync(s.path).size, cosine: 1, pass: true, speedup: 1, ms: null, toolS: 0, file: s.path, webSpeedup: web ? 1 : null, webMs: null };
+  rows.push(original);
   const q = path.join(dir, `${name}-int8.onnx`);
   await add(s, 'int8', 'every weight, per output channel', q, int8All(s.path, q));
   const ql = path.join(dir, `${name}-int8-large.onnx`);
@@ -150,20 +165,35 @@ for (const name of models) {
     const la = path.join(dir, `${name}-lr-${e}-int8all.onnx`);
     await add(s, 'low-rank, int8 all', `--energy ${e}, then every weight int8`, la, int8All(lr, la));
   }
-  if (!json) process.stderr.write(`${name}: held-out inputs: ${s.held}\n`);
+  const made = rows.filter((r) => r.model === name && r !== original);
+  if (web) {
+    // ISNet's wasm sessions hold ~100 MiB of weights and 1024² activations each: a few per loop.
+    const perLoop = name === 'isnet' ? 3 : made.length;
+    for (let i = 0; i < made.length; i += perLoop) {
+      const part = made.slice(i, i + perLoop);
+      if (!json) process.stderr.write(`timing ${name} in onnxruntime-web (wasm): ${part.length} file(s) with the original (load ${loadLine()})\n`);
+      const { ms } = await timeInterleaved({ file: s.path, shapes: s.shapes }, part.map((r) => r.file), 'web');
+      original.webMs ??= ms[0]!;
+      part.forEach((r, k) => { r.webMs = ms[k + 1]!; r.webSpeedup = ms[0]! / ms[k + 1]!; });
+    }
+  }
+  if (json) for (const r of [original, ...made]) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else process.stderr.write(`${name}: held-out inputs: ${s.held}\n`);
 }
 
 if (!json) {
   const mib = (b: number): string => (b / 2 ** 20).toFixed(2);
   console.log(table(
-    ['model', 'method', 'setting', 'MiB', 'size', 'held-out cosine', '>= 0.99', 'node speed-up', 'node ms', 'tool s'],
+    ['model', 'method', 'setting', 'MiB', 'size', 'held-out cosine', '>= 0.99', 'node speed-up', 'node ms', 'web speed-up', 'web ms', 'tool s'],
     rows.map((r) => {
       const orig = rows.find((o) => o.model === r.model && o.method === 'original')!;
+      const f = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
       return [r.model, r.method, r.setting, mib(r.bytes), (r.bytes / orig.bytes).toFixed(3), r.cosine.toFixed(4), r.pass ? 'yes' : 'no',
-        r.speedup === null ? '-' : r.speedup.toFixed(2), r.ms === null ? '-' : r.ms.toFixed(1), r.toolS.toFixed(1)];
+        f(r.speedup, 2), f(r.ms, 1), f(r.webSpeedup, 2), f(r.webMs, 1), r.toolS.toFixed(1)];
     }),
-    ['l', 'l', 'l', 'r', 'r', 'r', 'l', 'r', 'r', 'r'],
+    ['l', 'l', 'l', 'r', 'r', 'r', 'l', 'r', 'r', 'r', 'r', 'r'],
   ));
+  console.log(`load after: ${loadLine()}`);
   // The issue's figure: the smallest file at held-out cosine >= 0.99, per method.
   console.log('\nsmallest file at held-out cosine >= 0.99:');
   for (const m of new Set(rows.map((r) => r.model))) {

@@ -10,7 +10,7 @@ import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel } from '../onnx/file.js';
 import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { profileModel } from '../verify/profile.js';
-import { findQdqLayers, storedType } from '../rewrite/quantize-inspect.js';
+import { findQdqLayers, qdqLayerNodes, storedType } from '../rewrite/quantize-inspect.js';
 import { describeInput, withModelPath, type ModelInput } from './model-input.js';
 
 export interface InspectLayer {
@@ -79,7 +79,7 @@ export async function inspectFile(
   try {
     const model = new Model(loaded.model);
     const { shapes, values } = feeds();
-    const sh = await shapesFor(loaded, model, shapes, values);
+    const sh = await shapesFor(loaded, model, shapes, values, qdqLayerNodes(model));
     const layers = findLayers(model, sh.shapes);
     let roomNote: string | undefined = 'not timed: --no-profile';
     let times;

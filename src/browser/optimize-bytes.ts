@@ -43,7 +43,6 @@ import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 import { measureLatency } from '../verify/latency.js';
 import { verifyModels } from '../verify/verify.js';
 import { runPageBudget, type PageBudgetOutcome, type PageCalibration } from './budget-page.js';
-import { holdFile } from './node/fs.js';
 
 /**
  * Largest model the page takes. The worker holds the input, its decoded form, the output
@@ -78,9 +77,6 @@ export interface PageHooks {
   /** Calibration images and their options (`--calib DIR` and the image flags): needed by an error budget. */
   calibration?: PageCalibration;
 }
-
-/** Where the dropped model is held for the library stages that reread it by path (browser/node/fs.ts). */
-const HELD_DIR = '/onnx-lr-page';
 
 export interface PageResult {
   /** The optimized model: as `onnx-lr optimize --save params` writes it, but for the run metadata. */
@@ -132,18 +128,10 @@ export async function optimizeBytes(input: Uint8Array, fileName: string, setting
   hooks.onStage?.('reading the model');
   const proto = parseModel(input, fileName);
   refuseExternal(proto, fileName);
-  const heldPath = `${HELD_DIR}/${fileName.replace(/[/\\]/g, '_')}`;
-  const loaded: LoadedModel = { model: proto, path: heldPath, dir: HELD_DIR, external: NO_EXTERNAL, byteSize: input.length, dataFiles: [] };
-  const release = holdFile(heldPath, input);
-  try {
-    return await optimizeHeld(input, fileName, cfg, { loaded, model: new Model(proto), inPath: heldPath, opts, timings }, hooks, t0);
-  } finally {
-    release();
-  }
-}
-
-async function optimizeHeld(input: Uint8Array, fileName: string, cfg: PipelineConfig, job: Job, hooks: PageHooks, t0: number): Promise<PageResult> {
-  const { opts, timings } = job;
+  // No file behind it: `path` only names the model, and an error budget restarts from the bytes.
+  const loaded: LoadedModel = { model: proto, path: fileName, dir: '.', external: NO_EXTERNAL, byteSize: input.length, dataFiles: [] };
+  const reload = (): LoadedModel => ({ ...loaded, model: parseModel(input, fileName) });
+  const job: Job = { loaded, model: new Model(proto), inPath: fileName, opts, timings, reload };
   const notes: string[] = [...cfg.defaults ?? []];
 
   hooks.onStage?.('learning shapes');
@@ -172,12 +160,12 @@ async function optimizeHeld(input: Uint8Array, fileName: string, cfg: PipelineCo
     notes.push(`factorizations: ${p} large product(s) ran in ${gemm.name}, the others in JS${f > 0 ? `; ${f} ran in JS after it failed or did not answer` : ''}`);
   }
   // A budgeted run may have reloaded the model: the rewritten one is the job's.
-  const proto = job.loaded.model;
+  const rewritten = job.loaded.model;
   const policy = cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts);
-  const output = { file: fileName.replace(/(\.onnx)?$/i, '.lr.onnx'), summary: summarize(proto) };
+  const output = { file: fileName.replace(/(\.onnx)?$/i, '.lr.onnx'), summary: summarize(rewritten) };
 
   hooks.onStage?.('writing');
-  const body = await timed(timings, 'write', () => encodeModel(withRunMetadata(proto, cfg)));
+  const body = await timed(timings, 'write', () => encodeModel(withRunMetadata(rewritten, cfg)));
   const written: Measured & { notes: string[] } = { bytes: body.length, notes: [] };
   if (cfg.verify.enabled) {
     const v = cfg.verify;

@@ -10,6 +10,7 @@
  */
 import type { GemmEngine } from '../linalg/engine.js';
 import { addBlockSums } from './accumulate.js';
+import { addSymmetricGram } from './symmetric-gram.js';
 import { patchDimOf, type PatchGeometry } from './patch-geometry.js';
 import { channelBlocks, patchBlocks, patchPairCount, type FloatData, type SampleBlock } from './sample-blocks.js';
 
@@ -18,10 +19,8 @@ const BLOCK_VALUES = 4 * 2 ** 20;
 
 const widthFor = (rows: number): number => Math.max(256, Math.min(65536, Math.floor(BLOCK_VALUES / Math.max(1, rows))));
 
-async function addBlockGram(engine: GemmEngine, gram: Float64Array, gOff: number, b: SampleBlock): Promise<void> {
-  const m = { rows: b.rows, cols: b.width, data: b.data };
-  const p = (await engine.matmul(m, m, { transB: true })).data;
-  for (let i = 0; i < p.length; i++) gram[gOff + i] += p[i]!;
+function addBlockGram(engine: GemmEngine, gram: Float64Array, gOff: number, b: SampleBlock): Promise<void> {
+  return addSymmetricGram(engine, gram, gOff, { rows: b.rows, cols: b.width, data: b.data });
 }
 
 /** accumulateConvChannels with the products on `engine` (same result up to rounding); `width`: positions per product. */
@@ -67,6 +66,8 @@ export interface PairSums {
   shift?: Float64Array;
   shiftHat?: Float64Array;
   shifted?: Uint8Array;
+  /** Σ x·xᵀ is known already (the original's statistics, same samples): `gram` is neither computed nor touched. */
+  noGram?: boolean;
 }
 
 /** Subtracts a per-row shift from a block's filled columns (in place: the block is the generator's scratch). */
@@ -104,7 +105,7 @@ export function unshiftPairSums(sums: PairSums, dim: number, groups: number, n: 
     const m = g * dim * dim;
     for (let i = 0; i < dim; i++) {
       for (let j = 0; j < dim; j++) {
-        sums.gram[m + i * dim + j] += s[o + i]! * sums.sum[o + j]! + sums.sum[o + i]! * s[o + j]! + n * s[o + i]! * s[o + j]!;
+        if (!sums.noGram) sums.gram[m + i * dim + j] += s[o + i]! * sums.sum[o + j]! + sums.sum[o + i]! * s[o + j]! + n * s[o + i]! * s[o + j]!;
         if (!same) {
           sums.gramHat[m + i * dim + j] += sh[o + i]! * sumHat[o + j]! + sumHat[o + i]! * sh[o + j]! + n * sh[o + i]! * sh[o + j]!;
           sums.cross[m + i * dim + j] += sh[o + i]! * sums.sum[o + j]! + sumHat[o + i]! * s[o + j]! + n * sh[o + i]! * s[o + j]!;
@@ -139,7 +140,7 @@ export async function accumulatePairBlocksOn(
     // x̂ = x: only Σ x·xᵀ and Σ x (the caller aliases the rest).
     for (let a = xs.next(); !a.done; a = xs.next()) {
       if (sums.shift) shiftOf(a.value, sums.shift, firstOf(a.value));
-      await addBlockGram(engine, sums.gram, a.value.group * dim * dim, a.value);
+      if (!sums.noGram) await addBlockGram(engine, sums.gram, a.value.group * dim * dim, a.value);
       if (sums.sum) addBlockSums(sums.sum, a.value.group * dim, a.value);
     }
     return;
@@ -166,8 +167,8 @@ export async function accumulatePairBlocksOn(
       const p = (await engine.matmul(l, r, { transB: true })).data;
       for (let i = 0; i < p.length; i++) target[off + i] += p[i]!;
     };
-    await add(sums.gram, mx, mx);
-    await add(sums.gramHat, mh, mh);
+    if (!sums.noGram) await addSymmetricGram(engine, sums.gram, off, mx);
+    await addSymmetricGram(engine, sums.gramHat, off, mh);
     await add(sums.cross, mh, mx);
     if (sums.sum) addBlockSums(sums.sum, x.group * dim, x);
     if (sums.sumHat) addBlockSums(sums.sumHat, h.group * dim, h);

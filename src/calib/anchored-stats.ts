@@ -5,6 +5,7 @@
  * Σ x̂·xᵀ (and the patch versions), in LayerStats.anchor.
  */
 import type { Model } from '../graph/graph.js';
+import type { LayerInputStats } from '../rewrite/pass.js';
 import type { LayerInfo } from '../graph/layers.js';
 import { createJsGemmEngine, type GemmEngine } from '../linalg/engine.js';
 import { err, ok, type Result } from '../errors.js';
@@ -31,10 +32,16 @@ export interface AnchoredStatsOptions extends StatsOptions {
    * original's run serves both, so x̂ = x and Σ x̂·xᵀ = Σ x·xᵀ without another run.
    */
   unchanged?: ReadonlySet<string> | 'all';
+  /**
+   * The original model's statistics of these layers over the same feeds (collectStats,
+   * same sampling): their Σ x·xᵀ is reused instead of computed again, a third of the
+   * products. A layer whose counts turn out to differ is reported unavailable.
+   */
+  original?: ReadonlyMap<string, LayerInputStats>;
 }
 
 /** Paired sums of one statistic (beside the original's Acc). */
-interface PairAcc { acc: Acc; pair: PairSums; patch?: PairSums; count: number; patchCount: number; patchTotal: number; same?: boolean }
+interface PairAcc { acc: Acc; pair: PairSums; patch?: PairSums; count: number; patchCount: number; patchTotal: number; same?: boolean; reused?: LayerInputStats }
 
 /**
  * Paired statistics for anchored fitting: for each layer, what collectStats measures on
@@ -57,6 +64,7 @@ export async function collectAnchoredStats(
   const maxPatches = opts.maxPatches ?? DEFAULT_MAX_PATCHES;
 
   const { unavailable, accs, layerAcc } = planAccumulators(current, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newPairAcc);
+  if (opts.original) for (const layer of layers) reuseOriginal(layerAcc.get(layer.name), opts.original.get(layer.name));
 
   const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
@@ -156,6 +164,22 @@ function newPairAcc(spec: StatSpec): PairAcc {
   return { acc, pair, patch, count: 0, patchCount: 0, patchTotal: 0 };
 }
 
+/** Takes the original's Σ x·xᵀ (and patch version) from `o` where its shape matches, so the accumulator neither computes nor writes it. */
+function reuseOriginal(p: PairAcc | undefined, o: LayerInputStats | undefined): void {
+  if (!p || !o || p.reused) return;
+  const st = p.acc.stats;
+  if (o.dim !== st.dim || o.groups !== st.groups || o.gram.length !== st.gram.length) return;
+  p.reused = o;
+  st.gram = o.gram;
+  p.pair.gram = o.gram;
+  p.pair.noGram = true;
+  if (p.patch && st.patchGram && o.patchGram && o.patchDim === st.patchDim && o.patchGram.length === st.patchGram.length) {
+    st.patchGram = o.patchGram;
+    p.patch.gram = o.patchGram;
+    p.patch.noGram = true;
+  }
+}
+
 /** The block streams of one tensor as a layer reads it, or why it does not fit. */
 function blockStreams(p: PairAcc, t: HostTensor, x: FloatData, maxPatches: number): { vec: Generator<SampleBlock, void, void>[]; patch?: Generator<SampleBlock, void, void>; count: number; patchCount: number; patchTotal?: number } | string {
   const dims = t.dims;
@@ -234,6 +258,10 @@ async function accumulatePair(p: PairAcc, t: HostTensor, that: HostTensor | unde
 /** Means and the anchor of a paired accumulator; a reason when its sums are not usable. */
 function finishPair(p: PairAcc): string | undefined {
   const st = p.acc.stats;
+  // A reused Σ x·xᵀ must be over the very samples the paired sums read.
+  const o = p.reused;
+  if (o && o.count !== p.count) return `its statistics counted ${o.count} input vectors, the paired ones ${p.count}`;
+  if (o && p.patch?.noGram && o.patchCount !== p.patchCount) return `its statistics counted ${o.patchCount} patches, the paired ones ${p.patchCount}`;
   st.count = p.count;
   if (st.patchGram) { st.patchCount = p.patchCount; st.patchTotal = p.patchTotal; }
   unshiftPairSums(p.pair, st.dim, st.groups, p.count, p.same);

@@ -1,7 +1,9 @@
 /**
  * What input statistic each layer needs (calib/stats.ts tells the statistics themselves):
  * the result types, and the plan that maps layers to accumulators (layers that read the
- * same tensor the same way share one). Pure: reads only nodes and weight shapes.
+ * same tensor the same way share one). A Gather's statistic is the lookup counts of its
+ * indices (planIndex), planned apart so anchored (paired) statistics keep to second
+ * moments. Pure: reads only nodes and weight shapes.
  */
 import { attrInt } from '../graph/attrs.js';
 import { resolveConstant } from '../graph/constants.js';
@@ -55,6 +57,10 @@ export interface LayerStats {
   patchMean?: Float64Array;
   /** collectAnchoredStats: the same sums over the partly compressed model's input x̂, and Σ x̂·xᵀ. */
   anchor?: AnchorStats;
+  /** A Gather's lookups of each row of its table [V] ('index' statistics: gram and mean empty, dim = V, count = lookups in range). */
+  rowCounts?: Float64Array;
+  /** Lookups outside [−V, V) in the calibration indices: not in rowCounts. */
+  indexOutOfRange?: number;
 }
 
 export interface CalibStats {
@@ -103,6 +109,9 @@ export type StatSpec =
   | { kind: 'rows'; tensor: string; k: number }
   | { kind: 'cols'; tensor: string; k: number }
   | { kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string };
+
+/** How a Gather's lookups are read: the indices tensor, counted against its table's V rows. */
+export interface IndexSpec { kind: 'index'; tensor: string; rows: number }
 
 export const specKey = (s: StatSpec): string =>
   s.kind === 'conv'
@@ -158,7 +167,8 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
       // No output to check: the scatter's output extent is not the 1x1 placement's (stats-runs.ts).
       return { kind: 'conv', tensor, conv, patches: false, output: '' };
     }
-    case 'Gather': return 'Gather reads indices, not activations';
+    // Its statistic is the lookup counts of its indices (planIndex), not a second moment.
+    case 'Gather': return 'a Gather reads indices, not activations: its statistics are the lookup counts of its indices';
     // X [seq, batch, I] (layout 1: [batch, seq, I]) meets W [dirs, G·H, I] as X·Wᵀ: rows of I.
     case 'LSTM': case 'GRU': case 'RNN': return w.length === 3 ? { kind: 'rows', tensor, k: w[2]! } : `weight of rank ${w.length}`;
     default: return `${layer.op} is not a supported layer`;
@@ -171,16 +181,43 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
  */
 export function planAccumulators<A>(model: Model, layers: readonly LayerInfo[], maxPatchDim: number, make: (spec: StatSpec) => A):
   { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
+  return planBy(layers, (l) => planLayer(model, l, maxPatchDim), specKey, make);
+}
+
+function planBy<S, A>(layers: readonly LayerInfo[], plan: (layer: LayerInfo) => S | string, key: (s: S) => string, make: (spec: S) => A):
+  { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
   const unavailable = new Map<string, string>();
   const accs = new Map<string, A>();
   const layerAcc = new Map<string, A>();
   for (const layer of layers) {
-    const spec = planLayer(model, layer, maxPatchDim);
+    const spec = plan(layer);
     if (typeof spec === 'string') { unavailable.set(layer.name, spec); continue; }
-    const key = specKey(spec);
-    let acc = accs.get(key);
-    if (acc === undefined) { acc = make(spec); accs.set(key, acc); }
+    const k = key(spec);
+    let acc = accs.get(k);
+    if (acc === undefined) { acc = make(spec); accs.set(k, acc); }
     layerAcc.set(layer.name, acc);
   }
   return { unavailable, accs, layerAcc };
+}
+
+/**
+ * The lookup counts a row Gather on a constant table [V, D] needs (passes/gather-svd.ts
+ * weights the rows by them), or why it cannot have them. Pure, like planLayer.
+ */
+export function planIndex(model: Model, layer: LayerInfo): IndexSpec | string {
+  if (layer.graph !== model.root) return 'inside a subgraph (If/Loop/Scan body): its indices cannot be exposed as a graph output';
+  const n = layer.node;
+  if (layer.op !== 'Gather' || layer.weightInput !== 0 || layer.weightShape.length !== 2) return 'not a Gather on a constant 2-D table';
+  const axis = attrInt(n, 'axis', 0);
+  if (axis !== 0 && axis !== -2) return `Gather along axis ${axis}: only row lookups (axis 0) have row counts`;
+  const tensor = n.input[1];
+  if (!tensor) return 'the Gather has no indices input';
+  if (resolveConstant(model.root, tensor)) return 'its indices are a constant: every input looks up the same rows';
+  return { kind: 'index', tensor, rows: layer.weightShape[0]! };
+}
+
+/** planAccumulators for Gathers' lookup counts: one accumulator per indices tensor and table size. */
+export function planIndexAccumulators<A>(model: Model, layers: readonly LayerInfo[], make: (spec: IndexSpec) => A):
+  { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
+  return planBy(layers, (l) => planIndex(model, l), (s) => `index|${s.tensor}|${s.rows}`, make);
 }

@@ -17,7 +17,8 @@ import type { SessionOptions } from '../verify/session.js';
 import { toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { patchDimOf, resolvePatchGeometry, type PatchGeometry } from './patch-geometry.js';
 import type { FloatData } from './sample-blocks.js';
-import type { LayerStats, StatSpec } from './stats-plan.js';
+import { accumulateIndexCounts } from './index-counts.js';
+import type { IndexSpec, LayerStats, StatSpec } from './stats-plan.js';
 
 export interface Acc {
   spec: StatSpec;
@@ -51,6 +52,38 @@ export function newAcc(spec: StatSpec): Acc {
     acc.patchSum = new Float64Array(g * d);
   }
   return acc;
+}
+
+/** A Gather's lookup counts (its statistics: rowCounts, count = lookups in range, indexOutOfRange). */
+export interface IndexAcc {
+  spec: IndexSpec;
+  stats: LayerStats;
+  failed?: string;
+}
+
+export function newIndexAcc(spec: IndexSpec): IndexAcc {
+  return {
+    spec,
+    stats: { kind: 'matrix', input: spec.tensor, gram: new Float64Array(0), dim: spec.rows, groups: 1, count: 0, mean: new Float64Array(0), rowCounts: new Float64Array(spec.rows), indexOutOfRange: 0 },
+  };
+}
+
+export const isIndexAcc = (a: Acc | IndexAcc): a is IndexAcc => a.spec.kind === 'index';
+
+/** Counts one fetched indices tensor (int32/int64, any shape, negative from the end); out-of-range ones are counted apart, never an error. */
+export function accumulateIndices(acc: IndexAcc, t: HostTensor): string | undefined {
+  if (t.type !== 'int64' && t.type !== 'int32') return `its indices are ${t.type}, not int32 or int64`;
+  const st = acc.stats;
+  const bad = accumulateIndexCounts(st.rowCounts!, t.data as BigInt64Array | Int32Array);
+  st.indexOutOfRange! += bad;
+  st.count += t.data.length - bad;
+  return undefined;
+}
+
+/** A reason when no lookup reached the Gather; lookups all out of range still finish (the pass says so and weights rows equally). */
+export function finishIndex(acc: IndexAcc): string | undefined {
+  const st = acc.stats;
+  return st.count === 0 && st.indexOutOfRange === 0 ? 'no calibration lookups reached it' : undefined;
 }
 
 export function floatData(t: HostTensor): FloatData | undefined {
@@ -136,7 +169,7 @@ export function groupByBudget(sizes: readonly { name: string; bytes: number }[],
  * whose placement does not fit is marked failed. Returns the dims and the runs made.
  */
 export async function probeShapes(
-  model: Model, proto: ModelProto, accs: Iterable<Acc>, probeFeed: Feeds, external: ExternalBytes | undefined, sessionOpts: SessionOptions,
+  model: Model, proto: ModelProto, accs: Iterable<{ spec: StatSpec | IndexSpec; failed?: string }>, probeFeed: Feeds, external: ExternalBytes | undefined, sessionOpts: SessionOptions,
   known?: ReadonlyMap<string, readonly number[]>,
 ): Promise<Result<{ sizes: Map<string, number[]>; runs: number }>> {
   const inputNames = new Set(Object.keys(probeFeed));

@@ -26,6 +26,11 @@
  *   over the im2col patches exactly as the conv sees them (strides, pads incl. auto_pad,
  *   dilations, zero padding), patch index c·∏k + kernel offset (the order of W[t, c, k…]
  *   flattened), patchCount = N·∏output spatial. So a group's conv is Y = W_g [T/g, D] · p.
+ * - Gather on a constant table E [V, D] (row lookups): its statistic is not a second
+ *   moment but how often the calibration indices look up each row, rowCounts [V] (int32
+ *   or int64 indices of any shape, negative ones from the end as Gather reads them);
+ *   count = lookups in range, indexOutOfRange = the others (counted, not an error: the
+ *   run that exposes the indices does not run the Gather). gram and mean are empty.
  * Layers that read the same tensor the same way share one LayerStats object (read-only).
  * The planning is in stats-plan.ts, what plain and paired statistics share in
  * stats-runs.ts, the paired statistics of anchored fitting in anchored-stats.ts.
@@ -42,15 +47,20 @@ import { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRo
 import { resolvePatchGeometry } from './patch-geometry.js';
 import { patchPairCount, samplePairs } from './sample-blocks.js';
 import type { CalibSet } from './load.js';
-import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatsOptions } from './stats-plan.js';
-import { finish, finishLayers, floatData, groupByBudget, largestFeed, newAcc, probeShapes, withOutputs, type Acc } from './stats-runs.js';
+import {
+  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, planIndexAccumulators, type CalibStats, type StatsOptions,
+} from './stats-plan.js';
+import {
+  accumulateIndices, finish, finishIndex, finishLayers, floatData, groupByBudget, isIndexAcc, largestFeed, newAcc, newIndexAcc, probeShapes, withOutputs,
+  type Acc, type IndexAcc,
+} from './stats-runs.js';
 
 export { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
 export { patchDimOf, resolvePatchGeometry, type ConvPlacement, type PatchGeometry } from './patch-geometry.js';
 export type { FloatData } from './sample-blocks.js';
 
 export {
-  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planLayer, type CalibStats, type LayerStats, type StatSpec, type StatsOptions,
+  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planIndex, planLayer, type CalibStats, type IndexSpec, type LayerStats, type StatSpec, type StatsOptions,
 } from './stats-plan.js';
 export { groupByBudget } from './stats-runs.js';
 export { collectAnchoredStats, type AnchoredStatsOptions, type FeedSource } from './anchored-stats.js';
@@ -110,6 +120,21 @@ export function sampledPatchesNote(stats: ReadonlyMap<string, { patchCount?: num
   return [`patch statistics of ${sampled.length} layer(s) from a stratified sample of their im2col patches (${(100 * read / total).toPrecision(2)}% of them; at most ${DEFAULT_MAX_PATCHES} per layer and calibration input)`];
 }
 
+/** A note when some layers' statistics are Gather lookup counts (how many lookups, how many fell outside their tables), else nothing. */
+export function lookupCountsNote(stats: ReadonlyMap<string, { rowCounts?: Float64Array; count: number; indexOutOfRange?: number }>): string[] {
+  const gathers = [...stats.values()].filter((st) => st.rowCounts);
+  if (gathers.length === 0) return [];
+  // Gathers reading the same indices share one count: each lookup once.
+  const distinct = [...new Set(gathers)];
+  const inRange = distinct.reduce((a, st) => a + st.count, 0), outside = distinct.reduce((a, st) => a + (st.indexOutOfRange ?? 0), 0);
+  return [`row weights of ${gathers.length} Gather(s) from ${inRange} calibration lookup(s)${outside > 0 ? ` (${outside} outside their tables, ignored)` : ''}`];
+}
+
+/** What the report says about the statistics: sampled patches, Gather lookup counts. */
+export function statisticsNotes(stats: ReadonlyMap<string, { patchCount?: number; patchTotal?: number; rowCounts?: Float64Array; count: number; indexOutOfRange?: number }>): string[] {
+  return [...sampledPatchesNote(stats), ...lookupCountsNote(stats)];
+}
+
 /**
  * Collects the input statistics of `layers` (from findLayers(model)) over `calib`.
  * Fails only when the model cannot run on the calibration feeds; layer-level problems
@@ -122,25 +147,32 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
   const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
   const proto = model.proto;
 
-  const { unavailable, accs, layerAcc } = planAccumulators(model, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newAcc);
+  // Gathers' statistics are the lookup counts of their indices; the other layers' are second moments.
+  const isGather = (l: LayerInfo): boolean => l.op === 'Gather';
+  const { unavailable, accs, layerAcc } = planAccumulators(model, layers.filter((l) => !isGather(l)), opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newAcc);
+  const lookups = planIndexAccumulators(model, layers.filter(isGather), newIndexAcc);
+  for (const [name, why] of lookups.unavailable) unavailable.set(name, why);
+  const all: (Acc | IndexAcc)[] = [...accs.values(), ...lookups.accs.values()];
   const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
 
-  const pr = await probeShapes(model, proto, accs.values(), probeFeed, opts.external, sessionOpts, opts.knownShapes);
+  const pr = await probeShapes(model, proto, all, probeFeed, opts.external, sessionOpts, opts.knownShapes);
   if (!pr.ok) return pr;
   let runs = pr.value.runs;
   const sizes = pr.value.sizes;
   // Passes: tensors that are model inputs come from the feeds (first pass); the others
   // are exposed as graph outputs, grouped under the budget.
-  const byTensor = new Map<string, Acc[]>();
-  for (const a of accs.values()) {
+  const byTensor = new Map<string, (Acc | IndexAcc)[]>();
+  for (const a of all) {
     if (a.failed) continue;
     const list = byTensor.get(a.spec.tensor);
     if (list) list.push(a); else byTensor.set(a.spec.tensor, [a]);
   }
   const fromFeed = [...byTensor.keys()].filter((t) => inputNames.has(t));
-  const estimate = [...byTensor.keys()].filter((t) => !inputNames.has(t)).map((name) => ({ name, bytes: 4 * elementCount(sizes.get(name) ?? [0]) }));
+  // Indices are int64 at most, activations float32 (an fp16 model's take half that).
+  const bytesPer = (t: string): number => (byTensor.get(t)!.some(isIndexAcc) ? 8 : 4);
+  const estimate = [...byTensor.keys()].filter((t) => !inputNames.has(t)).map((name) => ({ name, bytes: bytesPer(name) * elementCount(sizes.get(name) ?? [0]) }));
   const groups = groupByBudget(estimate, budget);
   if (groups.length === 0 && fromFeed.length > 0) groups.push([]);
 
@@ -167,7 +199,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
         for (const [t, value] of Object.entries(got)) {
           for (const acc of byTensor.get(t) ?? []) {
             if (acc.failed) continue;
-            const why = await accumulate(acc, value, opts.engine, maxPatches);
+            const why = isIndexAcc(acc) ? accumulateIndices(acc, value) : await accumulate(acc, value, opts.engine, maxPatches);
             if (why) acc.failed = why;
           }
         }
@@ -179,6 +211,8 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
     }
   }
 
-  const stats = finishLayers(layers, (name) => layerAcc.get(name), (acc) => acc.failed ?? finish(acc), (acc) => acc.stats, unavailable);
+  const stats = finishLayers<Acc | IndexAcc>(
+    layers, (name) => layerAcc.get(name) ?? lookups.layerAcc.get(name), (acc) => acc.failed ?? (isIndexAcc(acc) ? finishIndex(acc) : finish(acc)), (acc) => acc.stats, unavailable,
+  );
   return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
 }

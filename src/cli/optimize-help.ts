@@ -48,7 +48,9 @@ allocate ranks globally, greedy on output error per saved unit):
   --max-error E       compress as much as the output error allows: relative L2 E
                       (e.g. 0.05), cosine:C (e.g. cosine:0.995), or top1:P (top-1
                       agreement over each output's last axis on the calibration inputs,
-                      e.g. top1:0.99 or top1:99%), checked in ORT
+                      e.g. top1:0.99 or top1:99%), checked in ORT; an error (L2 or
+                      cosine) is judged with a margin for inputs the fits never saw: at
+                      the 95% upper bound from its spread over the calibration feeds
   --save U            what to save: params, macs or latency. With --max-error, the unit
                       the allocation saves; latency times each candidate's chain against
                       its layer in ORT (as --layer-latency) and keeps only faster ones.

@@ -130,6 +130,7 @@ export async function optimizeAnchored(
       if (isSkip(applied)) return applied.skip;
       rec.relError = applied.relError;
       rec.nodes = applied.nodes;
+      if (applied.note) rec.note = rec.note ? `${rec.note}; ${applied.note}` : applied.note;
       if (applied.dataError !== undefined) rec.dataError = applied.dataError; else delete rec.dataError;
       return undefined;
     } catch (e) {
@@ -166,6 +167,8 @@ export async function optimizeAnchored(
       external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes, ...(inp.threads && { session: { intraOpNumThreads: inp.threads, spinning: false } }),
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
+      // The original's Σ x·xᵀ is in the run's statistics already (same feeds and samples).
+      original: run.stats,
       onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),
     });
     if (!st.ok) throw st.error;
@@ -176,7 +179,8 @@ export async function optimizeAnchored(
       if (s.anchor && s.anchor.gram !== s.gram && Math.min(k.alpha, k.patchAlpha) < 0.5) leaning.add(name);
       return [name, shrinkAnchor(s, k)];
     }));
-    for (const layer of layers) rewrite(layer, shrunk, st.value.unavailable.get(layer.name));
+    // A Gather's statistics are lookup counts of its indices, which no upstream rewrite changes: the run's own.
+    for (const layer of layers) rewrite(layer, layer.op === 'Gather' ? run.stats : shrunk, layer.op === 'Gather' ? undefined : st.value.unavailable.get(layer.name));
   }
   // Layers inside subgraphs: no paired statistics can be collected for them.
   for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');

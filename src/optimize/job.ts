@@ -22,6 +22,12 @@ export interface Job {
   inPath: string;
   loaded: LoadedModel;
   model: Model;
+  /**
+   * IN loaded anew, for the stages that restart from the original (an error budget, after
+   * each allocation). Default: IN's file read again; the page, which holds IN as bytes
+   * (browser/optimize-bytes.ts), decodes them again.
+   */
+  reload?: () => LoadedModel;
   /** As the user gave them: the runtime handles travel apart (driver.ts RunContext). */
   readonly opts: OptimizeOptions;
   /** Seconds per phase, filled as the stages run. */

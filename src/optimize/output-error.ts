@@ -67,6 +67,38 @@ export function worstErr2(num: ReadonlyMap<string, number>, den: ReadonlyMap<str
   return worst;
 }
 
+/** One-sided 95% normal quantile: the margin errBound keeps for inputs the fits never saw. */
+export const UNSEEN_Z = 1.645;
+
+/**
+ * An upper bound on worstErr2 for inputs like the calibration feeds but not among them:
+ * per output, the ratio R = Σ a_k / Σ b_k over feeds k (a: ‖Δy‖², b: ‖y‖²) plus `z`
+ * standard errors of that ratio estimate, var R ≈ Σ (a_k − R·b_k)² / (n·(n − 1)·b̄²);
+ * the worst output's. A budget met on the feeds alone is met on them by construction
+ * (the fits and the allocation were chosen on them): on ISNet with three photos the
+ * errors per photo ranged over 0.11–0.17 rel. L2 and three other photos came out 1.2×
+ * worse than the three, which this bound (1.2× here) covers. With one feed there is no
+ * spread to estimate: R itself.
+ */
+export function errBound(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[], z = UNSEEN_Z): number {
+  const n = ref.length;
+  const per = ref.map((r, k) => ({ a: diffEnergy([r], [got[k] ?? {}]), b: referenceEnergy([r]) }));
+  let worst = 0;
+  for (const name of Object.keys(ref[0] ?? {})) {
+    const a = per.map((p) => p.a.get(name) ?? 0);
+    const b = per.map((p) => p.b.get(name) ?? 0);
+    const A = a.reduce((x, y) => x + y, 0);
+    const B = b.reduce((x, y) => x + y, 0);
+    const r = err2Ratio(A, B);
+    if (!Number.isFinite(r) || n < 2) { worst = Math.max(worst, r); continue; }
+    let ss = 0;
+    for (let k = 0; k < n; k++) ss += (a[k]! - r * b[k]!) ** 2;
+    const se = Math.sqrt(ss / (n * (n - 1))) / (B / n);
+    worst = Math.max(worst, r + z * se);
+  }
+  return worst;
+}
+
 /** Only the named outputs of each feed's results (all of them when `names` is undefined). */
 export function pickOutputs(outs: Record<string, HostTensor>[], names: readonly string[] | undefined): Record<string, HostTensor>[] {
   return names ? outs.map((o) => Object.fromEntries(names.map((n) => [n, o[n]!]))) : outs;

@@ -8,19 +8,18 @@
 import { statSync } from 'node:fs';
 import { Model } from '../graph/graph.js';
 import { findLayers } from '../graph/layers.js';
-import { sampledPatchesNote } from '../calib/stats.js';
+import { statisticsNotes } from '../calib/stats.js';
 import type { Room } from '../graph/room.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
-import { loadModel, type LoadedModel } from '../onnx/file.js';
+import { loadModel } from '../onnx/file.js';
 import { buildReport } from '../report/build.js';
 import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 import type { Report } from '../report/report.js';
 import type { LayerInputStats } from '../rewrite/pass.js';
 import { buildFeeds } from '../verify/inputs.js';
-import { createSession } from '../verify/session.js';
+import { createSession, type ModelSource, type ValueInfo } from '../verify/session.js';
 import type { HostTensor } from '../verify/tensor.js';
-import type { ValueInfo } from '../verify/session.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
@@ -47,8 +46,8 @@ export type { CalibrationSource, PipelineConfig, PipelineResult, VerificationDat
 const RANDOM_CALIB_SAMPLES = 4;
 
 /** The model's signature, from an ORT session. */
-async function modelSignature(loaded: LoadedModel): Promise<{ inputs: ValueInfo[]; outputs: string[] }> {
-  const s = await createSession({ path: loaded.path }, { graphOptimizationLevel: 'disabled' });
+async function modelSignature(source: ModelSource): Promise<{ inputs: ValueInfo[]; outputs: string[] }> {
+  const s = await createSession(source, { graphOptimizationLevel: 'disabled' });
   if (!s.ok) throw s.error;
   const sig = { inputs: [...s.value.inputs], outputs: s.value.outputs.map((o) => o.name) };
   await s.value.release();
@@ -83,7 +82,7 @@ async function learnModel(job: Job, cfg: PipelineConfig, profile: boolean): Prom
   return { shapes: sh.shapes, before, room, notes };
 }
 
-interface RunData {
+export interface RunData {
   /** Held-out verification inputs (--verify-data). */
   heldOut?: VerificationData;
   calib?: CalibrationSource;
@@ -92,23 +91,24 @@ interface RunData {
 }
 
 /** The inputs the run needs, all read before any work: bad data is reported now, not after the rewrite. */
-async function readData(job: Job, cfg: PipelineConfig, verifying: boolean): Promise<RunData> {
+async function readData(source: ModelSource, cfg: PipelineConfig, verifying: boolean): Promise<RunData> {
   const needData = cfg.budget !== undefined || (cfg.calibration !== undefined && cfg.dataAware);
   const verifyData = verifying ? cfg.verify.data : undefined;
-  const sig = needData || verifyData || cfg.outputs ? await modelSignature(job.loaded) : { inputs: [], outputs: [] };
+  const sig = needData || verifyData || cfg.outputs ? await modelSignature(source) : { inputs: [], outputs: [] };
   const unknown = cfg.outputs?.filter((o) => !sig.outputs.includes(o)) ?? [];
   if (unknown.length > 0) throw new LrError('usage', `--outputs: the model has no output ${unknown.join(', ')} (its outputs: ${sig.outputs.join(', ')})`);
   const heldOut = verifyData?.(sig.inputs);
   if (!needData) return { heldOut };
   cfg.onStage?.('reading calibration inputs');
   const calib = await defaultFeeds(sig.inputs, cfg);
-  const ref = await runAll({ path: job.loaded.path }, calib.feeds, cfg.workThreads);
-  if (!ref.ok) throw ref.error;
+  const ref = await runAll(source, calib.feeds, cfg.workThreads);
+  // ORT's refusal (e.g. an index out of a Gather's range) is about the user's data: say which.
+  if (!ref.ok) throw new LrError(ref.error.kind, `the model failed on the calibration inputs (${calib.description}): ${ref.error.message}`);
   // Errors are measured on what is compared with the reference: only the chosen outputs.
   return { heldOut, calib, reference: pickOutputs(ref.value, cfg.outputs) };
 }
 
-type CollectStats = (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
+export type CollectStats = (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
 
 /**
  * Data-aware runs measure the input statistics of every layer that may be rewritten (not
@@ -123,6 +123,43 @@ function statisticsOf(job: Job, cfg: PipelineConfig, shapes: ShapeMap, calib: Ca
     const names = eligibleLayers(job.model, shapes, job.opts).map((l) => l.name);
     return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes, cfg.workThreads));
   };
+}
+
+/** What the rewrite works from (prepareRewrite). */
+export interface Prepared {
+  data: RunData;
+  collectStats?: CollectStats;
+  anchor?: AnchorInputs;
+  /** The runtime handles, with the statistics when data-aware. */
+  run: RunContext;
+  notes: string[];
+  /** Anchored fitting's GEMM engine: the caller disposes of it once the rewrite is done. */
+  statsEngine?: GemmEngine;
+}
+
+/**
+ * The stage between learning shapes and rewriting, shared with the page's error budget
+ * (browser/budget-page.ts): the run's data, then, data-aware, the layers' input statistics
+ * and anchored fitting's inputs. `source` is IN as ORT opens it: its file (the CLI) or its
+ * bytes (the page).
+ */
+export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: ShapeMap, o: {
+  source: ModelSource; verifying: boolean; run: Omit<RunContext, 'stats' | 'fits'>;
+}): Promise<Prepared> {
+  const notes: string[] = [];
+  const data = await readData(o.source, cfg, o.verifying);
+  const collectStats = statisticsOf(job, cfg, shapes, data.calib);
+  const stats = await collectStats?.('collecting layer input statistics');
+  if (stats) notes.push(`data-aware decomposition: input statistics for ${stats.size} layer(s)`, ...statisticsNotes(stats));
+  // Anchored fitting needs the paired statistics of both models on the calibration feeds.
+  let anchor: AnchorInputs | undefined;
+  let statsEngine: GemmEngine | undefined;
+  if (collectStats && cfg.anchor !== false) {
+    statsEngine = createOrtGemmEngine();
+    anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress };
+  }
+  const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }) };
+  return { data, collectStats, anchor, run, notes, statsEngine };
 }
 
 interface Rewritten {
@@ -191,17 +228,12 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const verifying = outPath !== undefined && cfg.verify.enabled;
     const learned = await learnModel(job, cfg, verifying && cfg.verify.latency);
     notes.push(...learned.notes);
-    const data = await readData(job, cfg, verifying);
-    const collectStats = statisticsOf(job, cfg, learned.shapes, data.calib);
-    const stats = await collectStats?.('collecting layer input statistics');
-    if (stats) notes.push(`data-aware decomposition: input statistics for ${stats.size} layer(s)`, ...sampledPatchesNote(stats));
-    // Anchored fitting needs the paired statistics of both models on the calibration feeds.
-    let anchor: AnchorInputs | undefined;
-    if (collectStats && cfg.anchor !== false) {
-      statsEngine = createOrtGemmEngine();
-      anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress };
-    }
-    const run: RunContext = { external: job.loaded.external, gemm, stats, onProgress: cfg.onProgress, ...(stats && { fits: createFitCache() }) };
+    const prepared = await prepareRewrite(job, cfg, learned.shapes, {
+      source: { path: job.loaded.path }, verifying, run: { external: job.loaded.external, gemm, onProgress: cfg.onProgress },
+    });
+    statsEngine = prepared.statsEngine;
+    notes.push(...prepared.notes);
+    const { data, collectStats, anchor, run } = prepared;
     const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
     notes.push(...rewritten.notes);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);

@@ -22,12 +22,13 @@ import type { Graph, Model } from '../graph/graph.js';
 import type { LayerInfo } from '../graph/layers.js';
 import { encodeModel } from '../onnx/codec.js';
 import { isSkip, type BoundPass, type LayerRewrite, type PassContext } from '../rewrite/pass.js';
-import { bind } from '../rewrite/registry.js';
+import { AUTO, bind } from '../rewrite/registry.js';
 import type { Candidate, LayerSensitivity } from '../report/records.js';
 import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
-import { passFor, type MethodChoice } from '../../passes/dispatch.js';
+import { passFor, passesFor, type MethodChoice } from '../../passes/dispatch.js';
+import { createRng } from '../util/rng.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { chainKey, chainModel, timeChains, type ChainsTimer, type LayerTiming } from './layer-latency.js';
@@ -126,6 +127,13 @@ export interface SensitivityOptions {
   allRungs?: boolean;
   /** Intra-op threads of the runs that measure errors (not of the timings); default 1. */
   threads?: number;
+  /**
+   * Under auto, offer the rungs of the other passes that compete for a layer too (see
+   * RIVAL_RATIOS). Default false: on PP-OCRv4 rec (--max-error cosine:0.99, saving params)
+   * a budget with them kept 0.765 of the params against 0.629 without (docs/results.md,
+   * "Methods in budgets").
+   */
+  rivals?: boolean;
 }
 
 /**
@@ -168,6 +176,60 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
   return r.ok ? r.value : undefined;
 }
 
+/**
+ * Other methods' rungs (issue 19). Under auto a layer several passes take (a kxk conv:
+ * Tucker-2, then CP, spatial SVD, TT, CP-4) offers the rungs of each pass that competes
+ * with the preferred one (`challenge`), so the allocation can pick per layer the method
+ * whose candidate saves most per unit of error. Bounded so sensitivity does not grow by the
+ * number of methods:
+ * - a rival's rungs are at the preferred pass's picked rungs' shares of params kept (its
+ *   ratio policy: no fit to choose them), RIVAL_RATIOS when the preferred pass offers none,
+ *   at most RIVAL_RUNGS of them, none past RIVAL_MAX_WORK;
+ * - each is fitted (quickly: PassContext.quickFits, so CP and CP-4 skip their refit under
+ *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high) and its layer's own
+ *   error measured (one small session); only its most accurate rung is run through the
+ *   model (firstRungs), the other predicted from it (predict-sensitivity.ts);
+ * - with latency its chains are timed in the same interleaved loop as the preferred pass's,
+ *   and the passes with a measured slow path (TT, CP-4: `slowPath`) offer no rungs;
+ * - a rival rung no better than a rung kept before it (no lower error, and no cheaper in
+ *   params, MACs, nor measured ms) is dropped.
+ * Rival fits draw from their own random stream (seeded by the layer's name), so the
+ * preferred pass's fits, and its candidates, are the same as without rivals.
+ */
+export const RIVAL_RATIOS = [0.15, 0.3, 0.5, 0.7];
+export const RIVAL_RUNGS = 2;
+/** Largest rank × layer params a rival rung is fitted at (as auto's comparisons, MAX_COMPARE_WORK in the passes). */
+export const RIVAL_MAX_WORK = 5e7;
+
+/** A deterministic seed from a layer's name (FNV-1a). */
+function nameSeed(name: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/** The passes whose rungs a layer offers besides the preferred one's (see RIVAL_RATIOS). */
+function rivalsOf(layer: LayerInfo, chosen: LayerRewrite<unknown>, opts: SensitivityOptions): LayerRewrite<unknown>[] {
+  if (opts.method !== AUTO || !opts.rivals) return [];
+  const all = passesFor(layer, opts.method);
+  if (typeof all === 'string') return [];
+  // Timed (latency counts): not the passes measured slower than their MACs say, as auto does not compare them then.
+  return all.filter((p) => p.name !== chosen.name && p.challenge !== undefined && !(opts.latency && p.slowPath));
+}
+
+/** At most `max` of a list: the first, the last and an even spread between. */
+function spread<T>(list: readonly T[], max: number): T[] {
+  if (list.length <= max) return [...list];
+  if (max <= 1) return list.slice(-1);
+  return Array.from({ length: max }, (_, k) => list[Math.round((k * (list.length - 1)) / (max - 1))]!);
+}
+
+/** Whether candidate `d` is at least as good as `c` in error and in every cost (ms only when both were timed). */
+function noWorse(d: Candidate, c: Candidate): boolean {
+  return d.outErr2 <= c.outErr2 && d.after.params <= c.after.params && d.after.macsPerPosition <= c.after.macsPerPosition
+    && (c.ms === undefined || (d.ms !== undefined && d.ms <= c.ms));
+}
+
 export async function measureSensitivity(model: Model, layers: readonly LayerInfo[], opts: SensitivityOptions): Promise<LayerSensitivity[]> {
   const out: LayerSensitivity[] = [];
   // The reference does not change between trials: its energy is summed once.
@@ -196,6 +258,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     }
     const seen = new Set<string>();
     const ranksList: number[][] = [];
+    let priced = false;
     for (const e of LADDER) {
       const policy: RankPolicy = { kind: 'energy', energy: e, ...(opts.align ? { align: opts.align } : {}) };
       let r;
@@ -203,6 +266,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       if (isSkip(r) || seen.has(r.join(','))) continue;
       const c = pass.cost(r);
       entry.before = c.before;
+      priced = true;
       if (!pass.pays(c)) continue;
       seen.add(r.join(','));
       ranksList.push(r);
@@ -210,12 +274,37 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     const max = opts.maxCandidates ?? 4;
     // Keep the cheapest, the most accurate and an even spread between.
     const pickList = ranksList.length <= max ? ranksList : Array.from({ length: max }, (_, k) => ranksList[Math.round((k * (ranksList.length - 1)) / (max - 1))]);
+    // The other methods' rungs (see RIVAL_RATIOS), at the shares of params the preferred pass's rungs keep.
+    const rivalCx: PassContext = { ...opts.cx, rng: createRng(nameSeed(layer.name)), quickFits: true };
+    const rivals: { pass: BoundPass; picks: number[][] }[] = [];
+    for (const rp of rivalsOf(layer, chosen, opts)) {
+      let rb: BoundPass;
+      try {
+        const b = bind(rp, layer, rivalCx);
+        if (isSkip(b)) continue;
+        rb = b;
+      } catch { continue; }
+      const ratios = pickList.length > 0 ? pickList.map((r) => { const c = pass.cost(r); return c.after.params / Math.max(c.before.params, 1); }) : RIVAL_RATIOS;
+      const got = new Set<string>();
+      const list: number[][] = [];
+      for (const ratio of ratios) {
+        let r;
+        try { r = rb.chooseRanks({ kind: 'ratio', ratio, ...(opts.align ? { align: opts.align } : {}) }); } catch { continue; }
+        if (isSkip(r) || got.has(r.join(',')) || Math.max(...r) * layer.params > RIVAL_MAX_WORK) continue;
+        const c = rb.cost(r);
+        if (!priced) { entry.before = c.before; priced = true; }
+        if (!rb.pays(c)) continue;
+        got.add(r.join(','));
+        list.push(r);
+      }
+      if (list.length > 0) rivals.push({ pass: rb, picks: spread(list, RIVAL_RUNGS) });
+    }
     let slower = 0;
     const first = new Set(firstRungs(pickList.length));
     // The layer's own output, to measure each candidate's own error on the same inputs.
     // A weight stored fp16/bf16 runs through its Cast, as in the model (the chain's factors do too).
     const alone = layer.cast ? [layer.cast.node, layer.node] : [layer.node];
-    const own = cap && pickList.length > 0 ? await runLayer(model, layer, alone, opts.feeds, cap, threads) : undefined;
+    const own = cap && (pickList.length > 0 || rivals.length > 0) ? await runLayer(model, layer, alone, opts.feeds, cap, threads) : undefined;
     const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap, threads);
     const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
     // Each candidate is factorized and its layer's own error measured; without latency, the
@@ -223,40 +312,54 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     // chains are cut out as models and timed together with the layer once all are known,
     // and only the rungs measured faster are run through the model (a trial again: the fit
     // is cached on the statistics, so nothing is factorized twice when data-aware).
-    interface Tried { k: number; ranks: number[]; relError: number; dataError?: number; layerErr2?: number; outs?: Outputs; key?: string; chain?: ModelProto | string; ms?: number }
-    const tried: Tried[] = [];
-    for (const [k, ranks] of pickList.entries()) {
+    interface Tried { k: number; bp: BoundPass; ranks: number[]; relError: number; dataError?: number; layerErr2?: number; outs?: Outputs; key?: string; chain?: ModelProto | string; ms?: number }
+    const tryRung = async (bp: BoundPass, cx: PassContext, k: number, ranks: number[], runModel: boolean): Promise<Tried | undefined> => {
       // One event per candidate: a large layer's trials can take minutes.
-      opts.onProgress?.(i, layers.length, `${layer.name} at rank ${ranks.join('x')}`);
-      const key = opts.latency ? chainKey(layer, pass.name, ranks, opts.latency.shapes) : undefined;
+      opts.onProgress?.(i, layers.length, `${layer.name}${bp === pass ? '' : ` ${bp.method}`} at rank ${ranks.join('x')}`);
+      const key = opts.latency ? chainKey(layer, bp.name, ranks, opts.latency.shapes) : undefined;
       let layerErr2: number | undefined;
       let chain: ModelProto | string | undefined;
-      const t = await trial(layer.graph, pass, ranks, opts.cx, async (before, nodes) => {
+      const t = await trial(layer.graph, bp, ranks, cx, async (before, nodes) => {
         if (opts.latency && key && !timings.has(key)) chain = chainModel(model, layer, nodes, opts.latency.shapes, opts.latency.external);
         if (own && cap) {
           const got = await runLayer(model, layer, nodes, opts.feeds, cap, threads);
           if (got) layerErr2 = outputErr2(own, got);
         }
-        return !opts.latency && (opts.allRungs || first.has(k)) ? measure(before) : ok(undefined);
+        return runModel ? measure(before) : ok(undefined);
       });
-      if (!t.ok) continue;
-      tried.push({ k, ranks, relError: t.value.relError, dataError: t.value.dataError, layerErr2, outs: t.value.outs, key, chain });
+      return t.ok ? { k, bp, ranks, relError: t.value.relError, dataError: t.value.dataError, layerErr2, outs: t.value.outs, key, chain } : undefined;
+    };
+    const tried: Tried[] = [];
+    for (const [k, ranks] of pickList.entries()) {
+      const t = await tryRung(pass, opts.cx, k, ranks, !opts.latency && (opts.allRungs === true || first.has(k)));
+      if (t) tried.push(t);
+    }
+    // Rival rungs are not run through the model here (see RIVAL_RATIOS).
+    const rivalTried: Tried[] = [];
+    for (const rv of rivals) {
+      for (const [k, ranks] of rv.picks.entries()) {
+        const t = await tryRung(rv.pass, rivalCx, k, ranks, false);
+        if (t) rivalTried.push(t);
+      }
     }
     if (opts.latency) {
       const lat = opts.latency;
-      const fresh = tried.filter((c) => c.key && !timings.has(c.key) && c.chain && typeof c.chain !== 'string');
+      // Every method's chains of this layer in one interleaved loop.
+      const fresh = [...tried, ...rivalTried].filter((c) => c.key && !timings.has(c.key) && c.chain && typeof c.chain !== 'string');
       if (fresh.length > 0) {
         const time = lat.time ?? timeChains;
         const r = await time(model, layer, fresh.map((c) => c.chain as ModelProto), lat.shapes, { threads: lat.threads, external: lat.external, inputs: timingInputs });
         if (r.ok) fresh.forEach((c, j) => timings.set(c.key!, { originalMs: r.value.originalMs, candidateMs: r.value.candidateMs[j]! }));
       }
-      for (const c of [...tried]) {
-        const lt = c.key ? timings.get(c.key) : undefined;
-        if (!lt) continue;
-        entry.ms = entry.ms === undefined ? lt.originalMs : Math.min(entry.ms, lt.originalMs);
-        c.ms = lt.candidateMs;
-        // Keep a rewrite only when ORT runs it faster than the layer it replaces.
-        if (lt.candidateMs >= lt.originalMs) { slower++; tried.splice(tried.indexOf(c), 1); }
+      for (const list of [tried, rivalTried]) {
+        for (const c of [...list]) {
+          const lt = c.key ? timings.get(c.key) : undefined;
+          if (!lt) continue;
+          entry.ms = entry.ms === undefined ? lt.originalMs : Math.min(entry.ms, lt.originalMs);
+          c.ms = lt.candidateMs;
+          // Keep a rewrite only when ORT runs it faster than the layer it replaces.
+          if (lt.candidateMs >= lt.originalMs) { slower++; list.splice(list.indexOf(c), 1); }
+        }
       }
       for (const c of tried) {
         if (!(opts.allRungs || first.has(c.k))) continue;
@@ -265,46 +368,85 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
         if (t.ok && t.value.outs) c.outs = t.value.outs;
       }
     }
-    const cands: PredictedCandidate[] = tried.map((c) => ({
-      pass: pass.name, ranks: c.ranks, after: pass.cost(c.ranks).after, relError: c.relError,
+    const candsOf = (list: readonly Tried[]): PredictedCandidate[] => list.map((c) => ({
+      pass: c.bp.name, ranks: c.ranks, after: c.bp.cost(c.ranks).after, relError: c.relError,
       outErr2: c.outs ? errOf(c.outs) : NaN, ms: c.ms, layerError: NaN, measured: c.outs !== undefined,
     }));
-    // Per candidate: its layer's error from the layer run alone (undefined: not run) and from the factorization.
-    const ownErr2 = tried.map((c) => c.layerErr2);
-    const factorError = tried.map((c) => c.dataError ?? c.relError);
     // One measure of the layer's error for all its rungs: its own output when every rung
     // has it, else the factorizations' figures.
-    const ran = ownErr2.every((e) => e !== undefined && Number.isFinite(e));
-    cands.forEach((c, j) => { c.layerError = ran ? Math.sqrt(ownErr2[j]!) : factorError[j]!; });
-    const rungs = (): Rung[] => cands.map((c) => ({ layerErr2: c.layerError ** 2, measuredErr2: c.measured ? c.outErr2 : undefined }));
-    if (opts.allRungs) {
-      // Beside each measurement, what a default run would have predicted from its first rungs.
-      const anchors = rungs().map((r, j) => (first.has(pickList.indexOf(cands[j]!.ranks)) ? r : { layerErr2: r.layerErr2 }));
-      for (const c of cands) {
-        const p = predictErr2(anchors, c.layerError ** 2);
-        if (Number.isFinite(p)) c.predictedErr2 = p;
-      }
-    } else {
-      // Until a prediction can be anchored (the first rung failed or ran slower) and the
-      // measured gains agree, run one more rung: the unmeasured one nearest the middle.
-      while (needsMoreRungs(rungs())) {
-        const left = cands.filter((c) => !c.measured);
+    const ownRan = (list: readonly Tried[]): boolean => list.every((c) => c.layerErr2 !== undefined && Number.isFinite(c.layerErr2));
+    const layerErrors = (list: readonly Tried[], cs: PredictedCandidate[], useOwn: boolean): void => {
+      cs.forEach((c, j) => { const t = list[j]!; c.layerError = useOwn ? Math.sqrt(t.layerErr2 ?? NaN) : t.dataError ?? t.relError; });
+    };
+    const rungsOf = (cs: readonly PredictedCandidate[]): Rung[] => cs.map((c) => ({ layerErr2: c.layerError ** 2, measuredErr2: c.measured ? c.outErr2 : undefined }));
+    // Until a prediction can be anchored (the first rung failed or ran slower) and the
+    // measured gains agree, run one more rung: the unmeasured one nearest the middle.
+    const settle = async (cs: PredictedCandidate[], bp: BoundPass, cx: PassContext): Promise<void> => {
+      while (needsMoreRungs(rungsOf(cs))) {
+        const left = cs.filter((c) => !c.measured);
         const c = left[Math.floor((left.length - 1) / 2)];
         if (!c) break;
-        opts.onProgress?.(i, layers.length, `${layer.name} at rank ${c.ranks.join('x')}`);
-        const t = await trial(layer.graph, pass, c.ranks, opts.cx, measure);
+        opts.onProgress?.(i, layers.length, `${layer.name}${bp === pass ? '' : ` ${bp.method}`} at rank ${c.ranks.join('x')}`);
+        const t = await trial(layer.graph, bp, c.ranks, cx, measure);
         // A rung whose run fails is not offered, as when it is run first.
         if (t.ok && t.value.outs) {
           c.outErr2 = errOf(t.value.outs);
           c.measured = true;
         } else {
-          cands.splice(cands.indexOf(c), 1);
+          cs.splice(cs.indexOf(c), 1);
         }
       }
+    };
+    const cands = candsOf(tried);
+    const ran = ownRan(tried);
+    layerErrors(tried, cands, ran);
+    if (opts.allRungs) {
+      // Beside each measurement, what a default run would have predicted from its first rungs.
+      const anchors = rungsOf(cands).map((r, j) => (first.has(pickList.indexOf(cands[j]!.ranks)) ? r : { layerErr2: r.layerErr2 }));
+      for (const c of cands) {
+        const p = predictErr2(anchors, c.layerError ** 2);
+        if (Number.isFinite(p)) c.predictedErr2 = p;
+      }
+    } else {
+      await settle(cands, pass, opts.cx);
     }
-    for (const c of cands) if (!c.measured) c.outErr2 = predictErr2(rungs(), c.layerError ** 2);
+    for (const c of cands) if (!c.measured) c.outErr2 = predictErr2(rungsOf(cands), c.layerError ** 2);
     // A rung neither measured nor predictable is not offered.
-    entry.candidates.push(...cands.filter((c) => c.measured || Number.isFinite(c.outErr2)));
+    const kept: Candidate[] = cands.filter((c) => c.measured || Number.isFinite(c.outErr2));
+    // Rival rungs: their layer errors measured as the preferred pass's were; the most
+    // accurate run through the model (the gain from layer to model error differs by method:
+    // on PP-OCRv4 rec, predicting CP's rungs from Tucker-2's gain let a budget's first
+    // allocation overshoot), the other predicted from it.
+    const rivalOwn = tried.length > 0 ? ran : ownRan(rivalTried);
+    for (const rv of rivals) {
+      const mine = rivalTried.filter((c) => c.bp === rv.pass && (!rivalOwn || (c.layerErr2 !== undefined && Number.isFinite(c.layerErr2))));
+      const cs = candsOf(mine);
+      layerErrors(mine, cs, rivalOwn);
+      if (opts.allRungs) {
+        // The reference: every rival rung run too, the prediction from the preferred pass's rungs beside it.
+        for (const c of cs) {
+          const p = predictErr2(rungsOf(cands), c.layerError ** 2);
+          if (Number.isFinite(p)) c.predictedErr2 = p;
+          opts.onProgress?.(i, layers.length, `${layer.name} ${rv.pass.method} at rank ${c.ranks.join('x')}`);
+          const t = await trial(layer.graph, rv.pass, c.ranks, rivalCx, measure);
+          if (t.ok && t.value.outs) { c.outErr2 = errOf(t.value.outs); c.measured = true; }
+        }
+      } else {
+        const firstOwn = new Set(firstRungs(cs.length).map((k) => cs[k]!));
+        for (const c of firstOwn) {
+          opts.onProgress?.(i, layers.length, `${layer.name} ${rv.pass.method} at rank ${c.ranks.join('x')}`);
+          const t = await trial(layer.graph, rv.pass, c.ranks, rivalCx, measure);
+          if (t.ok && t.value.outs) { c.outErr2 = errOf(t.value.outs); c.measured = true; }
+        }
+        await settle(cs, rv.pass, rivalCx);
+        for (const c of cs) if (!c.measured) c.outErr2 = predictErr2(rungsOf(cs), c.layerError ** 2);
+      }
+      for (const c of cs) {
+        if (!(c.measured || Number.isFinite(c.outErr2))) continue;
+        if (!kept.some((d) => noWorse(d, c))) kept.push(c);
+      }
+    }
+    entry.candidates.push(...kept);
     if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)` : 'no rank below break-even';
   }
   opts.onProgress?.(layers.length, layers.length, '');

@@ -12,7 +12,7 @@
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
 import { bound } from './registry.js';
-import { isSkip, paysInParamsAndMacs, type BoundPass, type Challenge, type Cost, type LayerRewrite, type PassContext } from './pass.js';
+import { isSkip, paysInParamsAndMacs, type BoundPass, type Challenge, type Cost, type LayerRewrite, type PassContext, type Skip } from './pass.js';
 import type { RankPolicy } from './rank-policy.js';
 
 
@@ -36,6 +36,12 @@ export interface RivalSpec<M> {
    * only when the run saves params or MACs (PassContext.saves), and the note says why not otherwise.
    */
   slowPath?: string;
+  /**
+   * A cheaper fit for the shrink search (CP, CP-4: the ALS without the refit under the
+   * sensitivity bound, which took 3/4 of auto's time on det and whose error it lowers by
+   * 0.3–2%): the search runs on it and the rank it ends on is fitted in full (smallestWithin).
+   */
+  rough?: (ranks: number[]) => { relError: number; dataError?: number } | Skip;
 }
 
 /** Whether the run saves params or MACs (not latency): slow-path rivals may win then. */
@@ -116,11 +122,10 @@ export function challengeAtEqualCost<M>(
   if (eR > tol) return { note };
   if (fixed) return { note, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
   // The winner at equal size is then made as small as the same error allows.
-  const errAt = (k: number): number => {
-    const f = spec.pass.estimate!(spec.match, ranksAt(spec, k), cx);
-    return isSkip(f) ? Infinity : data ? f.dataError ?? Infinity : f.relError;
-  };
-  const small = smallestWithin(r, eR, errAt, tol, SHRINK_FITS);
+  const errOf = (f: { relError: number; dataError?: number } | Skip): number => (isSkip(f) ? Infinity : data ? f.dataError ?? Infinity : f.relError);
+  const errAt = (k: number): number => errOf(spec.pass.estimate!(spec.match, ranksAt(spec, k), cx));
+  const rough = spec.rough;
+  const small = smallestWithin(r, eR, errAt, tol, SHRINK_FITS, rough && ((k: number) => errOf(rough(ranksAt(spec, k)))));
   const smallRanks = ranksAt(spec, small.rank);
   const shrunk = small.rank < r ? `; ${name} ${smallRanks.join(',')} err ${small.err.toExponential(2)}, the smallest within it` : '';
   return { note: note + shrunk, use: { bound: bound(spec.pass, spec.match), ranks: smallRanks } };
@@ -129,16 +134,48 @@ export function challengeAtEqualCost<M>(
 /** Fits a winner may spend on shrinking (a bisection over ranks 1…r). */
 const SHRINK_FITS = 6;
 
+/** Full fits the shrink may spend after a rough search whose rank the full fit does not confirm. */
+const CONFIRM_FITS = 3;
+
+/**
+ * How far a rough fit's error may exceed `tol` in the search: the full fit's refit under
+ * the sensitivity bound lowered CP-ALS errors on det's 3x3 convs by 0.3–2% at the ranks the
+ * shrink ends on (4.8% at twice them), so a rough search held to `tol` itself ended 2–5%
+ * above the rank a search of full fits found.
+ */
+export const ROUGH_SLACK = 0.02;
+
 /**
  * The smallest rank ≤ r whose error is within `tol`, by bisection (errors fall with the
  * rank; `r` is within), spending at most `fits` evaluations: the smallest rank found.
+ * With `roughAt` (a cheaper fit whose error is a little above the full one's, as a CP-ALS
+ * before its refit under the sensitivity bound) the bisection runs on it, allowed
+ * ROUGH_SLACK over `tol`, and the rank it ends on is fitted in full: within `tol`, that
+ * rank and its full error; else a bisection of full fits (at most CONFIRM_FITS) above it.
+ * The full fit is then mostly the last one made, which the passes cache for the next
+ * rival's comparison and for the rewrite.
  */
-export function smallestWithin(r: number, errR: number, errAt: (k: number) => number, tol: number, fits: number): { rank: number; err: number } {
-  let lo = 1, hi = r, err = errR;
-  for (let n = 0; n < fits && lo < hi; n++) {
-    const mid = (lo + hi) >> 1;
-    const e = errAt(mid);
-    if (e <= tol) { hi = mid; err = e; } else lo = mid + 1;
+export function smallestWithin(
+  r: number, errR: number, errAt: (k: number) => number, tol: number, fits: number, roughAt?: (k: number) => number,
+): { rank: number; err: number } {
+  const bisect = (from: number, at: (k: number) => number, n: number): number => {
+    let lo = from, hi = r;
+    for (let i = 0; i < n && lo < hi; i++) {
+      const mid = (lo + hi) >> 1;
+      if (at(mid) <= tol) hi = mid; else lo = mid + 1;
+    }
+    return hi;
+  };
+  if (!roughAt) {
+    let err = errR;
+    const rank = bisect(1, (k) => { const e = errAt(k); if (e <= tol) err = e; return e; }, fits);
+    return { rank, err };
   }
-  return { rank: hi, err };
+  const k = bisect(1, (q) => roughAt(q) / (1 + ROUGH_SLACK), fits);
+  if (k === r) return { rank: r, err: errR };
+  const e = errAt(k);
+  if (e <= tol) return { rank: k, err: e };
+  let err = errR;
+  const rank = bisect(k + 1, (q) => { const f = errAt(q); if (f <= tol) err = f; return f; }, CONFIRM_FITS);
+  return { rank, err };
 }

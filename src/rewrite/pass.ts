@@ -39,6 +39,12 @@ export interface PassContext {
    * and MACs (TT, CP-4) competes only when this is params or macs (challenge.ts). Absent: latency counts.
    */
   saves?: 'params' | 'macs' | 'latency';
+  /**
+   * Quick iterative fits (sensitivity's rungs of other methods, sensitivity.ts): CP and CP-4
+   * skip their refit under the sensitivity bound, which took 3/4 of their time and lowers
+   * their error by 0.3–2%, so what is measured on them is a little above what the plan's fit gives.
+   */
+  quickFits?: boolean;
 }
 
 /** Parameters and multiply-accumulates of a layer, before or after a rewrite. */
@@ -75,6 +81,8 @@ export interface LayerInputStats {
    * (the Gram of one-hot rows is diag(rowCounts); `gram` is then empty). passes/gather-svd.ts.
    */
   rowCounts?: Float64Array;
+  /** Calibration lookups outside the table's [−V, V) (not in rowCounts; `count` is the others). */
+  indexOutOfRange?: number;
   /**
    * Anchored fitting (src/optimize/anchored.ts): the same layer's input x̂ in the model whose
    * earlier layers are already compressed, on the same calibration inputs, so a rewrite can
@@ -197,6 +205,12 @@ export interface LayerPass<M, Meth extends string = string> extends LayerRewrite
    * when there is nothing to compare.
    */
   challenge?(layer: LayerInfo, preferred: BoundPass, ranks: readonly number[], cx: PassContext, policy?: RankPolicy): Challenge | undefined;
+  /**
+   * Why this pass's chains can be slower in ORT than their MACs say (measured), when they
+   * are on every layer it takes (TT, CP-4): a latency budget's sensitivity then offers no
+   * rungs of it beside the preferred pass's (sensitivity.ts), as auto does not compare it.
+   */
+  readonly slowPath?: string;
 }
 
 /**

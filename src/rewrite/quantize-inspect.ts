@@ -59,26 +59,30 @@ function dequantized(g: Graph, v: string): { dq: NodeProto; dims: number[]; type
   return undefined;
 }
 
-/** The layers whose weight is a constant integer tensor behind DequantizeLinear. */
-export function findQdqLayers(model: Model, shapes?: ShapeMap): QdqLayer[] {
-  const out: QdqLayer[] = [];
-  const depth = (g: Graph): number => { let d = 0; for (let p = g.parent; p; p = p.parent) d++; return d; };
+/** Each layer-op node whose weight (input `index`) is a constant integer tensor behind DequantizeLinear. */
+function* qdqWeights(model: Model): Generator<{ g: Graph; n: NodeProto; index: number; found: NonNullable<ReturnType<typeof dequantized>> }> {
   for (const g of model.allGraphs()) {
     for (const n of g.nodes) {
       if ((n.domain ?? '') !== '' || !LAYER_OPS.has(n.opType ?? '')) continue;
-      for (const i of weightInputs(n)) {
-        const v = n.input[i];
+      for (const index of weightInputs(n)) {
+        const v = n.input[index];
         const found = v ? dequantized(g, v) : undefined;
-        if (!found) continue;
-        out.push({
-          name: n.name || n.output[0] || (n.opType ?? '?'), op: n.opType!, weightShape: found.dims, params: numel(found.dims),
-          macs: layerMacs(n, found.dims, i, shapes),
-          stored: `${typeName(found.type)} QDQ${found.castTo !== undefined && found.castTo !== DataType.FLOAT ? `, cast to ${typeName(found.castTo)}` : ''}`,
-          subgraphDepth: depth(g),
-        });
-        break;
+        if (found) { yield { g, n, index, found }; break; }
       }
     }
   }
-  return out;
+}
+
+/** The nodes of the QDQ layers: their shapes give the layers' MACs (graph/layer-shapes.ts shapesFor). */
+export const qdqLayerNodes = (model: Model): NodeProto[] => [...qdqWeights(model)].map((w) => w.n);
+
+/** The layers whose weight is a constant integer tensor behind DequantizeLinear. */
+export function findQdqLayers(model: Model, shapes?: ShapeMap): QdqLayer[] {
+  const depth = (g: Graph): number => { let d = 0; for (let p = g.parent; p; p = p.parent) d++; return d; };
+  return [...qdqWeights(model)].map(({ g, n, index, found }) => ({
+    name: n.name || n.output[0] || (n.opType ?? '?'), op: n.opType!, weightShape: found.dims, params: numel(found.dims),
+    macs: layerMacs(n, found.dims, index, shapes),
+    stored: `${typeName(found.type)} QDQ${found.castTo !== undefined && found.castTo !== DataType.FLOAT ? `, cast to ${typeName(found.castTo)}` : ''}`,
+    subgraphDepth: depth(g),
+  }));
 }

@@ -151,4 +151,32 @@ describe('collectAnchoredStats', () => {
     // One model run per feed (and the shape probe), not two.
     expect(got.value.runs).toBe(1 + feeds.length);
   });
+
+  it("original: the run's own Σ x·xᵀ is reused (same arrays), the paired sums equal those computed without it", async () => {
+    const c2 = findLayers(current).filter((l) => l.name === 'c2');
+    const plain = await collectStats(original, findLayers(original).filter((l) => l.name === 'c2'), { ...source, samples: 3 } as never);
+    if (!plain.ok) throw plain.error;
+    const o = plain.value.stats.get('c2')!;
+    const fresh = await collectAnchoredStats(original, current, c2, source);
+    const reused = await collectAnchoredStats(original, current, c2, source, { original: plain.value.stats });
+    if (!fresh.ok || !reused.ok) throw new Error('collectAnchoredStats failed');
+    const [f, r] = [fresh.value.stats.get('c2')!, reused.value.stats.get('c2')!];
+    expect(r.gram).toBe(o.gram);
+    expect(r.patchGram).toBe(o.patchGram);
+    expect(maxRelDiff(r.gram, f.gram)).toBeLessThan(1e-6);
+    expect(maxRelDiff(r.patchGram!, f.patchGram!)).toBeLessThan(1e-6);
+    for (const k of ['gram', 'cross', 'patchGram', 'patchCross'] as const) expect(maxRelDiff(r.anchor![k]!, f.anchor![k]!)).toBeLessThan(1e-12);
+    expect(maxRelDiff(r.anchor!.mean, f.anchor!.mean)).toBeLessThan(1e-12);
+  });
+
+  it('original: statistics over other samples are not mixed in; the layer is unavailable with the reason', async () => {
+    const c2 = findLayers(current).filter((l) => l.name === 'c2');
+    const two: FeedSource = { feeds: () => feeds.slice(0, 2), batches: 2 };
+    const plain = await collectStats(original, findLayers(original).filter((l) => l.name === 'c2'), { ...two, samples: 2 } as never);
+    if (!plain.ok) throw plain.error;
+    const got = await collectAnchoredStats(original, current, c2, source, { original: plain.value.stats });
+    if (!got.ok) throw got.error;
+    expect(got.value.stats.has('c2')).toBe(false);
+    expect(got.value.unavailable.get('c2')).toMatch(/its statistics counted \d+ input vectors, the paired ones \d+/);
+  });
 });

@@ -38,11 +38,11 @@ async function lookup(bytes: Uint8Array, ids: number[]): Promise<Float32Array> {
   }
 }
 
-function rewrite(stats?: LayerInputStats): { bytes: Uint8Array; doc: string } {
+function rewrite(stats?: LayerInputStats): { bytes: Uint8Array; doc: string; note?: string } {
   const model = new Model(decodeModel(table()));
   const recs = optimizeModel(model, undefined, { method: 'auto', policy: { kind: 'fixed', rank: HOT }, minParams: 0, seed: 0, saves: 'params' }, undefined, stats ? { stats: new Map([['embed', stats]]) } : {});
   expect(recs.map((r) => [r.pass, r.skipped ?? false])).toEqual([['gather-svd', false]]);
-  return { bytes: encodeModel(model.proto), doc: model.proto.graph!.node[0]!.docString ?? '' };
+  return { bytes: encodeModel(model.proto), doc: model.proto.graph!.node[0]!.docString ?? '', note: recs[0]!.note };
 }
 
 describe('data-aware Gather: rows weighted by their calibration lookups', () => {
@@ -60,11 +60,13 @@ describe('data-aware Gather: rows weighted by their calibration lookups', () => 
     const counts = new Float64Array(V);
     const rng = createRng(8);
     accumulateIndexCounts(counts, Array.from({ length: 500 }, () => Math.floor(rng.next() * HOT)));
-    const stats: LayerInputStats = { kind: 'matrix', gram: new Float64Array(0), dim: V, count: 500, rowCounts: counts };
+    const stats: LayerInputStats = { kind: 'matrix', gram: new Float64Array(0), dim: V, count: 500, rowCounts: counts, indexOutOfRange: 7 };
     const plain = rewrite();
     const aware = rewrite(stats);
     expect(aware.doc).toMatch(/rows weighted by their calibration lookups/);
+    expect(aware.note).toBe(`rows weighted by 500 calibration lookup(s); 7 lookup(s) outside [-${V}, ${V}) ignored`);
     expect(plain.doc).not.toMatch(/weighted/);
+    expect(plain.note).toBeUndefined();
     const hot = [0, 3, 9, 5, 1, 7];
     const cold = [10, 44, 79, 23, 61, 12];
     const original = table();
@@ -75,5 +77,13 @@ describe('data-aware Gather: rows weighted by their calibration lookups', () => 
     const coldErr = relL2(ac, oc);
     expect(Number.isFinite(coldErr)).toBe(true);
     expect(coldErr).toBeLessThan(1.5);
+  });
+
+  it('lookups all out of range: the weight-only fit, and the report says why', async () => {
+    const all = rewrite({ kind: 'matrix', gram: new Float64Array(0), dim: V, count: 0, rowCounts: new Float64Array(V), indexOutOfRange: 12 });
+    const plain = rewrite();
+    expect(all.note).toBe(`no calibration lookup in range; 12 lookup(s) outside [-${V}, ${V}) ignored: rows weighted equally`);
+    expect(all.doc).not.toMatch(/weighted/);
+    expect(all.bytes).toEqual(plain.bytes);
   });
 });

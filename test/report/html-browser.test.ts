@@ -7,26 +7,19 @@
  *
  * Needs Debian's chromium at /usr/bin/chromium: skipped without it, unless CI=true.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { chromiumOrSkip, launchChromium } from '../web/chromium.js';
 import { renderHtml } from '../../src/report/html.js';
 import type { Report } from '../../src/report/report.js';
 import { nonProgress, runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium && process.env.CI !== 'true') console.log(`test/report/html-browser.test.ts skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-
-describe('html report without chromium', () => {
-  it.runIf(!haveChromium && process.env.CI === 'true')('CI has Chromium for the HTML report test', () => {
-    expect.fail(`no Chromium at ${CHROMIUM}: .ci/run installs Debian's chromium package`);
-  });
-});
+const haveChromium = chromiumOrSkip(import.meta.filename);
 
 interface Opened { page: Page; problems: string[]; requests: string[] }
 
@@ -47,10 +40,7 @@ describe.runIf(haveChromium)('optimize --html in headless Chromium', () => {
     expect([0, 1], r.err).toContain(r.code);
     expect(nonProgress(r.err).filter((l) => !l.startsWith('onnx-lr: warning:'))).toEqual([]);
     report = JSON.parse(readFileSync(jsonPath, 'utf8')) as Report;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => { await browser?.close(); });
 

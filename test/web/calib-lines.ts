@@ -32,16 +32,17 @@ export function textLine(seed: number, w: number, h: number): Uint8Array {
 }
 
 /**
- * Writes `dir`/`name`/ with one image per [width, height] (every fourth a JPEG, the others
- * PNGs), a text file and a dot file (both skipped by `--calib DIR`); returns its path.
+ * Writes `dir`/`name`/ with one image per [width, height] (every `jpegEvery`-th a JPEG, the
+ * others PNGs), a text file and a dot file (both skipped by `--calib DIR`); returns its path.
+ * `jpegEvery` 1 writes JPEGs only, which Node decodes without a browser.
  */
-export function writeCalibFolder(dir: string, name: string, sizes: readonly (readonly [number, number])[]): string {
+export function writeCalibFolder(dir: string, name: string, sizes: readonly (readonly [number, number])[], jpegEvery = 4): string {
   const out = path.join(dir, name);
   mkdirSync(out);
   sizes.forEach(([w, h], k) => {
     const data = textLine(100 + k, w, h);
     const file = path.join(out, `line${String(k).padStart(3, '0')}`);
-    if (k % 4 === 3) {
+    if (k % jpegEvery === jpegEvery - 1) {
       writeFileSync(`${file}.jpg`, jpeg.encode({ width: w, height: h, data }, 90).data);
     } else {
       const p = new pngjs.PNG({ width: w, height: h });

@@ -13,13 +13,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { chromium } from 'playwright-core';
 import { decodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
 import type { Report } from '../../src/report/report.js';
 import { verifyModels } from '../../src/verify/verify.js';
 import { withoutRunMetadata } from '../helpers/metadata.js';
 import { writeCalibFolder } from './calib-lines.js';
+import { launchChromium } from './chromium.js';
 import { serveFolder } from './static-server.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -62,10 +62,7 @@ const names = args.filter((a) => !a.startsWith('--'));
 const which = names.length > 0 ? names : ['rec', 'det'];
 const tmp = mkdtempSync(path.join(tmpdir(), 'onnx-lr-web-measure-'));
 const server = await serveFolder(path.join(ROOT, 'dist-web'));
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
+const browser = await launchChromium();
 try {
   for (const name of which) {
     const m = MODELS[name]!;

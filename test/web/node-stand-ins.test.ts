@@ -41,25 +41,7 @@ describe('browser stand-ins for Node modules', () => {
     expect(() => fs.writeFileSync('/x', 'y')).toThrow('fs.writeFileSync is not available in the browser (a Node-only code path was reached)');
     expect(() => fs.readdirSync('/')).toThrow('fs.readdirSync is not available in the browser');
     expect(() => fs.openSync('/x', 'w')).toThrow(/not available in the browser/);
-  });
-
-  it('reads back, and only reads, the bytes the page holds under a path (an error budget rereads its input)', () => {
-    const bytes = Uint8Array.from({ length: 100 }, (_, i) => i);
-    expect(() => fs.statSync('/page/m.onnx')).toThrow(expect.objectContaining({ code: 'ENOENT' }));
-    const release = fs.holdFile('/page/m.onnx', bytes);
-    expect(fs.statSync('/page/m.onnx')).toMatchObject({ size: 100 });
-    expect(fs.statSync('/page/m.onnx').isFile()).toBe(true);
-    const fd = fs.openSync('/page/m.onnx', 'r');
-    const buf = new Uint8Array(40);
-    expect(fs.readSync(fd, buf, 0, 40, 70)).toBe(30);
-    expect([...buf.subarray(0, 30)]).toEqual([...bytes.subarray(70)]);
-    expect(fs.fstatSync(fd).size).toBe(100);
-    fs.closeSync(fd);
-    expect(() => fs.readSync(fd, buf, 0, 1, 0)).toThrow(/EBADF/);
-    // A copy: the caller cannot change the held bytes.
-    fs.readFileSync('/page/m.onnx')[0] = 99;
-    expect(fs.readFileSync('/page/m.onnx')[0]).toBe(0);
-    release();
-    expect(() => fs.openSync('/page/m.onnx', 'r')).toThrow(expect.objectContaining({ code: 'ENOENT' }));
+    // Reads too: the page restarts an error budget from its bytes (Job.reload), never from a path.
+    expect(() => fs.readFileSync('/page/m.onnx')).toThrow('fs.readFileSync is not available in the browser');
   });
 });

@@ -3,7 +3,7 @@
  * the library optimize()'s model out (with `save: 'params'`, the same settings and seed),
  * and the user's mistakes as one clear line. page.test.ts runs the same entry in Chromium.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { DATA_LOCATION_EXTERNAL } from '../../src/onnx/schema.js';
 import { withoutRunMetadata } from '../helpers/metadata.js';
 import { REAL } from '../helpers/models.js';
+import { writeCalibFolder } from './calib-lines.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'onnx-lr-web-bytes-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -36,6 +37,28 @@ describe('optimizeBytes (the page entry) in Node', () => {
     expect(Math.abs(w.cosine - n.cosine)).toBeLessThanOrEqual(1e-5);
     expect(page.report.latencyWeb).toBeUndefined();
   });
+
+  it('meets an error budget on calibration images as optimize() does, restarting from its bytes (there is no file behind them)', async () => {
+    // JPEGs only: Node has no browser to decode PNGs. Data-aware and anchored (the defaults):
+    // the kept allocation is refitted anchored from the original, reloaded by Job.reload.
+    const calib = writeCalibFolder(tmp, 'jpegs', [[192, 48], [160, 32], [320, 64], [200, 56]], 1);
+    const settings = { maxError: 'cosine:0.995', seed: 7, shapes: { x: [1, 3, 48, 192] } };
+    const out = path.join(tmp, 'api-budget.onnx');
+    const api = await optimize(REAL.cls, { ...settings, calib, mean: [0.5], std: [0.5], save: 'params', output: out, latency: false });
+    const images = readdirSync(calib).map((name) => ({ name, bytes: new Uint8Array(readFileSync(path.join(calib, name))) }));
+    const page = await optimizeBytes(new Uint8Array(readFileSync(REAL.cls)), 'cls.onnx', { ...settings, latency: false }, {
+      calibration: { images, label: 'jpegs', mean: [0.5], std: [0.5] },
+    });
+    expect(page.report.calibration).toBe(api.report.calibration!.replace(calib, 'jpegs'));
+    expect(page.report.notes.some((n) => /^data-aware decomposition: input statistics for \d+ layer/.test(n))).toBe(true);
+    expect(page.report.budget!.attempts).toBe(api.report.budget!.attempts);
+    expect(page.report.budget!.met).toBe(api.report.budget!.met);
+    expect(page.report.layers.filter((l) => !l.skipped).length).toBeGreaterThan(0);
+    const pageOut = path.join(tmp, 'page-budget.onnx');
+    writeFileSync(pageOut, page.bytes);
+    // ORT-node runs the statistics on both sides here: the same model, byte for byte.
+    expect(withoutRunMetadata(pageOut).equals(withoutRunMetadata(out))).toBe(true);
+  }, 600_000);
 
   it('says in one line what is wrong with bytes that are not a model, and with settings the CLI refuses', async () => {
     await expect(optimizeBytes(new Uint8Array([1, 2, 3]), 'junk.onnx', {})).rejects.toThrow(/^junk\.onnx: /);

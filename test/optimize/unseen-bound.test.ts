@@ -1,0 +1,106 @@
+/**
+ * Error budgets are judged with a margin for inputs the fits never saw (output-error.ts
+ * errBound): the ratio of summed error to summed energy over the calibration feeds plus
+ * 1.645 standard errors of that ratio.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ModelBuilder } from '../../models/builder.js';
+import { writeNpy } from '../../src/io/npy.js';
+import { encodeModel } from '../../src/onnx/codec.js';
+import { errBound, outputErr2, UNSEEN_Z } from '../../src/optimize/output-error.js';
+import { renderReport, type Report } from '../../src/report/report.js';
+import { createRng } from '../../src/util/rng.js';
+import type { HostTensor } from '../../src/verify/tensor.js';
+import { runCli } from '../helpers/cli.js';
+
+const t = (...v: number[]): HostTensor => ({ type: 'float32', dims: [v.length], data: Float32Array.from(v) });
+
+describe('errBound', () => {
+  it('is the pooled error with one feed, and when every feed has the same error ratio', () => {
+    const ref = [{ y: t(3, 4) }];
+    const got = [{ y: t(3, 5) }];
+    expect(errBound(ref, got)).toBeCloseTo(outputErr2(ref, got), 12);
+    // Both feeds at error ratio 1/25 (the second is the first scaled by 2).
+    const ref2 = [{ y: t(3, 4) }, { y: t(6, 8) }];
+    const got2 = [{ y: t(3, 5) }, { y: t(6, 10) }];
+    expect(errBound(ref2, got2)).toBeCloseTo(1 / 25, 12);
+  });
+
+  it('adds z standard errors of the ratio estimate when the feeds disagree', () => {
+    // Energies b = 25, 25, 100; errors a = 1, 4, 1.
+    const ref = [{ y: t(3, 4) }, { y: t(0, 5) }, { y: t(6, 8) }];
+    const got = [{ y: t(3, 5) }, { y: t(2, 5) }, { y: t(6, 9) }];
+    const a = [1, 4, 1];
+    const b = [25, 25, 100];
+    const r = 6 / 150;
+    const ss = a.reduce((s, ak, k) => s + (ak - r * b[k]!) ** 2, 0);
+    const se = Math.sqrt(ss / (3 * 2)) / (150 / 3);
+    expect(outputErr2(ref, got)).toBeCloseTo(r, 12);
+    expect(errBound(ref, got)).toBeCloseTo(r + UNSEEN_Z * se, 12);
+    expect(errBound(ref, got, 0)).toBeCloseTo(r, 12);
+  });
+
+  it('takes the worst output, and a non-finite error is infinite', () => {
+    const ref = [{ y: t(3, 4), z: t(1, 0) }, { y: t(3, 4), z: t(1, 0) }];
+    const got = [{ y: t(3, 4), z: t(1, 1) }, { y: t(3, 4), z: t(1, 1) }];
+    expect(errBound(ref, got)).toBeCloseTo(1, 12);
+    expect(errBound(ref, [{ y: t(3, NaN), z: t(1, 0) }, got[1]!])).toBe(Infinity);
+  });
+});
+
+/** x [N, 64] → MatMul(W) with a slowly decaying spectrum (every rank costs some error). */
+function model(dir: string): string {
+  const n = 64;
+  const rng = createRng(3);
+  const u = Array.from({ length: n * n }, () => rng.normal());
+  const v = Array.from({ length: n * n }, () => rng.normal());
+  const w = Array.from({ length: n * n }, (_, k) => {
+    const i = Math.floor(k / n), j = k % n;
+    let s = 0;
+    for (let q = 0; q < n; q++) s += (u[i * n + q]! * v[q * n + j]!) / (1 + q) ** 1.2;
+    return s;
+  });
+  const b = new ModelBuilder({ opset: 13 });
+  const x = b.input('x', ['N', n]);
+  b.output(b.node('MatMul', [x, b.init('W', [n, n], w)], {}, { name: 'mm' }));
+  const f = path.join(dir, 'mm.onnx');
+  writeFileSync(f, encodeModel(b.build()));
+  return f;
+}
+
+/** Rows whose scale varies from feed to feed, so the feeds' error ratios differ. */
+function samples(file: string, rows: number, seed: number): void {
+  const rng = createRng(seed);
+  const data = new Float32Array(rows * 64);
+  for (let r = 0; r < rows; r++) {
+    const mix = rng.next();
+    for (let c = 0; c < 64; c++) data[r * 64 + c] = rng.normal() * (c < 8 ? 1 + 3 * mix : 1);
+  }
+  writeNpy(file, { dtype: 'f4', shape: [rows, 64], data });
+}
+
+describe('an error budget with several calibration feeds', () => {
+  it('is judged by the bound for unseen inputs, which the report shows beside the calibration error', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-unseen-'));
+    const m = model(dir);
+    samples(path.join(dir, 'calib.npy'), 32, 1);
+    samples(path.join(dir, 'held.npy'), 32, 2);
+    const r = await runCli('optimize', m, path.join(dir, 'o.onnx'), '--max-error', '0.1', '--min-params', '0', '--no-latency',
+      '--calib', path.join(dir, 'calib.npy'), '--verify-data', path.join(dir, 'held.npy'), '--min-cosine', '0.99', '--json');
+    expect(r.code, r.err).toBe(0);
+    const rep = JSON.parse(r.out) as Report;
+    const b = rep.budget!;
+    expect(b.feeds).toBe(4);
+    expect(b.met).toBe(true);
+    // The rewrite happened, and was judged at its bound, not at the calibration error alone.
+    expect(rep.layers.find((l) => l.name === 'mm')!.paramsAfter).toBeLessThan(64 * 64);
+    expect(b.unseenError!).toBeGreaterThan(b.measuredError);
+    expect(b.unseenError!).toBeLessThanOrEqual(0.1);
+    // New rows from the same distribution stay within the budget.
+    expect(rep.verify!.outputs[0]!.relL2).toBeLessThanOrEqual(0.1);
+    expect(renderReport(rep)).toContain(`judged at ${b.unseenError!.toPrecision(3)} (a 95% bound for unseen inputs from the spread over 4 calibration feeds)`);
+  });
+});
