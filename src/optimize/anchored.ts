@@ -58,6 +58,8 @@ export interface AnchorInputs {
   maxWaves?: number;
   /** Intra-op threads of both models' runs (default 1). */
   threads?: number;
+  /** The run's statistics are over other feeds than `feeds` (a subset was left out): nothing of them is reused. */
+  otherFeeds?: boolean;
 }
 
 export interface AnchoredOutcome {
@@ -168,7 +170,7 @@ export async function optimizeAnchored(
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
       // The original's Σ x·xᵀ is in the run's statistics already (same feeds and samples).
-      original: run.stats,
+      original: inp.otherFeeds ? undefined : run.stats,
       onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),
     });
     if (!st.ok) throw st.error;

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { optimizeAnchored } from '../../src/optimize/anchored.js';
+import { optimizeModel } from '../../src/optimize/driver.js';
 import type { Report } from '../../src/report/report.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
@@ -20,38 +21,61 @@ vi.mock('../../src/optimize/anchored.js', async (importOriginal) => {
 });
 
 describe('error budgets with --calib', () => {
-  it('write the kept allocation fitted anchored: the same bytes as applying it as a plan', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-anchor-budget-'));
-    const dims = [4, 3, 48, 192];
-    const calib = calibFile(dir, dims, 5);
-    const common = ['--shape', 'x:1x3x48x192', '--calib', calib, '--min-params', '0', '--no-verify', '--json'];
-    const run = async (out: string, ...extra: string[]): Promise<{ report: Report; err: string }> => {
-      const r = await runCli('optimize', REAL.cls, out, ...common, ...extra);
-      expect(r.code, r.err).toBe(0);
-      return { report: JSON.parse(r.out) as Report, err: r.err };
-    };
+  const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-anchor-budget-'));
+  const dims = [16, 3, 48, 192];
+  const calib = calibFile(dir, dims, 5);
+  const common = ['--shape', 'x:1x3x48x192', '--calib', calib, '--min-params', '0', '--no-verify', '--json'];
+  const run = async (out: string, ...extra: string[]): Promise<{ report: Report; err: string }> => {
+    const r = await runCli('optimize', REAL.cls, out, ...common, ...extra);
+    expect(r.code, r.err).toBe(0);
+    return { report: JSON.parse(r.out) as Report, err: r.err };
+  };
+  /** The budget run's decisions as a plan file, and what applying it independently writes. */
+  const independentOf = async (report: Report, name: string): Promise<string> => {
+    const planFile = path.join(dir, `${name}.plan.json`);
+    writeFileSync(planFile, JSON.stringify({ ...report, sensitivity: undefined }));
+    const out = path.join(dir, `${name}.independent.onnx`);
+    await run(out, '--plan', planFile, '--no-anchor');
+    return out;
+  };
+  const same = (a: string, b: string): boolean => withoutRunMetadata(a).equals(withoutRunMetadata(b));
+
+  it('fit the kept allocation anchored without the last feed, and keep it only when it does better there than the independent fit', async () => {
     const budgetOut = path.join(dir, 'budget.onnx');
     vi.mocked(optimizeAnchored).mockClear();
     const { report } = await run(budgetOut, '--max-error', '0.2', '--save', 'params');
     const b = report.budget!;
     expect(b.met, b.why).toBe(true);
-    // Several allocations were tried, and only the kept one was fitted anchored.
+    // Several allocations were tried, and only the kept one was fitted anchored, on the first of the 2 feeds (8 samples each).
     expect(b.attempts).toBeGreaterThan(1);
     expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(1);
+    expect(vi.mocked(optimizeAnchored).mock.calls[0]![3].feeds).toHaveLength(1);
     expect(report.layers.some((l) => !l.skipped)).toBe(true);
-    expect(report.notes.some((n) => /^anchored fitting: \d+ layer\(s\)/.test(n))).toBe(true);
-    // The measured error is the anchored model's, and within the budget.
     expect(b.measuredError!).toBeLessThanOrEqual(0.2);
-    // The same decisions applied as a plan, anchored, from the original: byte-identical.
-    const planFile = path.join(dir, 'plan.json');
-    writeFileSync(planFile, JSON.stringify({ ...report, sensitivity: undefined }));
-    const planOut = path.join(dir, 'plan.onnx');
-    await run(planOut, '--plan', planFile);
-    // The runs' own metadata (command, policy) differ; what they computed does not.
-    expect(withoutRunMetadata(budgetOut).equals(withoutRunMetadata(planOut))).toBe(true);
-    // …and not what the independent fit of the same plan writes.
-    const indOut = path.join(dir, 'independent.onnx');
-    await run(indOut, '--plan', planFile, '--no-anchor');
-    expect(withoutRunMetadata(budgetOut).equals(withoutRunMetadata(indOut))).toBe(false);
+    const independent = await independentOf(report, 'budget');
+    const kept = report.notes.find((n) => n.startsWith('anchored fitting: fitted on 1 of 2 calibration feeds'));
+    const dropped = report.notes.find((n) => /fitted on 1 of 2 calibration feeds, did no better on the one left out/.test(n));
+    // Exactly one of the two outcomes, and the model is the one it names.
+    expect(!!kept !== !!dropped).toBe(true);
+    const num = (re: RegExp, n: string): number => Number(re.exec(n)![1]);
+    if (kept) {
+      expect(num(/rel\. L2 ([\d.e-]+) against/, kept)).toBeLessThan(num(/against ([\d.e-]+) for/, kept));
+      expect(report.notes.some((n) => /^anchored fitting: \d+ layer\(s\)/.test(n))).toBe(true);
+      expect(same(budgetOut, independent)).toBe(false);
+    } else {
+      expect(num(/left out \(rel\. L2 ([\d.e-]+)\)/, dropped!)).toBeGreaterThanOrEqual(num(/independent fit \(([\d.e-]+)\)/, dropped!));
+      expect(same(budgetOut, independent)).toBe(true);
+    }
+  });
+
+  it('an anchored fit no better on the left-out feed is dropped: the written model is the independent fit', async () => {
+    // A stand-in "anchored" fit that is the independent fit itself: equal on the left-out feed, so not kept.
+    vi.mocked(optimizeAnchored).mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [] }));
+    const out = path.join(dir, 'same-fit.onnx');
+    const { report } = await run(out, '--max-error', '0.2', '--save', 'params');
+    const note = report.notes.find((n) => /fitted on 1 of 2 calibration feeds, did no better on the one left out/.test(n));
+    expect(note, report.notes.join('\n')).toBeDefined();
+    expect(report.budget!.met).toBe(true);
+    expect(same(out, await independentOf(report, 'same-fit'))).toBe(true);
   });
 });
