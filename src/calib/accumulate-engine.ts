@@ -167,8 +167,8 @@ export async function accumulatePairBlocksOn(
       const p = (await engine.matmul(l, r, { transB: true })).data;
       for (let i = 0; i < p.length; i++) target[off + i] += p[i]!;
     };
-    if (!sums.noGram) await addSymmetricGram(engine, sums.gram, off, mx);
-    await addSymmetricGram(engine, sums.gramHat, off, mh);
+    if (!sums.noGram) await addBlockGram(engine, sums.gram, off, x);
+    await addBlockGram(engine, sums.gramHat, off, h);
     await add(sums.cross, mh, mx);
     if (sums.sum) addBlockSums(sums.sum, x.group * dim, x);
     if (sums.sumHat) addBlockSums(sums.sumHat, h.group * dim, h);

@@ -181,8 +181,11 @@ export async function optimizeAnchored(
       if (s.anchor && s.anchor.gram !== s.gram && Math.min(k.alpha, k.patchAlpha) < 0.5) leaning.add(name);
       return [name, shrinkAnchor(s, k)];
     }));
-    // A Gather's statistics are lookup counts of its indices, which no upstream rewrite changes: the run's own.
-    for (const layer of layers) rewrite(layer, layer.op === 'Gather' ? run.stats : shrunk, layer.op === 'Gather' ? undefined : st.value.unavailable.get(layer.name));
+    for (const layer of layers) {
+      // A Gather's statistics are lookup counts of its indices, which no upstream rewrite changes: the run's own.
+      if (layer.op === 'Gather') rewrite(layer, run.stats, undefined);
+      else rewrite(layer, shrunk, st.value.unavailable.get(layer.name));
+    }
   }
   // Layers inside subgraphs: no paired statistics can be collected for them.
   for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');
