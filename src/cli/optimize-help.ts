@@ -110,6 +110,8 @@ Verification:
   --no-latency        compare outputs but do not measure latency
   --threads N         ORT intra-op threads for verification, latency and the per-layer
                       timings (default 1)
+  --work-threads N    ORT intra-op threads of the runs that only compute values: statistics,
+                      sensitivity and error checks (default: the machine's cores, at most 8)
   --bench-web         also measure latency in onnxruntime-web's wasm backend
 Output:
   --report FILE       write the full report as JSON

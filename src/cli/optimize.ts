@@ -22,6 +22,7 @@ import { feedOverrides } from './feeds.js';
 import { createProgress, type Progress } from './progress.js';
 import type { Io } from './io.js';
 import { accessSync, constants, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { CommandLine } from '../optimize/write-verify.js';
 
@@ -43,7 +44,7 @@ const COMMON: Options = {
 const OPTIMIZE_ONLY: Options = {
   'verify-data': { type: 'string' }, 'verify-samples': { type: 'string' },
   'min-cosine': { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' },
-  'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'bench-web': { type: 'boolean' }, weights: { type: 'string' },
+  'no-verify': { type: 'boolean' }, 'no-latency': { type: 'boolean' }, threads: { type: 'string' }, 'work-threads': { type: 'string' }, 'bench-web': { type: 'boolean' }, weights: { type: 'string' },
   report: { type: 'string' }, html: { type: 'string' }, json: { type: 'boolean' }, 'all-layers': { type: 'boolean' }, 'external-data': { type: 'boolean' },
   force: { type: 'boolean' },
 };
@@ -57,6 +58,9 @@ function outputNames(p: Parsed): string[] | undefined {
 }
 
 /** The options as typed settings (src/api/settings.ts): the defaults and the checks across options are src/api/config.ts's. */
+/** Default --work-threads at most (ORT's intra-op scaling flattens past a few threads on one model run). */
+const MAX_WORK_THREADS = 8;
+
 function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): OptimizeSettings {
   const planPath = str(p, 'plan');
   return {
@@ -73,6 +77,9 @@ function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides,
     shapes, values, verifyData: str(p, 'verify-data'),
     verify: !flag(p, 'no-verify'), latency: !flag(p, 'no-latency'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }),
     atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }),
+    // Runs that only compute values (statistics, errors) use the machine: their time is
+    // most of a budgeted run, and no figure depends on it (timings keep --threads).
+    workThreads: num(p, 'work-threads', { min: 1, max: 256, integer: true }) ?? Math.min(availableParallelism(), MAX_WORK_THREADS),
     benchWeb: flag(p, 'bench-web'), force: flag(p, 'force'), externalData: flag(p, 'external-data'), weights: str(p, 'weights') as OptimizeSettings['weights'],
     onProgress: (done, total, layer) => shown.layer(done, total, layer),
     onStage: (stage) => shown.stage(stage),

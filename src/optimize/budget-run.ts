@@ -17,10 +17,11 @@ import type { HostTensor } from '../verify/tensor.js';
 import type { LatencyStats } from '../verify/latency.js';
 import { LrError } from '../errors.js';
 import { rankMultiple } from '../linalg/rank.js';
-import type { Budget } from './budget.js';
+import type { Allocation, Budget } from './budget.js';
+import { bridgeOrder, mixAllocations, nextBridgeStep, savingOf, type Bridge } from './bridge.js';
 import { allocate, budgetLabel, eligibleLayers, measureAll, planFromAllocation } from './budgeted.js';
 import { optimizeModel, type RunContext } from './driver.js';
-import { nextErrorBudget, type ErrorAttempt } from './error-search.js';
+import { nextErrorBudget, type ErrorAttempt, type NextBudget } from './error-search.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
 import { errBound, outputErr2, pickOutputs, runAll, top1OverLastAxis } from './output-error.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
@@ -82,6 +83,18 @@ export function settleLatencyBudget(info: BudgetInfo, budget: Budget, measured: 
   };
 }
 
+/**
+ * Sensitivity trials run on the first two calibration feeds (two rank the layers well
+ * enough; every allocation is then checked on all of them), and on the first one only for
+ * models past SENSITIVITY_MACS per input: there each trial is a run of most of the model
+ * (ISNet at 1024², 160 G: 41 layers' trials were over half of a 26-minute run).
+ */
+export const SENSITIVITY_MACS = 5e10;
+
+export function sensitivityFeeds(macsPerInput: number | undefined): number {
+  return macsPerInput !== undefined && macsPerInput > SENSITIVITY_MACS ? 1 : 2;
+}
+
 export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInputs): Promise<BudgetOutcome> {
   const { budget, shapes, before, calib, reference } = inp;
   const opts = job.opts;
@@ -110,6 +123,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     total = NaN;
   }
   const top1 = budget.kind === 'error' ? budget.top1 : undefined;
+  const sensFeeds = sensitivityFeeds(before.macs);
   const snapshot = stages > 1 ? snapshotLayers(job.model) : undefined;
   const stageLog: NonNullable<NonNullable<Report['budget']>['stages']> = [];
   // Per stage: the model it starts from (undefined: the file), its outputs, and its error against the original.
@@ -151,8 +165,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     const sens = await timePhase(job.timings, 'sensitivity', () => measureAll(job.model, shapes, {
       method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, heaviestShare: opts.heaviestShare, seed: opts.seed,
       external: job.loaded.external, stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.run.gemm, fits: inp.run.fits,
-      // Two input sets rank the layers well enough; the final check uses all of them.
-      feeds: calib.feeds.slice(0, 2), reference: stageRef.slice(0, 2),
+      feeds: calib.feeds.slice(0, sensFeeds), reference: stageRef.slice(0, sensFeeds),
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
       measureAllRungs: cfg.measureAllRungs, threads: cfg.workThreads,
@@ -168,6 +181,11 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     let err2Budget = stageErr2;
     let prevChoices: string | undefined;
     let finalRedo = false;
+    // Each attempt's allocation, to rebuild it or to bridge from it (bridge.ts).
+    const allocOf = new Map<ErrorAttempt, Allocation>();
+    /** An allocation to apply next instead of allocating to err2Budget. */
+    let pending: Allocation | undefined;
+    let bridge: (Bridge & { k: number; held: Allocation; failed: Allocation }) | undefined;
     // An error search allocates up to four or five times: each is fitted independently and
     // only the one kept is fitted anchored (a model's anchored waves cost a run each).
     const deferAnchor = inp.anchor !== undefined && search;
@@ -200,7 +218,8 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     // (error-search.ts decides how).
     for (;;) {
       const b: Budget = target.kind === 'error' ? { kind: 'error', err2: err2Budget } : target;
-      const alloc = allocate(sens, b, total, unit, initial, !last);
+      const alloc = pending ?? allocate(sens, b, total, unit, initial, !last);
+      pending = undefined;
       // The allocation is applied as a plan, handed over as a value: opts.plan stays the user's.
       const plan = planFromAllocation(job.inPath, budgetLabel(budget), sens, alloc);
       const applied = await applyAndMeasure(plan, inp.anchor !== undefined && !deferAnchor);
@@ -213,6 +232,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       let met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : bound <= budget.err2;
       const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
       attempts.push({ err2: err2Budget, met, measuredErr2: Math.max((top1 === undefined ? bound : measured) - baseErr2, 0), saturated: choices === prevChoices });
+      allocOf.set(attempts[attempts.length - 1]!, alloc);
       prevChoices = choices;
       budgetInfo = {
         kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
@@ -224,15 +244,51 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}`
           : unit === 'latency' ? 'latency (per-layer ORT timings)' : unit,
       };
-      const step = !search || finalRedo ? { done: true as const, best: attempts[attempts.length - 1] }
-        : nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);
-      if ('next' in step) {
+      const lastAttempt = attempts[attempts.length - 1]!;
+      // The held attempt that saves most.
+      const bestHeld = (): ErrorAttempt | undefined => attempts.filter((a) => a.met)
+        .reduce<ErrorAttempt | undefined>((b, a) => (!b || savingOf(sens, allocOf.get(a)!, unit) > savingOf(sens, allocOf.get(b)!, unit) ? a : b), undefined);
+      let step: NextBudget | { bridgeTo: number };
+      if (!search || finalRedo) {
+        step = { done: true, best: lastAttempt };
+      } else if (bridge) {
+        if (met) bridge.lo = bridge.k;
+        else bridge.hi = bridge.k;
+        const k = nextBridgeStep(bridge);
+        step = k === undefined ? { done: true, best: bestHeld() } : { bridgeTo: k };
+      } else {
+        step = nextErrorBudget(top1 !== undefined ? 'top1' : 'err2', stageErr2, attempts);
+        // The search is over: measure between the allocation kept and the smallest larger one that failed.
+        const held = 'done' in step ? step.best : undefined;
+        const failed = held && attempts.filter((a) => !a.met && a.err2 > held.err2).sort((a, b) => a.err2 - b.err2)[0];
+        if (held && failed) {
+          const names = bridgeOrder(sens, allocOf.get(held)!.choices, allocOf.get(failed)!.choices, unit);
+          const br = { names, lo: 0, hi: names.length, steps: 0, k: 0, held: allocOf.get(held)!, failed: allocOf.get(failed)! };
+          const k = nextBridgeStep(br);
+          if (k !== undefined) {
+            bridge = br;
+            step = { bridgeTo: k };
+          }
+        }
+      }
+      if ('bridgeTo' in step) {
+        bridge!.k = step.bridgeTo;
+        bridge!.steps++;
+        pending = mixAllocations(sens, bridge!.held, bridge!.failed, bridge!.names.slice(0, step.bridgeTo), unit);
+      } else if ('next' in step) {
         err2Budget = step.next;
-      } else if (step.best && step.best !== attempts[attempts.length - 1]) {
-        // The search ended past the best budget that held: rebuild that one.
+      } else if (step.best && step.best !== lastAttempt) {
+        // The search ended past the best allocation that held: rebuild that one.
+        pending = allocOf.get(step.best)!;
         err2Budget = step.best.err2;
         finalRedo = true;
       } else {
+        if (bridge) {
+          const kept = bridge.lo;
+          notes.push(kept > 0
+            ? `error search: between the allocation kept by the budget search and the next larger one (which missed the budget), ${kept} of ${bridge.names.length} layer(s) moved to the larger one's ranks (${bridge.steps} more allocation(s) measured)`
+            : `error search: moving any of ${bridge.names.length} layer(s) toward the next larger allocation missed the budget (${bridge.steps} more allocation(s) measured)`);
+        }
         if (deferAnchor) {
           // The kept allocation, fitted anchored. Its error on the feeds it was fitted on
           // flatters it (ISNet, three photos: 0.097 there, 0.144 on new ones, where the

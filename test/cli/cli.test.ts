@@ -151,6 +151,7 @@ describe('bad input: one line on stderr, exit 2, nothing written', () => {
     ['--stages 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--stages', '0', '--target-params', '0.5']],
     ['--heaviest 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--heaviest', '0']],
     ['--heaviest 2.5', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--heaviest', '2.5']],
+    ['--work-threads 0', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--work-threads', '0']],
     ['top1 budget on a model without a class axis', (d) => ['optimize', REAL.wake, path.join(d, 'o.onnx'), '--max-error', 'top1:0.9', '--min-params', '0']],
   ];
   for (const [label, make] of cases) {

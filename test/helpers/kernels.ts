@@ -16,3 +16,16 @@ export function tuckerKernel(C: number, r: number, seed: number): Float32Array {
   }
   return w;
 }
+
+/** An [n, n] weight U·diag(1/(1+q)^p)·V with Gaussian U, V: a slowly decaying spectrum, so every rank costs some error. */
+export function decayingWeight(n: number, seed: number, p: number): number[] {
+  const rng = createRng(seed);
+  const u = Array.from({ length: n * n }, () => rng.normal());
+  const v = Array.from({ length: n * n }, () => rng.normal());
+  return Array.from({ length: n * n }, (_, k) => {
+    const i = Math.floor(k / n), j = k % n;
+    let s = 0;
+    for (let q = 0; q < n; q++) s += (u[i * n + q]! * v[q * n + j]!) / (1 + q) ** p;
+    return s;
+  });
+}

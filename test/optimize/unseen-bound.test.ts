@@ -15,6 +15,7 @@ import { renderReport, type Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import type { HostTensor } from '../../src/verify/tensor.js';
 import { runCli } from '../helpers/cli.js';
+import { decayingWeight } from '../helpers/kernels.js';
 
 const t = (...v: number[]): HostTensor => ({ type: 'float32', dims: [v.length], data: Float32Array.from(v) });
 
@@ -54,15 +55,7 @@ describe('errBound', () => {
 /** x [N, 64] → MatMul(W) with a slowly decaying spectrum (every rank costs some error). */
 function model(dir: string): string {
   const n = 64;
-  const rng = createRng(3);
-  const u = Array.from({ length: n * n }, () => rng.normal());
-  const v = Array.from({ length: n * n }, () => rng.normal());
-  const w = Array.from({ length: n * n }, (_, k) => {
-    const i = Math.floor(k / n), j = k % n;
-    let s = 0;
-    for (let q = 0; q < n; q++) s += (u[i * n + q]! * v[q * n + j]!) / (1 + q) ** 1.2;
-    return s;
-  });
+  const w = decayingWeight(n, 3, 1.2);
   const b = new ModelBuilder({ opset: 13 });
   const x = b.input('x', ['N', n]);
   b.output(b.node('MatMul', [x, b.init('W', [n, n], w)], {}, { name: 'mm' }));
