@@ -6,22 +6,11 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import type { Report } from '../../src/report/report.js';
-import { createRng } from '../../src/util/rng.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
+import { decayingWeight } from '../helpers/kernels.js';
 
-/** A [n, n] weight with a slowly decaying spectrum (every rank costs some error). */
-function decaying(n: number, seed: number): number[] {
-  const rng = createRng(seed);
-  const u = Array.from({ length: n * n }, () => rng.normal());
-  const v = Array.from({ length: n * n }, () => rng.normal());
-  return Array.from({ length: n * n }, (_, k) => {
-    const i = Math.floor(k / n), j = k % n;
-    let s = 0;
-    for (let t = 0; t < n; t++) s += (u[i * n + t]! * v[t * n + j]!) / (1 + t) ** 1.5;
-    return s;
-  });
-}
+const decaying = (n: number, seed: number): number[] => decayingWeight(n, seed, 1.5);
 
 /** x → MatMul(A) → kept; x → MatMul(B) → side: two independent outputs. */
 function twoOutputs(dir: string): string {
