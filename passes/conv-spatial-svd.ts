@@ -12,8 +12,11 @@
  * combination of zero inputs (no bias on the first conv), so padding Z with zeros equals
  * padding X. auto_pad is computed per axis, and an axis with kernel 1, stride 1 and
  * dilation 1 gets no padding under SAME_*, so the original auto_pad goes on both convs.
- * 2-D, group-1 convs with kh, kw > 1 only (1-D/3-D, 1xk/kx1, depthwise and grouped convs
- * are declined with the reason).
+ * Grouped convs (group g): each group's kernel [T/g, S/g, kh, kw] is split on its own at
+ * the same rank R (conv-split-groups.ts); H [g·R, S/g, kh, 1] and V [T, R, 1, kw] stack the
+ * groups' factors and both convs take group g.
+ * 2-D convs with kh, kw > 1 only (1-D convs have one axis: nothing to split; 3-D, 1xk/kx1
+ * and depthwise convs are declined with the reason).
  *
  * The factorization is linalg/spatial-svd.ts. With calibration statistics the start is
  * the truncated SVD of the kernel whitened by a Kronecker approximation of the patch
@@ -22,7 +25,7 @@
  * alternating least squares on the full patch moments (anchored: fitted to the original
  * model's outputs), the mean error moved into the bias.
  */
-import { attrInts, attrString, intsAttr, stringAttr } from '../src/graph/attrs.js';
+import { attrInt, intAttr, intsAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import type { Matrix } from '../src/linalg/matrix.js';
@@ -35,7 +38,9 @@ import {
 import {
   ANCHOR_PATCH_DAMP, channelBlocks, kroneckerWhitening,
 } from '../src/rewrite/conv-stats.js';
-import { acceptsUnless, chainMismatch, matchSplitConv, splitDeclines, type SplitConvMatch } from '../src/rewrite/conv-split.js';
+import { acceptsUnless, chainMismatch } from '../src/rewrite/conv-split.js';
+import { axisPlacement, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch } from '../src/rewrite/conv-split-groups.js';
+import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
@@ -46,15 +51,16 @@ import { WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { correctedBias } from './conv-tucker2.js';
 
-export interface ConvSpatialSvdMatch extends SplitConvMatch {
-  /** Spectrum of the [S·kh, T·kw] reshape, computed on first use. */
-  spectrum?: SvdSpectrum;
+export interface ConvSpatialSvdMatch extends GroupedSplitMatch {
+  /** Spectrum of each group's [s·kh, t·kw] reshape, computed on first use. */
+  spectra?: SvdSpectrum[];
   /** The last factorization, reused by apply when the rank matches. */
   fitted?: SpatialSvd & { requested: number };
-  channelGram?: Float64Array;
+  /** Input-channel Gram per group. */
+  channelGram?: Float64Array[];
   patchCount?: number;
-  /** Cholesky factors of the Kronecker whitening of the start, computed on first use (null: none). */
-  whitening?: { rows: Matrix; cols?: Matrix } | null;
+  /** Cholesky factors of each group's Kronecker whitening of the start, computed on first use (null: none). */
+  whitening?: ({ rows: Matrix; cols?: Matrix } | undefined)[] | null;
 }
 
 /**
@@ -68,7 +74,7 @@ const MAX_COMPARE_WORK = 5e7;
 const ALS = { sweeps: 4, cgIters: 12 };
 
 /** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
-const declines = splitDeclines('nothing to split between two axes', 'nothing to split', false);
+const declines = groupedSplitDeclines('nothing to split between two axes', 'nothing to split', false);
 
 export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
   name: 'conv-spatial-svd',
@@ -80,30 +86,37 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
   accepts: acceptsUnless(declines),
 
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext): Float32Array | string {
-    const bad = chainMismatch(chain, factors, f.weightDims, ([T, S, kh, kw], [R]) => [[R!, S, kh, 1], [T, R!, 1, kw]]);
+    // Grouped: H [g·R, s, kh, 1], V [T, R, 1, kw].
+    const G = attrInt(f.original, 'group', 1);
+    const bad = chainMismatch(chain, factors, f.weightDims, ([T, s, kh, kw], [gR]) => [[gR!, s, kh, 1], [T, gR! / G, 1, kw]]);
     if (bad) return bad;
-    const [T, S, kh, kw] = f.weightDims as [number, number, number, number];
-    const [a, b] = factors as [ChainFactor, ChainFactor];
-    return spatialKernel(a.read(ext), b.read(ext), T, S, kh, kw, a.dims[0]!);
+    const [T, s, kh, kw] = f.weightDims as [number, number, number, number];
+    const R = factors[0]!.dims[0]! / G;
+    return composeGroups(factors.map((x) => x.read(ext)), G, ([a, b]) => spatialKernel(a!, b!, T / G, s, kh, kw, R));
   },
 
   match(layer: LayerInfo, cx: PassContext): ConvSpatialSvdMatch | Skip {
-    const m = matchSplitConv(layer, cx, declines, 'spatial SVD');
-    return isSkip(m) ? m : { ...m, channelGram: channelBlocks(cx, layer.name, m.geo)?.[0], patchCount: cx.stats?.get(layer.name)?.patchCount };
+    const m = matchGroupedSplit(layer, cx, declines, 'spatial SVD');
+    return isSkip(m) ? m : { ...m, channelGram: channelBlocks(cx, layer.name, m.geo), patchCount: cx.stats?.get(layer.name)?.patchCount };
   },
 
-  /** R ≤ min(S·kh, T·kw): the rank of the reshaped kernel. */
-  rankLimits: (m) => [Math.min(m.geo.S * m.kh, m.geo.T * m.kw)],
+  /** R ≤ min(s·kh, t·kw) (per group: s = S/g, t = T/g): the rank of the reshaped kernel. */
+  rankLimits: (m) => [Math.min(m.s * m.kh, m.t * m.kw)],
 
   /**
-   * From the spectrum of the [S·kh, T·kw] reshape as for an SVD pair of that matrix: fixed r,
-   * energy e (weight energy), ratio ρ → ⌊ρ·T·S·kh·kw / (S·kh + T·kw)⌋ (params R·(S·kh + T·kw)),
-   * EVBMF; aligned, never past full rank.
+   * From the spectrum of each group's [s·kh, t·kw] reshape as for an SVD pair of that
+   * matrix: fixed r, energy e (weight energy), ratio ρ → ⌊ρ·t·s·kh·kw / (s·kh + t·kw)⌋
+   * (params g·R·(s·kh + t·kw)), EVBMF; aligned, never past full rank; the largest of the
+   * groups' ranks (as conv-tucker2 reads its groups).
    */
   chooseRanks(m: ConvSpatialSvdMatch, policy: RankPolicy): number[] | Skip {
-    m.spectrum ??= { ...spatialSpectrum(spatialKernelOf(m)), complete: true };
-    const r = chooseSvdRank(policy, m.spectrum, m.geo.S * m.kh, m.geo.T * m.kw);
-    if (isSkip(r)) return r;
+    m.spectra ??= Array.from({ length: m.geo.group }, (_, j) => ({ ...spatialSpectrum(spatialKernelOf(m, j)), complete: true }));
+    let r = 0;
+    for (const sp of m.spectra) {
+      const rj = chooseSvdRank(policy, sp, m.s * m.kh, m.t * m.kw);
+      if (isSkip(rj)) return rj;
+      r = Math.max(r, rj);
+    }
     if (r <= 0) return skip('rank 0: the kernel has no low-rank structure worth keeping');
     return [r];
   },
@@ -114,7 +127,7 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
   challenge(layer, preferred, ranks, cx, policy?: RankPolicy) {
     const m = convSpatialSvd.match(layer, cx);
     if (isSkip(m)) return undefined;
-    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.geo.S * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true };
+    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
 
@@ -130,14 +143,16 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
     const R = f.rank;
+    const G = geo.group;
     const nameH = derivedName(cx, n, 'lr_sv_h');
     const nameV = derivedName(cx, n, 'lr_sv_w');
-    g.addInitializer(makeFloatTensor(nameH, [R, geo.S, kh, 1], f.first, m.dataType));
+    g.addInitializer(makeFloatTensor(nameH, [G * R, m.s, kh, 1], f.first, m.dataType));
     g.addInitializer(makeFloatTensor(nameV, [geo.T, R, 1, kw], f.second, m.dataType));
     const z = derivedName(cx, n, 'lr_z1');
-    const aware = m.anchor ? ', fitted to the original outputs (anchored)' : m.patches ? `, fitted on calibration patches (${f.sweeps} ALS sweeps)` : '';
-    const doc = docString('conv-spatial-svd', `rank ${R} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${m.whitening ? ', whitened start' : ''}${aware})`);
-    const [first, second] = splitPlacement(n);
+    const aware = m.anchors ? ', fitted to the original outputs (anchored)' : m.patches ? `, fitted on calibration patches (${f.sweeps} ALS sweeps)` : '';
+    const per = G > 1 ? ` per group (${G} groups)` : '';
+    const doc = docString('conv-spatial-svd', `rank ${R}${per} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${m.whitening ? ', whitened start' : ''}${aware})`);
+    const [first, second] = splitPlacement(n).map((a) => (G > 1 ? [...a, intAttr('group', G)] : a)) as [AttributeProto[], AttributeProto[]];
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameH, z, [...first, intsAttr('kernel_shape', [kh, 1])], undefined, doc),
       convNode(derivedName(cx, n, 'lr_b'), z, nameV, n.output[0]!, [...second, intsAttr('kernel_shape', [1, kw])], bias, doc),
@@ -160,62 +175,68 @@ export function spatialSvdCost(geo: ConvGeometry, r: number): Cost {
 
 /** The original's strides/pads/dilations/auto_pad split by axis: axis 0's on the first conv, axis 1's on the second. */
 export function splitPlacement(n: NodeProto): [AttributeProto[], AttributeProto[]] {
-  const first: AttributeProto[] = [];
-  const second: AttributeProto[] = [];
-  for (const name of ['strides', 'dilations'] as const) {
-    const v = attrInts(n, name);
-    if (!v) continue;
-    first.push(intsAttr(name, [v[0]!, 1]));
-    second.push(intsAttr(name, [1, v[1]!]));
-  }
-  const pads = attrInts(n, 'pads');
-  if (pads) {
-    first.push(intsAttr('pads', [pads[0]!, 0, pads[2]!, 0]));
-    second.push(intsAttr('pads', [0, pads[1]!, 0, pads[3]!]));
-  }
-  const autoPad = attrString(n, 'auto_pad');
-  if (autoPad !== undefined) {
-    first.push(stringAttr('auto_pad', autoPad));
-    second.push(stringAttr('auto_pad', autoPad));
-  }
-  return [first, second];
+  return axisPlacement(n, 2) as [AttributeProto[], AttributeProto[]];
 }
 
-function spatialKernelOf(m: ConvSpatialSvdMatch): { data: Float32Array; shape: [number, number, number, number] } {
-  return { data: m.w, shape: [m.geo.T, m.geo.S, m.kh, m.kw] };
+/** Group j's kernel [t, s, kh, kw]. */
+function spatialKernelOf(m: ConvSpatialSvdMatch, j: number): { data: Float32Array; shape: [number, number, number, number] } {
+  return { data: groupSlice(m.w, m.geo.group, j), shape: [m.t, m.s, m.kh, m.kw] };
 }
 
-/** The spatial SVD at `rank` (linalg/spatial-svd.ts) with the match's statistics; cached on the match. */
+/** The spatial SVD at `rank` (linalg/spatial-svd.ts; per group on grouped convs) with the match's statistics; cached on the match. */
 function factorize(m: ConvSpatialSvdMatch, rank: number, cx: PassContext): SpatialSvd | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
   if (m.fitted?.requested === rank) return m.fitted;
-  const { S, T } = m.geo;
-  const { kh, kw } = m;
-  const D = S * kh * kw;
+  const { s, t, kh, kw } = m;
+  const G = m.geo.group;
+  const D = s * kh * kw;
   // As conv-cp: a covariance from fewer than about two rows per dimension is rank-deficient
   // and a fit to it overfits the calibration set; then whiten by what is well determined.
   const patchOk = !!m.patches && m.samples >= MIN_ROWS_PER_DIM * D;
   if (m.whitening === undefined) {
-    const patch = patchOk ? m.anchor?.gramHat ?? m.patches!.gram[0] : undefined;
-    const channel = !patch && m.channelGram && m.samples >= MIN_ROWS_PER_DIM * S ? m.channelGram : undefined;
-    const wh = patch ? kroneckerWhitening(S * kh, kw, patch) : channel ? kroneckerWhitening(S, 1, undefined, channel) : undefined;
-    m.whitening = wh ? { rows: wh.ls, cols: wh.lk } : null;
-  }
-  const R = Math.min(rank, S * kh, T * kw);
-  const perSweep = (ALS.cgIters + 2) * (R * D * D + R * R * kw * kw * D);
-  const sweeps = patchOk ? Math.min(ALS.sweeps, Math.floor(ALS_WORK / perSweep)) : 0;
-  const p = m.patches;
-  let f: SpatialSvd;
-  try {
-    f = spatialSvd(spatialKernelOf(m), rank, {
-      gemm: cx.gemm, whitening: m.whitening ?? undefined, sweeps, cgIters: ALS.cgIters,
-      anchor: m.anchor, damp: m.anchor ? ANCHOR_PATCH_DAMP : WHITEN_DAMP,
-      patches: p && { gram: p.gram[0]!, mean: p.mean?.[0], count: m.patchCount },
+    const per = Array.from({ length: G }, (_, j) => {
+      const patch = patchOk ? m.anchors?.[j]?.gramHat ?? m.patches!.gram[j] : undefined;
+      const channel = !patch && m.channelGram && m.samples >= MIN_ROWS_PER_DIM * s ? m.channelGram[j] : undefined;
+      const wh = patch ? kroneckerWhitening(s * kh, kw, patch) : channel ? kroneckerWhitening(s, 1, undefined, channel) : undefined;
+      return wh ? { rows: wh.ls, cols: wh.lk } : undefined;
     });
+    m.whitening = per.some((x) => x) ? per : null;
+  }
+  const R = Math.min(rank, s * kh, t * kw);
+  const perSweep = (ALS.cgIters + 2) * (R * D * D + R * R * kw * kw * D);
+  // The ALS budget is the layer's, shared by its groups.
+  const sweeps = patchOk ? Math.min(ALS.sweeps, Math.floor(ALS_WORK / (G * perSweep))) : 0;
+  const p = m.patches;
+  const parts: SpatialSvd[] = [];
+  try {
+    for (let j = 0; j < G; j++) {
+      parts.push(spatialSvd(spatialKernelOf(m, j), rank, {
+        gemm: cx.gemm, whitening: m.whitening?.[j], sweeps, cgIters: ALS.cgIters,
+        anchor: m.anchors?.[j], damp: m.anchors ? ANCHOR_PATCH_DAMP : WHITEN_DAMP,
+        patches: p && { gram: p.gram[j]!, mean: p.mean?.[j], count: m.patchCount },
+      }));
+    }
   } catch (e) {
     return skip(`spatial SVD failed: ${(e as Error).message}`);
   }
+  const f = G === 1 ? parts[0]! : stackSpatial(m, parts);
   if (!Number.isFinite(f.relError) || (f.dataError !== undefined && !Number.isFinite(f.dataError))) return skip('spatial SVD produced non-finite values');
   m.fitted = { ...f, requested: rank };
   return m.fitted;
+}
+
+/** The groups' fits as one: factors stacked, errors combined (linalg/conv-groups.ts). */
+function stackSpatial(m: ConvSpatialSvdMatch, parts: SpatialSvd[]): SpatialSvd {
+  const { s, t, kh, kw } = m;
+  const errors = combineGroupErrors(parts.map((f, j) => {
+    const w = groupSlice(m.w, m.geo.group, j);
+    const dataDen = f.dataError === undefined ? undefined
+      : outputEnergy({ rows: t, cols: s * kh * kw, data: Float64Array.from(w) }, { anchor: m.anchors?.[j], gram: m.patches?.gram[j] });
+    return { relError: f.relError, energy: energyOf(w), dataError: f.dataError, dataDen };
+  }));
+  const biasDelta = parts.every((f) => f.biasDelta) ? Float64Array.from(parts.flatMap((f) => [...f.biasDelta!])) : undefined;
+  return {
+    rank: parts[0]!.rank, first: stackGroups(parts.map((f) => f.first)), second: stackGroups(parts.map((f) => f.second)),
+    relError: errors.relError, dataError: errors.dataError, biasDelta, sweeps: Math.max(...parts.map((f) => f.sweeps)),
+  };
 }

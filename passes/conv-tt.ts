@@ -1,7 +1,7 @@
 /**
- * conv-tt — a 2-D Conv becomes 1x1 → kh×1 → 1×kw → 1x1 through a Tensor-Train
- * decomposition of its kernel in the order (s, y, x, t), by TT-SVD (Oseledets 2011):
- * W[t, s, y, x] ≈ Σ C[s, r1]·Y[r1, y, r2]·X[r2, x, r3]·Tf[r3, t].
+ * conv-tt — a Conv becomes 1x1 → (a conv along each spatial axis) → 1x1 through a
+ * Tensor-Train decomposition of its kernel in the order (s, y1, …, yn, t), by TT-SVD
+ * (Oseledets 2011); for a 2-D kernel W[t, s, y, x] ≈ Σ C[s, r1]·Y[r1, y, r2]·X[r2, x, r3]·Tf[r3, t].
  *
  * Before: Y = Conv(X, W [T, S, kh, kw], b; strides [sh, sw], pads [ph0, pw0, ph1, pw1],
  *                  dilations [dh, dw], auto_pad)
@@ -9,44 +9,48 @@
  *         Z2 = Conv(Z1, Y  [R2, R1, kh, 1]; strides [sh, 1], pads [ph0, 0, ph1, 0], dilations [dh, 1], auto_pad)
  *         Z3 = Conv(Z2, X  [R3, R2, 1, kw]; strides [1, sw], pads [0, pw0, 0, pw1], dilations [1, dw], auto_pad)
  *         Y  = Conv(Z3, Tfᵀ [T, R3, 1, 1], b)
- * Exact at full ranks: the kh×1 conv runs axis 0's window at every column, the 1×kw conv
- * axis 1's. No conv but the last has a bias, so a zero-padded input stays zero through the
- * chain and padding Z1 or Z2 equals padding X. Under auto_pad SAME_* each axis is padded
- * by its own kernel, stride and dilation; an axis with kernel 1, stride 1 and dilation 1
- * gets no padding, so the original auto_pad on both spatial convs gives the original
- * per-axis pads (as for conv-spatial-svd, whose split this reuses).
- * 2-D, group-1 convs with kh, kw > 1 only: 1-D/3-D, 1xk/kx1, 1x1, depthwise and grouped
- * convs are declined with the reason.
+ * With n spatial axes the train has n + 1 ranks and one conv per axis, conv a carrying
+ * axis a's kernel, stride, dilation and pads (1-D: 1x1 → k → 1x1, Tucker-2's chain fitted
+ * by TT-SVD; 3-D: 1x1 → kd×1×1 → 1×kh×1 → 1×1×kw → 1x1). Exact at full ranks: each
+ * spatial conv runs its axis's window at every position of the others. No conv but the
+ * last has a bias, so a zero-padded input stays zero through the chain and padding an
+ * intermediate equals padding X. Under auto_pad SAME_* each axis is padded by its own
+ * kernel, stride and dilation; an axis with kernel 1, stride 1 and dilation 1 gets no
+ * padding, so the original auto_pad on every spatial conv gives the original per-axis pads.
+ * Grouped convs (group g): each group's kernel [T/g, S/g, k…] is a TT of its own at the
+ * same ranks (conv-split-groups.ts); the weights stack the groups' factors
+ * ([g·R1, S/g, 1…], [g·R(a+1), R_a, …k_a…], [T, R(n+1), 1…]) and every conv takes group g.
+ * Kernels with an extent 1 (1xk, kx1, …), 1x1 and depthwise convs are declined with the reason.
  *
- * The factorization is linalg/tt.ts (three sequential truncated SVDs; the weight error is
- * exactly the energy they discard). With calibration patch statistics (well determined:
- * at least MIN_ROWS_PER_DIM rows per patch dimension) the last factor is refitted on them
- * by least squares (anchored statistics: fitted to the original model's outputs given the
- * partly compressed model's patches) and the mean error moved into the bias; the first
- * three factors stay weight-only (no whitened TT-SVD yet).
+ * The factorization is linalg/tt-nd.ts (n + 1 sequential truncated SVDs; the weight error
+ * is exactly the energy they discard). With calibration patch statistics (well
+ * determined: at least MIN_ROWS_PER_DIM rows per patch dimension) the last factor is
+ * refitted on them by least squares (anchored statistics: fitted to the original model's
+ * outputs given the partly compressed model's patches) and the mean error moved into the
+ * bias; the other factors stay weight-only (no whitened TT-SVD yet).
  */
+import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
+import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
-import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
 import { fitLastFactor } from '../src/linalg/last-factor.js';
-import { ttKernel, ttPrefix, ttSpectra, ttSvd, type TtConv } from '../src/linalg/tt.js';
+import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
+import { ttNdKernel, ttNdPrefix, ttNdSpectra, ttNdSvd, type TtNdConv } from '../src/linalg/tt-nd.js';
 import type { NodeProto } from '../src/onnx/schema.js';
-import { intsAttr } from '../src/graph/attrs.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
+import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
+import { chainConvAttrs, convCost, convNode, type ConvGeometry } from '../src/rewrite/conv-geometry.js';
+import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
-  chainConvAttrs, convCost, convNode, type ConvGeometry,
-} from '../src/rewrite/conv-geometry.js';
-import { ANCHOR_PATCH_DAMP } from '../src/rewrite/conv-stats.js';
-import { acceptsUnless, chainMismatch, matchSplitConv, splitDeclines, type SplitConvMatch } from '../src/rewrite/conv-split.js';
+  axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
+} from '../src/rewrite/conv-split-groups.js';
+import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
   derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
-import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
-import { splitPlacement } from './conv-spatial-svd.js';
 import { correctedBias } from './conv-tucker2.js';
-import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 
 /** Largest rank k × weight size auto fits this chain at to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
 const MAX_COMPARE_WORK = 5e7;
@@ -59,45 +63,53 @@ const MAX_COMPARE_WORK = 5e7;
  */
 export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs';
 
-type Ranks3 = [number, number, number];
-
-export interface ConvTtMatch extends SplitConvMatch {
-  /** Spectra of the three TT unfoldings [S, kh·kw·T], [S·kh, kw·T], [S·kh·kw, T], computed on first use. */
-  spectra?: { sigma: Float64Array; total: number }[];
+export interface ConvTtMatch extends GroupedSplitMatch {
+  /** Per group, spectra of the n + 1 TT unfoldings [s·k1…k_i, k(i+1)…kn·t], computed on first use. */
+  spectra?: { sigma: Float64Array; total: number }[][];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: TtFit;
 }
 
 /** A TT (last factor possibly fitted on patch statistics) and the ranks it was asked for. */
-interface TtFit extends TtConv {
+interface TtFit extends TtNdConv {
   key: string;
   dataError?: number;
   biasDelta?: Float64Array;
   anchored?: boolean;
 }
 
-/** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
-const declines = splitDeclines('the train splits the two axes of a 2-D kernel', 'one spatial conv is enough, conv-tucker2 handles it', true);
+/** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
+type GroupTt = Omit<TtFit, 'key'> & { dataDen?: number };
 
-/** Largest useful rank of each step: [min(S, kh·kw·T), min(S·kh, kw·T), min(S·kh·kw, T)]. */
-function limits(m: { geo: ConvGeometry; kh: number; kw: number }): Ranks3 {
-  const { S, T } = m.geo;
-  const { kh, kw } = m;
-  return [Math.min(S, kh * kw * T), Math.min(S * kh, kw * T), Math.min(S * kh * kw, T)];
+/** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
+const declines = groupedSplitDeclines('', 'one spatial conv is enough, conv-tucker2 handles it', true, true);
+
+/** Each TT unfolding's size, per group (s = S/g, t = T/g): [s·k1…k_i, k(i+1)…kn·t], i = 0…n. */
+function unfoldings(m: { s: number; t: number; geo: ConvGeometry }): [number, number][] {
+  const k = m.geo.kernel;
+  const K = k.reduce((a, b) => a * b, 1);
+  const out: [number, number][] = [];
+  let rows = m.s;
+  for (let i = 0; i <= k.length; i++) {
+    out.push([rows, (m.s * K * m.t) / rows]);
+    if (i < k.length) rows *= k[i]!;
+  }
+  return out;
 }
 
+/** Largest useful rank of each step: the smaller side of its unfolding. */
+const limits = (m: { s: number; t: number; geo: ConvGeometry }): number[] => unfoldings(m).map(([r, c]) => Math.min(r, c));
+
 /**
- * Neighbouring TT ranks bound each other: R2 ≤ R1·kh, R1 ≤ R2·kh, R3 ≤ R2·kw, R2 ≤ R3·kw
- * (an unfolding's rank is at most its neighbour's times the mode between). Past these a
- * rank cannot lower the error, so they are lowered to fit.
+ * Neighbouring TT ranks bound each other: R(a+1) ≤ R_a·k_a and R_a ≤ R(a+1)·k_a (an
+ * unfolding's rank is at most its neighbour's times the mode between). Past these a rank
+ * cannot lower the error, so they are lowered to fit.
  */
-function consistent(r: Ranks3, kh: number, kw: number): Ranks3 {
-  let [r1, r2, r3] = r;
-  r2 = Math.min(r2, r1 * kh);
-  r3 = Math.min(r3, r2 * kw);
-  r2 = Math.min(r2, r3 * kw);
-  r1 = Math.min(r1, r2 * kh);
-  return [r1, r2, r3];
+function consistent(r: readonly number[], kernel: readonly number[]): number[] {
+  const out = [...r];
+  for (let a = 0; a < kernel.length; a++) out[a + 1] = Math.min(out[a + 1]!, out[a]! * kernel[a]!);
+  for (let a = kernel.length - 1; a >= 0; a--) out[a] = Math.min(out[a]!, out[a + 1]! * kernel[a]!);
+  return out;
 }
 
 export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
@@ -108,79 +120,85 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   // challenges the choice so far at equal cost (`challenge`).
   benefit: -2,
   slowPath: TT_SLOW_PATH,
-  rankNames: ['r1 (input side)', 'r2 (after the kh×1 conv)', 'r3 (output side)'],
+  rankNames: ['r1 (input side)', 'r2 (after the first spatial conv)', 'r3 (after the second)', 'r4 (after the third)', 'r5 (after the fourth)'],
 
   accepts: acceptsUnless(declines),
 
   compose(chain: readonly NodeProto[], factors: readonly ChainFactor[], f: FactoredLayer, ext): Float32Array | string {
-    const bad = chainMismatch(chain, factors, f.weightDims, ([T, S, kh, kw], [R1, R2, R3]) => [[R1!, S, 1, 1], [R2!, R1!, kh, 1], [R3!, R2!, 1, kw], [T, R3!, 1, 1]]);
+    // Leading dims g·R1 … g·R(n+1) (s = S/g inputs per group).
+    const G = attrInt(f.original, 'group', 1);
+    const bad = chainMismatchNd(chain, factors, f.weightDims, ([T, s, ...k], lead) => {
+      const ones = k.map(() => 1);
+      return [[lead[0]!, s!, ...ones], ...k.map((_, a) => [lead[a + 1] ?? 0, (lead[a] ?? 0) / G, ...axisKernel(k, a)]), [T!, (lead[k.length] ?? 0) / G, ...ones]];
+    });
     if (bad) return bad;
-    const [T, S, kh, kw] = f.weightDims as [number, number, number, number];
-    const [a, b, c, d] = factors as [ChainFactor, ChainFactor, ChainFactor, ChainFactor];
-    return ttKernel(a.read(ext), b.read(ext), c.read(ext), d.read(ext), T, S, kh, kw, [a.dims[0]!, b.dims[0]!, c.dims[0]!]);
+    const [T, s, ...k] = f.weightDims as number[];
+    const ranks = factors.slice(0, k.length + 1).map((x) => x.dims[0]! / G);
+    return composeGroups(factors.map((x) => x.read(ext)), G, (p) => ttNdKernel(p[0]!, p.slice(1, -1), p.at(-1)!, T! / G, s!, k, ranks));
   },
 
-  match: (layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip => matchSplitConv(layer, cx, declines, 'tensor-train'),
+  match: (layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip => matchGroupedSplit(layer, cx, declines, 'tensor-train'),
 
   rankLimits: (m) => limits(m),
 
   checkRanks(m: ConvTtMatch, ranks: readonly number[]): string | undefined {
-    const [r1, r2, r3] = ranks as Ranks3;
-    const { kh, kw } = m;
-    if (r2 > r1 * kh || r1 > r2 * kh) return `ranks [${ranks.join(', ')}] need r2 ≤ r1·${kh} and r1 ≤ r2·${kh} (the kernel has ${kh} rows)`;
-    if (r3 > r2 * kw || r2 > r3 * kw) return `ranks [${ranks.join(', ')}] need r3 ≤ r2·${kw} and r2 ≤ r3·${kw} (the kernel has ${kw} columns)`;
+    const k = m.geo.kernel;
+    for (let a = 0; a < k.length; a++) {
+      const [r, q] = [ranks[a]!, ranks[a + 1]!];
+      if (q > r * k[a]! || r > q * k[a]!) {
+        const what = k.length === 2 ? (a === 0 ? 'rows' : 'columns') : `extent ${k[a]} on axis ${a + 1}`;
+        return `ranks [${ranks.join(', ')}] need r${a + 2} ≤ r${a + 1}·${k[a]} and r${a + 1} ≤ r${a + 2}·${k[a]} (the kernel has ${k.length === 2 ? `${k[a]} ${what}` : what})`;
+      }
+    }
     return undefined;
   },
 
   /**
-   * Ranks of the three TT unfoldings ([S, kh·kw·T], [S·kh, kw·T], [S·kh·kw, T]), each as
-   * for an SVD pair of that matrix: fixed r → [r, r, r]; energy e → each unfolding's energy
+   * Ranks of the n + 1 TT unfoldings ([s·k1…k_i, k(i+1)…kn·t], per group), each as for an
+   * SVD pair of that matrix: fixed r → r for every one; energy e → each unfolding's energy
    * rank (as conv-tucker2 reads its unfoldings; the TT-SVD error² is then at most
-   * 3·(1 − e)·‖W‖², Oseledets 2011); vbmf → EVBMF of each; ratio ρ → the largest common
-   * fraction α of the limits with params ≤ ρ·T·S·kh·kw. Clamped to the limits, aligned,
-   * then lowered to consistent neighbours (checkRanks).
+   * (n + 1)·(1 − e)·‖W‖², Oseledets 2011); vbmf → EVBMF of each; the largest over the
+   * groups; ratio ρ → the largest common fraction α of the limits with params ≤ ρ × the
+   * dense conv's. Clamped to the limits, aligned, then lowered to consistent neighbours (checkRanks).
    */
   chooseRanks(m: ConvTtMatch, policy: RankPolicy): number[] | Skip {
     const lim = limits(m);
-    let raw: Ranks3;
+    let raw: number[];
     switch (policy.kind) {
       case 'fixed':
         if (!isRank(policy.rank)) return skip(notARank(policy.rank));
-        raw = [policy.rank, policy.rank, policy.rank];
+        raw = lim.map(() => policy.rank);
         break;
-      case 'energy': {
-        const sp = spectraOf(m);
-        raw = sp.map((s, i) => partialEnergyRank(s.sigma, s.total, policy.energy) ?? lim[i]!) as Ranks3;
+      case 'energy':
+        raw = maxOverGroups(spectraOf(m).map((sp) => sp.map((x, i) => partialEnergyRank(x.sigma, x.total, policy.energy) ?? lim[i]!)));
         break;
-      }
       case 'vbmf': {
-        const { S, T } = m.geo;
-        const { kh, kw } = m;
-        const dims: [number, number][] = [[S, kh * kw * T], [S * kh, kw * T], [S * kh * kw, T]];
-        raw = spectraOf(m).map((s, i) => vbmfRank(s.sigma, s.total, dims[i]![0], dims[i]![1])) as Ranks3;
+        const dims = unfoldings(m);
+        raw = maxOverGroups(spectraOf(m).map((sp) => sp.map((x, i) => vbmfRank(x.sigma, x.total, dims[i]![0], dims[i]![1]))));
         break;
       }
       case 'ratio':
         raw = ratioRanks(m, policy.ratio);
         break;
     }
-    const aligned = raw.map((r, i) => alignRank(Math.min(r, lim[i]!), policy.align, lim[i]!)) as Ranks3;
-    const r = consistent(aligned, m.kh, m.kw);
+    const aligned = raw.map((r, i) => alignRank(Math.min(r, lim[i]!), policy.align, lim[i]!));
+    const r = consistent(aligned, m.geo.kernel);
     if (r.some((x) => x <= 0)) return skip(`rank 0 (ranks ${r.join(', ')}): the kernel has no low-rank structure worth keeping`);
     return r;
   },
 
-  cost: (m, ranks) => ({ before: convCost(m.geo), after: ttCost(m.geo, ranks as Ranks3) }),
+  cost: (m, ranks) => ({ before: convCost(m.geo), after: ttCost(m.geo, ranks) }),
 
-  // Under auto: along ranks [k, k, k] (clamped, lowered to consistent neighbours, as --rank k
+  // Under auto: along ranks [k, …, k] (clamped, lowered to consistent neighbours, as --rank k
   // writes them) at the largest k no larger and no costlier than the choice so far, by
-  // error, when the run saves params or MACs (TT_SLOW_PATH: not when latency counts).
+  // error, when the run saves params or MACs (TT_SLOW_PATH: not when latency counts). A 1-D
+  // train is the preferred pass's own chain (Tucker-2's 1x1 → k → 1x1): nothing to compare.
   challenge(layer, preferred, ranks, cx, policy?: RankPolicy) {
     const m = convTt.match(layer, cx);
-    if (isSkip(m)) return undefined;
+    if (isSkip(m) || m.geo.spatial === 1) return undefined;
     const lim = limits(m);
-    const ranksOf = (k: number): number[] => consistent(lim.map((l) => Math.min(k, l)) as Ranks3, m.kh, m.kw);
-    const spec = { pass: convTt, match: m, limit: Math.max(...lim), patchDim: m.geo.S * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: TT_SLOW_PATH };
+    const ranksOf = (k: number): number[] => consistent(lim.map((l) => Math.min(k, l)), m.geo.kernel);
+    const spec = { pass: convTt, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: TT_SLOW_PATH };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
 
@@ -190,26 +208,31 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   },
 
   apply(m: ConvTtMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
-    const { node: n, graph: g, geo, kh, kw } = m;
+    const { node: n, graph: g, geo } = m;
     const f = factorize(m, ranks, cx);
     if (isSkip(f)) return f;
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
-    const [R1, R2, R3] = f.ranks;
-    const names = ['lr_tt_s', 'lr_tt_y', 'lr_tt_x', 'lr_tt_t'].map((s) => derivedName(cx, n, s));
-    g.addInitializer(makeFloatTensor(names[0]!, [R1, geo.S, 1, 1], f.first, m.dataType));
-    g.addInitializer(makeFloatTensor(names[1]!, [R2, R1, kh, 1], f.rows, m.dataType));
-    g.addInitializer(makeFloatTensor(names[2]!, [R3, R2, 1, kw], f.cols, m.dataType));
-    g.addInitializer(makeFloatTensor(names[3]!, [geo.T, R3, 1, 1], f.last, m.dataType));
-    const [z1, z2, z3] = ['lr_z1', 'lr_z2', 'lr_z3'].map((s) => derivedName(cx, n, s)) as [string, string, string];
+    const R = f.ranks;
+    const G = geo.group;
+    const k = geo.kernel;
+    const ones = k.map(() => 1);
+    const letters = axisLetters(k.length);
+    const names = ['s', ...letters, 't'].map((x) => derivedName(cx, n, `lr_tt_${x}`));
+    g.addInitializer(makeFloatTensor(names[0]!, [G * R[0]!, m.s, ...ones], f.first, m.dataType));
+    k.forEach((_, a) => g.addInitializer(makeFloatTensor(names[a + 1]!, [G * R[a + 1]!, R[a]!, ...axisKernel(k, a)], f.cores[a]!, m.dataType)));
+    g.addInitializer(makeFloatTensor(names.at(-1)!, [geo.T, R.at(-1)!, ...ones], f.last, m.dataType));
+    const z = k.map((_, i) => derivedName(cx, n, `lr_z${i + 1}`)).concat(derivedName(cx, n, `lr_z${k.length + 1}`));
     const aware = f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches';
-    const doc = docString('conv-tt', `ranks [${R1}, ${R2}, ${R3}] of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
-    const [first, second] = splitPlacement(n);
+    const per = G > 1 ? ` per group (${G} groups)` : '';
+    const doc = docString('conv-tt', `ranks [${R.join(', ')}]${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
+    const placement = axisPlacement(n, k.length);
+    const grouped = G > 1 ? [intAttr('group', G)] : [];
+    const node = (i: number) => derivedName(cx, n, `lr_${String.fromCharCode(97 + i)}`);
     const nodes = [
-      convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, names[0]!, z1, chainConvAttrs([1, 1], 1), undefined, doc),
-      convNode(derivedName(cx, n, 'lr_b'), z1, names[1]!, z2, [...first, intsAttr('kernel_shape', [kh, 1])], undefined, doc),
-      convNode(derivedName(cx, n, 'lr_c'), z2, names[2]!, z3, [...second, intsAttr('kernel_shape', [1, kw])], undefined, doc),
-      convNode(derivedName(cx, n, 'lr_d'), z3, names[3]!, n.output[0]!, chainConvAttrs([1, 1], 1), bias, doc),
+      convNode(node(0), n.input[0]!, names[0]!, z[0]!, chainConvAttrs(ones, G), undefined, doc),
+      ...k.map((_, a) => convNode(node(a + 1), z[a]!, names[a + 1]!, z[a + 1]!, chainConvAttrs(axisKernel(k, a), 1, placement[a]).concat(grouped), undefined, doc)),
+      convNode(node(k.length + 1), z[k.length]!, names.at(-1)!, n.output[0]!, chainConvAttrs(ones, G), bias, doc),
     ];
     g.replaceNode(n, nodes);
     return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
@@ -217,30 +240,43 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
 };
 
 /**
- * Params S·R1 + R1·R2·kh + R2·R3·kw + R3·T. MACs per output position: the first 1x1 runs
- * at the input resolution (∏strides input positions per output position), the kh×1 conv
- * at every input column of the output rows (sw per output position), the rest at the output.
+ * Params S·R1 + g·Σ R_a·R(a+1)·k_a + R(n+1)·T (ranks per group, g groups). MACs per output
+ * position: the first 1x1 runs at the input resolution (∏strides input positions per
+ * output position); axis a's conv runs at the output positions of axes up to a and at
+ * the input positions of those after it (∏ of their strides); the last at the output.
  */
-export function ttCost(geo: ConvGeometry, ranks: readonly [number, number, number]): Cost {
-  const [kh, kw] = geo.kernel as [number, number];
-  const [r1, r2, r3] = ranks;
-  const first = geo.S * r1;
-  const rows = r1 * r2 * kh;
-  const cols = r2 * r3 * kw;
-  const last = r3 * geo.T;
-  return { params: first + rows + cols + last, macsPerPosition: first * geo.strideFactor + rows * geo.strides[1]! + cols + last };
+export function ttCost(geo: ConvGeometry, ranks: readonly number[]): Cost {
+  const k = geo.kernel;
+  const first = geo.S * ranks[0]!;
+  const last = ranks[k.length]! * geo.T;
+  let params = first;
+  let macs = first * geo.strideFactor;
+  k.forEach((ka, a) => {
+    const p = geo.group * ranks[a]! * ranks[a + 1]! * ka;
+    params += p;
+    macs += p * geo.strides.slice(a + 1).reduce((x, y) => x * y, 1);
+  });
+  return { params: params + last, macsPerPosition: macs + last };
 }
 
-function spectraOf(m: ConvTtMatch): { sigma: Float64Array; total: number }[] {
-  m.spectra ??= ttSpectra({ data: m.w, shape: [m.geo.T, m.geo.S, m.kh, m.kw] });
+function spectraOf(m: ConvTtMatch): { sigma: Float64Array; total: number }[][] {
+  m.spectra ??= Array.from({ length: m.geo.group }, (_, j) => ttNdSpectra(groupKernel(m, j)));
   return m.spectra;
 }
 
-/** Ranks α·limits (each ≥ 1) for the largest α ∈ (0, 1] whose params stay within ρ·T·S·kh·kw (bisection on α). */
-function ratioRanks(m: ConvTtMatch, ratio: number): Ranks3 {
+/** Group j's kernel [t, s, k…]. */
+function groupKernel(m: ConvTtMatch, j: number): { data: Float32Array; shape: number[] } {
+  return { data: groupSlice(m.w, m.geo.group, j), shape: [m.t, m.s, ...m.geo.kernel] };
+}
+
+/** Each step's largest rank over the groups. */
+const maxOverGroups = (per: number[][]): number[] => per[0]!.map((_, i) => Math.max(...per.map((r) => r[i]!)));
+
+/** Ranks α·limits (each ≥ 1) for the largest α ∈ (0, 1] whose params stay within ρ × the dense conv's (bisection on α). */
+function ratioRanks(m: ConvTtMatch, ratio: number): number[] {
   const lim = limits(m);
   const budget = ratio * convCost(m.geo).params;
-  const at = (a: number): Ranks3 => lim.map((l) => Math.max(1, Math.floor(a * l))) as Ranks3;
+  const at = (a: number): number[] => lim.map((l) => Math.max(1, Math.floor(a * l)));
   let lo = 0;
   let hi = 1;
   if (ttCost(m.geo, at(1)).params <= budget) return at(1);
@@ -251,36 +287,63 @@ function ratioRanks(m: ConvTtMatch, ratio: number): Ranks3 {
   return at(lo);
 }
 
-/** The TT at `ranks` (linalg/tt.ts), the last factor refitted on well-determined patch statistics; cached on the match. */
+/** The TT at `ranks` (linalg/tt-nd.ts; per group on grouped convs), the last factor refitted on well-determined patch statistics; cached on the match. */
 function factorize(m: ConvTtMatch, ranks: readonly number[], cx: PassContext): TtFit | Skip {
-  if (ranks.length !== 3 || !ranks.every(isRank)) return skip(`ranks [${ranks.join(', ')}] are not three positive integers`);
+  const n = m.geo.spatial;
+  if (ranks.length !== n + 1 || !ranks.every(isRank)) return skip(`ranks [${ranks.join(', ')}] are not ${n + 1} positive integers`);
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
-  const { S, T } = m.geo;
-  const { kh, kw } = m;
-  let f: TtConv;
+  const parts: GroupTt[] = [];
+  for (let j = 0; j < m.geo.group; j++) {
+    const f = factorizeGroup(m, j, ranks, cx);
+    if (isSkip(f)) return f;
+    parts.push(f);
+  }
+  const fit = parts.length === 1 ? { ...parts[0]!, key } : { ...stackTt(m, parts), key };
+  m.fitted = fit;
+  return fit;
+}
+
+/** Group j's TT with its last factor refitted on the group's statistics (well determined: as conv-cp). */
+function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx: PassContext): GroupTt | Skip {
+  const { s, t } = m;
+  const ks = m.geo.kernel;
+  const k = groupKernel(m, j);
+  let f: TtNdConv;
   try {
-    f = ttSvd({ data: m.w, shape: [T, S, kh, kw] }, ranks as Ranks3, { gemm: cx.gemm });
+    f = ttNdSvd(k, ranks, { gemm: cx.gemm });
   } catch (e) {
     return skip(`TT-SVD failed: ${(e as Error).message}`);
   }
   if (!Number.isFinite(f.relError)) return skip('TT-SVD produced non-finite values');
-  const D = S * kh * kw;
-  let fit: TtFit = { ...f, key };
-  // As conv-cp: anchored moments when collected; else a patch covariance from fewer than
-  // about two rows per dimension is rank-deficient and a refit on it overfits the calibration set.
-  const patches = m.patches && m.samples >= MIN_ROWS_PER_DIM * D ? { gram: m.patches.gram[0]!, mean: m.patches.mean?.[0] } : undefined;
-  if (m.anchor || patches) {
-    const h = ttPrefix(f.first, f.rows, f.cols, S, kh, kw, f.ranks, cx.gemm);
-    const lf = fitLastFactor({ rows: T, cols: D, data: Float64Array.from(m.w) }, h, { anchor: m.anchor && { patch: m.anchor, damp: ANCHOR_PATCH_DAMP }, patches }, cx.gemm)!;
-    const last = Float32Array.from(lf.last);
-    const w = ttKernel(f.first, f.rows, f.cols, last, T, S, kh, kw, f.ranks, cx.gemm);
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < w.length; i++) { num += (m.w[i]! - w[i]!) ** 2; den += m.w[i]! ** 2; }
-    fit = { ...fit, last, relError: den === 0 ? 0 : Math.sqrt(num / den), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored };
-    if (!Number.isFinite(fit.relError) || !Number.isFinite(lf.dataError)) return skip('TT last-factor fit on calibration patches produced non-finite values');
-  }
-  m.fitted = fit;
-  return fit;
+  const D = s * m.geo.kernelSize;
+  // Anchored moments when collected; else a patch covariance from fewer than about two rows
+  // per dimension is rank-deficient and a refit on it overfits the calibration set.
+  const anchor = m.anchors?.[j];
+  const patches = m.patches && m.samples >= MIN_ROWS_PER_DIM * D ? { gram: m.patches.gram[j]!, mean: m.patches.mean?.[j] } : undefined;
+  if (!anchor && !patches) return f;
+  const h = ttNdPrefix(f.first, f.cores, s, ks, f.ranks, cx.gemm);
+  const wm = { rows: t, cols: D, data: Float64Array.from(k.data) };
+  const lf = fitLastFactor(wm, h, { anchor: anchor && { patch: anchor, damp: ANCHOR_PATCH_DAMP }, patches }, cx.gemm)!;
+  const last = Float32Array.from(lf.last);
+  const w = ttNdKernel(f.first, f.cores, last, t, s, ks, f.ranks, cx.gemm);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < w.length; i++) { num += (k.data[i]! - w[i]!) ** 2; den += k.data[i]! ** 2; }
+  const fit = { ...f, last, relError: den === 0 ? 0 : Math.sqrt(num / den), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored };
+  if (!Number.isFinite(fit.relError) || !Number.isFinite(lf.dataError)) return skip('TT last-factor fit on calibration patches produced non-finite values');
+  return m.geo.group === 1 ? fit : { ...fit, dataDen: outputEnergy(wm, { anchor, gram: patches?.gram }) };
+}
+
+/** The groups' TTs as one: factors stacked, errors combined (linalg/conv-groups.ts). */
+function stackTt(m: ConvTtMatch, parts: GroupTt[]): Omit<TtFit, 'key'> {
+  const energies = parts.map((_, j) => energyOf(groupSlice(m.w, m.geo.group, j)));
+  const e = combineGroupErrors(parts.map((f, j) => ({ relError: f.relError, energy: energies[j]!, dataError: f.dataError, dataDen: f.dataDen })));
+  const biasDelta = parts.every((f) => f.biasDelta) ? Float64Array.from(parts.flatMap((f) => [...f.biasDelta!])) : undefined;
+  const total = energies.reduce((a, x) => a + x, 0);
+  const discarded = parts[0]!.discarded.map((_, i) => (total > 0 ? parts.reduce((a, f, j) => a + f.discarded[i]! * energies[j]!, 0) / total : 0));
+  return {
+    ranks: parts[0]!.ranks, first: stackGroups(parts.map((f) => f.first)), cores: parts[0]!.cores.map((_, a) => stackGroups(parts.map((f) => f.cores[a]!))),
+    last: stackGroups(parts.map((f) => f.last)), relError: e.relError, dataError: e.dataError, biasDelta, anchored: parts.some((f) => f.anchored) || undefined, discarded,
+  };
 }

@@ -14,8 +14,15 @@
  *
  * A 1-D X would break the chain (MatMul drops the prepended axis after the first product,
  * and the second then reads the batch axis as rows): an X declared 1-D is declined; X of
- * unknown rank is taken (ONNX Runtime's verification catches a shape change). Weight-only:
- * the calibration statistics do not cover batched weights (src/calib/stats-plan.ts).
+ * unknown rank is taken (ONNX Runtime's verification catches a shape change).
+ *
+ * Data-aware (--calib): slice b only ever meets the rows of X that broadcasting pairs with
+ * it, so the statistics hold one Gram G_b = Σ X[b]ᵀX[b] per slice (src/calib/
+ * accumulate-slices.ts; on the left Σ X[b]·X[b]ᵀ), and each slice is fitted whitened by
+ * its own, as matmul-svd fits a 2-D weight: min ‖X_b(W_b − L_b·R_b)‖ (the SVD of L_xᵀ·W_b
+ * with G_b = L_x·L_xᵀ). The rank is then the largest any slice's whitened spectrum asks
+ * for. Anchored runs have no paired per-slice statistics: these layers take this
+ * independent fit (anchored.ts's fallback says so).
  */
 import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -23,11 +30,11 @@ import { fromArray, type Matrix } from '../src/linalg/matrix.js';
 import { newNode } from '../src/onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
-import { docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
+import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import {
-  derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip,
+  derivedName, isSkip, skip, type Applied, type LayerInputStats, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairCost, svdPairFactors, svdPairRank } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor, type Whitening } from '../src/rewrite/svd-pair.js';
 
 export interface BatchedMatch extends MatchBase {
   weightRight: boolean;
@@ -80,10 +87,11 @@ export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = castAware({
     const batch = dims.slice(0, -2);
     const data = readTensorFloat(layer.weight.tensor, cx.external);
     const count = batch.reduce((a, b) => a * b, 1);
+    const whiten = sliceWhitening(cx.stats?.get(layer.name), weightRight ? 'rows' : 'cols', weightRight ? rows : cols, count);
     const slices: SvdCache[] = [];
     for (let b = 0; b < count; b++) {
       const w: Matrix = fromArray(rows, cols, data.subarray(b * rows * cols, (b + 1) * rows * cols));
-      slices.push(new SvdCache(w, b, undefined, cx.gemm));
+      slices.push(new SvdCache(w, b, whiten?.(b), cx.gemm));
     }
     return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, batch, rows, cols, slices };
   },
@@ -132,10 +140,10 @@ export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = castAware({
          newNode({ opType: 'MatMul', name: nameB, input: [z, rName], output: [n.output[0]!] })]
       : [newNode({ opType: 'MatMul', name: nameA, input: [rName, x], output: [z] }),
          newNode({ opType: 'MatMul', name: nameB, input: [lName, z], output: [n.output[0]!] })];
-    const doc = docString('matmul-batched-svd', `rank ${r} of ${m.slices.length} slices ${rows}x${cols} (weight rel. error ${f.relError.toExponential(2)})`);
+    const doc = docString('matmul-batched-svd', `rank ${r} of ${m.slices.length} slices ${rows}x${cols} (weight rel. error ${f.relError.toExponential(2)}${dataNote(f.dataError)})`);
     for (const x2 of nodes) x2.docString = doc;
     g.replaceNode(n, nodes);
-    return { relError: f.relError, nodes: nodes.map((x2) => x2.name!) };
+    return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x2) => x2.name!) };
   },
 
   /** W_b = L_b·R_b for every slice, in W's layout [B…, rows, cols]. */
@@ -165,21 +173,46 @@ export const matmulBatchedSvd: LayerPass<BatchedMatch, 'svd'> = castAware({
   },
 });
 
-/** Every slice's pair at rank r, stacked, and the relative error over the whole weight. */
-function batchedFactors(m: BatchedMatch, r: number): { left: Float32Array; right: Float32Array; relError: number } {
+/**
+ * Each slice's whitening from per-slice statistics (groups = slices, gram [slices, dim,
+ * dim]: src/calib/stats.ts), or undefined when the statistics are not of that form (none,
+ * or a layer whose statistics were collected another way): the weight-only fit.
+ */
+function sliceWhitening(stats: LayerInputStats | undefined, side: Whitening['side'], dim: number, count: number): ((b: number) => Whitening | undefined) | undefined {
+  if (!stats || stats.kind !== 'matrix' || (stats.groups ?? 1) !== count || stats.dim !== dim || stats.gram.length !== count * dim * dim || stats.anchor) return undefined;
+  return (b) => whiteningFor({ kind: 'matrix', dim, count: stats.count, gram: stats.gram.subarray(b * dim * dim, (b + 1) * dim * dim) }, side, dim);
+}
+
+const energy = (a: Float64Array | Float32Array): number => {
+  let e = 0;
+  for (let i = 0; i < a.length; i++) e += a[i]! * a[i]!;
+  return e;
+};
+
+/**
+ * Every slice's pair at rank r, stacked; the relative error over the whole weight and,
+ * when whitened, over the calibration outputs of all slices (each slice's data error
+ * weighted by its output energy on the statistics, ‖L_xᵀ·W_b‖²).
+ */
+function batchedFactors(m: BatchedMatch, r: number): { left: Float32Array; right: Float32Array; relError: number; dataError?: number } {
   const { rows, cols } = m;
   const left = new Float32Array(m.slices.length * rows * r);
   const right = new Float32Array(m.slices.length * r * cols);
-  let num = 0;
-  let den = 0;
+  let num = 0, den = 0, dataNum = 0, dataDen = 0;
+  let whitened = false;
   for (const [b, s] of m.slices.entries()) {
     const f = svdPairFactors(s, r);
     left.set(f.left, b * rows * r);
     right.set(f.right, b * r * cols);
-    let norm2 = 0;
-    for (let i = 0; i < s.w.data.length; i++) norm2 += s.w.data[i]! * s.w.data[i]!;
+    const norm2 = energy(s.w.data);
     num += f.relError * f.relError * norm2;
     den += norm2;
+    if (f.dataError !== undefined) {
+      whitened = true;
+      const e = energy(s.a.data);
+      dataNum += f.dataError * f.dataError * e;
+      dataDen += e;
+    }
   }
-  return { left, right, relError: den === 0 ? 0 : Math.sqrt(num / den) };
+  return { left, right, relError: den === 0 ? 0 : Math.sqrt(num / den), ...(whitened && { dataError: dataDen === 0 ? 0 : Math.sqrt(dataNum / dataDen) }) };
 }

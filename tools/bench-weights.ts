@@ -1,5 +1,6 @@
 /**
  * npm run bench:weights [-- --models=rec,isnet] [-- --json] [-- --energies=0.999,0.995] [-- --cache=DIR] [-- --verbose] [-- --no-web]
+ *                       [-- --issue-rows]
  * File size at held-out cosine ≥ 0.99 for three ways to make a model smaller (issue 20):
  *
  *   low-rank          `onnx-lr optimize --energy E --save params` (fixed, cheap settings:
@@ -56,6 +57,8 @@ const energies = argv.find((a) => a.startsWith('--energies='))?.slice(11).split(
 // --cache=DIR: where ISNet and the photos are (or go); default node_modules/.cache/onnx-lr.
 const cache = argv.find((a) => a.startsWith('--cache='))?.slice(8);
 const web = !argv.includes('--no-web');
+// --issue-rows: leave out the int8-large and "low-rank, int8 all" variants.
+const issueRows = argv.includes('--issue-rows');
 const MIN_COSINE = 0.99;
 /** The int8 row's second variant leaves the layers low-rank leaves by default (--min-params 4096) in their type. */
 const LARGE = 4096;
@@ -155,13 +158,16 @@ for (const name of models) {
   rows.push(original);
   const q = path.join(dir, `${name}-int8.onnx`);
   await add(s, 'int8', 'every weight, per output channel', q, int8All(s.path, q));
-  const ql = path.join(dir, `${name}-int8-large.onnx`);
-  await add(s, 'int8', `weights of >= ${LARGE} params (--min-params default)`, ql, int8All(s.path, ql, 'large'));
+  if (!issueRows) {
+    const ql = path.join(dir, `${name}-int8-large.onnx`);
+    await add(s, 'int8', `weights of >= ${LARGE} params (--min-params default)`, ql, int8All(s.path, ql, 'large'));
+  }
   for (const e of energies) {
     const lr = path.join(dir, `${name}-lr-${e}.onnx`);
     await add(s, 'low-rank', `--energy ${e}`, lr, await optimize(s, lr, ['--energy', String(e)]));
     const lq = path.join(dir, `${name}-lr-${e}-int8.onnx`);
     await add(s, 'low-rank + int8 factors', `--energy ${e}, factors int8`, lq, int8All(lr, lq, 'factors'));
+    if (issueRows) continue;
     const la = path.join(dir, `${name}-lr-${e}-int8all.onnx`);
     await add(s, 'low-rank, int8 all', `--energy ${e}, then every weight int8`, la, int8All(lr, la));
   }
@@ -199,6 +205,7 @@ if (!json) {
   for (const m of new Set(rows.map((r) => r.model))) {
     const orig = rows.find((o) => o.model === m && o.method === 'original')!;
     for (const method of ['low-rank', 'int8', 'low-rank + int8 factors', 'low-rank, int8 all']) {
+      if (!rows.some((r) => r.model === m && r.method === method)) continue;
       const best = rows.filter((r) => r.model === m && r.method === method && r.pass).sort((a, b) => a.bytes - b.bytes)[0];
       console.log(`  ${m} ${method}: ${best ? `${mib(best.bytes)} MiB (${(best.bytes / orig.bytes).toFixed(3)} of ${mib(orig.bytes)} MiB) at ${best.setting}, cosine ${best.cosine.toFixed(4)}` : 'none of the settings tried'}`);
     }

@@ -3,7 +3,8 @@
  * (`onnx-lr inspect`, which prints this result).
  */
 import { Model } from '../graph/graph.js';
-import { findLayers, type LayerInfo } from '../graph/layers.js';
+import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers.js';
+import { findOtherWeights, type OtherWeight } from '../graph/other-weights.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { roomOf, type Room } from '../graph/room.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
@@ -37,12 +38,17 @@ export interface InspectQuantizedLayer {
   subgraphDepth: number;
 }
 
+/** A node holding a constant weight that no layer is (an Einsum, a 3-D Gather table, an Add of a positional table…): listed with why no rewrite takes it. */
+export type InspectOtherWeight = Omit<OtherWeight, 'weightName'>;
+
 export interface InspectResult extends ModelSummary {
   file: string;
   bytes: number;
   layers: InspectLayer[];
   /** Layers with int8/uint8 weights behind DequantizeLinear (e.g. `optimize --weights int8` factors). */
   quantizedLayers: InspectQuantizedLayer[];
+  /** Other nodes reading a float constant of two or more dims above 1: no rewrite applies (graph/other-weights.ts). */
+  otherWeights: InspectOtherWeight[];
   shapeSource: 'ort-run' | 'declared';
   shapeNote?: string;
   defaultedDims: DefaultedDim[];
@@ -92,6 +98,8 @@ export async function inspectFile(
       file: label, bytes: loaded.byteSize, ...summarize(loaded.model, layers),
       layers: layerRows(layers),
       quantizedLayers: findQdqLayers(model, sh.shapes).map((q) => ({ ...q, macs: q.macs ?? null })),
+      otherWeights: findOtherWeights(model, layers, new Set(findQuantizedLayers(model).map((q) => q.name)))
+        .map((o) => ({ name: o.name, op: o.op, weightShape: o.weightShape, params: o.params, subgraphDepth: o.subgraphDepth, reason: o.reason })),
       shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
       room: roomOf(layers, times), ...(roomNote && { roomNote }),
     };

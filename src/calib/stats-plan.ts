@@ -3,7 +3,8 @@
  * the result types, and the plan that maps layers to accumulators (layers that read the
  * same tensor the same way share one). A Gather's statistic is the lookup counts of its
  * indices (planIndex), planned apart so anchored (paired) statistics keep to second
- * moments. Pure: reads only nodes and weight shapes.
+ * moments; a batched MatMul weight's is one Gram per slice (planSlices), planned apart
+ * for the same reason. Pure: reads only nodes and weight shapes.
  */
 import { attrInt } from '../graph/attrs.js';
 import { resolveConstant } from '../graph/constants.js';
@@ -39,9 +40,12 @@ export interface LayerStats {
    */
   gram: Float64Array;
   dim: number;
-  /** 1 for matrix layers; the conv's group count. */
+  /**
+   * 1 for matrix layers; the conv's group count; for a batched MatMul weight [B…, K, N]
+   * the slices ∏B… (gram [slices, K, K], mean [slices·K], count per slice: planSlices).
+   */
   groups: number;
-  /** Vectors summed into gram: rows or columns (matrix), batch × input positions (conv). */
+  /** Vectors summed into gram: rows or columns (matrix, per slice when batched), batch × input positions (conv). */
   count: number;
   /** Σ x / count, [groups·dim]. */
   mean: Float64Array;
@@ -110,6 +114,12 @@ export type StatSpec =
   | { kind: 'cols'; tensor: string; k: number }
   | { kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string };
 
+/**
+ * How a batched MatMul weight's data operand is read: rows of K (weight on the right) or
+ * columns (on the left), each into the Gram of the weight slice broadcasting pairs it with.
+ */
+export interface SliceSpec { kind: 'slices'; side: 'rows' | 'cols'; tensor: string; k: number; batch: number[] }
+
 /** How a Gather's lookups are read: the indices tensor, counted against its table's V rows. */
 export interface IndexSpec { kind: 'index'; tensor: string; rows: number }
 
@@ -131,6 +141,8 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
   if (resolveConstant(model.root, tensor)) return 'both operands are constants';
   switch (layer.op) {
     case 'MatMul':
+      // Batched weights have per-slice Grams (planSlices), which paired statistics do not collect.
+      if (w.length > 2) return `batched weight [${w.join(', ')}]: its statistics are per slice, not paired with the compressed model's`;
       if (w.length !== 2) return `weight of rank ${w.length}`;
       return layer.weightInput === 1 ? { kind: 'rows', tensor, k: w[0]! } : { kind: 'cols', tensor, k: w[1]! };
     case 'Gemm': {
@@ -220,4 +232,32 @@ export function planIndex(model: Model, layer: LayerInfo): IndexSpec | string {
 export function planIndexAccumulators<A>(model: Model, layers: readonly LayerInfo[], make: (spec: IndexSpec) => A):
   { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
   return planBy(layers, (l) => planIndex(model, l), (s) => `index|${s.tensor}|${s.rows}`, make);
+}
+
+/** Largest total of per-slice Gram entries (Float64) one batched weight may collect: 256 MiB. */
+export const MAX_SLICE_GRAM_VALUES = 32 * 2 ** 20;
+
+/**
+ * The per-slice statistics a MatMul with a constant batched weight [B…, K, N] (or
+ * [B…, M, K] on the left) needs (passes/matmul-batched-svd.ts whitens each slice with its
+ * own), or why it cannot have them. Pure, like planLayer.
+ */
+export function planSlices(model: Model, layer: LayerInfo): SliceSpec | string {
+  if (layer.graph !== model.root) return 'inside a subgraph (If/Loop/Scan body): its input cannot be exposed as a graph output';
+  const w = layer.weightShape;
+  if (layer.op !== 'MatMul' || w.length < 3) return 'not a MatMul with a batched constant weight';
+  const right = layer.weightInput === 1;
+  const tensor = layer.node.input[right ? 0 : 1];
+  if (!tensor) return 'the MatMul has no data input';
+  if (resolveConstant(model.root, tensor)) return 'both operands are constants';
+  const k = right ? w[w.length - 2]! : w[w.length - 1]!;
+  const values = w.slice(0, -2).reduce((a, b) => a * b, 1) * k * k;
+  if (values > MAX_SLICE_GRAM_VALUES) return `per-slice statistics would hold ${Math.round(values * 8 / 2 ** 20)} MiB of Gram matrices (at most ${MAX_SLICE_GRAM_VALUES * 8 / 2 ** 20} MiB): fitted weight-only`;
+  return { kind: 'slices', side: right ? 'rows' : 'cols', tensor, k, batch: w.slice(0, -2) };
+}
+
+/** planAccumulators for batched weights: one accumulator per data tensor, side, K and batch dims. */
+export function planSliceAccumulators<A>(model: Model, layers: readonly LayerInfo[], make: (spec: SliceSpec) => A):
+  { unavailable: Map<string, string>; accs: Map<string, A>; layerAcc: Map<string, A> } {
+  return planBy(layers, (l) => planSlices(model, l), (s) => `slices|${s.side}|${s.tensor}|${s.k}|${s.batch.join('x')}`, make);
 }

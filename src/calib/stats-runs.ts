@@ -18,7 +18,8 @@ import { toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { patchDimOf, resolvePatchGeometry, type PatchGeometry } from './patch-geometry.js';
 import type { FloatData } from './sample-blocks.js';
 import { accumulateIndexCounts } from './index-counts.js';
-import type { IndexSpec, LayerStats, StatSpec } from './stats-plan.js';
+import { accumulateSlices } from './accumulate-slices.js';
+import type { IndexSpec, LayerStats, SliceSpec, StatSpec } from './stats-plan.js';
 
 export interface Acc {
   spec: StatSpec;
@@ -68,7 +69,33 @@ export function newIndexAcc(spec: IndexSpec): IndexAcc {
   };
 }
 
-export const isIndexAcc = (a: Acc | IndexAcc): a is IndexAcc => a.spec.kind === 'index';
+export const isIndexAcc = (a: { spec: { kind: string } }): a is IndexAcc => a.spec.kind === 'index';
+
+/** A batched MatMul weight's per-slice Grams (stats: groups = slices, gram [slices, K, K], count per slice). */
+export interface SliceAcc {
+  spec: SliceSpec;
+  stats: LayerStats;
+  sum: Float64Array;
+  failed?: string;
+}
+
+export function newSliceAcc(spec: SliceSpec): SliceAcc {
+  const n = spec.batch.reduce((a, b) => a * b, 1);
+  const k = spec.k;
+  return { spec, sum: new Float64Array(n * k), stats: { kind: 'matrix', input: spec.tensor, gram: new Float64Array(n * k * k), dim: k, groups: n, count: 0, mean: new Float64Array(n * k) } };
+}
+
+export const isSliceAcc = (a: { spec: { kind: string } }): a is SliceAcc => a.spec.kind === 'slices';
+
+/** Folds one fetched data tensor into every slice's Gram it meets; returns a reason when it does not fit. */
+export function accumulateSliceAcc(acc: SliceAcc, t: HostTensor): string | undefined {
+  const x = floatData(t);
+  if (!x) return `its input is ${t.type}, not a float tensor`;
+  const added = accumulateSlices(acc.stats.gram, x, t.dims, acc.spec.batch, acc.spec.side, acc.spec.k, acc.sum);
+  if (typeof added === 'string') return added;
+  acc.stats.count += added;
+  return undefined;
+}
 
 /** Counts one fetched indices tensor (int32/int64, any shape, negative from the end); out-of-range ones are counted apart, never an error. */
 export function accumulateIndices(acc: IndexAcc, t: HostTensor): string | undefined {
@@ -98,7 +125,7 @@ export function allFinite(a: Float64Array): boolean {
   return true;
 }
 
-export function finish(acc: Acc): string | undefined {
+export function finish(acc: Pick<Acc, 'stats' | 'sum' | 'patchSum'>): string | undefined {
   const st = acc.stats;
   if (st.count === 0) return 'no calibration rows reached it';
   // NaN/Inf anywhere in the input reaches the gram's diagonal, so the diagonal and sums suffice.
@@ -169,7 +196,7 @@ export function groupByBudget(sizes: readonly { name: string; bytes: number }[],
  * whose placement does not fit is marked failed. Returns the dims and the runs made.
  */
 export async function probeShapes(
-  model: Model, proto: ModelProto, accs: Iterable<{ spec: StatSpec | IndexSpec; failed?: string }>, probeFeed: Feeds, external: ExternalBytes | undefined, sessionOpts: SessionOptions,
+  model: Model, proto: ModelProto, accs: Iterable<{ spec: StatSpec | IndexSpec | SliceSpec; failed?: string }>, probeFeed: Feeds, external: ExternalBytes | undefined, sessionOpts: SessionOptions,
   known?: ReadonlyMap<string, readonly number[]>,
 ): Promise<Result<{ sizes: Map<string, number[]>; runs: number }>> {
   const inputNames = new Set(Object.keys(probeFeed));

@@ -31,6 +31,10 @@
  *   or int64 indices of any shape, negative ones from the end as Gather reads them);
  *   count = lookups in range, indexOutOfRange = the others (counted, not an error: the
  *   run that exposes the indices does not run the Gather). gram and mean are empty.
+ * - MatMul with a constant batched weight W [B…, K, N] (or [B…, M, K] on the left): one
+ *   Gram per slice, over the rows (columns) of the data operand's slices that
+ *   broadcasting pairs with it (accumulate-slices.ts); groups = slices, gram
+ *   [slices, K, K], mean [slices·K], count = vectors per slice.
  * Layers that read the same tensor the same way share one LayerStats object (read-only).
  * The planning is in stats-plan.ts, what plain and paired statistics share in
  * stats-runs.ts, the paired statistics of anchored fitting in anchored-stats.ts.
@@ -48,11 +52,11 @@ import { resolvePatchGeometry } from './patch-geometry.js';
 import { patchPairCount, samplePairs } from './sample-blocks.js';
 import type { CalibSet } from './load.js';
 import {
-  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, planIndexAccumulators, type CalibStats, type StatsOptions,
+  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, planIndexAccumulators, planSliceAccumulators, type CalibStats, type StatsOptions,
 } from './stats-plan.js';
 import {
-  accumulateIndices, finish, finishIndex, finishLayers, floatData, groupByBudget, isIndexAcc, largestFeed, newAcc, newIndexAcc, probeShapes, withOutputs,
-  type Acc, type IndexAcc,
+  accumulateIndices, accumulateSliceAcc, finish, finishIndex, finishLayers, floatData, groupByBudget, isIndexAcc, isSliceAcc, largestFeed, newAcc, newIndexAcc,
+  newSliceAcc, probeShapes, withOutputs, type Acc, type IndexAcc, type SliceAcc,
 } from './stats-runs.js';
 
 export { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
@@ -60,8 +64,10 @@ export { patchDimOf, resolvePatchGeometry, type ConvPlacement, type PatchGeometr
 export type { FloatData } from './sample-blocks.js';
 
 export {
-  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planIndex, planLayer, type CalibStats, type IndexSpec, type LayerStats, type StatSpec, type StatsOptions,
+  DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planIndex, planLayer, planSlices, type CalibStats, type IndexSpec, type LayerStats, type SliceSpec,
+  type StatSpec, type StatsOptions,
 } from './stats-plan.js';
+export { accumulateSlices } from './accumulate-slices.js';
 export { groupByBudget } from './stats-runs.js';
 export { collectAnchoredStats, type AnchoredStatsOptions, type FeedSource } from './anchored-stats.js';
 
@@ -147,12 +153,15 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
   const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
   const proto = model.proto;
 
-  // Gathers' statistics are the lookup counts of their indices; the other layers' are second moments.
+  // Gathers' statistics are the lookup counts of their indices, batched MatMul weights' one
+  // Gram per slice; the other layers' are second moments.
   const isGather = (l: LayerInfo): boolean => l.op === 'Gather';
-  const { unavailable, accs, layerAcc } = planAccumulators(model, layers.filter((l) => !isGather(l)), opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newAcc);
+  const isBatched = (l: LayerInfo): boolean => l.op === 'MatMul' && l.weightShape.length > 2;
+  const { unavailable, accs, layerAcc } = planAccumulators(model, layers.filter((l) => !isGather(l) && !isBatched(l)), opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newAcc);
   const lookups = planIndexAccumulators(model, layers.filter(isGather), newIndexAcc);
-  for (const [name, why] of lookups.unavailable) unavailable.set(name, why);
-  const all: (Acc | IndexAcc)[] = [...accs.values(), ...lookups.accs.values()];
+  const slices = planSliceAccumulators(model, layers.filter(isBatched), newSliceAcc);
+  for (const [name, why] of [...lookups.unavailable, ...slices.unavailable]) unavailable.set(name, why);
+  const all: (Acc | IndexAcc | SliceAcc)[] = [...accs.values(), ...lookups.accs.values(), ...slices.accs.values()];
   const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
   const inputNames = new Set(Object.keys(probeFeed));
@@ -163,7 +172,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
   const sizes = pr.value.sizes;
   // Passes: tensors that are model inputs come from the feeds (first pass); the others
   // are exposed as graph outputs, grouped under the budget.
-  const byTensor = new Map<string, (Acc | IndexAcc)[]>();
+  const byTensor = new Map<string, (Acc | IndexAcc | SliceAcc)[]>();
   for (const a of all) {
     if (a.failed) continue;
     const list = byTensor.get(a.spec.tensor);
@@ -199,7 +208,7 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
         for (const [t, value] of Object.entries(got)) {
           for (const acc of byTensor.get(t) ?? []) {
             if (acc.failed) continue;
-            const why = isIndexAcc(acc) ? accumulateIndices(acc, value) : await accumulate(acc, value, opts.engine, maxPatches);
+            const why = isIndexAcc(acc) ? accumulateIndices(acc, value) : isSliceAcc(acc) ? accumulateSliceAcc(acc, value) : await accumulate(acc, value, opts.engine, maxPatches);
             if (why) acc.failed = why;
           }
         }
@@ -211,8 +220,9 @@ export async function collectStats(model: Model, layers: readonly LayerInfo[], c
     }
   }
 
-  const stats = finishLayers<Acc | IndexAcc>(
-    layers, (name) => layerAcc.get(name) ?? lookups.layerAcc.get(name), (acc) => acc.failed ?? (isIndexAcc(acc) ? finishIndex(acc) : finish(acc)), (acc) => acc.stats, unavailable,
+  const stats = finishLayers<Acc | IndexAcc | SliceAcc>(
+    layers, (name) => layerAcc.get(name) ?? lookups.layerAcc.get(name) ?? slices.layerAcc.get(name),
+    (acc) => acc.failed ?? (isIndexAcc(acc) ? finishIndex(acc) : finish(acc)), (acc) => acc.stats, unavailable,
   );
   return ok({ stats, unavailable, passes: groups.length, runs, samples: calib.samples });
 }

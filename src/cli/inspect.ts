@@ -15,7 +15,9 @@ Gather on a constant table): name, op, weight shape, params, MACs, where the wei
 lives and how it is stored (fp32, fp16, bf16, or "fp16 via Cast" for a weight stored
 fp16 and cast to float for the op). Layers whose weight is int8 behind DequantizeLinear
 (weight-only QDQ, e.g. from optimize --weights int8) are listed apart: they are not
-decomposed. MACs need shapes: they come from one ONNX Runtime run at the input shapes
+decomposed. So are the other nodes that hold a constant weight (a float constant with two
+or more dims above 1: an Einsum operand, a 3-D Gather table, a positional table added to
+the input…), each with why no rewrite takes it. MACs need shapes: they come from one ONNX Runtime run at the input shapes
 (--shape fixes dynamic dims; unnamed dynamic dims default to 1 and the output says so).
 
 Then it says where the time goes: ONNX Runtime's profiler times every node on one
@@ -75,6 +77,14 @@ export function renderInspect(r: InspectResult): string {
       ['name', 'op', 'weight', 'params', 'MACs', 'stored'],
       r.quantizedLayers.map((l) => [l.name, l.op, l.weightShape.join('x'), human(l.params), l.macs === null ? '?' : human(l.macs), l.stored]),
       ['l', 'l', 'l', 'r', 'r', 'l'],
+    ));
+  }
+  if (r.otherWeights.length > 0) {
+    lines.push('', `other constant weights (no rewrite applies): ${r.otherWeights.length}`);
+    lines.push(table(
+      ['name', 'op', 'weight', 'params', 'why'],
+      r.otherWeights.map((o) => [o.name, o.op, o.weightShape.join('x'), human(o.params), o.reason]),
+      ['l', 'l', 'l', 'r', 'l'],
     ));
   }
   if (r.layers.length > 0) lines.push('', ...renderRoom(r.room, r.roomNote));

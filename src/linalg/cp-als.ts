@@ -57,14 +57,15 @@ export interface CpAlsResult {
 }
 
 /**
- * CP-ALS as a gemm program. `tensor` must be 3- or 4-way; `rank` a positive integer
+ * CP-ALS as a gemm program. `tensor` must be at least 3-way (3-way: conv-cp; 4- and 5-way:
+ * conv-cp4 on 2-D and 3-D kernels; the Khatri–Rao and contraction steps take any order); `rank` a positive integer
  * (LrError 'rank'), clamped to Π_n I_n / max_n I_n (a CP of that rank always fits
  * exactly, so more components cannot help).
  */
 export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions = {}): GemmProgram<CpAlsResult> {
   checkTensor(tensor, 'cpAls');
   const N = tensor.shape.length;
-  if (N !== 3 && N !== 4) throw new LrError('numeric', `cpAls: expected a 3- or 4-way tensor, got [${tensor.shape.join(', ')}]`);
+  if (N < 3) throw new LrError('numeric', `cpAls: expected a tensor of 3 or more ways, got [${tensor.shape.join(', ')}]`);
   assertFinite(tensor.data, 'cpAls tensor');
   const dims = tensor.shape.slice();
   const total = tensor.data.length;

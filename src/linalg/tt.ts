@@ -137,8 +137,8 @@ function ttOrder(k: TtKernel): Float64Array {
   return a;
 }
 
-/** Rank-r truncation of m: left [rows, r] (orthonormal), rest = diag(σ)·Vᵀ [r, cols], and the energy dropped. */
-function truncated(m: Matrix, rank: number, gemm?: SyncGemm): { rank: number; left: Float64Array; rest: Float64Array; discarded: number } {
+/** Rank-r truncation of m: left [rows, r] (orthonormal), rest = diag(σ)·Vᵀ [r, cols], and the energy dropped (tt-nd.ts too). */
+export function truncated(m: Matrix, rank: number, gemm?: SyncGemm): { rank: number; left: Float64Array; rest: Float64Array; discarded: number } {
   const f = svd(m, gemm);
   const r = Math.max(1, Math.min(rank, f.s.length));
   let discarded = 0;

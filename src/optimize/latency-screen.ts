@@ -26,7 +26,8 @@ import { bind } from '../rewrite/registry.js';
 import { createRng } from '../util/rng.js';
 import { passByName } from '../../passes/dispatch.js';
 import { optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
-import { chainKey, timeRewrite, type LayerTimer, type LayerTiming } from './layer-latency.js';
+import { chainKey, timeRewrite, type ChainsTimer, type LayerTimer, type LayerTiming } from './layer-latency.js';
+import { preferFaster, type PlannedContender } from './method-latency.js';
 import { withRewrite } from './trial.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
@@ -54,6 +55,8 @@ export interface ScreenOptions {
   margin?: number;
   /** Default timeRewrite; tests inject a fake so that no verdict depends on machine speed. */
   time?: LayerTimer;
+  /** Times a layer's contenders together under auto (method-latency.ts); default timeChains; tests inject a fake. */
+  timeChains?: ChainsTimer;
   onStage?: (stage: string) => void;
   onProgress?: (done: number, total: number, what: string) => void;
 }
@@ -152,15 +155,31 @@ export type Phase = <T>(fn: () => Promise<T>) => Promise<T>;
 
 /**
  * The default run's decisions, screened by latency, as a plan to apply (by optimizeModel or
- * optimizeAnchored). `model` is left as it was. `phases` wrap the deciding and the timing
- * (the pipeline records them as factorization and screen).
+ * optimizeAnchored). Under auto, a layer where a rival won the comparison on error first
+ * gets the fastest of the chains within that error, timed together in ORT (preferFaster:
+ * fewer MACs is not fewer milliseconds); the screen then judges the kept chain against the
+ * layer. A layer with one contender is not timed twice, and its decision is as decided.
+ * `model` is left as it was. `phases` wrap the deciding and the timing (the pipeline
+ * records them as factorization and screen).
  */
 export async function screenedPlan(
   model: Model, shapes: ShapeMap, opts: OptimizeOptions, run: RunContext, screen: Omit<ScreenOptions, 'seed' | 'external' | 'gemm'>,
   phases: { decide?: Phase; screen?: Phase } = {},
 ): Promise<{ plan: PlanFile; notes: string[]; dropped: number }> {
   const direct: Phase = (fn) => fn();
-  const decided = await (phases.decide ?? direct)(async () => optimizeModel(model, shapes, { ...opts, decideOnly: true }, undefined, run));
-  const s = await (phases.screen ?? direct)(() => screenByLatency(model, shapes, decided, { ...screen, seed: opts.seed, external: run.external, gemm: run.gemm }));
+  // The choices a later rival replaced along auto's comparison, per layer: filled by the
+  // driver where it records them (RunContext.contenders), timed beside the kept one.
+  const contenders = new Map<string, PlannedContender[]>();
+  const decided = await (phases.decide ?? direct)(async () => optimizeModel(model, shapes, { ...opts, decideOnly: true }, undefined, { ...run, contenders } as RunContext));
+  const s = await (phases.screen ?? direct)(async () => {
+    const fastest = opts.method === 'auto'
+      ? await preferFaster(model, decided, {
+        policy: opts.policy, seed: opts.seed, threads: screen.threads, shapes, external: run.external, gemm: run.gemm, time: screen.timeChains,
+        contenders, onStage: screen.onStage, onProgress: screen.onProgress,
+      })
+      : { records: decided, notes: [] };
+    const r = await screenByLatency(model, shapes, fastest.records, { ...screen, seed: opts.seed, external: run.external, gemm: run.gemm });
+    return { ...r, notes: [...fastest.notes, ...r.notes] };
+  });
   return { plan: { version: 1, model: '', policy: 'latency screen', layers: s.records }, notes: s.notes, dropped: s.dropped };
 }

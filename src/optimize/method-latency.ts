@@ -78,14 +78,69 @@ export interface PreferFasterOptions extends Omit<FastestOptions, 'external'> {
   policy: RankPolicy;
   seed: number;
   gemm?: SyncGemm;
+  /**
+   * Further contenders of a layer by name, each within the error of the choice it met:
+   * the choices a later rival replaced along auto's comparison (e.g. CP, which spatial SVD
+   * then beat). Timed beside the kept rival and the preferred pass.
+   */
+  contenders?: ReadonlyMap<string, readonly PlannedContender[]>;
+  onStage?: (stage: string) => void;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+/** A contender as a decision names it: a pass by name and its ranks. */
+export interface PlannedContender {
+  pass: string;
+  ranks: readonly number[];
 }
 
 /**
+ * Binds the contenders of a record auto changed by comparison (its pass is not the one
+ * routed first); undefined when there is nothing to time: the preferred pass does not take
+ * the layer, or does not pay at the policy's ranks (then it is no contender), or only one
+ * chain is left.
+ */
+function bindContenders(layer: LayerInfo, rec: LayerRecord, others: readonly PlannedContender[], cx: PassContext, policy: RankPolicy): Contender[] | undefined {
+  const routed = passesFor(layer, AUTO);
+  if (typeof routed === 'string' || routed[0]!.name === rec.pass) return undefined;
+  const bindNamed = (name: string): BoundPass | undefined => {
+    const p = passByName(name);
+    const b = p && bind(p, layer, cx);
+    return b && !isSkip(b) ? b : undefined;
+  };
+  try {
+    const pref = bindNamed(routed[0]!.name);
+    const rival = bindNamed(rec.pass!);
+    if (!pref || !rival) return undefined;
+    const ranks = pref.chooseRanks(policy);
+    if (isSkip(ranks)) return undefined;
+    if (!pref.pays(pref.cost(ranks))) return undefined;
+    // The record's choice first (it wins ties), the preferred pass at the policy's ranks last.
+    const contenders: Contender[] = [{ bound: rival, ranks: rec.ranks! }];
+    const seen = new Set([key(rec.pass!, rec.ranks!), key(pref.name, ranks)]);
+    for (const o of others) {
+      if (seen.has(key(o.pass, o.ranks))) continue;
+      const b = bindNamed(o.pass);
+      if (!b || b.rankProblem(o.ranks)) continue;
+      seen.add(key(o.pass, o.ranks));
+      contenders.push({ bound: b, ranks: o.ranks });
+    }
+    contenders.push({ bound: pref, ranks });
+    return contenders;
+  } catch {
+    return undefined;
+  }
+}
+
+const key = (pass: string, ranks: readonly number[]): string => `${pass}|${ranks.join(',')}`;
+
+/**
  * The decisions of an auto run without a budget (optimizeModel with decideOnly), where a
- * rival won auto's comparison on error at no more params and MACs: the rival's chain and the
- * preferred pass's at the policy's ranks (both of about the error the policy asked for) are
- * timed together, and the faster is kept, whatever its MACs. Other records are returned as
- * they were; `model` is left as it was. The latency screen then judges the kept chain
+ * rival won auto's comparison on error at no more params and MACs: the rival's chain, the
+ * choices it replaced (`contenders`) and the preferred pass's at the policy's ranks (all of
+ * about the error the policy asked for) are timed together, and the fastest is kept,
+ * whatever its MACs. Other records are returned as they were (a layer with one contender
+ * is not timed); `model` is left as it was. The latency screen then judges the kept chain
  * against the layer as before.
  */
 export async function preferFaster(
@@ -94,40 +149,32 @@ export async function preferFaster(
   const byName = new Map(findLayers(model, opts.shapes).map((l) => [l.name, l]));
   const out = records.map((r) => ({ ...r }));
   const switched: string[] = [];
-  for (const rec of out) {
-    const layer = byName.get(rec.name);
-    if (!layer || rec.skipped || !rec.pass || !rec.ranks) continue;
-    const routed = passesFor(layer, AUTO);
-    if (typeof routed === 'string' || routed[0]!.name === rec.pass) continue;
+  const todo = out.filter((r) => !r.skipped && r.pass && r.ranks && byName.has(r.name));
+  let announced = false;
+  for (const [i, rec] of todo.entries()) {
+    const layer = byName.get(rec.name)!;
     const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), gemm: opts.gemm };
-    const chosen = passByName(rec.pass);
-    let pref: BoundPass, rival: BoundPass;
-    try {
-      const p = bind(routed[0]!, layer, cx);
-      const r = chosen && bind(chosen, layer, cx);
-      if (isSkip(p) || !r || isSkip(r)) continue;
-      [pref, rival] = [p, r];
-    } catch { continue; }
-    let ranks;
-    try { ranks = pref.chooseRanks(opts.policy); } catch { continue; }
-    if (isSkip(ranks)) continue;
-    const cost = pref.cost(ranks);
-    if (!pref.pays(cost)) continue;
-    const f = await fastestContender(model, layer, [{ bound: rival, ranks: rec.ranks }, { bound: pref, ranks }], cx, opts);
+    const contenders = bindContenders(layer, rec, opts.contenders?.get(rec.name) ?? [], cx, opts.policy);
+    if (!contenders) continue;
+    if (!announced) { opts.onStage?.('timing the methods auto compared, per layer, in ORT'); announced = true; }
+    opts.onProgress?.(i, todo.length, rec.name);
+    const f = await fastestContender(model, layer, contenders, cx, opts);
     if (!f.ok) continue;
-    const [msRival, msPref] = f.value.ms;
-    const timed = `timed in ORT: ${rival.method} ${rec.ranks.join(',')} ${fmt(msRival!)} ms, ${pref.method} ${ranks.join(',')} ${fmt(msPref!)} ms`;
+    const timed = `timed in ORT: ${contenders.map((c, j) => `${c.bound.method} ${c.ranks.join(',')} ${fmt(f.value.ms[j]!)} ms`).join(', ')}`;
     rec.note = rec.note ? `${rec.note}; ${timed}` : timed;
-    if (f.value.index !== 1) continue;
-    rec.note += `: ${pref.method} kept, faster`;
-    rec.pass = pref.name;
-    rec.method = pref.method;
-    rec.ranks = ranks;
+    if (f.value.index === 0) continue;
+    const won = contenders[f.value.index]!;
+    rec.note += `: ${won.bound.method} kept, faster`;
+    const cost = won.bound.cost(won.ranks);
+    rec.pass = won.bound.name;
+    rec.method = won.bound.method;
+    rec.ranks = [...won.ranks];
     rec.paramsAfter = cost.after.params;
     if (layer.macs !== undefined && cost.before.macsPerPosition > 0) rec.macsAfter = Math.round((layer.macs * cost.after.macsPerPosition) / cost.before.macsPerPosition);
     switched.push(rec.name);
   }
-  const notes = switched.length > 0 ? [`auto: ${switched.length} layer(s) kept the preferred pass's chain, timed faster in ORT than the rival that won on error: ${switched.join(', ')}`] : [];
+  if (announced) opts.onProgress?.(todo.length, todo.length, '');
+  const notes = switched.length > 0 ? [`auto: ${switched.length} layer(s) kept another method's chain, timed faster in ORT than the rival that won on error: ${switched.join(', ')}`] : [];
   return { records: out, notes };
 }
 

@@ -61,7 +61,7 @@ export interface Cost {
  */
 export interface LayerInputStats {
   kind: 'matrix' | 'conv';
-  /** [dim, dim]; for a grouped conv [groups, dim, dim] with dim = S/g. */
+  /** [dim, dim]; for a grouped conv [groups, dim, dim] with dim = S/g; for a batched MatMul weight [slices, K, K] (groups = slices). */
   gram: Float64Array;
   dim: number;
   groups?: number;

@@ -72,8 +72,8 @@ describe('conv-cp4', () => {
     expect(convCp4.compose(nodes, [factors[0]!, factors[2]!, factors[1]!, factors[3]!], f, undefined)).toMatch(/do not fit weight/);
   });
 
-  it('declines 1-D, 3-D, 1x1, 1xk, grouped and depthwise convs with reasons (match and accepts agree)', () => {
-    expectSplitDeclines(convCp4, 'cp4', /^4-way CP /, [[3, 1], /kh, kw > 1 only \(3x1/]);
+  it('declines 1x1, 1xk and depthwise convs and kernels with an extent 1 with reasons (match and accepts agree); 1-D and 3-D convs are taken', () => {
+    expectSplitDeclines(convCp4, 'cp4', /^4-way CP /, [[3, 1], /kh, kw > 1 only \(3x1/], true);
   });
 
   it('costs: R(S + kh + kw + T) params; the first 1x1 pays ∏strides, the kh×1 depthwise conv sw', () => {

@@ -56,18 +56,24 @@ export async function forWindowCases(seed: number, check: (c: Window2d & { seed:
 }
 
 /**
- * The 2-D screen of the split passes (conv-tt, conv-cp4): 1-D and 3-D convs, 1x1 and 1xk /
- * kx1 kernels (`oneAxis`), grouped and depthwise convs are declined by match and accepts
+ * The screen of the split passes (conv-tt, conv-cp4): 1-D and 3-D convs (unless `anyAxes`),
+ * 1x1 and 1xk / kx1 kernels (`oneAxis`) and depthwise convs are declined by match and accepts
  * alike with the reason, prefixed by `prefix`; routing --method `method` says so.
  */
-export function expectSplitDeclines<M>(pass: LayerPass<M>, method: string, prefix: RegExp, oneAxis: [number[], RegExp]): void {
+export function expectSplitDeclines<M>(pass: LayerPass<M>, method: string, prefix: RegExp, oneAxis: [number[], RegExp], anyAxes = false): void {
   const rng = createRng(1);
   const cases: [ConvSpec, RegExp][] = [
-    [{ S: 4, T: 4, kernel: [3], size: [8] }, /applies to 2-D convs only \(this one has 1 spatial axis/],
-    [{ S: 4, T: 4, kernel: [3, 3, 3], size: [5, 5, 5] }, /applies to 2-D convs only \(this one has 3 spatial axes/],
+    ...(anyAxes ? [
+      // A chain of one conv per axis: 1-D and 3-D convs are taken; kernels with an extent 1 are not.
+      [{ S: 4, T: 4, kernel: [1], size: [8] }, /does not apply to pointwise convs \(kernel 1\)/],
+      [{ S: 4, T: 4, kernel: [3, 1, 3], size: [5, 5, 5] }, /applies to kernels with every extent > 1 only \(3x1x3: /],
+      [{ S: 4, T: 4, kernel: [1, 1, 1], size: [5, 5, 5] }, /does not apply to pointwise convs \(kernel 1x1x1\)/],
+    ] as [ConvSpec, RegExp][] : [
+      [{ S: 4, T: 4, kernel: [3], size: [8] }, /applies to 2-D convs only \(this one has 1 spatial axis/],
+      [{ S: 4, T: 4, kernel: [3, 3, 3], size: [5, 5, 5] }, /applies to 2-D convs only \(this one has 3 spatial axes/],
+    ] as [ConvSpec, RegExp][]),
     [{ S: 4, T: 4, kernel: [1, 1], size: [5, 5] }, /does not apply to 1x1 convs/],
     [{ S: 4, T: 4, kernel: oneAxis[0], size: [5, 5] }, oneAxis[1]],
-    [{ S: 8, T: 8, group: 2, kernel: [3, 3], size: [5, 5] }, /does not apply to grouped convs \(group 2/],
     [{ S: 8, T: 8, group: 8, kernel: [3, 3], size: [5, 5] }, /does not apply to depthwise convs/],
   ];
   for (const [spec, why] of cases) {

@@ -75,8 +75,8 @@ describe('conv-tt', () => {
     expect(convTt.compose(nodes.slice(1), factors.slice(1), f, undefined)).toMatch(/chain of 4 convs/);
   });
 
-  it('declines 1-D, 3-D, 1x1, 1xk, grouped and depthwise convs with reasons (match and accepts agree)', () => {
-    expectSplitDeclines(convTt, 'tt', /^tensor-train /, [[1, 3], /kh, kw > 1 only \(1x3/]);
+  it('declines 1x1, 1xk and depthwise convs and kernels with an extent 1 with reasons (match and accepts agree); 1-D and 3-D convs are taken', () => {
+    expectSplitDeclines(convTt, 'tt', /^tensor-train /, [[1, 3], /kh, kw > 1 only \(1x3/], true);
   });
 
   it('costs: S·R1 + R1·R2·kh + R2·R3·kw + R3·T params; the first 1x1 pays ∏strides, the kh×1 conv sw', () => {

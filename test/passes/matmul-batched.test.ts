@@ -116,15 +116,63 @@ describe('matmul-batched-svd', () => {
     expect(matmulBatchedSvd.cost(m, [4])).toEqual({ before: { params: 2 * 480, macsPerPosition: 2 * 480 }, after: { params: 2 * 4 * 44, macsPerPosition: 2 * 4 * 44 } });
   });
 
-  it('routes batched weights here and 2-D weights as before; declines a declared 1-D operand; no statistics', () => {
+  it('routes batched weights here and 2-D weights as before; declines a declared 1-D operand; no paired statistics', () => {
     const batched = new Model(decodeModel(model(lowRank(40, 16, 2, 1), [2, 20, 16], [2, 4, 20])));
     expect(route(PASSES, mmLayer(batched), 'auto')).toEqual([matmulBatchedSvd, ...PASSES.filter((p) => p.name === 'matmul-svd')]);
-    expect(planLayer(batched, mmLayer(batched))).toBe('weight of rank 3');
+    expect(planLayer(batched, mmLayer(batched))).toMatch(/^batched weight \[2, 20, 16\]: its statistics are per slice/);
     const flat = new Model(decodeModel(model(lowRank(20, 16, 2, 1), [20, 16], [4, 20])));
     expect(route(PASSES, mmLayer(flat), 'auto')).toEqual(PASSES.filter((p) => p.name === 'matmul-svd'));
     expect(matmulBatchedSvd.accepts!(mmLayer(flat))).toEqual({ skip: 'applies to batched (3-D or more) constant weights only' });
     const oneD = new Model(decodeModel(model(lowRank(40, 16, 2, 1), [2, 20, 16], [20])));
     expect(matmulBatchedSvd.match(mmLayer(oneD), cxOf(oneD))).toEqual({ skip: 'the other operand is 1-D: the factored pair would not keep its shape' });
+  });
+
+  it('per-slice statistics whiten each slice by its own Gram; statistics of another form leave the fit weight-only', () => {
+    const K = 12, N = 10, r = 3;
+    const w = stacked(2, K, N, (b) => Float32Array.from(lowRank(K, N, 8, 20 + b)));
+    const bytes = model(w, [2, K, N], [2, 4, K]);
+    // Slice b's inputs live on coordinates b·6 … b·6+2: its Gram is 100·I there, 0 elsewhere.
+    const hot = (b: number): number[] => [b * 6, b * 6 + 1, b * 6 + 2];
+    const gram = new Float64Array(2 * K * K);
+    for (let b = 0; b < 2; b++) for (const i of hot(b)) gram[b * K * K + i * K + i] = 100;
+    const fit = (stats: PassContext['stats']) => {
+      const m0 = new Model(decodeModel(bytes));
+      const cx = { ...cxOf(m0), stats };
+      const m = matmulBatchedSvd.match(mmLayer(m0), cx);
+      if (isSkip(m)) throw new Error(m.skip);
+      const a = matmulBatchedSvd.apply(m, [r], cx);
+      if (isSkip(a)) throw new Error(a.skip);
+      const init = (suffix: string): Float32Array => {
+        const t = m0.proto.graph!.initializer.find((x) => x.name!.endsWith(suffix))!;
+        return new Float32Array(t.rawData!.slice().buffer);
+      };
+      const [l, rr] = [init('lr_l'), init('lr_r')];
+      // Relative error of each slice on its own inputs: rows hot(b) of W_b − L_b·R_b.
+      const onInputs = [0, 1].map((b) => {
+        let num = 0, den = 0;
+        for (const i of hot(b)) {
+          for (let j = 0; j < N; j++) {
+            let p = 0;
+            for (let t = 0; t < r; t++) p += l[b * K * r + i * r + t]! * rr[b * r * N + t * N + j]!;
+            const v = w[b * K * N + i * N + j]!;
+            num += (v - p) ** 2;
+            den += v * v;
+          }
+        }
+        return Math.sqrt(num / den);
+      });
+      return { ...a, onInputs };
+    };
+    const perSlice = fit(new Map([['mm', { kind: 'matrix', gram, dim: K, groups: 2, count: 100 }]]));
+    // Rank 3 holds the 3 rows each slice's inputs reach (up to the damping), whatever the whole weight loses.
+    expect(Math.max(...perSlice.onInputs)).toBeLessThan(0.02);
+    expect(perSlice.relError).toBeGreaterThan(0.3);
+    expect(perSlice.dataError).toBeLessThan(0.2);
+    // One pooled Gram [K, K] is not per-slice statistics: weight-only, no data error, and the reached rows are not kept.
+    const pooled = fit(new Map([['mm', { kind: 'matrix', gram: gram.slice(0, K * K), dim: K, groups: 1, count: 100 }]]));
+    expect(pooled.dataError).toBeUndefined();
+    expect(Math.min(...pooled.onInputs)).toBeGreaterThan(0.1);
+    expect(fit(undefined).relError).toBeCloseTo(pooled.relError, 6);
   });
 
   it('findLayers lists batched weights with K MACs per output entry; the driver rewrites them and composes back', () => {

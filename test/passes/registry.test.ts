@@ -62,7 +62,8 @@ describe('dispatch through the registry', () => {
     // conv1x1-svd takes only 1x1 group-1 convs and is preferred there; on kxk Tucker-2 leads and CP may challenge.
     expect(routed('pw', 'auto')).toEqual(['conv1x1-svd', 'conv-tucker2', 'conv-cp']);
     expect(routed('k3', 'auto')).toEqual(['conv-tucker2', 'conv-cp', 'conv-spatial-svd', 'conv-tt', 'conv-cp4']);
-    expect(routed('grouped', 'auto')).toEqual(['conv-tucker2', 'conv-cp']);
+    // The split passes take grouped convs per group too (issue 19).
+    expect(routed('grouped', 'auto')).toEqual(['conv-tucker2', 'conv-cp', 'conv-spatial-svd', 'conv-tt', 'conv-cp4']);
     expect(routed('pw', 'tucker2')).toEqual(['conv-tucker2']);
     expect(routed('k3', 'cp')).toEqual(['conv-cp']);
   });

@@ -59,7 +59,7 @@ describe('auto keeps the chain measured faster when latency counts', () => {
     expect(kept!.macsAfter!).toBeGreaterThan(rec!.macsAfter!);
     expect(kept!.paramsAfter).toBeGreaterThan(rec!.paramsAfter);
     expect(kept!.note).toMatch(/timed in ORT: cp 3 9\.00 ms, tucker2 3,3 4\.00 ms: tucker2 kept, faster$/);
-    expect(out.notes).toEqual(['auto: 1 layer(s) kept the preferred pass\'s chain, timed faster in ORT than the rival that won on error: conv']);
+    expect(out.notes).toEqual(['auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: conv']);
     // The decision applies as a plan: Tucker-2 at 3,3 is exact on this kernel too.
     const applied = optimizeModel(new Model(decodeModel(cpConvModel())), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0 }, { version: 1, model: '', policy: 'test', layers: out.records });
     expect(applied[0]).toMatchObject({ pass: 'conv-tucker2', ranks: [R, R] });
@@ -79,6 +79,25 @@ describe('auto keeps the chain measured faster when latency counts', () => {
     const same = await preferFaster(model, [tucker], { policy: { kind: 'energy', energy: 0.999 }, seed: 0, threads: 1, shapes: shapesOf(model), time: clock(2, none) });
     expect(none).toEqual([]);
     expect(same.records).toEqual([tucker]);
+  });
+
+  it('the choices a later rival replaced are timed too, and the fastest of all is kept', async () => {
+    const model = new Model(decodeModel(cpConvModel()));
+    const [rec] = decide(model);
+    // As if spatial SVD had beaten CP's choice along the comparison: CP 3 is then a contender too.
+    const svd = { ...rec!, pass: 'conv-spatial-svd', method: 'spatial-svd', ranks: [4] };
+    const calls: number[] = [];
+    // Chains of two convs (spatial SVD's) 6 ms, CP's depthwise one 1 ms, Tucker-2's 4 ms.
+    const time: ChainsTimer = async (_m, _l, chains) => {
+      calls.push(chains.length);
+      return ok({ originalMs: 10, candidateMs: chains.map((c) => (depthwise(c) ? 1 : c.graph!.node.length === 2 ? 6 : 4)) });
+    };
+    const contenders = new Map([['conv', [{ pass: 'conv-cp', ranks: [R] }, { pass: 'conv-spatial-svd', ranks: [4] }]]]);
+    const out = await preferFaster(model, [svd], { policy: { kind: 'energy', energy: 0.999 }, seed: 0, threads: 1, shapes: shapesOf(model), time, contenders });
+    // Spatial SVD (the record's own, listed once), CP and Tucker-2: one loop of three chains.
+    expect(calls).toEqual([3]);
+    expect(out.records[0]).toMatchObject({ pass: 'conv-cp', method: 'cp', ranks: [R], paramsAfter: rec!.paramsAfter, macsAfter: rec!.macsAfter });
+    expect(out.records[0]!.note).toMatch(/timed in ORT: spatial-svd 4 6\.00 ms, cp 3 1\.00 ms, tucker2 3,3 4\.00 ms: cp kept, faster$/);
   });
 
   it('fastestContender times every chain with the layer in ORT (real timing: only that each is timed)', async () => {
