@@ -9,6 +9,7 @@ import { LrError } from '../errors.js';
 import type { SyncGemm } from '../linalg/engine.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers.js';
+import { findOtherWeights } from '../graph/other-weights.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalReader } from '../onnx/external.js';
 import { isSkip, type BoundPass, type CostPair, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
@@ -136,6 +137,8 @@ export function optimizeModel(
   for (const g of model.allGraphs()) g.topoSort();
   const layers = findLayers(model, shapes);
   const quantized = findQuantizedLayers(model);
+  // Nodes holding a constant weight that no layer is (Einsum, 3-D Gather tables, a positional table added…): reported with why, before any rewrite adds nodes.
+  const others = findOtherWeights(model, layers, new Set(quantized.map((q) => q.name)));
   const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
   const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }) };
   const filteredOut = filterReasons(layers, opts);
@@ -229,6 +232,9 @@ export function optimizeModel(
   run.onProgress?.(layers.length, layers.length, '');
   for (const q of quantized) {
     records.push({ name: q.name, op: q.op, weightShape: [], where: 'quantized', paramsBefore: 0, paramsAfter: 0, ms: 0, skipped: true, reason: q.reason });
+  }
+  for (const o of others) {
+    records.push({ name: o.name, op: o.op, weightShape: o.weightShape, where: 'not a layer', paramsBefore: 0, paramsAfter: 0, ms: 0, skipped: true, reason: o.reason });
   }
   cleanUp(model);
   return records;

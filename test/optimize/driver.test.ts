@@ -93,6 +93,22 @@ describe('quantized layers', () => {
   });
 });
 
+describe('constant weights that are not layers', () => {
+  it('are reported as skipped with why, without changing the totals', () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [1, 6, 8]);
+    const pos = b.node('Add', [x, b.init('pos', [1, 6, 8], new Float32Array(48).fill(0.1))], {}, { name: 'add_pos' });
+    b.output(b.node('Einsum', [pos, b.init('heads', [8, 4, 2], new Float32Array(64).fill(0.2))], { equation: 'btd,dhk->bthk' }, { name: 'einsum' }));
+    const recs = optimizeModel(new Model(b.build()), undefined, { method: 'auto', policy: { kind: 'fixed', rank: 1 }, minParams: 0, seed: 0 });
+    const others = recs.filter((r) => r.where === 'not a layer');
+    expect(others.map((r) => [r.name, r.skipped, r.reason])).toEqual([
+      ['add_pos', true, 'Add reads a constant weight [1, 6, 8]: no rewrite applies to Add'],
+      ['einsum', true, 'Einsum reads a constant weight [8, 4, 2]: no rewrite applies to Einsum'],
+    ]);
+    expect(others.every((r) => r.paramsBefore === 0 && r.paramsAfter === 0)).toBe(true);
+  });
+});
+
 describe('layer filters', () => {
   const layer = (name: string, params: number, macs?: number, op = 'MatMul') => ({ name, op, weightName: `${name}.w`, weightShape: [params, 1], params, macs }) as unknown as import('../../src/graph/layers.js').LayerInfo;
 
