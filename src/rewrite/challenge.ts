@@ -90,7 +90,8 @@ export function challengeAtEqualCost<M>(
   layer: LayerInfo, spec: RivalSpec<M>, preferred: BoundPass, ranks: readonly number[], cx: PassContext, policy?: RankPolicy,
 ): Challenge | undefined {
   const ct = preferred.cost(ranks);
-  if (spec.byPolicy && policy && !preferred.pays(ct)) return challengeByPolicy(spec, preferred, ranks, policy);
+  // A slow-path rival does not take the policy either unless the run saves params or MACs.
+  if (spec.byPolicy && policy && !preferred.pays(ct) && !(spec.slowPath && !savesSize(cx))) return challengeByPolicy(spec, preferred, ranks, policy);
   if (ct.after.params >= ct.before.params || !preferred.estimate || !spec.pass.estimate) return undefined;
   const fixed = spec.fixedRank && policy?.kind === 'fixed';
   let rivalRanks: number[];
