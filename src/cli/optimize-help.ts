@@ -8,7 +8,8 @@ const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --rank-ratio R      keep about fraction R of each layer's parameters
   --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
   --rank N            the same rank N everywhere (clamped to each layer): Tucker-2 N,N,
-                      CP and spatial SVD N, TT N,N,N
+                      CP, CP-4 and spatial SVD N, TT N at each of its ranks (N,N,N on
+                      a 2-D conv)
   --align N           round ranks up to a multiple of N (e.g. 8); default when a budget
                       times candidates in ORT (--max-error, which saves latency unless
                       --save or --no-latency, --target-latency, --layer-latency): the channel block of
@@ -19,9 +20,11 @@ Layer selection:
   --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
                       conv and 1x1 ConvTranspose, Tucker-2 for kxk conv and ConvTranspose;
                       on a kxk conv CP and spatial SVD compete with it at no more params
-                      and MACs, the lower error wins; TT, CP-4 and CP on grouped convs
-                      compete too when the run saves params or MACs, as their chains ran
-                      slower than Tucker-2's in ORT; a CP whose terms cancel (high
+                      and MACs, the lower error wins; TT, CP-4, and CP and spatial SVD
+                      on grouped convs compete too when the run saves params or MACs, as
+                      their chains ran slower than Tucker-2's in ORT (or are not timed
+                      yet); where latency is measured, a rival that won is timed in ORT
+                      against Tucker-2 and the faster kept; a CP whose terms cancel (high
                       sensitivity) is refitted to a stable one)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})

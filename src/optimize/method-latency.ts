@@ -165,16 +165,19 @@ export async function preferFaster(
     if (f.value.index === 0) continue;
     const won = contenders[f.value.index]!;
     rec.note += `: ${won.bound.method} kept, faster`;
+    const rival = contenders[0]!;
+    const shown = `${rec.name} (${won.bound.method} ${won.ranks.join(',')} ${fmt(f.value.ms[f.value.index]!)} ms, ${rival.bound.method} ${rival.ranks.join(',')} ${fmt(f.value.ms[0]!)} ms)`;
     const cost = won.bound.cost(won.ranks);
     rec.pass = won.bound.name;
     rec.method = won.bound.method;
     rec.ranks = [...won.ranks];
     rec.paramsAfter = cost.after.params;
     if (layer.macs !== undefined && cost.before.macsPerPosition > 0) rec.macsAfter = Math.round((layer.macs * cost.after.macsPerPosition) / cost.before.macsPerPosition);
-    switched.push(rec.name);
+    switched.push(shown);
   }
   if (announced) opts.onProgress?.(todo.length, todo.length, '');
-  const notes = switched.length > 0 ? [`auto: ${switched.length} layer(s) kept another method's chain, timed faster in ORT than the rival that won on error: ${switched.join(', ')}`] : [];
+  // The run's notes carry the timings: a plan's per-layer notes are not the applied records'.
+  const notes = switched.length > 0 ? [`auto: ${switched.length} layer(s) kept another method's chain, timed faster in ORT than the rival that won on error: ${switched.join('; ')}`] : [];
   return { records: out, notes };
 }
 

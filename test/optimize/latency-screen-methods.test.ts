@@ -88,7 +88,7 @@ describe('latency screen under auto: the fastest of the chains within the error'
     expect(p!.skipped).toBeFalsy();
     expect(p!.note).toMatch(/timed in ORT: cp 3 9\.00 ms, tucker2 3,3 4\.00 ms: tucker2 kept, faster$/);
     expect(p!.paramsAfter).toBeGreaterThan(decided[0]!.paramsAfter);
-    expect(notes[0]).toBe('auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: p');
+    expect(notes[0]).toBe('auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: p (tucker2 3,3 4.00 ms, cp 3 9.00 ms)');
     expect(notes[1]).toMatch(/^latency screen: all 2 rewrite\(s\) measured/);
     // q had one contender: its decision is exactly what the screen alone makes of it.
     const alone = await screenByLatency(model, shapes, decided, { threads: 1, seed: 0, ...clocks(9, { chains: [], layers: [] }) });
@@ -168,7 +168,7 @@ describe('the default CLI run under auto (through the pipeline)', () => {
     expect(r.code).toBe(0);
     const rep = JSON.parse(r.out) as Report;
     expect(rep.layers.map((l) => [l.name, l.method, l.ranks])).toEqual([['p', 'tucker2', [3, 3]], ['q', 'tucker2', [4, 4]]]);
-    expect(rep.notes).toContain('auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: p');
+    expect(rep.notes).toContain('auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: p (tucker2 3,3 0.5000 ms, cp 3 0.9000 ms)');
     expect(vi.mocked(timeChains).mock.calls.map((c) => c[1].name)).toEqual(['p']);
     expect(rep.verify!.pass).toBe(true);
     expect(await compareModels(readFileSync(input), readFileSync(out), { x: randomFeed([1, C, HW, HW], 6) })).toBeLessThan(1e-3);

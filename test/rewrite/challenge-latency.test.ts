@@ -59,7 +59,7 @@ describe('auto keeps the chain measured faster when latency counts', () => {
     expect(kept!.macsAfter!).toBeGreaterThan(rec!.macsAfter!);
     expect(kept!.paramsAfter).toBeGreaterThan(rec!.paramsAfter);
     expect(kept!.note).toMatch(/timed in ORT: cp 3 9\.00 ms, tucker2 3,3 4\.00 ms: tucker2 kept, faster$/);
-    expect(out.notes).toEqual(['auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: conv']);
+    expect(out.notes).toEqual(['auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: conv (tucker2 3,3 4.00 ms, cp 3 9.00 ms)']);
     // The decision applies as a plan: Tucker-2 at 3,3 is exact on this kernel too.
     const applied = optimizeModel(new Model(decodeModel(cpConvModel())), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0 }, { version: 1, model: '', policy: 'test', layers: out.records });
     expect(applied[0]).toMatchObject({ pass: 'conv-tucker2', ranks: [R, R] });
