@@ -26,7 +26,7 @@ import {
   anchoredChannelWhitenings, anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, patchBlocks, type AnchoredPatch, type PatchBlocks,
 } from '../src/rewrite/conv-stats.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
-import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
+import { createTucker2Shared, tucker2Conv, type Tucker2Conv, type Tucker2Shared } from '../src/linalg/tucker2-conv.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
 import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
@@ -56,6 +56,11 @@ export interface ConvTucker2Match extends MatchBase {
   patches?: PatchBlocks;
   /** Anchored statistics: per-group channel whitening and, when collected, patch covariances. */
   anchor?: { channel: Whitening[]; patch?: AnchoredPatch[] };
+  /**
+   * The data-aware fits' rank-independent work, shared by the fits at other ranks on this
+   * match (sensitivity's rungs of the layer): it lives as long as the match does.
+   */
+  shared?: Tucker2Shared;
 }
 
 /** A fit and the ranks it was asked for (key "r1,r2"). */
@@ -225,7 +230,7 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
   // A data-aware fit draws nothing from the rng: the run keeps it for a later fit at these ranks.
   const aware = m.channelGram !== undefined || m.anchor !== undefined;
   const f = cachedFit(cx.fits, aware ? cx.stats?.get(m.layer.name) : undefined, `conv-tucker2|${m.layer.name}|${key}`, () => tucker2Conv({ data: m.w, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
-    rng: cx.rng, gemm: cx.gemm,
+    rng: cx.rng, gemm: cx.gemm, shared: aware ? (m.shared ??= createTucker2Shared()) : undefined,
     channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
     patches: m.patches,
     anchor: m.anchor && { ...m.anchor, patchDamp: ANCHOR_PATCH_DAMP },

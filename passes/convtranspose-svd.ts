@@ -24,8 +24,13 @@
  * Data-aware: X enters on the rows side of [S, T·K] (each tap is y = W_κᵀ·x), so with the
  * input-channel Gram of X (statistics of kind 'conv' over X's positions, as a 1x1 conv on
  * X collects them) the pair is the whitened SVD on the rows side, and with anchored
- * statistics the anchored one (svd-pair.ts). Uncentered: a mean error scattered through
- * the window is not one value per output channel, so no bias correction.
+ * statistics the anchored one (svd-pair.ts). Output side: with the moments of the
+ * scatter patches in the statistics (convtranspose-patches.ts: the output at one position
+ * is Wc·P, Wc [T, S·K] the Conv layout), the right factor L [r, T, K] is refitted by least
+ * squares on them given R (Ŵc[τ, σ·K + κ] = Σ_ρ L[ρ, τ, κ]·R[ρ, σ]: the B-step of
+ * linalg/spatial-svd-als.ts with the taps as its columns; anchored: on the anchored patch
+ * moments), and the mean output error (W − Ŵ)·E[P], the best constant per output channel,
+ * goes into the bias. Without them the pair is uncentered and has no bias correction.
  */
 import { attrInt } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -42,13 +47,29 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { bound } from '../src/rewrite/registry.js';
-import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { SvdCache, svdPairFactors, svdPairRank, WHITEN_DAMP, whiteningFor } from '../src/rewrite/svd-pair.js';
+import type { AnchoredPatch } from '../src/linalg/anchored.js';
+import type { Matrix } from '../src/linalg/matrix.js';
+import { bStep, objectiveOf, rowBlocks } from '../src/linalg/spatial-svd-als.js';
+import { dataErrors } from '../src/linalg/spatial-svd.js';
+import { anchoredPatches, ANCHOR_PATCH_DAMP, patchBlocks } from '../src/rewrite/conv-stats.js';
+import { swapChannelRoles } from '../src/rewrite/convtranspose-geometry.js';
+import { correctedBias } from './conv-tucker2.js';
 
 export interface ConvTransposeSvdMatch extends MatchBase {
   geo: ConvTransposeGeometry;
   /** W as the matrix [S, T·K]. */
   svd: SvdCache;
+  /** Scatter-patch moments (convtranspose-patches.ts), when the statistics carry them: the right factor's refit. */
+  patches?: { gram: Float64Array; mean?: Float64Array; count?: number };
+  /** Anchored scatter-patch moments, when the statistics carry them (used instead of `patches`). */
+  anchorPatch?: AnchoredPatch;
+  /** Pairs refitted on the patches, by rank. */
+  refits?: Map<number, PairFit>;
 }
+
+/** A pair as written: R [r, S], L [r, T·K] (or [T, r] transposed for a plain 1x1), errors and the bias correction. */
+interface PairFit { first: Float32Array; right: Float32Array; relError: number; dataError?: number; biasDelta?: Float64Array; refitted: boolean }
 
 /** [rows, cols] row-major → [cols, rows]. */
 function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
@@ -79,7 +100,12 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
     if (isSkip(data)) return data;
     const w = fromArray(geo.S, geo.T * geo.kernelSize, data);
     const whiten = whiteningFor(cx.stats?.get(layer.name), 'rows', geo.S);
-    return { layer, node: layer.node, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm) };
+    const anchorPatch = anchoredPatches(cx, layer.name, geo)?.[0];
+    const p = anchorPatch ? undefined : patchBlocks(cx, layer.name, geo);
+    const patches = p && { gram: p.gram[0]!, mean: p.mean?.[0], count: cx.stats?.get(layer.name)?.patchCount };
+    return {
+      layer, node: layer.node, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm), ...(patches && { patches }), ...(anchorPatch && { anchorPatch }),
+    };
   },
 
   chooseRanks: (m, policy) => svdPairRank(m.svd, policy),
@@ -88,31 +114,29 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
 
   cost: (m, ranks) => ({ before: convTransposeCost(m.geo), after: transposeSvdCost(m.geo, ranks[0]!) }),
 
-  estimate(m: ConvTransposeSvdMatch, ranks: readonly number[]): { relError: number; dataError?: number } | Skip {
-    const r = ranks[0]!;
-    if (!Number.isInteger(r) || r < 1 || r > Math.min(m.svd.w.rows, m.svd.w.cols)) return skip(`rank ${r} is out of range for a ${m.svd.w.rows}x${m.svd.w.cols} unfolding`);
-    const f = svdPairFactors(m.svd, r);
-    return Number.isFinite(f.relError) ? { relError: f.relError, dataError: f.dataError } : skip('factorization produced non-finite values');
+  estimate(m: ConvTransposeSvdMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
+    const f = pairAt(m, ranks[0]!, cx);
+    return isSkip(f) ? f : { relError: f.relError, dataError: f.dataError };
   },
 
   apply(m: ConvTransposeSvdMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
     const r = ranks[0]!;
     const { node: n, graph: g, geo } = m;
-    const { rows: S, cols: TK } = m.svd.w;
-    if (!Number.isInteger(r) || r < 1 || r > Math.min(S, TK)) return skip(`rank ${r} is out of range for a ${S}x${TK} unfolding`);
-    const f = svdPairFactors(m.svd, r);
-    if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+    const S = m.svd.w.rows;
+    const f = pairAt(m, r, cx);
+    if (isSkip(f)) return f;
+    const bias = correctedBias(cx, m, f.biasDelta);
+    if (isSkip(bias)) return bias;
     const ones = new Array<number>(geo.spatial).fill(1);
     const plain = isPlainPointwise(geo);
     const nameR = derivedName(cx, n, 'lr_r');
     const nameL = derivedName(cx, n, 'lr_l');
-    // f.left is U_r Σ_r^½ [S, r]; the first 1x1 Conv wants it as [r, S].
-    g.addInitializer(makeFloatTensor(nameR, [r, S, ...ones], transposed(f.left, S, r), m.dataType));
+    g.addInitializer(makeFloatTensor(nameR, [r, S, ...ones], f.first, m.dataType));
     if (plain) g.addInitializer(makeFloatTensor(nameL, [geo.T, r, ...ones], transposed(f.right, r, geo.T), m.dataType));
     else g.addInitializer(makeFloatTensor(nameL, [r, geo.T, ...geo.kernel], f.right, m.dataType));
     const z = derivedName(cx, n, 'lr_z');
-    const bias = geo.hasBias ? n.input[2] : undefined;
-    const aware = m.svd.whiten ? (m.svd.whiten.cross ? ', anchored' : ', data-aware') : '';
+    const aware = (m.svd.whiten ? (m.svd.whiten.cross ? ', anchored' : ', data-aware') : '')
+      + (f.refitted ? `, right factor ${m.anchorPatch ? 'fitted to the original outputs' : 'refitted'} on calibration patches` : '');
     const doc = docString('convtranspose-svd', `rank ${r} of ${S}x${geo.T}x${geo.kernel.join('x')} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameR, z, chainConvAttrs(ones, 1), undefined, doc),
@@ -124,6 +148,45 @@ export const convTransposeSvd: LayerPass<ConvTransposeSvdMatch, 'svd'> = {
     return { relError: f.relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
   },
 };
+
+/**
+ * The pair at rank r: the (whitened) SVD pair, its right factor refitted on the scatter
+ * patches when the statistics carry them (see the file's comment); refits cached by rank.
+ */
+function pairAt(m: ConvTransposeSvdMatch, r: number, cx: PassContext): PairFit | Skip {
+  const { rows: S, cols: TK } = m.svd.w;
+  if (!Number.isInteger(r) || r < 1 || r > Math.min(S, TK)) return skip(`rank ${r} is out of range for a ${S}x${TK} unfolding`);
+  const f = svdPairFactors(m.svd, r);
+  if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
+  // f.left is U_r Σ_r^½ [S, r]; the first 1x1 Conv wants it as [r, S].
+  const first = transposed(f.left, S, r);
+  if (!m.patches && !m.anchorPatch) return { first, right: f.right, relError: f.relError, dataError: f.dataError, refitted: false };
+  const hit = m.refits?.get(r);
+  if (hit) return hit;
+  const { T, kernelSize: K } = m.geo;
+  const D = S * K;
+  // Wc [T, S·K]: the ConvTranspose weight [S, T, K] with the channel roles swapped.
+  const w: Matrix = { rows: T, cols: D, data: Float64Array.from(swapChannelRoles(m.svd.w.data, S, T, K, 1)) };
+  const stats = m.anchorPatch ? { anchor: m.anchorPatch, damp: ANCHOR_PATCH_DAMP } : { patches: m.patches, damp: WHITEN_DAMP };
+  const obj = objectiveOf(w, stats)!;
+  const a: Matrix = { rows: r, cols: S, data: Float64Array.from(first) };
+  // L [r, T·K] (row ρ, column τ·K + κ): the ConvTranspose weight [r, T, k…] as stored.
+  const b = bStep(a, obj, rowBlocks(obj.g, S, K), T, K, [], cx.gemm);
+  const wHat = new Float64Array(T * D);
+  for (let t = 0; t < T; t++) for (let rho = 0; rho < r; rho++) for (let k = 0; k < K; k++) {
+    const v = b.data[rho * T * K + t * K + k]!;
+    if (v !== 0) for (let sg = 0; sg < S; sg++) wHat[t * D + sg * K + k] += v * a.data[rho * S + sg]!;
+  }
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < wHat.length; i++) { num += (w.data[i]! - wHat[i]!) ** 2; den += w.data[i]! ** 2; }
+  const e = dataErrors(w, { rows: T, cols: D, data: wHat }, stats, cx.gemm);
+  // In f.right's layout [r, T·K] (apply writes a plain 1x1's transposed).
+  const fit: PairFit = { first, right: Float32Array.from(b.data), relError: den > 0 ? Math.sqrt(num / den) : 0, ...e, refitted: true };
+  if (!Number.isFinite(fit.relError) || (fit.dataError !== undefined && !Number.isFinite(fit.dataError))) return skip('right factor refit on calibration patches produced non-finite values');
+  (m.refits ??= new Map()).set(r, fit);
+  return fit;
+}
 
 /**
  * Under auto, against convtranspose-tucker2 at its ranks: the smallest SVD rank whose

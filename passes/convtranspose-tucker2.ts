@@ -30,9 +30,16 @@
  * first 1x1 of a Conv Tucker-2 does, so with the input-channel Gram of X (statistics of
  * kind 'conv' over X's positions, per group: what a 1x1 conv on X would collect) it is the
  * whitened one (tucker2-conv.ts `channel`), and with anchored channel statistics the
- * anchored one; the output side stays the truncated SVD (patch statistics of a scatter
- * are not collected). A 1x1 group-1 ConvTranspose is convtranspose-svd's, and S/g = 1
- * (one input channel per group) has nothing to factor.
+ * anchored one. The output side: per group the output at one position is Wc_j times a
+ * "scatter patch" of X (convtranspose-patches.ts: X at the input positions each tap writes
+ * there from), so with the moments of those patches in the statistics (patchGram [g, D, D],
+ * D = (S/g)·∏k, in the Conv layout's order σ·∏k + κ) the last 1x1 is refitted by least
+ * squares on them and the mean error moved into the bias, and with anchored patch moments
+ * core and last factor are fitted to the original outputs — exactly as conv-tucker2 does
+ * on im2col patches (the same tucker2-conv.ts options). Without them (the collector does
+ * not gather scatter patches yet) the output side stays the truncated SVD.
+ * A 1x1 group-1 ConvTranspose is convtranspose-svd's, and S/g = 1 (one input channel per
+ * group) has nothing to factor.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
@@ -44,12 +51,14 @@ import {
   type ConvTransposeGeometry,
 } from '../src/rewrite/convtranspose-geometry.js';
 import { docString } from '../src/rewrite/emit.js';
-import { anchoredChannelWhitenings, ANCHOR_PATCH_DAMP, channelBlocks } from '../src/rewrite/conv-stats.js';
+import {
+  anchoredChannelWhitenings, anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, patchBlocks, type AnchoredPatch, type PatchBlocks,
+} from '../src/rewrite/conv-stats.js';
 import { cachedFit } from '../src/rewrite/fit-cache.js';
 import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
 import { attrInt } from '../src/graph/attrs.js';
-import { tucker2Limits, tucker2RankCheck, tucker2Ranks, type ConvTucker2Match } from './conv-tucker2.js';
+import { correctedBias, tucker2Limits, tucker2RankCheck, tucker2Ranks, type ConvTucker2Match } from './conv-tucker2.js';
 
 export interface ConvTransposeTucker2Match extends MatchBase {
   geo: ConvTransposeGeometry;
@@ -63,6 +72,10 @@ export interface ConvTransposeTucker2Match extends MatchBase {
   channelGram?: Float64Array[];
   /** Anchored per-group channel whitening of X (the partly compressed model's input vs the original's). */
   anchor?: Whitening[];
+  /** Per-group scatter-patch moments (convtranspose-patches.ts), when the statistics carry them: the last 1x1's refit. */
+  patches?: PatchBlocks;
+  /** Anchored scatter-patch moments per group (with `anchor`): core and last factor fitted to the original outputs. */
+  anchorPatch?: AnchoredPatch[];
 }
 
 const isOnes = (xs: readonly number[]): boolean => xs.every((k) => k === 1);
@@ -91,8 +104,11 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     const wc = swapChannelRoles(w, geo.S, geo.T / geo.group, geo.kernelSize, geo.group);
     const anchor = anchoredChannelWhitenings(cx, layer.name, geo);
     const channelGram = anchor ? undefined : channelBlocks(cx, layer.name, geo);
+    const patches = anchor ? undefined : patchBlocks(cx, layer.name, geo);
+    const anchorPatch = anchor ? anchoredPatches(cx, layer.name, geo) : undefined;
     return {
       layer, node: layer.node, graph: layer.graph, dataType, geo, wc, groups: groupKernels(wc, geo), ...(channelGram && { channelGram }), ...(anchor && { anchor }),
+      ...(patches && { patches }), ...(anchorPatch && { anchorPatch }),
     };
   },
 
@@ -117,6 +133,8 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     const f = factorize(m, ranks, cx);
     if (isSkip(f)) return f;
     const { r1, r2, relError } = f;
+    const bias = correctedBias(cx, m, f.biasDelta);
+    if (isSkip(bias)) return bias;
     const K = geo.kernelSize;
     // The Conv-layout core [g·r2, r1, K] as a ConvTranspose weight [g·r1, r2, K].
     const core = swapChannelRoles(f.core, G * r2, r1, K, G);
@@ -130,12 +148,14 @@ export const convTransposeTucker2: LayerPass<ConvTransposeTucker2Match, 'tucker2
     const z1 = derivedName(cx, n, 'lr_z1');
     const z2 = derivedName(cx, n, 'lr_z2');
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const aware = m.anchor ? ', anchored input factor' : m.channelGram ? ', data-aware input factor' : '';
+    const aware = m.anchor
+      ? `, anchored input factor${m.anchorPatch ? ', core and last factor fitted to the original outputs on calibration patches' : ''}`
+      : (m.channelGram ? ', data-aware input factor' : '') + (m.patches ? ', last factor refitted on calibration patches' : '');
     const doc = docString('convtranspose-tucker2', `ranks [${r1}, ${r2}]${per} of ${geo.S}x${geo.T / G}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${aware})`);
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameA, z1, chainConvAttrs(ones, G), undefined, doc),
       convTransposeNode(derivedName(cx, n, 'lr_b'), z1, nameC, z2, chainConvAttrs(geo.kernel, G, transposePlacementAttrs(n)), undefined, doc),
-      convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0]!, chainConvAttrs(ones, G), geo.hasBias ? n.input[2] : undefined, doc),
+      convNode(derivedName(cx, n, 'lr_c'), z2, nameB, n.output[0]!, chainConvAttrs(ones, G), bias, doc),
     ];
     g.replaceNode(n, nodes);
     return { relError, dataError: f.dataError, nodes: nodes.map((x) => x.name!) };
@@ -154,12 +174,13 @@ function factorize(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: P
   const key = ranks.join(',');
   if (m.fitted?.key === key) return m.fitted;
   // A data-aware fit draws nothing from the rng: the run keeps it for a later fit at these ranks.
-  const aware = m.channelGram !== undefined || m.anchor !== undefined;
+  const aware = m.channelGram !== undefined || m.anchor !== undefined || m.patches !== undefined;
   const f = cachedFit(cx.fits, aware ? cx.stats?.get(m.layer.name) : undefined, `convtranspose-tucker2|${m.layer.name}|${key}`, () => tucker2Conv(
     { data: m.wc, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
       rng: cx.rng, gemm: cx.gemm,
       channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
-      anchor: m.anchor && { channel: m.anchor, patchDamp: ANCHOR_PATCH_DAMP },
+      patches: m.patches,
+      anchor: m.anchor && { channel: m.anchor, patch: m.anchorPatch, patchDamp: ANCHOR_PATCH_DAMP },
     }));
   if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
   m.fitted = { key, ...f };

@@ -8,8 +8,8 @@ const RANK_OPTIONS = `Rank choice (one of; default --energy ${0.999}):
   --rank-ratio R      keep about fraction R of each layer's parameters
   --vbmf              EVBMF estimate (Nakajima et al. 2013), no setting needed
   --rank N            the same rank N everywhere (clamped to each layer): Tucker-2 N,N,
-                      CP, CP-4 and spatial SVD N, TT N at each of its ranks (N,N,N on
-                      a 2-D conv)
+                      CP, CP-4 and spatial SVD N (N,N on a 3-D conv), TT N at each of
+                      its ranks (N,N,N on a 2-D conv)
   --align N           round ranks up to a multiple of N (e.g. 8); default when a budget
                       times candidates in ORT (--max-error, which saves latency unless
                       --save or --no-latency, --target-latency, --layer-latency): the channel block of

@@ -15,7 +15,7 @@ import { isRank, notARank } from './checks.js';
 import { cpAlsSync } from './cp-als.js';
 import { chainFactorsSensitivity, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 import type { SyncGemm } from './engine.js';
-import type { Matrix } from './matrix.js';
+import { relativeDiff, type Matrix } from './matrix.js';
 
 export interface Cp4ConvOptions {
   rng?: Rng;
@@ -88,7 +88,7 @@ export function cp4Sensitivity(first: ArrayLike<number>, rows: ArrayLike<number>
 
 /** ‖W − Ŵ‖_F / ‖W‖_F of the chain's (fp32) factors. */
 export function cp4Error(w: ArrayLike<number>, first: ArrayLike<number>, rows: ArrayLike<number>, cols: ArrayLike<number>, last: ArrayLike<number>, T: number, S: number, kh: number, kw: number, R: number): number {
-  return relDiff(w, cp4Kernel(first, rows, cols, last, T, S, kh, kw, R));
+  return relativeDiff(w, cp4Kernel(first, rows, cols, last, T, S, kh, kw, R));
 }
 
 /** The chain before its last 1x1 as a map on patches, H [R, S·kh·kw]: H[r, (s, y, x)] = first[r, s]·rows[r, y]·cols[r, x]. */
@@ -118,14 +118,4 @@ function colNorm(f: Matrix, c: number): number {
   let s = 0;
   for (let i = 0; i < f.rows; i++) s += f.data[i * f.cols + c]! ** 2;
   return Math.sqrt(s);
-}
-
-function relDiff(w: ArrayLike<number>, got: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < w.length; i++) {
-    num += (w[i]! - got[i]!) ** 2;
-    den += w[i]! ** 2;
-  }
-  return den === 0 ? 0 : Math.sqrt(num / den);
 }

@@ -124,6 +124,18 @@ export function diffNorm(a: Matrix, b: Matrix): number {
   return frobeniusNorm(d);
 }
 
+/** ‖w − approx‖ / ‖w‖ over flat arrays of one length (0 for a zero w). */
+export function relativeDiff(w: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < w.length; i++) {
+    const d = w[i]! - approx[i]!;
+    num += d * d;
+    den += w[i]! * w[i]!;
+  }
+  return den === 0 ? 0 : Math.sqrt(num / den);
+}
+
 export function sub(a: Matrix, b: Matrix): Matrix {
   checkSameShape(a, b, 'sub');
   const d = new Float64Array(a.data.length);

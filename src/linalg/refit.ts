@@ -33,6 +33,24 @@ export interface Refit {
  * @param mean E[p] [D] (optional): enables the bias correction
  */
 export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?: Float64Array, sync?: SyncGemm): Refit {
+  return refitLastFactorGiven(w, h, gram, outputEnergy(w, gram, sync), mean, sync);
+}
+
+/*
+ * The output energy tr(W·Σ·Wᵀ) does not depend on the chain, and at a conv's sizes (t·D² with
+ * D = s·K up to 4608) it costs as much as the rest of the refit: fits of one layer at several
+ * ranks (tucker2-conv.ts) compute it once and pass it in.
+ */
+/** tr(W·Σ·Wᵀ) for W [t, D] and Σ [D, D] (refitLastFactor's `den`). */
+export function outputEnergy(w: Matrix, gram: Float64Array, sync?: SyncGemm): number {
+  const ws = product(w, { rows: w.cols, cols: w.cols, data: gram }, {}, sync);
+  let s = 0;
+  for (let i = 0; i < w.data.length; i++) s += ws.data[i]! * w.data[i]!;
+  return s;
+}
+
+/** refitLastFactor(w, h, gram, mean) with den = outputEnergy(w, gram) given. */
+export function refitLastFactorGiven(w: Matrix, h: Matrix, gram: Float64Array, den: number, mean?: Float64Array, sync?: SyncGemm): Refit {
   const D = w.cols;
   const sigma: Matrix = { rows: D, cols: D, data: gram };
   const sh = product(sigma, h, { transB: true }, sync); // Σ·Hᵀ [D, r]
@@ -40,11 +58,8 @@ export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?:
   const rhs = product(w, sh, {}, sync); // W·Σ·Hᵀ [t, r]
   const { l } = choleskyWithRidge(m, 1e-8, sync);
   // B·M = rhs  ⇔  M·Bᵀ = rhsᵀ (M symmetric): L·Z = rhsᵀ, Lᵀ·Bᵀ = Z.
-  const bt = solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs), sync));
-  const b = transpose(bt);
-  // Errors under Σ without forming ΔW = W − B·H (a [t, D]·[D, D] product fewer):
+  const b = transpose(solveUpperLeft(transpose(l), solveLowerLeft(l, transpose(rhs), sync)));
   // tr(ΔW·Σ·ΔWᵀ) = tr(W·Σ·Wᵀ) − 2·⟨B, W·Σ·Hᵀ⟩ + ⟨B·(H·Σ·Hᵀ), B⟩.
-  const den = traceQuad(w, sigma, sync);
   const bm = product(b, m, {}, sync);
   let cross = 0;
   let quad = 0;
@@ -73,12 +88,4 @@ export function refitLastFactor(w: Matrix, h: Matrix, gram: Float64Array, mean?:
     out.biasDelta = delta;
   }
   return out;
-}
-
-/** tr(A·Σ·Aᵀ) = Σ_rows aᵀ·Σ·a. */
-function traceQuad(a: Matrix, sigma: Matrix, sync: SyncGemm | undefined): number {
-  const as = product(a, sigma, {}, sync);
-  let s = 0;
-  for (let i = 0; i < a.data.length; i++) s += as.data[i] * a.data[i];
-  return s;
 }

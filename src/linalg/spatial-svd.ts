@@ -23,7 +23,7 @@
 import { anchoredError, meanEnergy, meanError } from './anchored.js';
 import { isRank, notARank } from './checks.js';
 import { product, type SyncGemm } from './engine.js';
-import { transpose, type Matrix } from './matrix.js';
+import { relativeDiff, transpose, type Matrix } from './matrix.js';
 import { truncatedSvdSync } from './rsvd.js';
 import { singularValues } from './svd.js';
 import { solveUpperLeft } from './triangular.js';
@@ -153,7 +153,7 @@ export function spatialSvd(kernel: SpatialKernel, rank: number, opts: SpatialSvd
   const second = new Float32Array(T * R * kw);
   for (let r = 0; r < R; r++) for (let t = 0; t < T; t++) for (let x = 0; x < kw; x++) second[(t * R + r) * kw + x] = b.data[r * T * kw + t * kw + x]!;
   const approx = spatialKernel(first, second, T, S, kh, kw, R);
-  const out: SpatialSvd = { rank: R, first, second, relError: relDiff(kernel.data, approx), sweeps, objective };
+  const out: SpatialSvd = { rank: R, first, second, relError: relativeDiff(kernel.data, approx), sweeps, objective };
   if (!obj) return out;
   const wHat: Matrix = { rows: T, cols: D, data: Float64Array.from(approx) };
   return { ...out, ...dataErrors(w, wHat, opts, sync) };
@@ -181,7 +181,7 @@ function whitenSides(m: Matrix, li: Matrix, lx: Matrix | undefined, T: number, k
 }
 
 /** Scales A's row r and B's row r to equal norms (the product is unchanged): factors near one scale suit fp16. */
-function balance(a: Matrix, b: Matrix, T: number, kw: number): void {
+export function balance(a: Matrix, b: Matrix, T: number, kw: number): void {
   const I = a.cols;
   const n = T * kw;
   for (let r = 0; r < a.rows; r++) {
@@ -195,7 +195,7 @@ function balance(a: Matrix, b: Matrix, T: number, kw: number): void {
 }
 
 /** Output errors of Ŵ on the statistics and the bias correction. */
-function dataErrors(w: Matrix, wHat: Matrix, opts: SpatialSvdOptions, sync: SyncGemm | undefined): Pick<SpatialSvd, 'dataError' | 'biasDelta'> {
+export function dataErrors(w: Matrix, wHat: Matrix, opts: SpatialSvdOptions, sync: SyncGemm | undefined): Pick<SpatialSvd, 'dataError' | 'biasDelta'> {
   const D = w.cols;
   if (opts.anchor) {
     const p = opts.anchor;
@@ -215,15 +215,3 @@ function dataErrors(w: Matrix, wHat: Matrix, opts: SpatialSvdOptions, sync: Sync
   if (st.mean) out.biasDelta = meanError(w, wHat, st.mean, st.mean);
   return out;
 }
-
-function relDiff(w: ArrayLike<number>, approx: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < w.length; i++) {
-    const d = w[i]! - approx[i]!;
-    num += d * d;
-    den += w[i]! * w[i]!;
-  }
-  return den === 0 ? 0 : Math.sqrt(num / den);
-}
-

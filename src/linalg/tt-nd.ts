@@ -10,7 +10,7 @@
  */
 import { isRank, notARank } from './checks.js';
 import type { SyncGemm } from './engine.js';
-import type { Matrix } from './matrix.js';
+import { relativeDiff, type Matrix } from './matrix.js';
 import { singularValues } from './svd.js';
 import { truncated, ttKernel, ttPrefix, ttSpectra, ttSvd } from './tt.js';
 
@@ -90,7 +90,7 @@ export function ttNdSvd(k: TtNdKernel, ranks: readonly number[], opts: { gemm?: 
   const last = new Float32Array(T! * Rn);
   for (let r = 0; r < Rn; r++) for (let t = 0; t < T!; t++) last[t * Rn + r] = step.rest[r * T! + t]!;
   const w = ttNdKernel(first, cores, last, T!, S!, ks, R);
-  return { ranks: R, first, cores, last, relError: relDiff(k.data, w), discarded: discarded.map((d) => (total > 0 ? d / total : 0)) };
+  return { ranks: R, first, cores, last, relError: relativeDiff(k.data, w), discarded: discarded.map((d) => (total > 0 ? d / total : 0)) };
 }
 
 /**
@@ -146,14 +146,4 @@ function ttOrder(k: TtNdKernel): Float64Array {
   const a = new Float64Array(T! * P);
   for (let t = 0; t < T!; t++) for (let i = 0; i < P; i++) a[i * T! + t] = k.data[t * P + i]!;
   return a;
-}
-
-function relDiff(w: ArrayLike<number>, got: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < w.length; i++) {
-    num += (w[i]! - got[i]!) ** 2;
-    den += w[i]! ** 2;
-  }
-  return den === 0 ? 0 : Math.sqrt(num / den);
 }

@@ -15,15 +15,16 @@
  *    error W·E[p] − Ŵ·E[p̂] as a bias correction.
  * With `patches` (and no anchor) the last factor of each group is refitted by least squares
  * on them (refit.ts), the mean error moved into the bias correction.
+ * Fits of one kernel at several ranks can share their rank-independent work (`shared`).
  */
 import type { Rng } from '../util/rng.js';
 import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, reducedRankFromMoments, type AnchoredPatch } from './anchored.js';
 import { product, runSync, type SyncGemm } from './engine.js';
-import { transpose, type Matrix } from './matrix.js';
-import { refitLastFactor, type PatchMoments } from './refit.js';
+import { sliceCols, transpose, type Matrix } from './matrix.js';
+import { outputEnergy, refitLastFactorGiven, type PatchMoments } from './refit.js';
 import { leftVectorsByGram, svd } from './svd.js';
 import { tucker2Sync } from './tucker2.js';
-import { whitenedSvdFactors, type ChannelWhitening } from './whitened-svd.js';
+import { whitenedFactorsAt, whitenedSvdWork, type ChannelWhitening, type WhitenedSvdWork } from './whitened-svd.js';
 
 /** A conv kernel [T, S/g, K] (K = ∏k, fp32 as stored) and its group count g. */
 export interface ConvKernel {
@@ -42,6 +43,45 @@ export interface Tucker2ConvOptions {
   patches?: PatchMoments;
   /** Anchored statistics; when given, `channel` and `patches` are not used. */
   anchor?: { channel: readonly ChannelWhitening[]; patch?: readonly AnchoredPatch[]; patchDamp: number };
+  /**
+   * Work kept between fits of this kernel on these statistics at other ranks (a layer's
+   * rungs): the results are the same as without it. Made by createTucker2Shared; fits of
+   * another kernel or statistics replace what it holds.
+   */
+  shared?: Tucker2Shared;
+}
+
+/**
+ * The rank-independent work of one layer's data-aware fits, shared by its rungs (sensitivity
+ * fits a layer at several rank pairs, each costing seconds at 512 channels): per group the
+ * whitened mode-S unfolding with its Cholesky factor and, once a rank takes the exact path,
+ * its full SVD (whitened-svd.ts: WhitenedSvdWork); the output side at the last r1 (its
+ * U_T serves every r2); tr(W·Σ·Wᵀ) of the refit on the patch moments; the anchored fit's
+ * W·(X + δI)ᵀ. Up to about 3·s·t·K·8 bytes per group (60 MB for a 512x512x3x3 conv), so
+ * the caller holds it only while it fits the layer (conv-tucker2.ts: on its match).
+ */
+export interface Tucker2Shared { work?: SharedWork }
+
+export const createTucker2Shared = (): Tucker2Shared => ({});
+
+interface SharedWork {
+  /** What the work was made from (compared by identity). */
+  kernel: Float32Array;
+  whiten?: readonly ChannelWhitening[];
+  patches?: readonly Float64Array[];
+  anchor?: readonly AnchoredPatch[];
+  patchDamp?: number;
+  groups: GroupWork[];
+}
+
+interface GroupWork {
+  svd?: WhitenedSvdWork;
+  /** The whitened fit's input side and U_T at one r1 (the last asked). */
+  atRank?: { r1: number; first: Float32Array; q: Matrix; ut: Matrix };
+  /** tr(W·Σ·Wᵀ) on the group's patch moments. */
+  energy?: number;
+  /** Anchored: W·(X + δI)ᵀ [t, D]. */
+  target?: Matrix;
 }
 
 export interface Tucker2Conv {
@@ -68,10 +108,29 @@ export function tucker2Conv(kernel: ConvKernel, ranks: readonly [number, number]
     throw new RangeError(`tucker2Conv: ranks [${r1}, ${r2}] are out of range for ${t}x${s} channels per group`);
   }
   const groups = groupData(kernel);
-  if (opts.anchor) return anchoredTucker2(kernel, groups, r1, r2, opts.anchor, opts.gemm);
-  if (opts.channel) return refitted(kernel, groups, whitenedTucker2(kernel, groups, r1, r2, opts.channel, opts.gemm), opts.patches, opts.gemm);
+  const work = sharedWork(opts, kernel);
+  if (opts.anchor) return anchoredTucker2(kernel, groups, r1, r2, opts.anchor, opts.gemm, work);
+  if (opts.channel) return refitted(kernel, groups, whitenedTucker2(kernel, groups, r1, r2, opts.channel, opts.gemm, work, !opts.patches), opts.patches, opts.gemm, work);
   const f = hooiTucker2(kernel, groups, r1, r2, opts);
-  return Number.isFinite(f.relError) ? refitted(kernel, groups, f, opts.patches, opts.gemm) : f;
+  return Number.isFinite(f.relError) ? refitted(kernel, groups, f, opts.patches, opts.gemm, work) : f;
+}
+
+/** The shared work for this kernel and these statistics: `opts.shared`'s when it was made from them, else new (kept there when given). */
+function sharedWork(opts: Tucker2ConvOptions, kernel: ConvKernel): SharedWork {
+  const whiten = opts.anchor?.channel ?? opts.channel;
+  const patches = opts.anchor ? undefined : opts.patches?.gram;
+  const anchor = opts.anchor?.patch;
+  const patchDamp = opts.anchor?.patchDamp;
+  const old = opts.shared?.work;
+  const same = <X>(a: readonly X[] | undefined, b: readonly X[] | undefined, eq: (x: X, y: X) => boolean): boolean =>
+    a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => eq(x, b[i]!)));
+  if (old && old.kernel === kernel.data && old.groups.length === kernel.groups && old.patchDamp === patchDamp
+    && same(old.whiten, whiten, (x, y) => x.gram === y.gram && x.cross === y.cross && (x.damp ?? 0) === (y.damp ?? 0))
+    && same(old.patches, patches, (x, y) => x === y)
+    && same(old.anchor, anchor, (x, y) => x.gramHat === y.gramHat && x.cross === y.cross && x.mean === y.mean && x.meanHat === y.meanHat)) return old;
+  const work: SharedWork = { kernel: kernel.data, whiten, patches, anchor, patchDamp, groups: Array.from({ length: kernel.groups }, () => ({})) };
+  if (opts.shared) opts.shared.work = work;
+  return work;
 }
 
 /** Each group's kernel [t, s·K] in float64 (group j owns output channels j·t…). */
@@ -108,7 +167,9 @@ function hooiTucker2(kernel: ConvKernel, groups: Float64Array[], r1In: number, r
 }
 
 /** The last 1x1 of each group refitted by least squares on the patch moments (refit.ts). */
-function refitted(kernel: ConvKernel, groups: Float64Array[], f: Tucker2Conv, patches: PatchMoments | undefined, sync: SyncGemm | undefined): Tucker2Conv {
+function refitted(
+  kernel: ConvKernel, groups: Float64Array[], f: Tucker2Conv, patches: PatchMoments | undefined, sync: SyncGemm | undefined, work: SharedWork,
+): Tucker2Conv {
   if (!patches) return f;
   const [T, s, K] = kernel.shape;
   const t = T / kernel.groups;
@@ -119,8 +180,12 @@ function refitted(kernel: ConvKernel, groups: Float64Array[], f: Tucker2Conv, pa
   let num = 0;
   let den = 0;
   groups.forEach((data, j) => {
+    const w: Matrix = { rows: t, cols: D, data };
+    const gw = work.groups[j]!;
+    // tr(W·Σ·Wᵀ) does not depend on the ranks: once per layer.
+    gw.energy ??= outputEnergy(w, patches.gram[j]!, sync);
     const h = coreTimesFirst(s, K, f.core, f.first, j, r1, r2, sync);
-    const r = refitLastFactor({ rows: t, cols: D, data }, { rows: r2, cols: D, data: h }, patches.gram[j]!, patches.mean?.[j], sync);
+    const r = refitLastFactorGiven(w, { rows: r2, cols: D, data: h }, patches.gram[j]!, gw.energy, patches.mean?.[j], sync);
     for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = r.b[a * r2 + c]!;
     if (r.biasDelta) for (let a = 0; a < t; a++) biasDelta[j * t + a] = r.biasDelta[a]!;
     num += r.num;
@@ -138,6 +203,7 @@ function refitted(kernel: ConvKernel, groups: Float64Array[], f: Tucker2Conv, pa
  */
 function whitenedTucker2(
   kernel: ConvKernel, groups: Float64Array[], r1In: number, r2In: number, whiten: readonly ChannelWhitening[], sync: SyncGemm | undefined,
+  work: SharedWork, withError: boolean,
 ): Tucker2Conv {
   const [T, s, K] = kernel.shape;
   const G = kernel.groups;
@@ -148,27 +214,28 @@ function whitenedTucker2(
   const core = new Float32Array(G * r2 * r1 * K);
   const last = new Float32Array(T * r2);
   groups.forEach((data, j) => {
-    const sv = whitenedSvdFactors(unfoldS(data, t, s, K), whiten[j]!, r1, sync);
-    for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) first[(j * r1 + b) * s + c] = sv.left[c * r1 + b]!;
-    // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
-    const qt = new Float64Array(t * r1 * K);
-    for (let b = 0; b < r1; b++) for (let a = 0; a < t; a++) for (let k = 0; k < K; k++) qt[(a * r1 + b) * K + k] = sv.right[b * t * K + a * K + k]!;
-    // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix (as HOOI does).
-    const q: Matrix = { rows: t, cols: r1 * K, data: qt };
-    const ut = t <= r1 * K ? runSync(leftVectorsByGram(q), sync) : svd(q, sync).u;
-    for (let a = 0; a < t; a++) for (let c = 0; c < r2; c++) last[(j * t + a) * r2 + c] = ut.data[a * ut.cols + c]!;
-    // core = U_Tᵀ·Q_(T) [r2, r1·K]
-    for (let c = 0; c < r2; c++) {
-      for (let a = 0; a < t; a++) {
-        const u = ut.data[a * ut.cols + c]!;
-        if (u === 0) continue;
-        const src = a * r1 * K;
-        const dst = (j * r2 + c) * r1 * K;
-        for (let i = 0; i < r1 * K; i++) core[dst + i] += u * qt[src + i]!;
-      }
+    const gw = work.groups[j]!;
+    // The whitening (and the full SVD, for the ranks that take it) is the same at every rank.
+    gw.svd ??= whitenedSvdWork(unfoldS(data, t, s, K), whiten[j]!, sync);
+    if (gw.atRank?.r1 !== r1) {
+      const sv = whitenedFactorsAt(gw.svd, r1, sync);
+      const a = new Float32Array(r1 * s);
+      for (let b = 0; b < r1; b++) for (let c = 0; c < s; c++) a[b * s + c] = sv.left[c * r1 + b]!;
+      // Q [r1, t·K] as the mode-T unfolding [t, r1·K]: (a, b·K + k) = Q[b, a·K + k].
+      const qt = new Float64Array(t * r1 * K);
+      for (let b = 0; b < r1; b++) for (let i = 0; i < t; i++) for (let k = 0; k < K; k++) qt[(i * r1 + b) * K + k] = sv.right[b * t * K + i * K + k]!;
+      // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix (as HOOI does).
+      const q: Matrix = { rows: t, cols: r1 * K, data: qt };
+      gw.atRank = { r1, first: a, q, ut: t <= r1 * K ? runSync(leftVectorsByGram(q), sync) : svd(q, sync).u };
     }
+    const { first: a, q, ut } = gw.atRank;
+    first.set(a, j * r1 * s);
+    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = ut.data[i * ut.cols + c]!;
+    // core = U_Tᵀ·Q_(T) [r2, r1·K]
+    const g = product(ut.cols === r2 ? ut : sliceCols(ut, 0, r2), q, { transA: true }, sync);
+    core.set(Float32Array.from(g.data), j * r2 * r1 * K);
   });
-  return { r1, r2, first, core, last, relError: tucker2Error(kernel, first, core, last, r1, r2, sync) };
+  return { r1, r2, first, core, last, relError: withError ? tucker2Error(kernel, first, core, last, r1, r2, sync) : NaN };
 }
 
 /**
@@ -178,8 +245,9 @@ function whitenedTucker2(
  */
 function anchoredTucker2(
   kernel: ConvKernel, groups: Float64Array[], r1In: number, r2In: number, an: NonNullable<Tucker2ConvOptions['anchor']>, sync: SyncGemm | undefined,
+  work: SharedWork,
 ): Tucker2Conv {
-  const base = whitenedTucker2(kernel, groups, r1In, r2In, an.channel, sync);
+  const base = whitenedTucker2(kernel, groups, r1In, r2In, an.channel, sync, work, !an.patch);
   if (!an.patch) return base;
   const [T, s, K] = kernel.shape;
   const t = T / kernel.groups;
@@ -198,8 +266,10 @@ function anchoredTucker2(
     const cHat: Matrix = { rows: D, cols: D, data: plusDiagonal(p.gramHat, D, delta) };
     // Z = Ã·Ĉ·Ãᵀ (Ĉ symmetric: Ĉ·Ãᵀ = (Ã·Ĉ)ᵀ), R = W·Xᵀ·Ãᵀ.
     const z = applyFirst(a, transpose(applyFirst(a, cHat, K, sync)), K, sync);
-    const wx = product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, sync);
-    const r = applyFirst(a, wx, K, sync);
+    // W·(X + δI)ᵀ does not depend on the ranks: once per layer.
+    const gw = work.groups[j]!;
+    gw.target ??= product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, sync);
+    const r = applyFirst(a, gw.target, K, sync);
     const fit = reducedRankFromMoments(z, r, r2, 0, sync);
     const rr = fit.b.cols;
     for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = c < rr ? fit.b.data[i * rr + c]! : 0;

@@ -11,10 +11,10 @@
  */
 import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, whitenedTarget } from './anchored.js';
 import { choleskyWithRidge } from './cholesky.js';
-import { product, type SyncGemm } from './engine.js';
-import { transpose, type Matrix } from './matrix.js';
-import { truncatedSvdSync } from './rsvd.js';
-import type { SvdResult } from './svd.js';
+import { product, runSync, type SyncGemm } from './engine.js';
+import { assertFinite, transpose, type Matrix } from './matrix.js';
+import { truncate, truncatedSvdSync } from './rsvd.js';
+import { svdProgram, type SvdResult } from './svd.js';
 import { solveUpperLeft } from './triangular.js';
 
 /** Second moments of the inputs on one side of W. */
@@ -92,10 +92,57 @@ export function pairFromSvd(f: SvdResult, r: number, m: number, n: number, side?
 
 /** L [m, r] and R [r, n] of the rows-side whitened rank-r pair; truncated SVD seeded with 0. */
 export function whitenedSvdFactors(w: Matrix, wh: ChannelWhitening, r: number, sync?: SyncGemm): { left: Float32Array; right: Float32Array } {
-  const { rows: m, cols: n } = w;
-  const t = whitenedMatrix(w, { ...wh, side: 'rows' }, sync);
-  const f = truncatedSvdSync(t.a, Math.max(Math.min(r, m, n), 1), { seed: 0, gemm: sync });
+  return whitenedFactorsAt(whitenedSvdWork(w, wh, sync), r, sync);
+}
+
+/**
+ * The rank-independent part of whitenedSvdFactors for one W and whitening, kept for fits
+ * at several ranks (tucker2-conv.ts: a layer's rungs): the whitened A with its Cholesky
+ * factor, and once a rank needed it, A's full SVD.
+ */
+export interface WhitenedSvdWork {
+  m: number;
+  n: number;
+  whitened: WhitenedMatrix;
+  /** A's full SVD, computed by the first rank whose truncated SVD is exact. */
+  full?: SvdResult;
+}
+
+/** The whitening of W (rows side) as whitenedSvdFactors does it, before any SVD. */
+export function whitenedSvdWork(w: Matrix, wh: ChannelWhitening, sync?: SyncGemm): WhitenedSvdWork {
+  return { m: w.rows, n: w.cols, whitened: whitenedMatrix(w, { ...wh, side: 'rows' }, sync) };
+}
+
+/**
+ * whitenedSvdFactors at rank r from `work`. Where truncatedSvdSync would take the exact
+ * SVD and truncate it (exactTruncation), the full SVD is taken once and kept in `work`, so
+ * every such rank gets the bytes truncatedSvdSync gives, for one SVD; a smaller rank is
+ * randomized (seed 0) as before, its sketch sized by the rank, and not kept.
+ */
+export function whitenedFactorsAt(work: WhitenedSvdWork, r: number, sync?: SyncGemm): { left: Float32Array; right: Float32Array } {
+  const { m, n, whitened: t } = work;
+  const k = Math.max(Math.min(r, m, n), 1);
+  let f: SvdResult;
+  if (Number.isInteger(k) && exactTruncation(m, n, k)) {
+    if (!work.full) {
+      assertFinite(t.a, 'truncated SVD input');
+      work.full = runSync(svdProgram(t.a), sync);
+    }
+    f = truncate(work.full, k);
+  } else {
+    f = truncatedSvdSync(t.a, k, { seed: 0, gemm: sync });
+  }
   return pairFromSvd(f, r, m, n, 'rows', t.lx);
+}
+
+/**
+ * Whether truncatedSvdSync (method 'auto', oversampling 10) takes A's exact SVD at rank k:
+ * when the smaller side is at most twice the sketch or at most 64 (rsvd.ts; the tests hold
+ * this to truncatedSvdSync's bytes).
+ */
+export function exactTruncation(m: number, n: number, k: number): boolean {
+  const small = Math.min(m, n);
+  return small <= 2 * Math.min(k + 10, small) || small <= 64;
 }
 
 /** ‖W − L·R‖_F / ‖W‖_F, computed directly (not from the spectrum) so wiring bugs show. */

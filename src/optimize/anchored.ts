@@ -20,6 +20,8 @@
  *    Before the fit, each layer's paired statistics are shrunk toward the original's by its
  *    rows per dimension (calib/anchor-shrink.ts): with few rows the compensation of upstream
  *    errors fits the calibration set's own errors and does not carry over to other inputs.
+ * `lastWaveOnly` fits only the last wave anchored (one statistics pass): a cheap probe of
+ * whether anchoring carries over to inputs it was not fitted on.
  * Layers inside subgraphs (their inputs cannot be exposed) and layers without paired
  * statistics are fitted as before (independent statistics, or none), and the notes say so.
  * Each wave's statistics are dropped once its layers are rewritten, so memory stays that
@@ -60,11 +62,20 @@ export interface AnchorInputs {
   threads?: number;
   /** The run's statistics are over other feeds than `feeds` (a subset was left out): nothing of them is reused. */
   otherFeeds?: boolean;
+  /**
+   * Fit only the last wave anchored, every earlier layer independently: one statistics
+   * pass instead of one per wave. The last layers see the most upstream error to
+   * compensate, so this probe tells cheaply whether anchoring carries over to new inputs
+   * before the run pays for every wave (budget-run.ts).
+   */
+  lastWaveOnly?: boolean;
 }
 
 export interface AnchoredOutcome {
   records: LayerRecord[];
   notes: string[];
+  /** Waves the layers were put in (after merging). */
+  waves: number;
 }
 
 /**
@@ -164,6 +175,10 @@ export async function optimizeAnchored(
   const leaning = new Set<string>();
   for (let w = 1; w <= count; w++) {
     const layers = todo.filter((l) => waves.get(l) === w);
+    if (inp.lastWaveOnly && w < count) {
+      for (const layer of layers) rewrite(layer, run.stats, undefined);
+      continue;
+    }
     inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
     const st = await collectAnchoredStats(original, model, layers, feedSource, {
       external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes, ...(inp.threads && { session: { intraOpNumThreads: inp.threads, spinning: false } }),
@@ -191,10 +206,16 @@ export async function optimizeAnchored(
   for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');
   cleanUp(model);
 
+  if (inp.lastWaveOnly) {
+    const last = todo.filter((l) => waves.get(l) === count);
+    const failed = last.filter((l) => fallback.some((f) => f.startsWith(`${l.name} (`))).length;
+    notes.push(`anchored fitting (probe): the last of ${count} wave(s), ${last.length - failed} layer(s), fitted anchored, the other ${todo.length - last.length} independently (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
+    return { records, notes, waves: count };
+  }
   const anchored = todo.length - fallback.length;
   notes.push(`anchored fitting: ${anchored} layer(s) fitted to the original model's outputs in ${count} wave(s) (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
   const lean = todo.filter((l) => leaning.has(l.name)).length;
   if (lean > 0) notes.push(`anchored fitting: ${lean} layer(s) have few calibration rows per input dimension, so their fits lean toward the original's inputs (more calibration data helps them)`);
   if (fallback.length > 0) notes.push(`anchored fitting: ${fallback.length} layer(s) fitted independently instead: ${fallback.join('; ')}`);
-  return { records, notes };
+  return { records, notes, waves: count };
 }

@@ -18,6 +18,7 @@ import { bind } from '../rewrite/registry.js';
 import type { FitCache } from '../rewrite/fit-cache.js';
 import { createRng } from '../util/rng.js';
 import { METHOD_CHOICES, passByName, passesFor, passFor, type MethodChoice } from '../../passes/dispatch.js';
+import type { PlannedContender } from './method-latency.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
 export { METHOD_CHOICES, passFor, type MethodChoice };
@@ -35,6 +36,12 @@ export interface RunContext {
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Data-aware factorizations kept for the run's later fits at the same ranks (rewrite/fit-cache.ts). */
   fits?: FitCache;
+  /**
+   * Where auto records, per layer, the choices a later rival replaced on error (the latency
+   * screen times them beside the kept one: method-latency.ts preferFaster). Filled only
+   * when given.
+   */
+  contenders?: Map<string, PlannedContender[]>;
 }
 
 /**
@@ -191,15 +198,24 @@ export function optimizeModel(
     }
     // Under auto, every other pass that takes the layer may challenge the choice so far
     // (conv-cp, then conv-spatial-svd, against conv-tucker2): a winner becomes the choice
-    // the next rival meets, and every comparison is noted.
+    // the next rival meets, and every comparison is noted. A replaced choice is within the
+    // winner's error, so it stays a contender when latency decides (run.contenders).
     const compared: string[] = [];
+    const replaced: PlannedContender[] = [];
     for (const rival of decision || opts.method !== 'auto' ? [] : rivals) {
       const alt = rival.challenge?.(layer, pass, ranks, cx, opts.policy);
       if (!alt) continue;
       compared.push(alt.note);
-      if (alt.use) ({ bound: pass, ranks } = alt.use);
+      if (!alt.use) continue;
+      replaced.push({ pass: pass.name, ranks: [...ranks] });
+      ({ bound: pass, ranks } = alt.use);
     }
     if (compared.length > 0) rec.note = compared.join('; ');
+    if (replaced.length > 0) run.contenders?.set(layer.name, replaced);
+    // A plan made in this run (the latency screen's) carries why each layer got its chain
+    // (auto's comparison, the timings): the report line says it too. A user's plan file
+    // (read from disk) is applied without its notes, which its edits may have made stale.
+    if (decision && plan!.file === undefined && typeof decision.note === 'string' && decision.note) rec.note = decision.note;
     rec.pass = pass.name;
     rec.method = pass.method;
     rec.ranks = ranks;

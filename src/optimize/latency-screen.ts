@@ -167,10 +167,10 @@ export async function screenedPlan(
   phases: { decide?: Phase; screen?: Phase } = {},
 ): Promise<{ plan: PlanFile; notes: string[]; dropped: number }> {
   const direct: Phase = (fn) => fn();
-  // The choices a later rival replaced along auto's comparison, per layer: filled by the
-  // driver where it records them (RunContext.contenders), timed beside the kept one.
+  // The choices a later rival replaced along auto's comparison, per layer: the driver
+  // records them (RunContext.contenders), and they are timed beside the kept one.
   const contenders = new Map<string, PlannedContender[]>();
-  const decided = await (phases.decide ?? direct)(async () => optimizeModel(model, shapes, { ...opts, decideOnly: true }, undefined, { ...run, contenders } as RunContext));
+  const decided = await (phases.decide ?? direct)(async () => optimizeModel(model, shapes, { ...opts, decideOnly: true }, undefined, { ...run, contenders }));
   const s = await (phases.screen ?? direct)(async () => {
     const fastest = opts.method === 'auto'
       ? await preferFaster(model, decided, {

@@ -96,9 +96,10 @@ export interface PlannedContender {
 
 /**
  * Binds the contenders of a record auto changed by comparison (its pass is not the one
- * routed first); undefined when there is nothing to time: the preferred pass does not take
- * the layer, or does not pay at the policy's ranks (then it is no contender), or only one
- * chain is left.
+ * routed first): the record's choice, the choices it replaced along the comparison
+ * (`others`), and the preferred pass at the policy's ranks; a contender whose chain does
+ * not pay (the preferred pass where a rival took the rank policy) is none. Undefined when
+ * fewer than two chains are left.
  */
 function bindContenders(layer: LayerInfo, rec: LayerRecord, others: readonly PlannedContender[], cx: PassContext, policy: RankPolicy): Contender[] | undefined {
   const routed = passesFor(layer, AUTO);
@@ -109,24 +110,27 @@ function bindContenders(layer: LayerInfo, rec: LayerRecord, others: readonly Pla
     return b && !isSkip(b) ? b : undefined;
   };
   try {
-    const pref = bindNamed(routed[0]!.name);
     const rival = bindNamed(rec.pass!);
-    if (!pref || !rival) return undefined;
-    const ranks = pref.chooseRanks(policy);
-    if (isSkip(ranks)) return undefined;
-    if (!pref.pays(pref.cost(ranks))) return undefined;
+    if (!rival) return undefined;
     // The record's choice first (it wins ties), the preferred pass at the policy's ranks last.
     const contenders: Contender[] = [{ bound: rival, ranks: rec.ranks! }];
-    const seen = new Set([key(rec.pass!, rec.ranks!), key(pref.name, ranks)]);
+    const seen = new Set([key(rec.pass!, rec.ranks!)]);
+    const pref = bindNamed(routed[0]!.name);
+    const prefRanks = pref?.chooseRanks(policy);
+    const last = pref && prefRanks && !isSkip(prefRanks) ? { bound: pref, ranks: prefRanks } : undefined;
+    if (last) seen.add(key(last.bound.name, last.ranks));
+    const add = (c: Contender): void => {
+      if (c.bound.rankProblem(c.ranks) || !c.bound.pays(c.bound.cost(c.ranks))) return;
+      seen.add(key(c.bound.name, c.ranks));
+      contenders.push(c);
+    };
     for (const o of others) {
       if (seen.has(key(o.pass, o.ranks))) continue;
       const b = bindNamed(o.pass);
-      if (!b || b.rankProblem(o.ranks)) continue;
-      seen.add(key(o.pass, o.ranks));
-      contenders.push({ bound: b, ranks: o.ranks });
+      if (b) add({ bound: b, ranks: o.ranks });
     }
-    contenders.push({ bound: pref, ranks });
-    return contenders;
+    if (last) add(last);
+    return contenders.length > 1 ? contenders : undefined;
   } catch {
     return undefined;
   }

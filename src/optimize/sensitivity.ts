@@ -129,9 +129,12 @@ export interface SensitivityOptions {
   threads?: number;
   /**
    * Under auto, offer the rungs of the other passes that compete for a layer too (see
-   * RIVAL_RATIOS). Default false: on PP-OCRv4 rec (--max-error cosine:0.99, saving params)
-   * a budget with them kept 0.765 of the params against 0.629 without (docs/results.md,
-   * "Methods in budgets").
+   * RIVAL_RATIOS). Default false: with every rival rung measured, the bench models' error
+   * budgets came out the same or no better in what they save, at 1.5–5.8x the time (PP-OCRv4
+   * rec, --max-error cosine:0.995: the same one layer, 21 s → 49 s; rec with --calib,
+   * cosine:0.99, saving params: the same 0.626 of the layers' params, 47 s → 71 s; det,
+   * cosine:0.995: CP 160 for Tucker-2 64,24 on one layer, params 0.953 both, latency p10
+   * 1.01–1.02x both, 16 s → 93 s; cls: the same).
    */
   rivals?: boolean;
 }
@@ -187,8 +190,8 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  *   at most RIVAL_RUNGS of them, none past RIVAL_MAX_WORK;
  * - each is fitted (quickly: PassContext.quickFits, so CP and CP-4 skip their refit under
  *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high) and its layer's own
- *   error measured (one small session); only its most accurate rung is run through the
- *   model (firstRungs), the other predicted from it (predict-sensitivity.ts);
+ *   error measured (one small session), and each is run through the model (predicted
+ *   from the most accurate one, a cheap rung came out up to 3x optimistic);
  * - with latency its chains are timed in the same interleaved loop as the preferred pass's,
  *   and the passes with a measured slow path (TT, CP-4: `slowPath`) offer no rungs;
  * - a rival rung no better than a rung kept before it (no lower error, and no cheaper in
@@ -413,33 +416,27 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     for (const c of cands) if (!c.measured) c.outErr2 = predictErr2(rungsOf(cands), c.layerError ** 2);
     // A rung neither measured nor predictable is not offered.
     const kept: Candidate[] = cands.filter((c) => c.measured || Number.isFinite(c.outErr2));
-    // Rival rungs: their layer errors measured as the preferred pass's were; the most
-    // accurate run through the model (the gain from layer to model error differs by method:
-    // on PP-OCRv4 rec, predicting CP's rungs from Tucker-2's gain let a budget's first
-    // allocation overshoot), the other predicted from it.
+    // Rival rungs: their layer errors measured as the preferred pass's were, and each of
+    // them (at most RIVAL_RUNGS) run through the model. The gain from layer to model error
+    // differs by method and by rank: on PP-OCRv4 rec, predicting CP's rungs from Tucker-2's
+    // gain let a budget's first allocation overshoot, and predicting a rival's cheap rung
+    // from its own accurate one put CP rank 30 on p2o.Conv.36 at 0.00221 (measured 0.00686),
+    // which ended rec's error search at 0.752–0.765 of the params against 0.629 without rivals.
+    // A rung whose run fails is not offered.
     const rivalOwn = tried.length > 0 ? ran : ownRan(rivalTried);
     for (const rv of rivals) {
       const mine = rivalTried.filter((c) => c.bp === rv.pass && (!rivalOwn || (c.layerErr2 !== undefined && Number.isFinite(c.layerErr2))));
       const cs = candsOf(mine);
       layerErrors(mine, cs, rivalOwn);
-      if (opts.allRungs) {
-        // The reference: every rival rung run too, the prediction from the preferred pass's rungs beside it.
-        for (const c of cs) {
+      for (const c of cs) {
+        // The reference (allRungs): the prediction from the preferred pass's rungs beside it.
+        if (opts.allRungs) {
           const p = predictErr2(rungsOf(cands), c.layerError ** 2);
           if (Number.isFinite(p)) c.predictedErr2 = p;
-          opts.onProgress?.(i, layers.length, `${layer.name} ${rv.pass.method} at rank ${c.ranks.join('x')}`);
-          const t = await trial(layer.graph, rv.pass, c.ranks, rivalCx, measure);
-          if (t.ok && t.value.outs) { c.outErr2 = errOf(t.value.outs); c.measured = true; }
         }
-      } else {
-        const firstOwn = new Set(firstRungs(cs.length).map((k) => cs[k]!));
-        for (const c of firstOwn) {
-          opts.onProgress?.(i, layers.length, `${layer.name} ${rv.pass.method} at rank ${c.ranks.join('x')}`);
-          const t = await trial(layer.graph, rv.pass, c.ranks, rivalCx, measure);
-          if (t.ok && t.value.outs) { c.outErr2 = errOf(t.value.outs); c.measured = true; }
-        }
-        await settle(cs, rv.pass, rivalCx);
-        for (const c of cs) if (!c.measured) c.outErr2 = predictErr2(rungsOf(cs), c.layerError ** 2);
+        opts.onProgress?.(i, layers.length, `${layer.name} ${rv.pass.method} at rank ${c.ranks.join('x')}`);
+        const t = await trial(layer.graph, rv.pass, c.ranks, rivalCx, measure);
+        if (t.ok && t.value.outs) { c.outErr2 = errOf(t.value.outs); c.measured = true; }
       }
       for (const c of cs) {
         if (!(c.measured || Number.isFinite(c.outErr2))) continue;

@@ -3,15 +3,18 @@
  * model's weights, for the HTML report: the matrix an SVD pair factors (with its rank),
  * the two channel unfoldings a Tucker-2 truncates (with r1 and r2), the same unfoldings
  * for CP (marked with the CP rank, which bounds both), the [S·kh, T·kw] reshape of a
- * spatial SVD and the three unfoldings of a TT. Values only (no vectors), so one layer
- * costs about m·n·min(m, n) flops; a matrix past `maxWork` is left out with a note rather
- * than holding up the report.
+ * spatial SVD (3-D: its two splits' unfoldings) and the n + 1 unfoldings of a TT of n
+ * spatial axes. A grouped conv was fitted per group: its spectra are the first group's
+ * kernel's, labelled so. Values only (no vectors), so one layer costs about
+ * m·n·min(m, n) flops; a matrix past `maxWork` is left out with a note rather than
+ * holding up the report.
  */
 import { attrInt } from '../graph/attrs.js';
 import type { Model } from '../graph/graph.js';
 import { findLayers, type LayerInfo } from '../graph/layers.js';
 import { singularValues } from '../linalg/svd.js';
-import { ttSpectra } from '../linalg/tt.js';
+import { spatialSplitSpectra } from '../linalg/spatial-svd-3d.js';
+import { ttNdSpectra } from '../linalg/tt-nd.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readTensorFloat } from '../onnx/tensor.js';
 import { unfoldS, unfoldT, type GroupKernel } from '../rewrite/conv-geometry.js';
@@ -40,7 +43,7 @@ export const MAX_SPECTRUM_WORK = 4e9;
 
 interface Mat { rows: number; cols: number; data: Float64Array }
 
-const work = (m: Mat): number => m.rows * m.cols * Math.min(m.rows, m.cols);
+const work = (m: { rows: number; cols: number }): number => m.rows * m.cols * Math.min(m.rows, m.cols);
 
 /** The first group's kernel [d0/g, d1, K] of a conv-like weight [d0, d1, k…] (axis 0 split into g groups). */
 function firstGroup(w: Float32Array, shape: readonly number[], group: number): GroupKernel {
@@ -94,13 +97,7 @@ function plan(rec: LayerRecord, layer: LayerInfo, w: Float32Array, maxWork: numb
   if (pass === 'rnn-input-svd') {
     return [one('input weights of all gates and directions', { rows: shape[0]! * shape[1]!, cols: shape[2]!, data: Float64Array.from(w) }, r[0])];
   }
-  if (pass === 'conv-spatial-svd' && shape.length === 4) return [one('kernel as [S·kh, T·kw]', spatialReshape(w, shape), r[0])];
-  if (pass === 'conv-tt' && shape.length === 4) {
-    const [T, S] = shape as [number, number];
-    if (w.length * Math.min(T, S) > maxWork) return `too large to plot here (${shape.join('x')})`;
-    return ttSpectra({ data: w, shape: shape as [number, number, number, number] })
-      .map((sp, i) => ({ label: `TT unfolding ${i + 1}`, mats: [], sigma: sp.sigma, rank: r[i], rankLabel: `R${i + 1}` }));
-  }
+  if ((pass === 'conv-spatial-svd' || pass === 'conv-tt') && layer.op === 'Conv' && shape.length >= 3) return splitPlan(pass, layer, w, r, maxWork);
   if (shape.length >= 3 && (layer.op === 'Conv' || layer.op === 'ConvTranspose')) {
     const g = groupOf(layer);
     const gk = firstGroup(w, shape, g);
@@ -123,6 +120,48 @@ function plan(rec: LayerRecord, layer: LayerInfo, w: Float32Array, maxWork: numb
   }
   if (shape.length === 2) return [one('weight matrix', { rows: shape[0]!, cols: shape[1]!, data: Float64Array.from(w) }, r[0])];
   return `no spectrum for ${pass || 'this method'} on a ${shape.join('x')} weight`;
+}
+
+/**
+ * The chains fitted per group along the spatial axes (conv-spatial-svd, conv-tt): group 1's
+ * kernel [t, s, k…] and the matrices the fit truncates — spatial SVD 2-D: [s·kh, t·kw];
+ * 3-D: [s·kd, kh·kw·t] (R1) and [s·kd·kh, kw·t] (R2); TT: [s·k1…k_i, k(i+1)…kn·t], i = 0…n.
+ */
+function splitPlan(pass: string, layer: LayerInfo, w: Float32Array, r: readonly number[], maxWork: number): Planned[] | string {
+  const g = groupOf(layer);
+  const [T, s, ...k] = layer.weightShape as number[];
+  const t = T! / g;
+  const K = k.reduce((a, b) => a * b, 1);
+  const data = w.subarray(0, t * s! * K);
+  const per = g > 1 ? ` (group 1 of ${g})` : '';
+  const S = g > 1 ? 'S/g' : 'S';
+  const Tn = g > 1 ? 'T/g' : 'T';
+  const axes = k.length === 1 ? ['k'] : k.length === 2 ? ['kh', 'kw'] : k.length === 3 ? ['kd', 'kh', 'kw'] : k.map((_, i) => `k${i + 1}`);
+  // Unfolding i: rows s·k1…k_i (its name), columns the rest.
+  const dims = (i: number): { rows: number; cols: number; name: string } => {
+    const rows = s! * k.slice(0, i).reduce((a, b) => a * b, 1);
+    const name = `[${[S, ...axes.slice(0, i)].join('·')}, ${[...axes.slice(i), Tn].join('·')}]`;
+    return { rows, cols: (s! * K * t) / rows, name };
+  };
+  if (pass === 'conv-spatial-svd') {
+    if (k.length === 2) {
+      const [kh, kw] = k as [number, number];
+      return [{ label: `kernel as [${S}·kh, ${Tn}·kw]${per}, ${s! * kh} x ${t * kw}`, mats: [{ label: 'kernel', m: spatialReshape(data, [t, s!, kh, kw]) }], rank: r[0], rankLabel: 'rank' }];
+    }
+    if (k.length !== 3) return `no spectrum for a spatial SVD of ${k.length} spatial axes`;
+    const splits = [dims(1), dims(2)];
+    const big = splits.find((d) => work(d) > maxWork);
+    if (big) return `too large to plot here (${big.rows} x ${big.cols})`;
+    return spatialSplitSpectra({ data, shape: [t, s!, ...k] }).map((sp, i) => ({
+      label: `split ${i + 1} of the kernel, ${splits[i]!.name}${per}, ${splits[i]!.rows} x ${splits[i]!.cols}`, mats: [], sigma: sp.sigma, rank: r[i], rankLabel: `R${i + 1}`,
+    }));
+  }
+  const unfold = Array.from({ length: k.length + 1 }, (_, i) => dims(i));
+  const big = unfold.find((d) => work(d) > maxWork);
+  if (big) return `too large to plot here (${big.rows} x ${big.cols})`;
+  return ttNdSpectra({ data, shape: [t, s!, ...k] }).map((sp, i) => ({
+    label: `TT unfolding ${i + 1}, ${unfold[i]!.name}${per}, ${unfold[i]!.rows} x ${unfold[i]!.cols}`, mats: [], sigma: sp.sigma, rank: r[i], rankLabel: `R${i + 1}`,
+  }));
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The split passes (conv-spatial-svd, conv-tt, conv-cp4) on grouped convs and, for TT and
- * CP-4, on any number of spatial axes. A conv of g groups is g independent convs on slices
+ * CP-4, on any number of spatial axes (spatial SVD: 2-D and 3-D). A conv of g groups is g independent convs on slices
  * of the channels, so each group's kernel [T/g, S/g, k…] is factorized on its own at the
  * same ranks and the chain's convs all take group g (their weights stack the groups'
  * factors along the output channels). A chain with one conv per spatial axis carries each
@@ -17,8 +17,8 @@ import { matchSplitConv, type Declines, type SplitConvMatch } from './conv-split
 import { isSkip, skip, type ChainFactor, type PassContext, type Skip } from './pass.js';
 
 /**
- * As conv-split's splitDeclines, grouped convs allowed: every kernel extent > 1, not
- * depthwise; 2-D only unless `anyAxes` (a chain of one conv per axis). `otherAxes` says
+ * The screen of a split pass (conv-split.ts's Declines): every kernel extent > 1, not
+ * depthwise (grouped convs allowed); 2-D only unless `anyAxes` (a chain of one conv per axis). `otherAxes` says
  * why other than 2-D convs are declined, `oneAxis` what becomes of kernels with an extent 1
  * (1xk/kx1); with `pointwise` a 1x1 kernel has a reason of its own.
  */

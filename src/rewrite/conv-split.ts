@@ -1,32 +1,16 @@
 /**
- * What the passes that split a 2-D conv's window by axis (conv-spatial-svd, conv-tt,
- * conv-cp4) share: screening by attributes and shapes, the match's reading of the weight
- * and statistics, and the shape check of a chain before --stages composes it back.
+ * What the passes that split a conv's window by axis (conv-spatial-svd, conv-tt, conv-cp4)
+ * share: screening by attributes and shapes (the screen itself is conv-split-groups.ts's
+ * groupedSplitDeclines), the match's reading of the weight and statistics, and the shape
+ * check of a 2-D chain before --stages composes it back.
  */
 import type { LayerInfo } from '../graph/layers.js';
-import { convLayerGeometry, finiteWeight, isDepthwise, readConvGeometry, type ConvGeometry } from './conv-geometry.js';
+import { convLayerGeometry, finiteWeight, readConvGeometry, type ConvGeometry } from './conv-geometry.js';
 import { anchoredPatches, patchBlocks, type AnchoredPatch, type PatchBlocks } from './conv-stats.js';
 import { isSkip, skip, type ChainFactor, type MatchBase, type PassContext, type Skip } from './pass.js';
 
 /** Why a conv is not for a pass, from attributes and shapes only (no weight read). */
 export type Declines = (geo: ConvGeometry) => Skip | undefined;
-
-/**
- * The screen of a split pass: 2-D, kh, kw > 1, not depthwise, group 1. `otherAxes` and
- * `oneAxis` say what becomes of 1-D/3-D convs and of 1xk/kx1 kernels; with `pointwise` a
- * 1x1 kernel has a reason of its own.
- */
-export function splitDeclines(otherAxes: string, oneAxis: string, pointwise: boolean): Declines {
-  return (geo) => {
-    if (geo.spatial !== 2) return skip(`applies to 2-D convs only (this one has ${geo.spatial} spatial ${geo.spatial === 1 ? 'axis' : 'axes'}: ${otherAxes})`);
-    const [kh, kw] = geo.kernel as [number, number];
-    if (pointwise && kh === 1 && kw === 1) return skip('does not apply to 1x1 convs (a matrix: conv1x1-svd handles it)');
-    if (kh === 1 || kw === 1) return skip(`applies to kernels with kh, kw > 1 only (${kh}x${kw}: ${oneAxis})`);
-    if (isDepthwise(geo)) return skip(`does not apply to depthwise convs (one input channel per group, group ${geo.group}: nothing to gain)`);
-    if (geo.group !== 1) return skip(`does not apply to grouped convs (group ${geo.group}; conv-tucker2 handles them)`);
-    return undefined;
-  };
-}
 
 /** LayerPass.accepts of a pass that screens with `declines`. */
 export function acceptsUnless(declines: Declines): (layer: LayerInfo) => true | Skip {

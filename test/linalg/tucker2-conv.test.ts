@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomNormal } from '../../src/linalg/matrix.js';
-import { tucker2Conv, tucker2Error, type ConvKernel } from '../../src/linalg/tucker2-conv.js';
+import { createTucker2Shared, tucker2Conv, tucker2Error, type ConvKernel, type Tucker2ConvOptions } from '../../src/linalg/tucker2-conv.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { randomOrthonormal, relDiff } from './helpers.js';
 
@@ -176,5 +176,72 @@ describe('tucker2Conv (Tucker-2 of a conv kernel as chain weights)', () => {
     };
     const refit = tucker2Conv(kernel, [3, 4], { channel: [{ gram: ch, damp: 0 }], patches: { gram: [cov] } });
     expect(centeredError(wHat)).toBeLessThanOrEqual(centeredError(chainKernel(kernel, refit)) * (1 + 1e-6));
+  });
+});
+
+describe('tucker2Conv fits of one layer at several ranks, sharing their rank-independent work', () => {
+  // Per group s = 72 input channels and t·K = 90: the whitened unfolding [72, 90] takes the
+  // randomized SVD below rank 26 and the exact one from 26 on (whitened-svd.ts), so the
+  // ladder crosses both, repeats an r1 with another r2, and comes back down.
+  const rng = createRng(21);
+  const [G, t, s, K] = [2, 30, 72, 3];
+  const D = s * K;
+  const kernel: ConvKernel = { data: Float32Array.from(randomNormal(1, G * t * s * K, rng.normal).data), shape: [G * t, s, K], groups: G };
+  const pm = patchMoments(G, D, 300, rng);
+  const channelOf = (g: Float64Array): Float64Array => {
+    const ch = new Float64Array(s * s);
+    for (let a = 0; a < s; a++) for (let b = 0; b < s; b++) for (let k = 0; k < K; k++) ch[a * s + b] += g[(a * K + k) * D + b * K + k]!;
+    return ch;
+  };
+  const channel = pm.gram.map((g) => ({ gram: channelOf(g), damp: 0.03 }));
+  const ladder: [number, number][] = [[4, 4], [20, 18], [26, 26], [26, 12], [40, 30], [72, 30], [10, 9]];
+  const kinds: [string, Tucker2ConvOptions][] = [
+    ['channel whitening', { channel }],
+    ['channel whitening and patch refit', { channel, patches: pm }],
+    ['anchored', {
+      anchor: {
+        channel: channel.map((c) => ({ ...c, cross: c.gram })), patchDamp: 0.01,
+        patch: pm.gram.map((g, j) => ({ gram: g, gramHat: g, cross: g, mean: pm.mean[j]!, meanHat: pm.mean[j]! })),
+      },
+    }],
+  ];
+
+  it.each(kinds)('%s: every rung gives the bytes of its fit without sharing', (_, opts) => {
+    const shared = createTucker2Shared();
+    let work;
+    for (const r of ladder) {
+      const alone = tucker2Conv(kernel, r, opts);
+      const got = tucker2Conv(kernel, r, { ...opts, shared });
+      expect(got).toEqual(alone);
+      expect(Number.isFinite(got.relError)).toBe(true);
+      // One work for the ladder: the whitening of each group made once, kept.
+      work ??= shared.work;
+      expect(shared.work).toBe(work);
+    }
+    // The exact SVD was taken (ranks 26 and up) and kept for the ranks after.
+    expect(shared.work!.groups.every((g) => g.svd?.full !== undefined)).toBe(true);
+  });
+
+  it('work made for another kernel or other statistics is replaced, never used', () => {
+    const shared = createTucker2Shared();
+    tucker2Conv(kernel, [26, 20], { channel, patches: pm, shared });
+    const first = shared.work;
+    const other: ConvKernel = { ...kernel, data: kernel.data.map((v) => v * 0.5 + 0.1) };
+    expect(tucker2Conv(other, [26, 20], { channel, patches: pm, shared })).toEqual(tucker2Conv(other, [26, 20], { channel, patches: pm }));
+    expect(shared.work).not.toBe(first);
+    const damped = channel.map((c) => ({ ...c, damp: 0.1 }));
+    expect(tucker2Conv(other, [26, 20], { channel: damped, patches: pm, shared })).toEqual(tucker2Conv(other, [26, 20], { channel: damped, patches: pm }));
+    const patches = { gram: pm.gram.map((g) => g.map((v) => 2 * v)), mean: pm.mean };
+    expect(tucker2Conv(other, [26, 20], { channel: damped, patches, shared })).toEqual(tucker2Conv(other, [26, 20], { channel: damped, patches }));
+  });
+
+  it('the core is U_Tᵀ·Q_T rounded to fp32 once (summed in fp64): the chain reconstructs an exact-rank kernel to fp32 precision', () => {
+    // 256 output channels: a core summed in fp32 term by term left 2.8e-7 (5e-8 summed in fp64).
+    const exact = lowRankKernel(256, 8, 9, 1, 4, 6, createRng(22));
+    const x = randomNormal(100, 8, createRng(23).normal);
+    const gram = new Float64Array(64);
+    for (let i = 0; i < 100; i++) for (let a = 0; a < 8; a++) for (let b = 0; b < 8; b++) gram[a * 8 + b] += x.data[i * 8 + a]! * x.data[i * 8 + b]!;
+    const f = tucker2Conv(exact, [4, 6], { channel: [{ gram, damp: 0 }] });
+    expect(f.relError).toBeLessThan(1e-7);
   });
 });

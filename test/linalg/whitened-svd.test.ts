@@ -3,7 +3,10 @@ import { isRank, notARank } from '../../src/linalg/checks.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import type { Matrix } from '../../src/linalg/matrix.js';
 import { svd } from '../../src/linalg/svd.js';
-import { damped, pairFromSvd, whitenedMatrix, whitenedPairErrors, whitenedSvdFactors } from '../../src/linalg/whitened-svd.js';
+import { truncate, truncatedSvdSync } from '../../src/linalg/rsvd.js';
+import {
+  damped, exactTruncation, pairFromSvd, whitenedFactorsAt, whitenedMatrix, whitenedPairErrors, whitenedSvdFactors, whitenedSvdWork,
+} from '../../src/linalg/whitened-svd.js';
 import { SvdCache, svdPairFactors } from '../../src/rewrite/svd-pair.js';
 import { createRng } from '../../src/util/rng.js';
 
@@ -60,6 +63,39 @@ describe('whitened SVD pair (linalg, shared by svd-pair.ts and tucker2-conv.ts)'
     expect(damped(g, 2, 0)).toBe(g);
     expect(Array.from(damped(g, 2, 0.5))).toEqual([4 + 1.5, 1, 1, 2 + 1.5]);
     expect(Array.from(g)).toEqual([4, 1, 1, 2]);
+  });
+
+  it('one whitening for several ranks: each rank gets whitenedSvdFactors\' bytes, the exact SVD taken once', () => {
+    // 80 rows: ranks 30 and up take the exact SVD (80 ≤ 2·(k + 10)), smaller ones the randomized one.
+    const wide = randn(80, 150);
+    const x = randn(200, 80);
+    const wh = { gram: gemm(x, x, { transA: true }).data as Float64Array, damp: 0.03 };
+    const work = whitenedSvdWork(wide, wh);
+    let full;
+    for (const r of [5, 29, 30, 45, 80, 12, 30]) {
+      const got = whitenedFactorsAt(work, r);
+      const want = whitenedSvdFactors(wide, wh, r);
+      expect(Buffer.from(got.left.buffer)).toEqual(Buffer.from(want.left.buffer));
+      expect(Buffer.from(got.right.buffer)).toEqual(Buffer.from(want.right.buffer));
+      expect(work.full !== undefined).toBe(r >= 30 || full !== undefined);
+      full ??= work.full;
+      if (full) expect(work.full).toBe(full); // kept, not taken again
+    }
+  });
+
+  it('knows which ranks truncatedSvdSync takes exactly (its bytes are a truncation of the full SVD) and which it randomizes', () => {
+    for (const [m, n] of [[80, 150], [150, 80], [64, 300], [40, 20]] as const) {
+      const a = randn(m, n);
+      const full = svd(a);
+      for (const k of [1, 10, 29, 30, 31, Math.min(m, n)]) {
+        if (k > Math.min(m, n)) continue;
+        const t = truncatedSvdSync(a, k, { seed: 0 });
+        const exact = truncate(full, k);
+        const same = Buffer.from(new Float64Array(t.u.data).buffer).equals(Buffer.from(new Float64Array(exact.u.data).buffer))
+          && Buffer.from(t.s.buffer).equals(Buffer.from(exact.s.buffer));
+        expect(same, `${m}x${n} at rank ${k}`).toBe(exactTruncation(m, n, k));
+      }
+    }
   });
 
   it('has one rank check: positive integers only', () => {

@@ -48,31 +48,54 @@ describe('error budgets with --calib', () => {
     expect(b.met, b.why).toBe(true);
     // Several allocations were tried, and only the kept one was fitted anchored, on the first of the 2 feeds (8 samples each).
     expect(b.attempts).toBeGreaterThan(1);
-    expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(1);
-    expect(vi.mocked(optimizeAnchored).mock.calls[0]![3].feeds).toHaveLength(1);
+    // First a probe (only the last wave anchored); every wave only when the probe did better on the feed left out.
+    const calls = vi.mocked(optimizeAnchored).mock.calls;
+    expect(calls[0]![3].lastWaveOnly).toBe(true);
+    expect(calls.every((c) => c[3].feeds.length === 1)).toBe(true);
+    const probeLost = report.notes.find((n) => /a probe, on 1 of 2 calibration feeds\) did no better on the one left out/.test(n));
+    expect(calls).toHaveLength(probeLost ? 1 : 2);
+    if (!probeLost) expect(calls[1]![3].lastWaveOnly).toBeUndefined();
     expect(report.layers.some((l) => !l.skipped)).toBe(true);
     expect(b.measuredError!).toBeLessThanOrEqual(0.2);
     const independent = await independentOf(report, 'budget');
     const kept = report.notes.find((n) => n.startsWith('anchored fitting: fitted on 1 of 2 calibration feeds'));
     const dropped = report.notes.find((n) => /fitted on 1 of 2 calibration feeds, did no better on the one left out/.test(n));
-    // Exactly one of the two outcomes, and the model is the one it names.
-    expect(!!kept !== !!dropped).toBe(true);
+    // Exactly one of the three outcomes, and the model is the one it names.
+    expect([kept, dropped, probeLost].filter(Boolean)).toHaveLength(1);
     const num = (re: RegExp, n: string): number => Number(re.exec(n)![1]);
     if (kept) {
       expect(num(/rel\. L2 ([\d.e-]+) against/, kept)).toBeLessThan(num(/against ([\d.e-]+) for/, kept));
       expect(report.notes.some((n) => /^anchored fitting: \d+ layer\(s\)/.test(n))).toBe(true);
       expect(same(budgetOut, independent)).toBe(false);
     } else {
-      expect(num(/left out \(rel\. L2 ([\d.e-]+)\)/, dropped!)).toBeGreaterThanOrEqual(num(/independent fit \(([\d.e-]+)\)/, dropped!));
+      const n = (dropped ?? probeLost)!;
+      expect(num(/left out \(rel\. L2 ([\d.e-]+)\)/, n)).toBeGreaterThanOrEqual(num(/independent fit \(([\d.e-]+)\)/, n));
       expect(same(budgetOut, independent)).toBe(true);
     }
   });
 
+  it('a probe no better on the left-out feed stops there: no wave is fitted anchored, the written model is the independent fit', async () => {
+    // A stand-in probe that is the independent fit itself: equal on the left-out feed, so anchoring stops.
+    vi.mocked(optimizeAnchored).mockClear();
+    vi.mocked(optimizeAnchored).mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3 }));
+    const out = path.join(dir, 'same-probe.onnx');
+    const { report } = await run(out, '--max-error', '0.2', '--save', 'params');
+    expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(1);
+    expect(report.notes.find((n) => /^anchored fitting: only the last of 3 wave\(s\) fitted anchored \(a probe, on 1 of 2 calibration feeds\) did no better/.test(n)), report.notes.join('\n')).toBeDefined();
+    expect(report.budget!.met).toBe(true);
+    expect(same(out, await independentOf(report, 'same-probe'))).toBe(true);
+  });
+
   it('an anchored fit no better on the left-out feed is dropped: the written model is the independent fit', async () => {
-    // A stand-in "anchored" fit that is the independent fit itself: equal on the left-out feed, so not kept.
-    vi.mocked(optimizeAnchored).mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [] }));
+    // A stand-in probe that wins (it leaves the model as it was: no error on any feed), then a
+    // stand-in full fit that is the independent fit itself: equal on the left-out feed, so not kept.
+    vi.mocked(optimizeAnchored).mockClear();
+    vi.mocked(optimizeAnchored)
+      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, { ...opts, decideOnly: true }, plan, run), notes: [], waves: 3 }))
+      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3 }));
     const out = path.join(dir, 'same-fit.onnx');
     const { report } = await run(out, '--max-error', '0.2', '--save', 'params');
+    expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(2);
     const note = report.notes.find((n) => /fitted on 1 of 2 calibration feeds, did no better on the one left out/.test(n));
     expect(note, report.notes.join('\n')).toBeDefined();
     expect(report.budget!.met).toBe(true);

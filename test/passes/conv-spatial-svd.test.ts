@@ -112,11 +112,10 @@ describe('conv-spatial-svd', () => {
     expect(rewrite(bytes, convSpatialSvd, [S - 1]).applied.relError).toBeGreaterThan(1e-3);
   });
 
-  it('declines 1-D and 3-D convs, 1xk / kx1 / 1x1 kernels and depthwise convs with reasons (match and routing)', () => {
+  it('declines 1-D convs, 1xk / kx1 / 1x1 kernels and depthwise convs with reasons (match and routing; 3-D: conv-spatial-svd-3d.test.ts)', () => {
     const rng = createRng(1);
     const cases: [ConvSpec, RegExp][] = [
-      [{ S: 4, T: 4, kernel: [3], size: [9] }, /2-D convs only \(this one has 1 spatial axis/],
-      [{ S: 4, T: 4, kernel: [3, 3, 3], size: [5, 5, 5] }, /2-D convs only \(this one has 3 spatial axes/],
+      [{ S: 4, T: 4, kernel: [3], size: [9] }, /2-D and 3-D convs only \(this one has 1 spatial axis/],
       [{ S: 4, T: 4, kernel: [1, 3], size: [5, 5] }, /kh, kw > 1 only \(1x3: nothing to split\)/],
       [{ S: 4, T: 4, kernel: [3, 1], size: [5, 5] }, /kh, kw > 1 only \(3x1: nothing to split\)/],
       [{ S: 4, T: 4, kernel: [1, 1], size: [5, 5] }, /kh, kw > 1 only \(1x1/],

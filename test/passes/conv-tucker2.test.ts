@@ -10,6 +10,9 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { AttributeType, DataType, newAttribute } from '../../src/onnx/schema.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
+import type { CalibSet } from '../../src/calib/load.js';
+import { collectStats } from '../../src/calib/stats.js';
+import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 import {
   compareInOrt, context, convModel, describe1, matchOnly, opCounts, randn, relL2, rewrite, tuckerKernel, windowSpec,
   type ConvSpec,
@@ -193,5 +196,48 @@ describe('conv-tucker2', () => {
     expect(after.params).toBeGreaterThan(0.15 * before.params);
     // VBMF on the two unfoldings of an exact Tucker-(5,7) kernel finds its ranks.
     expect(convTucker2.chooseRanks(m, { kind: 'vbmf' })).toEqual([5, 7]);
+  });
+});
+
+describe('conv-tucker2 at several ranks on one match (sensitivity\'s rungs)', () => {
+  it('the data-aware fits share their rank-independent work on the match, with the results of fresh matches', async () => {
+    // 70 input channels and t·K = 180: the rungs cross the whitened SVD's randomized and exact ranges.
+    const rng = createRng(31);
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [1, 70, 6, 6]);
+    b.output(b.node('Conv', [x, b.init('w', [20, 70, 3, 3], randn(rng, 20 * 70 * 9))], { pads: [1, 1, 1, 1] }, { name: 'conv' }));
+    const bytes = encodeModel(b.build());
+    const feeds: Feeds[] = Array.from({ length: 2 }, () => ({ x: { type: 'float32', dims: [1, 70, 6, 6], data: Float32Array.from(randn(rng, 70 * 36)) } as HostTensor }));
+    const calib: CalibSet = {
+      source: { kind: 'random', seed: 0 }, samples: 2, batches: 2, batchSize: 1, calibrated: [], fixed: [], random: [], notes: [],
+      *feeds() { yield* feeds; },
+    };
+    const model = new Model(decodeModel(bytes));
+    const st = await collectStats(model, findLayers(model), calib);
+    if (!st.ok) throw st.error;
+    const cx = { ...context(model), stats: st.value.stats };
+    const layer = findLayers(model).find((l) => l.op === 'Conv')!;
+    const m = convTucker2.match(layer, cx);
+    if (isSkip(m)) throw new Error(m.skip);
+    expect(m.channelGram && m.patches).toBeTruthy();
+    let work;
+    for (const ranks of [[8, 8], [30, 16], [30, 20], [12, 10]]) {
+      const got = convTucker2.estimate!(m, ranks, cx);
+      work ??= m.shared?.work;
+      expect(work).toBeDefined();
+      expect(m.shared!.work).toBe(work);
+      const fresh = convTucker2.match(layer, cx);
+      if (isSkip(fresh)) throw new Error(fresh.skip);
+      expect(got).toEqual(convTucker2.estimate!(fresh, ranks, cx));
+      expect(m.fitted).toEqual(fresh.fitted);
+    }
+  });
+
+  it('weight-only fits keep no shared work', () => {
+    const { m, cx } = matchOnly(convModel({ T: 12, S: 8, kernel: [3, 3], size: [6, 6] }, randn(createRng(32), 12 * 8 * 9), createRng(33)), convTucker2);
+    if (isSkip(m)) throw new Error(m.skip);
+    convTucker2.estimate!(m, [3, 3], cx);
+    expect(m.fitted).toBeDefined();
+    expect(m.shared).toBeUndefined();
   });
 });
