@@ -99,9 +99,6 @@ const ALS_WORK = 4e9;
 const MAX_COMPARE_WORK = 5e7;
 const ALS = { sweeps: 4, cgIters: 12 };
 
-/** Why spatial SVD does not compete on a grouped conv under auto when latency counts (challenge). */
-export const GROUPED_SPATIAL_SVD_UNTIMED = 'not timed against Tucker-2 in ORT on grouped convs yet; on grouped convs compared under --save params or macs';
-
 /**
  * Why spatial SVD does not compete on a 3-D conv under auto when latency counts: three
  * convs where Tucker-2 has three too, not timed against it in ORT yet.
@@ -190,10 +187,9 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
       const spec3 = { pass: convSpatialSvd, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: SPATIAL_3D_UNTIMED };
       return challengeAtEqualCost(layer, spec3, preferred, ranks, cx, policy);
     }
-    // Per group the chain is new and not timed against Tucker-2 in ORT yet: on grouped convs
-    // it competes when the run saves params or MACs, as grouped CP does (auto unchanged there).
-    const slowPath = m.geo.group > 1 ? GROUPED_SPATIAL_SVD_UNTIMED : undefined;
-    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true, slowPath };
+    // Grouped convs too: when latency counts, the default run's screen times the grouped
+    // chain against the preferred Tucker-2 in ORT and keeps the faster (method-latency.ts).
+    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
 

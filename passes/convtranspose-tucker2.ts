@@ -36,8 +36,9 @@
  * D = (S/g)·∏k, in the Conv layout's order σ·∏k + κ) the last 1x1 is refitted by least
  * squares on them and the mean error moved into the bias, and with anchored patch moments
  * core and last factor are fitted to the original outputs — exactly as conv-tucker2 does
- * on im2col patches (the same tucker2-conv.ts options). Without them (the collector does
- * not gather scatter patches yet) the output side stays the truncated SVD.
+ * on im2col patches (the same tucker2-conv.ts options). The collector gathers them for
+ * kernels > 1 within maxPatchDim (src/calib/stats-plan.ts); without them (a larger patch
+ * vector, or channel-only statistics) the output side stays the truncated SVD.
  * A 1x1 group-1 ConvTranspose is convtranspose-svd's, and S/g = 1 (one input channel per
  * group) has nothing to factor.
  */

@@ -13,7 +13,7 @@ import { openFetcher, type TensorFetcher } from '../verify/intermediate.js';
 import type { SessionOptions } from '../verify/session.js';
 import { elementCount, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { accumulatePairBlocksOn, pairBlockWidth, unshiftPairSums, type PairSums } from './accumulate-engine.js';
-import { patchDimOf, resolvePatchGeometry } from './patch-geometry.js';
+import { patchDimOf, resolveInputGeometry } from './patch-geometry.js';
 import { channelBlocks, patchBlocks, patchPairCount, rowBlocks, samplePairs, type FloatData, type SampleBlock } from './sample-blocks.js';
 import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatSpec, type StatsOptions } from './stats-plan.js';
 import { allFinite, finish, finishLayers, floatData, groupByBudget, largestFeed, newAcc, probeShapes, withOutputs, type Acc } from './stats-runs.js';
@@ -205,18 +205,20 @@ function blockStreams(p: PairAcc, t: HostTensor, x: FloatData, maxPatches: numbe
     case 'conv': {
       const key = dims.join('x');
       let geo = p.acc.geoCache.get(key);
-      if (!geo) { geo = resolvePatchGeometry(spec.conv, dims); p.acc.geoCache.set(key, geo); }
+      if (!geo) { geo = resolveInputGeometry(spec.conv, spec.scatter, dims); p.acc.geoCache.set(key, geo); }
       if (typeof geo === 'string') return geo;
-      const positions = elementCount(geo.inSpatial);
-      const s = geo.channels / geo.groups;
+      // A ConvTranspose's patches are its scatter patches (pg.transposed), paired the same way.
+      const { channels: cg, patches: pg } = geo;
+      const positions = elementCount(cg.inSpatial);
+      const s = cg.channels / cg.groups;
       // Both models' inputs have the same geometry, so they are read at the same pairs.
-      const pairs = p.patch ? samplePairs(patchPairCount(geo), maxPatches) : undefined;
+      const pairs = p.patch ? samplePairs(patchPairCount(pg), maxPatches) : undefined;
       return {
-        vec: [channelBlocks(x, geo.batch, geo.channels, positions, geo.groups, pairBlockWidth(s))],
-        patch: p.patch ? patchBlocks(x, geo, pairBlockWidth(patchDimOf(geo)), pairs) : undefined,
-        count: geo.batch * positions,
-        patchCount: patchPairCount(geo, pairs),
-        patchTotal: patchPairCount(geo),
+        vec: [channelBlocks(x, cg.batch, cg.channels, positions, cg.groups, pairBlockWidth(s))],
+        patch: p.patch ? patchBlocks(x, pg, pairBlockWidth(patchDimOf(pg)), pairs) : undefined,
+        count: cg.batch * positions,
+        patchCount: patchPairCount(pg, pairs),
+        patchTotal: patchPairCount(pg),
       };
     }
   }

@@ -1,4 +1,9 @@
-/** Where a conv's receptive fields lie on its input (for patch statistics, see sample-blocks.ts). */
+/**
+ * Where a conv's receptive fields lie on its input (for patch statistics, see
+ * sample-blocks.ts), and a ConvTranspose's scatter patches (rewrite/convtranspose-patches.ts).
+ */
+import type { ConvTransposeGeometry } from '../rewrite/convtranspose-geometry.js';
+import { scatterPlacement } from '../rewrite/convtranspose-patches.js';
 
 /**
  * Everything that places a conv's receptive fields on its input, with auto_pad resolved.
@@ -15,6 +20,12 @@ export interface PatchGeometry {
   dilations: number[];
   padsBegin: number[];
   outSpatial: number[];
+  /**
+   * A ConvTranspose's scatter patches instead of a Conv's im2col patches: the output at o
+   * reads tap κ from input (o + padsBegin − κ·dilation)/stride when that is an integer in
+   * range (outSpatial and padsBegin are then the ConvTranspose's output extent and pads).
+   */
+  transposed?: boolean;
 }
 
 /** Size of one group's patch vector: (channels/groups)·∏kernel. */
@@ -71,4 +82,38 @@ export function resolvePatchGeometry(conv: ConvPlacement, inputDims: readonly nu
     batch, channels, groups: conv.group, inSpatial, kernel: [...conv.kernel], strides: [...conv.strides],
     dilations: [...conv.dilations], padsBegin, outSpatial,
   };
+}
+
+/**
+ * The scatter-patch geometry of a ConvTranspose on an input of dims [N, S, spatial…]
+ * (output extent and pads as ONNX Runtime places them, convtranspose-patches.ts
+ * scatterPlacement), or why the input does not fit.
+ */
+export function resolveScatterGeometry(ct: ConvTransposeGeometry, inputDims: readonly number[]): PatchGeometry | string {
+  if (inputDims.length !== ct.spatial + 2) return `input has dims [${inputDims.join(', ')}], expected rank ${ct.spatial + 2}`;
+  const [batch, channels] = inputDims as [number, number];
+  if (channels !== ct.S) return `input has ${channels} channels, the weight expects ${ct.S}`;
+  const inSpatial = inputDims.slice(2);
+  const place = scatterPlacement(ct, inSpatial);
+  if (typeof place === 'string') return place;
+  if (place.outDims.some((d) => d < 1)) return `the ConvTranspose's output extent [${place.outDims.join(', ')}] is empty`;
+  return {
+    batch, channels, groups: ct.group, inSpatial, kernel: [...ct.kernel], strides: [...ct.strides],
+    dilations: [...ct.dilations], padsBegin: place.padBegin, outSpatial: place.outDims, transposed: true,
+  };
+}
+
+/** How a conv-kind statistic reads one input: its channel vectors, and the patches of its patch statistics. */
+export interface InputGeometry { channels: PatchGeometry; patches: PatchGeometry }
+
+/**
+ * Resolves both: a Conv's patches are its own receptive fields; with `scatter` (a
+ * ConvTranspose, whose channel statistic is placed as a 1x1 conv in `conv`) they are the
+ * ConvTranspose's scatter patches.
+ */
+export function resolveInputGeometry(conv: ConvPlacement, scatter: ConvTransposeGeometry | undefined, inputDims: readonly number[]): InputGeometry | string {
+  const channels = resolvePatchGeometry(conv, inputDims);
+  if (typeof channels === 'string' || !scatter) return typeof channels === 'string' ? channels : { channels, patches: channels };
+  const patches = resolveScatterGeometry(scatter, inputDims);
+  return typeof patches === 'string' ? patches : { channels, patches };
 }

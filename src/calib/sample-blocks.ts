@@ -68,10 +68,11 @@ export function patchPairCount(geo: PatchGeometry, pairs?: Int32Array): number {
  * the kernel offset in row-major order, 0 outside the input) — the order of the flattened
  * weight W[t, c, k…], so a group's conv is Y = W_g [T/g, s·K] · p. Blocks run over the
  * pairs, so small feature maps still fill them; each block is yielded once per group.
- * `pairs` (from samplePairs, increasing) restricts the blocks to those pairs.
+ * `pairs` (from samplePairs, increasing) restricts the blocks to those pairs. With
+ * `geo.transposed` the vectors are a ConvTranspose's scatter patches (same index order).
  */
 export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLOCK, pairs?: Int32Array): Generator<SampleBlock, void, void> {
-  const { batch, channels, groups, inSpatial, kernel, strides, dilations, padsBegin, outSpatial } = geo;
+  const { batch, channels, groups, inSpatial, kernel, strides, dilations, padsBegin, outSpatial, transposed } = geo;
   const sp = kernel.length;
   if (channels % groups !== 0) throw new Error(`patchBlocks: ${channels} channels do not split into ${groups} groups`);
   const s = channels / groups;
@@ -104,14 +105,22 @@ export function* patchBlocks(x: FloatData, geo: PatchGeometry, width = PATCH_BLO
       const n = Math.floor(t / outSize);
       itemBase[e] = n * channels * inSize;
       for (let a = sp - 1, r = t - n * outSize; a >= 0; a--) {
-        origin[a] = (r % outSpatial[a]!) * strides[a]! - padsBegin[a]!;
+        const o = r % outSpatial[a]!;
+        // A conv's window starts at o·stride − pad; a ConvTranspose's taps reach back from o + pad.
+        origin[a] = transposed ? o + padsBegin[a]! : o * strides[a]! - padsBegin[a]!;
         r = Math.floor(r / outSpatial[a]!);
       }
       for (let q = 0; q < K; q++) {
         let off = 0;
         let inside = true;
         for (let a = 0; a < sp; a++) {
-          const i = origin[a]! + kc[q]![a]! * dilations[a]!;
+          let i = origin[a]! + kc[q]![a]! * dilations[a]!;
+          if (transposed) {
+            // Input q scattered to o through tap κ when o + pad − κ·dilation = q·stride.
+            const num = origin[a]! - kc[q]![a]! * dilations[a]!;
+            if (num < 0 || num % strides[a]! !== 0) { inside = false; break; }
+            i = num / strides[a]!;
+          }
           if (i < 0 || i >= inSpatial[a]!) { inside = false; break; }
           off += i * inStride[a]!;
         }

@@ -13,6 +13,7 @@ import type { LayerInfo } from '../graph/layers.js';
 import type { GemmEngine } from '../linalg/engine.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readConvGeometry } from '../rewrite/conv-geometry.js';
+import { readConvTransposeGeometry, type ConvTransposeGeometry } from '../rewrite/convtranspose-geometry.js';
 import { isSkip, type AnchorStats } from '../rewrite/pass.js';
 import type { SessionOptions } from '../verify/session.js';
 import { patchDimOf, type ConvPlacement } from './patch-geometry.js';
@@ -49,11 +50,15 @@ export interface LayerStats {
   count: number;
   /** Σ x / count, [groups·dim]. */
   mean: Float64Array;
-  /** Conv only, when the kernel is > 1 and patchDim ≤ maxPatchDim: Σ p·pᵀ per group, [groups, patchDim, patchDim]. */
+  /**
+   * Conv and ConvTranspose only, when the kernel is > 1 and patchDim ≤ maxPatchDim: Σ p·pᵀ
+   * per group, [groups, patchDim, patchDim] (a ConvTranspose's p: its scatter patches,
+   * rewrite/convtranspose-patches.ts, one per output position).
+   */
   patchGram?: Float64Array;
   /** (S/g)·∏k; patch index c·∏k + kernel offset (row-major over the kernel axes). */
   patchDim?: number;
-  /** Patches summed into patchGram per group: batch × output positions, or the sample of them (maxPatches). */
+  /** Patches summed into patchGram per group: batch × output positions, or the sample of them (maxPatches; a ConvTranspose's output positions are sampled alike). */
   patchCount?: number;
   /** Patches the layer's inputs had (batch × output positions); more than patchCount when sampled. */
   patchTotal?: number;
@@ -112,7 +117,11 @@ export interface StatsOptions {
 export type StatSpec =
   | { kind: 'rows'; tensor: string; k: number }
   | { kind: 'cols'; tensor: string; k: number }
-  | { kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string };
+  | {
+    kind: 'conv'; tensor: string; conv: ConvPlacement; patches: boolean; output: string;
+    /** A ConvTranspose's geometry when its patch statistics are its scatter patches (`conv` then places the channel Gram as a 1x1). */
+    scatter?: ConvTransposeGeometry;
+  };
 
 /**
  * How a batched MatMul weight's data operand is read: rows of K (weight on the right) or
@@ -125,7 +134,7 @@ export interface IndexSpec { kind: 'index'; tensor: string; rows: number }
 
 export const specKey = (s: StatSpec): string =>
   s.kind === 'conv'
-    ? `conv|${s.tensor}|${JSON.stringify([s.conv, s.patches])}`
+    ? `conv|${s.tensor}|${JSON.stringify([s.conv, s.patches, s.scatter ?? null])}`
     : `${s.kind}|${s.tensor}|${s.k}`;
 
 /** What statistic a layer needs, or why it cannot have one. Pure: reads only the node and its weight's shape. */
@@ -176,8 +185,16 @@ export function planLayer(model: Model, layer: LayerInfo, maxPatchDim = DEFAULT_
       if (spatial < 1 || !Number.isInteger(group) || group < 1 || S % group !== 0) return `ConvTranspose weight [${w.join(', ')}] does not fit group ${group}`;
       const ones = new Array<number>(spatial).fill(1);
       const conv: ConvPlacement = { kernel: ones, strides: ones, dilations: ones, pads: new Array<number>(2 * spatial).fill(0), autoPad: 'NOTSET', S, group };
-      // No output to check: the scatter's output extent is not the 1x1 placement's (stats-runs.ts).
-      return { kind: 'conv', tensor, conv, patches: false, output: '' };
+      // The output side sees scatter patches (rewrite/convtranspose-patches.ts), gathered as a
+      // Conv's im2col patches are, under the same kernel and patchDim conditions. An
+      // attribute the geometry reader refuses leaves the channel Gram alone, as before.
+      const ct = readConvTransposeGeometry(n, w);
+      const patches = !isSkip(ct) && ct.kernelSize > 1 && maxPatchDim > 0 && patchDimOf({ channels: S, groups: group, kernel: ct.kernel }) <= maxPatchDim;
+      // With scatter patches the probe checks their output extent against ORT's (stats-runs.ts);
+      // without, there is no output to check: the scatter's extent is not the 1x1 placement's.
+      return patches && !isSkip(ct)
+        ? { kind: 'conv', tensor, conv, patches: true, output: n.output[0] ?? '', scatter: ct }
+        : { kind: 'conv', tensor, conv, patches: false, output: '' };
     }
     // Its statistic is the lookup counts of its indices (planIndex), not a second moment.
     case 'Gather': return 'a Gather reads indices, not activations: its statistics are the lookup counts of its indices';

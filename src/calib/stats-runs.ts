@@ -15,7 +15,7 @@ import { ok, type Result } from '../errors.js';
 import { openFetcher } from '../verify/intermediate.js';
 import type { SessionOptions } from '../verify/session.js';
 import { toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
-import { patchDimOf, resolvePatchGeometry, type PatchGeometry } from './patch-geometry.js';
+import { patchDimOf, resolveInputGeometry, type InputGeometry } from './patch-geometry.js';
 import type { FloatData } from './sample-blocks.js';
 import { accumulateIndexCounts } from './index-counts.js';
 import { accumulateSlices } from './accumulate-slices.js';
@@ -28,7 +28,8 @@ export interface Acc {
   patchSum?: Float64Array;
   /** Set when the layer's tensor turns out not to fit; the layers become unavailable. */
   failed?: string;
-  geoCache: Map<string, PatchGeometry | string>;
+  /** Input dims (joined) → how the conv reads them, or why it cannot. */
+  geoCache: Map<string, InputGeometry | string>;
 }
 
 export function newAcc(spec: StatSpec): Acc {
@@ -44,7 +45,8 @@ export function newAcc(spec: StatSpec): Acc {
   const stats: LayerStats = { kind: 'conv', input: spec.tensor, gram: new Float64Array(g * s * s), dim: s, groups: g, count: 0, mean: new Float64Array(g * s) };
   const acc: Acc = { spec, stats, sum: new Float64Array(g * s), geoCache: new Map() };
   if (spec.patches) {
-    const d = patchDimOf({ channels: spec.conv.S, groups: g, kernel: spec.conv.kernel });
+    // A ConvTranspose's patches span its own kernel; `conv` is only its 1x1 channel placement.
+    const d = patchDimOf({ channels: spec.conv.S, groups: g, kernel: spec.scatter?.kernel ?? spec.conv.kernel });
     stats.patchGram = new Float64Array(g * d * d);
     stats.patchDim = d;
     stats.patchCount = 0;
@@ -239,10 +241,11 @@ export async function probeShapes(
     const inDims = sizes.get(spec.tensor);
     const outDims = sizes.get(spec.output);
     if (!inDims || !outDims) continue;
-    const geo = resolvePatchGeometry(spec.conv, inDims);
+    const geo = resolveInputGeometry(spec.conv, spec.scatter, inDims);
+    // A Conv's patches are one per output position, a ConvTranspose's scatter patches too.
     if (typeof geo === 'string') acc.failed = geo;
-    else if (outDims.length !== inDims.length || !geo.outSpatial.every((d, i) => d === outDims[i + 2])) {
-      acc.failed = `ORT's output dims [${outDims.join(', ')}] differ from the computed spatial dims [${geo.outSpatial.join(', ')}]`;
+    else if (outDims.length !== inDims.length || !geo.patches.outSpatial.every((d, i) => d === outDims[i + 2])) {
+      acc.failed = `ORT's output dims [${outDims.join(', ')}] differ from the computed spatial dims [${geo.patches.outSpatial.join(', ')}]`;
     }
   }
   return ok({ sizes, runs });

@@ -26,6 +26,12 @@
  *   over the im2col patches exactly as the conv sees them (strides, pads incl. auto_pad,
  *   dilations, zero padding), patch index c·∏k + kernel offset (the order of W[t, c, k…]
  *   flattened), patchCount = N·∏output spatial. So a group's conv is Y = W_g [T/g, D] · p.
+ * - ConvTranspose (W [S, T/g, k…]): gram = X's input-channel Gram per group, as a 1x1
+ *   conv on X would collect it (the input-side factor mixes X's channels per position).
+ *   Under the same kernel and maxPatchDim conditions also patchGram over its scatter
+ *   patches (rewrite/convtranspose-patches.ts: per output position, X at the input
+ *   positions each tap writes there from), D = (S/g)·∏k in the Conv layout's order,
+ *   patchCount = N·∏output spatial; sampled by output position (maxPatches) like a Conv's.
  * - Gather on a constant table E [V, D] (row lookups): its statistic is not a second
  *   moment but how often the calibration indices look up each row, rowCounts [V] (int32
  *   or int64 indices of any shape, negative ones from the end as Gather reads them);
@@ -48,7 +54,7 @@ import type { SessionOptions } from '../verify/session.js';
 import { elementCount, type HostTensor } from '../verify/tensor.js';
 import { accumulateConvChannelsOn, accumulatePatchesOn } from './accumulate-engine.js';
 import { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
-import { resolvePatchGeometry } from './patch-geometry.js';
+import { resolveInputGeometry } from './patch-geometry.js';
 import { patchPairCount, samplePairs } from './sample-blocks.js';
 import type { CalibSet } from './load.js';
 import {
@@ -60,7 +66,7 @@ import {
 } from './stats-runs.js';
 
 export { accumulateCols, accumulateConvChannels, accumulatePatches, accumulateRows } from './accumulate.js';
-export { patchDimOf, resolvePatchGeometry, type ConvPlacement, type PatchGeometry } from './patch-geometry.js';
+export { patchDimOf, resolveInputGeometry, resolvePatchGeometry, resolveScatterGeometry, type ConvPlacement, type InputGeometry, type PatchGeometry } from './patch-geometry.js';
 export type { FloatData } from './sample-blocks.js';
 
 export {
@@ -101,17 +107,19 @@ async function accumulate(acc: Acc, t: HostTensor, engine: GemmEngine | undefine
     case 'conv': {
       const key = dims.join('x');
       let geo = acc.geoCache.get(key);
-      if (!geo) { geo = resolvePatchGeometry(spec.conv, dims); acc.geoCache.set(key, geo); }
+      if (!geo) { geo = resolveInputGeometry(spec.conv, spec.scatter, dims); acc.geoCache.set(key, geo); }
       if (typeof geo === 'string') return geo;
-      const positions = elementCount(geo.inSpatial);
-      const pairs = st.patchGram ? samplePairs(patchPairCount(geo), maxPatches) : undefined;
-      if (st.patchGram) st.patchTotal! += patchPairCount(geo);
+      const { channels: cg, patches: pg } = geo;
+      const positions = elementCount(cg.inSpatial);
+      // A ConvTranspose's scatter patches are sampled by output position as a Conv's are.
+      const pairs = st.patchGram ? samplePairs(patchPairCount(pg), maxPatches) : undefined;
+      if (st.patchGram) st.patchTotal! += patchPairCount(pg);
       if (engine) {
-        st.count += await accumulateConvChannelsOn(engine, st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
-        if (st.patchGram) st.patchCount! += await accumulatePatchesOn(engine, st.patchGram, x, geo, acc.patchSum, pairs);
+        st.count += await accumulateConvChannelsOn(engine, st.gram, x, cg.batch, cg.channels, positions, cg.groups, acc.sum);
+        if (st.patchGram) st.patchCount! += await accumulatePatchesOn(engine, st.patchGram, x, pg, acc.patchSum, pairs);
       } else {
-        st.count += accumulateConvChannels(st.gram, x, geo.batch, geo.channels, positions, geo.groups, acc.sum);
-        if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, geo, acc.patchSum, pairs);
+        st.count += accumulateConvChannels(st.gram, x, cg.batch, cg.channels, positions, cg.groups, acc.sum);
+        if (st.patchGram) st.patchCount! += accumulatePatches(st.patchGram, x, pg, acc.patchSum, pairs);
       }
       return undefined;
     }

@@ -11,9 +11,11 @@
  *                    0               otherwise
  * (κ in the weight's own tap order, no flip). Its moments Σ_p P·Pᵀ [D, D] and E[P] [D]
  * (D = s·K, per group), over every output position of every sample, are exactly the patch
- * statistics a Conv Tucker-2 refits its last 1x1 on. This is the reference definition the
- * calibration collector (src/calib) needs for ConvTranspose layers; here it is computed
- * from an input tensor directly (tests, and the specification of that statistic).
+ * statistics a Conv Tucker-2 refits its last 1x1 on. This is the reference definition of
+ * what the calibration collector gathers for ConvTranspose layers (src/calib: patchBlocks
+ * on a `transposed` PatchGeometry, checked against this in
+ * test/calib/convtranspose-stats.test.ts); here it is computed from an input tensor
+ * directly (tests, and the specification of that statistic).
  */
 import type { ConvTransposeGeometry } from './convtranspose-geometry.js';
 

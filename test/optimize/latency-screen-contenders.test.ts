@@ -130,6 +130,62 @@ describe('auto: the choices a later rival replaced are timed beside the kept one
   });
 });
 
+/**
+ * Two groups of C channels, each group's kernel u1[s,y]·v1[x,t] + 0.1·u2[s,y]·v2[x,t] with
+ * random u, v: under --rank 3, spatial SVD 1 (no more params) comes within Tucker-2 3,3's
+ * error, so auto keeps it as the rival and the screen times both.
+ */
+function groupedConv(): { bytes: Uint8Array; shapes: ShapeMap } {
+  const rng = createRng(3);
+  const v = (n: number): number[] => Array.from({ length: n }, () => rng.normal());
+  const w = new Float32Array(2 * C * C * 9);
+  for (let j = 0; j < 2; j++) {
+    const [u1, v1, u2, v2] = [v(C * 3), v(3 * C), v(C * 3), v(3 * C)];
+    for (let t = 0; t < C; t++) for (let s = 0; s < C; s++) for (let y = 0; y < 3; y++) for (let x = 0; x < 3; x++) {
+      w[(((j * C + t) * C + s) * 3 + y) * 3 + x] = u1[s * 3 + y]! * v1[x * C + t]! + 0.1 * u2[s * 3 + y]! * v2[x * C + t]!;
+    }
+  }
+  const m = new ModelBuilder({ opset: 13 });
+  const x = m.input('x', [1, 2 * C, HW, HW]);
+  const p = m.node('Conv', [x, m.init('w', [2 * C, C, 3, 3], w)], { pads: [1, 1, 1, 1], group: 2 }, { name: 'g' });
+  m.output(p);
+  const dims = [1, 2 * C, HW, HW];
+  return { bytes: encodeModel(m.build()), shapes: new Map([[x, dims], [p, dims]]) };
+}
+
+describe('auto on a grouped conv: spatial SVD per group is timed against Tucker-2 when latency counts', () => {
+  /** Grouped chains: spatial SVD's has two convs, Tucker-2's three (every conv grouped). */
+  const kindOf = (nodes: readonly NodeProto[]): 'svd' | 'tucker2' => (nodes.length === 2 ? 'svd' : 'tucker2');
+  const timers = (ms: Record<'svd' | 'tucker2', number>, calls: string[][]): { time: LayerTimer; timeChains: ChainsTimer } => ({
+    timeChains: async (_m, _layer, chains) => {
+      calls.push(chains.map((c) => kindOf(c.graph!.node)));
+      return ok({ originalMs: 10, candidateMs: chains.map((c) => ms[kindOf(c.graph!.node)]) });
+    },
+    time: async (_m, _layer, chain) => ok({ originalMs: 10, candidateMs: ms[kindOf(chain)] }),
+  });
+  const gopts = opts;
+
+  it('Tucker-2 timed faster: the screen keeps it, the note names both timings; spatial SVD timed faster: it stays', async () => {
+    const { bytes, shapes } = groupedConv();
+    const calls: string[][] = [];
+    const slow = await screenedPlan(new Model(decodeModel(bytes)), shapes, gopts, {}, { threads: 1, ...timers({ svd: 6, tucker2: 2 }, calls) });
+    expect(calls).toEqual([['svd', 'tucker2']]);
+    const [g] = slow.plan.layers;
+    expect(g).toMatchObject({ pass: 'conv-tucker2' });
+    expect(g!.note).toMatch(/timed in ORT: spatial-svd 1 6\.00 ms, tucker2 \S+ 2\.00 ms: tucker2 kept, faster$/);
+    const model = new Model(decodeModel(bytes));
+    const [applied] = optimizeModel(model, shapes, gopts, slow.plan);
+    expect(applied).toMatchObject({ pass: 'conv-tucker2' });
+    // The applied chain computes in ORT what its record says (Tucker-2 3,3 drops part of the 0.1 term).
+    const e = await compareModels(bytes, encodeModel(model.proto), { x: randomFeed([1, 2 * C, HW, HW], 8) });
+    expect(e).toBeGreaterThan(0.5 * applied!.relError!);
+    expect(e).toBeLessThan(2 * applied!.relError!);
+
+    const fast = await screenedPlan(new Model(decodeModel(bytes)), shapes, gopts, {}, { threads: 1, ...timers({ svd: 2, tucker2: 6 }, []) });
+    expect(fast.plan.layers[0]).toMatchObject({ pass: 'conv-spatial-svd', ranks: [1] });
+  });
+});
+
 describe('through the CLI (the pipeline\'s default latency screen)', () => {
   beforeEach(async () => {
     const real = await vi.importActual<typeof import('../../src/optimize/layer-latency.js')>('../../src/optimize/layer-latency.js');

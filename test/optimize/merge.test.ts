@@ -62,7 +62,9 @@ function factorThenMerge(bytes: Uint8Array, method: MethodChoice, rank: number) 
 const CASES: [string, () => Uint8Array, MethodChoice, string[], Record<string, ReturnType<typeof randomFeed>>][] = [
   ['Gemm/MatMul SVD pairs (opset 13)', () => mlp(13), 'auto', ['gemm-svd', 'matmul-svd'], { x: randomFeed([4, 32], 11) }],
   ['Gemm/MatMul SVD pairs (opset 9: Gemm needs C)', () => mlp(9), 'auto', ['gemm-svd', 'matmul-svd'], { x: randomFeed([4, 32], 12) }],
-  ['1x1 SVD pair + Tucker-2 chain (grouped, strided, padded)', convnet, 'auto', ['conv1x1-svd', 'conv-tucker2'], { x: randomFeed([1, 16, 12, 12], 13) }],
+  ['1x1 SVD pair', convnet, 'svd', ['conv1x1-svd'], { x: randomFeed([1, 16, 12, 12], 16) }],
+  ['Tucker-2 chains (grouped, strided, padded; dilated)', convnet, 'tucker2', ['conv-tucker2'], { x: randomFeed([1, 16, 12, 12], 13) }],
+  ['spatial SVD chain (grouped, strided, padded)', convnet, 'spatial-svd', ['conv-spatial-svd'], { x: randomFeed([1, 16, 12, 12], 15) }],
   ['CP chain (dilated)', convnet, 'cp', ['conv-cp'], { x: randomFeed([1, 16, 12, 12], 14) }],
 ];
 
