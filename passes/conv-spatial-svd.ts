@@ -99,12 +99,6 @@ const ALS_WORK = 4e9;
 const MAX_COMPARE_WORK = 5e7;
 const ALS = { sweeps: 4, cgIters: 12 };
 
-/**
- * Why spatial SVD does not compete on a 3-D conv under auto when latency counts: three
- * convs where Tucker-2 has three too, not timed against it in ORT yet.
- */
-export const SPATIAL_3D_UNTIMED = 'the 3-D chain is not timed against Tucker-2 in ORT yet; on 3-D convs compared under --save params or macs';
-
 const perAxis = groupedSplitDeclines('', 'nothing to split', false, true);
 
 /** Why a conv is not for this pass, from attributes and shapes only (no weight read). */
@@ -181,10 +175,11 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
     const m = convSpatialSvd.match(layer, cx);
     if (isSkip(m)) return undefined;
     if (m.geo.spatial === 3) {
-      // Along [k, k] (clamped, lowered to consistent neighbours, as --rank k writes them), as conv-tt.
+      // Along [k, k] (clamped, lowered to consistent neighbours, as --rank k writes them), as
+      // conv-tt. When latency counts, the default run's screen times it against Tucker-2 in ORT.
       const lim = limits3d(m);
       const ranksOf = (k: number): number[] => consistent3d(lim.map((l) => Math.min(k, l)), m.geo.kernel[1]!);
-      const spec3 = { pass: convSpatialSvd, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: SPATIAL_3D_UNTIMED };
+      const spec3 = { pass: convSpatialSvd, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf };
       return challengeAtEqualCost(layer, spec3, preferred, ranks, cx, policy);
     }
     // Grouped convs too: when latency counts, the default run's screen times the grouped

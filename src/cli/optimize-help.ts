@@ -20,12 +20,11 @@ Layer selection:
   --method M          ${METHOD_CHOICES.join(' | ')} (default auto: SVD for Gemm/MatMul/1x1
                       conv and 1x1 ConvTranspose, Tucker-2 for kxk conv and ConvTranspose;
                       on a kxk conv CP and spatial SVD compete with it at no more params
-                      and MACs, the lower error wins; TT, CP-4, CP on grouped convs and
-                      spatial SVD on 3-D convs compete too when the run saves params or
-                      MACs, as their chains ran slower than Tucker-2's in ORT (or are not
-                      timed yet); where latency is measured, a rival that won (spatial
-                      SVD on grouped convs too) is timed in ORT against Tucker-2 and the
-                      faster kept; a CP whose terms cancel (high
+                      and MACs, the lower error wins; TT, CP-4 and CP on grouped convs
+                      compete too when the run saves params or MACs, as their chains ran
+                      slower than Tucker-2's in ORT; where latency is measured, a rival
+                      that won (spatial SVD on grouped and 3-D convs too) is timed in ORT
+                      against Tucker-2 and the faster kept; a CP whose terms cancel (high
                       sensitivity) is refitted to a stable one)
   --exclude REGEX     leave layers whose node or weight name matches
   --min-params N      leave layers with fewer weight parameters (default ${DEFAULT_MIN_PARAMS})

@@ -17,12 +17,13 @@ import { ok } from '../../src/errors.js';
 import { Model } from '../../src/graph/graph.js';
 import type { ShapeMap } from '../../src/graph/shapes.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import type { NodeProto } from '../../src/onnx/schema.js';
+import type { ModelProto, NodeProto } from '../../src/onnx/schema.js';
 import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import { timeChains, timeRewrite, type ChainsTimer, type LayerTimer } from '../../src/optimize/layer-latency.js';
 import type { PlannedContender } from '../../src/optimize/method-latency.js';
 import { screenedPlan } from '../../src/optimize/latency-screen.js';
 import type { Report } from '../../src/report/report.js';
+import { spatialKernel3d } from '../../src/linalg/spatial-svd-3d.js';
 import { createRng } from '../../src/util/rng.js';
 import { runCli } from '../helpers/cli.js';
 import { compareModels, randomFeed } from '../helpers/ort.js';
@@ -183,6 +184,53 @@ describe('auto on a grouped conv: spatial SVD per group is timed against Tucker-
 
     const fast = await screenedPlan(new Model(decodeModel(bytes)), shapes, gopts, {}, { threads: 1, ...timers({ svd: 2, tucker2: 6 }, []) });
     expect(fast.plan.layers[0]).toMatchObject({ pass: 'conv-spatial-svd', ranks: [1] });
+  });
+});
+
+describe('auto on a 3-D conv: spatial SVD (kd×1×1 → 1×kh×1 → 1×1×kw) is timed against Tucker-2 when latency counts', () => {
+  /** A [12, 12, 3, 3, 3] kernel exact at 3-D spatial SVD ranks [3, 4]. */
+  function conv3d(): { bytes: Uint8Array; shapes: ShapeMap } {
+    const rng = createRng(9);
+    const v = (n: number): number[] => Array.from({ length: n }, () => rng.normal());
+    const w = spatialKernel3d(v(3 * 12 * 3), v(4 * 3 * 3), v(12 * 4 * 3), 12, 12, [3, 3, 3], [3, 4]);
+    const m = new ModelBuilder({ opset: 13 });
+    const x = m.input('x', [1, 12, 5, 5, 5]);
+    const p = m.node('Conv', [x, m.init('w', [12, 12, 3, 3, 3], w)], { pads: [1, 1, 1, 1, 1, 1] }, { name: 'c3' });
+    m.output(p);
+    const dims = [1, 12, 5, 5, 5];
+    return { bytes: encodeModel(m.build()), shapes: new Map([[x, dims], [p, dims]]) };
+  }
+  /** CP's chain has a depthwise conv, Tucker-2's pointwise (1x1x1) ones, spatial SVD's neither. */
+  const kindOf = (c: ModelProto): 'cp' | 'svd' | 'tucker2' => {
+    if (c.graph!.node.some((n) => n.attribute.some((a) => a.name === 'group' && Number(a.i) > 1))) return 'cp';
+    return c.graph!.initializer.some((t) => t.dims.length === 5 && t.dims.slice(2).every((d) => Number(d) === 1)) ? 'tucker2' : 'svd';
+  };
+  const timers = (ms: Record<'cp' | 'svd' | 'tucker2', number>, calls: string[][]): { timeChains: ChainsTimer; time: LayerTimer } => ({
+    timeChains: async (_m, _layer, chains) => {
+      calls.push(chains.map(kindOf));
+      return ok({ originalMs: 10, candidateMs: chains.map((c) => ms[kindOf(c)]) });
+    },
+    // The kept chain against the layer: faster, whichever it is.
+    time: async () => ok({ originalMs: 10, candidateMs: 1 }),
+  });
+  const o3: OptimizeOptions = { method: 'auto', policy: { kind: 'ratio', ratio: 0.3 }, minParams: 0, seed: 0, saves: 'latency' };
+
+  it('spatial SVD won on error over CP, which beat Tucker-2: all three timed; Tucker-2 timed faster is kept, spatial SVD timed faster stays', async () => {
+    const { bytes, shapes } = conv3d();
+    const calls: string[][] = [];
+    const slow = await screenedPlan(new Model(decodeModel(bytes)), shapes, o3, {}, { threads: 1, ...timers({ cp: 8, svd: 6, tucker2: 2 }, calls) });
+    expect(calls).toEqual([['svd', 'cp', 'tucker2']]);
+    expect(slow.plan.layers[0]).toMatchObject({ pass: 'conv-tucker2' });
+    expect(slow.plan.layers[0]!.note).toMatch(/timed in ORT: spatial-svd \d+,\d+ 6\.00 ms, cp \d+ 8\.00 ms, tucker2 \d+,\d+ 2\.00 ms: tucker2 kept, faster$/);
+    const fast = await screenedPlan(new Model(decodeModel(bytes)), shapes, o3, {}, { threads: 1, ...timers({ cp: 8, svd: 2, tucker2: 6 }, []) });
+    expect(fast.plan.layers[0]).toMatchObject({ pass: 'conv-spatial-svd' });
+    const model = new Model(decodeModel(bytes));
+    const [applied] = optimizeModel(model, shapes, o3, fast.plan);
+    expect(applied).toMatchObject({ pass: 'conv-spatial-svd', ranks: fast.plan.layers[0]!.ranks });
+    // The applied chain computes in ORT what its record says (auto took the smallest ranks within CP's error).
+    const e = await compareModels(bytes, encodeModel(model.proto), { x: randomFeed([1, 12, 5, 5, 5], 9) });
+    expect(e).toBeGreaterThan(0.5 * applied!.relError!);
+    expect(e).toBeLessThan(2 * applied!.relError!);
   });
 });
 
