@@ -37,6 +37,8 @@ export interface OptimizeSettings {
   outputs?: readonly string[];
   layerLatency?: boolean;
   measureAllRungs?: boolean;
+  /** Budgets under auto: sensitivity offers the other methods' rungs too (--all-methods). */
+  allMethods?: boolean;
   /** Default true (false: --no-data-aware). */
   dataAware?: boolean;
   /** Default true (false: --no-anchor). */

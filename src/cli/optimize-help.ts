@@ -45,6 +45,11 @@ allocate ranks globally, greedy on output error per saved unit):
   --measure-all-rungs with any budget: run every candidate rank of every layer through
                       the model in ORT (slower; the reference) instead of one or two per
                       layer with the rest predicted from the layer's own error
+  --all-methods       with any budget under --method auto: sensitivity also fits and
+                      measures the rungs of the other methods that compete for each
+                      layer (CP, spatial SVD; timed where latency counts). Off by
+                      default: on PP-OCRv4 rec, det and cls it saved nothing more, at
+                      1.5-5.8x the run time
   --stages K          reach the budget in K steps (MUSCO-style): after each stage the
                       factored layers are merged back, statistics and sensitivity are
                       measured again, and ranks can only go down (default 1, at most 10)

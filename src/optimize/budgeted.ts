@@ -41,6 +41,8 @@ export interface BudgetedOptions extends LayerFilter {
    * the layer's own error (predict-sensitivity.ts).
    */
   measureAllRungs?: boolean;
+  /** Under auto, the other competing methods' rungs too (sensitivity.ts `rivals`). */
+  allMethods?: boolean;
   /** Intra-op threads of the error runs (sensitivity.ts `threads`). */
   threads?: number;
   /** Reuse these measurements (from a plan file) instead of measuring again. */
@@ -85,7 +87,7 @@ function measureLayers(model: Model, layers: readonly LayerInfo[], opts: Budgete
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,
-    latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external }, allRungs: opts.measureAllRungs, threads: opts.threads,
+    latency: opts.layerLatency && { ...opts.layerLatency, external: opts.external }, allRungs: opts.measureAllRungs, rivals: opts.allMethods, threads: opts.threads,
   });
 }
 

@@ -79,6 +79,8 @@ export interface PipelineConfig {
   layerLatency?: boolean;
   /** Budgets: run every candidate rank of every layer through the model in ORT instead of predicting most (--measure-all-rungs). */
   measureAllRungs?: boolean;
+  /** Budgets under auto: sensitivity offers the rungs of every method competing for a layer (--all-methods). */
+  allMethods?: boolean;
   /**
    * Without a budget or a plan: time each rewrite the policy decides against its layer in
    * ORT (verify.threads) and keep only those measured faster (latency-screen.ts). The CLI

@@ -2,7 +2,7 @@
  * Budgets over every method's candidates (issue 19): under auto, with `rivals`, a conv
  * offers the rungs of the passes that compete with Tucker-2 (CP, spatial SVD, TT, CP-4), so
  * a budget picks, per layer, the method that saves most per unit of error. Off by default
- * (sensitivity.ts `rivals`): only the library path is exercised here.
+ * (sensitivity.ts `rivals`); the CLI turns it on with --all-methods.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -196,6 +196,27 @@ describe('a budget picks the method per layer', () => {
     expect(r3.layers.find((l) => l.name === 'spatial')!.pass).toBe(alloc.choices.get('spatial')!.pass);
     expect(r3.layers.find((l) => l.name === 'tucker')!.pass).toBe('conv-tucker2');
     expect(readFileSync(path.join(dir, 'out3.onnx')).length).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('through the CLI: --all-methods lets the budget take spatial SVD (or CP) on the spatial layer, which it leaves without', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-all-methods-'));
+    const inp = path.join(dir, 'in.onnx');
+    writeFileSync(inp, twoConvs());
+    const run = async (extra: string[]): Promise<Report> => {
+      let out = '';
+      let err = '';
+      const code = await main(['optimize', inp, path.join(dir, `out${extra.length}.onnx`), '--max-error', '0.01', '--save', 'params', '--no-latency', '--min-params', '0', '--json', ...extra],
+        { out: (t) => { out += t; }, err: (t) => { err += t; } });
+      expect(code, err).toBe(0);
+      return JSON.parse(out) as Report;
+    };
+    const spatialOf = (r: Report) => r.layers.find((l) => l.name === 'spatial')!;
+    const all = await run(['--all-methods']);
+    expect(['conv-spatial-svd', 'conv-cp']).toContain(spatialOf(all).pass);
+    expect(all.verify!.pass).toBe(true);
+    const without = await run([]);
+    expect(spatialOf(without).skipped).toBe(true);
+    expect(all.output.params).toBeLessThan(without.output.params);
   }, 300_000);
 });
 
