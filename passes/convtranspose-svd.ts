@@ -34,7 +34,7 @@
  */
 import { attrInt } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
-import { fromArray } from '../src/linalg/matrix.js';
+import { fromArray, relativeDiff, type Matrix } from '../src/linalg/matrix.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import { chainConvAttrs, convNode, finiteWeight } from '../src/rewrite/conv-geometry.js';
 import { composeConvTranspose } from '../src/rewrite/convtranspose-compose.js';
@@ -49,7 +49,6 @@ import {
 import { bound } from '../src/rewrite/registry.js';
 import { SvdCache, svdPairFactors, svdPairRank, WHITEN_DAMP, whiteningFor } from '../src/rewrite/svd-pair.js';
 import type { AnchoredPatch } from '../src/linalg/anchored.js';
-import type { Matrix } from '../src/linalg/matrix.js';
 import { bStep, objectiveOf, rowBlocks } from '../src/linalg/spatial-svd-als.js';
 import { dataErrors } from '../src/linalg/spatial-svd.js';
 import { anchoredPatches, ANCHOR_PATCH_DAMP, patchBlocks } from '../src/rewrite/conv-stats.js';
@@ -177,12 +176,9 @@ function pairAt(m: ConvTransposeSvdMatch, r: number, cx: PassContext): PairFit |
     const v = b.data[rho * T * K + t * K + k]!;
     if (v !== 0) for (let sg = 0; sg < S; sg++) wHat[t * D + sg * K + k] += v * a.data[rho * S + sg]!;
   }
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < wHat.length; i++) { num += (w.data[i]! - wHat[i]!) ** 2; den += w.data[i]! ** 2; }
   const e = dataErrors(w, { rows: T, cols: D, data: wHat }, stats, cx.gemm);
   // In f.right's layout [r, T·K] (apply writes a plain 1x1's transposed).
-  const fit: PairFit = { first, right: Float32Array.from(b.data), relError: den > 0 ? Math.sqrt(num / den) : 0, ...e, refitted: true };
+  const fit: PairFit = { first, right: Float32Array.from(b.data), relError: relativeDiff(w.data, wHat), ...e, refitted: true };
   if (!Number.isFinite(fit.relError) || (fit.dataError !== undefined && !Number.isFinite(fit.dataError))) return skip('right factor refit on calibration patches produced non-finite values');
   (m.refits ??= new Map()).set(r, fit);
   return fit;

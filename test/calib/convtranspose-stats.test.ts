@@ -24,7 +24,7 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { newValueInfo } from '../../src/onnx/schema.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
 import { readConvTransposeGeometry, type ConvTransposeGeometry } from '../../src/rewrite/convtranspose-geometry.js';
-import { scatterPatchMoments, type ScatterPatchMoments } from '../../src/rewrite/convtranspose-patches.js';
+import { scatterPatchMoments, type ScatterPatchMoments } from '../helpers/scatter-patches.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds, HostTensor } from '../../src/verify/tensor.js';

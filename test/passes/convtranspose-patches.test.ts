@@ -13,7 +13,7 @@ import { convTransposeSvd } from '../../passes/convtranspose-svd.js';
 import { convTransposeTucker2 } from '../../passes/convtranspose-tucker2.js';
 import { orthonormalize } from '../../src/linalg/qr.js';
 import { readConvTransposeGeometry, swapChannelRoles } from '../../src/rewrite/convtranspose-geometry.js';
-import { addScatterPatches, scatterPatchMoments, type ScatterPatchMoments } from '../../src/rewrite/convtranspose-patches.js';
+import { addScatterPatches, scatterPatchMoments, type ScatterPatchMoments } from '../helpers/scatter-patches.js';
 import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng } from '../../src/util/rng.js';
 import { context, randn, relL2, runOrt } from './conv-harness.js';
