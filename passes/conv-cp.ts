@@ -42,7 +42,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type Cost, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
-import { SENSITIVITY_LIMIT, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
+import { degenerateReason, SENSITIVITY_LIMIT, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -94,7 +94,7 @@ const ALS = { maxIter: 50, tol: 1e-5 };
  * convs of 64–256 channels at 14²–56², CP at the params and MACs of Tucker-2 [r, r],
  * r = C/8 … C/2, group 1).
  */
-export const GROUPED_CP_SLOW_PATH = 'CP chains measured 1.00–1.73x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; on grouped convs compared under --save params or macs';
+export const GROUPED_CP_SLOW_PATH = 'CP chains measured 1.00–1.73x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; on grouped convs compared under --save params or macs, or --all-methods';
 
 /** rank × kernel elements above which --method auto does not try CP against the preferred pass. */
 const MAX_CP_COMPARE_WORK = 5e7;
@@ -239,7 +239,7 @@ function energyCpRank(m: ConvCpMatch, energy: number, lo: number): number | Skip
 /** The CP at rank `rank` (linalg/cp-conv.ts) with the match's statistics; cached on the match. */
 function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext, stable = true): CpFactors | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
-  if (stable && m.fitted?.requested === rank) return m.fitted;
+  if (stable && m.fitted?.requested === rank) return shippable(m.fitted);
   const { T, S, group: G, kernelSize: K } = m.geo;
   const s = S / G;
   // Without statistics the weight itself is fitted (weight-only behaviour unchanged). A
@@ -267,7 +267,13 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext, stable = tru
   const fitted = { ...f, requested: rank, whitened: m.whitening ? true : undefined };
   // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
   if (stable) m.fitted = fitted;
-  return fitted;
+  return stable ? shippable(fitted) : fitted;
+}
+
+/** A fit refitted under the sensitivity bound that still did not meet it is declined: no degenerate CP is shipped (conv-cp4 too). */
+export function shippable<F extends { rank: number; stabilized?: Stabilized }>(f: F): F | Skip {
+  const why = degenerateReason(f.rank, f.stabilized);
+  return why ? skip(why) : f;
 }
 
 /** A CP of a [T/g, S/g, K] group is exact at rank t·s·K / max(t, s, K) (its generic rank bound). */
@@ -297,7 +303,7 @@ export function sensitivityNote(f: { sensitivity?: CpSensitivity; stabilized?: S
   const st = f.stabilized;
   if (st) {
     out += `; degenerate ALS fit (ratio ${st.ratioBefore.toFixed(2)} > ${SENSITIVITY_LIMIT}) refitted under the sensitivity bound`
-      + `${st.bounded ? '' : ' (bound not reached)'}: fit error ${st.errorBefore.toExponential(2)} → ${st.errorAfter.toExponential(2)}`;
+      + `: fit error ${st.errorBefore.toExponential(2)} → ${st.errorAfter.toExponential(2)}`;
   }
   return out;
 }

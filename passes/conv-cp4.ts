@@ -25,24 +25,29 @@
  *
  * The factorization is linalg/cpn-conv.ts (CP-ALS with the norm bound of cp-als.ts; a fit
  * that is not finite is declined; a degenerate one is refitted under the sensitivity bound,
- * and the chain's sensitivity goes into the doc string and the layer's note, as in conv-cp).
- * With well-determined calibration patch statistics the
- * last factor is refitted on them (anchored statistics: fitted to the original model's
- * outputs given the partly compressed model's patches) and the mean error moved into the
- * bias; the other factors stay weight-only (no whitening yet).
+ * or the rank declined when that refit cannot meet it, and the chain's sensitivity goes into
+ * the doc string and the layer's note, as in conv-cp). With well-determined calibration patch
+ * statistics the ALS runs on the kernel whitened mode by mode (channel, each kernel axis:
+ * linalg/mode-whitening.ts, as conv-tt; the partly compressed model's statistics when
+ * anchored) and each input-side factor maps back by its mode's L⁻ᵀ; then the last factor is
+ * refitted on the patches (anchored statistics: fitted to the original model's outputs given
+ * the partly compressed model's patches) and the mean error moved into the bias.
  */
 import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { cpNdConv, cpNdError, cpNdKernel, cpNdPrefix, cpNdSensitivity, type CpNdConv } from '../src/linalg/cpn-conv.js';
+import { worstStabilized } from '../src/linalg/cp-sensitivity.js';
 import { fitLastFactor } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import { chainConvAttrs, convCost, convNode, groupKernels, type ConvGeometry, type GroupKernel } from '../src/rewrite/conv-geometry.js';
-import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM, modeWhitening } from '../src/rewrite/conv-stats.js';
+import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
+import type { Matrix } from '../src/linalg/matrix.js';
 import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
   axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
@@ -54,7 +59,7 @@ import {
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { Rng } from '../src/util/rng.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
-import { sensitivityNote } from './conv-cp.js';
+import { sensitivityNote, shippable } from './conv-cp.js';
 import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 
 export interface ConvCp4Match extends GroupedSplitMatch {
@@ -69,6 +74,8 @@ export interface ConvCp4Match extends GroupedSplitMatch {
   weightErr2?: Map<number, number>;
   /** Where chooseRanks's weight-only fits (the energy search) draw and multiply. */
   search: { rng: Rng; gemm?: SyncGemm };
+  /** Per group, the per-mode whitening [L_S, L_1, …] of well-determined patch statistics (null: none); made on first use. */
+  whitening?: (Matrix[] | null)[];
 }
 
 /** A fit (last factor possibly fitted on patch statistics) and the rank it was asked for. */
@@ -77,6 +84,8 @@ interface Cp4Factors extends CpNdConv {
   dataError?: number;
   biasDelta?: Float64Array;
   anchored?: boolean;
+  /** The ALS ran on the kernel whitened mode by mode (linalg/mode-whitening.ts). */
+  whitened?: boolean;
 }
 
 /** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
@@ -93,7 +102,7 @@ const MAX_COMPARE_WORK = 5e7;
  * 14²–56², CP-4 took 0.95–1.68x Tucker-2's time (median 1.17x; 1.3–1.4x at r = C/2, where
  * its depthwise convs run on ~3C channels). So equal MACs is not equal time.
  */
-export const CP4_SLOW_PATH = 'measured 0.95–1.68x (median 1.17x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs';
+export const CP4_SLOW_PATH = 'measured 0.95–1.68x (median 1.17x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs, or --all-methods';
 
 /** Iteration budget and tolerance of the ALS fit (as conv-cp). */
 const ALS = { maxIter: 50, tol: 1e-5 };
@@ -187,6 +196,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     g.addInitializer(makeFloatTensor(names.at(-1)!, [geo.T, R, ...ones], f.last, m.dataType));
     const z = Array.from({ length: k.length + 1 }, (_, i) => derivedName(cx, n, `lr_z${i + 1}`));
     const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
+      + (f.whitened ? ', whitened ALS' : '')
       + (f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches');
     const note = sensitivityNote(f);
     const per = G > 1 ? ` per group (${G} groups)` : '';
@@ -239,6 +249,34 @@ function wellDetermined(m: ConvCp4Match, j: number): { gram: Float64Array; mean?
   return m.patches && m.samples >= MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize ? { gram: m.patches.gram[j]!, mean: m.patches.mean?.[j] } : undefined;
 }
 
+/**
+ * Group j's per-mode whitening from its well-determined patch Gram (the partly compressed
+ * model's when anchored; as conv-tt's): the ALS then fits the 4-way CP to the outputs.
+ */
+function groupWhitening(m: ConvCp4Match, j: number): Matrix[] | undefined {
+  m.whitening ??= Array.from({ length: m.geo.group }, () => null);
+  const cached = m.whitening[j];
+  if (cached) return cached;
+  const p = wellDetermined(m, j);
+  if (!p) return undefined;
+  const wl = modeWhitening([m.s, ...m.geo.kernel], m.anchors?.[j]?.gramHat ?? p.gram);
+  if (wl) m.whitening[j] = wl;
+  return wl;
+}
+
+/** A CP fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ); error and sensitivity of the chain as shipped. */
+function unwhitenCp(f: CpNdConv, wl: readonly Matrix[], k: { data: Float32Array; shape: number[] }): CpNdConv & { whitened: true } {
+  const [t, s, ...ks] = k.shape as number[];
+  const R = f.rank;
+  if (f.first.length === 0) return { ...f, whitened: true };
+  const first = unwhitenMode(f.first, R, s!, 1, wl[0]!);
+  const spatial = f.spatial.map((v, a) => unwhitenMode(v, R, ks[a]!, 1, wl[a + 1]!));
+  return {
+    ...f, first, spatial, relError: cpNdError(k.data, first, spatial, f.last, t!, s!, ks, R),
+    sensitivity: cpNdSensitivity(first, spatial, f.last, t!, s!, ks, R), whitened: true,
+  };
+}
+
 /** Group j's kernel [t, s, kh, kw]. */
 const groupKernel = (m: ConvCp4Match, j: number): { data: Float32Array; shape: number[] } => ({ data: groupSlice(m.w, m.geo.group, j), shape: [m.t, m.s, ...m.geo.kernel] });
 
@@ -259,14 +297,14 @@ function stackCp4(m: ConvCp4Match, parts: (CpNdConv & { dataError?: number; data
     relError: e.relError, dataError: e.dataError, alsError: Math.max(...parts.map((f) => f.alsError)),
     converged: parts.every((f) => f.converged), iterations: Math.max(...parts.map((f) => f.iterations)),
     sensitivity: worst.sensitivity,
-    stabilized: stabilized.length === 0 ? undefined : stabilized.reduce((a, b) => (b.ratioBefore > a.ratioBefore ? b : a)),
+    stabilized: worstStabilized(stabilized),
   };
 }
 
 /** The CP at `rank` (linalg/cp4-conv.ts; per group on grouped convs), refitted on well-determined patch statistics; cached on the match. */
 function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true): Cp4Factors | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
-  if (stable && m.fitted?.requested === rank) return m.fitted;
+  if (stable && m.fitted?.requested === rank) return shippable(m.fitted);
   const parts: GroupCp4[] = [];
   for (let j = 0; j < m.geo.group; j++) {
     const f = factorizeGroup(m, j, rank, cx, stable);
@@ -274,20 +312,22 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true
     parts.push(f);
   }
   const f: GroupCp4 = parts.length === 1 ? parts[0]! : {
-    ...stackCp4(m, parts), requested: rank, anchored: parts.some((p) => p.anchored) || undefined,
+    ...stackCp4(m, parts), requested: rank, anchored: parts.some((p) => p.anchored) || undefined, whitened: parts.some((p) => p.whitened) || undefined,
     biasDelta: parts.every((p) => p.biasDelta) ? Float64Array.from(parts.flatMap((p) => [...p.biasDelta!])) : undefined,
   };
   // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
   if (stable) m.fitted = f;
-  return f;
+  return stable ? shippable(f) : f;
 }
 
 /** Group j's CP at `rank`, its last factor refitted on the group's well-determined statistics. */
 function factorizeGroup(m: ConvCp4Match, j: number, rank: number, cx: PassContext, stable: boolean): GroupCp4 | Skip {
   const k = groupKernel(m, j);
   let f: Cp4Factors;
+  const wl = groupWhitening(m, j);
   try {
-    f = { ...cpNdConv(k, rank, { rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable }), requested: rank };
+    const opts = { rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable };
+    f = { ...(wl ? unwhitenCp(cpNdConv({ data: Float32Array.from(whitenModes(k.data, k.shape, wl)), shape: k.shape }, rank, opts), wl, k) : cpNdConv(k, rank, opts)), requested: rank };
   } catch (e) {
     return skip(`4-way CP failed: ${(e as Error).message}`);
   }

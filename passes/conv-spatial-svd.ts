@@ -184,7 +184,8 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
     }
     // Grouped convs too: when latency counts, the default run's screen times the grouped
     // chain against the preferred Tucker-2 in ORT and keeps the faster (method-latency.ts).
-    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true };
+    // Under --rank N it competes at rank N, as --method spatial-svd writes it (not shrunk: the help's mapping).
+    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true, fixedRank: true };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
 

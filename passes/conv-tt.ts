@@ -24,10 +24,13 @@
  *
  * The factorization is linalg/tt-nd.ts (n + 1 sequential truncated SVDs; the weight error
  * is exactly the energy they discard). With calibration patch statistics (well
- * determined: at least MIN_ROWS_PER_DIM rows per patch dimension) the last factor is
- * refitted on them by least squares (anchored statistics: fitted to the original model's
- * outputs given the partly compressed model's patches) and the mean error moved into the
- * bias; the other factors stay weight-only (no whitened TT-SVD yet).
+ * determined: at least MIN_ROWS_PER_DIM rows per patch dimension) the TT-SVD runs on the
+ * kernel whitened mode by mode, W ×_s L_Sᵀ ×_1 L_1ᵀ … (Σ ≈ Σ_S ⊗ Σ_1 ⊗ … by partial
+ * traces, the partly compressed model's Σ when anchored; linalg/mode-whitening.ts), so its
+ * truncations are weighted by the outputs, and each input-side core maps back by its own
+ * mode's L⁻ᵀ; then the last factor is refitted on the patches by least squares (anchored
+ * statistics: fitted to the original model's outputs given the partly compressed model's
+ * patches) and the mean error moved into the bias.
  */
 import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -44,7 +47,9 @@ import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
   axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
 } from '../src/rewrite/conv-split-groups.js';
-import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM, modeWhitening } from '../src/rewrite/conv-stats.js';
+import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
+import { relativeDiff, type Matrix } from '../src/linalg/matrix.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
   derivedName, isSkip, skip, type Applied, type ChainFactor, type Cost, type FactoredLayer, type LayerPass, type PassContext, type Skip,
@@ -61,13 +66,15 @@ const MAX_COMPARE_WORK = 5e7;
  * and MACs as Tucker-2 [r, r], r = C/8 … C/2): TT [k, k, k] took 0.90–1.75x Tucker-2's time
  * (median 1.11x): four convs where Tucker-2 has three, at the same MACs.
  */
-export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs';
+export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs, or --all-methods';
 
 export interface ConvTtMatch extends GroupedSplitMatch {
   /** Per group, spectra of the n + 1 TT unfoldings [s·k1…k_i, k(i+1)…kn·t], computed on first use. */
   spectra?: { sigma: Float64Array; total: number }[][];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: TtFit;
+  /** Per group, the per-mode whitening [L_S, L_1, …] of well-determined patch statistics (null: none); made on first use. */
+  whitening?: (Matrix[] | null)[];
 }
 
 /** A TT (last factor possibly fitted on patch statistics) and the ranks it was asked for. */
@@ -76,6 +83,8 @@ interface TtFit extends TtNdConv {
   dataError?: number;
   biasDelta?: Float64Array;
   anchored?: boolean;
+  /** The TT-SVD ran on the kernel whitened mode by mode (linalg/mode-whitening.ts). */
+  whitened?: boolean;
 }
 
 /** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
@@ -223,7 +232,8 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
     k.forEach((_, a) => g.addInitializer(makeFloatTensor(names[a + 1]!, [G * R[a + 1]!, R[a]!, ...axisKernel(k, a)], f.cores[a]!, m.dataType)));
     g.addInitializer(makeFloatTensor(names.at(-1)!, [geo.T, R.at(-1)!, ...ones], f.last, m.dataType));
     const z = k.map((_, i) => derivedName(cx, n, `lr_z${i + 1}`)).concat(derivedName(cx, n, `lr_z${k.length + 1}`));
-    const aware = f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches';
+    const refit = f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches';
+    const aware = (f.whitened ? ', whitened TT-SVD' : '') + refit;
     const per = G > 1 ? ` per group (${G} groups)` : '';
     const doc = docString('conv-tt', `ranks [${R.join(', ')}]${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
     const placement = axisPlacement(n, k.length);
@@ -309,9 +319,11 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
   const { s, t } = m;
   const ks = m.geo.kernel;
   const k = groupKernel(m, j);
-  let f: TtNdConv;
+  let f: TtNdConv & { whitened?: boolean };
+  const wl = groupWhitening(m, j);
   try {
-    f = ttNdSvd(k, ranks, { gemm: cx.gemm });
+    f = ttNdSvd(wl ? { data: whitenModes(k.data, k.shape, wl), shape: k.shape } : k, ranks, { gemm: cx.gemm });
+    if (wl) f = unwhitenTt(f, wl, k, cx);
   } catch (e) {
     return skip(`TT-SVD failed: ${(e as Error).message}`);
   }
@@ -335,6 +347,31 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
   return m.geo.group === 1 ? fit : { ...fit, dataDen: outputEnergy(wm, { anchor, gram: patches?.gram }) };
 }
 
+/**
+ * Group j's per-mode whitening from its patch Gram (the partly compressed model's when
+ * anchored), when the statistics are well determined (as conv-cp's): at least
+ * MIN_ROWS_PER_DIM rows per patch dimension, else a whitened fit overfits them.
+ */
+function groupWhitening(m: ConvTtMatch, j: number): Matrix[] | undefined {
+  m.whitening ??= Array.from({ length: m.geo.group }, () => null);
+  const cached = m.whitening[j];
+  if (cached !== null && cached !== undefined) return cached;
+  if (!m.patches || m.samples < MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize) return undefined;
+  const wl = modeWhitening([m.s, ...m.geo.kernel], m.anchors?.[j]?.gramHat ?? m.patches.gram[j]!);
+  if (wl) m.whitening[j] = wl;
+  return wl;
+}
+
+/** A TT fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ), its weight error on `k` itself. */
+function unwhitenTt(f: TtNdConv, wl: readonly Matrix[], k: { data: Float32Array; shape: number[] }, cx: PassContext): TtNdConv & { whitened: true } {
+  const [t, s, ...ks] = k.shape as number[];
+  const R = f.ranks;
+  const first = unwhitenMode(f.first, R[0]!, s!, 1, wl[0]!);
+  const cores = f.cores.map((c, a) => unwhitenMode(c, R[a + 1]! * R[a]!, ks[a]!, 1, wl[a + 1]!));
+  const w = ttNdKernel(first, cores, f.last, t!, s!, ks, R, cx.gemm);
+  return { ...f, first, cores, relError: relativeDiff(k.data, w), whitened: true };
+}
+
 /** The groups' TTs as one: factors stacked, errors combined (linalg/conv-groups.ts). */
 function stackTt(m: ConvTtMatch, parts: GroupTt[]): Omit<TtFit, 'key'> {
   const energies = parts.map((_, j) => energyOf(groupSlice(m.w, m.geo.group, j)));
@@ -345,5 +382,6 @@ function stackTt(m: ConvTtMatch, parts: GroupTt[]): Omit<TtFit, 'key'> {
   return {
     ranks: parts[0]!.ranks, first: stackGroups(parts.map((f) => f.first)), cores: parts[0]!.cores.map((_, a) => stackGroups(parts.map((f) => f.cores[a]!))),
     last: stackGroups(parts.map((f) => f.last)), relError: e.relError, dataError: e.dataError, biasDelta, anchored: parts.some((f) => f.anchored) || undefined, discarded,
+    whitened: parts.some((f) => f.whitened) || undefined,
   };
 }

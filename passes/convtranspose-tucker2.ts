@@ -43,7 +43,7 @@
  * group) has nothing to factor.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
-import { tucker2Conv, type Tucker2Conv } from '../src/linalg/tucker2-conv.js';
+import { createTucker2Shared, tucker2Conv, type Tucker2Conv, type Tucker2Shared } from '../src/linalg/tucker2-conv.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import { chainConvAttrs, convNode, finiteWeight, groupKernels, isDepthwise, type GroupKernel } from '../src/rewrite/conv-geometry.js';
 import { composeConvTranspose } from '../src/rewrite/convtranspose-compose.js';
@@ -77,6 +77,8 @@ export interface ConvTransposeTucker2Match extends MatchBase {
   patches?: PatchBlocks;
   /** Anchored scatter-patch moments per group (with `anchor`): core and last factor fitted to the original outputs. */
   anchorPatch?: AnchoredPatch[];
+  /** The data-aware fits' rank-independent work, shared by the fits at other ranks on this match (as conv-tucker2's). */
+  shared?: Tucker2Shared;
 }
 
 const isOnes = (xs: readonly number[]): boolean => xs.every((k) => k === 1);
@@ -178,7 +180,7 @@ function factorize(m: ConvTransposeTucker2Match, ranks: readonly number[], cx: P
   const aware = m.channelGram !== undefined || m.anchor !== undefined || m.patches !== undefined;
   const f = cachedFit(cx.fits, aware ? cx.stats?.get(m.layer.name) : undefined, `convtranspose-tucker2|${m.layer.name}|${key}`, () => tucker2Conv(
     { data: m.wc, shape: [geo.T, s, geo.kernelSize], groups: geo.group }, [r1, r2], {
-      rng: cx.rng, gemm: cx.gemm,
+      rng: cx.rng, gemm: cx.gemm, shared: aware ? (m.shared ??= createTucker2Shared()) : undefined,
       channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
       patches: m.patches,
       anchor: m.anchor && { channel: m.anchor, patch: m.anchorPatch, patchDamp: ANCHOR_PATCH_DAMP },

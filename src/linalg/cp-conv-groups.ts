@@ -8,6 +8,7 @@
  * groups' output-error traces over theirs). One group is cp-conv itself, unchanged.
  */
 import { cpConv, type CpConv, type CpConvOptions } from './cp-conv.js';
+import { worstStabilized } from './cp-sensitivity.js';
 import type { AnchoredPatch } from './anchored.js';
 import type { Matrix } from './matrix.js';
 
@@ -74,6 +75,6 @@ export function cpConvGroups(kernel: { data: Float32Array; shape: readonly [numb
     converged: parts.every((f) => f.converged), iterations: Math.max(...parts.map((f) => f.iterations)),
     dataError: data ? (dDen > 0 ? Math.sqrt(dNum / dDen) : 0) : undefined, dataDen: data ? dDen : undefined, biasDelta,
     sensitivity: worst.sensitivity,
-    stabilized: stabilized.length === 0 ? undefined : stabilized.reduce((a, b) => (b.ratioBefore > a.ratioBefore ? b : a)),
+    stabilized: worstStabilized(stabilized),
   };
 }

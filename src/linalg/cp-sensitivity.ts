@@ -290,17 +290,35 @@ export interface Stabilized {
   ratioAfter: number;
   errorBefore: number;
   errorAfter: number;
-  /** False when no penalty met the bound (the least sensitive fit found is shipped). */
+  /** False when no penalty met the bound or the refit did not lower the ratio: the fit is degenerate and must not be shipped (degenerateReason). */
   bounded: boolean;
+  /** The bound (SENSITIVITY_LIMIT unless asked otherwise). */
+  limit: number;
+}
+
+/** Why a fit refitted under the bound cannot be shipped (its terms still cancel), or undefined when it can. */
+export function degenerateReason(rank: number, st: Stabilized | undefined): string | undefined {
+  if (!st || st.bounded) return undefined;
+  return `degenerate CP at rank ${rank}: sensitivity ratio ${st.ratioAfter.toFixed(2)} > ${st.limit} even after the refit under the sensitivity bound (its rank-one terms cancel)`;
+}
+
+/** The report of a layer whose groups are separate CPs: an unbounded group's (the worst), else the most degenerate group's. */
+export function worstStabilized(list: readonly Stabilized[]): Stabilized | undefined {
+  if (list.length === 0) return undefined;
+  const unbounded = list.filter((s) => !s.bounded);
+  const pool = unbounded.length > 0 ? unbounded : list;
+  return pool.reduce((a, b) => (b.ratioBefore > a.ratioBefore ? b : a));
 }
 
 /**
  * A CP-ALS fit of `x` refitted under the sensitivity bound when its ratio (balanced) is
  * above SENSITIVITY_LIMIT, in Kruskal form again (unit columns, weights = the product of
- * the column norms, signs in the columns); undefined when the fit is not degenerate or the
- * refit does not lower the ratio.
+ * the column norms, signs in the columns); undefined when the fit is not degenerate. When
+ * the refit does not lower the ratio, the ALS fit is returned with `bounded: false`, as when
+ * no penalty met the bound: such a fit is declined by the passes (degenerateReason).
+ * `opts` reaches stableCp (its `limit` also decides what counts as degenerate).
  */
-export function stabilizeAls(x: Tensor, als: CpAlsResult, gemm?: SyncGemm): { fit: CpAlsResult; report: Stabilized } | undefined {
+export function stabilizeAls(x: Tensor, als: CpAlsResult, gemm?: SyncGemm, opts: StableCpOptions = {}): { fit: CpAlsResult; report: Stabilized } | undefined {
   const R = als.rank;
   const N = als.factors.length;
   const scaled = als.factors.map((f) => {
@@ -310,9 +328,12 @@ export function stabilizeAls(x: Tensor, als: CpAlsResult, gemm?: SyncGemm): { fi
     return { rows: f.rows, cols: R, data: out };
   });
   const before = cpSensitivity(balanceColumns(scaled));
-  if (!(before.ratio > SENSITIVITY_LIMIT)) return undefined;
-  const st = stableCp(x, scaled, { gemm });
-  if (!(st.sensitivity.ratio < before.ratio)) return undefined;
+  const limit = opts.limit ?? SENSITIVITY_LIMIT;
+  if (!(before.ratio > limit)) return undefined;
+  const st = stableCp(x, scaled, { ...opts, gemm });
+  if (!(st.sensitivity.ratio < before.ratio)) {
+    return { fit: als, report: { ratioBefore: before.ratio, ratioAfter: before.ratio, errorBefore: als.relError, errorAfter: als.relError, bounded: false, limit } };
+  }
   const weights = new Float64Array(R).fill(1);
   const factors = st.factors.map((f) => {
     const out = Float64Array.from(f.data);
@@ -327,7 +348,7 @@ export function stabilizeAls(x: Tensor, als: CpAlsResult, gemm?: SyncGemm): { fi
   });
   return {
     fit: { ...als, factors, weights, relError: st.relError },
-    report: { ratioBefore: before.ratio, ratioAfter: st.sensitivity.ratio, errorBefore: als.relError, errorAfter: st.relError, bounded: st.bounded },
+    report: { ratioBefore: before.ratio, ratioAfter: st.sensitivity.ratio, errorBefore: als.relError, errorAfter: st.relError, bounded: st.bounded, limit },
   };
 }
 

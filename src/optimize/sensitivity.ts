@@ -193,7 +193,8 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  *   error measured (one small session), and each is run through the model (predicted
  *   from the most accurate one, a cheap rung came out up to 3x optimistic);
  * - with latency its chains are timed in the same interleaved loop as the preferred pass's,
- *   and the passes with a measured slow path (TT, CP-4: `slowPath`) offer no rungs;
+ *   the passes with a measured slow path (TT, CP-4: `slowPath`) too: the measured times,
+ *   not the prior measurement, decide (rivals are asked for: --all-methods);
  * - a rival rung no better than a rung kept before it (no lower error, and no cheaper in
  *   params, MACs, nor measured ms) is dropped.
  * Rival fits draw from their own random stream (seeded by the layer's name), so the
@@ -216,8 +217,7 @@ function rivalsOf(layer: LayerInfo, chosen: LayerRewrite<unknown>, opts: Sensiti
   if (opts.method !== AUTO || !opts.rivals) return [];
   const all = passesFor(layer, opts.method);
   if (typeof all === 'string') return [];
-  // Timed (latency counts): not the passes measured slower than their MACs say, as auto does not compare them then.
-  return all.filter((p) => p.name !== chosen.name && p.challenge !== undefined && !(opts.latency && p.slowPath));
+  return all.filter((p) => p.name !== chosen.name && p.challenge !== undefined);
 }
 
 /** At most `max` of a list: the first, the last and an even spread between. */

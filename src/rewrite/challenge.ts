@@ -7,7 +7,8 @@
  * competes along a one-parameter family of them (`ranksOf`). A rival whose chain was
  * measured slower in ORT than the choice it would replace at equal params and MACs (TT,
  * CP-4, CP on grouped convs: their passes' *_SLOW_PATH) competes only when the run saves
- * params or MACs (PassContext.saves); otherwise the note says why it was not compared.
+ * params or MACs (PassContext.saves) or under --all-methods (PassContext.allMethods: where
+ * latency counts the screen then times it); otherwise the note says why it was not compared.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
@@ -44,8 +45,8 @@ export interface RivalSpec<M> {
   rough?: (ranks: number[]) => { relError: number; dataError?: number } | Skip;
 }
 
-/** Whether the run saves params or MACs (not latency): slow-path rivals may win then. */
-const savesSize = (cx: PassContext): boolean => cx.saves === 'params' || cx.saves === 'macs';
+/** Whether slow-path rivals compete: the run saves params or MACs (not latency), or --all-methods (the latency screen then times them). */
+const savesSize = (cx: PassContext): boolean => cx.saves === 'params' || cx.saves === 'macs' || cx.allMethods === true;
 
 /** The rival's ranks at size k. */
 const ranksAt = <M>(spec: RivalSpec<M>, k: number): number[] => (spec.ranksOf ? spec.ranksOf(k) : [k]);

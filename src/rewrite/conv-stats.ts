@@ -11,6 +11,7 @@ import { centered, type AnchoredPatch } from '../linalg/anchored.js';
 import type { PatchMoments } from '../linalg/refit.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
+import { modeGrams } from '../linalg/mode-whitening.js';
 import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
 import { ANCHOR_DAMP, damped, WHITEN_DAMP, whiteningFor, type Whitening } from './svd-pair.js';
@@ -88,17 +89,29 @@ export function kroneckerWhitening(s: number, K: number, patchGram?: ArrayLike<n
   if (patchGram) ({ gs, gk } = kroneckerFactors(patchGram, s, K));
   else if (channelGram && channelGram.length === s * s) gs = unitDiagonalMean(Float64Array.from(channelGram), s);
   else return undefined;
-  const chol = (a: Float64Array, n: number): Matrix | undefined => {
-    let tr = 0;
-    for (let i = 0; i < n; i++) tr += a[i * n + i];
-    if (!(tr > 0) || !Number.isFinite(tr) || a.some((v) => !Number.isFinite(v))) return undefined;
-    return choleskyWithRidge({ rows: n, cols: n, data: damped(a, n, damp) }, 1e-6).l;
-  };
-  const ls = chol(gs, s);
+  const ls = dampedCholesky(gs, s, damp);
   if (!ls) return undefined;
   if (!gk) return { ls };
-  const lk = chol(gk, K);
+  const lk = dampedCholesky(gk, K, damp);
   return lk ? { ls, lk } : undefined;
+}
+
+/** Lower Cholesky factor of a damped factor Gram (ridge when semidefinite); undefined when its trace is zero or not finite. */
+function dampedCholesky(a: Float64Array, n: number, damp: number): Matrix | undefined {
+  let tr = 0;
+  for (let i = 0; i < n; i++) tr += a[i * n + i];
+  if (!(tr > 0) || !Number.isFinite(tr) || a.some((v) => !Number.isFinite(v))) return undefined;
+  return choleskyWithRidge({ rows: n, cols: n, data: damped(a, n, damp) }, 1e-6).l;
+}
+
+/**
+ * Per-mode whitening factors [L_S, L_1, …, L_n] of a patch Gram over (s, k1, …, kn)
+ * (linalg/mode-whitening.ts: Σ ≈ Σ_S ⊗ Σ_1 ⊗ … ⊗ Σ_n by partial traces), each damped as
+ * kroneckerWhitening's; undefined when the statistics are degenerate.
+ */
+export function modeWhitening(dims: readonly number[], patchGram: ArrayLike<number>, damp = WHITEN_DAMP): Matrix[] | undefined {
+  const ls = modeGrams(patchGram, dims).map((g, a) => dampedCholesky(g, dims[a]!, damp));
+  return ls.every((l) => l) ? (ls as Matrix[]) : undefined;
 }
 
 /**

@@ -40,6 +40,11 @@ export interface PassContext {
    */
   saves?: 'params' | 'macs' | 'latency';
   /**
+   * --all-methods: those slow-path rivals compete whatever the run saves (when latency
+   * counts, the latency screen then times the winner against the preferred pass).
+   */
+  allMethods?: boolean;
+  /**
    * Quick iterative fits (sensitivity's rungs of other methods, sensitivity.ts): CP and CP-4
    * skip their refit under the sensitivity bound, which took 3/4 of their time and lowers
    * their error by 0.3–2%, so what is measured on them is a little above what the plan's fit gives.

@@ -12,31 +12,12 @@ import { khatriRao } from '../../src/linalg/tensor.js';
 import { Model } from '../../src/graph/graph.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { isSkip } from '../../src/rewrite/pass.js';
-import { createRng, type Rng } from '../../src/util/rng.js';
+import { createRng } from '../../src/util/rng.js';
+import { borderRank2, unit } from '../helpers/cp-kernels.js';
 import { compareInOrt, context, convLayer, convModel, windowSpec, type ConvSpec } from '../passes/conv-harness.js';
 
 /** Σ_r ∘_n F_n[:, r] as a flat tensor. */
 const full = (fs: readonly Matrix[]): Float64Array => gemm(fs[0]!, khatriRao(fs.slice(1) as Matrix[]), { transB: true }).data as Float64Array;
-
-function unit(rng: Rng, n: number): Float64Array {
-  const v = Float64Array.from({ length: n }, () => rng.normal());
-  const s = Math.hypot(...v);
-  return v.map((x) => x / s);
-}
-
-/**
- * a∘b∘c' + a∘b'∘c + a'∘b∘c: rank 3 but border rank 2, the classic tensor on which rank-2
- * CP-ALS degenerates (two nearly collinear rank-one terms with large opposite weights
- * approach it, none reaches it).
- */
-function borderRank2(rng: Rng, T: number, S: number, K: number): Float32Array {
-  const [a, a2, b, b2, c, c2] = [unit(rng, T), unit(rng, T), unit(rng, S), unit(rng, S), unit(rng, K), unit(rng, K)];
-  const x = new Float32Array(T * S * K);
-  for (let t = 0; t < T; t++) for (let s = 0; s < S; s++) for (let k = 0; k < K; k++) {
-    x[(t * S + s) * K + k] = a[t]! * b[s]! * c2[k]! + a[t]! * b2[s]! * c[k]! + a2[t]! * b[s]! * c[k]!;
-  }
-  return x;
-}
 
 describe('CP sensitivity (Phan et al. 2020)', () => {
   it('ss is the expected squared change of X̂ per unit noise variance on every factor entry (summed Jacobian, by finite differences; 3- and 4-way)', () => {

@@ -3,9 +3,10 @@
  * decides (issue 19): the driver records them (RunContext.contenders), the default run's
  * latency screen times them beside the kept chain and the preferred pass's
  * (method-latency.ts preferFaster), and the layer's report line keeps the timing note
- * once the plan is applied. The layer: a 3x3 kernel b_s·c_y·(d1_x·a1_t + d2_x·a2_t), exact
- * at Tucker-2 3,3, CP 3 and spatial SVD 1; under --rank 3, CP beats Tucker-2 at its size,
- * and spatial SVD then beats CP at CP's. The clocks stand in for ORT (no verdict depends
+ * once the plan is applied. The layer: a 3x3 kernel b_s·c_y·Σ_{i≤3} d_i,x·a_i,t, exact
+ * at Tucker-2 1,3, CP 3 and spatial SVD 1; at rank ratio 0.25, CP beats Tucker-2 6,6 at its
+ * size and shrinks to 3, and spatial SVD 1 then beats CP 3 at CP's size. (Under --rank N
+ * spatial SVD competes at N only, never within CP N's size on a 3x3 kernel.) The clocks stand in for ORT (no verdict depends
  * on machine speed); the real-ORT run checks only that all three chains were timed together.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -37,14 +38,16 @@ vi.mock('../../src/optimize/layer-latency.js', async (importOriginal) => {
 const C = 16;
 const HW = 10;
 
-/** W[t,s,y,x] = b_s·c_y·(d1_x·a1_t + d2_x·a2_t): spatial rank 1, CP rank 2, Tucker-2 ranks 1,2. */
+/** W[t,s,y,x] = b_s·c_y·Σ_{i≤3} d_i,x·a_i,t: spatial rank 1, CP rank 3, Tucker-2 ranks 1,3. */
 function kernel(seed: number): Float32Array {
   const rng = createRng(seed);
   const v = (n: number): number[] => Array.from({ length: n }, () => rng.normal());
-  const [b, c, d1, d2, a1, a2] = [v(C), v(3), v(3), v(3), v(C), v(C)];
+  const [b, c] = [v(C), v(3)];
+  const d = [v(3), v(3), v(3)];
+  const a = [v(C), v(C), v(C)];
   const w = new Float32Array(C * C * 9);
   for (let t = 0; t < C; t++) for (let s = 0; s < C; s++) for (let y = 0; y < 3; y++) for (let x = 0; x < 3; x++) {
-    w[((t * C + s) * 3 + y) * 3 + x] = b[s]! * c[y]! * (d1[x]! * a1[t]! + d2[x]! * a2[t]!);
+    w[((t * C + s) * 3 + y) * 3 + x] = b[s]! * c[y]! * (d[0]![x]! * a[0]![t]! + d[1]![x]! * a[1]![t]! + d[2]![x]! * a[2]![t]!);
   }
   return w;
 }
@@ -58,7 +61,7 @@ function oneConv(): { bytes: Uint8Array; shapes: ShapeMap } {
   return { bytes: encodeModel(m.build()), shapes: new Map([[x, dims], [p, dims]]) };
 }
 
-const opts: OptimizeOptions = { method: 'auto', policy: { kind: 'fixed', rank: 3 }, minParams: 0, seed: 0, saves: 'latency' };
+const opts: OptimizeOptions = { method: 'auto', policy: { kind: 'ratio', ratio: 0.25 }, minParams: 0, seed: 0, saves: 'latency' };
 
 /** Chain kinds by their nodes: CP's has a depthwise conv, spatial SVD's two convs, Tucker-2's three. */
 const kind = (nodes: readonly NodeProto[]): 'cp' | 'svd' | 'tucker2' => {
@@ -83,8 +86,8 @@ describe('auto: the choices a later rival replaced are timed beside the kept one
     const contenders = new Map<string, PlannedContender[]>();
     const [rec] = optimizeModel(new Model(decodeModel(bytes)), shapes, { ...opts, decideOnly: true }, undefined, { contenders });
     expect(rec).toMatchObject({ pass: 'conv-spatial-svd', ranks: [1] });
-    expect(rec!.note).toMatch(/^tucker2 3,3 err \S+ vs cp 3 err \S+; cp 3 err \S+ vs spatial-svd 1 err \S+$/);
-    expect([...contenders]).toEqual([['p', [{ pass: 'conv-tucker2', ranks: [3, 3] }, { pass: 'conv-cp', ranks: [3] }]]]);
+    expect(rec!.note).toMatch(/^tucker2 6,6 err \S+ vs cp 12 err \S+; cp 3 err \S+, the smallest within it; cp 3 err \S+ vs spatial-svd 1 err \S+(;|$)/);
+    expect([...contenders]).toEqual([['p', [{ pass: 'conv-tucker2', ranks: [6, 6] }, { pass: 'conv-cp', ranks: [3] }]]]);
     // Another method compares nothing: nothing is recorded.
     const none = new Map<string, PlannedContender[]>();
     optimizeModel(new Model(decodeModel(bytes)), shapes, { ...opts, method: 'tucker2', decideOnly: true }, undefined, { contenders: none });
@@ -101,7 +104,7 @@ describe('auto: the choices a later rival replaced are timed beside the kept one
     const [p] = plan.layers;
     expect(p).toMatchObject({ pass: 'conv-cp', method: 'cp', ranks: [3] });
     expect(p!.skipped).toBeFalsy();
-    expect(p!.note).toMatch(/; timed in ORT: spatial-svd 1 6\.00 ms, cp 3 1\.00 ms, tucker2 3,3 4\.00 ms: cp kept, faster$/);
+    expect(p!.note).toMatch(/; timed in ORT: spatial-svd 1 6\.00 ms, cp 3 1\.00 ms, tucker2 6,6 4\.00 ms: cp kept, faster$/);
     expect(notes[0]).toBe('auto: 1 layer(s) kept another method\'s chain, timed faster in ORT than the rival that won on error: p (cp 3 1.00 ms, spatial-svd 1 6.00 ms)');
     // The plan applies as decided, and the layer's own record keeps the note of how it was chosen.
     expect(encodeModel(model.proto)).toEqual(bytes);
@@ -117,7 +120,7 @@ describe('auto: the choices a later rival replaced are timed beside the kept one
     const { plan, notes } = await screenedPlan(new Model(decodeModel(bytes)), shapes, opts, {}, { threads: 1, ...clocks({ cp: 5, svd: 2, tucker2: 4 }, calls) });
     expect(calls).toEqual([['svd', 'cp', 'tucker2']]);
     expect(plan.layers[0]).toMatchObject({ pass: 'conv-spatial-svd', ranks: [1] });
-    expect(plan.layers[0]!.note).toMatch(/; timed in ORT: spatial-svd 1 2\.00 ms, cp 3 5\.00 ms, tucker2 3,3 4\.00 ms$/);
+    expect(plan.layers[0]!.note).toMatch(/; timed in ORT: spatial-svd 1 2\.00 ms, cp 3 5\.00 ms, tucker2 6,6 4\.00 ms$/);
     expect(notes.some((n) => n.startsWith('auto:'))).toBe(false);
   });
 
@@ -133,8 +136,8 @@ describe('auto: the choices a later rival replaced are timed beside the kept one
 
 /**
  * Two groups of C channels, each group's kernel u1[s,y]·v1[x,t] + 0.1·u2[s,y]·v2[x,t] with
- * random u, v: under --rank 3, spatial SVD 1 (no more params) comes within Tucker-2 3,3's
- * error, so auto keeps it as the rival and the screen times both.
+ * random u, v: at rank ratio 0.1 (Tucker-2 3,3), spatial SVD 1 (no more params) comes within
+ * Tucker-2 3,3's error, so auto keeps it as the rival and the screen times both.
  */
 function groupedConv(): { bytes: Uint8Array; shapes: ShapeMap } {
   const rng = createRng(3);
@@ -164,7 +167,7 @@ describe('auto on a grouped conv: spatial SVD per group is timed against Tucker-
     },
     time: async (_m, _layer, chain) => ok({ originalMs: 10, candidateMs: ms[kindOf(chain)] }),
   });
-  const gopts = opts;
+  const gopts: OptimizeOptions = { ...opts, policy: { kind: 'ratio', ratio: 0.1 } };
 
   it('Tucker-2 timed faster: the screen keeps it, the note names both timings; spatial SVD timed faster: it stays', async () => {
     const { bytes, shapes } = groupedConv();
@@ -248,7 +251,7 @@ describe('through the CLI (the pipeline\'s default latency screen)', () => {
     return { input, out: path.join(dir, 'out.onnx') };
   }
 
-  const args = (input: string, out: string): string[] => ['optimize', input, out, '--method', 'auto', '--rank', '3', '--min-params', '0', '--json'];
+  const args = (input: string, out: string): string[] => ['optimize', input, out, '--method', 'auto', '--rank-ratio', '0.25', '--min-params', '0', '--json'];
 
   it('CP timed fastest: OUT has CP, and the report\'s line for the layer carries the timings', async () => {
     const { input, out } = files();
@@ -259,7 +262,7 @@ describe('through the CLI (the pipeline\'s default latency screen)', () => {
     expect(r.code).toBe(0);
     const rep = JSON.parse(r.out) as Report;
     expect(rep.layers.map((l) => [l.name, l.method, l.ranks])).toEqual([['p', 'cp', [3]]]);
-    expect(rep.layers[0]!.note).toMatch(/timed in ORT: spatial-svd 1 0\.6000 ms, cp 3 0\.1000 ms, tucker2 3,3 0\.4000 ms: cp kept, faster/);
+    expect(rep.layers[0]!.note).toMatch(/timed in ORT: spatial-svd 1 0\.6000 ms, cp 3 0\.1000 ms, tucker2 6,6 0\.4000 ms: cp kept, faster/);
     expect(rep.verify!.pass).toBe(true);
     expect(await compareModels(readFileSync(input), readFileSync(out), { x: randomFeed([1, C, HW, HW], 6) })).toBeLessThan(1e-3);
   });
@@ -270,7 +273,7 @@ describe('through the CLI (the pipeline\'s default latency screen)', () => {
     expect(r.code).toBe(0);
     expect(vi.mocked(timeChains).mock.calls.map((c) => c[2].length)).toEqual([3]);
     const rep = JSON.parse(r.out) as Report;
-    expect(rep.layers[0]!.note).toMatch(/timed in ORT: spatial-svd 1 [0-9.]+ ms, cp 3 [0-9.]+ ms, tucker2 3,3 [0-9.]+ ms/);
+    expect(rep.layers[0]!.note).toMatch(/timed in ORT: spatial-svd 1 [0-9.]+ ms, cp 3 [0-9.]+ ms, tucker2 6,6 [0-9.]+ ms/);
     expect(rep.verify!.pass).toBe(true);
     expect(await compareModels(readFileSync(input), readFileSync(out), { x: randomFeed([1, C, HW, HW], 7) })).toBeLessThan(1e-3);
   });

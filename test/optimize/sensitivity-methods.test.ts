@@ -235,8 +235,10 @@ describe('when latency counts, measured chain times decide between methods', () 
     // two-conv chain (spatial SVD) 2 ms, any longer chain 9 ms. Every method's chains of
     // the layer are handed over in one call.
     const calls: number[] = [];
+    let fourConvChains = 0;
     const clock: ChainsTimer = async (_m, _layer, chains) => {
       calls.push(chains.length);
+      fourConvChains += chains.filter((c) => c.graph!.node.filter((n) => n.opType === 'Conv').length === 4).length;
       return ok({ originalMs: 10, candidateMs: chains.map((c) => (c.graph!.node.filter((n) => n.opType === 'Conv').length === 2 ? 2 : 9)) });
     };
     const cx = { model, rng: createRng(7), shared: new Map() };
@@ -245,6 +247,10 @@ describe('when latency counts, measured chain times decide between methods', () 
     const passes = new Set(sens!.candidates.map((c) => c.pass));
     expect(passes.has('conv-tucker2')).toBe(true);
     expect(passes.has('conv-spatial-svd')).toBe(true);
+    // The passes measured slower than their MACs say (TT, CP-4: four-conv chains) offer rungs
+    // too and are timed: the clock decides (a rung no better than one kept is dropped).
+    expect(fourConvChains).toBeGreaterThan(0);
+    expect(passes.has('conv-tt')).toBe(true);
     expect(sens!.candidates.every((c) => c.ms !== undefined)).toBe(true);
     // An error budget the whole ladder fits in: saving latency picks the fastest chain,
     // spatial SVD, whose MACs are above those of a Tucker-2 rung of no more error; saving

@@ -12,6 +12,11 @@ import { isSkip, type BoundPass, type PassContext } from '../../src/rewrite/pass
 import { bind } from '../../src/rewrite/registry.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { context, convLayer, convModel, randn, windowSpec } from './conv-harness.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runCli } from '../helpers/cli.js';
+import type { Report } from '../../src/report/report.js';
 
 /** W[t, s, y, x] = Σ C[s, a]·Y[a, y, b]·X[b, x, c]·Tf[c, t]: TT ranks (R1, R2, R3), Tucker-2 channel ranks (R1, R3). */
 function ttKernel(rng: Rng, T: number, S: number, kh: number, kw: number, [R1, R2, R3]: [number, number, number]): Float32Array {
@@ -71,6 +76,10 @@ describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
     expect(rec).toMatchObject({ pass: 'conv-tucker2', ranks: [8, 8] });
     expect(rec!.note).toMatch(new RegExp(`(^|; )tt (\\d+),\\2,\\2 not compared \\(${TT_SLOW_PATH.replace(/[()]/g, '\\$&')}\\)`));
     expect(convTt.challenge!(layer, tucker, [8, 8], { ...cx, saves: 'latency' })?.use).toBeUndefined();
+    // --all-methods: compared whatever the run saves (the latency screen then times it), so TT is used.
+    expect(convTt.challenge!(layer, tucker, [8, 8], { ...cx, saves: 'latency', allMethods: true })?.use?.ranks).toEqual([8, 8, 8]);
+    const [all] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0, allMethods: true });
+    expect(all).toMatchObject({ pass: 'conv-tt', ranks: [8, 8, 8] });
   });
 
   it('TT competes along [k, k, k]: the largest k whose chain is no larger and no costlier than the choice so far', () => {
@@ -115,5 +124,26 @@ describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
     expect(rec!.note).toMatch(/^tucker2 3,3 err \S+ vs cp \d+ err \S+; cp 3 err \S+, the smallest within it; /);
     expect(rec!.note).toMatch(/; tt \d+,\d+,\d+ not compared \(/);
     expect(rec!.note).toContain(`; cp4 3 not compared (${CP4_SLOW_PATH})`);
+    // --all-methods: every method is compared, none "not compared" for its slow path.
+    const [all] = optimizeModel(new Model(decodeModel(bytes)), undefined, { method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0, allMethods: true });
+    expect(all!.note).not.toMatch(/not compared \((measured|CP chains)/);
+    expect(all!.note).toMatch(/ vs cp4 \d+ err /);
   });
+
+  it('through the CLI, --all-methods in a default run (latency counts): TT is compared, and the screen times it against Tucker-2 in ORT', async () => {
+    const [S, T] = [32, 32];
+    const { bytes } = setup(ttKernel(createRng(1), T, S, 3, 3, [8, 8, 8]), S, T);
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-all-methods-'));
+    const input = path.join(dir, 'in.onnx');
+    writeFileSync(input, bytes);
+    const r = await runCli('optimize', input, path.join(dir, 'out.onnx'), '--method', 'auto', '--min-params', '0', '--all-methods', '--json');
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(r.out) as Report;
+    const note = rep.layers[0]!.note ?? '';
+    expect(note).toMatch(/(^|; )tucker2 8,8 err \S+ vs tt \d+,\d+,\d+ err /);
+    expect(note).toMatch(/ vs cp4 \d+ err /);
+    expect(note).not.toMatch(/not compared \(measured/);
+    // Whichever was faster on this machine is kept; both were timed in the one loop.
+    expect(note).toMatch(/timed in ORT: tt 8,8,8 [0-9.]+ ms, tucker2 8,8 [0-9.]+ ms/);
+  }, 120_000);
 });

@@ -343,6 +343,27 @@ describe('conv-spatial-svd data-aware, end to end', () => {
     expect(tk.rec.note).toMatch(/vs spatial-svd \d+ err/);
   });
 
+  it('--rank N under auto: spatial SVD competes at rank N as the help maps it (N, not shrunk), and only when that chain is no larger than Tucker-2 N,N', async () => {
+    const rng = createRng(3);
+    const w = spatialRankKernel(rng, 16, 16, 3, 3, 4);
+    const spec: ConvSpec = { S: 16, T: 16, kernel: [3, 3], pads: [1, 1, 1, 1], size: [10, 10] };
+    const model = convModel(spec, w, createRng(5));
+    const autoAt = (rank: number) => {
+      const m = new Model(decodeModel(model));
+      const [rec] = optimizeModel(m, undefined, { method: 'auto', policy: { kind: 'fixed', rank }, minParams: 0, seed: 0 });
+      return { rec: rec!, out: encodeModel(m.proto) };
+    };
+    // Rank 8: spatial SVD 8 (8·(48 + 48) = 768 params) is no larger than Tucker-2 8,8 (832) and exact
+    // (the kernel's spatial rank is 4); it is written at 8, not shrunk to 4.
+    const r8 = autoAt(8);
+    expect(r8.rec, r8.rec.note).toMatchObject({ pass: 'conv-spatial-svd', ranks: [8], paramsAfter: 768 });
+    expect((await compareInOrt(model, r8.out, spec, 9)).rel).toBeLessThan(1e-4);
+    // Rank 6: spatial SVD 6 (576) is larger than Tucker-2 6,6 (516): not compared, Tucker-2 6,6 is written.
+    const r6 = autoAt(6);
+    expect(r6.rec.ranks).toEqual([6, 6]);
+    expect(r6.rec.pass).toBe('conv-tucker2');
+  });
+
   it('--method auto on a kernel of rank-1 spatial structure, where Tucker-2 at the energy asked does not pay: spatial-svd does, exactly', async () => {
     // W[t, s, y, x] = P[t, s]·h[y]·v[x] with P a signed permutation (a flat spectrum): Tucker-2 needs ranks (16, 16).
     const rng = createRng(11);

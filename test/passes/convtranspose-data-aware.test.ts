@@ -13,6 +13,9 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
 import type { LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
+import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
+import { findLayers } from '../../src/graph/layers.js';
+import { convTransposeTucker2 } from '../../passes/convtranspose-tucker2.js';
 import { statsFromSamples } from '../helpers/calib.js';
 import { randn, relL2, runOrt } from './conv-harness.js';
 
@@ -99,6 +102,40 @@ describe('convtranspose-tucker2 data-aware', () => {
     expect(eAware).toBeLessThan(0.2 * ePlain);
     // Weight error goes the other way: the fit spends its rank where the data is.
     expect(aware.rec.relError!).toBeGreaterThan(plain.rec.relError!);
+  });
+
+  it('rungs on one match share the rank-independent work (as conv-tucker2) and fit as fresh matches do', async () => {
+    const rng = createRng(31);
+    const bytes = ctModel(randn(rng, S * T * 9), 1, rng);
+    const stats = (await statsFromSamples(twinModel(1), correlatedInputs(24, 5), [24, S, HW, HW], 'ct-shared')).get('conv')!;
+    const matchOf = () => {
+      const model = new Model(decodeModel(bytes));
+      const cx: PassContext = { model, rng: createRng(0), shared: new Map(), stats: new Map([['ct', stats]]) };
+      const m = convTransposeTucker2.match(findLayers(model).find((l) => l.name === 'ct')!, cx);
+      if (isSkip(m)) throw new Error(m.skip);
+      return { m, cx };
+    };
+    const one = matchOf();
+    let work: unknown;
+    for (const r of [[2, 2], [5, 4], [8, 6]]) {
+      const got = convTransposeTucker2.estimate!(one.m, r, one.cx);
+      const fresh = matchOf();
+      const want = convTransposeTucker2.estimate!(fresh.m, r, fresh.cx);
+      if (isSkip(got) || isSkip(want)) throw new Error('estimate skipped');
+      // The work is made once, by the first rung, and reused by the others.
+      work ??= one.m.shared?.work;
+      expect(work).toBeDefined();
+      expect(one.m.shared!.work).toBe(work);
+      expect(got.relError).toBeCloseTo(want.relError, 5);
+      expect(one.m.fitted!.r1).toBe(r[0]);
+      const [a, b] = [one.m.fitted!.first, fresh.m.fitted!.first];
+      // The input factor is the whitened SVD's: equal up to each column's sign.
+      for (let c = 0; c < one.m.fitted!.r1; c++) {
+        let dot = 0, na = 0;
+        for (let i = c * S; i < (c + 1) * S; i++) { dot += a[i]! * b[i]!; na += a[i]! ** 2; }
+        expect(Math.abs(dot) / na).toBeCloseTo(1, 4);
+      }
+    }
   });
 
   it('an exact-rank kernel stays exact with channel statistics (group 1 and 2) and with anchored ones (x̂ = x)', async () => {
