@@ -17,7 +17,9 @@
  * not finite is declined, and one that hit the iteration cap is kept with its measured
  * error (the doc string says it did not converge). Each CP's sensitivity (Phan et al. 2020,
  * linalg/cp-sensitivity.ts) goes into the doc string and the layer's note; a degenerate fit
- * (ratio above SENSITIVITY_LIMIT) is refitted under the sensitivity bound first.
+ * (ratio above SENSITIVITY_LIMIT) is refitted under the sensitivity bound first, and when
+ * that refit does not meet the bound the rank is declined with the ratio and the bound (no
+ * degenerate CP is shipped): the energy search and auto's shrink count it as unusable.
  *
  * The factorization is linalg/cp-conv.ts (per group: cp-conv-groups.ts). With calibration
  * statistics the pass picks, for each group, the Kronecker whitening of the patch space
@@ -42,7 +44,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type Cost, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
-import { degenerateReason, SENSITIVITY_LIMIT, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
+import { degenerateReason, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -296,14 +298,14 @@ export function cpGroupCost(geo: ConvGeometry, r: number): Cost {
   ]);
 }
 
-/** A CP fit's sensitivity for the doc string and the layer's note (and the refit, when there was one); conv-cp4's too. */
+/** A CP fit's sensitivity for the doc string and the layer's note (and the refit, ratio and fit error before → after, when there was one); conv-cp4's too. */
 export function sensitivityNote(f: { sensitivity?: CpSensitivity; stabilized?: Stabilized }): string {
   const ss = f.sensitivity;
   let out = ss ? `CP sensitivity ss ${ss.ss.toExponential(2)} (ratio ${ss.ratio.toFixed(2)} to a non-cancelling CP's)` : 'CP sensitivity not computed';
   const st = f.stabilized;
   if (st) {
-    out += `; degenerate ALS fit (ratio ${st.ratioBefore.toFixed(2)} > ${SENSITIVITY_LIMIT}) refitted under the sensitivity bound`
-      + `: fit error ${st.errorBefore.toExponential(2)} → ${st.errorAfter.toExponential(2)}`;
+    out += `; degenerate ALS fit refitted under the sensitivity bound: ratio ${st.ratioBefore.toFixed(2)} → ${st.ratioAfter.toFixed(2)} (limit ${st.limit})`
+      + `, fit error ${st.errorBefore.toExponential(2)} → ${st.errorAfter.toExponential(2)}`;
   }
   return out;
 }

@@ -45,7 +45,7 @@ import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import { chainConvAttrs, convCost, convNode, groupKernels, type ConvGeometry, type GroupKernel } from '../src/rewrite/conv-geometry.js';
-import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM, modeWhitening } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, channelBlocks, MIN_ROWS_PER_DIM, perModeWhitening } from '../src/rewrite/conv-stats.js';
 import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { acceptsUnless } from '../src/rewrite/conv-split.js';
@@ -74,8 +74,11 @@ export interface ConvCp4Match extends GroupedSplitMatch {
   weightErr2?: Map<number, number>;
   /** Where chooseRanks's weight-only fits (the energy search) draw and multiply. */
   search: { rng: Rng; gemm?: SyncGemm };
-  /** Per group, the per-mode whitening [L_S, L_1, …] of well-determined patch statistics (null: none); made on first use. */
-  whitening?: (Matrix[] | null)[];
+  /** Input-channel Gram blocks (per group) and the rows behind them: whiten mode S alone when the patch statistics are too few. */
+  channelGram?: Float64Array[];
+  channelSamples: number;
+  /** Per group, the per-mode whitening [L_S, L_1, …] (an undefined L: that mode is not whitened; undefined: none); made on first use. */
+  whitening?: ((Matrix | undefined)[] | undefined)[];
 }
 
 /** A fit (last factor possibly fitted on patch statistics) and the rank it was asked for. */
@@ -142,7 +145,10 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
 
   match(layer: LayerInfo, cx: PassContext): ConvCp4Match | Skip {
     const m = matchGroupedSplit(layer, cx, declines, '4-way CP');
-    return isSkip(m) ? m : { ...m, groups: groupKernels(m.w, m.geo), search: { rng: cx.rng, gemm: cx.gemm } };
+    return isSkip(m) ? m : {
+      ...m, groups: groupKernels(m.w, m.geo), search: { rng: cx.rng, gemm: cx.gemm },
+      channelGram: channelBlocks(cx, layer.name, m.geo), channelSamples: cx.stats?.get(layer.name)?.count ?? 0,
+    };
   },
 
   rankLimits: (m) => [cpLimit(m.geo)],
@@ -250,27 +256,31 @@ function wellDetermined(m: ConvCp4Match, j: number): { gram: Float64Array; mean?
 }
 
 /**
- * Group j's per-mode whitening from its well-determined patch Gram (the partly compressed
- * model's when anchored; as conv-tt's): the ALS then fits the 4-way CP to the outputs.
+ * Group j's per-mode whitening (rewrite/conv-stats.ts perModeWhitening), as conv-tt's: every
+ * mode from a well-determined patch Gram (the partly compressed model's when anchored), else
+ * the channel mode alone from a well-determined channel Gram, else none. The ALS then fits
+ * the 4-way CP to the outputs.
  */
-function groupWhitening(m: ConvCp4Match, j: number): Matrix[] | undefined {
-  m.whitening ??= Array.from({ length: m.geo.group }, () => null);
-  const cached = m.whitening[j];
-  if (cached) return cached;
-  const p = wellDetermined(m, j);
-  if (!p) return undefined;
-  const wl = modeWhitening([m.s, ...m.geo.kernel], m.anchors?.[j]?.gramHat ?? p.gram);
-  if (wl) m.whitening[j] = wl;
-  return wl;
+function groupWhitening(m: ConvCp4Match, j: number): (Matrix | undefined)[] | undefined {
+  if (!m.whitening) {
+    const dims = [m.s, ...m.geo.kernel];
+    const usePatch = !!wellDetermined(m, 0);
+    const useChannel = !usePatch && !!m.channelGram && m.channelSamples >= MIN_ROWS_PER_DIM * m.s;
+    m.whitening = Array.from({ length: m.geo.group }, (_, g) => {
+      if (usePatch) return perModeWhitening(dims, m.anchors?.[g]?.gramHat ?? m.patches!.gram[g]!);
+      return useChannel ? perModeWhitening(dims, undefined, m.channelGram![g]!) : undefined;
+    });
+  }
+  return m.whitening[j];
 }
 
 /** A CP fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ); error and sensitivity of the chain as shipped. */
-function unwhitenCp(f: CpNdConv, wl: readonly Matrix[], k: { data: Float32Array; shape: number[] }): CpNdConv & { whitened: true } {
+function unwhitenCp(f: CpNdConv, wl: readonly (Matrix | undefined)[], k: { data: Float32Array; shape: number[] }): CpNdConv & { whitened: true } {
   const [t, s, ...ks] = k.shape as number[];
   const R = f.rank;
   if (f.first.length === 0) return { ...f, whitened: true };
   const first = unwhitenMode(f.first, R, s!, 1, wl[0]!);
-  const spatial = f.spatial.map((v, a) => unwhitenMode(v, R, ks[a]!, 1, wl[a + 1]!));
+  const spatial = f.spatial.map((v, a) => (wl[a + 1] ? unwhitenMode(v, R, ks[a]!, 1, wl[a + 1]!) : v));
   return {
     ...f, first, spatial, relError: cpNdError(k.data, first, spatial, f.last, t!, s!, ks, R),
     sensitivity: cpNdSensitivity(first, spatial, f.last, t!, s!, ks, R), whitened: true,

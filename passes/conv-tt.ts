@@ -28,9 +28,11 @@
  * kernel whitened mode by mode, W ×_s L_Sᵀ ×_1 L_1ᵀ … (Σ ≈ Σ_S ⊗ Σ_1 ⊗ … by partial
  * traces, the partly compressed model's Σ when anchored; linalg/mode-whitening.ts), so its
  * truncations are weighted by the outputs, and each input-side core maps back by its own
- * mode's L⁻ᵀ; then the last factor is refitted on the patches by least squares (anchored
- * statistics: fitted to the original model's outputs given the partly compressed model's
- * patches) and the mean error moved into the bias.
+ * mode's L⁻ᵀ (too few patches for that but at least MIN_ROWS_PER_DIM rows per input
+ * channel: the channel mode alone, from the channel Gram, as conv-cp); then the last
+ * factor is refitted on the patches by least squares (anchored statistics: fitted to the
+ * original model's outputs given the partly compressed model's patches) and the mean
+ * error moved into the bias.
  */
 import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
@@ -47,7 +49,7 @@ import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
   axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
 } from '../src/rewrite/conv-split-groups.js';
-import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM, modeWhitening } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, channelBlocks, MIN_ROWS_PER_DIM, perModeWhitening } from '../src/rewrite/conv-stats.js';
 import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
 import { relativeDiff, type Matrix } from '../src/linalg/matrix.js';
 import { docString } from '../src/rewrite/emit.js';
@@ -73,8 +75,14 @@ export interface ConvTtMatch extends GroupedSplitMatch {
   spectra?: { sigma: Float64Array; total: number }[][];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: TtFit;
-  /** Per group, the per-mode whitening [L_S, L_1, …] of well-determined patch statistics (null: none); made on first use. */
-  whitening?: (Matrix[] | null)[];
+  /** Input-channel Gram blocks (per group) and the rows behind them: whiten mode S alone when the patch statistics are too few. */
+  channelGram?: Float64Array[];
+  channelSamples: number;
+  /**
+   * Per group, the per-mode whitening [L_S, L_1, …] of well-determined statistics (an
+   * undefined L: that mode is not whitened; undefined: none); made on first use.
+   */
+  whitening?: ((Matrix | undefined)[] | undefined)[];
 }
 
 /** A TT (last factor possibly fitted on patch statistics) and the ranks it was asked for. */
@@ -83,8 +91,8 @@ interface TtFit extends TtNdConv {
   dataError?: number;
   biasDelta?: Float64Array;
   anchored?: boolean;
-  /** The TT-SVD ran on the kernel whitened mode by mode (linalg/mode-whitening.ts). */
-  whitened?: boolean;
+  /** The TT-SVD ran on the kernel whitened mode by mode (linalg/mode-whitening.ts): every mode, or the channel mode alone. */
+  whitened?: 'modes' | 'channel';
 }
 
 /** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
@@ -146,7 +154,11 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
     return composeGroups(factors.map((x) => x.read(ext)), G, (p) => ttNdKernel(p[0]!, p.slice(1, -1), p.at(-1)!, T! / G, s!, k, ranks));
   },
 
-  match: (layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip => matchGroupedSplit(layer, cx, declines, 'tensor-train'),
+  match(layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip {
+    const m = matchGroupedSplit(layer, cx, declines, 'tensor-train');
+    if (isSkip(m)) return m;
+    return { ...m, channelGram: channelBlocks(cx, layer.name, m.geo), channelSamples: cx.stats?.get(layer.name)?.count ?? 0 };
+  },
 
   rankLimits: (m) => limits(m),
 
@@ -233,7 +245,7 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
     g.addInitializer(makeFloatTensor(names.at(-1)!, [geo.T, R.at(-1)!, ...ones], f.last, m.dataType));
     const z = k.map((_, i) => derivedName(cx, n, `lr_z${i + 1}`)).concat(derivedName(cx, n, `lr_z${k.length + 1}`));
     const refit = f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches';
-    const aware = (f.whitened ? ', whitened TT-SVD' : '') + refit;
+    const aware = (f.whitened === 'modes' ? ', whitened TT-SVD' : f.whitened === 'channel' ? ', whitened TT-SVD (input channels only)' : '') + refit;
     const per = G > 1 ? ` per group (${G} groups)` : '';
     const doc = docString('conv-tt', `ranks [${R.join(', ')}]${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${aware})`);
     const placement = axisPlacement(n, k.length);
@@ -319,7 +331,7 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
   const { s, t } = m;
   const ks = m.geo.kernel;
   const k = groupKernel(m, j);
-  let f: TtNdConv & { whitened?: boolean };
+  let f: TtNdConv & { whitened?: 'modes' | 'channel' };
   const wl = groupWhitening(m, j);
   try {
     f = ttNdSvd(wl ? { data: whitenModes(k.data, k.shape, wl), shape: k.shape } : k, ranks, { gemm: cx.gemm });
@@ -348,28 +360,33 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
 }
 
 /**
- * Group j's per-mode whitening from its patch Gram (the partly compressed model's when
- * anchored), when the statistics are well determined (as conv-cp's): at least
- * MIN_ROWS_PER_DIM rows per patch dimension, else a whitened fit overfits them.
+ * Group j's per-mode whitening (rewrite/conv-stats.ts perModeWhitening) from what is well
+ * determined, as conv-cp's Kronecker whitening: every mode from the patch Gram (the partly
+ * compressed model's when anchored) with at least MIN_ROWS_PER_DIM rows per patch
+ * dimension; else the channel mode alone from the channel Gram with as many per channel;
+ * else none (a whitened fit on fewer rows overfits them).
  */
-function groupWhitening(m: ConvTtMatch, j: number): Matrix[] | undefined {
-  m.whitening ??= Array.from({ length: m.geo.group }, () => null);
-  const cached = m.whitening[j];
-  if (cached !== null && cached !== undefined) return cached;
-  if (!m.patches || m.samples < MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize) return undefined;
-  const wl = modeWhitening([m.s, ...m.geo.kernel], m.anchors?.[j]?.gramHat ?? m.patches.gram[j]!);
-  if (wl) m.whitening[j] = wl;
-  return wl;
+function groupWhitening(m: ConvTtMatch, j: number): (Matrix | undefined)[] | undefined {
+  if (!m.whitening) {
+    const dims = [m.s, ...m.geo.kernel];
+    const usePatch = !!m.patches && m.samples >= MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize;
+    const useChannel = !usePatch && !!m.channelGram && m.channelSamples >= MIN_ROWS_PER_DIM * m.s;
+    m.whitening = Array.from({ length: m.geo.group }, (_, g) => {
+      if (usePatch) return perModeWhitening(dims, m.anchors?.[g]?.gramHat ?? m.patches!.gram[g]!);
+      return useChannel ? perModeWhitening(dims, undefined, m.channelGram![g]!) : undefined;
+    });
+  }
+  return m.whitening[j];
 }
 
 /** A TT fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ), its weight error on `k` itself. */
-function unwhitenTt(f: TtNdConv, wl: readonly Matrix[], k: { data: Float32Array; shape: number[] }, cx: PassContext): TtNdConv & { whitened: true } {
+function unwhitenTt(f: TtNdConv, wl: readonly (Matrix | undefined)[], k: { data: Float32Array; shape: number[] }, cx: PassContext): TtNdConv & { whitened: 'modes' | 'channel' } {
   const [t, s, ...ks] = k.shape as number[];
   const R = f.ranks;
   const first = unwhitenMode(f.first, R[0]!, s!, 1, wl[0]!);
-  const cores = f.cores.map((c, a) => unwhitenMode(c, R[a + 1]! * R[a]!, ks[a]!, 1, wl[a + 1]!));
+  const cores = f.cores.map((c, a) => (wl[a + 1] ? unwhitenMode(c, R[a + 1]! * R[a]!, ks[a]!, 1, wl[a + 1]!) : c));
   const w = ttNdKernel(first, cores, f.last, t!, s!, ks, R, cx.gemm);
-  return { ...f, first, cores, relError: relativeDiff(k.data, w), whitened: true };
+  return { ...f, first, cores, relError: relativeDiff(k.data, w), whitened: wl.every((l) => l) ? 'modes' : 'channel' };
 }
 
 /** The groups' TTs as one: factors stacked, errors combined (linalg/conv-groups.ts). */
@@ -382,6 +399,6 @@ function stackTt(m: ConvTtMatch, parts: GroupTt[]): Omit<TtFit, 'key'> {
   return {
     ranks: parts[0]!.ranks, first: stackGroups(parts.map((f) => f.first)), cores: parts[0]!.cores.map((_, a) => stackGroups(parts.map((f) => f.cores[a]!))),
     last: stackGroups(parts.map((f) => f.last)), relError: e.relError, dataError: e.dataError, biasDelta, anchored: parts.some((f) => f.anchored) || undefined, discarded,
-    whitened: parts.some((f) => f.whitened) || undefined,
+    whitened: parts.find((f) => f.whitened)?.whitened,
   };
 }

@@ -10,7 +10,9 @@
  *   or those named), each cut out alone at its real input shape (1024² image), as ISNet
  *   runs whole in minutes. Each layer takes minutes (auto fits every method at 512²).
  * Each optimize runs without latency (--no-latency: every rewrite that lowers params and
- * MACs is kept, faster or not), verified on seeded random inputs. Then the original and
+ * MACs is kept, faster or not); with auto and tucker2 among the methods, one more row runs
+ * auto with Tucker-2's whole-model params as its budget (`--target-params`), as auto's own
+ * row shrinks the rivals that win and so ends below the others' params, verified on seeded random inputs. Then the original and
  * every method's output are timed together, interleaved (timeSessions: every model once
  * per round, starting one further along each round), in ORT-node (1 thread) and
  * onnxruntime-web (wasm): the speed-ups are medians of one such run.
@@ -107,13 +109,13 @@ interface Row {
   minCosine: number | null; maxRelL2: number | null; factorS: number; file: string; node?: number; web?: number;
 }
 
-async function optimizeWith(t: Target, method: string): Promise<Row> {
-  const file = path.join(dir, `${path.basename(t.file, '.onnx')}-${method}.onnx`);
+async function optimizeWith(t: Target, method: string, budget?: { label: string; args: string[] }): Promise<Row> {
+  const file = path.join(dir, `${path.basename(t.file, '.onnx')}-${method}${budget ? '-budget' : ''}.onnx`);
   let out = '';
   let errText = '';
-  const code = await main(['optimize', t.file, file, ...t.args, '--method', method, '--rank-ratio', ratio, '--no-latency', '--json'],
+  const code = await main(['optimize', t.file, file, ...t.args, '--method', method, ...(budget?.args ?? ['--rank-ratio', ratio]), '--no-latency', '--json'],
     { out: (s) => { out += s; }, err: (s) => { errText += s; } });
-  const base = { target: t.label, method, file, rewritten: 0, passes: '', paramsRatio: 1, macsRatio: null, minCosine: null, maxRelL2: null, factorS: 0 };
+  const base = { target: t.label, method: budget ? `${method} ${budget.label}` : method, file, rewritten: 0, passes: '', paramsRatio: 1, macsRatio: null, minCosine: null, maxRelL2: null, factorS: 0 };
   if (code === 2) return { ...base, error: errText.trim().split('\n')[0] ?? 'exit 2' };
   const r = JSON.parse(out) as Report;
   const done = r.layers.filter((l) => !l.skipped);
@@ -149,6 +151,16 @@ for (const t of targets) {
   for (const m of t.methods) {
     const row = await optimizeWith(t, m);
     process.stderr.write(`done ${t.label} / ${m}${row.error ? `: ${row.error}` : ''} (${row.factorS.toFixed(1)} s factorization)\n`);
+    mine.push(row);
+  }
+  // auto shrinks a rival that wins to the smallest rank within its error, so its row above
+  // ends below the others' params; at equal budget it gets Tucker-2's whole-model params as
+  // a --target-params budget (allocated globally over the same layers).
+  const tucker = mine.find((r) => r.method === 'tucker2' && !r.error && r.rewritten > 0);
+  if (t.methods.includes('auto') && tucker) {
+    const target = tucker.paramsRatio.toFixed(4);
+    const row = await optimizeWith(t, 'auto', { label: `@ params ${target}`, args: ['--target-params', target] });
+    process.stderr.write(`done ${t.label} / auto at equal params${row.error ? `: ${row.error}` : ''}\n`);
     mine.push(row);
   }
   const timed = mine.filter((r) => !r.error && r.rewritten > 0);

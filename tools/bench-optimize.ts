@@ -10,8 +10,10 @@
  * variable) runs two settings only (default and rank-ratio 0.25), e.g.
  * `npm run bench -- --quick --models=cls` as a check that the bench works.
  * `--no-web` skips the wasm latency timing (on by default: it is what the web column shows).
- * Per-method rows (each --method at equal rank ratio on det and ISNet's heaviest convs)
- * are `npm run bench:methods`; each conv chain against its dense conv, `npm run bench:chains`.
+ * Per-method rows (each --method at equal rank ratio, data-aware, on det; with
+ * `--models=…isnet` also on ISNet's heaviest convs) follow as a last section, run by
+ * `npm run bench:methods` in a child process (`--no-methods` skips it; not with `--quick`
+ * or `--json`); each conv chain against its dense conv is `npm run bench:chains`.
  *
  * "tool s" is the wall time of the whole command, which includes measuring the latency
  * of both models (node, and wasm unless --no-web): it is not the time to optimize. A
@@ -19,6 +21,7 @@
  * latency, …) from the report's `timings`; "n/a" where the report has no timings, and
  * "-" where a phase did not run.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -187,4 +190,12 @@ if (!json) {
   }
   const blocked = rows.filter((r) => r.blockers && r.setting.startsWith('default'));
   for (const r of blocked) console.log(`\n${r.model}: below the 1.5x target at defaults; largest layers left alone:\n  ${r.blockers!.join('\n  ')}`);
+}
+
+// Per-method rows (issue 19): bench:methods on the conv-heavy models asked for, data-aware.
+const conv = models.filter((m) => m === 'det' || m === 'isnet');
+if (!json && !quick && !argv.includes('--no-methods') && conv.length > 0) {
+  console.log(`\nper method at equal rank ratio (npm run bench:methods -- --models=${conv.join(',')} --data-aware${web ? '' : ' --no-web'}):`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'bench-methods.ts'), `--models=${conv.join(',')}`, '--data-aware', ...(web ? [] : ['--no-web'])], { stdio: 'inherit' });
+  if (r.status !== 0) console.log(`bench:methods ended with status ${r.status ?? r.signal}`);
 }

@@ -33,7 +33,7 @@ export interface CpConvOptions {
   patches?: { gram: Float64Array; mean?: Float64Array };
   /** Anchored patch moments and their damping: the last factor is fitted through them (before `patches`). */
   anchor?: { patch: AnchoredPatch; damp: number };
-  /** false: ship the ALS fit even when it is degenerate (no refit under the sensitivity bound). */
+  /** false: no refit under the sensitivity bound (a rough fit for searches; the passes never ship one). */
   stable?: boolean;
 }
 
@@ -56,7 +56,7 @@ export interface CpConv {
   biasDelta?: Float64Array;
   /** Sensitivity of the shipped chain (cp-sensitivity.ts; factors A = last, B = firstᵀ, C = depthᵀ). */
   sensitivity?: CpSensitivity;
-  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound. */
+  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound; `bounded: false` (still degenerate): the passes decline it. */
   stabilized?: Stabilized;
 }
 

@@ -8,7 +8,8 @@
  * columns are normalised) so no factor is far from unit scale (fp16).
  * A data-aware last factor is fitted by the caller (last-factor.ts, through cp4Prefix).
  * A degenerate ALS fit (sensitivity ratio above SENSITIVITY_LIMIT) is refitted under the
- * sensitivity bound first, as in cp-conv.ts.
+ * sensitivity bound first, as in cp-conv.ts (a refit that misses the bound is reported, and
+ * the passes decline that rank).
  */
 import type { Rng } from '../util/rng.js';
 import { isRank, notARank } from './checks.js';
@@ -22,7 +23,7 @@ export interface Cp4ConvOptions {
   gemm?: SyncGemm;
   maxIter?: number;
   tol?: number;
-  /** false: ship the ALS fit even when it is degenerate (no refit under the sensitivity bound). */
+  /** false: no refit under the sensitivity bound (a rough fit for searches; the passes never ship one). */
   stable?: boolean;
 }
 
@@ -41,7 +42,7 @@ export interface Cp4Conv {
   iterations: number;
   /** Sensitivity of the chain's CP (cp-sensitivity.ts; A = last, B = firstᵀ, Y = rowsᵀ, X = colsᵀ). */
   sensitivity?: CpSensitivity;
-  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound. */
+  /** Present when the ALS fit was degenerate and refitted under the sensitivity bound; `bounded: false` (still degenerate): the passes decline it. */
   stabilized?: Stabilized;
 }
 

@@ -12,7 +12,7 @@ import { findLayers, findQuantizedLayers, type LayerInfo } from '../graph/layers
 import { findOtherWeights } from '../graph/other-weights.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalReader } from '../onnx/external.js';
-import { isSkip, type BoundPass, type CostPair, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
+import { isSkip, type Applied, type BoundPass, type CostPair, type LayerInputStats, type PassContext, type Skip } from '../rewrite/pass.js';
 import { describePolicy, type RankPolicy } from '../rewrite/rank-policy.js';
 import { bind } from '../rewrite/registry.js';
 import type { FitCache } from '../rewrite/fit-cache.js';
@@ -204,12 +204,14 @@ export function optimizeModel(
     // winner's error, so it stays a contender when latency decides (run.contenders).
     const compared: string[] = [];
     const replaced: PlannedContender[] = [];
+    const fallbacks: { bound: BoundPass; ranks: number[] }[] = [];
     for (const rival of decision || opts.method !== 'auto' ? [] : rivals) {
       const alt = rival.challenge?.(layer, pass, ranks, cx, opts.policy);
       if (!alt) continue;
       compared.push(alt.note);
       if (!alt.use) continue;
       replaced.push({ pass: pass.name, ranks: [...ranks] });
+      fallbacks.push({ bound: pass, ranks: [...ranks] });
       ({ bound: pass, ranks } = alt.use);
     }
     if (compared.length > 0) rec.note = compared.join('; ');
@@ -230,11 +232,29 @@ export function optimizeModel(
       return done(`ranks ${ranks.join(',')} do not pay: params ${cost.before.params}→${cost.after.params}, MACs/position ${cost.before.macsPerPosition}→${cost.after.macsPerPosition}`);
     }
     if (opts.decideOnly) return done();
-    let applied;
-    try {
-      applied = pass.apply(ranks, cx);
-    } catch (e) {
-      applied = { skip: (e as Error).message };
+    const applyAt = (p: BoundPass, r: number[]): Applied | Skip => {
+      try {
+        return p.apply(r, cx);
+      } catch (e) {
+        return { skip: (e as Error).message };
+      }
+    };
+    let applied = applyAt(pass, ranks);
+    // A rival that won auto's comparison but declines when made (its fit here stays a
+    // degenerate CP: never shipped) gives way to the choice it replaced, when that pays.
+    while (isSkip(applied) && fallbacks.length > 0) {
+      const back = fallbacks.pop()!;
+      const c = back.bound.cost(back.ranks);
+      if (!back.bound.pays(c)) continue;
+      const declined = `${pass.method} ${ranks.join(',')} declined (${applied.skip})`;
+      rec.note = rec.note ? `${rec.note}; ${declined}` : declined;
+      ({ bound: pass, ranks } = back);
+      rec.pass = pass.name;
+      rec.method = pass.method;
+      rec.ranks = ranks;
+      rec.paramsAfter = c.after.params;
+      rec.macsAfter = scaleMacs(layer, c) ?? rec.macsBefore;
+      applied = applyAt(pass, ranks);
     }
     if (isSkip(applied)) {
       rec.paramsAfter = rec.paramsBefore;

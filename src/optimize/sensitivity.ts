@@ -261,11 +261,15 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     }
     const seen = new Set<string>();
     const ranksList: number[][] = [];
+    // Why rungs were declined (a CP still degenerate after its refit under the sensitivity bound): the layer's reason when none is left.
+    const declined: string[] = [];
     let priced = false;
     for (const e of LADDER) {
       const policy: RankPolicy = { kind: 'energy', energy: e, ...(opts.align ? { align: opts.align } : {}) };
       let r;
       try { r = pass.chooseRanks(policy); } catch { continue; }
+      // The CP energy search finds no rank that both meets E and is stable (every fit degenerate): said if no rung is left.
+      if (isSkip(r) && /degenerate CP/.test(r.skip)) declined.push(r.skip);
       if (isSkip(r) || seen.has(r.join(','))) continue;
       const c = pass.cost(r);
       entry.before = c.before;
@@ -330,6 +334,9 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
         }
         return runModel ? measure(before) : ok(undefined);
       });
+      // A rung the pass declines (a CP still degenerate after its refit under the sensitivity
+      // bound: never shipped) is unusable, not offered.
+      if (!t.ok && t.error.kind === 'rank') declined.push(t.error.message);
       return t.ok ? { k, bp, ranks, relError: t.value.relError, dataError: t.value.dataError, layerErr2, outs: t.value.outs, key, chain } : undefined;
     };
     const tried: Tried[] = [];
@@ -444,7 +451,10 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       }
     }
     entry.candidates.push(...kept);
-    if (entry.candidates.length === 0) entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)` : 'no rank below break-even';
+    if (entry.candidates.length === 0) {
+      entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)`
+        : declined.length > 0 ? `every candidate rank declined (${declined.length}): ${declined[0]}` : 'no rank below break-even';
+    }
   }
   opts.onProgress?.(layers.length, layers.length, '');
   return out;

@@ -9,6 +9,8 @@
  * CP-4, CP on grouped convs: their passes' *_SLOW_PATH) competes only when the run saves
  * params or MACs (PassContext.saves) or under --all-methods (PassContext.allMethods: where
  * latency counts the screen then times it); otherwise the note says why it was not compared.
+ * A rival that declines the rank it would compete at (a CP whose refit under the sensitivity
+ * bound stays degenerate: never shipped) does not compete, and the note says why.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
@@ -114,7 +116,10 @@ export function challengeAtEqualCost<M>(
   if (r * layer.params > spec.maxWork) return { note: `${name} ${shown} not compared (fit too costly at this size)` };
   const fP = preferred.estimate(ranks, cx);
   const fR = spec.pass.estimate(spec.match, rivalRanks, cx);
-  if (isSkip(fP) || isSkip(fR)) return undefined;
+  if (isSkip(fP)) return undefined;
+  // A rival that declines its rank (e.g. a CP still degenerate after its refit under the
+  // sensitivity bound: never shipped) does not compete; the note says why.
+  if (isSkip(fR)) return { note: `${name} ${shown} declined (${fR.skip})` };
   const rows = cx.stats?.get(layer.name)?.count ?? 0;
   const data = fP.dataError !== undefined && fR.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * spec.patchDim;
   const [eP, eR] = data ? [fP.dataError!, fR.dataError!] : [fP.relError, fR.relError];
@@ -123,7 +128,8 @@ export function challengeAtEqualCost<M>(
   const tol = eP * 1.02 + 1e-4;
   if (eR > tol) return { note };
   if (fixed) return { note, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
-  // The winner at equal size is then made as small as the same error allows.
+  // The winner at equal size is then made as small as the same error allows; a rank it
+  // declines (a CP that stays degenerate) is unusable: infinite error, never the answer.
   const errOf = (f: { relError: number; dataError?: number } | Skip): number => (isSkip(f) ? Infinity : data ? f.dataError ?? Infinity : f.relError);
   const errAt = (k: number): number => errOf(spec.pass.estimate!(spec.match, ranksAt(spec, k), cx));
   const rough = spec.rough;

@@ -2,7 +2,8 @@
  * Calibration statistics of a Conv as the conv passes use them (conv-tucker2, conv-cp):
  * per-group input-channel Gram blocks, per-group im2col patch Gram blocks and means, and
  * a Kronecker-structured whitening of the patch space for decompositions whose factors
- * act on the channel mode and the kernel mode separately (CP).
+ * act on the channel mode and the kernel mode separately (CP), or on the channel mode and
+ * each kernel axis separately (TT, 4-way CP: modeWhitening, perModeWhitening).
  *
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
@@ -112,6 +113,24 @@ function dampedCholesky(a: Float64Array, n: number, damp: number): Matrix | unde
 export function modeWhitening(dims: readonly number[], patchGram: ArrayLike<number>, damp = WHITEN_DAMP): Matrix[] | undefined {
   const ls = modeGrams(patchGram, dims).map((g, a) => dampedCholesky(g, dims[a]!, damp));
   return ls.every((l) => l) ? (ls as Matrix[]) : undefined;
+}
+
+/**
+ * Per-mode whitening of a conv kernel's input modes (s, k1, …, kn) from what the statistics
+ * give, as kroneckerWhitening: from the patch Gram when there is one, every mode
+ * (modeWhitening); else from the channel Gram [s·s] alone, [L_S, undefined…] (the kernel
+ * axes left as they are: Σ ≈ Σ_S ⊗ I). Undefined when the statistics are degenerate.
+ * For decompositions with one factor per input mode (TT, 4-way CP); linalg/mode-whitening.ts
+ * whitenModes and unwhitenMode apply it and skip the undefined modes.
+ */
+export function perModeWhitening(
+  dims: readonly number[], patchGram?: ArrayLike<number>, channelGram?: ArrayLike<number>, damp = WHITEN_DAMP,
+): (Matrix | undefined)[] | undefined {
+  if (patchGram) return modeWhitening(dims, patchGram, damp);
+  const s = dims[0]!;
+  if (!channelGram || channelGram.length !== s * s) return undefined;
+  const ls = dampedCholesky(unitDiagonalMean(Float64Array.from(channelGram), s), s, damp);
+  return ls && [ls, ...dims.slice(1).map(() => undefined)];
 }
 
 /**

@@ -1,9 +1,12 @@
 /**
  * Rank choice shared by the CP passes (conv-cp: 3-way [T, S, K]; conv-cp4: 4-way
  * [T, S, kh, kw]): the rank policies, and the energy search over weight-only CP-ALS fits
- * (linalg/rank-search.ts), which has no spectrum to read the rank from.
+ * (linalg/rank-search.ts), which has no spectrum to read the rank from. A fit that stays
+ * degenerate after its refit under the sensitivity bound (cp-sensitivity.ts
+ * degenerateReason) is never shipped, so the search counts its rank as missing the energy.
  */
 import { isRank, notARank } from '../linalg/checks.js';
+import { degenerateReason, type Stabilized } from '../linalg/cp-sensitivity.js';
 import { alignRank } from '../linalg/rank.js';
 import { smallestRankWithin } from '../linalg/rank-search.js';
 import { isSkip, skip, type Skip } from './pass.js';
@@ -70,14 +73,22 @@ export function cpRanks(policy: RankPolicy, spec: CpRankSpec): number[] | Skip {
   return [r];
 }
 
+/** What the energy search reads of a fit: its errors, and the refit under the sensitivity bound (when it was degenerate). */
+export interface CpSearchFit {
+  rank: number;
+  alsError: number;
+  relError: number;
+  stabilized?: Stabilized;
+}
+
 /** The energy search's view of one layer: its weight-only fits and where they are kept. */
-export interface CpEnergySearch<F extends { alsError: number; relError: number }> {
+export interface CpEnergySearch<F extends CpSearchFit> {
   /** The generic CP rank and the break-even rank (the largest that pays). */
   limit: number;
   even: number;
   /** A weight-only CP-ALS fit at rank r. */
   fit: (r: number) => F;
-  /** Finite fits by rank, and the relative error² of every fit made (failed: NaN): reused across searches. */
+  /** Finite fits by rank, and the relative error² of every fit made (failed: NaN; degenerate: Infinity): reused across searches. */
   fits: Map<number, F>;
   err2: Map<number, number>;
   /** How a skip names the decomposition ('CP rank', '4-way CP rank') and the rank it reports on. */
@@ -86,9 +97,10 @@ export interface CpEnergySearch<F extends { alsError: number; relError: number }
 
 /**
  * The smallest rank in [lo, break-even] (to within RANK_TOLERANCE) whose weight-only fit
- * leaves at most 1 − energy of ‖W‖², or why none does.
+ * leaves at most 1 − energy of ‖W‖² and is not degenerate (its ratio within the
+ * sensitivity bound, after the refit), or why none does.
  */
-export function cpEnergyRank<F extends { alsError: number; relError: number }>(s: CpEnergySearch<F>, energy: number, lo: number): number | Skip {
+export function cpEnergyRank<F extends CpSearchFit>(s: CpEnergySearch<F>, energy: number, lo: number): number | Skip {
   const low = Math.max(1, Math.min(lo, s.limit));
   const high = Math.max(low, s.even);
   const err2At = (r: number): number => {
@@ -99,12 +111,16 @@ export function cpEnergyRank<F extends { alsError: number; relError: number }>(s
       f = c;
       s.fits.set(r, f);
     }
-    return f.relError * f.relError;
+    // A declined rank (the fit stays degenerate) is unusable: as if it kept no energy.
+    return degenerateReason(f.rank, f.stabilized) ? Infinity : f.relError * f.relError;
   };
   const found = smallestRankWithin(low, high, Math.max(0, 1 - energy) + ENERGY_SLACK, err2At, s.err2, RANK_TOLERANCE);
   if ('above' in found) {
-    if (!Number.isFinite(found.err2)) return skip(`CP-ALS at rank ${found.above} produced a non-finite fit`);
     const [what, rank] = s.words;
+    const top = s.fits.get(found.above);
+    const degenerate = top && degenerateReason(top.rank, top.stabilized);
+    if (degenerate) return skip(`energy ${energy}: no ${what} up to ${found.above} both meets it and is stable (${degenerate})`);
+    if (!Number.isFinite(found.err2)) return skip(`CP-ALS at rank ${found.above} produced a non-finite fit`);
     return skip(`energy ${energy} needs a ${what} above ${found.above}${found.above === s.even ? ' (break-even)' : ''}: ${rank} ${found.above} keeps energy ${(1 - found.err2).toFixed(4)}`);
   }
   return found.rank;

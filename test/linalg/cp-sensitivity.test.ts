@@ -124,7 +124,7 @@ describe('CP sensitivity (Phan et al. 2020)', () => {
     if (isSkip(applied)) throw new Error(applied.skip);
     expect(m.fitted!.stabilized!.ratioBefore).toBeGreaterThan(SENSITIVITY_LIMIT);
     expect(m.fitted!.sensitivity!.ratio).toBeLessThanOrEqual(SENSITIVITY_LIMIT * 1.001);
-    expect(applied.note).toMatch(/^CP sensitivity ss \S+ \(ratio [01]\.\d\d to a non-cancelling CP's\); degenerate ALS fit \(ratio \d+\.\d\d > 2\) refitted under the sensitivity bound: fit error \S+ → \S+$/);
+    expect(applied.note).toMatch(/^CP sensitivity ss \S+ \(ratio [01]\.\d\d to a non-cancelling CP's\); degenerate ALS fit refitted under the sensitivity bound: ratio \d+\.\d\d → [0-2]\.\d\d \(limit 2\), fit error \S+ → \S+$/);
     expect(model.root.nodes[0]!.docString).toContain(applied.note!);
     model.root.removeUnusedInitializers();
     const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, 2);
@@ -156,7 +156,7 @@ describe('CP sensitivity (Phan et al. 2020)', () => {
     if (isSkip(m)) throw new Error(m.skip);
     const applied = convCp4.apply(m, [2], cx);
     if (isSkip(applied)) throw new Error(applied.skip);
-    expect(applied.note).toMatch(/^CP sensitivity ss \S+ \(ratio [01]\.\d\d to a non-cancelling CP's\); degenerate ALS fit \(ratio \d+\.\d\d > 2\) refitted under the sensitivity bound: fit error /);
+    expect(applied.note).toMatch(/^CP sensitivity ss \S+ \(ratio [01]\.\d\d to a non-cancelling CP's\); degenerate ALS fit refitted under the sensitivity bound: ratio \d+\.\d\d → [0-2]\.\d\d \(limit 2\), fit error /);
     model.root.removeUnusedInitializers();
     const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, 5);
     expect(cmp.rel).toBeLessThan(1.5 * applied.relError);

@@ -6,6 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { modeGrams, unwhitenMode, whitenModes } from '../../src/linalg/mode-whitening.js';
 import { cholesky } from '../../src/linalg/cholesky.js';
+import { gemm } from '../../src/linalg/gemm.js';
+import { perModeWhitening } from '../../src/rewrite/conv-stats.js';
+import { WHITEN_DAMP } from '../../src/rewrite/svd-pair.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 
 /** A random SPD n×n matrix. */
@@ -68,5 +71,47 @@ describe('mode whitening', () => {
     back = unwhitenMode(back, T * s, kh, kw, ls[1]!);
     back = unwhitenMode(back, T * s * kh, kw, 1, ls[2]!);
     back.forEach((v, i) => expect(v).toBeCloseTo(dw[i]!, 4));
+  });
+
+  it('a 3-D conv\'s patch Gram Σ_S ⊗ Σ_d ⊗ Σ_h ⊗ Σ_w: each axis\'s factor is recovered from the spatial part alone', () => {
+    const rng = createRng(3);
+    const [s, kd, kh, kw] = [3, 3, 2, 3];
+    const g = [spd(rng, s), spd(rng, kd), spd(rng, kh), spd(rng, kw)];
+    const spatial = kron(kron(g[1]!, kd, g[2]!, kh), kd * kh, g[3]!, kw);
+    const got = modeGrams(kron(g[0]!, s, spatial, kd * kh * kw), [s, kd, kh, kw]);
+    got.forEach((x, a) => {
+      const n = [s, kd, kh, kw][a]!;
+      const w = unitMean(g[a]!, n);
+      x.forEach((v, i) => expect(v).toBeCloseTo(w[i]!, 10));
+    });
+    // The spatial Gram K×K alone, split per axis, gives the same spatial factors.
+    modeGrams(spatial, [kd, kh, kw]).forEach((x, a) => x.forEach((v, i) => expect(v).toBeCloseTo(got[a + 1]![i]!, 10)));
+  });
+
+  it('perModeWhitening: undamped, the whitened norm is the patch-weighted error up to the factors\' scale; from the channel Gram alone only L_S, damped by default', () => {
+    const rng = createRng(4);
+    const [T, s, kh, kw] = [2, 3, 2, 3];
+    const g = [spd(rng, s), spd(rng, kh), spd(rng, kw)];
+    const sigma = kron(kron(g[0]!, s, g[1]!, kh), s * kh, g[2]!, kw);
+    const D = s * kh * kw;
+    const wl = perModeWhitening([s, kh, kw], sigma, undefined, 0)!;
+    expect(wl.every((l) => l)).toBe(true);
+    const trace = (a: Float64Array, n: number): number => Array.from({ length: n }, (_, i) => a[i * n + i]!).reduce((x, y) => x + y, 0);
+    const scale = g.reduce((p, x, a) => p * trace(x, [s, kh, kw][a]!) / [s, kh, kw][a]!, 1);
+    const dw = Float64Array.from({ length: T * D }, () => rng.normal());
+    let weighted = 0;
+    for (let t = 0; t < T; t++) for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) weighted += dw[t * D + i]! * sigma[i * D + j]! * dw[t * D + j]!;
+    expect((whitenModes(dw, [T, s, kh, kw], wl).reduce((p, v) => p + v * v, 0) * scale) / weighted).toBeCloseTo(1, 9);
+    // Channel Gram alone: [L_S, none, none], L_S·L_Sᵀ the damped unit-mean Gram.
+    const ch = perModeWhitening([s, kh, kw], undefined, g[0]!)!;
+    expect(ch.length).toBe(3);
+    expect(ch[1]).toBeUndefined();
+    expect(ch[2]).toBeUndefined();
+    const want = unitMean(g[0]!, s);
+    for (let i = 0; i < s; i++) want[i * s + i] += WHITEN_DAMP;
+    gemm(ch[0]!, ch[0]!, { transB: true }).data.forEach((v, i) => expect(v).toBeCloseTo(want[i]!, 9));
+    // Nothing to whiten by: none.
+    expect(perModeWhitening([s, kh, kw])).toBeUndefined();
+    expect(perModeWhitening([s, kh, kw], undefined, new Float64Array(s * s))).toBeUndefined();
   });
 });

@@ -12,6 +12,7 @@ import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { chainFactors } from './conv-e2e.js';
+import { crossSums, rowMean } from '../helpers/moments.js';
 import { compareInOrt, context, convLayer, convModel, cpKernel, randn, type ConvSpec } from './conv-harness.js';
 
 const [G, s, t, K] = [2, 4, 3, 9];
@@ -46,18 +47,8 @@ function samples(rng: Rng, n: number, drift: number): { x: Float64Array[]; xh: F
   return { x, xh };
 }
 
-/** Σ_p a_p·b_pᵀ over n rows of dimension D. */
-function sums(a: Float64Array, b: Float64Array, n: number): Float64Array {
-  const out = new Float64Array(D * D);
-  for (let p = 0; p < n; p++) for (let i = 0; i < D; i++) for (let k = 0; k < D; k++) out[i * D + k] += a[p * D + i]! * b[p * D + k]!;
-  return out;
-}
-
-const mean = (a: Float64Array, n: number): Float64Array => {
-  const m = new Float64Array(D);
-  for (let p = 0; p < n; p++) for (let i = 0; i < D; i++) m[i] += a[p * D + i]! / n;
-  return m;
-};
+const sums = (a: Float64Array, b: Float64Array, n: number): Float64Array => crossSums(a, b, n, D);
+const mean = (a: Float64Array, n: number): Float64Array => rowMean(a, n, D);
 
 /** Conv statistics as the collector stores them (raw sums), with the anchored moments when `anchored`. */
 function stats(x: Float64Array[], xh: Float64Array[], n: number, anchored: boolean): LayerInputStats {
