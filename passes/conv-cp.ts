@@ -44,7 +44,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type Cost, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
-import { degenerateReason, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
+import { degenerateReason, SENSITIVITY_LIMIT, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -160,6 +160,8 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
     const { T, S, group: G } = geo;
     const f = factorizeCp(m, ranks[0]!, cx, !cx.quickFits);
     if (isSkip(f)) return f;
+    const quick = quickDegenerate(f, cx);
+    if (quick) return quick;
     const { rank: R, first, depth, last, relError } = f;
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
@@ -270,6 +272,17 @@ function factorizeCp(m: ConvCpMatch, rank: number, cx: PassContext, stable = tru
   // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
   if (stable) m.fitted = fitted;
   return stable ? shippable(fitted) : fitted;
+}
+
+/**
+ * A quick fit (sensitivity's rival rungs: no refit under the sensitivity bound) whose terms
+ * cancel is not offered: built for real it would be refitted (another error than the one
+ * measured) or declined, so a budget must not pick it (conv-cp4 too).
+ */
+export function quickDegenerate(f: { rank: number; sensitivity?: CpSensitivity }, cx: PassContext): Skip | undefined {
+  const ratio = f.sensitivity?.ratio;
+  if (!cx.quickFits || ratio === undefined || !(ratio > SENSITIVITY_LIMIT)) return undefined;
+  return skip(`degenerate CP at rank ${f.rank} (quick fit, sensitivity ratio ${ratio.toFixed(2)} > ${SENSITIVITY_LIMIT}): not offered, as the fit built would differ or be declined`);
 }
 
 /** A fit refitted under the sensitivity bound that still did not meet it is declined: no degenerate CP is shipped (conv-cp4 too). */

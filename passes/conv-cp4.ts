@@ -59,7 +59,7 @@ import {
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { Rng } from '../src/util/rng.js';
 import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tucker2.js';
-import { sensitivityNote, shippable } from './conv-cp.js';
+import { quickDegenerate, sensitivityNote, shippable } from './conv-cp.js';
 import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 
 export interface ConvCp4Match extends GroupedSplitMatch {
@@ -190,6 +190,8 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     const { node: n, graph: g, geo } = m;
     const f = factorize(m, ranks[0]!, cx, !cx.quickFits);
     if (isSkip(f)) return f;
+    const quick = quickDegenerate(f, cx);
+    if (quick) return quick;
     const bias = correctedBias(cx, m, f.biasDelta);
     if (isSkip(bias)) return bias;
     const R = f.rank;

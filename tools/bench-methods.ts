@@ -1,27 +1,42 @@
 /**
- * npm run bench:methods [-- --models=det,isnet] [-- --methods=auto,tucker2,cp] [-- --rank-ratio=0.5]
- *                       [-- --isnet=PATH] [-- --isnet-layers=2|stage1/rebnconvin,…] [-- --data-aware] [-- --no-web]
+ * npm run bench:methods [-- --models=det,isnet] [-- --methods=tucker2,cp,spatial-svd,tt,cp4,auto] [-- --rank-ratio=0.5]
+ *                       [-- --data=photos|random|none] [-- --isnet=PATH] [-- --isnet-layers=2|stage1/rebnconvin,…]
+ *                       [-- --auto-own] [-- --no-web]
  *
- * Per-method rows (issue 19's "which decomposition wins where"): each `--method` at the
- * same rank ratio (about that fraction of every rewritten layer's params, so outputs are
- * compared at equal budget), on
- * - det: the whole PP-OCRv4 detector (devDependency), every layer its method takes;
- * - ISNet's heaviest convs (isnet-model.ts; the first --isnet-layers of ISNET_HEAVY_CONVS,
- *   or those named), each cut out alone at its real input shape (1024² image), as ISNet
- *   runs whole in minutes. Each layer takes minutes (auto fits every method at 512²).
+ * Per-method rows at equal budget (issue 19's "which decomposition wins where"): every
+ * method on the same layers, each at the ranks that give about the same params, with its
+ * output error on held-out inputs and its latency against the original.
+ * - Layers: det (PP-OCRv4, the whole model, judged on its logits: a copy whose output is
+ *   the final Sigmoid's input, as bench:anchor does) on the layers Tucker-2 takes at the
+ *   rank ratio (its five dense 24x96x3x3 convs at 0.5); every other method is confined to
+ *   them with --exclude. ISNet: its heaviest convs (isnet-model.ts; the first
+ *   --isnet-layers of ISNET_HEAVY_CONVS, or those named), each cut out alone at its real
+ *   input shape (1024² image), as ISNet runs whole in minutes.
+ * - Budget: `--rank-ratio ρ` gives every method its ranks for ρ of each layer's params
+ *   (each pass's ratio policy solves its own cost for it: Tucker-2 ranks (αS, αT), CP rank
+ *   ⌊ρ·TSK/(S+T+K)⌋, …), so the rows differ only by rank rounding: "set params" shows it.
+ *   auto gets Tucker-2's params as a `--target-params` budget with `--all-methods` (every
+ *   method's rungs allocated over the same layers); `--auto-own` adds auto at the ratio,
+ *   which shrinks a winning rival to the smallest rank within its error (fewer params).
+ * - Data (`--data`): photos (default): the fits are data-aware, calibrated on three of the
+ *   face-api photos and verified on the three others (tools/photos.ts; bench-data.ts):
+ *   det on 12 views (whole and crops) of the calibration photos, 6 of the held-out ones,
+ *   at 320²; ISNet's layers on their input activations computed by ISNet itself from the
+ *   photos at 1024², so the error is the layer's output error on held-out activations.
+ *   random: 8 seeded N(0,1) inputs to calibrate, 4 others held out (det only; ISNet
+ *   layers weight-only). none: weight-only fits, errors on seeded random inputs.
+ *   With calibration data det's fits are anchored (the CLI's default with --calib).
  * Each optimize runs without latency (--no-latency: every rewrite that lowers params and
- * MACs is kept, faster or not); with auto and tucker2 among the methods, one more row runs
- * auto with Tucker-2's whole-model params as its budget (`--target-params`), as auto's own
- * row shrinks the rivals that win and so ends below the others' params, verified on seeded random inputs. Then the original and
- * every method's output are timed together, interleaved (timeSessions: every model once
- * per round, starting one further along each round), in ORT-node (1 thread) and
- * onnxruntime-web (wasm): the speed-ups are medians of one such run.
+ * MACs is kept, faster or not). Then the original and every method's output are timed
+ * together, interleaved (timeSessions: every model once per round, starting one further
+ * along each round), in ORT-node (1 thread) and onnxruntime-web (wasm, 1 thread): speed-ups
+ * are ratios of medians within one such run.
  *
- * --data-aware (det only): calibrate on 8 seeded N(0,1) inputs (--calib), as
- * `npm run bench`'s data-aware settings do.
+ * Each target prints its rows once measured; a target that cannot be set up (ISNet or the
+ * photos not fetchable) is skipped with the reason.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { METHOD_CHOICES } from '../passes/dispatch.js';
 import { REAL_MODELS, realModelArgs } from '../models/real.js';
@@ -36,9 +51,11 @@ import { singleLayerModel } from '../src/optimize/layer-latency.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
 import { createRng } from '../src/util/rng.js';
+import { FOUR_VIEWS, layerInputs, logitsModel, photoTensors, PPOCR_NORM, saveNpy, WHOLE } from './bench-data.js';
 import { speedups } from './bench-speedups.js';
-import { flag, intOption, loadLine } from './bench-util.js';
+import { flag, intOption, loadLine, machineLine } from './bench-util.js';
 import { ensureIsnet, ISNET_HEAVY_CONVS } from './isnet-model.js';
+import { ensurePhotos } from './photos.js';
 
 const TOOL = 'bench:methods';
 const argv = process.argv.slice(2);
@@ -47,40 +64,90 @@ const fail = (msg: string): never => { process.stderr.write(`${TOOL}: ${msg}\n`)
 
 const models = (option('models') ?? 'det,isnet').split(',');
 for (const m of models) if (m !== 'det' && m !== 'isnet') fail(`--models takes det and/or isnet, got ${m}`);
-const methods = option('methods')?.split(',') ?? [...METHOD_CHOICES];
+const DEFAULT_METHODS = ['tucker2', 'cp', 'spatial-svd', 'tt', 'cp4', 'auto'];
+const methods = option('methods')?.split(',') ?? DEFAULT_METHODS;
 for (const m of methods) if (!(METHOD_CHOICES as readonly string[]).includes(m)) fail(`--methods: unknown method ${m} (choices: ${METHOD_CHOICES.join(', ')})`);
 const ratio = option('rank-ratio') ?? '0.5';
 if (!(Number(ratio) > 0 && Number(ratio) <= 1)) fail(`--rank-ratio must be in (0, 1], got ${ratio}`);
 // A count (the heaviest first) or a list of ISNET_HEAVY_CONVS names.
 const layerArg = option('isnet-layers') ?? '2';
 const isnetLayers = /^\d+$/.test(layerArg) ? ISNET_HEAVY_CONVS.slice(0, intOption(argv, 'isnet-layers', 2, TOOL)) : layerArg.split(',');
-const dataAware = flag(argv, 'data-aware');
+// --data-aware (before --data existed) meant seeded N(0,1) calibration.
+const data = option('data') ?? (flag(argv, 'data-aware') ? 'random' : 'photos');
+if (!['photos', 'random', 'none'].includes(data)) fail(`--data takes photos, random or none, got ${data}`);
+const autoOwn = flag(argv, 'auto-own');
 const web = !argv.includes('--no-web');
 
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-methods-'));
 
-/** What to optimize: a model file and the CLI arguments that give its inputs' shapes and values. */
-interface Target { label: string; file: string; args: string[]; shapes: Record<string, number[]>; methods: string[] }
-
-function detTarget(): Target {
-  const det = REAL_MODELS.det;
-  const dims = det.shapes[0]!.split(':')[1]!.split('x').map(Number);
-  const args = realModelArgs('det', dir);
-  if (dataAware) {
-    const calibDims = [8, ...dims.slice(1)];
-    const rng = createRng(11);
-    const f = path.join(dir, 'det-calib.npy');
-    const r = writeNpy(f, { dtype: 'f4', shape: calibDims, data: Float32Array.from({ length: calibDims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-    if (!r.ok) throw r.error;
-    args.push('--calib', f);
-  }
-  return { label: `det (whole model${dataAware ? ', data-aware' : ''})`, file: det.path, args, shapes: { x: dims }, methods };
+/** What to optimize: a model file, the CLI arguments giving its inputs' shapes, data and layers, and what its error is measured on. */
+interface Target {
+  label: string; file: string; args: string[]; data: string[]; shapes: Record<string, number[]>; judged: string;
+  /** The layers compared, and an --exclude keeping only them (absent: the model's one layer). */
+  set?: string[]; exclude?: string;
 }
 
-/** ISNet's heaviest convs, each alone as a model at its input shape in the whole model. */
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+function randomNpy(name: string, dims: number[], seed: number): string {
+  const rng = createRng(seed);
+  const f = path.join(dir, name);
+  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
+  if (!r.ok) throw r.error;
+  return f;
+}
+
+/** ensurePhotos, or why not (no registry access): the caller falls back. */
+function photos(): { calib: string; held: string } | string {
+  try { return ensurePhotos(); } catch (e) { return (e as Error).message.split('\n')[0]!; }
+}
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(args, { out: (s) => { out += s; }, err: (s) => { err += s; } });
+  return { code, out, err };
+}
+
+async function detTarget(): Promise<Target> {
+  const dims = REAL_MODELS.det.shapes[0]!.split(':')[1]!.split('x').map(Number);
+  const file = logitsModel(REAL_MODELS.det.path, path.join(dir, 'det-logits.onnx'));
+  const args = realModelArgs('det', dir);
+  let dataArgs: string[] = [];
+  let judged = 'seeded N(0,1) inputs (weight-only fits)';
+  let mode = data;
+  if (mode === 'photos') {
+    const p = photos();
+    if (typeof p === 'string') { process.stderr.write(`${TOOL}: photos unavailable (${p}): det falls back to --data=random\n`); mode = 'random'; }
+    else {
+      const [h, w] = [dims[2]!, dims[3]!];
+      const calib = saveNpy(path.join(dir, 'det-calib.npy'), photoTensors(p.calib, h, w, PPOCR_NORM, FOUR_VIEWS));
+      const held = saveNpy(path.join(dir, 'det-held.npy'), photoTensors(p.held, h, w, PPOCR_NORM, [WHOLE, FOUR_VIEWS[1]!]));
+      dataArgs = ['--calib', calib, '--verify-data', held];
+      judged = `logits on 6 held-out views of 3 photos (calibrated on 12 views of 3 others), ${h}x${w}`;
+    }
+  }
+  if (mode === 'random') {
+    dataArgs = ['--calib', randomNpy('det-calib.npy', [8, ...dims.slice(1)], 11), '--verify-data', randomNpy('det-held.npy', [4, ...dims.slice(1)], 77)];
+    judged = 'logits on 4 held-out seeded N(0,1) inputs (calibrated on 8 others)';
+  }
+  // The layer set: what Tucker-2 takes at this ratio (weight-only, quick); every method is confined to it.
+  const probe = await cli(['optimize', file, path.join(dir, 'det-probe.onnx'), ...args, '--method', 'tucker2', '--rank-ratio', ratio, '--no-latency', '--no-verify', '--json']);
+  if (probe.code === 2) throw new Error(`det: layer-set probe failed: ${probe.err.split('\n')[0]}`);
+  const set = (JSON.parse(probe.out) as Report).layers.filter((l) => !l.skipped && l.op === 'Conv').map((l) => l.name);
+  const layers = findLayers(new Model(loadModel(file).model));
+  // --exclude tests a layer's name and its weight's name: keep both of each layer of the set.
+  const keep = layers.filter((l) => set.includes(l.name)).flatMap((l) => [l.name, l.weightName]);
+  const shapes = layers.filter((l) => set.includes(l.name)).map((l) => l.weightShape.join('x'));
+  return {
+    label: `det ${[...new Set(shapes)].join(', ')} ×${set.length}`, file, args, data: dataArgs, shapes: { x: dims }, judged,
+    set, exclude: `^(?!(?:${keep.map(escape).join('|')})$)`,
+  };
+}
+
+/** ISNet's heaviest convs, each alone as a model at its input shape in the whole model, with their input activations on the photos. */
 async function isnetTargets(): Promise<Target[]> {
-  let loaded;
-  try { loaded = loadModel(option('isnet') ?? ensureIsnet()); } catch (e) { return fail(`--isnet: ${(e as Error).message}`); }
+  const loaded = loadModel(option('isnet') ?? ensureIsnet());
   const model = new Model(loaded.model);
   const layers = findLayers(model);
   const heavy = isnetLayers.map((h) => {
@@ -89,79 +156,114 @@ async function isnetTargets(): Promise<Target[]> {
   });
   const learned = await learnShapes(loaded.model, { names: heavy.map((l) => l.node.input[0]!), external: loaded.external, modelDir: loaded.dir });
   if (!learned.ok) throw new Error(learned.error.message);
+  // Input activations on the photos: one pass of ISNet (cut down to these tensors) per photo.
+  let acts: { calib: Map<string, { dims: number[]; data: Float32Array }>; held: Map<string, { dims: number[]; data: Float32Array }> } | undefined;
+  let judged = 'the layer output on seeded random inputs (weight-only fits)';
+  if (data === 'photos') {
+    const p = photos();
+    if (typeof p === 'string') process.stderr.write(`${TOOL}: photos unavailable (${p}): ISNet layers weight-only\n`);
+    else {
+      const norm = { mean: [0.502, 0.502, 0.502], std: [1.004, 1.004, 1.004] };
+      const names = heavy.map((l) => l.node.input[0]!);
+      process.stderr.write('ISNet: input activations of the layers on 3 + 3 photos at 1024²…\n');
+      acts = {
+        calib: await layerInputs(loaded.model, loaded.external, names, photoTensors(p.calib, 1024, 1024, norm)),
+        held: await layerInputs(loaded.model, loaded.external, names, photoTensors(p.held, 1024, 1024, norm)),
+      };
+      judged = 'the layer output on the input activations of 3 held-out photos (calibrated on those of 3 others), 1024² image';
+    }
+  } else if (data === 'random') process.stderr.write(`${TOOL}: --data=random: ISNet layers weight-only (random inputs say nothing of a layer's activations)\n`);
   const out: Target[] = [];
   for (const [i, l] of heavy.entries()) {
     const m = singleLayerModel(model, l, learned.value.shapes, loaded.external);
     if (typeof m === 'string') throw new Error(`${l.name}: ${m}`);
     const file = path.join(dir, `isnet-${i}.onnx`);
     writeFileSync(file, encodeModel(m));
-    const inDims = learned.value.shapes.get(l.node.input[0]!)!;
-    out.push({
-      label: `ISNet ${isnetLayers[i]} ${l.weightShape.join('x')} @${inDims.slice(2).join('x')}`,
-      file, args: [], shapes: {}, methods: methods.filter((x) => x !== 'svd'),
-    });
+    const inName = l.node.input[0]!;
+    const inDims = learned.value.shapes.get(inName)!;
+    const dataArgs = acts ? [
+      '--calib', saveNpy(path.join(dir, `isnet-${i}-calib.npy`), acts.calib.get(inName)!),
+      '--verify-data', saveNpy(path.join(dir, `isnet-${i}-held.npy`), acts.held.get(inName)!),
+      // One layer: anchored fitting has nothing upstream to anchor to.
+      '--no-anchor',
+    ] : [];
+    acts?.calib.delete(inName);
+    acts?.held.delete(inName);
+    out.push({ label: `ISNet ${isnetLayers[i]} ${l.weightShape.join('x')} @${inDims.slice(2).join('x')}`, file, args: [], data: dataArgs, shapes: {}, judged });
   }
   return out;
 }
 
 interface Row {
-  target: string; method: string; error?: string; rewritten: number; passes: string; paramsRatio: number; macsRatio: number | null;
-  minCosine: number | null; maxRelL2: number | null; factorS: number; file: string; node?: number; web?: number;
+  target: string; method: string; error?: string; rewritten: number; passes: string;
+  /** Params and MACs of the compared layers after / before (a layer left alone counts as before). */
+  setParams: number | null; setMacs: number | null; modelParams: number | null; modelMacs: number | null;
+  minCosine: number | null; maxRelL2: number | null; factorS: number; toolS: number; budget?: string; file: string; node?: number; web?: number;
 }
 
-async function optimizeWith(t: Target, method: string, budget?: { label: string; args: string[] }): Promise<Row> {
-  const file = path.join(dir, `${path.basename(t.file, '.onnx')}-${method}${budget ? '-budget' : ''}.onnx`);
-  let out = '';
-  let errText = '';
-  const code = await main(['optimize', t.file, file, ...t.args, '--method', method, ...(budget?.args ?? ['--rank-ratio', ratio]), '--no-latency', '--json'],
-    { out: (s) => { out += s; }, err: (s) => { errText += s; } });
-  const base = { target: t.label, method: budget ? `${method} ${budget.label}` : method, file, rewritten: 0, passes: '', paramsRatio: 1, macsRatio: null, minCosine: null, maxRelL2: null, factorS: 0 };
-  if (code === 2) return { ...base, error: errText.trim().split('\n')[0] ?? 'exit 2' };
-  const r = JSON.parse(out) as Report;
-  const done = r.layers.filter((l) => !l.skipped);
+async function optimizeWith(t: Target, method: string, extra: string[], label = method): Promise<Row> {
+  const file = path.join(dir, `${path.basename(t.file, '.onnx')}-${label.replace(/[^a-z0-9.-]+/gi, '_')}.onnx`);
+  const t0 = performance.now();
+  const confine = t.exclude && method !== 'svd' ? ['--exclude', t.exclude] : [];
+  const r = await cli(['optimize', t.file, file, ...t.args, ...t.data, ...confine, '--method', method, ...extra, '--no-latency', '--json']);
+  const toolS = (performance.now() - t0) / 1000;
+  const base: Row = { target: t.label, method: label, file, rewritten: 0, passes: '', setParams: null, setMacs: null, modelParams: null, modelMacs: null, minCosine: null, maxRelL2: null, factorS: 0, toolS };
+  if (r.code === 2) return { ...base, error: r.err.trim().split('\n')[0] ?? 'exit 2' };
+  const rep = JSON.parse(r.out) as Report;
+  const done = rep.layers.filter((l) => !l.skipped);
   const byPass = new Map<string, number>();
   for (const l of done) byPass.set(l.pass ?? '?', (byPass.get(l.pass ?? '?') ?? 0) + 1);
+  const inSet = t.set && method !== 'svd' ? rep.layers.filter((l) => t.set!.includes(l.name)) : rep.layers.filter((l) => !l.skipped);
+  const sum = (f: (l: (typeof inSet)[number]) => number | undefined): number => inSet.reduce((a, l) => a + (f(l) ?? 0), 0);
+  const after = (l: (typeof inSet)[number], a: number | undefined, b: number | undefined): number | undefined => (l.skipped ? b : a);
+  const outs = rep.verify?.outputs.filter((o) => o.checked !== false) ?? [];
   return {
     ...base, rewritten: done.length, passes: [...byPass].map(([p, n]) => `${p} ${n}`).join(', '),
-    paramsRatio: r.output.params / r.input.params,
-    macsRatio: r.input.macs && r.output.macs !== undefined ? r.output.macs / r.input.macs : null,
-    minCosine: r.verify ? Math.min(...r.verify.outputs.map((o) => o.cosine)) : null,
-    maxRelL2: r.verify ? Math.max(...r.verify.outputs.map((o) => o.relL2)) : null,
-    factorS: r.timings?.factorization ?? 0,
+    setParams: sum((l) => l.paramsBefore) ? sum((l) => after(l, l.paramsAfter, l.paramsBefore)) / sum((l) => l.paramsBefore) : null,
+    setMacs: sum((l) => l.macsBefore) ? sum((l) => after(l, l.macsAfter, l.macsBefore)) / sum((l) => l.macsBefore) : null,
+    modelParams: rep.output.params / rep.input.params,
+    modelMacs: rep.input.macs && rep.output.macs !== undefined ? rep.output.macs / rep.input.macs : null,
+    minCosine: outs.length ? Math.min(...outs.map((o) => o.cosine)) : null,
+    maxRelL2: outs.length ? Math.max(...outs.map((o) => o.relL2)) : null,
+    factorS: rep.timings?.factorization ?? 0,
+    ...(rep.budget && { budget: `params target ${rep.budget.target.toPrecision(4)} achieved ${rep.budget.achieved.toPrecision(4)}${rep.budget.met ? '' : ' NOT met'}` }),
   };
 }
 
-const cpuFlags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/) ?? [];
-const isa = cpuFlags.includes('avx512f') ? 'AVX-512' : cpuFlags.includes('avx2') ? 'AVX2' : 'no AVX2';
-console.log(`machine: ${cpus()[0]?.model ?? '?'} (${isa}), ${cpus().length} cores; ORT-node 1 thread${web ? ', ORT-web wasm 1 thread' : ''}; rank ratio ${ratio}; load before: ${loadLine()}`);
+console.log(`machine: ${machineLine()}; timing ORT-node 1 thread${web ? ', ORT-web wasm 1 thread' : ''}; load before: ${loadLine()}`);
+console.log(`budget: rank ratio ${ratio} for every method (auto: Tucker-2's params as --target-params, --all-methods); data: ${data}; methods: ${methods.join(', ')}`);
 
 const f = (x: number | null | undefined, d = 3): string => (x === null || x === undefined ? '-' : x.toFixed(d));
 const printRows = (rs: readonly Row[]): void => console.log(table(
-  ['target', 'method', 'layers', 'params', 'MACs', 'node speed-up', 'wasm speed-up', 'min cosine', 'rel L2', 'factor s', 'passes / error'],
-  rs.map((r) => [r.target, r.method, String(r.rewritten), f(r.paramsRatio), f(r.macsRatio), f(r.node, 2), f(r.web, 2), f(r.minCosine, 4), f(r.maxRelL2, 4), f(r.factorS, 1), r.error ?? r.passes]),
-  ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+  ['target', 'method', 'layers', 'set params', 'set MACs', 'model MACs', 'node ×', 'wasm ×', 'held-out cos', 'held-out rel L2', 'factor s', 'tool s', 'passes / budget / error'],
+  rs.map((r) => [r.target, r.method, String(r.rewritten), f(r.setParams), f(r.setMacs), f(r.modelMacs), f(r.node, 2), f(r.web, 2), f(r.minCosine, 4), f(r.maxRelL2, 4), f(r.factorS, 1), f(r.toolS, 0),
+    r.error ?? [r.passes, r.budget].filter(Boolean).join('; ')]),
+  ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
 ));
 
 const targets: Target[] = [];
-if (models.includes('det')) targets.push(detTarget());
-if (models.includes('isnet')) targets.push(...await isnetTargets());
+const skipped: string[] = [];
+if (models.includes('det')) targets.push(await detTarget());
+if (models.includes('isnet')) {
+  try { targets.push(...await isnetTargets()); } catch (e) { skipped.push(`ISNet: ${(e as Error).message.split('\n')[0]}`); }
+}
+for (const s of skipped) console.log(`skipped ${s}`);
 const rows: Row[] = [];
 for (const t of targets) {
+  console.log(`\n${t.label}: error judged on ${t.judged}${t.set ? `; layers ${t.set.join(', ')}` : ''}`);
   const mine: Row[] = [];
-  for (const m of t.methods) {
-    const row = await optimizeWith(t, m);
-    process.stderr.write(`done ${t.label} / ${m}${row.error ? `: ${row.error}` : ''} (${row.factorS.toFixed(1)} s factorization)\n`);
+  const done = (row: Row): void => {
+    process.stderr.write(`done ${t.label} / ${row.method}${row.error ? `: ${row.error}` : ''} (${row.toolS.toFixed(0)} s, ${row.factorS.toFixed(1)} s factorization)\n`);
     mine.push(row);
-  }
-  // auto shrinks a rival that wins to the smallest rank within its error, so its row above
-  // ends below the others' params; at equal budget it gets Tucker-2's whole-model params as
-  // a --target-params budget (allocated globally over the same layers).
-  const tucker = mine.find((r) => r.method === 'tucker2' && !r.error && r.rewritten > 0);
-  if (t.methods.includes('auto') && tucker) {
-    const target = tucker.paramsRatio.toFixed(4);
-    const row = await optimizeWith(t, 'auto', { label: `@ params ${target}`, args: ['--target-params', target] });
-    process.stderr.write(`done ${t.label} / auto at equal params${row.error ? `: ${row.error}` : ''}\n`);
-    mine.push(row);
+  };
+  for (const m of methods.filter((x) => x !== 'auto')) done(await optimizeWith(t, m, ['--rank-ratio', ratio], m === 'svd' && t.set ? 'svd (its 1x1 layers)' : m));
+  if (methods.includes('auto')) {
+    const tucker = mine.find((r) => r.method === 'tucker2' && !r.error && r.rewritten > 0);
+    // The whole model's params ratio of the Tucker-2 row: the other layers are excluded, so only the set can spend it.
+    const target = tucker?.modelParams?.toFixed(4);
+    if (target) done(await optimizeWith(t, 'auto', ['--target-params', target, '--all-methods'], `auto @ params ${target}`));
+    else mine.push({ target: t.label, method: 'auto', error: 'needs the tucker2 row (its params are the budget)', rewritten: 0, passes: '', setParams: null, setMacs: null, modelParams: null, modelMacs: null, minCosine: null, maxRelL2: null, factorS: 0, toolS: 0, file: '' });
+    if (autoOwn) done(await optimizeWith(t, 'auto', ['--rank-ratio', ratio], 'auto (own ranks)'));
   }
   const timed = mine.filter((r) => !r.error && r.rewritten > 0);
   const node = await speedups(t, timed.map((r) => r.file), 'node');
@@ -169,8 +271,8 @@ for (const t of targets) {
   timed.forEach((r, i) => { r.node = node[i]; r.web = wasm[i]; });
   rows.push(...mine);
   // Each target's rows as soon as they are measured (a long run stopped early keeps them).
-  if (targets.length > 1) { printRows(mine); console.log(`load: ${loadLine()}\n`); }
+  printRows(mine);
+  console.log(`load: ${loadLine()}`);
 }
-printRows(rows);
+if (targets.length > 1) { console.log('\nall targets:'); printRows(rows); }
 console.log(`load after: ${loadLine()}`);
-

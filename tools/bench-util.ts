@@ -4,7 +4,8 @@
  * swapped every other round so neither side always runs right after the other) and
  * reported as a median with its spread (min–max), never as one run.
  */
-import { loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 
 export interface Timing {
   /** Seconds of every timed run, in run order. */
@@ -89,3 +90,16 @@ export function intOption(argv: readonly string[], name: string, dflt: number, t
 }
 
 export const loadLine = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+/**
+ * What the figures depend on: CPU model and its widest SIMD (ORT's conv kernels block
+ * channels by 16 with AVX-512, by 8 with AVX2), core count and ORT's version. The fits'
+ * GEMMs run in ORT (MLAS) too: no BLAS library is involved.
+ */
+export function machineLine(): string {
+  const flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/) ?? [];
+  const isa = flags.includes('avx512f') ? 'AVX-512' : flags.includes('avx2') ? 'AVX2' : 'no AVX2';
+  let ort = '?';
+  try { ort = (JSON.parse(readFileSync(new URL('../node_modules/onnxruntime-node/package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { /* not installed */ }
+  return `${cpus()[0]?.model ?? '?'} (${isa}), ${cpus().length} cores, onnxruntime-node ${ort} (MLAS; the fits' GEMMs run in it too, no BLAS)`;
+}

@@ -189,7 +189,8 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  *   ratio policy: no fit to choose them), RIVAL_RATIOS when the preferred pass offers none,
  *   at most RIVAL_RUNGS of them, none past RIVAL_MAX_WORK;
  * - each is fitted (quickly: PassContext.quickFits, so CP and CP-4 skip their refit under
- *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high) and its layer's own
+ *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high; a quick fit whose terms
+ *   cancel is not offered, as the fit built would be refitted or declined) and its layer's own
  *   error measured (one small session), and each is run through the model (predicted
  *   from the most accurate one, a cheap rung came out up to 3x optimistic);
  * - with latency its chains are timed in the same interleaved loop as the preferred pass's,

@@ -21,3 +21,4 @@ export function borderRank2(rng: Rng, T: number, S: number, K: number): Float32A
   }
   return x;
 }
+

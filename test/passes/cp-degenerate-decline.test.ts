@@ -20,7 +20,7 @@ import { isSkip, type PassContext } from '../../src/rewrite/pass.js';
 import { runAll } from '../../src/optimize/output-error.js';
 import { measureSensitivity } from '../../src/optimize/sensitivity.js';
 import { findLayers } from '../../src/graph/layers.js';
-import { convCp, type ConvCpMatch } from '../../passes/conv-cp.js';
+import { convCp, quickDegenerate, type ConvCpMatch } from '../../passes/conv-cp.js';
 import { borderRank2 } from '../helpers/cp-kernels.js';
 import { compareInOrt, convModel, cpKernel, matchOnly, opCounts, randn, windowSpec, type ConvSpec } from './conv-harness.js';
 
@@ -196,5 +196,25 @@ describe('a declined rank is unusable to the rank searches', () => {
     model.root.removeUnusedInitializers();
     const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, 8);
     expect(cmp.rel).toBeLessThan(1e-4);
+  });
+});
+
+describe('quick fits (sensitivity\'s rival rungs) are not offered when degenerate', () => {
+  it('conv-cp with quickFits declines a fit whose terms cancel (built, it would be refitted or declined); a stable quick fit is applied; the check conv-cp4 shares', () => {
+    const rng = createRng(2);
+    const spec: ConvSpec = { S: 5, T: 6, bias: true, ...windowSpec(2, 3, 1, 1, 'sym') };
+    const { m, cx } = matchOnly(convModel(spec, borderRank2(rng, 6, 5, 9), rng), convCp);
+    if (isSkip(m)) throw new Error(m.skip);
+    const quick = convCp.apply(m, [2], { ...cx, quickFits: true });
+    expect(isSkip(quick) && quick.skip).toMatch(/^degenerate CP at rank 2 \(quick fit, sensitivity ratio \d+\.\d\d > 2\): not offered/);
+    // A well-conditioned kernel (exact CP rank 3): its quick fit is applied.
+    const exact = matchOnly(convModel(spec, cpKernel(createRng(3), 6, 5, 9, 3), createRng(3)), convCp);
+    if (isSkip(exact.m)) throw new Error(exact.m.skip);
+    expect(isSkip(convCp.apply(exact.m, [3], { ...exact.cx, quickFits: true }))).toBe(false);
+    // The shared check: only quick fits, only above the limit.
+    const cx2 = { ...cx, quickFits: true };
+    expect(quickDegenerate({ rank: 4, sensitivity: { ss: 1, norm: 1, ratio: SENSITIVITY_LIMIT * 1.5 } }, cx2)?.skip).toMatch(/rank 4 \(quick fit/);
+    expect(quickDegenerate({ rank: 4, sensitivity: { ss: 1, norm: 1, ratio: SENSITIVITY_LIMIT * 1.5 } }, cx)).toBeUndefined();
+    expect(quickDegenerate({ rank: 4, sensitivity: { ss: 1, norm: 1, ratio: 0.9 } }, cx2)).toBeUndefined();
   });
 });
