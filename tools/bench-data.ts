@@ -50,35 +50,38 @@ export function photoTensors(dir: string, h: number, w: number, norm: { mean: nu
   return { dims: [k, 3, h, w], data };
 }
 
-export function saveNpy(file: string, a: { dims: number[]; data: Float32Array }): string {
-  const r = writeNpy(file, { dtype: 'f4', shape: a.dims, data: a.data });
+/** An array to save: float32, or float16 as its raw IEEE half bits (as ORT gives and takes them). */
+export interface FloatArray { dims: number[]; data: Float32Array | Uint16Array }
+
+export function saveNpy(file: string, a: FloatArray): string {
+  const r = writeNpy(file, { dtype: a.data instanceof Uint16Array ? 'f2' : 'f4', shape: a.dims, data: a.data });
   if (!r.ok) throw r.error;
   return file;
 }
 
 /**
- * The values of `names` (float32 tensors of the main graph) on each sample of `input`
+ * The values of `names` (float32 or float16 tensors of the main graph) on each sample of `input`
  * ([N, …] fed one sample at a time to the model's single input), stacked: [N, …] per name.
  */
 export async function layerInputs(
   model: ModelProto, external: ExternalBytes | undefined, names: readonly string[], input: { dims: number[]; data: Float32Array }, threads = 1,
-): Promise<Map<string, { dims: number[]; data: Float32Array }>> {
+): Promise<Map<string, FloatArray>> {
   const s = await createSession({ bytes: withOutputs(model, names, [], external) }, { intraOpNumThreads: threads });
   if (!s.ok) throw new Error(s.error.message);
   const inputName = s.value.inputs[0]!.name;
   const n = input.dims[0]!;
   const per = input.data.length / n;
-  const out = new Map<string, { dims: number[]; data: Float32Array }>();
+  const out = new Map<string, FloatArray>();
   try {
     for (let i = 0; i < n; i++) {
       const r = await s.value.run({ [inputName]: { type: 'float32', dims: [1, ...input.dims.slice(1)], data: input.data.subarray(i * per, (i + 1) * per) } }, names);
       if (!r.ok) throw new Error(r.error.message);
       for (const name of names) {
         const t = r.value[name]!;
-        if (t.type !== 'float32') throw new Error(`${name} is ${t.type}, not float32`);
+        if (t.type !== 'float32' && t.type !== 'float16') throw new Error(`${name} is ${t.type}, not float32 or float16`);
         let o = out.get(name);
-        if (!o) { o = { dims: [n, ...t.dims.slice(1)], data: new Float32Array(n * t.data.length) }; out.set(name, o); }
-        o.data.set(t.data as Float32Array, i * t.data.length);
+        if (!o) { o = { dims: [n, ...t.dims.slice(1)], data: t.type === 'float16' ? new Uint16Array(n * t.data.length) : new Float32Array(n * t.data.length) }; out.set(name, o); }
+        (o.data as Float32Array).set(t.data as Float32Array, i * t.data.length);
       }
       process.stderr.write(`  layer inputs: sample ${i + 1}/${n}\n`);
     }

@@ -1,7 +1,7 @@
 /**
  * npm run bench:methods [-- --models=det,isnet] [-- --methods=tucker2,cp,spatial-svd,tt,cp4,auto] [-- --rank-ratio=0.5]
  *                       [-- --data=photos|random|none] [-- --isnet=PATH] [-- --isnet-layers=2|stage1/rebnconvin,…]
- *                       [-- --auto-own] [-- --no-web]
+ *                       [-- --auto-own] [-- --no-web] [-- --keep]
  *
  * Per-method rows at equal budget (issue 19's "which decomposition wins where"): every
  * method on the same layers, each at the ranks that give about the same params, with its
@@ -32,10 +32,10 @@
  * along each round), in ORT-node (1 thread) and onnxruntime-web (wasm, 1 thread): speed-ups
  * are ratios of medians within one such run.
  *
- * Each target prints its rows once measured; a target that cannot be set up (ISNet or the
+ * Files go to a temporary folder, removed at the end unless `--keep`. Each target prints its rows once measured; a target that cannot be set up (ISNet or the
  * photos not fetchable) is skipped with the reason.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { METHOD_CHOICES } from '../passes/dispatch.js';
@@ -51,7 +51,7 @@ import { singleLayerModel } from '../src/optimize/layer-latency.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
 import { createRng } from '../src/util/rng.js';
-import { FOUR_VIEWS, layerInputs, logitsModel, photoTensors, PPOCR_NORM, saveNpy, WHOLE } from './bench-data.js';
+import { FOUR_VIEWS, layerInputs, type FloatArray, logitsModel, photoTensors, PPOCR_NORM, saveNpy, WHOLE } from './bench-data.js';
 import { speedups } from './bench-speedups.js';
 import { flag, intOption, loadLine, machineLine } from './bench-util.js';
 import { ensureIsnet, ISNET_HEAVY_CONVS } from './isnet-model.js';
@@ -157,7 +157,7 @@ async function isnetTargets(): Promise<Target[]> {
   const learned = await learnShapes(loaded.model, { names: heavy.map((l) => l.node.input[0]!), external: loaded.external, modelDir: loaded.dir });
   if (!learned.ok) throw new Error(learned.error.message);
   // Input activations on the photos: one pass of ISNet (cut down to these tensors) per photo.
-  let acts: { calib: Map<string, { dims: number[]; data: Float32Array }>; held: Map<string, { dims: number[]; data: Float32Array }> } | undefined;
+  let acts: { calib: Map<string, FloatArray>; held: Map<string, FloatArray> } | undefined;
   let judged = 'the layer output on seeded random inputs (weight-only fits)';
   if (data === 'photos') {
     const p = photos();
@@ -276,3 +276,5 @@ for (const t of targets) {
 }
 if (targets.length > 1) { console.log('\nall targets:'); printRows(rows); }
 console.log(`load after: ${loadLine()}`);
+// The models and activations written (ISNet's: hundreds of MB), unless asked to keep them.
+if (flag(argv, 'keep')) console.log(`files kept in ${dir}`); else rmSync(dir, { recursive: true, force: true });
