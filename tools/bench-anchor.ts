@@ -15,7 +15,7 @@
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
  * The tool's time of each arm is printed too (the anchored arm pays the waves).
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REAL_MODELS, realModelArgs } from '../models/real.js';
@@ -23,10 +23,10 @@ import { ensureIsnet, ISNET_IMAGE_ARGS } from './isnet-model.js';
 import { ensurePhotos } from './photos.js';
 import { main } from '../src/cli/main.js';
 import { writeNpy } from '../src/io/npy.js';
-import { decodeModel, encodeModel } from '../src/onnx/codec.js';
 import { createRng } from '../src/util/rng.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
+import { logitsModel } from './bench-data.js';
 
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
@@ -39,18 +39,6 @@ function randomNpy(name: string, dims: number[], seed: number): string {
   const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
   if (!r.ok) throw r.error;
   return f;
-}
-
-/** A copy of `file` whose outputs produced by a Sigmoid are that Sigmoid's input (the logits). */
-function logitsModel(file: string, out: string): string {
-  const m = decodeModel(new Uint8Array(readFileSync(file)));
-  const g = m.graph!;
-  g.output = g.output.map((o) => {
-    const sig = g.node.find((n) => n.opType === 'Sigmoid' && n.output[0] === o.name);
-    return sig ? { ...o, name: sig.input[0]! } : o;
-  });
-  writeFileSync(out, encodeModel(m));
-  return out;
 }
 
 interface Setup { model: string; policy: string[]; common: string[]; calib: string[]; held: string[] }

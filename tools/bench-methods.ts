@@ -49,6 +49,7 @@ import { encodeModel } from '../src/onnx/codec.js';
 import { loadModel } from '../src/onnx/load.js';
 import { singleLayerModel } from '../src/optimize/layer-latency.js';
 import { table } from '../src/report/format.js';
+import type { LayerRecord } from '../src/report/records.js';
 import type { Report } from '../src/report/report.js';
 import { createRng } from '../src/util/rng.js';
 import { FOUR_VIEWS, layerInputs, type FloatArray, logitsModel, photoTensors, PPOCR_NORM, saveNpy, WHOLE } from './bench-data.js';
@@ -199,6 +200,7 @@ interface Row {
   /** Params and MACs of the compared layers after / before (a layer left alone counts as before). */
   setParams: number | null; setMacs: number | null; modelParams: number | null; modelMacs: number | null;
   minCosine: number | null; maxRelL2: number | null; factorS: number; toolS: number; budget?: string; file: string; node?: number; web?: number;
+  report?: Report;
 }
 
 async function optimizeWith(t: Target, method: string, extra: string[], label = method): Promise<Row> {
@@ -218,7 +220,7 @@ async function optimizeWith(t: Target, method: string, extra: string[], label = 
   const after = (l: (typeof inSet)[number], a: number | undefined, b: number | undefined): number | undefined => (l.skipped ? b : a);
   const outs = rep.verify?.outputs.filter((o) => o.checked !== false) ?? [];
   return {
-    ...base, rewritten: done.length, passes: [...byPass].map(([p, n]) => `${p} ${n}`).join(', '),
+    ...base, report: rep, rewritten: done.length, passes: [...byPass].map(([p, n]) => `${p} ${n}`).join(', '),
     setParams: sum((l) => l.paramsBefore) ? sum((l) => after(l, l.paramsAfter, l.paramsBefore)) / sum((l) => l.paramsBefore) : null,
     setMacs: sum((l) => l.macsBefore) ? sum((l) => after(l, l.macsAfter, l.macsBefore)) / sum((l) => l.macsBefore) : null,
     modelParams: rep.output.params / rep.input.params,
@@ -264,6 +266,26 @@ for (const t of targets) {
     if (target) done(await optimizeWith(t, 'auto', ['--target-params', target, '--all-methods'], `auto @ params ${target}`));
     else mine.push({ target: t.label, method: 'auto', error: 'needs the tucker2 row (its params are the budget)', rewritten: 0, passes: '', setParams: null, setMacs: null, modelParams: null, modelMacs: null, minCosine: null, maxRelL2: null, factorS: 0, toolS: 0, file: '' });
     if (autoOwn) done(await optimizeWith(t, 'auto', ['--rank-ratio', ratio], 'auto (own ranks)'));
+  }
+  // Several layers: each takes the method whose fit at the ratio had the least error on the
+  // calibration data (the layer's dataError; weight error without data), all written at
+  // once through a plan (optimize --plan) and verified like the others: the mix of methods
+  // at equal params that a comparison at equal params would pick.
+  const fitted = mine.filter((r) => r.report && !r.error && !['svd', 'auto'].includes(r.method.split(' ')[0]!));
+  if (t.set && t.set.length > 1 && fitted.length > 1) {
+    const best = new Map<string, LayerRecord>();
+    const score = (l: LayerRecord): number => l.dataError ?? l.relError ?? Infinity;
+    for (const r of fitted) {
+      for (const l of r.report!.layers) {
+        if (l.skipped || !t.set.includes(l.name)) continue;
+        const b = best.get(l.name);
+        if (!b || score(l) < score(b)) best.set(l.name, l);
+      }
+    }
+    const base = fitted[0]!.report!;
+    const planFile = path.join(dir, `${path.basename(t.file, '.onnx')}-best.plan.json`);
+    writeFileSync(planFile, JSON.stringify({ ...base, layers: base.layers.map((l) => best.get(l.name) ?? l) }));
+    done(await optimizeWith(t, 'auto', ['--plan', planFile], 'best per layer (calib. error)'));
   }
   const timed = mine.filter((r) => !r.error && r.rewritten > 0);
   const node = await speedups(t, timed.map((r) => r.file), 'node');
