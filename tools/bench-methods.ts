@@ -16,8 +16,13 @@
  *   (each pass's ratio policy solves its own cost for it: Tucker-2 ranks (αS, αT), CP rank
  *   ⌊ρ·TSK/(S+T+K)⌋, …), so the rows differ only by rank rounding: "set params" shows it.
  *   auto gets Tucker-2's params as a `--target-params` budget with `--all-methods` (every
- *   method's rungs allocated over the same layers); `--auto-own` adds auto at the ratio,
- *   which shrinks a winning rival to the smallest rank within its error (fewer params).
+ *   method's rungs allocated over the same layers); the budget is an upper bound met on
+ *   the sensitivity ladder's rungs (weight energies 0.5 … 0.999), so auto may end a rung
+ *   below it ("set params" says where: on one ISNet layer 0.19 for a 0.49 target).
+ *   `--auto-own` adds auto at the ratio, which shrinks a winning rival to the smallest rank
+ *   within Tucker-2's error (fewer params). With several layers, one more row gives each
+ *   layer the method whose fit at the ratio had the least calibration error (written
+ *   through a plan, `optimize --plan`): the mix of methods at equal params.
  * - Data (`--data`): photos (default): the fits are data-aware, calibrated on three of the
  *   face-api photos and verified on the three others (tools/photos.ts; bench-data.ts):
  *   det on 12 views (whole and crops) of the calibration photos, 6 of the held-out ones,
@@ -32,8 +37,10 @@
  * along each round), in ORT-node (1 thread) and onnxruntime-web (wasm, 1 thread): speed-ups
  * are ratios of medians within one such run.
  *
- * Files go to a temporary folder, removed at the end unless `--keep`. Each target prints its rows once measured; a target that cannot be set up (ISNet or the
- * photos not fetchable) is skipped with the reason.
+ * Files go to a temporary folder, removed at the end unless `--keep`. Each target prints
+ * its rows once measured; a target that cannot be set up (ISNet or the photos not
+ * fetchable) is skipped with the reason. Times here (2 cores, AVX-512): det 2–3 minutes,
+ * ISNet's two layers about 9.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -233,7 +240,7 @@ async function optimizeWith(t: Target, method: string, extra: string[], label = 
 }
 
 console.log(`machine: ${machineLine()}; timing ORT-node 1 thread${web ? ', ORT-web wasm 1 thread' : ''}; load before: ${loadLine()}`);
-console.log(`budget: rank ratio ${ratio} for every method (auto: Tucker-2's params as --target-params, --all-methods); data: ${data}; methods: ${methods.join(', ')}`);
+console.log(`budget: rank ratio ${ratio} for every method (auto: Tucker-2's params as an upper --target-params, --all-methods); data: ${data}; methods: ${methods.join(', ')}`);
 
 const f = (x: number | null | undefined, d = 3): string => (x === null || x === undefined ? '-' : x.toFixed(d));
 const printRows = (rs: readonly Row[]): void => console.log(table(
