@@ -45,12 +45,12 @@ import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import { chainConvAttrs, convCost, convNode, groupKernels, type ConvGeometry, type GroupKernel } from '../src/rewrite/conv-geometry.js';
-import { ANCHOR_PATCH_DAMP, channelBlocks, MIN_ROWS_PER_DIM, perModeWhitening } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
-  axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
+  axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchModeWhitened, modeWhitening, type ModeWhitenedMatch,
 } from '../src/rewrite/conv-split-groups.js';
 import { docString } from '../src/rewrite/emit.js';
 import {
@@ -62,7 +62,7 @@ import { correctedBias, tucker2RawRanks, type ConvTucker2Match } from './conv-tu
 import { quickDegenerate, sensitivityNote, shippable } from './conv-cp.js';
 import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 
-export interface ConvCp4Match extends GroupedSplitMatch {
+export interface ConvCp4Match extends ModeWhitenedMatch {
   /** Each group's kernel: for the Tucker-2 channel ranks that bound the CP rank from below. */
   groups: GroupKernel[];
   spectra?: ConvTucker2Match['spectra'];
@@ -74,11 +74,6 @@ export interface ConvCp4Match extends GroupedSplitMatch {
   weightErr2?: Map<number, number>;
   /** Where chooseRanks's weight-only fits (the energy search) draw and multiply. */
   search: { rng: Rng; gemm?: SyncGemm };
-  /** Input-channel Gram blocks (per group) and the rows behind them: whiten mode S alone when the patch statistics are too few. */
-  channelGram?: Float64Array[];
-  channelSamples: number;
-  /** Per group, the per-mode whitening [L_S, L_1, …] (an undefined L: that mode is not whitened; undefined: none); made on first use. */
-  whitening?: ((Matrix | undefined)[] | undefined)[];
 }
 
 /** A fit (last factor possibly fitted on patch statistics) and the rank it was asked for. */
@@ -144,11 +139,8 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
   },
 
   match(layer: LayerInfo, cx: PassContext): ConvCp4Match | Skip {
-    const m = matchGroupedSplit(layer, cx, declines, '4-way CP');
-    return isSkip(m) ? m : {
-      ...m, groups: groupKernels(m.w, m.geo), search: { rng: cx.rng, gemm: cx.gemm },
-      channelGram: channelBlocks(cx, layer.name, m.geo), channelSamples: cx.stats?.get(layer.name)?.count ?? 0,
-    };
+    const m = matchModeWhitened(layer, cx, declines, '4-way CP');
+    return isSkip(m) ? m : { ...m, groups: groupKernels(m.w, m.geo), search: { rng: cx.rng, gemm: cx.gemm } };
   },
 
   rankLimits: (m) => [cpLimit(m.geo)],
@@ -257,25 +249,6 @@ function wellDetermined(m: ConvCp4Match, j: number): { gram: Float64Array; mean?
   return m.patches && m.samples >= MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize ? { gram: m.patches.gram[j]!, mean: m.patches.mean?.[j] } : undefined;
 }
 
-/**
- * Group j's per-mode whitening (rewrite/conv-stats.ts perModeWhitening), as conv-tt's: every
- * mode from a well-determined patch Gram (the partly compressed model's when anchored), else
- * the channel mode alone from a well-determined channel Gram, else none. The ALS then fits
- * the 4-way CP to the outputs.
- */
-function groupWhitening(m: ConvCp4Match, j: number): (Matrix | undefined)[] | undefined {
-  if (!m.whitening) {
-    const dims = [m.s, ...m.geo.kernel];
-    const usePatch = !!wellDetermined(m, 0);
-    const useChannel = !usePatch && !!m.channelGram && m.channelSamples >= MIN_ROWS_PER_DIM * m.s;
-    m.whitening = Array.from({ length: m.geo.group }, (_, g) => {
-      if (usePatch) return perModeWhitening(dims, m.anchors?.[g]?.gramHat ?? m.patches!.gram[g]!);
-      return useChannel ? perModeWhitening(dims, undefined, m.channelGram![g]!) : undefined;
-    });
-  }
-  return m.whitening[j];
-}
-
 /** A CP fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ); error and sensitivity of the chain as shipped. */
 function unwhitenCp(f: CpNdConv, wl: readonly (Matrix | undefined)[], k: { data: Float32Array; shape: number[] }): CpNdConv & { whitened: true } {
   const [t, s, ...ks] = k.shape as number[];
@@ -336,7 +309,7 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true
 function factorizeGroup(m: ConvCp4Match, j: number, rank: number, cx: PassContext, stable: boolean): GroupCp4 | Skip {
   const k = groupKernel(m, j);
   let f: Cp4Factors;
-  const wl = groupWhitening(m, j);
+  const wl = modeWhitening(m, j);
   try {
     const opts = { rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable };
     f = { ...(wl ? unwhitenCp(cpNdConv({ data: Float32Array.from(whitenModes(k.data, k.shape, wl)), shape: k.shape }, rank, opts), wl, k) : cpNdConv(k, rank, opts)), requested: rank };

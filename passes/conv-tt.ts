@@ -47,9 +47,9 @@ import { challengeAtEqualCost } from '../src/rewrite/challenge.js';
 import { chainConvAttrs, convCost, convNode, type ConvGeometry } from '../src/rewrite/conv-geometry.js';
 import { acceptsUnless } from '../src/rewrite/conv-split.js';
 import {
-  axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchGroupedSplit, type GroupedSplitMatch,
+  axisKernel, axisLetters, axisPlacement, chainMismatchNd, composeGroups, groupedSplitDeclines, matchModeWhitened, modeWhitening, type ModeWhitenedMatch,
 } from '../src/rewrite/conv-split-groups.js';
-import { ANCHOR_PATCH_DAMP, channelBlocks, MIN_ROWS_PER_DIM, perModeWhitening } from '../src/rewrite/conv-stats.js';
+import { ANCHOR_PATCH_DAMP, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
 import { relativeDiff, type Matrix } from '../src/linalg/matrix.js';
 import { docString } from '../src/rewrite/emit.js';
@@ -70,19 +70,11 @@ const MAX_COMPARE_WORK = 5e7;
  */
 export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs, or --all-methods';
 
-export interface ConvTtMatch extends GroupedSplitMatch {
+export interface ConvTtMatch extends ModeWhitenedMatch {
   /** Per group, spectra of the n + 1 TT unfoldings [s·k1…k_i, k(i+1)…kn·t], computed on first use. */
   spectra?: { sigma: Float64Array; total: number }[][];
   /** The last factorization, reused by apply when the ranks match. */
   fitted?: TtFit;
-  /** Input-channel Gram blocks (per group) and the rows behind them: whiten mode S alone when the patch statistics are too few. */
-  channelGram?: Float64Array[];
-  channelSamples: number;
-  /**
-   * Per group, the per-mode whitening [L_S, L_1, …] of well-determined statistics (an
-   * undefined L: that mode is not whitened; undefined: none); made on first use.
-   */
-  whitening?: ((Matrix | undefined)[] | undefined)[];
 }
 
 /** A TT (last factor possibly fitted on patch statistics) and the ranks it was asked for. */
@@ -154,11 +146,7 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
     return composeGroups(factors.map((x) => x.read(ext)), G, (p) => ttNdKernel(p[0]!, p.slice(1, -1), p.at(-1)!, T! / G, s!, k, ranks));
   },
 
-  match(layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip {
-    const m = matchGroupedSplit(layer, cx, declines, 'tensor-train');
-    if (isSkip(m)) return m;
-    return { ...m, channelGram: channelBlocks(cx, layer.name, m.geo), channelSamples: cx.stats?.get(layer.name)?.count ?? 0 };
-  },
+  match: (layer: LayerInfo, cx: PassContext): ConvTtMatch | Skip => matchModeWhitened(layer, cx, declines, 'tensor-train'),
 
   rankLimits: (m) => limits(m),
 
@@ -332,7 +320,7 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
   const ks = m.geo.kernel;
   const k = groupKernel(m, j);
   let f: TtNdConv & { whitened?: 'modes' | 'channel' };
-  const wl = groupWhitening(m, j);
+  const wl = modeWhitening(m, j);
   try {
     f = ttNdSvd(wl ? { data: whitenModes(k.data, k.shape, wl), shape: k.shape } : k, ranks, { gemm: cx.gemm });
     if (wl) f = unwhitenTt(f, wl, k, cx);
@@ -357,26 +345,6 @@ function factorizeGroup(m: ConvTtMatch, j: number, ranks: readonly number[], cx:
   const fit = { ...f, last, relError: den === 0 ? 0 : Math.sqrt(num / den), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored };
   if (!Number.isFinite(fit.relError) || !Number.isFinite(lf.dataError)) return skip('TT last-factor fit on calibration patches produced non-finite values');
   return m.geo.group === 1 ? fit : { ...fit, dataDen: outputEnergy(wm, { anchor, gram: patches?.gram }) };
-}
-
-/**
- * Group j's per-mode whitening (rewrite/conv-stats.ts perModeWhitening) from what is well
- * determined, as conv-cp's Kronecker whitening: every mode from the patch Gram (the partly
- * compressed model's when anchored) with at least MIN_ROWS_PER_DIM rows per patch
- * dimension; else the channel mode alone from the channel Gram with as many per channel;
- * else none (a whitened fit on fewer rows overfits them).
- */
-function groupWhitening(m: ConvTtMatch, j: number): (Matrix | undefined)[] | undefined {
-  if (!m.whitening) {
-    const dims = [m.s, ...m.geo.kernel];
-    const usePatch = !!m.patches && m.samples >= MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize;
-    const useChannel = !usePatch && !!m.channelGram && m.channelSamples >= MIN_ROWS_PER_DIM * m.s;
-    m.whitening = Array.from({ length: m.geo.group }, (_, g) => {
-      if (usePatch) return perModeWhitening(dims, m.anchors?.[g]?.gramHat ?? m.patches!.gram[g]!);
-      return useChannel ? perModeWhitening(dims, undefined, m.channelGram![g]!) : undefined;
-    });
-  }
-  return m.whitening[j];
 }
 
 /** A TT fitted to the whitened kernel, mapped back (each input-side factor by its mode's L⁻ᵀ), its weight error on `k` itself. */

@@ -22,24 +22,15 @@ import { REAL_MODELS, realModelArgs } from '../models/real.js';
 import { ensureIsnet, ISNET_IMAGE_ARGS } from './isnet-model.js';
 import { ensurePhotos } from './photos.js';
 import { main } from '../src/cli/main.js';
-import { writeNpy } from '../src/io/npy.js';
-import { createRng } from '../src/util/rng.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
-import { logitsModel } from './bench-data.js';
+import { logitsModel, randomNpy } from './bench-data.js';
 
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') ?? ['rec', 'det'];
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-anchor-'));
 
-function randomNpy(name: string, dims: number[], seed: number): string {
-  const rng = createRng(seed);
-  const f = path.join(dir, name);
-  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-  if (!r.ok) throw r.error;
-  return f;
-}
 
 interface Setup { model: string; policy: string[]; common: string[]; calib: string[]; held: string[] }
 
@@ -57,8 +48,8 @@ function setupOf(name: string): Setup {
   const policy = name === 'rec' ? ['--rank-ratio', '0.5', '--min-params', '0'] : ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'];
   return {
     model: name === 'det' ? logitsModel(REAL_MODELS.det.path, path.join(dir, 'det-logits.onnx')) : REAL_MODELS[name].path, policy, common: realModelArgs(name, dir),
-    calib: ['--calib', randomNpy(`${name}-calib.npy`, [name === 'rec' ? 8 : 4, ...dims.slice(1)], 5)],
-    held: ['--verify-data', randomNpy(`${name}-held.npy`, [4, ...dims.slice(1)], 77)],
+    calib: ['--calib', randomNpy(dir, `${name}-calib.npy`, [name === 'rec' ? 8 : 4, ...dims.slice(1)], 5)],
+    held: ['--verify-data', randomNpy(dir, `${name}-held.npy`, [4, ...dims.slice(1)], 77)],
   };
 }
 

@@ -19,6 +19,7 @@ import { decodeModel, encodeModel } from '../src/onnx/codec.js';
 import type { ModelProto } from '../src/onnx/schema.js';
 import type { ExternalBytes } from '../src/onnx/tensor.js';
 import { createSession } from '../src/verify/session.js';
+import { createRng } from '../src/util/rng.js';
 
 /** A crop as fractions of the photo: left, top, width, height. */
 export type View = [number, number, number, number];
@@ -108,4 +109,13 @@ export function logitsModel(file: string, out: string): string {
   });
   writeFileSync(out, encodeModel(m));
   return out;
+}
+
+/** A seeded N(0,1) float32 .npy of shape `dims` at dir/name (calibration or held-out inputs). */
+export function randomNpy(dir: string, name: string, dims: number[], seed: number): string {
+  const rng = createRng(seed);
+  const f = path.join(dir, name);
+  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
+  if (!r.ok) throw r.error;
+  return f;
 }

@@ -51,15 +51,13 @@ import { main } from '../src/cli/main.js';
 import { Model } from '../src/graph/graph.js';
 import { findLayers } from '../src/graph/layers.js';
 import { learnShapes } from '../src/graph/shapes.js';
-import { writeNpy } from '../src/io/npy.js';
 import { encodeModel } from '../src/onnx/codec.js';
 import { loadModel } from '../src/onnx/load.js';
 import { singleLayerModel } from '../src/optimize/layer-latency.js';
 import { table } from '../src/report/format.js';
 import type { LayerRecord } from '../src/report/records.js';
 import type { Report } from '../src/report/report.js';
-import { createRng } from '../src/util/rng.js';
-import { FOUR_VIEWS, layerInputs, type FloatArray, logitsModel, photoTensors, PPOCR_NORM, saveNpy, WHOLE } from './bench-data.js';
+import { FOUR_VIEWS, layerInputs, type FloatArray, logitsModel, photoTensors, PPOCR_NORM, randomNpy, saveNpy, WHOLE } from './bench-data.js';
 import { speedups } from './bench-speedups.js';
 import { flag, intOption, loadLine, machineLine } from './bench-util.js';
 import { ensureIsnet, ISNET_HEAVY_CONVS } from './isnet-model.js';
@@ -97,13 +95,6 @@ interface Target {
 
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-function randomNpy(name: string, dims: number[], seed: number): string {
-  const rng = createRng(seed);
-  const f = path.join(dir, name);
-  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-  if (!r.ok) throw r.error;
-  return f;
-}
 
 /** ensurePhotos, or why not (no registry access): the caller falls back. */
 function photos(): { calib: string; held: string } | string {
@@ -136,7 +127,7 @@ async function detTarget(): Promise<Target> {
     }
   }
   if (mode === 'random') {
-    dataArgs = ['--calib', randomNpy('det-calib.npy', [8, ...dims.slice(1)], 11), '--verify-data', randomNpy('det-held.npy', [4, ...dims.slice(1)], 77)];
+    dataArgs = ['--calib', randomNpy(dir, 'det-calib.npy', [8, ...dims.slice(1)], 11), '--verify-data', randomNpy(dir, 'det-held.npy', [4, ...dims.slice(1)], 77)];
     judged = 'logits on 4 held-out seeded N(0,1) inputs (calibrated on 8 others)';
   }
   // The layer set: what Tucker-2 takes at this ratio (weight-only, quick); every method is confined to it.

@@ -13,7 +13,7 @@
  * semidefinite whenever Σ is. Two modes (channel ⊗ kernel) is rewrite/conv-stats.ts
  * kroneckerFactors; this is the same with the kernel split per axis.
  */
-import type { Matrix } from './matrix.js';
+import { transpose, type Matrix } from './matrix.js';
 import { solveUpperLeft } from './triangular.js';
 
 /** Per-mode factors of a Gram over the multi-index of sizes `dims` (row-major, last fastest), each of mean diagonal 1. */
@@ -30,11 +30,16 @@ export function modeGrams(gram: ArrayLike<number>, dims: readonly number[]): Flo
         for (let i2 = 0; i2 < n; i2++) g[i * n + i2] += gram[row * D + (o * n + i2) * inner + u]!;
       }
     }
-    let tr = 0;
-    for (let i = 0; i < n; i++) tr += g[i * n + i]!;
-    if (tr > 0 && Number.isFinite(tr)) for (let i = 0; i < g.length; i++) g[i]! *= n / tr;
-    return g;
+    return unitDiagonalMean(g, n);
   });
+}
+
+/** Scales an n×n matrix in place to mean diagonal 1 (left as it is when its trace is zero or not finite). */
+export function unitDiagonalMean(a: Float64Array, n: number): Float64Array {
+  let tr = 0;
+  for (let i = 0; i < n; i++) tr += a[i * n + i]!;
+  if (tr > 0 && Number.isFinite(tr)) for (let i = 0; i < a.length; i++) a[i]! *= n / tr;
+  return a;
 }
 
 /**
@@ -74,9 +79,7 @@ export function unwhitenMode(data: Float32Array, outer: number, n: number, inner
   // Columns of M [n, outer·inner] are the vectors; Lᵀ·X = M by back substitution.
   const m: Matrix = { rows: n, cols: outer * inner, data: new Float64Array(n * outer * inner) };
   for (let o = 0; o < outer; o++) for (let i = 0; i < n; i++) for (let u = 0; u < inner; u++) m.data[i * m.cols + o * inner + u] = data[(o * n + i) * inner + u]!;
-  const lt: Matrix = { rows: n, cols: n, data: new Float64Array(n * n) };
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) lt.data[j * n + i] = l.data[i * n + j]!;
-  const x = solveUpperLeft(lt, m);
+  const x = solveUpperLeft(transpose(l), m);
   const out = new Float32Array(data.length);
   for (let o = 0; o < outer; o++) for (let i = 0; i < n; i++) for (let u = 0; u < inner; u++) out[(o * n + i) * inner + u] = x.data[i * m.cols + o * inner + u]!;
   return out;

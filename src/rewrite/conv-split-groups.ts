@@ -12,7 +12,8 @@ import { attrInts, attrString, intsAttr, stringAttr } from '../graph/attrs.js';
 import type { LayerInfo } from '../graph/layers.js';
 import type { AttributeProto, NodeProto } from '../onnx/schema.js';
 import { isDepthwise } from './conv-geometry.js';
-import { anchoredPatches, type AnchoredPatch } from './conv-stats.js';
+import { anchoredPatches, channelBlocks, MIN_ROWS_PER_DIM, perModeWhitening, type AnchoredPatch } from './conv-stats.js';
+import type { Matrix } from '../linalg/matrix.js';
 import { matchSplitConv, type Declines, type SplitConvMatch } from './conv-split.js';
 import { isSkip, skip, type ChainFactor, type PassContext, type Skip } from './pass.js';
 
@@ -93,6 +94,42 @@ export function matchGroupedSplit(layer: LayerInfo, cx: PassContext, declines: D
   if (isSkip(m)) return m;
   const { geo } = m;
   return { ...m, s: geo.S / geo.group, t: geo.T / geo.group, anchors: anchoredPatches(cx, layer.name, geo) };
+}
+
+/** A split whose factors each own one input mode (TT, 4-way CP): what its per-mode whitening reads. */
+export interface ModeWhitenedMatch extends GroupedSplitMatch {
+  /** Input-channel Gram blocks (per group) and the rows behind them: whiten mode S alone when the patch statistics are too few. */
+  channelGram?: Float64Array[];
+  channelSamples: number;
+  /** Per group, the per-mode whitening [L_S, L_1, …] (an undefined L: that mode is not whitened; undefined: none); made on first use. */
+  whitening?: ((Matrix | undefined)[] | undefined)[];
+}
+
+/** matchGroupedSplit with the channel statistics modeWhitening falls back on. */
+export function matchModeWhitened(layer: LayerInfo, cx: PassContext, declines: Declines, what: string): ModeWhitenedMatch | Skip {
+  const m = matchGroupedSplit(layer, cx, declines, what);
+  if (isSkip(m)) return m;
+  return { ...m, channelGram: channelBlocks(cx, layer.name, m.geo), channelSamples: cx.stats?.get(layer.name)?.count ?? 0 };
+}
+
+/**
+ * Group j's per-mode whitening (conv-stats.ts perModeWhitening) from what is well determined,
+ * as conv-cp's Kronecker whitening: every mode from the patch Gram (the partly compressed
+ * model's when anchored) with at least MIN_ROWS_PER_DIM rows per patch dimension; else the
+ * channel mode alone from the channel Gram with as many per channel; else none (a whitened
+ * fit on fewer rows overfits them). Made for every group on first use, kept on the match.
+ */
+export function modeWhitening(m: ModeWhitenedMatch, j: number): (Matrix | undefined)[] | undefined {
+  if (!m.whitening) {
+    const dims = [m.s, ...m.geo.kernel];
+    const usePatch = !!m.patches && m.samples >= MIN_ROWS_PER_DIM * m.s * m.geo.kernelSize;
+    const useChannel = !usePatch && !!m.channelGram && m.channelSamples >= MIN_ROWS_PER_DIM * m.s;
+    m.whitening = Array.from({ length: m.geo.group }, (_, g) => {
+      if (usePatch) return perModeWhitening(dims, m.anchors?.[g]?.gramHat ?? m.patches!.gram[g]!);
+      return useChannel ? perModeWhitening(dims, undefined, m.channelGram![g]!) : undefined;
+    });
+  }
+  return m.whitening[j];
 }
 
 /**

@@ -3,7 +3,7 @@
  * per-group input-channel Gram blocks, per-group im2col patch Gram blocks and means, and
  * a Kronecker-structured whitening of the patch space for decompositions whose factors
  * act on the channel mode and the kernel mode separately (CP), or on the channel mode and
- * each kernel axis separately (TT, 4-way CP: modeWhitening, perModeWhitening).
+ * each kernel axis separately (TT, 4-way CP: perModeWhitening).
  *
  * Patch layout (calib/stats.ts): index c·K + k (input channel c, kernel offset k), so a
  * group's conv is y = W [t, s·K] · p and its output error is tr(ΔW·Σ·ΔWᵀ), Σ = E[p·pᵀ].
@@ -12,7 +12,7 @@ import { centered, type AnchoredPatch } from '../linalg/anchored.js';
 import type { PatchMoments } from '../linalg/refit.js';
 import { choleskyWithRidge } from '../linalg/cholesky.js';
 import type { Matrix } from '../linalg/matrix.js';
-import { modeGrams } from '../linalg/mode-whitening.js';
+import { modeGrams, unitDiagonalMean } from '../linalg/mode-whitening.js';
 import type { ConvGeometry } from './conv-geometry.js';
 import type { PassContext } from './pass.js';
 import { ANCHOR_DAMP, damped, WHITEN_DAMP, whiteningFor, type Whitening } from './svd-pair.js';
@@ -54,24 +54,8 @@ export function channelBlocks(cx: PassContext, name: string, geo: ConvGeometry):
 export function kroneckerFactors(gram: ArrayLike<number>, s: number, K: number): { gs: Float64Array; gk: Float64Array } {
   const D = s * K;
   if (gram.length !== D * D) throw new Error(`kroneckerFactors: Gram has ${gram.length} entries, expected ${D}x${D}`);
-  const gs = new Float64Array(s * s);
-  const gk = new Float64Array(K * K);
-  for (let c = 0; c < s; c++) {
-    for (let c2 = 0; c2 < s; c2++) {
-      let v = 0;
-      for (let k = 0; k < K; k++) v += gram[(c * K + k) * D + c2 * K + k];
-      gs[c * s + c2] = v;
-    }
-    for (let k = 0; k < K; k++) for (let k2 = 0; k2 < K; k2++) gk[k * K + k2] += gram[(c * K + k) * D + c * K + k2];
-  }
-  return { gs: unitDiagonalMean(gs, s), gk: unitDiagonalMean(gk, K) };
-}
-
-function unitDiagonalMean(a: Float64Array, n: number): Float64Array {
-  let tr = 0;
-  for (let i = 0; i < n; i++) tr += a[i * n + i];
-  if (tr > 0 && Number.isFinite(tr)) for (let i = 0; i < a.length; i++) a[i] *= n / tr;
-  return a;
+  const [gs, gk] = modeGrams(gram, [s, K]) as [Float64Array, Float64Array];
+  return { gs, gk };
 }
 
 /**
@@ -106,19 +90,9 @@ function dampedCholesky(a: Float64Array, n: number, damp: number): Matrix | unde
 }
 
 /**
- * Per-mode whitening factors [L_S, L_1, …, L_n] of a patch Gram over (s, k1, …, kn)
- * (linalg/mode-whitening.ts: Σ ≈ Σ_S ⊗ Σ_1 ⊗ … ⊗ Σ_n by partial traces), each damped as
- * kroneckerWhitening's; undefined when the statistics are degenerate.
- */
-export function modeWhitening(dims: readonly number[], patchGram: ArrayLike<number>, damp = WHITEN_DAMP): Matrix[] | undefined {
-  const ls = modeGrams(patchGram, dims).map((g, a) => dampedCholesky(g, dims[a]!, damp));
-  return ls.every((l) => l) ? (ls as Matrix[]) : undefined;
-}
-
-/**
  * Per-mode whitening of a conv kernel's input modes (s, k1, …, kn) from what the statistics
  * give, as kroneckerWhitening: from the patch Gram when there is one, every mode
- * (modeWhitening); else from the channel Gram [s·s] alone, [L_S, undefined…] (the kernel
+ * (linalg/mode-whitening.ts: Σ ≈ Σ_S ⊗ Σ_1 ⊗ … ⊗ Σ_n by partial traces); else from the channel Gram [s·s] alone, [L_S, undefined…] (the kernel
  * axes left as they are: Σ ≈ Σ_S ⊗ I). Undefined when the statistics are degenerate.
  * For decompositions with one factor per input mode (TT, 4-way CP); linalg/mode-whitening.ts
  * whitenModes and unwhitenMode apply it and skip the undefined modes.
@@ -126,7 +100,10 @@ export function modeWhitening(dims: readonly number[], patchGram: ArrayLike<numb
 export function perModeWhitening(
   dims: readonly number[], patchGram?: ArrayLike<number>, channelGram?: ArrayLike<number>, damp = WHITEN_DAMP,
 ): (Matrix | undefined)[] | undefined {
-  if (patchGram) return modeWhitening(dims, patchGram, damp);
+  if (patchGram) {
+    const ls = modeGrams(patchGram, dims).map((g, a) => dampedCholesky(g, dims[a]!, damp));
+    return ls.every((l) => l) ? ls : undefined;
+  }
   const s = dims[0]!;
   if (!channelGram || channelGram.length !== s * s) return undefined;
   const ls = dampedCholesky(unitDiagonalMean(Float64Array.from(channelGram), s), s, damp);
