@@ -71,17 +71,18 @@ import { chooseSvdRank, type RankPolicy, type SvdSpectrum } from '../src/rewrite
 import { chainConvAttrs } from '../src/rewrite/conv-geometry.js';
 import { WHITEN_DAMP } from '../src/rewrite/svd-pair.js';
 import { MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
+import { cachedFit } from '../src/rewrite/fit-cache.js';
 import { correctedBias } from './conv-tucker2.js';
 
 export interface ConvSpatialSvdMatch extends GroupedSplitMatch {
   /** Spectrum of each group's [s·kh, t·kw] reshape, computed on first use. */
   spectra?: SvdSpectrum[];
   /** The last factorization, reused by apply when the rank matches. */
-  fitted?: SpatialSvd & { requested: number };
+  fitted?: SpatialSvd & Whitened & { requested: number };
   /** 3-D: spectra of each group's two splits ([s·kd, kh·kw·t], [s·kd·kh, kw·t]), computed on first use. */
   spectra3d?: { sigma: Float64Array; total: number }[][];
   /** 3-D: the last factorization and the ranks it was asked for. */
-  fitted3d?: SpatialSvd3d & { key: string };
+  fitted3d?: SpatialSvd3d & Whitened & { key: string };
   /** Input-channel Gram per group. */
   channelGram?: Float64Array[];
   patchCount?: number;
@@ -210,7 +211,7 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
     const z = derivedName(cx, n, 'lr_z1');
     const aware = m.anchors ? ', fitted to the original outputs (anchored)' : m.patches ? `, fitted on calibration patches (${f.sweeps} ALS sweeps)` : '';
     const per = G > 1 ? ` per group (${G} groups)` : '';
-    const doc = docString('conv-spatial-svd', `rank ${R}${per} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${m.whitening ? ', whitened start' : ''}${aware})`);
+    const doc = docString('conv-spatial-svd', `rank ${R}${per} of ${geo.T}x${geo.S}x${kh}x${kw} (weight rel. error ${f.relError.toExponential(2)}${f.whitened ? ', whitened start' : ''}${aware})`);
     const [first, second] = splitPlacement(n).map((a) => (G > 1 ? [...a, intAttr('group', G)] : a)) as [AttributeProto[], AttributeProto[]];
     const nodes = [
       convNode(derivedName(cx, n, 'lr_a'), n.input[0]!, nameH, z, [...first, intsAttr('kernel_shape', [kh, 1])], undefined, doc),
@@ -243,9 +244,21 @@ function spatialKernelOf(m: ConvSpatialSvdMatch, j: number): { data: Float32Arra
 }
 
 /** The spatial SVD at `rank` (linalg/spatial-svd.ts; per group on grouped convs) with the match's statistics; cached on the match. */
-function factorize(m: ConvSpatialSvdMatch, rank: number, cx: PassContext): SpatialSvd | Skip {
+function factorize(m: ConvSpatialSvdMatch, rank: number, cx: PassContext): (SpatialSvd & Whitened) | Skip {
   if (!isRank(rank)) return skip(notARank(rank));
   if (m.fitted?.requested === rank) return m.fitted;
+  // Deterministic (no random draws): the run keeps a data-aware fit for a later fit at this
+  // rank on the same statistics (a budget's allocations refit its sensitivity's rungs).
+  const f = cachedFit(cx.fits, cx.stats?.get(m.layer.name), `conv-spatial-svd|${m.layer.name}|${rank}`, () => fit2d(m, rank, cx));
+  if (isSkip(f)) return f;
+  m.fitted = { ...f, requested: rank };
+  return m.fitted;
+}
+
+/** Whether the fit started from the whitened kernel (the report's doc string says so). */
+interface Whitened { whitened: boolean }
+
+function fit2d(m: ConvSpatialSvdMatch, rank: number, cx: PassContext): (SpatialSvd & Whitened) | Skip {
   const { s, t, kh, kw } = m;
   const G = m.geo.group;
   const D = s * kh * kw;
@@ -272,8 +285,7 @@ function factorize(m: ConvSpatialSvdMatch, rank: number, cx: PassContext): Spati
   }
   const f = G === 1 ? parts[0]! : stackSpatial(m, parts);
   if (!Number.isFinite(f.relError) || (f.dataError !== undefined && !Number.isFinite(f.dataError))) return skip('spatial SVD produced non-finite values');
-  m.fitted = { ...f, requested: rank };
-  return m.fitted;
+  return { ...f, whitened: !!m.whitening };
 }
 
 /**
@@ -361,10 +373,17 @@ export function spatialSvd3dCost(geo: ConvGeometry, ranks: readonly number[]): C
 }
 
 /** The 3-D fit at `ranks` (linalg/spatial-svd-3d.ts; per group), with the match's statistics; cached on the match. */
-function factorize3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassContext): SpatialSvd3d | Skip {
+function factorize3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassContext): (SpatialSvd3d & Whitened) | Skip {
   if (ranks.length !== 2 || !ranks.every(isRank)) return skip(`ranks [${ranks.join(', ')}] are not 2 positive integers (a 3-D spatial SVD has two)`);
   const key = ranks.join(',');
   if (m.fitted3d?.key === key) return m.fitted3d;
+  const f = cachedFit(cx.fits, cx.stats?.get(m.layer.name), `conv-spatial-svd|${m.layer.name}|${key}`, () => fit3d(m, ranks, cx));
+  if (isSkip(f)) return f;
+  m.fitted3d = { ...f, key };
+  return m.fitted3d;
+}
+
+function fit3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassContext): (SpatialSvd3d & Whitened) | Skip {
   const { s, t } = m;
   const [kd, kh, kw] = m.geo.kernel as [number, number, number];
   const G = m.geo.group;
@@ -403,8 +422,7 @@ function factorize3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassC
     };
   }
   if (!Number.isFinite(f.relError) || (f.dataError !== undefined && !Number.isFinite(f.dataError))) return skip('spatial SVD produced non-finite values');
-  m.fitted3d = { ...f, key };
-  return m.fitted3d;
+  return { ...f, whitened: !!m.whitening };
 }
 
 function apply3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassContext): Applied | Skip {
@@ -423,7 +441,7 @@ function apply3d(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassConte
   const z = [derivedName(cx, n, 'lr_z1'), derivedName(cx, n, 'lr_z2')];
   const aware = m.anchors ? ', fitted to the original outputs (anchored)' : f.dataError !== undefined ? `, fitted on calibration patches (${f.sweeps} ALS sweeps)` : '';
   const per = G > 1 ? ` per group (${G} groups)` : '';
-  const doc = docString('conv-spatial-svd', `ranks [${R1}, ${R2}]${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${m.whitening ? ', whitened start' : ''}${aware})`);
+  const doc = docString('conv-spatial-svd', `ranks [${R1}, ${R2}]${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${f.whitened ? ', whitened start' : ''}${aware})`);
   const placement = axisPlacement(n, 3);
   const ins = [n.input[0]!, z[0]!, z[1]!];
   const outs = [z[0]!, z[1]!, n.output[0]!];

@@ -240,21 +240,32 @@ export function optimizeModel(
       }
     };
     let applied = applyAt(pass, ranks);
-    // A rival that won auto's comparison but declines when made (its fit here stays a
-    // degenerate CP: never shipped) gives way to the choice it replaced, when that pays.
-    while (isSkip(applied) && fallbacks.length > 0) {
-      const back = fallbacks.pop()!;
-      const c = back.bound.cost(back.ranks);
-      if (!back.bound.pays(c)) continue;
-      const declined = `${pass.method} ${ranks.join(',')} declined (${applied.skip})`;
-      rec.note = rec.note ? `${rec.note}; ${declined}` : declined;
+    /** Notes why the choice declined, and makes `back` the choice (the record priced at it). */
+    const giveWay = (back: { bound: BoundPass; ranks: number[] }, why: string, c: CostPair): Applied | Skip => {
+      rec.note = rec.note ? `${rec.note}; ${why}` : why;
       ({ bound: pass, ranks } = back);
       rec.pass = pass.name;
       rec.method = pass.method;
       rec.ranks = ranks;
       rec.paramsAfter = c.after.params;
       rec.macsAfter = scaleMacs(layer, c) ?? rec.macsBefore;
-      applied = applyAt(pass, ranks);
+      return applyAt(pass, ranks);
+    };
+    // A rival that won auto's comparison but declines when made (its fit here stays a
+    // degenerate CP: never shipped) gives way to the choice it replaced, when that pays.
+    while (isSkip(applied) && fallbacks.length > 0) {
+      const back = fallbacks.pop()!;
+      const c = back.bound.cost(back.ranks);
+      if (!back.bound.pays(c)) continue;
+      applied = giveWay(back, `${pass.method} ${ranks.join(',')} declined (${applied.skip})`, c);
+    }
+    // A plan made in this run (a budget's allocation, the latency screen's decisions) whose
+    // rival declines when made (a CP that stays degenerate: its rung was measured on a quick
+    // fit) gives way to the layer's preferred pass at no more params. A user's plan file is
+    // applied exactly: the layer is left with the reason.
+    const back = isSkip(applied) && decision && plan!.file === undefined ? planFallback(layer, pass, ranks, cx) : undefined;
+    if (back && isSkip(applied)) {
+      applied = giveWay(back, `${pass.method} ${ranks.join(',')} declined (${applied.skip}); ${back.bound.method} ${back.ranks.join(',')} at no more params instead`, back.bound.cost(back.ranks));
     }
     if (isSkip(applied)) {
       rec.paramsAfter = rec.paramsBefore;
@@ -276,6 +287,26 @@ export function optimizeModel(
   }
   cleanUp(model);
   return records;
+}
+
+/**
+ * The layer's preferred pass under auto (Tucker-2 for a kxk conv) at the largest share of
+ * params the declined choice kept, when it is another pass and its chain pays; else undefined.
+ */
+function planFallback(layer: LayerInfo, declined: BoundPass, ranks: readonly number[], cx: PassContext): { bound: BoundPass; ranks: number[] } | undefined {
+  const routed = passesFor(layer, 'auto');
+  if (typeof routed === 'string' || routed[0]!.name === declined.name) return undefined;
+  try {
+    const b = bind(routed[0]!, layer, cx);
+    if (isSkip(b)) return undefined;
+    const limit = declined.cost(ranks);
+    const r = b.chooseRanks({ kind: 'ratio', ratio: limit.after.params / Math.max(limit.before.params, 1) });
+    if (isSkip(r)) return undefined;
+    const c = b.cost(r);
+    return c.after.params <= limit.after.params && b.pays(c) ? { bound: b, ranks: r } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Removes nodes and initializers the rewrites left unused, innermost graphs first. */

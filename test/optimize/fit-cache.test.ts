@@ -1,7 +1,8 @@
 /**
  * The run's fit cache (src/rewrite/fit-cache.ts): a budget's allocations refit, on a freshly
  * loaded model, the ranks its sensitivity trials fitted. With the same statistics the
- * data-aware Tucker-2 is taken from the cache: the same bytes, no second factorization.
+ * data-aware Tucker-2 (and spatial SVD, a budget's default rival) is taken from the cache:
+ * the same bytes, no second factorization.
  */
 import { describe, expect, it, vi } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
@@ -10,6 +11,7 @@ import { collectStats } from '../../src/calib/stats.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { tucker2Conv } from '../../src/linalg/tucker2-conv.js';
+import { spatialSvd } from '../../src/linalg/spatial-svd.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import { cachedFit, createFitCache } from '../../src/rewrite/fit-cache.js';
@@ -19,6 +21,10 @@ import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 vi.mock('../../src/linalg/tucker2-conv.js', async (importOriginal) => {
   const m = await importOriginal<typeof import('../../src/linalg/tucker2-conv.js')>();
   return { ...m, tucker2Conv: vi.fn(m.tucker2Conv) };
+});
+vi.mock('../../src/linalg/spatial-svd.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/linalg/spatial-svd.js')>();
+  return { ...m, spatialSvd: vi.fn(m.spatialSvd) };
 });
 
 describe('cachedFit', () => {
@@ -49,6 +55,14 @@ describe('a data-aware Tucker-2 fitted again in the same run', () => {
     *feeds() { yield* feeds; },
   };
   const opts: OptimizeOptions = { method: 'tucker2', policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0 };
+  /** The model rewritten by `pass` (under `method`) on a fresh load, as bytes. */
+  const onceWith = (method: OptimizeOptions['method'], pass: string) => (run: Parameters<typeof optimizeModel>[4]): Uint8Array => {
+    const m = new Model(decodeModel(bytes));
+    const [rec] = optimizeModel(m, undefined, { ...opts, method }, undefined, run);
+    expect(rec!.pass).toBe(pass);
+    expect(rec!.skipped).toBeFalsy();
+    return encodeModel(m.proto);
+  };
 
   it('comes from the cache on a fresh load of the model: same bytes, one factorization', async () => {
     const m0 = new Model(decodeModel(bytes));
@@ -57,13 +71,7 @@ describe('a data-aware Tucker-2 fitted again in the same run', () => {
     const fits = createFitCache();
     const fitted = vi.mocked(tucker2Conv);
     fitted.mockClear();
-    const once = (run: Parameters<typeof optimizeModel>[4]): Uint8Array => {
-      const m = new Model(decodeModel(bytes));
-      const [rec] = optimizeModel(m, undefined, opts, undefined, run);
-      expect(rec!.pass).toBe('conv-tucker2');
-      expect(rec!.skipped).toBeFalsy();
-      return encodeModel(m.proto);
-    };
+    const once = onceWith('tucker2', 'conv-tucker2');
     const first = once({ stats: st.value.stats, fits });
     expect(fitted).toHaveBeenCalledTimes(1);
     const second = once({ stats: st.value.stats, fits });
@@ -77,5 +85,25 @@ describe('a data-aware Tucker-2 fitted again in the same run', () => {
     once({ fits });
     once({ fits });
     expect(fitted).toHaveBeenCalledTimes(4);
+  });
+
+  it('spatial SVD too (deterministic, so kept on its statistics): same bytes, one factorization', async () => {
+    const m0 = new Model(decodeModel(bytes));
+    const st = await collectStats(m0, findLayers(m0), calib);
+    if (!st.ok) throw st.error;
+    const fits = createFitCache();
+    const fitted = vi.mocked(spatialSvd);
+    fitted.mockClear();
+    const once = onceWith('spatial-svd', 'conv-spatial-svd');
+    const first = once({ stats: st.value.stats, fits });
+    expect(fitted).toHaveBeenCalledTimes(1);
+    const second = once({ stats: st.value.stats, fits });
+    expect(fitted).toHaveBeenCalledTimes(1);
+    expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
+    // Other statistics (an anchored wave's, a later stage's): fitted anew.
+    const st2 = await collectStats(m0, findLayers(m0), calib);
+    if (!st2.ok) throw st2.error;
+    once({ stats: st2.value.stats, fits });
+    expect(fitted).toHaveBeenCalledTimes(2);
   });
 });

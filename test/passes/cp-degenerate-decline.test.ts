@@ -199,6 +199,41 @@ describe('a declined rank is unusable to the rank searches', () => {
   });
 });
 
+describe('a plan whose CP declines when made', () => {
+  const planOf = (file?: string) => ({
+    version: 1 as const, model: 'm', policy: 'plan', ...(file !== undefined && { file }),
+    layers: [{ name: 'conv', op: 'Conv', where: 'main graph', ms: 0, weightShape: [16, 16, 3, 3], paramsBefore: 2304, paramsAfter: 392, pass: 'conv-cp', method: 'cp', ranks: [8] }],
+  });
+
+  it('made in the run (a budget, the latency screen): gives way to Tucker-2 at no more params, which ships and matches ORT; a plan file is applied exactly (left, with the reason)', async () => {
+    const { bytes, spec } = rank6(16, 16);
+    declineBelow(1e6);
+    const opts = { method: 'auto' as const, policy: energy, minParams: 0, seed: 0 };
+    const model = new Model(decodeModel(bytes));
+    const [rec] = optimizeModel(model, undefined, opts, planOf());
+    expect(rec).toMatchObject({ pass: 'conv-tucker2' });
+    expect(rec!.skipped).toBeUndefined();
+    // CP rank 8 keeps 8·(16+16+9) = 328 params; Tucker-2 at that share, no more.
+    expect(rec!.paramsAfter).toBeLessThanOrEqual(8 * (16 + 16 + 9));
+    expect(rec!.note).toMatch(/^cp 8 declined \(degenerate CP at rank 8: sensitivity ratio \S+ > 0\.01 even after the refit.*\); tucker2 \d+,\d+ at no more params instead$/);
+    expect(opCounts(model.proto)).toEqual({ Conv: 3 });
+    model.root.removeUnusedInitializers();
+    // The very model a plan of Tucker-2 at those ranks writes, and it runs in ORT.
+    const direct = new Model(decodeModel(bytes));
+    optimizeModel(direct, undefined, opts, { ...planOf(), layers: [{ ...planOf().layers[0]!, pass: 'conv-tucker2', method: 'tucker2', ranks: rec!.ranks! }] });
+    direct.root.removeUnusedInitializers();
+    expect(encodeModel(model.proto)).toEqual(encodeModel(direct.proto));
+    const cmp = await compareInOrt(bytes, encodeModel(model.proto), spec, 8);
+    expect(cmp.rel).toBeLessThan(1);
+
+    const exact = new Model(decodeModel(bytes));
+    const [left] = optimizeModel(exact, undefined, opts, planOf('plan.json'));
+    expect(left!.skipped).toBe(true);
+    expect(left!.reason).toMatch(/^degenerate CP at rank 8/);
+    expect(encodeModel(exact.proto)).toEqual(bytes);
+  });
+});
+
 describe('quick fits (sensitivity\'s rival rungs) are not offered when degenerate', () => {
   it('conv-cp with quickFits declines a fit whose terms cancel (built, it would be refitted or declined); a stable quick fit is applied; the check conv-cp4 shares', () => {
     const rng = createRng(2);
