@@ -22,7 +22,7 @@ import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
 import { anchoredShrinkage } from '../../src/calib/anchor-shrink.js';
-import { optimizeAnchored, anchorWaves, type AnchorInputs } from '../../src/optimize/anchored.js';
+import { optimizeAnchored, anchorWaves, maxWavesFor, DEFAULT_MAX_WAVES, WAVE_MACS, type AnchorInputs } from '../../src/optimize/anchored.js';
 import { optimizeModel, type OptimizeOptions } from '../../src/optimize/driver.js';
 import type { PlanFile } from '../../src/optimize/plan.js';
 import { captureModel } from '../../src/optimize/submodel.js';
@@ -195,6 +195,39 @@ describe('anchored fitting: two MatMul layers with a nonlinearity between them',
     // Capped at one wave, both share the first pass (mm2 is then fitted to the original's inputs).
     expect([...anchorWaves(m, layers, 1).values()]).toEqual([1, 1]);
     expect([...anchorWaves(m, layers, 2).values()]).toEqual([1, 2]);
+  });
+});
+
+describe('how many waves', () => {
+  it('a model whose runs are cheap gets a wave per layer depth; a costly one (or one of unknown MACs) is merged to DEFAULT_MAX_WAVES', async () => {
+    expect(maxWavesFor(undefined, 3)).toBe(DEFAULT_MAX_WAVES);
+    // ISNet: about 1.6e11 MACs per 1024² photo, three photos.
+    expect(maxWavesFor(1.6e11, 3)).toBe(DEFAULT_MAX_WAVES);
+    expect(maxWavesFor(1e6, 8)).toBe(Math.floor(WAVE_MACS / (2 * 1e6 * 8)));
+    // A chain of 12 small MatMul layers: 12 waves, each layer fitted to what the ones before it feed it.
+    const D = 8;
+    const rng = createRng(12);
+    const b = new ModelBuilder({ opset: 13 });
+    let h = b.input('x', [6, D]);
+    const names: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      names.push(`mm${i}`);
+      h = b.node('Tanh', [b.node('MatMul', [h, b.init(`w${i}`, [D, D], Float32Array.from({ length: D * D }, () => rng.normal() / Math.sqrt(D)))], {}, { name: `mm${i}` })]);
+    }
+    b.output(h);
+    const bytes = encodeModel(b.build());
+    const plan = planOf(names.map((n) => [n, 'matmul-svd', [3]]));
+    const opts: OptimizeOptions = { method: 'auto', policy: { kind: 'fixed', rank: 3 }, minParams: 0, seed: 0, plan };
+    const feeds = feedsOf('x', [6, D], 4, 3);
+    // Every value is [6, D], as the CLI would learn them (graph/layer-shapes.ts): the layers' MACs are known.
+    const shapes = new Map(decodeModel(bytes).graph!.node.flatMap((n) => [...n.input, ...n.output]).map((v) => [v, [6, D]]));
+    const { anch } = await bothWays(bytes, feeds, opts, shapes);
+    expect(anch.waves).toBe(12);
+    expect(anch.notes.join('\n')).toMatch(/12 layer\(s\) fitted to the original model's outputs in 12 wave\(s\)/);
+    const capped = await bothWays(bytes, feeds, opts, shapes, { maxWaves: DEFAULT_MAX_WAVES });
+    expect(capped.anch.waves).toBe(DEFAULT_MAX_WAVES);
+    // Without shapes the MACs are unknown: merged.
+    expect((await bothWays(bytes, feeds, opts)).anch.waves).toBe(DEFAULT_MAX_WAVES);
   });
 });
 
