@@ -28,6 +28,7 @@ import type { RankPolicy } from '../rewrite/rank-policy.js';
 import { rankMultiple } from '../linalg/rank.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
 import { passFor, passesFor, type MethodChoice } from '../../passes/dispatch.js';
+import { skipCodeOf } from '../report/kinds.js';
 import { createRng } from '../util/rng.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
@@ -270,7 +271,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       let r;
       try { r = pass.chooseRanks(policy); } catch { continue; }
       // The CP energy search finds no rank that both meets E and is stable (every fit degenerate): said if no rung is left.
-      if (isSkip(r) && /degenerate CP/.test(r.skip)) declined.push(r.skip);
+      if (isSkip(r) && skipCodeOf(r.skip) === 'degenerate-cp') declined.push(r.skip);
       if (isSkip(r) || seen.has(r.join(','))) continue;
       const c = pass.cost(r);
       entry.before = c.before;

@@ -43,6 +43,10 @@ describe('skipped layers, grouped for the summary line', () => {
     expect(skipCodeOf('quantized layer (QLinearConv): not decomposed')).toBe('quantized');
     expect(skipCodeOf('does not apply to grouped convs (group 4; conv-tucker2 handles them)')).toBe('unsupported');
     expect(skipCodeOf('not among the 3 layers with the most MACs (--heaviest 3)')).toBe('not-heaviest');
+    // A CP declined as degenerate has its own code, the energy search's decline too (it names the break-even rank).
+    expect(skipCodeOf('degenerate CP at rank 2: sensitivity ratio 3.10 > 0.5 even after the refit under the sensitivity bound (its rank-one terms cancel)')).toBe('degenerate-cp');
+    expect(skipCodeOf('energy 0.999: no CP rank up to 40 both meets it and is stable (degenerate CP at rank 40: sensitivity ratio 2.50 > 2 even after the refit under the sensitivity bound (its rank-one terms cancel))')).toBe('degenerate-cp');
+    expect(groupSkipReasons(['degenerate CP at rank 2: sensitivity ratio 3.10 > 0.5 …', 'degenerate CP at rank 5: sensitivity ratio 2.20 > 2 …'])).toEqual(['2x CP fits whose rank-one terms cancel (degenerate): declined, never shipped']);
   });
 });
 
