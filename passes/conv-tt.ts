@@ -63,12 +63,12 @@ import { correctedBias } from './conv-tucker2.js';
 const MAX_COMPARE_WORK = 5e7;
 
 /**
- * Why TT does not compete under auto when the run saves latency. Measured as conv-cp4's
+ * Why TT's win under auto is timed against Tucker-2 where latency counts. Measured as conv-cp4's
  * CP4_SLOW_PATH (ORT-node, 1 thread, 3x3 convs of 64–256 channels at 14²–56², equal params
  * and MACs as Tucker-2 [r, r], r = C/8 … C/2): TT [k, k, k] took 0.90–1.75x Tucker-2's time
  * (median 1.11x): four convs where Tucker-2 has three, at the same MACs.
  */
-export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs in ORT; compared under --save params or macs, or --all-methods';
+export const TT_SLOW_PATH = 'measured 0.90–1.75x (median 1.11x) the time of Tucker-2 at equal params and MACs';
 
 export interface ConvTtMatch extends ModeWhitenedMatch {
   /** Per group, spectra of the n + 1 TT unfoldings [s·k1…k_i, k(i+1)…kn·t], computed on first use. */
@@ -128,7 +128,6 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
   // Below conv-tucker2, conv-cp and conv-spatial-svd: routed to last but one; under auto it
   // challenges the choice so far at equal cost (`challenge`).
   benefit: -2,
-  slowPath: TT_SLOW_PATH,
   rankNames: ['r1 (input side)', 'r2 (after the first spatial conv)', 'r3 (after the second)', 'r4 (after the third)', 'r5 (after the fourth)'],
 
   accepts: acceptsUnless(declines),
@@ -200,7 +199,7 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
 
   // Under auto: along ranks [k, …, k] (clamped, lowered to consistent neighbours, as --rank k
   // writes them) at the largest k no larger and no costlier than the choice so far, by
-  // error, when the run saves params or MACs (TT_SLOW_PATH: not when latency counts). A 1-D
+  // error (where latency counts a win is timed: TT_SLOW_PATH). A 1-D
   // train is the preferred pass's own chain (Tucker-2's 1x1 → k → 1x1): nothing to compare.
   challenge(layer, preferred, ranks, cx, policy?: RankPolicy) {
     const m = convTt.match(layer, cx);

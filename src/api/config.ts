@@ -131,7 +131,7 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
   // every layer (on rec the light-MAC MatMuls hold the params it can save).
   const saves = budget === undefined || budget.kind === 'error' ? unit : budget.kind;
   if (opts.heaviestShare !== undefined && saves === 'params') opts = { ...opts, heaviestShare: undefined };
-  opts = { ...opts, saves, ...(s.allMethods === true && { allMethods: true }) };
+  opts = { ...opts, saves };
   return {
     opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, outputs: outputsOf(s.outputs),
     budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: s.measureAllRungs === true, allMethods: s.allMethods === true,

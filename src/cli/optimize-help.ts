@@ -21,9 +21,10 @@ Layer selection:
                       conv and 1x1 ConvTranspose, Tucker-2 for kxk conv and ConvTranspose;
                       on a kxk conv CP and spatial SVD compete with it at no more params
                       and MACs, the lower error wins; TT, CP-4 and CP on grouped convs
-                      compete too when the run saves params or MACs, as their chains ran
-                      slower than Tucker-2's in ORT; where latency is measured, a rival
-                      that won (spatial SVD on grouped and 3-D convs too) is timed in ORT
+                      compete too, but where latency counts (their chains ran slower
+                      than Tucker-2's in ORT) only a lower error wins, not an equal
+                      one; where latency is measured, a rival that won (spatial SVD on
+                      grouped and 3-D convs too) is timed in ORT
                       against Tucker-2 and the faster kept; a CP whose terms cancel (high
                       sensitivity) is refitted to a stable one, or that rank declined
                       when the refit cannot meet the bound)
@@ -46,13 +47,12 @@ allocate ranks globally, greedy on output error per saved unit):
   --measure-all-rungs with any budget: run every candidate rank of every layer through
                       the model in ORT (slower; the reference) instead of one or two per
                       layer with the rest predicted from the layer's own error
-  --all-methods       under --method auto, every method competes: TT, CP-4 and CP on
-                      grouped convs are compared even when latency counts (the screen
-                      then times the winner against Tucker-2 in ORT), and with a budget
-                      sensitivity also fits and measures the rungs of every other
-                      method that competes for each layer (CP, spatial SVD, TT, CP-4;
-                      timed where latency counts). Off by default: on PP-OCRv4 rec,
-                      det and cls it saved nothing more, at 1.5-5.8x the run time
+  --all-methods       under --method auto with a budget, sensitivity also fits and
+                      measures the rungs of every other method that competes for each
+                      layer (CP, spatial SVD, TT, CP-4; timed where latency counts).
+                      Off by default: on PP-OCRv4 rec, det and cls it saved nothing
+                      more, at 1.5-5.8x the run time (without a budget every method
+                      is compared anyway)
   --stages K          reach the budget in K steps (MUSCO-style): after each stage the
                       factored layers are merged back, statistics and sensitivity are
                       measured again, and ranks can only go down (default 1, at most 10)

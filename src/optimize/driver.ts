@@ -64,12 +64,11 @@ export interface OptimizeOptions {
   readonly heaviestShare?: number;
   readonly seed: number;
   /**
-   * What the run saves: under auto, rivals whose chains measured slower than Tucker-2 in
-   * ORT (TT, CP-4, grouped CP) compete only for params or MACs (challenge.ts). Absent: latency.
+   * What the run saves: under auto, where latency counts the win of a rival whose chains
+   * measured slower than Tucker-2 in ORT (TT, CP-4, grouped CP) notes that the latency
+   * screen times it (challenge.ts). Absent: latency.
    */
   readonly saves?: 'params' | 'macs' | 'latency';
-  /** --all-methods: under auto, the slow-path rivals compete whatever the run saves (PassContext.allMethods). */
-  readonly allMethods?: boolean;
   /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
   readonly plan?: PlanFile;
   /**
@@ -149,7 +148,7 @@ export function optimizeModel(
   // Nodes holding a constant weight that no layer is (Einsum, 3-D Gather tables, a positional table added…): reported with why, before any rewrite adds nodes.
   const others = findOtherWeights(model, layers, new Set(quantized.map((q) => q.name)));
   const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }), ...(opts.allMethods && { allMethods: true }) };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }) };
   const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {

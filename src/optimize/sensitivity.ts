@@ -195,7 +195,7 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  *   error measured (one small session), and each is run through the model (predicted
  *   from the most accurate one, a cheap rung came out up to 3x optimistic);
  * - with latency its chains are timed in the same interleaved loop as the preferred pass's,
- *   the passes with a measured slow path (TT, CP-4: `slowPath`) too: the measured times,
+ *   the passes with a measured slow path (TT, CP-4: their *_SLOW_PATH) too: the measured times,
  *   not the prior measurement, decide (rivals are asked for: --all-methods);
  * - a rival rung no better than a rung kept before it (no lower error, and no cheaper in
  *   params, MACs, nor measured ms) is dropped.

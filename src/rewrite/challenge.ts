@@ -6,9 +6,10 @@
  * rival is no larger, and its fit may be iterative). A rival with several ranks (TT)
  * competes along a one-parameter family of them (`ranksOf`). A rival whose chain was
  * measured slower in ORT than the choice it would replace at equal params and MACs (TT,
- * CP-4, CP on grouped convs: their passes' *_SLOW_PATH) competes only when the run saves
- * params or MACs (PassContext.saves) or under --all-methods (PassContext.allMethods: where
- * latency counts the screen then times it); otherwise the note says why it was not compared.
+ * CP-4, CP on grouped convs: their passes' *_SLOW_PATH) is compared like any other; where
+ * latency counts (PassContext.saves) it must do better than equal error to win, and its win
+ * says so: the latency screen then times it against the choice it replaced and keeps the
+ * faster (optimize/method-latency.ts).
  * A rival that declines the rank it would compete at (a CP whose refit under the sensitivity
  * bound stays degenerate: never shipped) does not compete, and the note says why.
  */
@@ -35,8 +36,8 @@ export interface RivalSpec<M> {
   /** The rival's ranks at size k (default [k]), cost nondecreasing in k; `limit` bounds k. */
   ranksOf?: (k: number) => number[];
   /**
-   * Why the rival's chain can be slower in ORT than its MACs say (measured): it then wins
-   * only when the run saves params or MACs (PassContext.saves), and the note says why not otherwise.
+   * Why the rival's chain can be slower in ORT than its MACs say (measured): where latency
+   * counts, the note of its win says it is timed against the choice it replaced.
    */
   slowPath?: string;
   /**
@@ -47,8 +48,8 @@ export interface RivalSpec<M> {
   rough?: (ranks: number[]) => { relError: number; dataError?: number } | Skip;
 }
 
-/** Whether slow-path rivals compete: the run saves params or MACs (not latency), or --all-methods (the latency screen then times them). */
-const savesSize = (cx: PassContext): boolean => cx.saves === 'params' || cx.saves === 'macs' || cx.allMethods === true;
+/** Whether latency counts in this run (PassContext.saves absent or latency): a slow-path rival's win is then timed. */
+const latencyCounts = (cx: PassContext): boolean => cx.saves === undefined || cx.saves === 'latency';
 
 /** The rival's ranks at size k. */
 const ranksAt = <M>(spec: RivalSpec<M>, k: number): number[] => (spec.ranksOf ? spec.ranksOf(k) : [k]);
@@ -93,8 +94,7 @@ export function challengeAtEqualCost<M>(
   layer: LayerInfo, spec: RivalSpec<M>, preferred: BoundPass, ranks: readonly number[], cx: PassContext, policy?: RankPolicy,
 ): Challenge | undefined {
   const ct = preferred.cost(ranks);
-  // A slow-path rival does not take the policy either unless the run saves params or MACs.
-  if (spec.byPolicy && policy && !preferred.pays(ct) && !(spec.slowPath && !savesSize(cx))) return challengeByPolicy(spec, preferred, ranks, policy);
+  if (spec.byPolicy && policy && !preferred.pays(ct)) return challengeByPolicy(spec, preferred, ranks, policy);
   if (ct.after.params >= ct.before.params || !preferred.estimate || !spec.pass.estimate) return undefined;
   const fixed = spec.fixedRank && policy?.kind === 'fixed';
   let rivalRanks: number[];
@@ -111,8 +111,6 @@ export function challengeAtEqualCost<M>(
   }
   const name = spec.pass.method;
   const shown = rivalRanks.join(',');
-  // A win that could not be used is not worth its fit (a 4-way CP-ALS at rank 160 took 12 s on PP-OCRv4 det).
-  if (spec.slowPath && !savesSize(cx)) return { note: `${name} ${shown} not compared (${spec.slowPath})` };
   if (r * layer.params > spec.maxWork) return { note: `${name} ${shown} not compared (fit too costly at this size)` };
   const fP = preferred.estimate(ranks, cx);
   const fR = spec.pass.estimate(spec.match, rivalRanks, cx);
@@ -124,10 +122,15 @@ export function challengeAtEqualCost<M>(
   const data = fP.dataError !== undefined && fR.dataError !== undefined && rows >= MIN_ROWS_PER_DIM * spec.patchDim;
   const [eP, eR] = data ? [fP.dataError!, fR.dataError!] : [fP.relError, fR.relError];
   const note = `${preferred.method} ${ranks.join(',')} ${data ? 'data ' : ''}err ${eP.toExponential(2)} vs ${name} ${shown} err ${eR.toExponential(2)}`;
-  // Equal within 2% (or both below 1e-4, where iterative fits stop) counts as equal.
+  // Equal within 2% (or both below 1e-4, where iterative fits stop) counts as equal. Where
+  // latency counts a slow-path rival must do better than equal: at equal error its chain
+  // measured slower, so it is not worth the latency screen's timing.
   const tol = eP * 1.02 + 1e-4;
   if (eR > tol) return { note };
-  if (fixed) return { note, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
+  if (spec.slowPath && latencyCounts(cx) && eR >= eP / 1.02 - 1e-4) return { note: `${note} (equal: ${name}'s chains ${spec.slowPath}, so ${preferred.method} stays where latency counts)` };
+  // Where latency counts, a slow-path rival's win is timed against the choice it replaces (the latency screen).
+  const timed = spec.slowPath && latencyCounts(cx) ? `; ${name} timed against ${preferred.method} in ORT, as its chains ${spec.slowPath}` : '';
+  if (fixed) return { note: note + timed, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
   // The winner at equal size is then made as small as the same error allows; a rank it
   // declines (a CP that stays degenerate) is unusable: infinite error, never the answer.
   const errOf = (f: { relError: number; dataError?: number } | Skip): number => (isSkip(f) ? Infinity : data ? f.dataError ?? Infinity : f.relError);
@@ -136,7 +139,7 @@ export function challengeAtEqualCost<M>(
   const small = smallestWithin(r, eR, errAt, tol, SHRINK_FITS, rough && ((k: number) => errOf(rough(ranksAt(spec, k)))));
   const smallRanks = ranksAt(spec, small.rank);
   const shrunk = small.rank < r ? `; ${name} ${smallRanks.join(',')} err ${small.err.toExponential(2)}, the smallest within it` : '';
-  return { note: note + shrunk, use: { bound: bound(spec.pass, spec.match), ranks: smallRanks } };
+  return { note: note + shrunk + timed, use: { bound: bound(spec.pass, spec.match), ranks: smallRanks } };
 }
 
 /** Fits a winner may spend on shrinking (a bisection over ranks 1…r). */

@@ -35,15 +35,10 @@ export interface PassContext {
   /** Data-aware factorizations of the run, reused at the same ranks and statistics (fit-cache.ts). */
   fits?: FitCache;
   /**
-   * What the run saves (--save): under auto, a rival measured slower in ORT at equal params
-   * and MACs (TT, CP-4) competes only when this is params or macs (challenge.ts). Absent: latency counts.
+   * What the run saves (--save): under auto, where latency counts a rival measured slower in
+   * ORT at equal params and MACs (TT, CP-4) notes that its win is timed (challenge.ts). Absent: latency counts.
    */
   saves?: 'params' | 'macs' | 'latency';
-  /**
-   * --all-methods: those slow-path rivals compete whatever the run saves (when latency
-   * counts, the latency screen then times the winner against the preferred pass).
-   */
-  allMethods?: boolean;
   /**
    * Quick iterative fits (sensitivity's rungs of other methods, sensitivity.ts): CP and CP-4
    * skip their refit under the sensitivity bound, which took 3/4 of their time and lowers
@@ -210,12 +205,6 @@ export interface LayerPass<M, Meth extends string = string> extends LayerRewrite
    * when there is nothing to compare.
    */
   challenge?(layer: LayerInfo, preferred: BoundPass, ranks: readonly number[], cx: PassContext, policy?: RankPolicy): Challenge | undefined;
-  /**
-   * Why this pass's chains can be slower in ORT than their MACs say (measured), when they
-   * are on every layer it takes (TT, CP-4): a latency budget's sensitivity then offers no
-   * rungs of it beside the preferred pass's (sensitivity.ts), as auto does not compare it.
-   */
-  readonly slowPath?: string;
 }
 
 /**
