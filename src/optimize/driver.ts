@@ -202,19 +202,18 @@ export function optimizeModel(
     // the next rival meets, and every comparison is noted. A replaced choice is within the
     // winner's error, so it stays a contender when latency decides (run.contenders).
     const compared: string[] = [];
-    const replaced: PlannedContender[] = [];
-    const fallbacks: { bound: BoundPass; ranks: number[] }[] = [];
+    // Each choice a rival replaced: a contender for the latency screen, and the fallback when the rival declines when made.
+    const replaced: { bound: BoundPass; ranks: number[] }[] = [];
     for (const rival of decision || opts.method !== 'auto' ? [] : rivals) {
       const alt = rival.challenge?.(layer, pass, ranks, cx, opts.policy);
       if (!alt) continue;
       compared.push(alt.note);
       if (!alt.use) continue;
-      replaced.push({ pass: pass.name, ranks: [...ranks] });
-      fallbacks.push({ bound: pass, ranks: [...ranks] });
+      replaced.push({ bound: pass, ranks: [...ranks] });
       ({ bound: pass, ranks } = alt.use);
     }
     if (compared.length > 0) rec.note = compared.join('; ');
-    if (replaced.length > 0) run.contenders?.set(layer.name, replaced);
+    if (replaced.length > 0) run.contenders?.set(layer.name, replaced.map((c): PlannedContender => ({ pass: c.bound.name, ranks: c.ranks })));
     // A plan made in this run (the latency screen's) carries why each layer got its chain
     // (auto's comparison, the timings): the report line says it too. A user's plan file
     // (read from disk) is applied without its notes, which its edits may have made stale.
@@ -252,8 +251,8 @@ export function optimizeModel(
     };
     // A rival that won auto's comparison but declines when made (its fit here stays a
     // degenerate CP: never shipped) gives way to the choice it replaced, when that pays.
-    while (isSkip(applied) && fallbacks.length > 0) {
-      const back = fallbacks.pop()!;
+    while (isSkip(applied) && replaced.length > 0) {
+      const back = replaced.pop()!;
       const c = back.bound.cost(back.ranks);
       if (!back.bound.pays(c)) continue;
       applied = giveWay(back, `${pass.method} ${ranks.join(',')} declined (${applied.skip})`, c);

@@ -72,7 +72,7 @@ const SKIP_KINDS: readonly SkipKind[] = [
   { code: 'quantized', test: /^quantized (layer|weight)/, summary: () => 'quantized layers: not decomposed' },
   { code: 'non-finite', test: /NaN|non-finite|infinite/i, summary: () => 'NaN or infinite values in the weight' },
   { code: 'depthwise', test: /depthwise/, summary: () => 'depthwise convs: nothing to gain (one input channel per group)' },
-  // Before break-even: the energy search's decline names break-even ranks too.
+  // Before the rank rules: a declined CP is about its fit's stability, not about its rank.
   { code: 'degenerate-cp', test: /degenerate CP/, summary: () => 'CP fits whose rank-one terms cancel (degenerate): declined, never shipped' },
   {
     code: 'break-even', test: /break-even/,

@@ -127,9 +127,10 @@ export function challengeAtEqualCost<M>(
   // measured slower, so it is not worth the latency screen's timing.
   const tol = eP * 1.02 + 1e-4;
   if (eR > tol) return { note };
-  if (spec.slowPath && latencyCounts(cx) && eR >= eP / 1.02 - 1e-4) return { note: `${note} (equal: ${name}'s chains ${spec.slowPath}, so ${preferred.method} stays where latency counts)` };
   // Where latency counts, a slow-path rival's win is timed against the choice it replaces (the latency screen).
-  const timed = spec.slowPath && latencyCounts(cx) ? `; ${name} timed against ${preferred.method} in ORT, as its chains ${spec.slowPath}` : '';
+  const slow = latencyCounts(cx) ? spec.slowPath : undefined;
+  if (slow && eR >= eP / 1.02 - 1e-4) return { note: `${note} (equal: ${name}'s chains ${slow}, so ${preferred.method} stays where latency counts)` };
+  const timed = slow ? `; ${name} timed against ${preferred.method} in ORT, as its chains ${slow}` : '';
   if (fixed) return { note: note + timed, use: { bound: bound(spec.pass, spec.match), ranks: rivalRanks } };
   // The winner at equal size is then made as small as the same error allows; a rank it
   // declines (a CP that stays degenerate) is unusable: infinite error, never the answer.

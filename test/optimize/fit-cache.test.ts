@@ -64,21 +64,32 @@ describe('a data-aware Tucker-2 fitted again in the same run', () => {
     return encodeModel(m.proto);
   };
 
-  it('comes from the cache on a fresh load of the model: same bytes, one factorization', async () => {
+  /** Statistics of the calibration feeds. */
+  const statsOf = async () => {
     const m0 = new Model(decodeModel(bytes));
     const st = await collectStats(m0, findLayers(m0), calib);
     if (!st.ok) throw st.error;
+    return st.value.stats;
+  };
+  /** Fits `method` twice on the same statistics and cache: `fitted` runs once, both models are the same bytes. */
+  const keptOnce = async (fitted: { mockClear(): void }, method: OptimizeOptions['method'], pass: string) => {
+    const stats = await statsOf();
     const fits = createFitCache();
-    const fitted = vi.mocked(tucker2Conv);
     fitted.mockClear();
-    const once = onceWith('tucker2', 'conv-tucker2');
-    const first = once({ stats: st.value.stats, fits });
+    const once = onceWith(method, pass);
+    const first = once({ stats, fits });
     expect(fitted).toHaveBeenCalledTimes(1);
-    const second = once({ stats: st.value.stats, fits });
+    const second = once({ stats, fits });
     expect(fitted).toHaveBeenCalledTimes(1);
     expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
+    return { once, stats, fits, first };
+  };
+
+  it('comes from the cache on a fresh load of the model: same bytes, one factorization', async () => {
+    const fitted = vi.mocked(tucker2Conv);
+    const { once, stats, fits, first } = await keptOnce(fitted, 'tucker2', 'conv-tucker2');
     // Without the cache: fitted again, the same bytes (the data-aware fit draws no random numbers).
-    const plain = once({ stats: st.value.stats });
+    const plain = once({ stats });
     expect(fitted).toHaveBeenCalledTimes(2);
     expect(Buffer.from(plain).equals(Buffer.from(first))).toBe(true);
     // Weight-only fits are never kept.
@@ -88,22 +99,10 @@ describe('a data-aware Tucker-2 fitted again in the same run', () => {
   });
 
   it('spatial SVD too (deterministic, so kept on its statistics): same bytes, one factorization', async () => {
-    const m0 = new Model(decodeModel(bytes));
-    const st = await collectStats(m0, findLayers(m0), calib);
-    if (!st.ok) throw st.error;
-    const fits = createFitCache();
     const fitted = vi.mocked(spatialSvd);
-    fitted.mockClear();
-    const once = onceWith('spatial-svd', 'conv-spatial-svd');
-    const first = once({ stats: st.value.stats, fits });
-    expect(fitted).toHaveBeenCalledTimes(1);
-    const second = once({ stats: st.value.stats, fits });
-    expect(fitted).toHaveBeenCalledTimes(1);
-    expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
+    const { once, fits } = await keptOnce(fitted, 'spatial-svd', 'conv-spatial-svd');
     // Other statistics (an anchored wave's, a later stage's): fitted anew.
-    const st2 = await collectStats(m0, findLayers(m0), calib);
-    if (!st2.ok) throw st2.error;
-    once({ stats: st2.value.stats, fits });
+    once({ stats: await statsOf(), fits });
     expect(fitted).toHaveBeenCalledTimes(2);
   });
 });

@@ -7,13 +7,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { convCp } from '../../passes/conv-cp.js';
-import { Model } from '../../src/graph/graph.js';
-import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import { isSkip, type LayerInputStats } from '../../src/rewrite/pass.js';
+import { decodeModel } from '../../src/onnx/codec.js';
+import type { LayerInputStats } from '../../src/rewrite/pass.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 import { chainFactors } from './conv-e2e.js';
 import { crossSums, rowMean } from '../helpers/moments.js';
-import { compareInOrt, context, convLayer, convModel, cpKernel, randn, type ConvSpec } from './conv-harness.js';
+import { compareInOrt, convModel, cpKernel, randn, rewrite, type ConvSpec } from './conv-harness.js';
 
 const [G, s, t, K] = [2, 4, 3, 9];
 const [S, T, D] = [G * s, G * t, s * K];
@@ -71,19 +70,13 @@ function stats(x: Float64Array[], xh: Float64Array[], n: number, anchored: boole
 
 /** Rewrites the grouped conv with `st` at rank R: its note and the composed kernel [T, s·K]. */
 function fit(bytes: Uint8Array, st: LayerInputStats, R: number): { doc: string; kernel: Float32Array; out: Uint8Array } {
-  const model = new Model(decodeModel(bytes));
-  const cx = { ...context(model), stats: new Map([['conv', st]]) };
-  const m = convCp.match(convLayer(model), cx);
-  if (isSkip(m)) throw new Error(m.skip);
-  const applied = convCp.apply(m, [R], cx);
-  if (isSkip(applied)) throw new Error(applied.skip);
-  const nodes = model.proto.graph!.node;
+  const r = rewrite(bytes, convCp, [R], new Map([['conv', st]]));
+  const nodes = r.proto.graph!.node;
   const doc = nodes[0]!.docString ?? '';
   const original = decodeModel(bytes).graph!.node[0]!;
-  const composed = convCp.compose(nodes, chainFactors(model.proto.graph!), { name: 'conv', original, weightInput: 1, weightDims: [T, s, 3, 3], nodes: [] }, undefined);
+  const composed = convCp.compose(nodes, chainFactors(r.proto.graph!), { name: 'conv', original, weightInput: 1, weightDims: [T, s, 3, 3], nodes: [] }, undefined);
   if (typeof composed === 'string') throw new Error(composed);
-  model.root.removeUnusedInitializers();
-  return { doc, kernel: composed, out: encodeModel(model.proto) };
+  return { doc, kernel: composed, out: r.bytes };
 }
 
 /** Mean over rows of ‖(x − x̄)·Wⱼᵀ − (x̂ − x̂̄)·W′ⱼᵀ‖² summed over groups, over the original's output energy (the bias takes the means). */

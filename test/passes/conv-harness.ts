@@ -77,10 +77,12 @@ export function matchOnly<M>(bytes: Uint8Array, pass: LayerPass<M>): { m: M | Sk
   return { m: pass.match(convLayer(model), cx), model, cx };
 }
 
-/** Runs match + apply at the given ranks (or the policy's), returning the rewritten bytes. */
-export function rewrite<M>(bytes: Uint8Array, pass: LayerPass<M>, ranks: number[]): { bytes: Uint8Array; applied: Applied; match: M; proto: ModelProto } {
+/** Runs match + apply at the given ranks (with `stats`: data-aware), returning the rewritten bytes. */
+export function rewrite<M>(
+  bytes: Uint8Array, pass: LayerPass<M>, ranks: number[], stats?: PassContext['stats'],
+): { bytes: Uint8Array; applied: Applied; match: M; proto: ModelProto } {
   const model = new Model(decodeModel(bytes));
-  const cx = context(model);
+  const cx = { ...context(model), ...(stats && { stats }) };
   const m = pass.match(convLayer(model), cx);
   if (isSkip(m)) throw new Error(`match skipped: ${m.skip}`);
   const applied = pass.apply(m, ranks, cx);
