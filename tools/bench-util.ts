@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { cpuFlags, readCpuinfo } from '../src/verify/cpu-block.js';
 
 export interface Timing {
   /** Seconds of every timed run, in run order. */
@@ -97,7 +98,7 @@ export const loadLine = (): string => loadavg().map((x) => x.toFixed(2)).join(' 
  * GEMMs run in ORT (MLAS) too: no BLAS library is involved.
  */
 export function machineLine(): string {
-  const flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/) ?? [];
+  const flags = cpuFlags(readCpuinfo());
   const isa = flags.includes('avx512f') ? 'AVX-512' : flags.includes('avx2') ? 'AVX2' : 'no AVX2';
   let ort = '?';
   try { ort = (JSON.parse(readFileSync(new URL('../node_modules/onnxruntime-node/package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { /* not installed */ }

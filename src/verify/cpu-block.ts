@@ -7,16 +7,24 @@
  */
 import { readFileSync } from 'node:fs';
 
+/** The x86 feature flags in /proc/cpuinfo's text (its "flags" lines, one per logical CPU; they agree); none elsewhere. */
+export function cpuFlags(cpuinfo: string): string[] {
+  return /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/) ?? [];
+}
+
 /** The NCHWc block for a CPU described by /proc/cpuinfo's text on `arch`; undefined when ORT has none. */
 export function nchwcBlock(cpuinfo: string, arch: string = process.arch): number | undefined {
   if (arch !== 'x64') return undefined;
-  // x86 lists its features on "flags" lines (one per logical CPU; they agree).
-  const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/) ?? [];
-  return flags.includes('avx512f') ? 16 : 8;
+  return cpuFlags(cpuinfo).includes('avx512f') ? 16 : 8;
+}
+
+/** /proc/cpuinfo's text, or '' where there is none (not Linux). */
+export function readCpuinfo(): string {
+  try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; }
 }
 
 /** The block of the machine this runs on (x86-64 without a readable /proc/cpuinfo: 8, the baseline). */
-export function machineNchwcBlock(read: () => string = () => readFileSync('/proc/cpuinfo', 'utf8'), arch: string = process.arch): number | undefined {
+export function machineNchwcBlock(read: () => string = readCpuinfo, arch: string = process.arch): number | undefined {
   let text = '';
   try { text = read(); } catch { /* not Linux, or no /proc: the baseline block */ }
   return nchwcBlock(text, arch);
