@@ -114,8 +114,5 @@ export function logitsModel(file: string, out: string): string {
 /** A seeded N(0,1) float32 .npy of shape `dims` at dir/name (calibration or held-out inputs). */
 export function randomNpy(dir: string, name: string, dims: number[], seed: number): string {
   const rng = createRng(seed);
-  const f = path.join(dir, name);
-  const r = writeNpy(f, { dtype: 'f4', shape: dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
-  if (!r.ok) throw r.error;
-  return f;
+  return saveNpy(path.join(dir, name), { dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal()) });
 }
