@@ -32,6 +32,8 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { cpConvGroups, type CpConvGroups } from '../src/linalg/cp-conv-groups.js';
 import type { Matrix } from '../src/linalg/matrix.js';
+import { cpAlsFlops } from '../src/linalg/cp-als.js';
+import { lastFactorFlops } from '../src/linalg/last-factor.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   chainCost, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -44,7 +46,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type Cost, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
-import { degenerateReason, SENSITIVITY_LIMIT, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
+import { degenerateReason, SENSITIVITY_LIMIT, STABLE_MAX_SWEEPS, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -98,9 +100,6 @@ const ALS = { maxIter: 50, tol: 1e-5 };
  */
 export const GROUPED_CP_SLOW_PATH = 'measured 1.00–1.73x (median 1.11x) the time of Tucker-2 at equal params and MACs';
 
-/** rank × kernel elements above which --method auto does not try CP against the preferred pass. */
-const MAX_CP_COMPARE_WORK = 5e7;
-
 export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
   name: 'conv-cp',
   method: 'cp',
@@ -149,6 +148,14 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
   },
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpGroupCost(m.geo, ranks[0]!) }),
+
+  // Per group: the ALS and its refit under the sensitivity bound (at most STABLE_MAX_SWEEPS more sweeps), the last factor's fit on statistics.
+  fitWork(m: ConvCpMatch, ranks: readonly number[]): number {
+    const { T, S, group: G, kernelSize: K } = m.geo;
+    const R = Math.min(ranks[0]!, cpLimit(m.geo));
+    const stats = m.patches || m.anchor ? lastFactorFlops(R, (S / G) * K) : 0;
+    return G * (cpAlsFlops([T / G, S / G, K], R, ALS.maxIter + STABLE_MAX_SWEEPS) + stats);
+  },
 
   estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
     const f = factorizeCp(m, ranks[0], cx);
@@ -204,15 +211,15 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 export function challengeCp(layer: LayerInfo, preferred: BoundPass, ranksT: readonly number[], cx: PassContext, policy?: RankPolicy): Challenge | undefined {
   const mc = convCp.match(layer, cx);
   if (isSkip(mc)) return undefined;
-  // A patch has (S/g)·K values. The comparison costs a CP-ALS fit, about rank × kernel size
-  // per product: at rank 760 on a 512x256x3x3 kernel that took minutes in JS.
+  // A patch has (S/g)·K values. The comparison costs a CP-ALS fit (fitWork): at rank 760 on a
+  // 512x256x3x3 kernel that took minutes, so past COMPARE_WORK it is not made by default.
   // On a grouped conv the CP is new (per group): its depthwise conv runs on g·R channels,
   // and CP chains measured slower than Tucker-2 at equal params and MACs in ORT (median
   // 1.11x at group 1, the bench of conv-cp4's CP4_SLOW_PATH), so on grouped convs a win is
   // timed against Tucker-2 where latency counts; group 1 keeps the rule auto had.
   const slowPath = mc.geo.group > 1 ? GROUPED_CP_SLOW_PATH : undefined;
   const spec = {
-    pass: convCp, match: mc, limit: convCp.rankLimits(mc)[0]!, patchDim: (mc.geo.S / mc.geo.group) * mc.geo.kernelSize, maxWork: MAX_CP_COMPARE_WORK, fixedRank: true, slowPath,
+    pass: convCp, match: mc, limit: convCp.rankLimits(mc)[0]!, patchDim: (mc.geo.S / mc.geo.group) * mc.geo.kernelSize, fixedRank: true, slowPath,
     rough: (ranks: number[]) => factorizeCp(mc, ranks[0]!, cx, false),
   };
   return challengeAtEqualCost(layer, spec, preferred, ranksT, cx, policy);

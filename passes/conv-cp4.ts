@@ -38,8 +38,9 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { cpNdConv, cpNdError, cpNdKernel, cpNdPrefix, cpNdSensitivity, type CpNdConv } from '../src/linalg/cpn-conv.js';
-import { worstStabilized } from '../src/linalg/cp-sensitivity.js';
-import { fitLastFactor } from '../src/linalg/last-factor.js';
+import { STABLE_MAX_SWEEPS, worstStabilized } from '../src/linalg/cp-sensitivity.js';
+import { cpAlsFlops } from '../src/linalg/cp-als.js';
+import { fitLastFactor, lastFactorFlops } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
 import type { NodeProto } from '../src/onnx/schema.js';
@@ -88,9 +89,6 @@ interface Cp4Factors extends CpNdConv {
 
 /** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
 type GroupCp4 = Cp4Factors & { dataDen?: number };
-
-/** Rank × weight size past which auto does not fit this chain to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
-const MAX_COMPARE_WORK = 5e7;
 
 /**
  * Why CP-4's win under auto is timed against Tucker-2 where latency counts. Measured in ORT-node
@@ -166,10 +164,18 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     const m = convCp4.match(layer, cx);
     if (isSkip(m) || m.geo.spatial === 1) return undefined;
     const spec = {
-      pass: convCp4, match: m, limit: cpLimit(m.geo), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, slowPath: CP4_SLOW_PATH,
+      pass: convCp4, match: m, limit: cpLimit(m.geo), patchDim: m.s * m.geo.kernelSize, fixedRank: true, slowPath: CP4_SLOW_PATH,
       rough: (ranks: number[]) => factorize(m, ranks[0]!, cx, false),
     };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
+  },
+
+  // Per group, as conv-cp: the ALS on the [t, s, k1, …] tensor and its refit under the sensitivity bound, the last factor's fit on statistics.
+  fitWork(m: ConvCp4Match, ranks: readonly number[]): number {
+    const G = m.geo.group;
+    const R = Math.min(ranks[0]!, cpLimit(m.geo));
+    const stats = m.patches || m.anchors ? lastFactorFlops(R, m.s * m.geo.kernelSize) : 0;
+    return G * (cpAlsFlops([m.t, m.s, ...m.geo.kernel], R, ALS.maxIter + STABLE_MAX_SWEEPS) + stats);
   },
 
   estimate(m: ConvCp4Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {

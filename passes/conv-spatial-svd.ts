@@ -49,6 +49,7 @@ import type { Matrix } from '../src/linalg/matrix.js';
 import { spatialKernel, spatialSpectrum, spatialSvd, type SpatialSvd } from '../src/linalg/spatial-svd.js';
 import { spatialKernel3d, spatialSplitSpectra, spatialSvd3d, type SpatialSvd3d } from '../src/linalg/spatial-svd-3d.js';
 import { alignRank } from '../src/linalg/rank.js';
+import { truncatedSvdFlops } from '../src/linalg/rsvd.js';
 import type { AttributeProto, NodeProto } from '../src/onnx/schema.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
@@ -96,8 +97,6 @@ export interface ConvSpatialSvdMatch extends GroupedSplitMatch {
  * closed-form refit of the second factor alone.
  */
 const ALS_WORK = 4e9;
-/** Rank × weight size past which auto does not fit this chain to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
-const MAX_COMPARE_WORK = 5e7;
 const ALS = { sweeps: 4, cgIters: 12 };
 
 const perAxis = groupedSplitDeclines('', 'nothing to split', false, true);
@@ -180,14 +179,21 @@ export const convSpatialSvd: LayerPass<ConvSpatialSvdMatch, 'spatial-svd'> = {
       // conv-tt. When latency counts, the default run's screen times it against Tucker-2 in ORT.
       const lim = limits3d(m);
       const ranksOf = (k: number): number[] => consistent3d(lim.map((l) => Math.min(k, l)), m.geo.kernel[1]!);
-      const spec3 = { pass: convSpatialSvd, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf };
+      const spec3 = { pass: convSpatialSvd, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, fixedRank: true, ranksOf };
       return challengeAtEqualCost(layer, spec3, preferred, ranks, cx, policy);
     }
     // Grouped convs too: when latency counts, the default run's screen times the grouped
     // chain against the preferred Tucker-2 in ORT and keeps the faster (method-latency.ts).
     // Under --rank N it competes at rank N, as --method spatial-svd writes it (not shrunk: the help's mapping).
-    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, maxWork: MAX_COMPARE_WORK, byPolicy: true, fixedRank: true };
+    const spec = { pass: convSpatialSvd, match: m, limit: convSpatialSvd.rankLimits(m)[0]!, patchDim: m.s * m.kh * m.kw, byPolicy: true, fixedRank: true };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
+  },
+
+  // Per group the truncated SVD of each split (3-D: both unfoldings), and with statistics the ALS (at most ALS_WORK a layer).
+  fitWork(m: ConvSpatialSvdMatch, ranks: readonly number[]): number {
+    const dims: [number, number][] = m.geo.spatial === 3 ? unfoldings3d(m) : [[m.s * m.kh, m.t * m.kw]];
+    const svds = dims.reduce((w, [r, c], i) => w + truncatedSvdFlops(r, c, ranks[i] ?? ranks[0]!), 0);
+    return m.geo.group * svds + (m.patches || m.anchors ? ALS_WORK : 0);
   },
 
   estimate(m: ConvSpatialSvdMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {

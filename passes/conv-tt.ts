@@ -38,7 +38,8 @@ import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
-import { fitLastFactor } from '../src/linalg/last-factor.js';
+import { fitLastFactor, lastFactorFlops } from '../src/linalg/last-factor.js';
+import { svdFlops } from '../src/linalg/svd.js';
 import { alignRank, partialEnergyRank } from '../src/linalg/rank.js';
 import { ttNdKernel, ttNdPrefix, ttNdSpectra, ttNdSvd, type TtNdConv } from '../src/linalg/tt-nd.js';
 import type { NodeProto } from '../src/onnx/schema.js';
@@ -58,9 +59,6 @@ import {
 } from '../src/rewrite/pass.js';
 import { vbmfRank, type RankPolicy } from '../src/rewrite/rank-policy.js';
 import { correctedBias } from './conv-tucker2.js';
-
-/** Largest rank k × weight size auto fits this chain at to compare it (as conv-cp's MAX_CP_COMPARE_WORK). */
-const MAX_COMPARE_WORK = 5e7;
 
 /**
  * Why TT's win under auto is timed against Tucker-2 where latency counts. Measured as conv-cp4's
@@ -206,8 +204,21 @@ export const convTt: LayerPass<ConvTtMatch, 'tt'> = {
     if (isSkip(m) || m.geo.spatial === 1) return undefined;
     const lim = limits(m);
     const ranksOf = (k: number): number[] => consistent(lim.map((l) => Math.min(k, l)), m.geo.kernel);
-    const spec = { pass: convTt, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, maxWork: MAX_COMPARE_WORK, fixedRank: true, ranksOf, slowPath: TT_SLOW_PATH };
+    const spec = { pass: convTt, match: m, limit: Math.max(...lim), patchDim: m.s * m.geo.kernelSize, fixedRank: true, ranksOf, slowPath: TT_SLOW_PATH };
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
+  },
+
+  // Per group: TT-SVD's full SVDs, of [s, K·t] then of each remainder [R_i·k_i, …·t]; the last factor's fit on statistics.
+  fitWork(m: ConvTtMatch, ranks: readonly number[]): number {
+    const ks = m.geo.kernel;
+    let after = m.geo.kernelSize;
+    let w = svdFlops(m.s, after * m.t);
+    for (let i = 0; i < ks.length; i++) {
+      after /= ks[i]!;
+      w += svdFlops(Math.min(ranks[i]!, m.s * m.geo.kernelSize) * ks[i]!, after * m.t);
+    }
+    const stats = m.patches || m.anchors ? lastFactorFlops(ranks.at(-1)!, m.s * m.geo.kernelSize) : 0;
+    return m.geo.group * (w + stats);
   },
 
   estimate(m: ConvTtMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {

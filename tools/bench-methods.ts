@@ -19,8 +19,12 @@
  *   method's rungs allocated over the same layers); the budget is an upper bound met on
  *   the sensitivity ladder's rungs (weight energies 0.5 … 0.999), so auto may end a rung
  *   below it ("set params" says where: on one ISNet layer 0.19 for a 0.49 target).
- *   `--auto-own` adds auto at the ratio, which shrinks a winning rival to the smallest rank
- *   within Tucker-2's error (fewer params). With several layers, one more row gives each
+ *   auto at equal params: auto is run at the ratio (with --all-methods: no rival left
+ *   uncompared for its fit's cost), and each layer then takes the method auto's comparison
+ *   picked there, at that method's ranks for the ratio (its own row's fit), through a plan:
+ *   auto's choices without the shrink that follows a win. `--auto-own` also shows that run
+ *   itself, whose winning rivals are shrunk to the smallest rank within Tucker-2's error
+ *   (fewer params). With several layers, one more row gives each
  *   layer the method whose fit at the ratio had the least calibration error (written
  *   through a plan, `optimize --plan`): the mix of methods at equal params.
  * - Data (`--data`): photos (default): the fits are data-aware, calibrated on three of the
@@ -252,6 +256,7 @@ const rows: Row[] = [];
 for (const t of targets) {
   console.log(`\n${t.label}: error judged on ${t.judged}${t.set ? `; layers ${t.set.join(', ')}` : ''}`);
   const mine: Row[] = [];
+  let autoPicks: Report | undefined;
   const done = (row: Row): void => {
     process.stderr.write(`done ${t.label} / ${row.method}${row.error ? `: ${row.error}` : ''} (${row.toolS.toFixed(0)} s, ${row.factorS.toFixed(1)} s factorization)\n`);
     mine.push(row);
@@ -263,13 +268,32 @@ for (const t of targets) {
     const target = tucker?.modelParams?.toFixed(4);
     if (target) done(await optimizeWith(t, 'auto', ['--target-params', target, '--all-methods'], `auto @ params ${target}`));
     else mine.push({ target: t.label, method: 'auto', error: 'needs the tucker2 row (its params are the budget)', rewritten: 0, passes: '', setParams: null, setMacs: null, modelParams: null, modelMacs: null, minCosine: null, maxRelL2: null, factorS: 0, toolS: 0, file: '' });
-    if (autoOwn) done(await optimizeWith(t, 'auto', ['--rank-ratio', ratio], 'auto (own ranks)'));
+    // auto at the ratio: Tucker-2's ranks challenged by every method at no more params, the
+    // winner then shrunk to the smallest rank within the error (fewer params: shown with --auto-own).
+    const own = await optimizeWith(t, 'auto', ['--rank-ratio', ratio, '--all-methods'], 'auto (own ranks)');
+    if (autoOwn || own.error) done(own);
+    autoPicks = own.report;
   }
   // Several layers: each takes the method whose fit at the ratio had the least error on the
   // calibration data (the layer's dataError; weight error without data), all written at
   // once through a plan (optimize --plan) and verified like the others: the mix of methods
   // at equal params that a comparison at equal params would pick.
   const fitted = mine.filter((r) => r.report && !r.error && !['svd', 'auto'].includes(r.method.split(' ')[0]!));
+  // auto at equal params: each layer takes the method auto's comparison picked at the ratio,
+  // at that method's own ranks for the ratio (its row's fit), not shrunk: written through a plan.
+  if (autoPicks && fitted.length > 0) {
+    const ofPass = (pass: string | undefined, name: string): LayerRecord | undefined =>
+      fitted.find((r) => r.report!.layers.some((l) => l.name === name && !l.skipped && l.pass === pass))?.report!.layers.find((l) => l.name === name);
+    const base = fitted[0]!.report!;
+    const picked = base.layers.map((l) => {
+      const a = autoPicks!.layers.find((x) => x.name === l.name);
+      return a && !a.skipped ? ofPass(a.pass, l.name) ?? l : { ...l, skipped: true, reason: a?.reason ?? 'auto left it' };
+    });
+    const planFile = path.join(dir, `${path.basename(t.file, '.onnx')}-auto-picks.plan.json`);
+    writeFileSync(planFile, JSON.stringify({ ...base, layers: picked }));
+    const methodsOf = [...new Set(picked.filter((l) => !l.skipped && (!t.set || t.set.includes(l.name))).map((l) => l.method ?? l.pass))].join('+') || 'none';
+    done(await optimizeWith(t, 'auto', ['--plan', planFile], `auto's picks (${methodsOf}) @ ratio`));
+  }
   if (t.set && t.set.length > 1 && fitted.length > 1) {
     const best = new Map<string, LayerRecord>();
     const score = (l: LayerRecord): number => l.dataError ?? l.relError ?? Infinity;

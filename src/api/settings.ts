@@ -37,7 +37,10 @@ export interface OptimizeSettings {
   outputs?: readonly string[];
   layerLatency?: boolean;
   measureAllRungs?: boolean;
-  /** Budgets under auto: sensitivity offers the other methods' rungs too (--all-methods). */
+  /**
+   * Under auto, every method whatever its fit costs (--all-methods): budgets' sensitivity offers
+   * the other methods' rungs too, and auto's comparisons fit rivals past COMPARE_WORK.
+   */
   allMethods?: boolean;
   /** Default true (false: --no-data-aware). */
   dataAware?: boolean;

@@ -57,6 +57,14 @@ export interface CpAlsResult {
 }
 
 /**
+ * About how many flops `sweeps` ALS sweeps cost on a tensor of `dims` at rank R: each
+ * sweep's products with the tensor (one MTTKRP per mode, 2·R·∏dims each) dominate.
+ */
+export function cpAlsFlops(dims: readonly number[], rank: number, sweeps: number): number {
+  return sweeps * dims.length * 2 * rank * dims.reduce((a, b) => a * b, 1);
+}
+
+/**
  * CP-ALS as a gemm program. `tensor` must be at least 3-way (3-way: conv-cp; 4- and 5-way:
  * conv-cp4 on 2-D and 3-D kernels; the Khatri–Rao and contraction steps take any order); `rank` a positive integer
  * (LrError 'rank'), clamped to Π_n I_n / max_n I_n (a CP of that rank always fits

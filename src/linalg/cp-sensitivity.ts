@@ -165,6 +165,9 @@ export interface StableCp {
   bounded: boolean;
 }
 
+/** Sweeps a refit under the sensitivity bound may spend over all penalties (StableCpOptions.maxSweeps). */
+export const STABLE_MAX_SWEEPS = 100;
+
 /** Penalties tried, as κ: μ = κ·‖X‖² / ssReference(dims, R, ‖X‖). */
 const KAPPAS = [1e-3, 1e-2, 1e-1, 1, 10];
 
@@ -183,7 +186,7 @@ export function stableCp(x: Tensor, start: readonly Matrix[], opts: StableCpOpti
   const sens0 = cpSensitivity(s0);
   if (sens0.ratio <= limit || xNorm === 0) return { factors: s0, relError: e0, sensitivity: sens0, kappa: 0, bounded: true };
   const unit = (xNorm * xNorm) / ssReference(dims, R, xNorm);
-  let budget = opts.maxSweeps ?? 100;
+  let budget = opts.maxSweeps ?? STABLE_MAX_SWEEPS;
   const run = (kappa: number, from: readonly Matrix[]) => {
     const sweeps = Math.max(1, Math.min(opts.maxIter ?? 20, budget));
     const a = penalisedAls(x, xNorm, unfoldings, from, kappa * unit, sweeps, opts.tol ?? 1e-7, opts.gemm);

@@ -26,6 +26,11 @@ export interface LastFactorFit {
   anchored: boolean;
 }
 
+/** About how many flops fitLastFactor spends with H [r, D] (its products with the D×D patch moments dominate). */
+export function lastFactorFlops(r: number, D: number): number {
+  return 2 * r * D * (D + r);
+}
+
 /** The fitted last factor, or undefined without statistics. */
 export function fitLastFactor(w: Matrix, h: Matrix, stats: LastFactorStats, gemm?: SyncGemm): LastFactorFit | undefined {
   if (stats.anchor) {

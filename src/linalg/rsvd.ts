@@ -16,7 +16,7 @@ import { checkRank } from './checks.js';
 import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm } from './engine.js';
 import { allFinite, asFloat32, asFloat64, assertFinite, sliceCols, transpose, type Matrix } from './matrix.js';
 import { cholQrBasis, cholQrRowsF32, choleskyQr2 } from './qr.js';
-import { svdProgram, type SvdResult } from './svd.js';
+import { svdFlops, svdProgram, type SvdResult } from './svd.js';
 
 export interface TruncatedSvdOptions {
   /** Extra sample columns beyond the rank (HMT's p; default 10). */
@@ -59,6 +59,20 @@ export function* truncatedSvdProgram(a: Matrix, rank: number, opts: TruncatedSvd
   // The randomized path checks A through its first product instead (see there).
   if (opts.start) assertFinite(opts.start, 'truncated SVD start');
   return yield* randomizedSvdProgram(a, k, l, opts.powerIters ?? 2, opts.rng ?? createRng(opts.seed ?? 0), opts.start);
+}
+
+/**
+ * About how many flops truncatedSvdProgram spends on an m×n matrix at `rank` (default
+ * oversampling and power iterations): svdFlops where it takes the exact path, else the
+ * randomized one's products with A (2·m·n·l each, 2q + 2 of them) and its QRs and small SVD.
+ */
+export function truncatedSvdFlops(m: number, n: number, rank: number): number {
+  const small = Math.min(m, n);
+  const k = Math.min(rank, small);
+  const l = Math.min(k + 10, small);
+  if (small <= 2 * l || small <= 64) return svdFlops(m, n);
+  const q = 2;
+  return (2 * q + 2) * 2 * m * n * l + (2 * q + 3) * 4 * (m + n) * l * l + svdFlops(l, n);
 }
 
 /** Synchronous truncated SVD (products on `opts.gemm`, default JS). */

@@ -36,6 +36,16 @@ const DC_MIN = 256;
 /** From this width on, bidiagonalisation is blocked (bidiag-blocked.ts); measured crossover ~200–300. */
 const BLOCKED_MIN = 256;
 
+/**
+ * About how many flops svd() spends on an m×n matrix: the thin R-SVD count of Golub & Van
+ * Loan (4·m·n² + 22·n³, n the smaller side). What callers budget fits by, not a timing.
+ */
+export function svdFlops(m: number, n: number): number {
+  const a = Math.max(m, n);
+  const b = Math.min(m, n);
+  return 4 * a * b * b + 22 * b * b * b;
+}
+
 /** Thin SVD A = U·diag(s)·Vᵀ with k = min(m, n). Throws LrError('numeric') on NaN/Inf. */
 export function svd(a: Matrix, sync?: SyncGemm): SvdResult {
   assertFinite(a, 'svd input');

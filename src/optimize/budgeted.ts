@@ -83,7 +83,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
 
 function measureLayers(model: Model, layers: readonly LayerInfo[], opts: BudgetedOptions): Promise<LayerSensitivity[]> {
   for (const g of model.allGraphs()) g.topoSort();
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits, ...(opts.allMethods && { compareWork: Infinity }) };
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,

@@ -69,6 +69,8 @@ export interface OptimizeOptions {
    * screen times it (challenge.ts). Absent: latency.
    */
   readonly saves?: 'params' | 'macs' | 'latency';
+  /** Under auto, flops a fit made only to compare methods may cost (PassContext.compareWork; --all-methods: Infinity). */
+  readonly compareWork?: number;
   /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
   readonly plan?: PlanFile;
   /**
@@ -148,7 +150,7 @@ export function optimizeModel(
   // Nodes holding a constant weight that no layer is (Einsum, 3-D Gather tables, a positional table added…): reported with why, before any rewrite adds nodes.
   const others = findOtherWeights(model, layers, new Set(quantized.map((q) => q.name)));
   const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }) };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }), ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
   const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {

@@ -39,6 +39,7 @@ import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-se
 import { layerModel } from './layer-error.js';
 import { withRewrite } from './trial.js';
 import { diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
+import { COMPARE_WORK } from '../rewrite/challenge.js';
 
 export type { Candidate, LayerSensitivity };
 
@@ -188,7 +189,8 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  * number of methods:
  * - a rival's rungs are at the preferred pass's picked rungs' shares of params kept (its
  *   ratio policy: no fit to choose them), RIVAL_RATIOS when the preferred pass offers none,
- *   at most RIVAL_RUNGS of them, none past RIVAL_MAX_WORK;
+ *   at most RIVAL_RUNGS of them, none whose fit costs more than auto's comparisons may
+ *   spend (PassContext.compareWork, default COMPARE_WORK; the pass's fitWork);
  * - each is fitted (quickly: PassContext.quickFits, so CP and CP-4 skip their refit under
  *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high; a quick fit whose terms
  *   cancel is not offered, as the fit built would be refitted or declined) and its layer's own
@@ -204,8 +206,6 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  */
 export const RIVAL_RATIOS = [0.15, 0.3, 0.5, 0.7];
 export const RIVAL_RUNGS = 2;
-/** Largest rank × layer params a rival rung is fitted at (as auto's comparisons, MAX_COMPARE_WORK in the passes). */
-export const RIVAL_MAX_WORK = 5e7;
 
 /** A deterministic seed from a layer's name (FNV-1a). */
 function nameSeed(name: string): number {
@@ -299,7 +299,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       for (const ratio of ratios) {
         let r;
         try { r = rb.chooseRanks({ kind: 'ratio', ratio, ...(opts.align ? { align: opts.align } : {}) }); } catch { continue; }
-        if (isSkip(r) || got.has(r.join(',')) || Math.max(...r) * layer.params > RIVAL_MAX_WORK) continue;
+        if (isSkip(r) || got.has(r.join(',')) || rb.fitWork(r) > (opts.cx.compareWork ?? COMPARE_WORK)) continue;
         const c = rb.cost(r);
         if (!priced) { entry.before = c.before; priced = true; }
         if (!rb.pays(c)) continue;

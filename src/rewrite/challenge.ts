@@ -12,6 +12,9 @@
  * faster (optimize/method-latency.ts).
  * A rival that declines the rank it would compete at (a CP whose refit under the sensitivity
  * bound stays degenerate: never shipped) does not compete, and the note says why.
+ * A rival whose fit would cost more than COMPARE_WORK (its pass's fitWork) is not fitted
+ * only to compare (PassContext.compareWork: --all-methods lifts it); the note says what the
+ * fit would cost.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
@@ -27,8 +30,6 @@ export interface RivalSpec<M> {
   limit: number;
   /** Values one row of statistics holds for this layer (S·∏k for a conv): how many rows make the data error trustworthy. */
   patchDim: number;
-  /** Largest rank × weight size the comparison may fit (the fit's cost grows with both). */
-  maxWork: number;
   /** Under a fixed rank policy (--rank N), compete at rank N as --method would write it, when that chain is no larger. */
   fixedRank?: boolean;
   /** When the choice so far does not pay, take the rank policy (challengeByPolicy); only for rivals whose chooseRanks is cheap. */
@@ -47,6 +48,16 @@ export interface RivalSpec<M> {
    */
   rough?: (ranks: number[]) => { relError: number; dataError?: number } | Skip;
 }
+
+/**
+ * Flops (a pass's fitWork) one fit made only to compare methods may cost. Measured on the
+ * 2-core AVX-512 machine of the benches, with ORT's GEMM: CP rank 408 of a 256x256x3x3
+ * kernel (with its refit under the sensitivity bound) 2.2e11 in 131 s; spatial SVD rank 277
+ * of 512x512x3x3, whitened, 1.6e10 in 14 s; TT 301,301,301 of it 3.7e10 in 8 s. So a fit at
+ * the limit takes about half a minute there: spatial SVD and TT are compared on 512-channel
+ * 3x3 convs, CP up to rank × weight size ≈ 5.6e7 (as before this count: 5e7).
+ */
+export const COMPARE_WORK = 5e10;
 
 /** Whether latency counts in this run (PassContext.saves absent or latency): a slow-path rival's win is then timed. */
 const latencyCounts = (cx: PassContext): boolean => cx.saves === undefined || cx.saves === 'latency';
@@ -111,7 +122,11 @@ export function challengeAtEqualCost<M>(
   }
   const name = spec.pass.method;
   const shown = rivalRanks.join(',');
-  if (r * layer.params > spec.maxWork) return { note: `${name} ${shown} not compared (fit too costly at this size)` };
+  const work = spec.pass.fitWork?.(spec.match, rivalRanks) ?? 0;
+  const most = cx.compareWork ?? COMPARE_WORK;
+  if (work > most) {
+    return { note: `${name} ${shown} not compared (its fit, ~${work.toExponential(1)} flops, is past the ${most.toExponential(0)} a comparison may spend; --all-methods compares it)` };
+  }
   const fP = preferred.estimate(ranks, cx);
   const fR = spec.pass.estimate(spec.match, rivalRanks, cx);
   if (isSkip(fP)) return undefined;

@@ -45,6 +45,11 @@ export interface PassContext {
    * their error by 0.3–2%, so what is measured on them is a little above what the plan's fit gives.
    */
   quickFits?: boolean;
+  /**
+   * Flops (LayerRewrite.fitWork) a fit made only to compare methods may cost: auto's
+   * comparisons, sensitivity's rival rungs. Default COMPARE_WORK (challenge.ts); --all-methods: Infinity.
+   */
+  compareWork?: number;
 }
 
 /** Parameters and multiply-accumulates of a layer, before or after a rewrite. */
@@ -153,6 +158,12 @@ export interface LayerRewrite<M> {
    * (the factors are cached on the match, so a following apply reuses them).
    */
   estimate?(m: M, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip;
+  /**
+   * Optional: about how many flops one fit at these ranks costs (its dominant products; a
+   * count, not a timing): what bounds the fits made only to compare methods (challenge.ts).
+   * Absent: cheap at any size.
+   */
+  fitWork?(m: M, ranks: readonly number[]): number;
   /** The largest rank of each factor this layer takes (beyond it the numerics clamp or fail): how plans are checked. */
   rankLimits(m: M): number[];
   /** Names of the ranks in messages, one per limit; default "rank" (one) or "rank i". */
@@ -220,6 +231,8 @@ export interface BoundPass {
   apply(ranks: readonly number[], cx: PassContext): Applied | Skip;
   /** Undefined when the pass cannot estimate without applying. */
   readonly estimate?: (ranks: readonly number[], cx: PassContext) => { relError: number; dataError?: number } | Skip;
+  /** The pass's fitWork at these ranks (0 when it has none). */
+  fitWork(ranks: readonly number[]): number;
   /** Why these ranks do not fit the layer (count, integers, range, the pass's own constraints), or undefined. */
   rankProblem(ranks: readonly number[]): string | undefined;
 }

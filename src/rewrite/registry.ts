@@ -71,6 +71,7 @@ export function bound<M>(pass: LayerRewrite<M>, m: M): BoundPass {
     pays: (c) => (pass.pays ? pass.pays(c) : paysInParamsAndMacs(c)),
     apply: (ranks, cx) => pass.apply(m, ranks, cx),
     estimate: estimate && ((ranks, cx) => estimate.call(pass, m, ranks, cx)),
+    fitWork: (ranks) => pass.fitWork?.(m, ranks) ?? 0,
     rankProblem: (ranks) => rankProblem(pass, m, ranks),
   };
 }

@@ -7,7 +7,9 @@ import { Model } from '../../src/graph/graph.js';
 import { orthonormalize } from '../../src/linalg/qr.js';
 import { decodeModel } from '../../src/onnx/codec.js';
 import { optimizeModel } from '../../src/optimize/driver.js';
-import { rankAtCost } from '../../src/rewrite/challenge.js';
+import { COMPARE_WORK, rankAtCost } from '../../src/rewrite/challenge.js';
+import { convSpatialSvd } from '../../passes/conv-spatial-svd.js';
+import { optionsOf } from '../../src/api/config.js';
 import { isSkip, type BoundPass, type PassContext } from '../../src/rewrite/pass.js';
 import { bind } from '../../src/rewrite/registry.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
@@ -96,7 +98,7 @@ describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
     const tucker = bound(convTucker2, layer, cx);
     const limit = tucker.cost([10, 8]).after;
     const ranksOf = (k: number) => [Math.min(k, 24), Math.min(k, 48), Math.min(k, 16)];
-    const k = rankAtCost({ pass: convTt, match: m, limit: 48, patchDim: S * 9, maxWork: Infinity, ranksOf }, limit);
+    const k = rankAtCost({ pass: convTt, match: m, limit: 48, patchDim: S * 9, ranksOf }, limit);
     const at = (x: number) => convTt.cost(m, ranksOf(x)).after;
     expect(at(k).params).toBeLessThanOrEqual(limit.params);
     expect(at(k).macsPerPosition).toBeLessThanOrEqual(limit.macsPerPosition);
@@ -153,4 +155,60 @@ describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
     expect(note).not.toMatch(/not compared/);
     expect(rep.verify!.pass).toBe(true);
   }, 120_000);
+});
+
+describe('auto: a fit made only to compare methods costs at most COMPARE_WORK flops (fitWork), unless --all-methods', () => {
+  it('on a 512x512x3x3 conv, at the size of Tucker-2 [256, 256], spatial SVD and TT are compared and CP and CP-4 are not (their ALS: minutes); on 64x64x3x3 every method is; work grows with the rank', () => {
+    const at = (C: number) => {
+      const { layer, cx } = setup(randn(createRng(5), C * C * 9), C, C);
+      const tucker = bound(convTucker2, layer, cx);
+      const limit = tucker.cost([C / 2, C / 2]).after;
+      const work = (pass: Parameters<typeof bind>[0]): [number, number] => {
+        const b = bound(pass, layer, cx);
+        const m = (pass as typeof convCp).match(layer, cx);
+        if (isSkip(m)) throw new Error(m.skip);
+        // The largest single rank whose chain is within Tucker-2's cost (TT: [k, k, k]).
+        const spec = { pass: pass as typeof convCp, match: m, limit: C * 3, patchDim: C * 9, ...(pass === convTt && { ranksOf: (k: number) => [k, k, k] }) };
+        const k = rankAtCost(spec, limit);
+        const ranks = pass === convTt ? [k, k, k] : [k];
+        return [b.fitWork(ranks), b.fitWork(ranks.map((r) => Math.max(1, r >> 1)))];
+      };
+      return { layer, cx, tucker, w: { svd: work(convSpatialSvd), tt: work(convTt), cp: work(convCp), cp4: work(convCp4) } };
+    };
+    const big = at(512);
+    expect(big.w.svd[0]).toBeLessThanOrEqual(COMPARE_WORK);
+    expect(big.w.tt[0]).toBeLessThanOrEqual(COMPARE_WORK);
+    expect(big.w.cp[0]).toBeGreaterThan(COMPARE_WORK);
+    expect(big.w.cp4[0]).toBeGreaterThan(COMPARE_WORK);
+    for (const [hi, lo] of Object.values(big.w)) expect(lo).toBeLessThan(hi);
+    // Not fitted: the note says what the fit would cost and how to have it anyway.
+    const c = convCp.challenge!(big.layer, big.tucker, [256, 256], big.cx);
+    expect(c?.use).toBeUndefined();
+    expect(c?.note).toMatch(/^cp \d+ not compared \(its fit, ~\d\.\de\+1[1-9] flops, is past the 5e\+10 a comparison may spend; --all-methods compares it\)$/);
+    const small = at(64);
+    for (const [w] of Object.values(small.w)) expect(w).toBeLessThan(COMPARE_WORK / 10);
+  });
+
+  it('PassContext.compareWork bounds them (a small limit: "not compared"), Infinity (--all-methods) fits them; the driver passes it on', () => {
+    const [S, T] = [24, 24];
+    const { bytes, layer, cx } = setup(ttKernel(createRng(1), T, S, 3, 3, [6, 6, 6]), S, T);
+    const tucker = bound(convTucker2, layer, cx);
+    const low = convTt.challenge!(layer, tucker, [6, 6], { ...cx, saves: 'params', compareWork: 1e3 });
+    expect(low?.note).toMatch(/^tt 6,6,6 not compared \(its fit, ~\S+ flops, is past the 1e\+3 a comparison may spend; --all-methods compares it\)$/);
+    expect(low?.use).toBeUndefined();
+    for (const compareWork of [undefined, Infinity]) {
+      const c = convTt.challenge!(layer, tucker, [6, 6], { ...cx, saves: 'params', ...(compareWork && { compareWork }) });
+      expect(c?.note).toMatch(/^tucker2 6,6 err \S+ vs tt \d+,\d+,\d+ err /);
+      expect(c?.use?.bound.name).toBe('conv-tt');
+    }
+    const run = (compareWork?: number) => optimizeModel(new Model(decodeModel(bytes)), undefined, {
+      method: 'auto', policy: { kind: 'energy', energy: 0.999 }, minParams: 0, seed: 0, saves: 'params', ...(compareWork && { compareWork }),
+    })[0]!;
+    expect(run(1e3).note).toMatch(/tt \S+ not compared \(its fit/);
+    expect(run(1e3).pass).toBe('conv-tucker2');
+    expect(run().note).not.toMatch(/not compared/);
+    expect(run().pass).toBe('conv-tt');
+    expect(optionsOf({ allMethods: true }, undefined).compareWork).toBe(Infinity);
+    expect(optionsOf({}, undefined).compareWork).toBeUndefined();
+  });
 });
