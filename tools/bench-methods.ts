@@ -19,8 +19,8 @@
  *   method's rungs allocated over the same layers); the budget is an upper bound met on
  *   the sensitivity ladder's rungs (weight energies 0.5 … 0.999), so auto may end a rung
  *   below it ("set params" says where: on one ISNet layer 0.19 for a 0.49 target).
- *   auto at equal params: auto is run at the ratio (with --all-methods: no rival left
- *   uncompared for its fit's cost), and each layer then takes the method auto's comparison
+ *   auto at equal params: auto is run at the ratio (as a user runs it: a rival whose fit
+ *   would cost more than COMPARE_WORK is not compared), and each layer then takes the method auto's comparison
  *   picked there, at that method's ranks for the ratio (its own row's fit), through a plan:
  *   auto's choices without the shrink that follows a win. `--auto-own` also shows that run
  *   itself, whose winning rivals are shrunk to the smallest rank within Tucker-2's error
@@ -268,9 +268,9 @@ for (const t of targets) {
     const target = tucker?.modelParams?.toFixed(4);
     if (target) done(await optimizeWith(t, 'auto', ['--target-params', target, '--all-methods'], `auto @ params ${target}`));
     else mine.push({ target: t.label, method: 'auto', error: 'needs the tucker2 row (its params are the budget)', rewritten: 0, passes: '', setParams: null, setMacs: null, modelParams: null, modelMacs: null, minCosine: null, maxRelL2: null, factorS: 0, toolS: 0, file: '' });
-    // auto at the ratio: Tucker-2's ranks challenged by every method at no more params, the
+    // auto at the ratio: Tucker-2's ranks challenged by the other methods at no more params, the
     // winner then shrunk to the smallest rank within the error (fewer params: shown with --auto-own).
-    const own = await optimizeWith(t, 'auto', ['--rank-ratio', ratio, '--all-methods'], 'auto (own ranks)');
+    const own = await optimizeWith(t, 'auto', ['--rank-ratio', ratio], 'auto (own ranks)');
     if (autoOwn || own.error) done(own);
     autoPicks = own.report;
   }
