@@ -79,8 +79,7 @@ export function optionsOf(s: OptimizeSettings, budget: Budget | undefined): Opti
     // says otherwise (dropped again for budgets that save params: pipelineConfig).
     ...(heaviest === undefined && budget && { heaviestShare: DEFAULT_HEAVIEST_SHARE }),
     seed: checkNumber('seed', s.seed, { min: 0, max: 2 ** 32 - 1, integer: true }) ?? DEFAULT_SEED,
-    // --all-methods: auto's comparisons fit every method, however costly.
-    ...(s.allMethods === true && { compareWork: Infinity }),
+    ...(s.compareLimit !== undefined && { compareWork: checkNumber('compare-limit', s.compareLimit, { min: 0 })! }),
   };
 }
 

@@ -37,11 +37,10 @@ export interface OptimizeSettings {
   outputs?: readonly string[];
   layerLatency?: boolean;
   measureAllRungs?: boolean;
-  /**
-   * Under auto, every method whatever its fit costs (--all-methods): budgets' sensitivity offers
-   * the other methods' rungs too, and auto's comparisons fit rivals past COMPARE_WORK.
-   */
+  /** Budgets under auto: sensitivity offers the other methods' rungs too (--all-methods). */
   allMethods?: boolean;
+  /** Flops a fit made only to compare methods may cost (--compare-limit; default COMPARE_WORK, rewrite/challenge.ts). */
+  compareLimit?: number;
   /** Default true (false: --no-data-aware). */
   dataAware?: boolean;
   /** Default true (false: --no-anchor). */

@@ -47,15 +47,18 @@ allocate ranks globally, greedy on output error per saved unit):
   --measure-all-rungs with any budget: run every candidate rank of every layer through
                       the model in ORT (slower; the reference) instead of one or two per
                       layer with the rest predicted from the layer's own error
-  --all-methods       under --method auto, every method whatever its fits cost: with a
-                      budget, sensitivity also fits and measures the rungs of every
-                      other method that competes for each layer (CP, spatial SVD, TT,
-                      CP-4; timed where latency counts); with or without one, a method
-                      whose fit would cost more than 5e10 flops (about half a minute
-                      on 2 cores: CP on 256-channel 3x3 convs and up) is fitted too,
-                      where a default run notes it "not compared". Off by default: on
-                      PP-OCRv4 rec, det and cls it saved nothing more, at 1.5-5.8x the
-                      run time
+  --all-methods       under --method auto with a budget, sensitivity also fits and
+                      measures the rungs of every other method that competes for each
+                      layer (CP, spatial SVD, TT, CP-4; timed where latency counts).
+                      Off by default: on PP-OCRv4 rec, det and cls it saved nothing
+                      more, at 1.5-5.8x the run time (without a budget every method
+                      is compared anyway, within --compare-limit)
+  --compare-limit F   largest fit, in flops, that auto makes only to compare methods
+                      (and --all-methods to offer a rung); a method past it is noted
+                      "not compared" with its cost (default 5e10, about half a minute
+                      on 2 cores: CP and CP-4 on 256-channel 3x3 convs and up are past
+                      it; a CP of a 512x512x3x3 conv at Tucker-2's size is ~1.7e12,
+                      some 15 minutes)
   --stages K          reach the budget in K steps (MUSCO-style): after each stage the
                       factored layers are merged back, statistics and sensitivity are
                       measured again, and ranks can only go down (default 1, at most 10)

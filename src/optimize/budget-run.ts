@@ -168,7 +168,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       feeds: calib.feeds.slice(0, sensFeeds), reference: stageRef.slice(0, sensFeeds),
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
-      measureAllRungs: cfg.measureAllRungs, allMethods: cfg.allMethods, threads: cfg.workThreads,
+      measureAllRungs: cfg.measureAllRungs, allMethods: cfg.allMethods, compareWork: opts.compareWork, threads: cfg.workThreads,
       onProgress: inp.run.onProgress,
     }));
     if (stage === 1) sensitivity = sens;

@@ -43,6 +43,8 @@ export interface BudgetedOptions extends LayerFilter {
   measureAllRungs?: boolean;
   /** Under auto, the other competing methods' rungs too (sensitivity.ts `rivals`). */
   allMethods?: boolean;
+  /** Flops a rival rung's fit may cost (PassContext.compareWork; --compare-limit). */
+  compareWork?: number;
   /** Intra-op threads of the error runs (sensitivity.ts `threads`). */
   threads?: number;
   /** Reuse these measurements (from a plan file) instead of measuring again. */
@@ -83,7 +85,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
 
 function measureLayers(model: Model, layers: readonly LayerInfo[], opts: BudgetedOptions): Promise<LayerSensitivity[]> {
   for (const g of model.allGraphs()) g.topoSort();
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits, ...(opts.allMethods && { compareWork: Infinity }) };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits, ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,

@@ -69,7 +69,7 @@ export interface OptimizeOptions {
    * screen times it (challenge.ts). Absent: latency.
    */
   readonly saves?: 'params' | 'macs' | 'latency';
-  /** Under auto, flops a fit made only to compare methods may cost (PassContext.compareWork; --all-methods: Infinity). */
+  /** Under auto, flops a fit made only to compare methods may cost (PassContext.compareWork; --compare-limit). */
   readonly compareWork?: number;
   /** The user's plan (--plan): apply these decisions exactly instead of choosing ranks. */
   readonly plan?: PlanFile;

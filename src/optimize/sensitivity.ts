@@ -190,7 +190,7 @@ async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProt
  * - a rival's rungs are at the preferred pass's picked rungs' shares of params kept (its
  *   ratio policy: no fit to choose them), RIVAL_RATIOS when the preferred pass offers none,
  *   at most RIVAL_RUNGS of them, none whose fit costs more than auto's comparisons may
- *   spend (PassContext.compareWork, default COMPARE_WORK; the pass's fitWork);
+ *   spend (the pass's fitWork past PassContext.compareWork, default COMPARE_WORK);
  * - each is fitted (quickly: PassContext.quickFits, so CP and CP-4 skip their refit under
  *   the sensitivity bound, 3/4 of their time, and err 0.3–2% high; a quick fit whose terms
  *   cancel is not offered, as the fit built would be refitted or declined) and its layer's own

@@ -13,8 +13,8 @@
  * A rival that declines the rank it would compete at (a CP whose refit under the sensitivity
  * bound stays degenerate: never shipped) does not compete, and the note says why.
  * A rival whose fit would cost more than COMPARE_WORK (its pass's fitWork) is not fitted
- * only to compare (PassContext.compareWork: --all-methods lifts it); the note says what the
- * fit would cost.
+ * only to compare (PassContext.compareWork: --compare-limit); the note says what the fit
+ * would cost.
  */
 import type { LayerInfo } from '../graph/layers.js';
 import { MIN_ROWS_PER_DIM } from './conv-stats.js';
@@ -125,7 +125,7 @@ export function challengeAtEqualCost<M>(
   const work = spec.pass.fitWork?.(spec.match, rivalRanks) ?? 0;
   const most = cx.compareWork ?? COMPARE_WORK;
   if (work > most) {
-    return { note: `${name} ${shown} not compared (its fit, ~${work.toExponential(1)} flops, is past the ${most.toExponential(0)} a comparison may spend; --all-methods compares it)` };
+    return { note: `${name} ${shown} not compared (its fit, ~${work.toExponential(1)} flops, is past the ${most.toExponential(0)} a comparison may spend: --compare-limit raises it)` };
   }
   const fP = preferred.estimate(ranks, cx);
   const fR = spec.pass.estimate(spec.match, rivalRanks, cx);

@@ -47,7 +47,7 @@ export interface PassContext {
   quickFits?: boolean;
   /**
    * Flops (LayerRewrite.fitWork) a fit made only to compare methods may cost: auto's
-   * comparisons, sensitivity's rival rungs. Default COMPARE_WORK (challenge.ts); --all-methods: Infinity.
+   * comparisons, sensitivity's rival rungs. Default COMPARE_WORK (challenge.ts); --compare-limit.
    */
   compareWork?: number;
 }

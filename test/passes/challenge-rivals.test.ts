@@ -157,7 +157,7 @@ describe('auto: TT and CP-4 challenge the choice so far at equal cost', () => {
   }, 120_000);
 });
 
-describe('auto: a fit made only to compare methods costs at most COMPARE_WORK flops (fitWork), unless --all-methods', () => {
+describe('auto: a fit made only to compare methods costs at most COMPARE_WORK flops (fitWork), or --compare-limit', () => {
   it('on a 512x512x3x3 conv, at the size of Tucker-2 [256, 256], spatial SVD and TT are compared and CP and CP-4 are not (their ALS: minutes); on 64x64x3x3 every method is; work grows with the rank', () => {
     const at = (C: number) => {
       const { layer, cx } = setup(randn(createRng(5), C * C * 9), C, C);
@@ -184,19 +184,19 @@ describe('auto: a fit made only to compare methods costs at most COMPARE_WORK fl
     // Not fitted: the note says what the fit would cost and how to have it anyway.
     const c = convCp.challenge!(big.layer, big.tucker, [256, 256], big.cx);
     expect(c?.use).toBeUndefined();
-    expect(c?.note).toMatch(/^cp \d+ not compared \(its fit, ~\d\.\de\+1[1-9] flops, is past the 5e\+10 a comparison may spend; --all-methods compares it\)$/);
+    expect(c?.note).toMatch(/^cp \d+ not compared \(its fit, ~\d\.\de\+1[1-9] flops, is past the 5e\+10 a comparison may spend: --compare-limit raises it\)$/);
     const small = at(64);
     for (const [w] of Object.values(small.w)) expect(w).toBeLessThan(COMPARE_WORK / 10);
   });
 
-  it('PassContext.compareWork bounds them (a small limit: "not compared"), Infinity (--all-methods) fits them; the driver passes it on', () => {
+  it('PassContext.compareWork bounds them (a small limit: "not compared"), a large one fits them; the driver passes it on, --compare-limit sets it', async () => {
     const [S, T] = [24, 24];
     const { bytes, layer, cx } = setup(ttKernel(createRng(1), T, S, 3, 3, [6, 6, 6]), S, T);
     const tucker = bound(convTucker2, layer, cx);
     const low = convTt.challenge!(layer, tucker, [6, 6], { ...cx, saves: 'params', compareWork: 1e3 });
-    expect(low?.note).toMatch(/^tt 6,6,6 not compared \(its fit, ~\S+ flops, is past the 1e\+3 a comparison may spend; --all-methods compares it\)$/);
+    expect(low?.note).toMatch(/^tt 6,6,6 not compared \(its fit, ~\S+ flops, is past the 1e\+3 a comparison may spend: --compare-limit raises it\)$/);
     expect(low?.use).toBeUndefined();
-    for (const compareWork of [undefined, Infinity]) {
+    for (const compareWork of [undefined, 1e15]) {
       const c = convTt.challenge!(layer, tucker, [6, 6], { ...cx, saves: 'params', ...(compareWork && { compareWork }) });
       expect(c?.note).toMatch(/^tucker2 6,6 err \S+ vs tt \d+,\d+,\d+ err /);
       expect(c?.use?.bound.name).toBe('conv-tt');
@@ -208,7 +208,21 @@ describe('auto: a fit made only to compare methods costs at most COMPARE_WORK fl
     expect(run(1e3).pass).toBe('conv-tucker2');
     expect(run().note).not.toMatch(/not compared/);
     expect(run().pass).toBe('conv-tt');
-    expect(optionsOf({ allMethods: true }, undefined).compareWork).toBe(Infinity);
-    expect(optionsOf({}, undefined).compareWork).toBeUndefined();
+    expect(optionsOf({ compareLimit: 1e12 }, undefined).compareWork).toBe(1e12);
+    expect(optionsOf({ allMethods: true }, undefined).compareWork).toBeUndefined();
+    expect(() => optionsOf({ compareLimit: -1 }, undefined)).toThrow(/--compare-limit expects a number in \[0, inf\], got "-1"/);
+    // Through the CLI: the note in the report, and the rewrite still verified.
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-compare-limit-'));
+    const input = path.join(dir, 'in.onnx');
+    writeFileSync(input, bytes);
+    const r = await runCli('optimize', input, path.join(dir, 'out.onnx'), '--min-params', '0', '--save', 'params', '--compare-limit', '1000', '--json');
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(r.out) as Report;
+    expect(rep.layers[0]!.note).toMatch(/tt \S+ not compared \(its fit, ~\S+ flops, is past the 1e\+3 a comparison may spend: --compare-limit raises it\)/);
+    expect(rep.layers[0]!.pass).toBe('conv-tucker2');
+    expect(rep.verify!.pass).toBe(true);
+    const bad = await runCli('optimize', input, path.join(dir, 'bad.onnx'), '--compare-limit', 'lots');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--compare-limit/);
   });
 });
