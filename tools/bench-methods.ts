@@ -235,7 +235,7 @@ async function optimizeWith(t: Target, method: string, extra: string[], label = 
 }
 
 console.log(`machine: ${machineLine()}; timing ORT-node 1 thread${web ? ', ORT-web wasm 1 thread' : ''}; load before: ${loadLine()}`);
-console.log(`budget: rank ratio ${ratio} for every method (auto: Tucker-2's params as an upper --target-params, --all-methods); data: ${data}; methods: ${methods.join(', ')}`);
+console.log(`budget: rank ratio ${ratio} for every method (auto: Tucker-2's params as an upper --target-params, --all-methods; auto's picks: the method auto's comparison takes per layer at the ratio, at that method's ranks); data: ${data}; methods: ${methods.join(', ')}`);
 
 const f = (x: number | null | undefined, d = 3): string => (x === null || x === undefined ? '-' : x.toFixed(d));
 const printRows = (rs: readonly Row[]): void => console.log(table(
