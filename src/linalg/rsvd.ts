@@ -49,16 +49,23 @@ export interface AsyncSvdOptions extends TruncatedSvdOptions {
  */
 export function* truncatedSvdProgram(a: Matrix, rank: number, opts: TruncatedSvdOptions = {}): GemmProgram<SvdResult> {
   const k = checkRank(rank, Math.min(a.rows, a.cols), 'truncated SVD');
-  const l = Math.min(k + (opts.oversample ?? 10), Math.min(a.rows, a.cols));
-  const small = Math.min(a.rows, a.cols);
-  const exact = opts.method === 'exact' || (opts.method !== 'randomized' && (small <= 2 * l || small <= 64));
+  const { l, exact } = truncatedPath(a.rows, a.cols, k, opts);
   if (exact) {
     assertFinite(a, 'truncated SVD input');
     return truncate(yield* svdProgram(a), k);
   }
   // The randomized path checks A through its first product instead (see there).
   if (opts.start) assertFinite(opts.start, 'truncated SVD start');
-  return yield* randomizedSvdProgram(a, k, l, opts.powerIters ?? 2, opts.rng ?? createRng(opts.seed ?? 0), opts.start);
+  return yield* randomizedSvdProgram(a, k, l, powerItersOf(opts), opts.rng ?? createRng(opts.seed ?? 0), opts.start);
+}
+
+const powerItersOf = (opts: TruncatedSvdOptions): number => opts.powerIters ?? 2;
+
+/** The sketch width l at rank k ≤ min(m, n), and whether the full SVD is taken instead (small or nearly full-rank matrices). */
+function truncatedPath(m: number, n: number, k: number, opts: TruncatedSvdOptions): { l: number; exact: boolean } {
+  const small = Math.min(m, n);
+  const l = Math.min(k + (opts.oversample ?? 10), small);
+  return { l, exact: opts.method === 'exact' || (opts.method !== 'randomized' && (small <= 2 * l || small <= 64)) };
 }
 
 /**
@@ -67,11 +74,9 @@ export function* truncatedSvdProgram(a: Matrix, rank: number, opts: TruncatedSvd
  * randomized one's products with A (2·m·n·l each, 2q + 2 of them) and its QRs and small SVD.
  */
 export function truncatedSvdFlops(m: number, n: number, rank: number): number {
-  const small = Math.min(m, n);
-  const k = Math.min(rank, small);
-  const l = Math.min(k + 10, small);
-  if (small <= 2 * l || small <= 64) return svdFlops(m, n);
-  const q = 2;
+  const { l, exact } = truncatedPath(m, n, Math.min(rank, m, n), {});
+  if (exact) return svdFlops(m, n);
+  const q = powerItersOf({});
   return (2 * q + 2) * 2 * m * n * l + (2 * q + 3) * 4 * (m + n) * l * l + svdFlops(l, n);
 }
 
