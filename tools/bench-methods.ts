@@ -282,8 +282,13 @@ for (const t of targets) {
   // auto at equal params: each layer takes the method auto's comparison picked at the ratio,
   // at that method's own ranks for the ratio (its row's fit), not shrunk: written through a plan.
   if (autoPicks && fitted.length > 0) {
-    const ofPass = (pass: string | undefined, name: string): LayerRecord | undefined =>
-      fitted.find((r) => r.report!.layers.some((l) => l.name === name && !l.skipped && l.pass === pass))?.report!.layers.find((l) => l.name === name);
+    const ofPass = (pass: string | undefined, name: string): LayerRecord | undefined => {
+      for (const r of fitted) {
+        const l = r.report!.layers.find((x) => x.name === name && !x.skipped && x.pass === pass);
+        if (l) return l;
+      }
+      return undefined;
+    };
     const base = fitted[0]!.report!;
     const picked = base.layers.map((l) => {
       const a = autoPicks!.layers.find((x) => x.name === l.name);
