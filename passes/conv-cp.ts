@@ -32,7 +32,6 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { cpConvGroups, type CpConvGroups } from '../src/linalg/cp-conv-groups.js';
 import type { Matrix } from '../src/linalg/matrix.js';
-import { cpAlsFlops } from '../src/linalg/cp-als.js';
 import { lastFactorFlops } from '../src/linalg/last-factor.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
@@ -46,7 +45,7 @@ import {
   derivedName, isSkip, skip, type Applied, type BoundPass, type Challenge, type Cost, type LayerPass, type MatchBase, type PassContext, type Skip,
 } from '../src/rewrite/pass.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
-import { degenerateReason, SENSITIVITY_LIMIT, STABLE_MAX_SWEEPS, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
+import { degenerateReason, SENSITIVITY_LIMIT, stableCpFlops, type CpSensitivity, type Stabilized } from '../src/linalg/cp-sensitivity.js';
 import type { RankPolicy } from '../src/rewrite/rank-policy.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import type { Rng } from '../src/util/rng.js';
@@ -149,12 +148,12 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpGroupCost(m.geo, ranks[0]!) }),
 
-  // Per group: the ALS and its refit under the sensitivity bound (at most STABLE_MAX_SWEEPS more sweeps), the last factor's fit on statistics.
+  // Per group: the ALS and its refit under the sensitivity bound (stableCpFlops), the last factor's fit on statistics.
   fitWork(m: ConvCpMatch, ranks: readonly number[]): number {
     const { T, S, group: G, kernelSize: K } = m.geo;
     const R = Math.min(ranks[0]!, cpLimit(m.geo));
     const stats = m.patches || m.anchor ? lastFactorFlops(R, (S / G) * K) : 0;
-    return G * (cpAlsFlops([T / G, S / G, K], R, ALS.maxIter + STABLE_MAX_SWEEPS) + stats);
+    return G * (stableCpFlops([T / G, S / G, K], R, ALS.maxIter) + stats);
   },
 
   estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {

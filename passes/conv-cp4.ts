@@ -38,8 +38,7 @@ import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
 import { cpNdConv, cpNdError, cpNdKernel, cpNdPrefix, cpNdSensitivity, type CpNdConv } from '../src/linalg/cpn-conv.js';
-import { STABLE_MAX_SWEEPS, worstStabilized } from '../src/linalg/cp-sensitivity.js';
-import { cpAlsFlops } from '../src/linalg/cp-als.js';
+import { stableCpFlops, worstStabilized } from '../src/linalg/cp-sensitivity.js';
 import { fitLastFactor, lastFactorFlops } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
 import { cpEnergyRank, cpRanks } from '../src/rewrite/cp-rank.js';
@@ -175,7 +174,7 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     const G = m.geo.group;
     const R = Math.min(ranks[0]!, cpLimit(m.geo));
     const stats = m.patches || m.anchors ? lastFactorFlops(R, m.s * m.geo.kernelSize) : 0;
-    return G * (cpAlsFlops([m.t, m.s, ...m.geo.kernel], R, ALS.maxIter + STABLE_MAX_SWEEPS) + stats);
+    return G * (stableCpFlops([m.t, m.s, ...m.geo.kernel], R, ALS.maxIter) + stats);
   },
 
   estimate(m: ConvCp4Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {

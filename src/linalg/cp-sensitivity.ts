@@ -32,7 +32,7 @@ import { gemm } from './gemm.js';
 import type { Matrix } from './matrix.js';
 import { solveLowerLeft, solveUpperLeft } from './triangular.js';
 import { khatriRao, tensorNorm, unfold, type Tensor } from './tensor.js';
-import type { CpAlsResult } from './cp-als.js';
+import { cpAlsFlops, type CpAlsResult } from './cp-als.js';
 
 export interface CpSensitivity {
   /** ss = Σ_n I_n·Σ_r Π_{m≠n} ‖F_m[:, r]‖² (Phan et al. 2020). */
@@ -167,6 +167,11 @@ export interface StableCp {
 
 /** Sweeps a refit under the sensitivity bound may spend over all penalties (StableCpOptions.maxSweeps). */
 export const STABLE_MAX_SWEEPS = 100;
+
+/** About how many flops a CP fit costs: `sweeps` ALS sweeps, then at most a refit's (stableCp, default budget). */
+export function stableCpFlops(dims: readonly number[], rank: number, sweeps: number): number {
+  return cpAlsFlops(dims, rank, sweeps + STABLE_MAX_SWEEPS);
+}
 
 /** Penalties tried, as κ: μ = κ·‖X‖² / ssReference(dims, R, ‖X‖). */
 const KAPPAS = [1e-3, 1e-2, 1e-1, 1, 10];
