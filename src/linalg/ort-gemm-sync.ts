@@ -32,9 +32,12 @@ export interface SyncOrtGemmOptions {
 export interface SyncOrtGemm extends SyncGemm {
   /** Products ORT failed or did not answer in time, computed in JS instead (same result, slower). */
   readonly fallbacks: number;
-  /** Stops the worker (its ORT sessions go with it); the engine must not be used afterwards. */
+  /** Closes the worker once its product in hand is done (its ORT sessions released first); the engine must not be used afterwards. */
   dispose(): Promise<void>;
 }
+
+/** How long dispose() waits for the worker to finish its product and exit before stopping it. */
+const DISPOSE_GRACE_MS = 60_000;
 
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -42,7 +45,7 @@ const ort = require(workerData.ortPath);
 const { port, flag, sessionOptions } = workerData;
 const state = new Int32Array(flag);
 const sessions = new Map();
-parentPort.on('message', async (m) => {
+async function product(m) {
   try {
     let s = sessions.get(m.key);
     if (!s) {
@@ -58,9 +61,28 @@ parentPort.on('message', async (m) => {
   }
   Atomics.store(state, 0, 1);
   Atomics.notify(state, 0);
-});
+}
+async function close() {
+  for (const s of sessions.values()) await s.release().catch(() => {});
+  sessions.clear();
+  port.close();
+  parentPort.close();
+}
+// One message at a time, in order: a close waits for the product before it.
+let queue = Promise.resolve();
+parentPort.on('message', (m) => { queue = queue.then(() => (m.close ? close() : product(m))); });
 parentPort.postMessage('ready');
 `;
+
+/** The parent's Node flags minus --input-type, which would make the CommonJS worker source an ES module. */
+function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--input-type') i++;
+    else if (!argv[i]!.startsWith('--input-type=')) out.push(argv[i]!);
+  }
+  return out;
+}
 
 export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promise<SyncOrtGemm> {
   const threads = options.threads ?? 2;
@@ -70,7 +92,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
   const { port1, port2 } = new MessageChannel();
   const flag = new SharedArrayBuffer(4);
   const state = new Int32Array(flag);
-  const worker = new Worker(WORKER, { eval: true, workerData: { ortPath, port: port2, flag, sessionOptions: gemmSessionOptions(threads) }, transferList: [port2 as MessagePort] });
+  const worker = new Worker(WORKER, { eval: true, execArgv: workerExecArgv(process.execArgv), workerData: { ortPath, port: port2, flag, sessionOptions: gemmSessionOptions(threads) }, transferList: [port2 as MessagePort] });
   worker.unref();
   try {
     await new Promise<void>((resolve, reject) => {
@@ -83,9 +105,17 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
     throw new LrError('numeric', `the ORT GEMM worker did not start: ${(e as Error).message}`);
   }
   worker.removeAllListeners();
+  // Terminating a worker while it is inside an ORT call aborts the whole process (ORT's
+  // binding throws from a callback that cannot reach JS any more): the worker is only ever
+  // asked to close, which it does after the product in hand, and then exits by itself.
+  let exited = false;
+  const exit = new Promise<void>((resolve) => worker.once('exit', () => { exited = true; resolve(); }));
+  worker.on('error', () => {}); // an exit follows; the products it owed run in JS
+  let closing = false;
+  const close = () => { if (!closing && !exited) worker.postMessage({ close: true }); closing = true; };
   const made = new Set<string>();
   let disposed = false;
-  // After a timeout the worker is stopped and every product runs in JS.
+  // After a timeout the worker is asked to close and every product runs in JS.
   let broken = false;
   let fallbacks = 0;
   let seq = 0;
@@ -118,7 +148,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
       worker.postMessage({ seq: id, key, model, f32, a: cast(a), b: cast(b), aDims: [a.rows, a.cols], bDims: [b.rows, b.cols] });
       if (Atomics.wait(state, 0, 0, timeoutMs) === 'timed-out') {
         broken = true;
-        void worker.terminate();
+        close();
         fallbacks++;
         return gemm(a, b, opts);
       }
@@ -134,8 +164,14 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
     async dispose() {
       if (disposed) return;
       disposed = true;
+      close();
+      worker.ref(); // the wait for its exit keeps the process alive
+      // A worker that never finishes its product (a hung ORT) is stopped after all, late.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), DISPOSE_GRACE_MS); timer.unref(); });
+      if (await Promise.race([exit, late]) === 'late') await worker.terminate();
+      clearTimeout(timer);
       port1.close();
-      await worker.terminate();
     },
   };
 }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gemm } from '../../src/linalg/gemm.js';
 import { asFloat32, diffNorm, frobeniusNorm, randomNormal } from '../../src/linalg/matrix.js';
@@ -65,4 +66,25 @@ describe('synchronous ORT gemm (worker thread)', () => {
     await other.dispose();
     expect(() => other.matmulSync(a, b)).toThrow(/after dispose/);
   });
+
+  it('a product that times out while ORT runs it: the worker is closed, not killed, and the process lives on', () => {
+    // Terminating the worker inside an ORT call aborted the whole process (SIGABRT,
+    // "terminate called after throwing an instance of 'Napi::Error'") within a few
+    // cycles; timeouts of 0-6 ms land before, inside and after the 300x300 products.
+    const body = `
+      import { createSyncOrtGemm } from ${JSON.stringify(new URL('../../src/linalg/ort-gemm-sync.ts', import.meta.url).pathname)};
+      const a = { rows: 300, cols: 300, data: Float64Array.from({ length: 90000 }, (_, i) => Math.sin(i)) };
+      let fallbacks = 0;
+      for (let i = 0; i < 60; i++) {
+        const g = await createSyncOrtGemm({ minFlops: 0, timeoutMs: i % 7 });
+        g.matmulSync(a, a); g.matmulSync(a, a);
+        fallbacks += g.fallbacks;
+        await g.dispose();
+      }
+      console.log('done ' + fallbacks);`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', body], { encoding: 'utf8', timeout: 300_000 });
+    expect(r.stderr).not.toMatch(/terminate called/);
+    expect([r.status, r.signal]).toEqual([0, null]);
+    expect(r.stdout).toMatch(/^done \d+/m);
+  }, 320_000);
 });
