@@ -115,7 +115,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
   const close = () => { if (!closing && !exited) worker.postMessage({ close: true }); closing = true; };
   const made = new Set<string>();
   let disposed = false;
-  // After a timeout the worker is asked to close and every product runs in JS.
+  // After a timeout the worker is asked to close and every product runs in JS (as after its exit).
   let broken = false;
   let fallbacks = 0;
   let seq = 0;
@@ -138,7 +138,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
       for (const [x, what] of [[a, 'A'], [b, 'B']] as const) {
         if (x.data.length !== x.rows * x.cols) throw new LrError('numeric', `matmulSync: ${what} holds ${x.data.length} values for ${x.rows}×${x.cols}`);
       }
-      if (broken || 2 * m * n * k < minFlops || m === 0 || n === 0 || k === 0) return gemm(a, b, opts);
+      if (broken || exited || 2 * m * n * k < minFlops || m === 0 || n === 0 || k === 0) return gemm(a, b, opts);
       const f32 = a.data instanceof Float32Array && b.data instanceof Float32Array;
       const key = `${f32 ? 'f' : 'd'}${opts.transA ? 1 : 0}${opts.transB ? 1 : 0}`;
       const model = made.has(key) ? undefined : encodeGemmModel({ elemType: f32 ? ONNX_FLOAT : ONNX_DOUBLE, transA: !!opts.transA, transB: !!opts.transB });
