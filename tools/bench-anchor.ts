@@ -36,14 +36,15 @@ const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') 
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-anchor-'));
 
 
-interface Setup { model: string; policy: string[]; common: string[]; calib: string[]; held: string[] }
+/** `calib`, `held`: the calibration and held-out data (a folder of photos or a .npy file). */
+interface Setup { model: string; policy: string[]; common: string[]; calib: string; held: string }
 
 function setupOf(name: string): Setup {
   if (name === 'isnet') {
     const photos = ensurePhotos();
     return {
       model: ensureIsnet(), policy: ['--rank-ratio', '0.5', '--heaviest', '44'], common: [...ISNET_IMAGE_ARGS, '--outputs', 'output'],
-      calib: ['--calib', photos.calib], held: ['--verify-data', photos.held],
+      calib: photos.calib, held: photos.held,
     };
   }
   if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, det, isnet`);
@@ -52,8 +53,8 @@ function setupOf(name: string): Setup {
   const policy = name === 'rec' ? ['--rank-ratio', '0.5', '--min-params', '0'] : ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'];
   return {
     model: name === 'det' ? logitsModel(REAL_MODELS.det.path, path.join(dir, 'det-logits.onnx')) : REAL_MODELS[name].path, policy, common: realModelArgs(name, dir),
-    calib: ['--calib', randomNpy(dir, `${name}-calib.npy`, [name === 'rec' ? 8 : 4, ...dims.slice(1)], 5)],
-    held: ['--verify-data', randomNpy(dir, `${name}-held.npy`, [4, ...dims.slice(1)], 77)],
+    calib: randomNpy(dir, `${name}-calib.npy`, [name === 'rec' ? 8 : 4, ...dims.slice(1)], 5),
+    held: randomNpy(dir, `${name}-held.npy`, [4, ...dims.slice(1)], 77),
   };
 }
 
@@ -74,12 +75,11 @@ const rows: Row[] = [];
 for (const name of models) {
   const st = setupOf(name);
   const planFile = path.join(dir, `${name}.plan.json`);
-  const p = await cli(['plan', st.model, ...st.common, ...st.policy, ...st.calib]);
+  const p = await cli(['plan', st.model, ...st.common, ...st.policy, '--calib', st.calib]);
   if (p.code !== 0) throw new Error(`${name}: plan failed: ${p.err}`);
   writeFileSync(planFile, p.out);
-  const heldAsCalib = ['--calib', st.held[1]!];
   const arm = async (extra: string[], calib = st.calib): Promise<{ rel: number; s: number; report: Report }> => {
-    const r = await cli(['optimize', st.model, path.join(dir, `${name}.onnx`), ...st.common, ...calib, ...st.held, '--plan', planFile, '--json', '--no-latency', ...extra]);
+    const r = await cli(['optimize', st.model, path.join(dir, `${name}.onnx`), ...st.common, '--calib', calib, '--verify-data', st.held, '--plan', planFile, '--json', '--no-latency', ...extra]);
     if (r.code === 2) throw new Error(`${name}: optimize failed: ${r.err}`);
     const report = JSON.parse(r.out) as Report;
     const outs = report.verify?.outputs.filter((o) => o.checked !== false) ?? [];
@@ -90,13 +90,13 @@ for (const name of models) {
   const anch = await arm([]);
   let fitOnHeld: Row['oracle'];
   if (oracle) {
-    const [i, a] = [await arm(['--no-anchor'], heldAsCalib), await arm([], heldAsCalib)];
+    const [i, a] = [await arm(['--no-anchor'], st.held), await arm([], st.held)];
     fitOnHeld = { independent: i.rel, anchored: a.rel, ratio: a.rel / i.rel };
   }
-  rows.push({ oracle: fitOnHeld,
+  rows.push({
     model: name, layers: anch.report.layers.filter((l) => !l.skipped).length,
     independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s,
-    notes: anch.report.notes.filter((n) => n.startsWith('anchored fitting')),
+    notes: anch.report.notes.filter((n) => n.startsWith('anchored fitting')), oracle: fitOnHeld,
   });
   const row = rows[rows.length - 1]!;
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);

@@ -27,7 +27,8 @@ import { findLayers } from '../src/graph/layers.js';
 import { anchoredError, dampingOf, plusDiagonal, reducedRankFromMoments } from '../src/linalg/anchored.js';
 import { gemm } from '../src/linalg/gemm.js';
 import { transpose, type Matrix } from '../src/linalg/matrix.js';
-import { tucker2Conv } from '../src/linalg/tucker2-conv.js';
+import { diagonalSum } from '../src/linalg/spatial-svd-als.js';
+import { applyFirst, tucker2Conv } from '../src/linalg/tucker2-conv.js';
 import { decodeModel } from '../src/onnx/codec.js';
 import { table } from '../src/report/format.js';
 import { ANCHOR_PATCH_DAMP, anchoredChannelWhitenings, anchoredPatches } from '../src/rewrite/conv-stats.js';
@@ -41,29 +42,6 @@ const opt = (name: string, dflt: number): number => Number(argv.find((a) => a.st
 const ratio = opt('ratio', 0.5);
 const sweeps = opt('sweeps', 3);
 const CG_ITERATIONS = 25;
-
-/** M·Ãᵀ for M [n, s·K] and Ã = A ⊗ I_K (A [r, s]): [n, r·K] (patch index c·K + k). */
-function applyFirst(a: Matrix, m: Matrix, K: number): Matrix {
-  const { rows: r, cols: s } = a;
-  const out = new Float64Array(m.rows * r * K);
-  for (let i = 0; i < m.rows; i++) for (let b = 0; b < r; b++) for (let k = 0; k < K; k++) {
-    let v = 0;
-    for (let c = 0; c < s; c++) v += a.data[b * s + c]! * m.data[i * s * K + c * K + k]!;
-    out[i * r * K + b * K + k] = v;
-  }
-  return { rows: m.rows, cols: r * K, data: out };
-}
-
-/** Σ_k Y[(b, k), (c, k)] of Y [r·K, s·K]: the gradient of Ã folded back onto A [r, s]. */
-function foldDiagonal(y: Matrix, r: number, s: number, K: number): Matrix {
-  const out = new Float64Array(r * s);
-  for (let b = 0; b < r; b++) for (let c = 0; c < s; c++) {
-    let v = 0;
-    for (let k = 0; k < K; k++) v += y.data[(b * K + k) * s * K + c * K + k]!;
-    out[b * s + c] = v;
-  }
-  return { rows: r, cols: s, data: out };
-}
 
 /** Ŵ = M·Ã [t, s·K] for M [t, r·K]. */
 function chainWeight(m: Matrix, a: Matrix, K: number): Matrix {
@@ -83,8 +61,8 @@ const axpy = (x: Float64Array, alpha: number, y: Float64Array): Float64Array => 
 function firstFactorStep(m: Matrix, a0: Matrix, cHat: Matrix, wx: Matrix, K: number): Matrix {
   const { rows: r, cols: s } = a0;
   const n = gemm(m, m, { transA: true });
-  const op = (a: Float64Array): Float64Array => Float64Array.from(foldDiagonal(gemm(n, transpose(applyFirst({ rows: r, cols: s, data: a }, cHat, K))), r, s, K).data);
-  const rhs = Float64Array.from(foldDiagonal(gemm(m, wx, { transA: true }), r, s, K).data);
+  const op = (a: Float64Array): Float64Array => Float64Array.from(diagonalSum(gemm(n, transpose(applyFirst({ rows: r, cols: s, data: a }, cHat, K, undefined))), r, s, K).data);
+  const rhs = Float64Array.from(diagonalSum(gemm(m, wx, { transA: true }), r, s, K).data);
   let x: Float64Array = Float64Array.from(a0.data);
   let res: Float64Array = axpy(rhs, -1, op(x));
   let dir: Float64Array = Float64Array.from(res);
@@ -144,8 +122,8 @@ for (const layer of layers) {
   for (let k = 0; k < sweeps; k++) {
     a = firstFactorStep(mm, a, cHat, wx, K);
     errors.push(errorOf(mm, a));
-    const z = applyFirst(a, transpose(applyFirst(a, cHat, K)), K);
-    const rr = reducedRankFromMoments(z, applyFirst(a, wx, K), r2);
+    const z = applyFirst(a, transpose(applyFirst(a, cHat, K, undefined)), K, undefined);
+    const rr = reducedRankFromMoments(z, applyFirst(a, wx, K, undefined), r2);
     mm = gemm(rr.b, rr.g);
     errors.push(errorOf(mm, a));
   }

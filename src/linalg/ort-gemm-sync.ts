@@ -111,12 +111,11 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
   let exited = false;
   const exit = new Promise<void>((resolve) => worker.once('exit', () => { exited = true; resolve(); }));
   worker.on('error', () => {}); // an exit follows; the products it owed run in JS
+  // Set on a timeout (or by dispose): every later product runs in JS, as after the worker's exit.
   let closing = false;
   const close = () => { if (!closing && !exited) worker.postMessage({ close: true }); closing = true; };
   const made = new Set<string>();
   let disposed = false;
-  // After a timeout the worker is asked to close and every product runs in JS (as after its exit).
-  let broken = false;
   let fallbacks = 0;
   let seq = 0;
   const pause = new Int32Array(new SharedArrayBuffer(4));
@@ -138,7 +137,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
       for (const [x, what] of [[a, 'A'], [b, 'B']] as const) {
         if (x.data.length !== x.rows * x.cols) throw new LrError('numeric', `matmulSync: ${what} holds ${x.data.length} values for ${x.rows}×${x.cols}`);
       }
-      if (broken || exited || 2 * m * n * k < minFlops || m === 0 || n === 0 || k === 0) return gemm(a, b, opts);
+      if (closing || exited || 2 * m * n * k < minFlops || m === 0 || n === 0 || k === 0) return gemm(a, b, opts);
       const f32 = a.data instanceof Float32Array && b.data instanceof Float32Array;
       const key = `${f32 ? 'f' : 'd'}${opts.transA ? 1 : 0}${opts.transB ? 1 : 0}`;
       const model = made.has(key) ? undefined : encodeGemmModel({ elemType: f32 ? ONNX_FLOAT : ONNX_DOUBLE, transA: !!opts.transA, transB: !!opts.transB });
@@ -147,7 +146,6 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
       const id = ++seq;
       worker.postMessage({ seq: id, key, model, f32, a: cast(a), b: cast(b), aDims: [a.rows, a.cols], bDims: [b.rows, b.cols] });
       if (Atomics.wait(state, 0, 0, timeoutMs) === 'timed-out') {
-        broken = true;
         close();
         fallbacks++;
         return gemm(a, b, opts);

@@ -107,7 +107,7 @@ function bByRx(b: Matrix, T: number, kw: number): Matrix {
 }
 
 /** Σ_x Y[(r, x), i·kw + x] for Y [(r, x), I·kw]: [R, I]. */
-function diagonalSum(y: Matrix, R: number, I: number, kw: number): Matrix {
+export function diagonalSum(y: Matrix, R: number, I: number, kw: number): Matrix {
   const out = new Float64Array(R * I);
   for (let r = 0; r < R; r++) for (let x = 0; x < kw; x++) {
     const row = (r * kw + x) * y.cols;

@@ -303,7 +303,7 @@ function unfoldS(w: Float64Array, t: number, s: number, K: number): Matrix {
  * M·Ãᵀ for M [n, s·K] and Ã = A ⊗ I_K (A [r, s]): out [n, r·K] with
  * out[i, b·K + k] = Σ_c A[b, c]·M[i, c·K + k] (the first 1x1 applied to patch-indexed rows).
  */
-function applyFirst(a: Matrix, m: Matrix, K: number, sync: SyncGemm | undefined): Matrix {
+export function applyFirst(a: Matrix, m: Matrix, K: number, sync: SyncGemm | undefined): Matrix {
   const { rows: r, cols: s } = a;
   const n = m.rows;
   const perm = new Float64Array(n * K * s); // [(i, k), c]
