@@ -26,13 +26,16 @@
  * (conv-stats.ts; from the partly compressed model's patch covariance when anchored, from
  * the channel Gram alone when the patch covariance is not well determined) and hands over
  * the patch moments: the last factor is then refitted on them (anchored: fitted to the
- * original model's outputs) and the mean error moved into the bias.
+ * original model's outputs), all three factors are refined on them by a few ALS sweeps
+ * where the work is small enough (linalg/cp-data-als.ts), and the mean error is moved into
+ * the bias.
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { cpConvGroups, type CpConvGroups } from '../src/linalg/cp-conv-groups.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { lastFactorFlops } from '../src/linalg/last-factor.js';
+import { cpDataSweepCount, cpDataSweepFlops, CP_DATA_CG_ITERATIONS } from '../src/linalg/cp-data-als.js';
 import { makeFloatTensor } from '../src/onnx/tensor.js';
 import {
   chainCost, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -89,7 +92,7 @@ interface CpFactors extends CpConvGroups {
 
 
 /** Iteration budget and tolerance of the ALS fit. */
-const ALS = { maxIter: 50, tol: 1e-5 };
+export const ALS = { maxIter: 50, tol: 1e-5 };
 
 /**
  * Why CP's win on a grouped conv under auto is timed against Tucker-2 where latency counts
@@ -148,12 +151,14 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
 
   cost: (m, ranks) => ({ before: convCost(m.geo), after: cpGroupCost(m.geo, ranks[0]!) }),
 
-  // Per group: the ALS and its refit under the sensitivity bound (stableCpFlops), the last factor's fit on statistics.
+  // Per group: the ALS and its refit under the sensitivity bound (stableCpFlops), the last factor's fit on statistics and the data sweeps.
   fitWork(m: ConvCpMatch, ranks: readonly number[]): number {
     const { T, S, group: G, kernelSize: K } = m.geo;
     const R = Math.min(ranks[0]!, cpLimit(m.geo));
-    const stats = m.patches || m.anchor ? lastFactorFlops(R, (S / G) * K) : 0;
-    return G * (stableCpFlops([T / G, S / G, K], R, ALS.maxIter) + stats);
+    const [t, s] = [T / G, S / G];
+    const sweeps = m.patches || m.anchor ? cpDataSweepFlops(t, s, K, R, cpDataSweepCount(t, s, K, R, G), CP_DATA_CG_ITERATIONS) : 0;
+    const stats = m.patches || m.anchor ? lastFactorFlops(R, s * K) : 0;
+    return G * (stableCpFlops([t, s, K], R, ALS.maxIter) + stats + sweeps);
   },
 
   estimate(m: ConvCpMatch, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
@@ -182,7 +187,8 @@ export const convCp: LayerPass<ConvCpMatch, 'cp'> = {
     const z2 = derivedName(cx, n, 'lr_z2');
     const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
       + (f.whitened ? ', data-aware (Kronecker-whitened) input factors' : '')
-      + (m.anchor ? ', last factor fitted to the original outputs (anchored)' : m.patches ? ', last factor refitted on calibration patches' : '');
+      + (m.anchor ? ', last factor fitted to the original outputs (anchored)' : m.patches ? ', last factor refitted on calibration patches' : '')
+      + (f.dataSweeps ? `, all three factors refined on them (${f.dataSweeps} ALS sweeps)` : '');
     const per = G > 1 ? ` per group (${G} groups)` : '';
     const note = sensitivityNote(f);
     const doc = docString('conv-cp', `rank ${R}${per} of ${T}x${S}x${geo.kernel.join('x')} (weight rel. error ${relError.toExponential(2)}${fitNote}; ${note})`);

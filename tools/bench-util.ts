@@ -90,6 +90,18 @@ export function intOption(argv: readonly string[], name: string, dflt: number, t
   return v;
 }
 
+/** `--name=X` as a number in (0, 1] (default when absent); exits 2 naming the option otherwise. */
+export function fractionOption(argv: readonly string[], name: string, dflt: number, tool: string): number {
+  const a = argv.find((x) => x.startsWith(`--${name}=`));
+  if (!a) return dflt;
+  const v = Number(a.slice(name.length + 3));
+  if (!(v > 0 && v <= 1)) {
+    process.stderr.write(`${tool}: --${name} must be a number in (0, 1], got ${a.slice(name.length + 3) || '(nothing)'}\n`);
+    process.exit(2);
+  }
+  return v;
+}
+
 export const loadLine = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
 /**

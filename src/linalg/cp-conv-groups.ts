@@ -8,6 +8,7 @@
  * groups' output-error traces over theirs). One group is cp-conv itself, unchanged.
  */
 import { cpConv, type CpConv, type CpConvOptions } from './cp-conv.js';
+import { cpDataSweepCount } from './cp-data-als.js';
 import { worstStabilized } from './cp-sensitivity.js';
 import type { AnchoredPatch } from './anchored.js';
 import type { Matrix } from './matrix.js';
@@ -31,9 +32,11 @@ export function cpConvGroups(kernel: { data: Float32Array; shape: readonly [numb
   const t = T / G;
   const per = t * s * K;
   const parts: CpConv[] = [];
+  // The data sweeps' work bound holds for the whole conv, not per group.
+  const dataSweeps = opts.dataSweeps ?? cpDataSweepCount(t, s, K, Math.min(rank, Math.floor((t * s * K) / Math.max(t, s, K))), G);
   for (let j = 0; j < G; j++) {
     const f = cpConv({ data: kernel.data.subarray(j * per, (j + 1) * per), shape: [t, s, K] }, rank, {
-      rng: opts.rng, gemm: opts.gemm, maxIter: opts.maxIter, tol: opts.tol, stable: opts.stable,
+      rng: opts.rng, gemm: opts.gemm, maxIter: opts.maxIter, tol: opts.tol, stable: opts.stable, dataSweeps,
       whitening: opts.whitening?.[j], patches: opts.patches?.[j], anchor: opts.anchor && { patch: opts.anchor.patch[j]!, damp: opts.anchor.damp },
     });
     parts.push(f);
@@ -76,5 +79,6 @@ export function cpConvGroups(kernel: { data: Float32Array; shape: readonly [numb
     dataError: data ? (dDen > 0 ? Math.sqrt(dNum / dDen) : 0) : undefined, dataDen: data ? dDen : undefined, biasDelta,
     sensitivity: worst.sensitivity,
     stabilized: worstStabilized(stabilized),
+    ...(parts.some((f) => f.dataSweeps) ? { dataSweeps: Math.max(...parts.map((f) => f.dataSweeps ?? 0)) } : {}),
   };
 }

@@ -4,6 +4,7 @@
  * the A-step by conjugate gradients preconditioned with the Kronecker approximation of G.
  */
 import { dampingOf, plusDiagonal, solveSpd, type AnchoredPatch } from './anchored.js';
+import { conjugateGradient, dot } from './cg.js';
 import { choleskyWithRidge } from './cholesky.js';
 import { product, type SyncGemm } from './engine.js';
 import { transpose, type Matrix } from './matrix.js';
@@ -155,35 +156,9 @@ export function aStep(a0: Matrix, b: Matrix, obj: Objective, gRows: readonly Mat
     const left = solveUpperLeft(transpose(lq), solveLowerLeft(lq, z));
     return transpose(solveUpperLeft(transpose(pre.li), solveLowerLeft(pre.li, transpose(left))));
   };
-  const a: Matrix = { rows: R, cols: I, data: Float64Array.from(a0.data) };
-  const res = op(a);
-  const r = new Float64Array(R * I);
-  for (let j = 0; j < r.length; j++) r[j] = rhs.data[j]! - res.data[j]!;
-  const rhsNorm = Math.sqrt(dot(rhs.data, rhs.data));
-  let z = precond({ rows: R, cols: I, data: r }).data;
-  const p = Float64Array.from(z);
-  let rz = dot(r, z);
-  for (let it = 0; it < iters; it++) {
-    if (!(Math.sqrt(dot(r, r)) > 1e-12 * rhsNorm)) break;
-    const ap = op({ rows: R, cols: I, data: p }).data;
-    const pap = dot(p, ap);
-    if (!(pap > 0)) break;
-    const alpha = rz / pap;
-    for (let j = 0; j < r.length; j++) {
-      a.data[j] += alpha * p[j]!;
-      r[j] -= alpha * ap[j]!;
-    }
-    z = precond({ rows: R, cols: I, data: r }).data;
-    const rzNew = dot(r, z);
-    const beta = rzNew / rz;
-    rz = rzNew;
-    for (let j = 0; j < p.length; j++) p[j] = z[j]! + beta * p[j]!;
-  }
-  return a;
+  const x = conjugateGradient((v) => op({ rows: R, cols: I, data: v }).data, rhs.data, a0.data, {
+    iterations: iters, precondition: (v) => precond({ rows: R, cols: I, data: v }).data,
+  });
+  return { rows: R, cols: I, data: x };
 }
 
-export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
-  return s;
-}

@@ -27,7 +27,8 @@ import { relativeDiff, transpose, type Matrix } from './matrix.js';
 import { truncatedSvdSync } from './rsvd.js';
 import { singularValues } from './svd.js';
 import { solveUpperLeft } from './triangular.js';
-import { aStep, bStep, dot, kroneckerPreconditioner, objectiveOf, patchCovariance, rowBlocks, type AlsStatistics } from './spatial-svd-als.js';
+import { dot } from './cg.js';
+import { aStep, bStep, kroneckerPreconditioner, objectiveOf, patchCovariance, rowBlocks, type AlsStatistics } from './spatial-svd-als.js';
 
 /** A 2-D conv kernel [T, S, kh, kw] (group 1), fp32 as stored. */
 export interface SpatialKernel {
