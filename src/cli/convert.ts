@@ -1,11 +1,21 @@
-/** `onnx-lr convert IN OUT`: load and save (normalises the encoding, moves data in or out). */
+/**
+ * `onnx-lr convert IN OUT`: load and save (normalises the encoding, moves data in or out);
+ * with --compute float32 a float16 graph is made to compute in float32, verified in ORT
+ * against IN before OUT is committed.
+ */
 import { LrError } from '../errors.js';
-import { loadModel, saveModel } from '../onnx/file.js';
+import { loadModel, prepareSave, saveModel, type LoadedModel } from '../onnx/file.js';
+import { computeInFloat32, computesInFloat16 } from '../rewrite/compute-float32.js';
+import { verifyModels } from '../verify/verify.js';
+import { feedOverrides } from './feeds.js';
 import { DEFAULT_EXTERNAL_THRESHOLD } from '../onnx/save-options.js';
 import { bytes } from '../report/format.js';
-import { expectPositionals, flag, num, parse } from './args.js';
+import { expectPositionals, flag, num, parse, str, strs } from './args.js';
 
-export const CONVERT_HELP = `Usage: onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--force]
+/** The check of --compute float32: float32 instead of float16 arithmetic changes outputs by rounding only. */
+export const CONVERT_MIN_COSINE = 0.9999;
+
+export const CONVERT_HELP = `Usage: onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--compute float32 [--shape NAME:DIMS ...]] [--force]
 
 Loads IN and writes it to OUT: every field survives, including ones this tool does not
 know. OUT is written to a temporary file and renamed, so a failure never leaves a
@@ -22,21 +32,37 @@ Options:
                       integer tensors under 1024 bytes always stay inline: ORT reads
                       those during shape inference
   --inline            keep every tensor inside OUT, even when the input used external data
+  --compute float32   a float16 graph computes in float32, its constants still stored in
+                      float16 (each read through a Cast; float16 graph inputs and outputs
+                      keep their type behind a Cast). ONNX Runtime's CPU and wasm builds
+                      have no float16 conv kernels: they run a float16 graph in float32
+                      behind Casts and layout reorders of their own, which this removes
+                      (ISNet: 1.09x faster alone, 1.21x after optimize). Keep the float16
+                      graph for runtimes with float16 kernels (GPUs, NPUs). OUT is checked
+                      in ONNX Runtime against IN on 3 seeded random inputs (cosine at least
+                      ${CONVERT_MIN_COSINE} on every output) and written only then. Refused for subgraphs,
+                      model-local functions and operators outside the ONNX domain
+  --shape NAME:DIMS   with --compute: concrete dims for an input with dynamic dims, for
+                      the check (e.g. x:1x3x224x224)
   --force             allow OUT to be the same file as IN (never one of IN's data files)
   -h, --help          this help`;
 
-export function convert(argv: readonly string[], out: (s: string) => void): number {
+export async function convert(argv: readonly string[], out: (s: string) => void): Promise<number> {
   const p = parse(argv, {
     'external-data': { type: 'boolean' }, threshold: { type: 'string' }, inline: { type: 'boolean' },
-    force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, compute: { type: 'string' }, shape: { type: 'string', multiple: true },
   }, 'convert');
   if (flag(p, 'help')) { out(CONVERT_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'convert', 'IN OUT');
   const threshold = num(p, 'threshold', { min: 0, integer: true });
   if (threshold !== undefined && !flag(p, 'external-data')) throw new LrError('usage', '--threshold needs --external-data');
+  const compute = str(p, 'compute');
+  if (compute !== undefined && compute !== 'float32') throw new LrError('usage', `--compute expects float32, got "${compute}"`);
+  if (compute === undefined && strs(p, 'shape').length > 0) throw new LrError('usage', '--shape needs --compute (it sets the dims of the check)');
   const loaded = loadModel(inPath);
   try {
     const ext = flag(p, 'external-data') ? { threshold } : flag(p, 'inline') ? false : undefined;
+    if (compute) return await convertCompute(loaded, outPath, { externalData: ext, force: flag(p, 'force'), shapeArgs: strs(p, 'shape') }, out);
     const r = saveModel(loaded, outPath, { externalData: ext, force: flag(p, 'force') });
     out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
     // Asked to move data out and none went: say so, and why it can be (not a failure: OUT is valid).
@@ -47,5 +73,31 @@ export function convert(argv: readonly string[], out: (s: string) => void): numb
     return 0;
   } finally {
     loaded.external.close();
+  }
+}
+
+/** --compute float32: convert, write under a temp name, check against IN in ORT, commit. */
+async function convertCompute(loaded: LoadedModel, outPath: string, o: { externalData?: { threshold?: number } | false; force: boolean; shapeArgs: readonly string[] }, out: (s: string) => void): Promise<number> {
+  const { shapes } = feedOverrides(o.shapeArgs, []);
+  const half = computesInFloat16(loaded.model);
+  const c = computeInFloat32(loaded.model);
+  const pending = prepareSave(loaded, outPath, { externalData: o.externalData, force: o.force });
+  try {
+    const res = await verifyModels({ path: loaded.path }, { path: pending.tempPath }, { shapes, seed: 0, minCosine: CONVERT_MIN_COSINE, atol: Infinity, rtol: 0 });
+    const named = (m: string): string => m.split(pending.tempPath).join(outPath);
+    if (!res.ok) throw new LrError(res.error.kind, `cannot check OUT in ONNX Runtime: ${named(res.error.message)}; nothing written`);
+    const worst = Math.min(...res.value.outputs.map((x) => x.cosine));
+    if (!res.value.pass) throw new LrError('verify-mismatch', `OUT computes other outputs than IN (${named(res.value.reasons.join('; '))}); nothing written`);
+    pending.commit();
+    const r = pending.result;
+    out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
+    out(half
+      ? `computes in float32: ${c.constants} float16 constants read through a Cast, ${c.casts} Casts to float16 now to float, ${c.values} value types float32, ${c.boundaries} float16 graph inputs/outputs behind a Cast, ${c.attributes} attributes`
+      : 'IN computes in float32 already (no float16 values or Casts to float16): OUT is IN re-encoded');
+    out(`checked in ONNX Runtime against IN on ${res.value.runs} seeded random inputs: worst output cosine ${worst.toFixed(6)} (at least ${CONVERT_MIN_COSINE} needed)`);
+    return 0;
+  } catch (e) {
+    pending.discard();
+    throw e;
   }
 }

@@ -19,7 +19,7 @@ Usage:
   onnx-lr inspect MODEL [--shape NAME:DIMS ...] [--json]
   onnx-lr optimize IN OUT [options]      rewrite decomposable layers, verify, report
   onnx-lr plan IN [options] > plan.json  the per-layer decisions, without writing a model
-  onnx-lr convert IN OUT [--external-data [--threshold BYTES]]
+  onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--compute float32]
 
 Every command also takes --max-memory GIB: the work runs in a child process that is
 stopped with a clear error past that much memory (default: 85% of the machine's, or
@@ -43,7 +43,7 @@ export async function main(argv: readonly string[], rawIo: Io = stdio()): Promis
         io.out(`${TOOL_NAME} ${TOOL_VERSION}`);
         return 0;
       case 'inspect': return await inspect(rest, io.out);
-      case 'convert': return convert(rest, io.out);
+      case 'convert': return await convert(rest, io.out);
       case 'optimize': return await optimize(rest, io);
       case 'plan': return await plan(rest, io);
       default:
