@@ -11,6 +11,7 @@ export { optimize, plan, type OptimizeOptions, type OptimizeResult } from './api
 export { inspect, type InspectLayer, type InspectOptions, type InspectResult } from './api/inspect.js';
 export { verify, type VerifyOptions, type VerifyStats } from './api/verify.js';
 export { loadModel, saveModel, type OnnxModel } from './api/model-io.js';
+export { computeInFloat32, computesInFloat16, type Float32Compute } from './rewrite/compute-float32.js';
 export type { ModelInput } from './api/model-input.js';
 export type { OptimizeSettings } from './api/settings.js';
 export * as defaults from './api/defaults.js';

@@ -56,6 +56,12 @@ describe('computeInFloat32', () => {
     expect(converted.graph!.valueInfo.every((v) => v.type?.tensorType?.elemType !== DataType.FLOAT16)).toBe(true);
   });
 
+  it('is part of the library', async () => {
+    const lib = await import('../../src/index.js');
+    expect(lib.computeInFloat32).toBe(computeInFloat32);
+    expect(lib.computesInFloat16).toBe(computesInFloat16);
+  });
+
   it('leaves a float32 model as it is', () => {
     const m = fp16ConvModel(false);
     const before = encodeModel(m);
