@@ -18,7 +18,7 @@
  * original model's outputs given the partly compressed model's inputs. The output mean
  * error goes into the bias.
  */
-import { resolveConstant } from '../src/graph/constants.js';
+import { resolveConstant, castOfConstant } from '../src/graph/constants.js';
 import type { Graph } from '../src/graph/graph.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
@@ -249,8 +249,9 @@ export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Grap
   if (!delta) return m.geo.hasBias ? n.input[2] : undefined;
   const b = new Float32Array(m.geo.T);
   if (m.geo.hasBias) {
-    const c = resolveConstant(m.graph, n.input[2]);
-    // A bias computed at run time cannot absorb the correction: keep it as it is.
+    // A bias stored behind a Cast (fp16) is read through it; one computed at run time
+    // cannot absorb the correction: keep it as it is.
+    const c = resolveConstant(m.graph, n.input[2]) ?? castOfConstant(m.graph, n.input[2])?.ref;
     if (!c) return n.input[2];
     b.set(readTensorFloat(c.tensor, cx.external));
   }

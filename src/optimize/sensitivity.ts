@@ -309,6 +309,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
       if (list.length > 0) rivals.push({ pass: rb, picks: spread(list, RIVAL_RUNGS) });
     }
     let slower = 0;
+    let untimed: string | undefined;
     const first = new Set(firstRungs(pickList.length));
     // The layer's own output, to measure each candidate's own error on the same inputs.
     // A weight stored fp16/bf16 runs through its Cast, as in the model (the chain's factors do too).
@@ -362,11 +363,13 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
         const time = lat.time ?? timeChains;
         const r = await time(model, layer, fresh.map((c) => c.chain as ModelProto), lat.shapes, { threads: lat.threads, external: lat.external, inputs: timingInputs });
         if (r.ok) fresh.forEach((c, j) => timings.set(c.key!, { originalMs: r.value.originalMs, candidateMs: r.value.candidateMs[j]! }));
+        else untimed = r.error.message;
       }
       for (const list of [tried, rivalTried]) {
         for (const c of [...list]) {
           const lt = c.key ? timings.get(c.key) : undefined;
-          if (!lt) continue;
+          // Where latency decides, a candidate that could not be timed cannot be kept: say why.
+          if (!lt) { if (untimed) list.splice(list.indexOf(c), 1); continue; }
           entry.ms = entry.ms === undefined ? lt.originalMs : Math.min(entry.ms, lt.originalMs);
           c.ms = lt.candidateMs;
           // Keep a rewrite only when ORT runs it faster than the layer it replaces.
@@ -454,7 +457,8 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     }
     entry.candidates.push(...kept);
     if (entry.candidates.length === 0) {
-      entry.reason ??= slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)`
+      entry.reason ??= untimed ? `its candidates could not be timed in ORT: ${untimed}`
+        : slower > 0 ? `no candidate rank ran faster than the original layer in ORT (${slower} measured slower)`
         : declined.length > 0 ? `every candidate rank declined (${declined.length}): ${declined[0]}` : 'no rank below break-even';
     }
   }

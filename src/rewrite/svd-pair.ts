@@ -29,7 +29,7 @@ import type { SvdResult } from '../linalg/svd.js';
 import {
   damped, pairFromSvd, reconstructionError, whitenedMatrix, whitenedPairErrors, type PairStatistics,
 } from '../linalg/whitened-svd.js';
-import { resolveConstant } from '../graph/constants.js';
+import { resolveConstant, castOfConstant } from '../graph/constants.js';
 import type { Graph } from '../graph/graph.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readTensorFloat } from '../onnx/tensor.js';
@@ -149,14 +149,17 @@ export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array
  * single value (repeated n times). Undefined when `name` is not such a constant.
  */
 export function constantBias(g: Graph, name: string, n: number, external?: ExternalBytes): { values: Float32Array; dims: number[]; dataType: number } | undefined {
-  const c = resolveConstant(g, name);
+  // A bias stored behind a Cast (fp16) is read through it, and its correction written in
+  // the type the Cast makes (what the Add computes in).
+  const cc = resolveConstant(g, name) ? undefined : castOfConstant(g, name);
+  const c = cc?.ref ?? resolveConstant(g, name);
   if (!c || !FLOAT_TYPES.has(c.tensor.dataType ?? 0)) return undefined;
   const dims = c.tensor.dims.map(Number);
   const count = dims.reduce((a, b) => a * b, 1);
   if (count !== n && count !== 1) return undefined;
   if (dims.filter((d) => d !== 1).length > 1) return undefined;
   const v = readTensorFloat(c.tensor, external);
-  const dataType = c.tensor.dataType!;
+  const dataType = cc?.to ?? c.tensor.dataType!;
   if (count === n) return { values: Float32Array.from(v), dims, dataType };
   return { values: new Float32Array(n).fill(v[0]!), dims: [n], dataType };
 }
