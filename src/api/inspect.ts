@@ -9,6 +9,7 @@ import { shapesFor } from '../graph/layer-shapes.js';
 import { roomOf, type Room } from '../graph/room.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel } from '../onnx/file.js';
+import { computesInFloat16, FLOAT16_NOTE } from '../rewrite/compute-float32.js';
 import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { profileModel } from '../verify/profile.js';
 import { findQdqLayers, qdqLayerNodes, storedType } from '../rewrite/quantize-inspect.js';
@@ -56,6 +57,8 @@ export interface InspectResult extends ModelSummary {
   room: Room;
   /** Why the shares come from MACs instead of measured time. */
   roomNote?: string;
+  /** Present when the model computes in float16: what `convert --compute float32` would do for CPU runtimes. */
+  computeNote?: string;
 }
 
 export interface InspectOptions {
@@ -102,6 +105,7 @@ export async function inspectFile(
         .map((o) => ({ name: o.name, op: o.op, weightShape: o.weightShape, params: o.params, subgraphDepth: o.subgraphDepth, reason: o.reason })),
       shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
       room: roomOf(layers, times), ...(roomNote && { roomNote }),
+      ...(computesInFloat16(loaded.model) && { computeNote: FLOAT16_NOTE }),
     };
   } finally {
     loaded.external.close();

@@ -62,6 +62,7 @@ export function renderInspect(r: InspectResult): string {
     lines.push(`note: dynamic dims set to 1 (use --shape): ${r.defaultedDims.map((d) => `${d.input}[${d.axis}]${d.symbol ? `=${d.symbol}` : ''}`).join(', ')}`);
   }
   if (r.shapeNote) lines.push(`note: ${r.shapeNote}`);
+  if (r.computeNote) lines.push(`note: ${r.computeNote}`);
   lines.push('');
   lines.push(`decomposable layers: ${r.layers.length}`);
   if (r.layers.length > 0) {

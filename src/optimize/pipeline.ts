@@ -26,7 +26,7 @@ import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
 import { factorStorage, weightsNote } from '../rewrite/quantize-factors.js';
-import { computesInFloat16 } from '../rewrite/compute-float32.js';
+import { computesInFloat16, FLOAT16_NOTE } from '../rewrite/compute-float32.js';
 import { createFitCache } from '../rewrite/fit-cache.js';
 import { optimizeModel, policyLabel, type RunContext } from './driver.js';
 import type { LayerSensitivity } from './sensitivity.js';
@@ -206,10 +206,6 @@ async function rewrite(job: Job, cfg: PipelineConfig, inp: RewriteInputs): Promi
   const records = await timed(job.timings, 'factorization', () => optimizeModel(job.model, shapes, job.opts, plan, inp.run));
   return { records, notes };
 }
-
-/** Said of a float16 graph: on CPU runtimes computing it in float32 is faster, and low-rank chains gain more there. */
-export const FLOAT16_NOTE = 'IN computes in float16, which ONNX Runtime\'s CPU and wasm builds run in float32 behind Casts and layout reorders of their own; '
-  + 'for those runtimes `onnx-lr convert IN F32 --compute float32` first removes them (constants stay float16): ISNet ran 1.09x faster so, and 1.21x after low-rank rewrites';
 
 /** With `outPath` undefined nothing is written or verified (the plan command). */
 export async function runOptimize(inPath: string, outPath: string | undefined, cfg: PipelineConfig): Promise<PipelineResult> {

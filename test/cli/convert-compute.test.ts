@@ -16,6 +16,7 @@ import { computesInFloat16 } from '../../src/rewrite/compute-float32.js';
 import { fp16ConvModel } from '../helpers/fp16-model.js';
 import { randomFeed, relL2 } from '../helpers/ort.js';
 import { runCli } from '../helpers/cli.js';
+import { SchemaValidator } from '../report/json-schema.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-convert-compute-'));
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
@@ -45,6 +46,14 @@ describe('convert --compute float32', () => {
     const said = async (f: string): Promise<boolean> => (await runCli('optimize', f, path.join(dir, 'opt.onnx'), '--no-latency', '--force')).out.includes('--compute float32');
     expect(await said(inPath)).toBe(true);
     expect(await said(outPath)).toBe(false);
+    // inspect says so too, in its text and its JSON (valid against the shipped schema); of OUT nothing.
+    const schemas = new SchemaValidator(path.resolve('schema'));
+    const text = await runCli('inspect', inPath, '--no-profile');
+    expect(text.out).toMatch(/note: this model computes in float16, .*--compute float32/);
+    const json = JSON.parse((await runCli('inspect', inPath, '--no-profile', '--json')).out) as Record<string, unknown>;
+    expect(json.computeNote).toMatch(/--compute float32/);
+    expect(schemas.validate('inspect.schema.json', json)).toEqual([]);
+    expect((await runCli('inspect', outPath, '--no-profile')).out).not.toMatch(/computes in float16/);
     // A float32 model: OUT is IN re-encoded, and says so.
     const f32 = path.join(dir, 'f32.onnx');
     writeFileSync(f32, encodeModel(fp16ConvModel(false)));
