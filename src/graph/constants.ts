@@ -64,19 +64,3 @@ export function resolveConstant(g: Graph, v: string): ConstRef | undefined {
   }
   return undefined;
 }
-
-const FLOAT_CASTS: ReadonlySet<number> = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE]);
-
-/**
- * A value made by a Cast (to a float type) of a float constant: how fp16 exporters and
- * `convert --compute float32` store a weight or bias (C₁₆ → Cast(to FLOAT) → op). The
- * Cast node and the constant behind it; undefined for anything else.
- */
-export function castOfConstant(g: Graph, v: string): { cast: NodeProto; to: number; ref: ConstRef } | undefined {
-  const p = g.producer(v);
-  if (!p || p.opType !== 'Cast' || (p.domain ?? '') !== '' || !p.input[0]) return undefined;
-  const to = Number(getAttr(p, 'to')?.i ?? -1);
-  if (!FLOAT_CASTS.has(to)) return undefined;
-  const ref = resolveConstant(g, p.input[0]);
-  return ref && FLOAT_CASTS.has(ref.tensor.dataType ?? 0) ? { cast: p, to, ref } : undefined;
-}

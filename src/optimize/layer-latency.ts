@@ -6,8 +6,8 @@
  */
 import { err, ok, type Result } from '../errors.js';
 import type { Graph, Model } from '../graph/graph.js';
-import { computeElemType, type LayerInfo } from '../graph/layers.js';
-import { castOfConstant, resolveConstant } from '../graph/constants.js';
+import { castFedConstant, computeElemType, type LayerInfo } from '../graph/layers.js';
+import { resolveConstant } from '../graph/constants.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import { encodeModel } from '../onnx/codec.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
@@ -39,11 +39,11 @@ export function nodesModel(model: Model, graph: Graph, nodes: readonly NodeProto
         continue;
       }
       // A constant behind a Cast (a bias stored fp16): the constant and its Cast come along.
-      const cc = castOfConstant(graph, v);
+      const cc = castFedConstant(graph, v);
       if (cc) {
-        const src = cc.cast.input[0]!;
+        const src = cc.cast.node.input[0]!;
         g.initializer.push(newTensor({ name: src, dims: [...cc.ref.tensor.dims], dataType: cc.ref.tensor.dataType, rawData: tensorRawBytes(cc.ref.tensor, external) }) as TensorProto);
-        g.node.unshift(newNode({ ...cc.cast, opType: 'Cast', input: [src], output: [v], attribute: cc.cast.attribute }));
+        g.node.unshift(newNode({ ...cc.cast.node, opType: 'Cast', input: [src], output: [v], attribute: cc.cast.node.attribute }));
         continue;
       }
       const dims = shapes.get(v);

@@ -29,7 +29,8 @@ import type { SvdResult } from '../linalg/svd.js';
 import {
   damped, pairFromSvd, reconstructionError, whitenedMatrix, whitenedPairErrors, type PairStatistics,
 } from '../linalg/whitened-svd.js';
-import { resolveConstant, castOfConstant } from '../graph/constants.js';
+import { resolveConstant } from '../graph/constants.js';
+import { castFedConstant } from '../graph/layers.js';
 import type { Graph } from '../graph/graph.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readTensorFloat } from '../onnx/tensor.js';
@@ -151,7 +152,7 @@ export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array
 export function constantBias(g: Graph, name: string, n: number, external?: ExternalBytes): { values: Float32Array; dims: number[]; dataType: number } | undefined {
   // A bias stored behind a Cast (fp16) is read through it, and its correction written in
   // the type the Cast makes (what the Add computes in).
-  const cc = resolveConstant(g, name) ? undefined : castOfConstant(g, name);
+  const cc = resolveConstant(g, name) ? undefined : castFedConstant(g, name);
   const c = cc?.ref ?? resolveConstant(g, name);
   if (!c || !FLOAT_TYPES.has(c.tensor.dataType ?? 0)) return undefined;
   const dims = c.tensor.dims.map(Number);
@@ -159,7 +160,7 @@ export function constantBias(g: Graph, name: string, n: number, external?: Exter
   if (count !== n && count !== 1) return undefined;
   if (dims.filter((d) => d !== 1).length > 1) return undefined;
   const v = readTensorFloat(c.tensor, external);
-  const dataType = cc?.to ?? c.tensor.dataType!;
+  const dataType = cc?.cast.to ?? c.tensor.dataType!;
   if (count === n) return { values: Float32Array.from(v), dims, dataType };
   return { values: new Float32Array(n).fill(v[0]!), dims: [n], dataType };
 }

@@ -7,8 +7,7 @@
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Model } from '../../src/graph/graph.js';
-import { findLayers } from '../../src/graph/layers.js';
-import { castOfConstant } from '../../src/graph/constants.js';
+import { castFedConstant, findLayers } from '../../src/graph/layers.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import type { ModelProto } from '../../src/onnx/schema.js';
 import { singleLayerModel } from '../../src/optimize/layer-latency.js';
@@ -28,7 +27,7 @@ describe('timing a layer whose bias is behind a Cast', () => {
     const model = new Model(converted);
     const layer = findLayers(model).find((l) => l.node.name === 'conv')!;
     expect(layer.cast).toBeDefined();
-    expect(castOfConstant(layer.graph, layer.node.input[2]!)).toBeDefined();
+    expect(castFedConstant(layer.graph, layer.node.input[2]!)).toBeDefined();
     const shapes = new Map([[layer.node.input[0]!, [1, 4, 8, 8]]]);
     const one = singleLayerModel(model, layer, shapes);
     expect(typeof one).not.toBe('string');
