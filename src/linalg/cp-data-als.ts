@@ -74,17 +74,24 @@ export function patchObjectiveValue(a: Matrix, h: Matrix, obj: PatchQuadratic, s
   return f;
 }
 
-/** F (onFirst) or Dp minimising f with the other two fixed, by preconditioned CG from its current value. */
-export function factorStep(onFirst: boolean, f: CpChainFactors, a: Matrix, obj: PatchQuadratic, S: number, K: number, o: Pick<CpDataAlsOptions, 'cgIterations' | 'gemm'>): Float64Array {
-  const R = a.cols;
+/** What both factor steps of a sweep need of the fixed last factor A: AᵀA [R, R] and Aᵀ·Y [R, D]. */
+export interface LastFactorTerms { ata: Matrix; aty: Matrix }
+
+export function lastFactorTerms(a: Matrix, obj: PatchQuadratic, sync?: SyncGemm): LastFactorTerms {
+  return { ata: product(a, a, { transA: true }, sync), aty: product(a, obj.y, { transA: true }, sync) };
+}
+
+/** F (onFirst) or Dp minimising f with the other two fixed (A through its terms), by preconditioned CG from its current value. */
+export function factorStep(onFirst: boolean, f: CpChainFactors, terms: LastFactorTerms, obj: PatchQuadratic, S: number, K: number, o: Pick<CpDataAlsOptions, 'cgIterations' | 'gemm'>): Float64Array {
+  const { ata, aty } = terms;
+  const R = ata.rows;
   const D = S * K;
-  const ata = product(a, a, { transA: true }, o.gemm);
   const other = onFirst ? f.depth : f.first;
   const op = (x: Float64Array): Float64Array => {
     const h = onFirst ? chainInput(x, f.depth, R, S, K) : chainInput(f.first, x, R, S, K);
     return contract(product(ata, product(h, obj.cHat, {}, o.gemm), {}, o.gemm), other, R, S, K, onFirst);
   };
-  const rhs = contract(product(a, obj.y, { transA: true }, o.gemm), other, R, S, K, onFirst);
+  const rhs = contract(aty, other, R, S, K, onFirst);
   // The diagonal: (AᵀA)[r, r]·Σ over the other factor's index pairs of Ĉ, e.g. for F[r, c]
   // Σ_{k,k'} Dp[r, k]·Dp[r, k']·Ĉ[(c, k), (c, k')].
   const diag = new Float64Array(rhs.length);
@@ -121,9 +128,10 @@ export function cpDataSweeps(start: CpChainFactors, T: number, S: number, K: num
   let fCur = patchObjectiveValue({ rows: T, cols: R, data: cur.last }, chainInput(cur.first, cur.depth, R, S, K), obj, o.gemm);
   let kept = 0;
   for (let s = 0; s < o.sweeps; s++) {
-    const a: Matrix = { rows: T, cols: R, data: cur.last };
-    const first = factorStep(true, cur, a, obj, S, K, o);
-    const depth = factorStep(false, { ...cur, first }, a, obj, S, K, o);
+    // A is fixed through both factor steps: its products are made once.
+    const terms = lastFactorTerms({ rows: T, cols: R, data: cur.last }, obj, o.gemm);
+    const first = factorStep(true, cur, terms, obj, S, K, o);
+    const depth = factorStep(false, { ...cur, first }, terms, obj, S, K, o);
     const h = chainInput(first, depth, R, S, K);
     const last = Float64Array.from(lastFit(h).data);
     const next: CpChainFactors = { first, depth, last };

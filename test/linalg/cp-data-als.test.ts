@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { anchoredError } from '../../src/linalg/anchored.js';
 import { cpConv } from '../../src/linalg/cp-conv.js';
 import {
-  balanceCpTerms, chainInput, cpDataSweepCount, cpDataSweeps, factorStep, patchObjectiveValue, CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type CpChainFactors, type PatchQuadratic,
+  balanceCpTerms, chainInput, cpDataSweepCount, cpDataSweeps, factorStep, lastFactorTerms, patchObjectiveValue, CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type CpChainFactors, type PatchQuadratic,
 } from '../../src/linalg/cp-data-als.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import { randomNormal, type Matrix } from '../../src/linalg/matrix.js';
@@ -69,7 +69,7 @@ describe('CP data sweeps', () => {
         for (let i = 0; i < n * T; i++) design.data[i * size + j] = col[i]!;
       }
       const optimum = lstsq(design, target);
-      const step = factorStep(onFirst, start, a, obj, S, K, { cgIterations: 4 * size });
+      const step = factorStep(onFirst, start, lastFactorTerms(a, obj), obj, S, K, { cgIterations: 4 * size });
       expect(relDiff(step, optimum)).toBeLessThan(1e-6);
     });
   }
