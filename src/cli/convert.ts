@@ -4,7 +4,7 @@
  * against IN before OUT is committed.
  */
 import { LrError } from '../errors.js';
-import { loadModel, prepareSave, saveModel, type LoadedModel } from '../onnx/file.js';
+import { loadModel, prepareSave, saveModel, type LoadedModel, type SaveResult } from '../onnx/file.js';
 import { computeInFloat32, computesInFloat16 } from '../rewrite/compute-float32.js';
 import { verifyModels } from '../verify/verify.js';
 import { feedOverrides } from './feeds.js';
@@ -64,7 +64,7 @@ export async function convert(argv: readonly string[], out: (s: string) => void)
     const ext = flag(p, 'external-data') ? { threshold } : flag(p, 'inline') ? false : undefined;
     if (compute) return await convertCompute(loaded, outPath, { externalData: ext, force: flag(p, 'force'), shapeArgs: strs(p, 'shape') }, out);
     const r = saveModel(loaded, outPath, { externalData: ext, force: flag(p, 'force') });
-    out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
+    out(wroteLine(r));
     // Asked to move data out and none went: say so, and why it can be (not a failure: OUT is valid).
     if (ext && !r.externalPath) {
       out(`--external-data moved nothing: no initializer of at least ${threshold ?? DEFAULT_EXTERNAL_THRESHOLD} bytes can leave OUT ` +
@@ -75,6 +75,10 @@ export async function convert(argv: readonly string[], out: (s: string) => void)
     loaded.external.close();
   }
 }
+
+/** What was written: OUT and its data file. */
+const wroteLine = (r: SaveResult): string =>
+  `wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`;
 
 /** --compute float32: convert, write under a temp name, check against IN in ORT, commit. */
 async function convertCompute(loaded: LoadedModel, outPath: string, o: { externalData?: { threshold?: number } | false; force: boolean; shapeArgs: readonly string[] }, out: (s: string) => void): Promise<number> {
@@ -90,7 +94,7 @@ async function convertCompute(loaded: LoadedModel, outPath: string, o: { externa
     if (!res.value.pass) throw new LrError('verify-mismatch', `OUT computes other outputs than IN (${named(res.value.reasons.join('; '))}); nothing written`);
     pending.commit();
     const r = pending.result;
-    out(`wrote ${r.path} (${bytes(r.bytes)})${r.externalPath ? ` + ${r.externalPath} (${bytes(r.externalBytes ?? 0)}, ${r.externalTensors} tensors)` : ''}`);
+    out(wroteLine(r));
     out(half
       ? `computes in float32: ${c.constants} float16 constants read through a Cast, ${c.casts} Casts to float16 now to float, ${c.values} value types float32, ${c.boundaries} float16 graph inputs/outputs behind a Cast, ${c.attributes} attributes`
       : 'IN computes in float32 already (no float16 values or Casts to float16): OUT is IN re-encoded');
