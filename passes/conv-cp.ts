@@ -32,6 +32,7 @@
  */
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
+import { cpRankBound } from '../src/linalg/cp-als.js';
 import { cpConvGroups, type CpConvGroups } from '../src/linalg/cp-conv-groups.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { lastFactorFlops } from '../src/linalg/last-factor.js';
@@ -305,9 +306,7 @@ export function shippable<F extends { rank: number; stabilized?: Stabilized }>(f
 
 /** A CP of a [T/g, S/g, K] group is exact at rank t·s·K / max(t, s, K) (its generic rank bound). */
 function cpLimit(geo: ConvGeometry): number {
-  const t = geo.T / geo.group;
-  const s = geo.S / geo.group;
-  return (t * s * geo.kernelSize) / Math.max(t, s, geo.kernelSize);
+  return cpRankBound([geo.T / geo.group, geo.S / geo.group, geo.kernelSize]);
 }
 
 /**

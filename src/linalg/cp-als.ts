@@ -21,7 +21,7 @@ import { mm, runAsync, runSync, type GemmEngine, type GemmProgram, type SyncGemm
 import { gemm } from './gemm.js';
 import { asFloat64, assertFinite, type Matrix } from './matrix.js';
 import { truncatedSvdProgram } from './rsvd.js';
-import { checkTensor, contractRest, khatriRao, tensorNorm, unfold, type Tensor } from './tensor.js';
+import { checkTensor, contractRest, khatriRao, sizeOf, tensorNorm, unfold, type Tensor } from './tensor.js';
 import { solveLowerLeft, solveUpperLeft } from './triangular.js';
 
 export interface CpAlsOptions {
@@ -70,14 +70,18 @@ export function cpAlsFlops(dims: readonly number[], rank: number, sweeps: number
  * (LrError 'rank'), clamped to Π_n I_n / max_n I_n (a CP of that rank always fits
  * exactly, so more components cannot help).
  */
+/** Π_n I_n / max_n I_n: a CP of a tensor of these dims at this rank always fits it exactly (the generic bound ranks are clamped to). */
+export function cpRankBound(dims: readonly number[]): number {
+  return sizeOf(dims) / Math.max(...dims);
+}
+
 export function* cpAlsProgram(tensor: Tensor, rank: number, opts: CpAlsOptions = {}): GemmProgram<CpAlsResult> {
   checkTensor(tensor, 'cpAls');
   const N = tensor.shape.length;
   if (N < 3) throw new LrError('numeric', `cpAls: expected a tensor of 3 or more ways, got [${tensor.shape.join(', ')}]`);
   assertFinite(tensor.data, 'cpAls tensor');
   const dims = tensor.shape.slice();
-  const total = tensor.data.length;
-  const R = checkRank(rank, total / Math.max(...dims), 'cpAls');
+  const R = checkRank(rank, cpRankBound(dims), 'cpAls');
   const rng = opts.rng ?? createRng(opts.seed ?? 0);
   const tol = opts.tol ?? 1e-7;
   const maxIter = opts.maxIter ?? 200;

@@ -7,6 +7,7 @@
  * Errors combine over groups as ratios of sums (weight: ‖ΔW_j‖² over ‖W_j‖²; data: the
  * groups' output-error traces over theirs). One group is cp-conv itself, unchanged.
  */
+import { cpRankBound } from './cp-als.js';
 import { cpConv, type CpConv, type CpConvOptions } from './cp-conv.js';
 import { cpDataSweepCount } from './cp-data-als.js';
 import { worstStabilized } from './cp-sensitivity.js';
@@ -33,7 +34,7 @@ export function cpConvGroups(kernel: { data: Float32Array; shape: readonly [numb
   const per = t * s * K;
   const parts: CpConv[] = [];
   // The data sweeps' work bound holds for the whole conv, not per group.
-  const dataSweeps = opts.dataSweeps ?? cpDataSweepCount(t, s, K, Math.min(rank, Math.floor((t * s * K) / Math.max(t, s, K))), G);
+  const dataSweeps = opts.dataSweeps ?? cpDataSweepCount(t, s, K, Math.min(rank, Math.floor(cpRankBound([t, s, K]))), G);
   for (let j = 0; j < G; j++) {
     const f = cpConv({ data: kernel.data.subarray(j * per, (j + 1) * per), shape: [t, s, K] }, rank, {
       rng: opts.rng, gemm: opts.gemm, maxIter: opts.maxIter, tol: opts.tol, stable: opts.stable, dataSweeps,
