@@ -78,29 +78,25 @@ export function flag(argv: readonly string[], name: string): boolean {
   return argv.includes(`--${name}`) || process.env[`npm_config_${name.replace(/-/g, '_')}`] === 'true';
 }
 
-/** `--name=N` as a positive integer (default when absent); exits 2 naming the option otherwise. */
-export function intOption(argv: readonly string[], name: string, dflt: number, tool: string): number {
+/** `--name=X` as a number (default when absent); exits 2 naming the option and `must` when `ok` refuses it. */
+function numberOption(argv: readonly string[], name: string, dflt: number, tool: string, ok: (v: number) => boolean, must: string): number {
   const a = argv.find((x) => x.startsWith(`--${name}=`));
   if (!a) return dflt;
   const v = Number(a.slice(name.length + 3));
-  if (!Number.isInteger(v) || v < 1) {
-    process.stderr.write(`${tool}: --${name} must be a positive integer, got ${a.slice(name.length + 3) || '(nothing)'}\n`);
+  if (!ok(v)) {
+    process.stderr.write(`${tool}: --${name} must be ${must}, got ${a.slice(name.length + 3) || '(nothing)'}\n`);
     process.exit(2);
   }
   return v;
 }
 
+/** `--name=N` as a positive integer (default when absent); exits 2 naming the option otherwise. */
+export const intOption = (argv: readonly string[], name: string, dflt: number, tool: string): number =>
+  numberOption(argv, name, dflt, tool, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+
 /** `--name=X` as a number in (0, 1] (default when absent); exits 2 naming the option otherwise. */
-export function fractionOption(argv: readonly string[], name: string, dflt: number, tool: string): number {
-  const a = argv.find((x) => x.startsWith(`--${name}=`));
-  if (!a) return dflt;
-  const v = Number(a.slice(name.length + 3));
-  if (!(v > 0 && v <= 1)) {
-    process.stderr.write(`${tool}: --${name} must be a number in (0, 1], got ${a.slice(name.length + 3) || '(nothing)'}\n`);
-    process.exit(2);
-  }
-  return v;
-}
+export const fractionOption = (argv: readonly string[], name: string, dflt: number, tool: string): number =>
+  numberOption(argv, name, dflt, tool, (v) => v > 0 && v <= 1, 'a number in (0, 1]');
 
 export const loadLine = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
