@@ -45,6 +45,8 @@ export interface OptimizeSettings {
   dataAware?: boolean;
   /** Default true (false: --no-anchor). */
   anchor?: boolean;
+  /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
+  narrowReorder?: boolean;
 
   /** Concrete dims for dynamic inputs, e.g. { x: [1, 3, 48, 320] }. */
   shapes?: ShapeOverrides;

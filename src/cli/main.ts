@@ -19,7 +19,7 @@ Usage:
   onnx-lr inspect MODEL [--shape NAME:DIMS ...] [--json]
   onnx-lr optimize IN OUT [options]      rewrite decomposable layers, verify, report
   onnx-lr plan IN [options] > plan.json  the per-layer decisions, without writing a model
-  onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--compute float32]
+  onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--compute float32] [--narrow-reorder]
 
 Every command also takes --max-memory GIB: the work runs in a child process that is
 stopped with a clear error past that much memory (default: 85% of the machine's, or

@@ -130,6 +130,15 @@ Verification:
   --work-threads N    ORT intra-op threads of the runs that only compute values: statistics,
                       sensitivity and error checks (default: the machine's cores, at most 8)
   --bench-web         also measure latency in onnxruntime-web's wasm backend
+  --no-narrow-reorder keep narrow conv outputs in ORT's blocked layout. By default, when
+                      the run saves latency (the default where latency is measured; not
+                      with --save params|macs or a params or MACs budget, whose OUT never
+                      depends on a timing), a conv to at most half ORT's channel block
+                      (e.g. a 1-channel segmentation head, which ORT pads to 8 or 16
+                      channels, and so every Resize or Sigmoid after it) has its output
+                      reordered before its readers by a same-shape Reshape (exact); the
+                      original is timed with and without, and OUT gets it only when the
+                      original runs at least 2% faster with it (the report says by how much)
 Output:
   --report FILE       write the full report as JSON
   --html FILE         write the report as one self-contained HTML page (no network):

@@ -73,6 +73,12 @@ export interface PipelineConfig {
    * compressed model feeds it. Default on; false fits every layer independently (as before).
    */
   anchor?: boolean;
+  /**
+   * Time the original with its narrow conv outputs reordered out of ORT's blocked layout
+   * (optimize/narrow-reorder.ts) and give OUT the same when faster. Only when latency is
+   * measured and is what the run saves; default on, false: --no-narrow-reorder.
+   */
+  narrowReorder?: boolean;
   /** Reach the budget in this many stages, merging and re-splitting factored layers (default 1). */
   stages?: number;
   /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */

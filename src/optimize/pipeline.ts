@@ -41,6 +41,9 @@ import { checkPlanModel, type LayerRecord } from './plan.js';
 import { timed } from './timings.js';
 import { roomOf } from '../graph/room.js';
 import { profileModel } from '../verify/profile.js';
+import { machineNchwcBlock } from '../verify/cpu-block.js';
+import { insertLayoutBarriers } from '../rewrite/narrow-layout.js';
+import { checkNarrowReorder } from './narrow-reorder.js';
 
 export type { CalibrationSource, PipelineConfig, PipelineResult, VerificationData };
 
@@ -230,6 +233,14 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const verifying = outPath !== undefined && cfg.verify.enabled;
     const learned = await learnModel(job, cfg, verifying && cfg.verify.latency);
     notes.push(...learned.notes);
+    // Measured on the original before any rewrite (the narrow convs are not low-rank layers, so OUT has the same sites);
+    // only when latency is what the run saves: saving params or MACs, OUT never depends on a timing.
+    const narrow = verifying && cfg.verify.latency && cfg.narrowReorder !== false && opts.saves === 'latency'
+      ? await timed(job.timings, 'narrowReorder', () => {
+        cfg.onStage?.('timing narrow conv outputs reordered out of the blocked layout');
+        return checkNarrowReorder({ path: job.loaded.path }, job.model, { block: machineNchwcBlock(), threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values });
+      })
+      : undefined;
     const prepared = await prepareRewrite(job, cfg, learned.shapes, {
       source: { path: job.loaded.path }, verifying, run: { external: job.loaded.external, gemm, onProgress: cfg.onProgress },
     });
@@ -238,6 +249,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const { data, collectStats, anchor, run } = prepared;
     const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
     notes.push(...rewritten.notes);
+    if (narrow?.report.kept) insertLayoutBarriers(job.model, narrow.sites);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
     // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.
     const factors = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
@@ -252,7 +264,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
       // Summarized before writing: writing releases the payloads.
       output: { file: outPath ?? '', summary: summarize(job.loaded.model) },
       layers: rewritten.records, timings: job.timings, room: learned.room, notes, calibration: data.calib?.description, sensitivity: rewritten.sensitivity,
-      ...(weights && { weights }),
+      ...(weights && { weights }), ...(narrow && { narrowReorder: narrow.report }),
     };
     const seconds = (): number => (performance.now() - t0) / 1000;
     if (outPath === undefined) return { report: buildReport({ ...parts, budget: rewritten.budget, seconds: seconds() }), pass: true, sensitivity: rewritten.sensitivity };

@@ -42,6 +42,7 @@ export interface ReportParts {
   /** Absent when nothing was written (the plan command). */
   written?: Measured;
   weights?: Report['weights'];
+  narrowReorder?: Report['narrowReorder'];
 }
 
 export function buildReport(p: ReportParts): Report {
@@ -74,7 +75,7 @@ export function buildReport(p: ReportParts): Report {
   return {
     schemaVersion: SCHEMA_VERSION, tool: p.tool, seed: p.seed, policy: p.policy, policyKind: policyKindOf(p.policy),
     input: p.input, output, layers, seconds: p.seconds, timings: p.timings,
-    ...(p.room && { room: p.room }), notes, ...calibration, ...(budget && { budget }), ...(p.sensitivity && { sensitivity: p.sensitivity }), ...(p.weights && { weights: p.weights }),
+    ...(p.room && { room: p.room }), ...(p.narrowReorder && { narrowReorder: p.narrowReorder }), notes, ...calibration, ...(budget && { budget }), ...(p.sensitivity && { sensitivity: p.sensitivity }), ...(p.weights && { weights: p.weights }),
     ...(w?.verify && { verify: w.verify }), ...(w?.inputs !== undefined && { inputs: w.inputs }),
     ...(w?.latency && { latency: w.latency }), ...(w?.latencyWeb && { latencyWeb: w.latencyWeb }),
   };

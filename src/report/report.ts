@@ -8,6 +8,7 @@ import type { LatencyStats } from '../verify/latency.js';
 import type { VerifyStats } from '../verify/verify.js';
 import { bytes, human, ratio, table } from './format.js';
 import { groupSkipReasons, type CalibrationKind, type PolicyKind, type UnitKind } from './kinds.js';
+import { sitesSummary } from '../rewrite/narrow-layout.js';
 
 export interface ModelSide extends ModelSummary { bytes: number; file: string }
 
@@ -66,9 +67,19 @@ export interface Report {
   notes: string[];
   /** Where the original's time goes by layer kind, and the speed-up bound it sets (graph/room.ts). */
   room?: Room;
+  /**
+   * Narrow conv outputs taken out of ORT's blocked layout (optimize/narrow-reorder.ts): the
+   * convs, what it gained on the original alone (absent when not measured), whether OUT has it.
+   */
+  narrowReorder?: {
+    block: number;
+    sites: { conv: string; channels: number; padded: number; readers: string[] }[];
+    originalMs?: number; reorderedMs?: number; speedup?: number; runs?: number;
+    kept: boolean; why: string;
+  };
 }
 
-export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'sensitivity', 'allocation', 'screen', 'factorization', 'write', 'verification', 'latency', 'latencyWeb'] as const;
+export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'sensitivity', 'allocation', 'screen', 'factorization', 'write', 'verification', 'latency', 'latencyWeb', 'narrowReorder'] as const;
 export type TimingPhase = typeof TIMING_PHASES[number];
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));
@@ -167,6 +178,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }
   if (r.room) L.push(roomLine(r.room));
+  if (r.narrowReorder) L.push(narrowReorderLine(r.narrowReorder));
   if (r.latencyWeb) L.push(latencyLine('latency ORT-web (wasm)', r.latencyWeb));
   if (r.timings) {
     const parts = TIMING_PHASES.flatMap((p) => (r.timings![p] === undefined ? [] : [`${p} ${r.timings![p]!.toFixed(1)}`]));
@@ -174,6 +186,17 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
   }
   for (const n of r.notes) L.push(`note: ${n}`);
   return L.join('\n');
+}
+
+/** The report's line: what was reordered, what it gained alone, and whether OUT has it. */
+export function narrowReorderLine(r: NonNullable<Report['narrowReorder']>): string {
+  const s = sitesSummary(r.sites);
+  const what = `${r.sites.length} conv output(s) of ${s.channels} channel(s), which ORT's blocked layout pads to ${s.padded}, reordered before their readers (${s.readers})`;
+  if (r.speedup === undefined) return `narrow reorder: ${what}: ${r.why}, so OUT does not have it`;
+  const t = `the original ran ${r.originalMs!.toFixed(1)} -> ${r.reorderedMs!.toFixed(1)} ms with that alone (${r.speedup.toFixed(2)}x, ${r.runs} runs each)`;
+  return r.kept
+    ? `narrow reorder: ${what}: ${t}, so OUT has it too (exact; part of the speed-up above; --no-narrow-reorder leaves it out)`
+    : `narrow reorder: ${what}: ${t}, ${r.why}, so OUT does not have it`;
 }
 
 /** One line on how much room the model has: what share of its time low-rank rewrites can touch. */

@@ -11,7 +11,7 @@ import type { LayerRecord } from '../../src/report/records.js';
 import { CLS } from '../verify/models.js';
 
 /** The report's keys in the order --report has always written them (JSON keeps insertion order). */
-const ORDER = ['schemaVersion', 'tool', 'seed', 'policy', 'policyKind', 'input', 'output', 'layers', 'seconds', 'timings', 'room', 'notes', 'calibration', 'calibrationKind', 'calibrationSamples', 'budget', 'sensitivity', 'verify', 'inputs', 'latency', 'latencyWeb'];
+const ORDER = ['schemaVersion', 'tool', 'seed', 'policy', 'policyKind', 'input', 'output', 'layers', 'seconds', 'timings', 'room', 'narrowReorder', 'notes', 'calibration', 'calibrationKind', 'calibrationSamples', 'budget', 'sensitivity', 'verify', 'inputs', 'latency', 'latencyWeb'];
 const keysOf = (o: object): string[] => Object.entries(o).filter(([, v]) => v !== undefined).map(([k]) => k);
 const inOrder = (keys: string[]): string[] => ORDER.filter((k) => keys.includes(k));
 

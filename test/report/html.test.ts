@@ -77,6 +77,12 @@ describe('the page', () => {
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/); // nothing to fetch: the SVG namespace is a name, not a request
   });
 
+  it('shows the narrow reorder\'s line, escaped', () => {
+    const html = renderHtml({ ...report, narrowReorder: { block: 16, sites: [{ conv: 'head', channels: 1, padded: 16, readers: [hostile] }], originalMs: 10, reorderedMs: 8, speedup: 1.25, runs: 6, kept: true, why: 'faster in ORT' } });
+    expect(html).not.toContain('<img');
+    expect(html).toContain(`narrow reorder: 1 conv output(s) of 1 channel(s), which ORT&#39;s blocked layout pads to 16, reordered before their readers (${esc(hostile)})`);
+  });
+
   it('says why there are no spectra when none were computed', () => {
     expect(renderHtml(report, { spectraNote: 'not computed: because' })).toContain('spectra: not computed: because');
   });
