@@ -94,6 +94,13 @@ function outputsOf(names: readonly string[] | undefined): string[] | undefined {
   return [...new Set(names)];
 }
 
+/** --compute: only float32 (a float16 graph computed in float32), or absent. */
+function computeOf(v: unknown): boolean {
+  if (v === undefined) return false;
+  if (v !== 'float32') throw new LrError('usage', `--compute expects float32, got "${String(v)}"`);
+  return true;
+}
+
 /**
  * The pipeline's configuration. `plan` prints decisions to apply as written (on any
  * machine): without a budget it times rewrites only when asked.
@@ -134,7 +141,7 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
   if (opts.heaviestShare !== undefined && saves === 'params') opts = { ...opts, heaviestShare: undefined };
   opts = { ...opts, saves };
   return {
-    opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, narrowReorder: s.narrowReorder !== false, outputs: outputsOf(s.outputs),
+    opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, narrowReorder: s.narrowReorder !== false, computeFloat32: computeOf(s.compute), outputs: outputsOf(s.outputs),
     budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: s.measureAllRungs === true, allMethods: s.allMethods === true,
     workThreads: checkNumber('work-threads', s.workThreads, { min: 1, max: 256, integer: true }) ?? 1,
     calibration: hooks.calibration,

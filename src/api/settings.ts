@@ -47,6 +47,8 @@ export interface OptimizeSettings {
   anchor?: boolean;
   /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
   narrowReorder?: boolean;
+  /** 'float32' (--compute float32): a float16 graph made to compute in float32 first; OUT is still compared with IN. */
+  compute?: 'float32';
 
   /** Concrete dims for dynamic inputs, e.g. { x: [1, 3, 48, 320] }. */
   shapes?: ShapeOverrides;

@@ -139,6 +139,13 @@ Verification:
                       reordered before its readers by a same-shape Reshape (exact); the
                       original is timed with and without, and OUT gets it only when the
                       original runs at least 2% faster with it (the report says by how much)
+  --compute float32   make a float16 graph compute in float32 before anything else, as
+                      convert --compute float32 does (constants stay float16, each read
+                      through a Cast): ORT's CPU and wasm builds have no float16 conv
+                      kernels and wrap each conv in Casts and layout reorders, more of
+                      them around low-rank chains. OUT is verified and timed against IN
+                      itself (ISNet: 1.09x from this alone). Not for runtimes with
+                      float16 kernels (GPUs, NPUs)
 Output:
   --report FILE       write the full report as JSON
   --html FILE         write the report as one self-contained HTML page (no network):

@@ -28,6 +28,8 @@ export interface Job {
    * (browser/optimize-bytes.ts), decodes them again.
    */
   reload?: () => LoadedModel;
+  /** The user's IN when the run works on a converted copy (`inPath`; --compute float32): OUT is verified and timed against it. */
+  original?: string;
   /** As the user gave them: the runtime handles travel apart (driver.ts RunContext). */
   readonly opts: OptimizeOptions;
   /** Seconds per phase, filled as the stages run. */
@@ -79,6 +81,8 @@ export interface PipelineConfig {
    * measured and is what the run saves; default on, false: --no-narrow-reorder.
    */
   narrowReorder?: boolean;
+  /** --compute float32: a float16 graph is made to compute in float32 before anything else (optimize/float32-work.ts). */
+  computeFloat32?: boolean;
   /** Reach the budget in this many stages, merging and re-splitting factored layers (default 1). */
   stages?: number;
   /** Time candidate rewrites layer by layer and keep only those measured faster (always on for latency budgets). */

@@ -44,6 +44,8 @@ import { profileModel } from '../verify/profile.js';
 import { machineNchwcBlock } from '../verify/cpu-block.js';
 import { insertLayoutBarriers } from '../rewrite/narrow-layout.js';
 import { checkNarrowReorder } from './narrow-reorder.js';
+import { float32Copy, type Float32Copy } from './float32-work.js';
+import type { ModelSide } from '../report/report.js';
 
 export type { CalibrationSource, PipelineConfig, PipelineResult, VerificationData };
 
@@ -215,14 +217,31 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   const t0 = performance.now();
   // Frozen: what the user asked for is never written to; runtime handles travel in `run`.
   const opts = Object.freeze({ ...cfg.opts });
-  const loaded = loadModel(inPath);
-  try { cfg.onLoaded?.(loaded); } catch (e) { loaded.external.close(); throw e; }
+  const given = loadModel(inPath);
+  let f32: Float32Copy | undefined;
+  let loaded = given;
+  let inSide: Pick<ModelSide, 'bytes' | 'nodeCount' | 'ops' | 'irVersion' | 'opsets' | 'params' | 'fingerprint'>;
+  try {
+    cfg.onLoaded?.(given);
+    // IN as the user has it, for the report (a --compute float32 run works on a converted copy).
+    const { macs: _, ...summary } = summarize(given.model);
+    inSide = { ...summary, bytes: given.byteSize + given.dataFiles.reduce((n, f) => n + statSync(f).size, 0) };
+    if (cfg.computeFloat32) {
+      f32 = float32Copy(given);
+      if (f32.path) { given.external.close(); loaded = loadModel(f32.path); }
+    }
+  } catch (e) {
+    given.external.close();
+    f32?.dispose();
+    throw e;
+  }
   // A budgeted run may reload the model (job.loaded, job.model): read them from the job.
-  const job: Job = { inPath, loaded, model: new Model(loaded.model), opts, timings: {} };
+  const job: Job = { inPath: f32?.path ?? inPath, loaded, model: new Model(loaded.model), opts, timings: {}, ...(f32?.path && { original: inPath }) };
   // A plan is checked against the model before any work: made for another model (refused
   // unless --force), layers the model lacks (noted).
   const notes = [...cfg.defaults ?? [], ...opts.plan ? checkPlanModel(opts.plan, job.model, { force: cfg.save.force }) : []];
-  if (computesInFloat16(loaded.model)) notes.push(FLOAT16_NOTE);
+  if (f32) notes.push(f32.note);
+  else if (computesInFloat16(loaded.model)) notes.push(FLOAT16_NOTE);
   // The factorizations' large products run in ORT (a worker thread, since the passes are
   // synchronous); without it they run in JS, only slower.
   let gemmFailed: string | undefined;
@@ -260,7 +279,7 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     const parts = {
       tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
       // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
-      input: { file: inPath, bytes: job.loaded.byteSize + job.loaded.dataFiles.reduce((n, f) => n + statSync(f).size, 0), ...learned.before },
+      input: { file: inPath, ...learned.before, ...inSide },
       // Summarized before writing: writing releases the payloads.
       output: { file: outPath ?? '', summary: summarize(job.loaded.model) },
       layers: rewritten.records, timings: job.timings, room: learned.room, notes, calibration: data.calib?.description, sensitivity: rewritten.sensitivity,
@@ -279,5 +298,6 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     job.loaded.external.close();
     await gemm?.dispose();
     await statsEngine?.dispose();
+    f32?.dispose();
   }
 }
