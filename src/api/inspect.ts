@@ -10,10 +10,22 @@ import { roomOf, type Room } from '../graph/room.js';
 import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel } from '../onnx/file.js';
 import { computesInFloat16, FLOAT16_NOTE } from '../rewrite/compute-float32.js';
+import { narrowSites, sitesSummary } from '../rewrite/narrow-layout.js';
+import { machineNchwcBlock } from '../verify/cpu-block.js';
 import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { profileModel } from '../verify/profile.js';
 import { findQdqLayers, qdqLayerNodes, storedType } from '../rewrite/quantize-inspect.js';
 import { describeInput, withModelPath, type ModelInput } from './model-input.js';
+
+/** What inspect says of narrow conv outputs ORT pads to its channel block (16 where this CPU has no blocked layout: the widest). */
+function narrowNote(model: Model): string | undefined {
+  const block = machineNchwcBlock() ?? 16;
+  const sites = narrowSites(model, block);
+  if (sites.length === 0) return undefined;
+  const s = sitesSummary(sites);
+  return `${sites.length} conv(s) to ${s.channels} channel(s), read by ${s.readers}: ONNX Runtime's CPU provider pads them to ${s.padded} channels in its blocked layout, and the ops that read them with them; `
+    + '`optimize` times a reorder out of that layout at each (exact) and keeps it when faster, `convert --narrow-reorder` applies it alone';
+}
 
 export interface InspectLayer {
   name: string;
@@ -59,6 +71,8 @@ export interface InspectResult extends ModelSummary {
   roomNote?: string;
   /** Present when the model computes in float16: what `convert --compute float32` would do for CPU runtimes. */
   computeNote?: string;
+  /** Present when a conv's output is narrower than half ORT's channel block and read by an op other than a conv (rewrite/narrow-layout.ts). */
+  narrowNote?: string;
 }
 
 export interface InspectOptions {
@@ -97,6 +111,7 @@ export async function inspectFile(
       const t = await profileModel(loaded.path, { shapes, values });
       if (t.ok) { times = t.value; roomNote = undefined; } else roomNote = `profiling failed: ${t.error.message}`;
     }
+    const narrow = narrowNote(model);
     return {
       file: label, bytes: loaded.byteSize, ...summarize(loaded.model, layers),
       layers: layerRows(layers),
@@ -106,6 +121,7 @@ export async function inspectFile(
       shapeSource: sh.source, shapeNote: sh.note, defaultedDims: sh.defaulted,
       room: roomOf(layers, times), ...(roomNote && { roomNote }),
       ...(computesInFloat16(loaded.model) && { computeNote: FLOAT16_NOTE }),
+      ...(narrow && { narrowNote: narrow }),
     };
   } finally {
     loaded.external.close();

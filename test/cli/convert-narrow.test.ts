@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { machineNchwcBlock } from '../../src/verify/cpu-block.js';
 import { runCli } from '../helpers/cli.js';
-import { narrowModel } from '../helpers/narrow-model.js';
+import { narrowModel, wideModel } from '../helpers/narrow-model.js';
+import { SchemaValidator } from '../report/json-schema.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-convert-narrow-'));
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
@@ -38,10 +39,23 @@ describe('convert --narrow-reorder', () => {
     expect(decodeModel(readFileSync(path.join(dir, 'again.onnx'))).graph!.node.filter((n) => n.opType === 'Reshape')).toHaveLength(2);
   }, 60_000);
 
+  it('inspect says so of a model with narrow heads (text and schema-valid JSON), and nothing of one without', async () => {
+    const inPath = path.join(dir, 'inspect.onnx');
+    writeFileSync(inPath, encodeModel(narrowModel()));
+    const text = await runCli('inspect', inPath, '--no-profile');
+    expect(text.code, text.err).toBe(0);
+    const pad = machineNchwcBlock() ?? 16;
+    expect(text.out).toContain(`note: 2 conv(s) to 1/4 channel(s), read by Resize, Add: ONNX Runtime's CPU provider pads them to ${pad} channels in its blocked layout`);
+    const json = JSON.parse((await runCli('inspect', inPath, '--no-profile', '--json')).out) as Record<string, unknown>;
+    expect(json.narrowNote).toMatch(/convert --narrow-reorder/);
+    expect(new SchemaValidator(path.resolve('schema')).validate('inspect.schema.json', json)).toEqual([]);
+    const wide = wideModel();
+    writeFileSync(path.join(dir, 'inspect-wide.onnx'), encodeModel(wide));
+    expect((await runCli('inspect', path.join(dir, 'inspect-wide.onnx'), '--no-profile')).out).not.toMatch(/blocked layout/);
+  }, 60_000);
+
   it('says when there is nothing to reorder, and --shape needs --compute or --narrow-reorder', async () => {
-    const wide = narrowModel();
-    wide.graph!.node = wide.graph!.node.filter((n) => n.name === 'full' || (n.opType === 'Relu' && n.input[0] === 'full_out0'));
-    wide.graph!.output = wide.graph!.output.filter((o) => wide.graph!.node.some((n) => n.output.includes(o.name!)));
+    const wide = wideModel();
     const inPath = path.join(dir, 'wide.onnx');
     writeFileSync(inPath, encodeModel(wide));
     const r = await runCli('convert', inPath, path.join(dir, 'wide-out.onnx'), '--narrow-reorder');

@@ -39,3 +39,12 @@ export function narrowModel(o: { opset?: number; half?: boolean; size?: number }
   return b.build();
 }
 
+
+/** The same model cut down to its 32-channel conv and Relu: no narrow conv at all. */
+export function wideModel(): ModelProto {
+  const m = narrowModel();
+  const g = m.graph!;
+  g.node = g.node.filter((n) => n.name === 'full' || (n.opType === 'Relu' && n.input[0] === 'full_out0'));
+  g.output = g.output.filter((o) => g.node.some((n) => n.output.includes(o.name!)));
+  return m;
+}
