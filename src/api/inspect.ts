@@ -11,20 +11,23 @@ import { summarize, type ModelSummary } from '../graph/summary.js';
 import { loadModel } from '../onnx/file.js';
 import { computesInFloat16, FLOAT16_NOTE } from '../rewrite/compute-float32.js';
 import { narrowSites, sitesSummary } from '../rewrite/narrow-layout.js';
-import { machineNchwcBlock } from '../verify/cpu-block.js';
+import { machineNchwcBlock, WIDEST_NCHWC_BLOCK } from '../verify/cpu-block.js';
 import type { DefaultedDim, ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import { profileModel } from '../verify/profile.js';
 import { findQdqLayers, qdqLayerNodes, storedType } from '../rewrite/quantize-inspect.js';
 import { describeInput, withModelPath, type ModelInput } from './model-input.js';
 
-/** What inspect says of narrow conv outputs ORT pads to its channel block (16 where this CPU has no blocked layout: the widest). */
+/** What inspect says of narrow conv outputs ORT pads to its channel block (where this CPU has no blocked layout: of the widest, on x86-64). */
 function narrowNote(model: Model): string | undefined {
-  const block = machineNchwcBlock() ?? 16;
-  const sites = narrowSites(model, block);
+  const block = machineNchwcBlock();
+  const sites = narrowSites(model, block ?? WIDEST_NCHWC_BLOCK);
   if (sites.length === 0) return undefined;
   const s = sitesSummary(sites);
-  return `${sites.length} conv(s) to ${s.channels} channel(s), read by ${s.readers}: ONNX Runtime's CPU provider pads them to ${s.padded} channels in its blocked layout, and the ops that read them with them; `
-    + '`optimize` times a reorder out of that layout at each (exact) and keeps it when faster, `convert --narrow-reorder` applies it alone';
+  const pads = block === undefined
+    ? 'ONNX Runtime\'s CPU provider has no blocked conv layout on this CPU, but on x86-64 it pads them to 8 or 16 channels in one'
+    : `ONNX Runtime's CPU provider pads them to ${s.padded} channels in its blocked layout`;
+  return `${sites.length} conv(s) to ${s.channels} channel(s), read by ${s.readers}: ${pads}, and runs the ops that read them on the padding too; `
+    + 'there `optimize` times a reorder out of that layout at each (exact) and keeps it when faster, `convert --narrow-reorder` applies it alone';
 }
 
 export interface InspectLayer {
@@ -71,7 +74,7 @@ export interface InspectResult extends ModelSummary {
   roomNote?: string;
   /** Present when the model computes in float16: what `convert --compute float32` would do for CPU runtimes. */
   computeNote?: string;
-  /** Present when a conv's output is narrower than half ORT's channel block and read by an op other than a conv (rewrite/narrow-layout.ts). */
+  /** Present when a conv's output has at most half ORT's channel block and read by an op other than a conv (rewrite/narrow-layout.ts). */
   narrowNote?: string;
 }
 

@@ -6,10 +6,10 @@
  */
 import { LrError } from '../errors.js';
 import { loadModel, prepareSave, saveModel, type LoadedModel, type SaveResult } from '../onnx/file.js';
-import { computeInFloat32, computesInFloat16 } from '../rewrite/compute-float32.js';
+import { computeInFloat32, computesInFloat16, float32Changes } from '../rewrite/compute-float32.js';
 import { Model } from '../graph/graph.js';
 import { insertLayoutBarriers, narrowSites, sitesSummary } from '../rewrite/narrow-layout.js';
-import { machineNchwcBlock } from '../verify/cpu-block.js';
+import { machineNchwcBlock, WIDEST_NCHWC_BLOCK } from '../verify/cpu-block.js';
 import { measureLatency } from '../verify/latency.js';
 import { verifyModels } from '../verify/verify.js';
 import { feedOverrides } from './feeds.js';
@@ -19,9 +19,6 @@ import { expectPositionals, flag, num, parse, str, strs } from './args.js';
 
 /** The check of --compute float32 and --narrow-reorder: float32 instead of float16 arithmetic, or another layout, changes outputs by rounding only. */
 export const CONVERT_MIN_COSINE = 0.9999;
-
-/** ORT's largest conv channel block (AVX-512): where this machine has none, the sites for it (a superset of the 8-block's). */
-const WIDEST_BLOCK = 16;
 
 export const CONVERT_HELP = `Usage: onnx-lr convert IN OUT [--external-data [--threshold BYTES]] [--compute float32] [--narrow-reorder] [--shape NAME:DIMS ...] [--force]
 
@@ -108,15 +105,17 @@ async function convertChecked(loaded: LoadedModel, outPath: string, o: CheckedOp
     const half = computesInFloat16(loaded.model);
     const c = computeInFloat32(loaded.model);
     said.push(half
-      ? `computes in float32: ${c.constants} float16 constants read through a Cast, ${c.casts} Casts to float16 now to float, ${c.values} value types float32, ${c.boundaries} float16 graph inputs/outputs behind a Cast, ${c.attributes} attributes`
+      ? `computes in float32: ${float32Changes(c)}`
       : 'IN computes in float32 already (no float16 values or Casts to float16): no change for --compute');
   }
   const block = machineNchwcBlock();
+  let reordered = 0;
   if (o.narrow) {
     const model = new Model(loaded.model);
-    const sites = narrowSites(model, block ?? WIDEST_BLOCK);
+    const sites = narrowSites(model, block ?? WIDEST_NCHWC_BLOCK);
     const n = insertLayoutBarriers(model, sites);
-    const where = block === undefined ? `ORT has no blocked conv layout on this CPU; for a block of ${WIDEST_BLOCK}` : `ORT's conv channel block here: ${block}`;
+    reordered = n;
+    const where = block === undefined ? `ORT has no blocked conv layout on this CPU; for a block of ${WIDEST_NCHWC_BLOCK}` : `ORT's conv channel block here: ${block}`;
     said.push(n === 0 ? `narrow reorder: no conv to at most half the block read by an op other than a conv (${where}): no change`
       : `narrow reorder: ${n} conv output(s) of ${sitesSummary(sites).channels} channel(s) reordered before their readers (${sitesSummary(sites).readers}; ${where})`);
   }
@@ -128,7 +127,7 @@ async function convertChecked(loaded: LoadedModel, outPath: string, o: CheckedOp
     const worst = Math.min(...res.value.outputs.map((x) => x.cosine));
     if (!res.value.pass) throw new LrError('verify-mismatch', `OUT computes other outputs than IN (${named(res.value.reasons.join('; '))}); nothing written`);
     // Timed before the commit, from the temp name; a failed timing is said, not fatal (OUT is checked).
-    const lat = o.narrow && block !== undefined ? await measureLatency({ path: loaded.path }, { path: pending.tempPath }, { shapes, threads: 1, maxSeconds: 20, fewestRuns: 6, warmupSeconds: 2 }) : undefined;
+    const lat = reordered > 0 && block !== undefined ? await measureLatency({ path: loaded.path }, { path: pending.tempPath }, { shapes, threads: 1, maxSeconds: 20, fewestRuns: 6, warmupSeconds: 2 }) : undefined;
     pending.commit();
     const r = pending.result;
     out(wroteLine(r));

@@ -29,8 +29,8 @@ So the time share of those kinds bounds what any rewrite can give: if they took 
 at all, the model would run 1/(1 - share) times faster.
 
 It also notes two exact changes that speed up ONNX Runtime's CPU provider: a float16 graph
-(which it runs in float32 behind Casts: --compute float32), and convs to fewer channels
-than half its channel block whose readers it runs on the padded block (a 1-channel head
+(which it runs in float32 behind Casts: --compute float32), and convs to at most half its
+channel block whose readers it runs on the padded block (a 1-channel head
 before a Resize: optimize's narrow reorder, or convert --narrow-reorder).
 
 Options:

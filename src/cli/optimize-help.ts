@@ -138,7 +138,8 @@ Verification:
                       channels, and so every Resize or Sigmoid after it) has its output
                       reordered before its readers by a same-shape Reshape (exact); the
                       original is timed with and without, and OUT gets it only when the
-                      original runs at least 2% faster with it (the report says by how much)
+                      original runs at least 2% faster with it (the report says by how much;
+                      x86-64 only: elsewhere ORT has no blocked layout)
   --compute float32   make a float16 graph compute in float32 before anything else, as
                       convert --compute float32 does (constants stay float16, each read
                       through a Cast): ORT's CPU and wasm builds have no float16 conv

@@ -204,6 +204,13 @@ export class Graph {
     this.invalidate();
   }
 
+  insertAfter(anchor: NodeProto, nodes: readonly NodeProto[]): void {
+    const i = this.proto.node.indexOf(anchor);
+    if (i < 0) throw new Error(`insertAfter: node ${anchor.name} is not in this graph`);
+    this.proto.node.splice(i + 1, 0, ...nodes);
+    this.invalidate();
+  }
+
   addInitializer(t: TensorProto): void {
     this.proto.initializer.push(t);
     // Before IR 4 every initializer must also be a graph input, typed like the tensor

@@ -2,7 +2,7 @@
  * What saveModel takes and returns, and which tensors it moves to external data.
  */
 import type { FsLike } from '../util/fsio.js';
-import type { OutputPath } from '../util/output-paths.js';
+import type { OutputPath, InputPath } from '../util/output-paths.js';
 import type { ExternalReader } from './external.js';
 import type { LoadedModel } from './load.js';
 import { DataType, type ModelProto, type TensorProto } from './schema.js';
@@ -54,6 +54,11 @@ export interface SaveOptions {
   force?: boolean;
   /** Other files the caller writes beside OUT (a report): they may not be OUT, its data or an input. */
   otherOutputs?: readonly OutputPath[];
+  /**
+   * More files to treat as inputs (never replaced without `force`, never removed as unused
+   * data): the user's IN when the model saved is a working copy of it (optimize --compute).
+   */
+  alsoInputs?: readonly InputPath[];
   /**
    * Entries for the model's metadata_props (what made the file, for Netron and later
    * tools): each replaces an entry of the same key the model had; the others are kept.

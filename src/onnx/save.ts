@@ -105,7 +105,7 @@ export function prepareSave(source: ModelSource, outPath: string, opts: SaveOpti
   const outDir = path.dirname(out);
 
   // Never overwrite the input (or its data files, or another output) unless allowed.
-  const inputs = modelInputs({ path: 'path' in src ? src.path : undefined, dataFiles: 'dataFiles' in src ? src.dataFiles : undefined });
+  const inputs = [...modelInputs({ path: 'path' in src ? src.path : undefined, dataFiles: 'dataFiles' in src ? src.dataFiles : undefined }), ...opts.alsoInputs ?? []];
   if (reader instanceof ExternalDataReader) {
     forEachTensor(model, (t) => { if (isExternal(t)) inputs.push({ path: reader.resolve(t).file, label: "the input's external data file" }); });
   }

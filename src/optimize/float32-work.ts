@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { LoadedModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
-import { computeInFloat32, computesInFloat16 } from '../rewrite/compute-float32.js';
+import { computeInFloat32, computesInFloat16, float32Changes } from '../rewrite/compute-float32.js';
 import { removeOnInterrupt } from '../util/temp-files.js';
 
 export interface Float32Copy {
@@ -27,14 +27,14 @@ export function float32Copy(loaded: LoadedModel): Float32Copy {
   const c = computeInFloat32(loaded.model);
   const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-f32-'));
   const file = path.join(dir, 'in.f32.onnx');
-  // An interrupted run leaves no copy behind (its external data file, if any, is removed with the folder on the normal path).
-  const forget = removeOnInterrupt(file);
+  // An interrupted run leaves no copy behind (a SIGKILL does: the folder is named onnx-lr-f32-*).
+  const forget = removeOnInterrupt(dir);
   const dispose = (): void => { rmSync(dir, { recursive: true, force: true }); forget(); };
   try {
     saveModel(loaded, file);
     return {
       path: file, dispose,
-      note: `--compute float32: the run worked on a copy of IN that computes in float32 (${c.constants} float16 constants read through a Cast, ${c.casts} Casts to float16 now to float, ${c.boundaries} float16 graph inputs/outputs behind a Cast); OUT is verified and timed against IN itself`,
+      note: `--compute float32: the run worked on a copy of IN that computes in float32 (${float32Changes(c)}); OUT is verified and timed against IN itself`,
     };
   } catch (e) {
     dispose();

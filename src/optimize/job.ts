@@ -13,6 +13,7 @@ import type { LayerInputStats } from '../rewrite/pass.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
 import type { ValueInfo } from '../verify/session.js';
 import type { Feeds } from '../verify/tensor.js';
+import type { InputPath } from '../util/output-paths.js';
 import type { Budget } from './budget.js';
 import type { OptimizeOptions, RunContext } from './driver.js';
 import type { Timings } from './timings.js';
@@ -28,8 +29,12 @@ export interface Job {
    * (browser/optimize-bytes.ts), decodes them again.
    */
   reload?: () => LoadedModel;
-  /** The user's IN when the run works on a converted copy (`inPath`; --compute float32): OUT is verified and timed against it. */
-  original?: string;
+  /**
+   * The user's IN when the run works on a converted copy (`inPath`; --compute float32): OUT
+   * is verified and timed against it, and may not replace it or its data files (nor remove
+   * them as unused), as if it were the input.
+   */
+  original?: { path: string; inputs: readonly InputPath[] };
   /** As the user gave them: the runtime handles travel apart (driver.ts RunContext). */
   readonly opts: OptimizeOptions;
   /** Seconds per phase, filled as the stages run. */

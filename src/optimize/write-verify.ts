@@ -95,7 +95,7 @@ async function writeOnce(job: Job, cfg: PipelineConfig & CommandLine, outPath: s
   // original is read before OUT can replace it (OUT = IN with --force).
   cfg.onStage?.('writing');
   const pending = await timed(job.timings, 'write', () => prepareSave(job.loaded, outPath, {
-    force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}),
+    force: cfg.save.force, ...(cfg.save.externalData ? { externalData: true } : {}), ...(job.original && { alsoInputs: job.original.inputs }),
     metadata: metadataOf(cfg), dropMetadata: [METADATA_KEYS.command, METADATA_KEYS.verdict],
   }));
   // OUT's files hold every payload now and ORT reads the model back from disk: the JS
@@ -110,7 +110,7 @@ async function writeOnce(job: Job, cfg: PipelineConfig & CommandLine, outPath: s
       const v = cfg.verify;
       const written = { path: pending.tempPath };
       cfg.onStage?.('verifying in ONNX Runtime');
-      const res = await timed(job.timings, 'verification', () => verifyModels({ path: job.original ?? job.loaded.path }, written, verifyOpts));
+      const res = await timed(job.timings, 'verification', () => verifyModels({ path: job.original?.path ?? job.loaded.path }, written, verifyOpts));
       if (!res.ok) throw unverifiable(res.error);
       out.verify = { ...res.value, minCosine: v.minCosine, atol: v.atol, rtol: v.rtol };
       if (res.value.widened) notes.push(res.value.widened);
@@ -123,10 +123,10 @@ async function writeOnce(job: Job, cfg: PipelineConfig & CommandLine, outPath: s
       }
       if (v.latency) {
         cfg.onStage?.('measuring latency');
-        const lat = await timed(job.timings, 'latency', () => measureLatency({ path: job.original ?? job.loaded.path }, written, { threads: v.threads, shapes: cfg.shapes, values: cfg.values, ...FINAL_TIMING }));
+        const lat = await timed(job.timings, 'latency', () => measureLatency({ path: job.original?.path ?? job.loaded.path }, written, { threads: v.threads, shapes: cfg.shapes, values: cfg.values, ...FINAL_TIMING }));
         if (lat.ok) out.latency = lat.value; else notes.push(`latency not measured: ${named(lat.error.message)}`);
         if (v.web) {
-          const web = await timed(job.timings, 'latencyWeb', () => measureLatency({ path: job.original ?? job.loaded.path }, written, { backend: 'web', shapes: cfg.shapes, values: cfg.values }));
+          const web = await timed(job.timings, 'latencyWeb', () => measureLatency({ path: job.original?.path ?? job.loaded.path }, written, { backend: 'web', shapes: cfg.shapes, values: cfg.values }));
           if (web.ok) out.latencyWeb = web.value; else notes.push(`web latency not measured: ${named(web.error.message)}`);
         }
       }

@@ -193,7 +193,7 @@ export function narrowReorderLine(r: NonNullable<Report['narrowReorder']>): stri
   const s = sitesSummary(r.sites);
   const what = `${r.sites.length} conv output(s) of ${s.channels} channel(s), which ORT's blocked layout pads to ${s.padded}, reordered before their readers (${s.readers})`;
   if (r.speedup === undefined) return `narrow reorder: ${what}: ${r.why}, so OUT does not have it`;
-  const t = `the original ran ${r.originalMs!.toFixed(1)} -> ${r.reorderedMs!.toFixed(1)} ms with that alone (${r.speedup.toFixed(2)}x, ${r.runs} runs each)`;
+  const t = `the model before rewriting ran ${r.originalMs!.toFixed(1)} -> ${r.reorderedMs!.toFixed(1)} ms with that alone (${r.speedup.toFixed(2)}x, ${r.runs} runs each)`;
   return r.kept
     ? `narrow reorder: ${what}: ${t}, so OUT has it too (exact; part of the speed-up above; --no-narrow-reorder leaves it out)`
     : `narrow reorder: ${what}: ${t}, ${r.why}, so OUT does not have it`;

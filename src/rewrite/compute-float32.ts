@@ -25,7 +25,7 @@ import { makeFloatTensor, readTensorFloat } from '../onnx/tensor.js';
 
 /** Said of a float16 graph: on CPU runtimes computing it in float32 is faster, and low-rank chains gain more there. */
 export const FLOAT16_NOTE = 'this model computes in float16, which ONNX Runtime\'s CPU and wasm builds run in float32 behind Casts and layout reorders of their own; '
-  + 'for those runtimes `--compute float32` (here, or `onnx-lr convert IN OUT --compute float32`) removes them (constants stay float16): ISNet ran 1.09x faster so, and 1.21x after low-rank rewrites';
+  + 'for those runtimes `onnx-lr optimize --compute float32` (or `onnx-lr convert IN OUT --compute float32`) removes them (constants stay float16): ISNet ran 1.09x faster so, and 1.21x after low-rank rewrites';
 
 /** Operators whose `dtype` attribute is the output's element type. */
 const DTYPE_OPS = new Set(['EyeLike', 'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli']);
@@ -41,6 +41,11 @@ export interface Float32Compute {
   boundaries: number;
   /** ConstantOfShape values and dtype attributes changed. */
   attributes: number;
+}
+
+/** What a conversion changed, in words (convert's line, optimize --compute's note). */
+export function float32Changes(c: Float32Compute): string {
+  return `${c.constants} float16 constants read through a Cast, ${c.casts} Casts to float16 now to float, ${c.values} value types float32, ${c.boundaries} float16 graph inputs/outputs behind a Cast, ${c.attributes} attributes`;
 }
 
 const isOnnxDomain = (n: NodeProto): boolean => (n.domain ?? '') === '' || n.domain === 'ai.onnx';

@@ -95,16 +95,16 @@ export function insertLayoutBarriers(model: Model, sites: readonly NarrowSite[])
   let shape: string | undefined;
   let n = 0;
   for (const s of sites) {
-    if (!g.producer(s.value)) continue;
+    const producer = g.producer(s.value);
+    if (!producer) continue;
     const readers = g.consumers(s.value).filter((c) => c.input.includes(s.value) && !isBarrier(c));
     if (readers.length === 0) continue;
     shape ??= addShape(model, g);
     const out = model.uniqueName(`${s.value}_nchw`);
     const reshape = newNode({ opType: 'Reshape', name: model.uniqueName(`${s.conv}_nchw`), input: [s.value, shape], output: [out], domain: '' });
-    // Before the first reader: the conv comes earlier still, so the order stays topological.
-    const first = readers.reduce((a, b) => (g.nodes.indexOf(b) < g.nodes.indexOf(a) ? b : a));
     for (const r of readers) r.input = r.input.map((v) => (v === s.value ? out : v));
-    g.insertBefore(first, [reshape]);
+    // Right after what makes the value: as topological as the graph was.
+    g.insertAfter(producer, [reshape]);
     n++;
   }
   return n;

@@ -24,7 +24,8 @@ const live = new Set<string>();
 
 function removeLive(): void {
   for (const p of live) {
-    try { fs.unlinkSync(p); } catch { /* already gone */ }
+    // A file, or a folder of them (a working copy): removed either way.
+    try { fs.rmSync(p, { recursive: true, force: true }); } catch { /* already gone */ }
   }
   live.clear();
 }

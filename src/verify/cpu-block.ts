@@ -7,6 +7,9 @@
  */
 import { readFileSync } from 'node:fs';
 
+/** ORT's widest conv channel block (AVX-512): what to plan for where this CPU has none (its sites include the 8-block's). */
+export const WIDEST_NCHWC_BLOCK = 16;
+
 /** The x86 feature flags in /proc/cpuinfo's text (its "flags" lines, one per logical CPU; they agree); none elsewhere. */
 export function cpuFlags(cpuinfo: string): string[] {
   return /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/) ?? [];

@@ -34,7 +34,7 @@ describe('optimize --compute float32', () => {
     expect(sha(inPath)).toBe(before);
     const report = JSON.parse(r.out);
     expect(new SchemaValidator(path.resolve('schema')).validate('report.schema.json', report)).toEqual([]);
-    expect(report.notes).toContainEqual(expect.stringMatching(/^--compute float32: the run worked on a copy of IN that computes in float32 \(3 float16 constants read through a Cast, 1 Casts to float16 now to float, 1 float16 graph inputs\/outputs behind a Cast\); OUT is verified and timed against IN itself$/));
+    expect(report.notes).toContainEqual(expect.stringMatching(/^--compute float32: the run worked on a copy of IN that computes in float32 \(3 float16 constants read through a Cast, 1 Casts to float16 now to float, 5 value types float32, 1 float16 graph inputs\/outputs behind a Cast, \d+ attributes\); OUT is verified and timed against IN itself$/));
     // Not the float16 note: the run acted on it.
     expect(report.notes.some((n: string) => n.startsWith('this model computes in float16'))).toBe(false);
     expect(report.input).toMatchObject({ file: inPath, bytes: readFileSync(inPath).length, nodeCount: summarize(half).nodeCount, fingerprint: summarize(half).fingerprint });
@@ -56,6 +56,30 @@ describe('optimize --compute float32', () => {
     const r = await runCli('optimize', inPath, path.join(dir, 'overflow-out.onnx'), '--compute', 'float32', '--no-latency', '--json');
     expect(r.code).toBe(1);
     expect(JSON.parse(r.out).verify.pass).toBe(false);
+  }, 60_000);
+
+  it('never replaces or removes what IN reads: OUT = IN needs --force, and an old OUT\'s data file IN shares is kept', async () => {
+    const sub = mkdtempSync(path.join(dir, 'ext-'));
+    const src = path.join(sub, 'src.onnx');
+    writeFileSync(src, encodeModel(fp16ConvModel(true)));
+    // out.onnx keeps its weights in out.onnx.<hash>.data; v1.onnx is a copy reading the same data file.
+    const out = path.join(sub, 'out.onnx');
+    expect((await runCli('convert', src, out, '--external-data', '--threshold', '0')).code).toBe(0);
+    const data = readdirSync(sub).filter((f) => f.startsWith('out.onnx.') && f.endsWith('.data'));
+    expect(data).toHaveLength(1);
+    const v1 = path.join(sub, 'v1.onnx');
+    writeFileSync(v1, readFileSync(out));
+    const same = await runCli('optimize', v1, v1, '--compute', 'float32', '--no-latency');
+    expect(same.code).toBe(2);
+    expect(same.err).toMatch(/--force/);
+    const r = await runCli('optimize', v1, out, '--compute', 'float32', '--no-latency');
+    expect(r.code, r.err).toBe(0);
+    // The old OUT's data file is v1's too: still there, and v1 still loads and runs.
+    expect(readdirSync(sub)).toEqual(expect.arrayContaining(data));
+    expect((await runCli('optimize', v1, path.join(sub, 'again.onnx'), '--no-latency')).code).toBe(0);
+    const forced = await runCli('optimize', v1, v1, '--compute', 'float32', '--no-latency', '--force');
+    expect(forced.code, forced.err).toBe(0);
+    expect(computesInFloat16(decodeModel(new Uint8Array(readFileSync(v1))))).toBe(false);
   }, 60_000);
 
   it('on a float32 model changes nothing and says so; another value is a usage error', async () => {

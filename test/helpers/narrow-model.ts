@@ -26,9 +26,8 @@ export function narrowModel(o: { opset?: number; half?: boolean; size?: number }
   } else {
     head = conv('head', x, 1);
   }
-  const up = o.opset !== undefined && o.opset < 10
-    ? b.node('Upsample', [head], { mode: 'linear', scales: [] as number[] })
-    : b.node('Resize', [head, '', b.init('scales', [4], [1, 1, 4, 4])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
+  // At an opset before Resize (10) the model is only read, never run (narrowSites refuses opset < 5).
+  const up = b.node('Resize', [head, '', b.init('scales', [4], [1, 1, 4, 4])], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
   b.output(b.node('Sigmoid', [up]), [1, 1, 4 * S, 4 * S]);
   b.output(head, [1, 1, S, S]);
   const quad = b.node('Relu', [conv('quad', x, 4)]);

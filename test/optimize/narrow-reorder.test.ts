@@ -46,7 +46,7 @@ describe('checkNarrowReorder', () => {
     // The model itself is untouched: the copy got the barriers.
     expect(proto.graph!.node).toHaveLength(nodes);
     expect(proto.graph!.node.some((n) => n.opType === 'Reshape')).toBe(false);
-    expect(narrowReorderLine(r!.report)).toMatch(/^narrow reorder: 2 conv output\(s\) of 1\/4 channel\(s\), which ORT's blocked layout pads to 16, reordered before their readers \(Resize, Add\): the original ran 10\.0 -> 8\.0 ms with that alone \(1\.25x, 6 runs each\), so OUT has it too/);
+    expect(narrowReorderLine(r!.report)).toMatch(/^narrow reorder: 2 conv output\(s\) of 1\/4 channel\(s\), which ORT's blocked layout pads to 16, reordered before their readers \(Resize, Add\): the model before rewriting ran 10\.0 -> 8\.0 ms with that alone \(1\.25x, 6 runs each\), so OUT has it too/);
   });
 
   it('leaves them out below the threshold or when the timing fails, and says why', async () => {
