@@ -175,4 +175,7 @@ ${RANK_OPTIONS}
   --plan FILE         reuse a plan's (or a budgeted optimize --report's) cached
                       sensitivity measurements (with a budget); layers it lacks are
                       measured
+  --compute float32   plan for the float16 graph computed in float32, as optimize
+                      --compute float32 runs it (calibration and shape options: see
+                      optimize --help)
   -h, --help          this help`;

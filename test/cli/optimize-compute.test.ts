@@ -82,6 +82,18 @@ describe('optimize --compute float32', () => {
     expect(computesInFloat16(decodeModel(new Uint8Array(readFileSync(v1))))).toBe(false);
   }, 60_000);
 
+  it('a plan made with --compute float32 is IN\'s: optimize --compute float32 --plan applies it, not refused as another model\'s', async () => {
+    const inPath = path.join(dir, 'plan-half.onnx');
+    writeFileSync(inPath, encodeModel(fp16ConvModel(true)));
+    const planned = await runCli('plan', inPath, '--compute', 'float32', '--rank-ratio', '0.5', '--min-params', '0');
+    expect(planned.code, planned.err).toBe(0);
+    const planPath = path.join(dir, 'plan.json');
+    writeFileSync(planPath, planned.out);
+    const r = await runCli('optimize', inPath, path.join(dir, 'planned.onnx'), '--compute', 'float32', '--plan', planPath, '--no-latency', '--min-cosine', '0', '--json');
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out).notes.some((n: string) => /made for another model/.test(n))).toBe(false);
+  }, 60_000);
+
   it('on a float32 model changes nothing and says so; another value is a usage error', async () => {
     const f32 = path.join(dir, 'f32.onnx');
     writeFileSync(f32, encodeModel(fp16ConvModel(false)));
