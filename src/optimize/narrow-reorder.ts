@@ -29,6 +29,8 @@ export interface NarrowCheckOptions {
   values?: LatencyOptions['values'];
   /** Times the original against the candidate (tests inject one). */
   measure?: typeof measureLatency;
+  /** Wraps the timing, for the run's phase times (only when there is something to time). */
+  phase?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
 /** The sites, measured; undefined when the model has none (or ORT has no blocked layout here). */
@@ -38,8 +40,8 @@ export async function checkNarrowReorder(original: ModelSource, model: Model, o:
   if (sites.length === 0) return undefined;
   const base = { block: o.block, sites: sites.map((s) => ({ conv: s.conv, channels: s.channels, padded: s.padded, readers: s.readers })) };
   if (hasExternalData(model.proto)) return { sites, report: { ...base, kept: false, why: 'not measured: the model keeps its weights in external data' } };
-  const copy = withBarriers(model.proto, sites);
-  const lat = await (o.measure ?? measureLatency)(original, { bytes: encodeModel(copy) }, { threads: o.threads, shapes: o.shapes, values: o.values, ...NARROW_TIMING });
+  const measure = (): ReturnType<typeof measureLatency> => (o.measure ?? measureLatency)(original, { bytes: encodeModel(withBarriers(model.proto, sites)) }, { threads: o.threads, shapes: o.shapes, values: o.values, ...NARROW_TIMING });
+  const lat = await (o.phase ? o.phase(measure) : measure());
   if (!lat.ok) return { sites, report: { ...base, kept: false, why: `not measured: ${lat.error.message}` } };
   const l = lat.value;
   const kept = l.speedup >= NARROW_MIN_SPEEDUP;

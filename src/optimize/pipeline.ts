@@ -283,9 +283,9 @@ async function runJob(job: Job, inPath: string, outPath: string | undefined, cfg
   // narrow convs are not low-rank layers, so OUT has the same sites); only when latency
   // is what the run saves: saving params or MACs, OUT never depends on a timing.
   const narrow = verifying && cfg.verify.latency && cfg.narrowReorder !== false && opts.saves === 'latency'
-    ? await timed(job.timings, 'narrowReorder', () => {
-      cfg.onStage?.('timing narrow conv outputs reordered out of the blocked layout');
-      return checkNarrowReorder({ path: job.loaded.path }, job.model, { block: machineNchwcBlock(), threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values });
+    ? await checkNarrowReorder({ path: job.loaded.path }, job.model, {
+      block: machineNchwcBlock(), threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values,
+      phase: (fn) => { cfg.onStage?.('timing narrow conv outputs reordered out of the blocked layout'); return timed(job.timings, 'narrowReorder', fn); },
     })
     : undefined;
   const { data, collectStats, anchor, run } = prepared;

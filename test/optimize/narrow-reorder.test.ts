@@ -37,7 +37,9 @@ describe('checkNarrowReorder', () => {
     const proto = narrowModel();
     const nodes = proto.graph!.node.length;
     const f = fakeMeasure(ok(stats(10, 8)));
-    const r = await checkNarrowReorder(original, new Model(proto), { block: 16, threads: 1, measure: f.measure });
+    let phases = 0;
+    const r = await checkNarrowReorder(original, new Model(proto), { block: 16, threads: 1, measure: f.measure, phase: (fn) => { phases++; return fn(); } });
+    expect(phases).toBe(1);
     expect(r!.report).toMatchObject({ block: 16, kept: true, originalMs: 10, reorderedMs: 8, speedup: 1.25, runs: 6 });
     expect(r!.report.sites.map((s) => s.conv)).toEqual(['head', 'quad']);
     expect(f.seen[0]).toBe(original);
@@ -61,9 +63,11 @@ describe('checkNarrowReorder', () => {
 
   it('says nothing where there is nothing to do: no blocked layout, no narrow conv', async () => {
     const never = fakeMeasure(ok(stats(10, 5)));
-    expect(await checkNarrowReorder(original, new Model(narrowModel()), { block: undefined, threads: 1, measure: never.measure })).toBeUndefined();
+    // Nothing timed, so no phase in the run's times either.
+    const phase = (): never => { throw new Error('no timing expected'); };
+    expect(await checkNarrowReorder(original, new Model(narrowModel()), { block: undefined, threads: 1, measure: never.measure, phase })).toBeUndefined();
     const wide = wideModel();
-    expect(await checkNarrowReorder(original, new Model(wide), { block: 16, threads: 1, measure: never.measure })).toBeUndefined();
+    expect(await checkNarrowReorder(original, new Model(wide), { block: 16, threads: 1, measure: never.measure, phase })).toBeUndefined();
     expect(never.seen).toEqual([]);
   });
 });
