@@ -18,9 +18,8 @@
  * original model's outputs given the partly compressed model's inputs. The output mean
  * error goes into the bias.
  */
-import { resolveConstant } from '../src/graph/constants.js';
 import type { Graph } from '../src/graph/graph.js';
-import { castFedConstant, type LayerInfo } from '../src/graph/layers.js';
+import { constantOrCastFed, type LayerInfo } from '../src/graph/layers.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 import {
   anchoredChannelWhitenings, anchoredPatches, ANCHOR_PATCH_DAMP, channelBlocks, patchBlocks, type AnchoredPatch, type PatchBlocks,
@@ -251,7 +250,7 @@ export function correctedBias(cx: PassContext, m: { node: NodeProto; graph: Grap
   if (m.geo.hasBias) {
     // A bias stored behind a Cast (fp16) is read through it; one computed at run time
     // cannot absorb the correction: keep it as it is.
-    const c = resolveConstant(m.graph, n.input[2]) ?? castFedConstant(m.graph, n.input[2])?.ref;
+    const c = constantOrCastFed(m.graph, n.input[2]);
     if (!c) return n.input[2];
     b.set(readTensorFloat(c.tensor, cx.external));
   }

@@ -84,6 +84,11 @@ export function castFedConstant(g: Graph, v: string): { ref: ConstRef; cast: Cas
   return undefined;
 }
 
+/** A constant read directly, or stored fp16/bf16 behind a Cast to float (castFedConstant): the stored tensor. */
+export function constantOrCastFed(g: Graph, v: string): ConstRef | undefined {
+  return resolveConstant(g, v) ?? castFedConstant(g, v)?.ref;
+}
+
 /** Elements of a tensor of these dims. */
 export const numel = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
 

@@ -7,9 +7,9 @@
  * scalars (biases, norm scales, shape and index constants) are not weights in this sense.
  * Pure: reads the graph only.
  */
-import { resolveConstant, type ConstRef } from './constants.js';
-import type { Graph, Model } from './graph.js';
-import { castFedConstant, numel, type LayerInfo } from './layers.js';
+import type { ConstRef } from './constants.js';
+import type { Model } from './graph.js';
+import { constantOrCastFed, numel, type LayerInfo } from './layers.js';
 import { DataType, type NodeProto } from '../onnx/schema.js';
 
 export interface OtherWeight {
@@ -30,10 +30,6 @@ const FLOATS = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBL
 const PASS_ON = new Set(['Cast', 'Identity', 'Constant', 'DequantizeLinear', 'QuantizeLinear']);
 
 const isMatrix = (dims: readonly number[]): boolean => dims.filter((d) => d > 1).length >= 2;
-
-function constantOf(g: Graph, v: string): ConstRef | undefined {
-  return resolveConstant(g, v) ?? castFedConstant(g, v)?.ref;
-}
 
 /** Why no rewrite takes this node's constant weight. */
 function reasonFor(n: NodeProto, dims: readonly number[], constInputs: number): string {
@@ -63,7 +59,7 @@ export function findOtherWeights(model: Model, layers: readonly LayerInfo[], qua
       let best: ConstRef | undefined;
       let constInputs = 0;
       for (const v of n.input) {
-        const c = v ? constantOf(g, v) : undefined;
+        const c = v ? constantOrCastFed(g, v) : undefined;
         if (!c) continue;
         constInputs++;
         const dims = c.tensor.dims.map(Number);

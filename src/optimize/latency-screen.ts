@@ -15,8 +15,7 @@
  * the same pass and ranks on the same layer geometry are timed once.
  */
 import type { LayerInfo } from '../graph/layers.js';
-import { castFedConstant, findLayers } from '../graph/layers.js';
-import { resolveConstant } from '../graph/constants.js';
+import { constantOrCastFed, findLayers } from '../graph/layers.js';
 import type { Model } from '../graph/graph.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { SyncGemm } from '../linalg/engine.js';
@@ -76,7 +75,7 @@ const fmtMs = (ms: number): string => (ms >= 10 ? ms.toFixed(1) : ms >= 1 ? ms.t
 
 /** The activations a layer reads (not its weight or bias): their shapes are what the reason names. */
 function activations(layer: LayerInfo): string[] {
-  return layer.node.input.filter((v, i) => v && i !== layer.weightInput && !resolveConstant(layer.graph, v) && !castFedConstant(layer.graph, v));
+  return layer.node.input.filter((v, i) => v && i !== layer.weightInput && !constantOrCastFed(layer.graph, v));
 }
 
 
