@@ -11,6 +11,7 @@ import { Model } from '../graph/graph.js';
 import { insertLayoutBarriers, narrowSites, sitesSummary } from '../rewrite/narrow-layout.js';
 import { machineNchwcBlock, WIDEST_NCHWC_BLOCK } from '../verify/cpu-block.js';
 import { measureLatency } from '../verify/latency.js';
+import { NARROW_TIMING } from '../optimize/narrow-reorder.js';
 import { verifyModels } from '../verify/verify.js';
 import { feedOverrides } from './feeds.js';
 import { DEFAULT_EXTERNAL_THRESHOLD } from '../onnx/save-options.js';
@@ -116,8 +117,9 @@ async function convertChecked(loaded: LoadedModel, outPath: string, o: CheckedOp
     const n = insertLayoutBarriers(model, sites);
     reordered = n;
     const where = block === undefined ? `ORT has no blocked conv layout on this CPU; for a block of ${WIDEST_NCHWC_BLOCK}` : `ORT's conv channel block here: ${block}`;
+    const s = sitesSummary(sites);
     said.push(n === 0 ? `narrow reorder: no conv to at most half the block read by an op other than a conv (${where}): no change`
-      : `narrow reorder: ${n} conv output(s) of ${sitesSummary(sites).channels} channel(s) reordered before their readers (${sitesSummary(sites).readers}; ${where})`);
+      : `narrow reorder: ${n} conv output(s) of ${s.channels} channel(s) reordered before their readers (${s.readers}; ${where})`);
   }
   const pending = prepareSave(loaded, outPath, { externalData: o.externalData, force: o.force });
   try {
@@ -127,7 +129,7 @@ async function convertChecked(loaded: LoadedModel, outPath: string, o: CheckedOp
     const worst = Math.min(...res.value.outputs.map((x) => x.cosine));
     if (!res.value.pass) throw new LrError('verify-mismatch', `OUT computes other outputs than IN (${named(res.value.reasons.join('; '))}); nothing written`);
     // Timed before the commit, from the temp name; a failed timing is said, not fatal (OUT is checked).
-    const lat = reordered > 0 && block !== undefined ? await measureLatency({ path: loaded.path }, { path: pending.tempPath }, { shapes, threads: 1, maxSeconds: 20, fewestRuns: 6, warmupSeconds: 2 }) : undefined;
+    const lat = reordered > 0 && block !== undefined ? await measureLatency({ path: loaded.path }, { path: pending.tempPath }, { shapes, threads: 1, ...NARROW_TIMING }) : undefined;
     pending.commit();
     const r = pending.result;
     out(wroteLine(r));

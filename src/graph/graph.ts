@@ -198,16 +198,17 @@ export class Graph {
   }
 
   insertBefore(anchor: NodeProto, nodes: readonly NodeProto[]): void {
-    const i = this.proto.node.indexOf(anchor);
-    if (i < 0) throw new Error(`insertBefore: node ${anchor.name} is not in this graph`);
-    this.proto.node.splice(i, 0, ...nodes);
-    this.invalidate();
+    this.insertAt(anchor, 0, nodes, 'insertBefore');
   }
 
   insertAfter(anchor: NodeProto, nodes: readonly NodeProto[]): void {
+    this.insertAt(anchor, 1, nodes, 'insertAfter');
+  }
+
+  private insertAt(anchor: NodeProto, offset: 0 | 1, nodes: readonly NodeProto[], what: string): void {
     const i = this.proto.node.indexOf(anchor);
-    if (i < 0) throw new Error(`insertAfter: node ${anchor.name} is not in this graph`);
-    this.proto.node.splice(i + 1, 0, ...nodes);
+    if (i < 0) throw new Error(`${what}: node ${anchor.name} is not in this graph`);
+    this.proto.node.splice(i + offset, 0, ...nodes);
     this.invalidate();
   }
 

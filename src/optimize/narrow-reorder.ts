@@ -17,8 +17,8 @@ import type { ModelSource } from '../verify/session.js';
 
 /** Kept only when the original runs at least this much faster with them (below it: noise, or a reorder moved, not saved). */
 export const NARROW_MIN_SPEEDUP = 1.02;
-/** A model of seconds is told apart in a few runs; a small one gets its 20 within a second or two. */
-const NARROW_TIMING = { maxSeconds: 20, fewestRuns: 6, warmupSeconds: 2 };
+/** A model of seconds is told apart in a few runs; a small one gets its 20 within a second or two (convert --narrow-reorder times with it too). */
+export const NARROW_TIMING = { maxSeconds: 20, fewestRuns: 6, warmupSeconds: 2 };
 
 export type NarrowReorder = NonNullable<Report['narrowReorder']>;
 

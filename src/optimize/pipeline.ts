@@ -220,8 +220,6 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
   const given = loadModel(inPath);
   let f32: Float32Copy | undefined;
   let job: Job | undefined;
-  let gemm: Awaited<ReturnType<typeof createSyncOrtGemm>> | undefined;
-  let statsEngine: GemmEngine | undefined;
   try {
     cfg.onLoaded?.(given);
     // IN as the user has it, for the report (a --compute float32 run works on a converted copy).
@@ -242,12 +240,10 @@ export async function runOptimize(inPath: string, outPath: string | undefined, c
     };
     if (f32) notes.push(f32.note);
     else if (computesInFloat16(loaded.model)) notes.push(FLOAT16_NOTE);
-    return await runJob(job, inPath, outPath, cfg, { t0, notes, inSide, hold: (g, e) => { gemm = g; statsEngine = e; } });
+    return await runJob(job, inPath, outPath, cfg, { t0, notes, inSide });
   } finally {
     job?.loaded.external.close();
     given.external.close();
-    await gemm?.dispose();
-    await statsEngine?.dispose();
     f32?.dispose();
   }
 }
@@ -257,8 +253,6 @@ interface JobStart {
   notes: string[];
   /** IN as given, for the report's input side. */
   inSide: Omit<ModelSide, 'file' | 'macs'>;
-  /** Hands the run's engines to the caller, which disposes of them however the run ends. */
-  hold: (gemm: Awaited<ReturnType<typeof createSyncOrtGemm>> | undefined, stats: GemmEngine | undefined) => void;
 }
 
 /** The stages after loading: learn, prepare, rewrite, write and verify, report. */
@@ -269,52 +263,57 @@ async function runJob(job: Job, inPath: string, outPath: string | undefined, cfg
   // synchronous); without it they run in JS, only slower.
   let gemmFailed: string | undefined;
   const gemm = await createSyncOrtGemm().catch((e: Error) => { gemmFailed = e.message; return undefined; });
-  start.hold(gemm, undefined);
-  if (gemmFailed) notes.push(`factorizations ran in JS (slower): ${gemmFailed}`);
-  const verifying = outPath !== undefined && cfg.verify.enabled;
-  const learned = await learnModel(job, cfg, verifying && cfg.verify.latency);
-  notes.push(...learned.notes);
-  const prepared = await prepareRewrite(job, cfg, learned.shapes, {
-    source: { path: job.loaded.path }, verifying, run: { external: job.loaded.external, gemm, onProgress: cfg.onProgress },
-  });
-  start.hold(gemm, prepared.statsEngine);
-  notes.push(...prepared.notes);
-  // Measured on the model before any rewrite, once the run's data is known good (the
-  // narrow convs are not low-rank layers, so OUT has the same sites); only when latency
-  // is what the run saves: saving params or MACs, OUT never depends on a timing.
-  const narrow = verifying && cfg.verify.latency && cfg.narrowReorder !== false && opts.saves === 'latency'
-    ? await checkNarrowReorder({ path: job.loaded.path }, job.model, {
-      block: machineNchwcBlock(), threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values,
-      phase: (fn) => { cfg.onStage?.('timing narrow conv outputs reordered out of the blocked layout'); return timed(job.timings, 'narrowReorder', fn); },
-    })
-    : undefined;
-  const { data, collectStats, anchor, run } = prepared;
-  const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
-  notes.push(...rewritten.notes);
-  if (narrow?.report.kept) insertLayoutBarriers(job.model, narrow.sites);
-  if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
-  // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.
-  const factors = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
-    ? factorStorage(job.model, rewritten.records, cfg.weights, { shapes: learned.shapes, external: job.loaded.external }) : undefined;
-  // Updated in place should OUT fail the verification and the factors be stored wider (write-verify.ts).
-  const weights = factors?.weights;
-  if (weights) notes.push(weightsNote(weights));
-  const parts = {
-    tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
-    // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
-    input: { file: inPath, ...learned.before, ...inSide },
-    // Summarized before writing: writing releases the payloads.
-    output: { file: outPath ?? '', summary: summarize(job.loaded.model) },
-    layers: rewritten.records, timings: job.timings, room: learned.room, notes, calibration: data.calib?.description, sensitivity: rewritten.sensitivity,
-    ...(weights && { weights }), ...(narrow && { narrowReorder: narrow.report }),
-  };
-  const seconds = (): number => (performance.now() - t0) / 1000;
-  if (outPath === undefined) return { report: buildReport({ ...parts, budget: rewritten.budget, seconds: seconds() }), pass: true, sensitivity: rewritten.sensitivity };
-  // Factorization is over: free the GEMM workers' ORT instances before two models are loaded.
-  await gemm?.dispose();
-  await prepared.statsEngine?.dispose();
-  const written = await writeAndVerify(job, cfg, outPath, data.heldOut, factors);
-  // A latency budget is judged on OUT's measured latency; the others stand as allocated.
-  const budget = cfg.budget && rewritten.budget && written.latency ? settleLatencyBudget(rewritten.budget, cfg.budget, written.latency) : rewritten.budget;
-  return { report: buildReport({ ...parts, budget, written, seconds: seconds() }), pass: written.pass, sensitivity: rewritten.sensitivity };
+  let statsEngine: GemmEngine | undefined;
+  try {
+    if (gemmFailed) notes.push(`factorizations ran in JS (slower): ${gemmFailed}`);
+    const verifying = outPath !== undefined && cfg.verify.enabled;
+    const learned = await learnModel(job, cfg, verifying && cfg.verify.latency);
+    notes.push(...learned.notes);
+    const prepared = await prepareRewrite(job, cfg, learned.shapes, {
+      source: { path: job.loaded.path }, verifying, run: { external: job.loaded.external, gemm, onProgress: cfg.onProgress },
+    });
+    statsEngine = prepared.statsEngine;
+    notes.push(...prepared.notes);
+    // Measured on the model before any rewrite, once the run's data is known good (the
+    // narrow convs are not low-rank layers, so OUT has the same sites); only when latency
+    // is what the run saves: saving params or MACs, OUT never depends on a timing.
+    const narrow = verifying && cfg.verify.latency && cfg.narrowReorder !== false && opts.saves === 'latency'
+      ? await checkNarrowReorder({ path: job.loaded.path }, job.model, {
+        block: machineNchwcBlock(), threads: cfg.verify.threads, shapes: cfg.shapes, values: cfg.values,
+        phase: (fn) => { cfg.onStage?.('timing narrow conv outputs reordered out of the blocked layout'); return timed(job.timings, 'narrowReorder', fn); },
+      })
+      : undefined;
+    const { data, collectStats, anchor, run } = prepared;
+    const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
+    notes.push(...rewritten.notes);
+    if (narrow?.report.kept) insertLayoutBarriers(job.model, narrow.sites);
+    if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
+    // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.
+    const factors = outPath !== undefined && cfg.weights !== undefined && cfg.weights !== 'fp32'
+      ? factorStorage(job.model, rewritten.records, cfg.weights, { shapes: learned.shapes, external: job.loaded.external }) : undefined;
+    // Updated in place should OUT fail the verification and the factors be stored wider (write-verify.ts).
+    const weights = factors?.weights;
+    if (weights) notes.push(weightsNote(weights));
+    const parts = {
+      tool: `${TOOL_NAME} ${TOOL_VERSION}`, seed: opts.seed, policy: cfg.budget ? budgetLabel(cfg.budget) : policyLabel(opts),
+      // Like OUT's (protobuf plus data file), IN's size counts the data files it reads.
+      input: { file: inPath, ...learned.before, ...inSide },
+      // Summarized before writing: writing releases the payloads.
+      output: { file: outPath ?? '', summary: summarize(job.loaded.model) },
+      layers: rewritten.records, timings: job.timings, room: learned.room, notes, calibration: data.calib?.description, sensitivity: rewritten.sensitivity,
+      ...(weights && { weights }), ...(narrow && { narrowReorder: narrow.report }),
+    };
+    const seconds = (): number => (performance.now() - t0) / 1000;
+    if (outPath === undefined) return { report: buildReport({ ...parts, budget: rewritten.budget, seconds: seconds() }), pass: true, sensitivity: rewritten.sensitivity };
+    // Factorization is over: free the GEMM workers' ORT instances before two models are loaded.
+    await gemm?.dispose();
+    await statsEngine?.dispose();
+    const written = await writeAndVerify(job, cfg, outPath, data.heldOut, factors);
+    // A latency budget is judged on OUT's measured latency; the others stand as allocated.
+    const budget = cfg.budget && rewritten.budget && written.latency ? settleLatencyBudget(rewritten.budget, cfg.budget, written.latency) : rewritten.budget;
+    return { report: buildReport({ ...parts, budget, written, seconds: seconds() }), pass: written.pass, sensitivity: rewritten.sensitivity };
+  } finally {
+    await gemm?.dispose();
+    await statsEngine?.dispose();
+  }
 }
