@@ -54,6 +54,8 @@ export interface BudgetInputs {
   run: RunContext;
   /** Apply each allocation with anchored fitting (optimize/anchored.ts); sensitivity trials stay independent. */
   anchor?: AnchorInputs;
+  /** How many held-out feeds OUT will be verified on (--verify-data): an error budget is judged for them (output-error.ts errBound). */
+  heldOutFeeds?: number;
 }
 
 type BudgetInfo = NonNullable<Report['budget']>;
@@ -208,7 +210,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       const got = await timePhase(job.timings, 'allocation', () => runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds, cfg.workThreads));
       const err2 = got.ok ? outputErr2(reference, got.value) : Infinity;
       // An error budget is judged with a margin for unseen inputs (output-error.ts errBound).
-      const bound = got.ok ? errBound(reference, got.value) : Infinity;
+      const bound = got.ok ? errBound(reference, got.value, { newFeeds: inp.heldOutFeeds }) : Infinity;
       const top = got.ok && top1 !== undefined ? top1OverLastAxis(reference, got.value) : undefined;
       if (top1 !== undefined && got.ok && top === undefined) {
         throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
@@ -240,7 +242,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
         kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
         achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
         predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
-        ...(budget.kind === 'error' && top1 === undefined && { unseenError: Math.sqrt(bound), feeds: calib.feeds.length }),
+        ...(budget.kind === 'error' && top1 === undefined && { unseenError: Math.sqrt(bound), feeds: calib.feeds.length, ...(inp.heldOutFeeds && { heldOutFeeds: inp.heldOutFeeds }) }),
         attempts: attempts.length,
         unit: top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
           : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}`

@@ -189,6 +189,7 @@ async function rewrite(job: Job, cfg: PipelineConfig, inp: RewriteInputs): Promi
   if (cfg.budget) {
     const r = await runBudgeted(job, cfg, {
       budget: cfg.budget, shapes, before, calib: inp.data.calib!, reference: inp.data.reference!, collectStats: inp.collectStats, anchor: inp.anchor, run: inp.run,
+      heldOutFeeds: inp.data.heldOut?.feeds.length,
     });
     return { records: r.records, notes: r.notes, budget: r.budgetInfo, sensitivity: r.sensitivity };
   }

@@ -38,9 +38,10 @@ export interface Report {
     predictedError: number; measuredError: number; attempts: number;
     /**
      * Error budgets: the upper bound on the output error for inputs not among the `feeds`
-     * calibration feeds that the budget was judged by (optimize/output-error.ts errBound).
+     * calibration feeds that the budget was judged by (optimize/output-error.ts errBound);
+     * with `heldOutFeeds`, for the pooled error over that many held-out feeds (--verify-data).
      */
-    unseenError?: number; feeds?: number;
+    unseenError?: number; feeds?: number; heldOutFeeds?: number;
     /** Multi-stage runs: where each stage ended (fraction of the unit kept, measured error). */
     stages?: { stage: number; target: number; params?: number; macs?: number; latency?: number; measuredError: number; top1?: number; layers: number }[];
   };
@@ -95,8 +96,10 @@ function latencyLine(label: string, l: LatencyStats): string {
 
 /** How the text and HTML reports name the runtime a verification ran in (Report.verify.backend). */
 /** How an error budget's judged error relates to the calibration feeds (optimize/output-error.ts errBound). */
-export function unseenWhy(feeds: number): string {
-  return feeds >= 2 ? `a 95% bound for unseen inputs from the spread over ${feeds} calibration feeds` : 'one calibration feed: no margin for unseen inputs';
+export function unseenWhy(feeds: number, heldOut?: number): string {
+  if (feeds < 2) return 'one calibration feed: no margin for unseen inputs';
+  const what = heldOut ? `the ${heldOut} held-out feed(s) verified` : 'unseen inputs';
+  return `a 95% bound for ${what} from the spread over ${feeds} calibration feeds`;
 }
 
 export function runtimeLabel(backend: string | undefined): string {
@@ -149,7 +152,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
     const b = r.budget;
     L.push(`budget: ${b.kind} target ${b.target.toPrecision(3)}, achieved ${b.achieved.toPrecision(3)} (${b.unit}) — ${b.met ? 'met' : 'NOT met'}` +
       `; output rel. error on calibration inputs: predicted ${b.predictedError.toPrecision(3)}, measured ${b.measuredError.toPrecision(3)}` +
-      (b.unseenError === undefined ? '' : `, judged at ${b.unseenError.toPrecision(3)} (${unseenWhy(b.feeds ?? 0)})`) +
+      (b.unseenError === undefined ? '' : `, judged at ${b.unseenError.toPrecision(3)} (${unseenWhy(b.feeds ?? 0, b.heldOutFeeds)})`) +
       (b.attempts > 1 ? `; ${b.attempts} allocations` : ''));
     if (!b.met && b.why) L.push(`  why: ${b.why}`);
     for (const st of b.stages ?? []) {

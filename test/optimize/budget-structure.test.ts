@@ -44,8 +44,9 @@ function twoLayers(): Uint8Array {
 const OPTS: OptimizeOptions = { method: 'auto', policy: { kind: 'fixed', rank: 64 }, minParams: 0, seed: 0 };
 
 describe('a budget hands its allocation over as a value', () => {
-  // An error budget reallocates (reloading the model) until the measured error fits.
-  for (const budget of [{ kind: 'params', fraction: 0.6 }, { kind: 'error', err2: 0.05 }] as const) {
+  // An error budget reallocates (reloading the model) until the measured error fits (at this
+  // budget the search measures more than one allocation: the test checks that it does).
+  for (const budget of [{ kind: 'params', fraction: 0.6 }, { kind: 'error', err2: 0.04 }] as const) {
   it(`leaves the options as the user gave them (frozen here) and applies the allocation (${budget.kind})`, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bstruct-'));
     const file = path.join(dir, 'two.onnx');

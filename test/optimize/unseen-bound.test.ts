@@ -1,7 +1,7 @@
 /**
  * Error budgets are judged with a margin for inputs the fits never saw (output-error.ts
  * errBound): the ratio of summed error to summed energy over the calibration feeds plus
- * 1.645 standard errors of that ratio.
+ * Student's t quantile (n − 1 degrees of freedom) standard errors of that ratio.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { encodeModel } from '../../src/onnx/codec.js';
-import { errBound, outputErr2, UNSEEN_Z } from '../../src/optimize/output-error.js';
+import { errBound, outputErr2, unseenZ } from '../../src/optimize/output-error.js';
 import { renderReport, type Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import type { HostTensor } from '../../src/verify/tensor.js';
@@ -30,7 +30,7 @@ describe('errBound', () => {
     expect(errBound(ref2, got2)).toBeCloseTo(1 / 25, 12);
   });
 
-  it('adds z standard errors of the ratio estimate when the feeds disagree', () => {
+  it('adds t standard errors of the ratio estimate when the feeds disagree', () => {
     // Energies b = 25, 25, 100; errors a = 1, 4, 1.
     const ref = [{ y: t(3, 4) }, { y: t(0, 5) }, { y: t(6, 8) }];
     const got = [{ y: t(3, 5) }, { y: t(2, 5) }, { y: t(6, 9) }];
@@ -40,8 +40,14 @@ describe('errBound', () => {
     const ss = a.reduce((s, ak, k) => s + (ak - r * b[k]!) ** 2, 0);
     const se = Math.sqrt(ss / (3 * 2)) / (150 / 3);
     expect(outputErr2(ref, got)).toBeCloseTo(r, 12);
-    expect(errBound(ref, got)).toBeCloseTo(r + UNSEEN_Z * se, 12);
-    expect(errBound(ref, got, 0)).toBeCloseTo(r, 12);
+    // Three feeds: the one-sided 95% t quantile with 2 degrees of freedom.
+    expect(unseenZ(3)).toBeCloseTo(2.919986, 5);
+    expect(errBound(ref, got)).toBeCloseTo(r + unseenZ(3) * se, 12);
+    expect(errBound(ref, got)).toBeGreaterThan(r + 1.645 * se);
+    expect(errBound(ref, got, { z: 0 })).toBeCloseTo(r, 12);
+    // A prediction bound for m other feeds: the spread counts again for them, √(1 + n/m).
+    expect(errBound(ref, got, { newFeeds: 3 })).toBeCloseTo(r + unseenZ(3) * se * Math.SQRT2, 12);
+    expect(errBound(ref, got, { newFeeds: 1 })).toBeCloseTo(r + unseenZ(3) * se * 2, 12);
   });
 
   it('takes the worst output, and a non-finite error is infinite', () => {
@@ -94,6 +100,14 @@ describe('an error budget with several calibration feeds', () => {
     expect(b.unseenError!).toBeLessThanOrEqual(0.1);
     // New rows from the same distribution stay within the budget.
     expect(rep.verify!.outputs[0]!.relL2).toBeLessThanOrEqual(0.1);
-    expect(renderReport(rep)).toContain(`judged at ${b.unseenError!.toPrecision(3)} (a 95% bound for unseen inputs from the spread over 4 calibration feeds)`);
+    // The held-out feeds verification ran.
+    expect(b.heldOutFeeds).toBe(rep.verify!.runs);
+    expect(renderReport(rep)).toContain(`judged at ${b.unseenError!.toPrecision(3)} (a 95% bound for the ${b.heldOutFeeds} held-out feed(s) verified from the spread over 4 calibration feeds)`);
+    // Without --verify-data the bound is for the error to expect on unseen inputs.
+    const r2 = await runCli('optimize', m, path.join(dir, 'o2.onnx'), '--max-error', '0.1', '--min-params', '0', '--no-latency', '--calib', path.join(dir, 'calib.npy'), '--json');
+    expect(r2.code, r2.err).toBe(0);
+    const rep2 = JSON.parse(r2.out) as Report;
+    expect(rep2.budget!.heldOutFeeds).toBeUndefined();
+    expect(renderReport(rep2)).toContain(`judged at ${rep2.budget!.unseenError!.toPrecision(3)} (a 95% bound for unseen inputs from the spread over 4 calibration feeds)`);
   });
 });
