@@ -31,13 +31,17 @@
  * linalg/mode-whitening.ts, as conv-tt; the partly compressed model's statistics when
  * anchored) and each input-side factor maps back by its mode's L⁻ᵀ; then the last factor is
  * refitted on the patches (anchored statistics: fitted to the original model's outputs given
- * the partly compressed model's patches) and the mean error moved into the bias.
+ * the partly compressed model's patches) and the mean error moved into the bias. With those
+ * statistics every factor is then refined on that same objective by ALS sweeps
+ * (linalg/cp-data-als.ts, as conv-cp's 3-way chain: the mode-by-mode whitening only
+ * approximates the patch covariance) as far as their work bound allows.
  */
 import { attrInt, intAttr } from '../src/graph/attrs.js';
 import type { LayerInfo } from '../src/graph/layers.js';
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { combineGroupErrors, energyOf, groupSlice, outputEnergy, stackGroups } from '../src/linalg/conv-groups.js';
-import { cpNdConv, cpNdError, cpNdKernel, cpNdPrefix, cpNdSensitivity, type CpNdConv } from '../src/linalg/cpn-conv.js';
+import { cpNdConv, cpNdError, cpNdKernel, cpNdPrefix, cpNdSensitivity, refineCpNdOnData, type CpNdConv } from '../src/linalg/cpn-conv.js';
+import { chainSweepCount, chainSweepFlops, CP_DATA_CG_ITERATIONS } from '../src/linalg/cp-data-als.js';
 import { stableCpFlops, worstStabilized } from '../src/linalg/cp-sensitivity.js';
 import { fitLastFactor, lastFactorFlops } from '../src/linalg/last-factor.js';
 import type { SyncGemm } from '../src/linalg/engine.js';
@@ -84,6 +88,8 @@ interface Cp4Factors extends CpNdConv {
   anchored?: boolean;
   /** The ALS ran on the kernel whitened mode by mode (linalg/mode-whitening.ts). */
   whitened?: boolean;
+  /** Sweeps that refined every factor on the statistics (kept ones; cp-data-als.ts). */
+  dataSweeps?: number;
 }
 
 /** One group's fit; `dataDen`: its output energy on the statistics (grouped convs). */
@@ -169,12 +175,14 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     return challengeAtEqualCost(layer, spec, preferred, ranks, cx, policy);
   },
 
-  // Per group, as conv-cp: the ALS on the [t, s, k1, …] tensor and its refit under the sensitivity bound, the last factor's fit on statistics.
+  // Per group, as conv-cp: the ALS on the [t, s, k1, …] tensor and its refit under the sensitivity bound, the last factor's fit on statistics and the data sweeps.
   fitWork(m: ConvCp4Match, ranks: readonly number[]): number {
     const G = m.geo.group;
     const R = Math.min(ranks[0]!, cpLimit(m.geo));
+    const dims = [m.s, ...m.geo.kernel];
+    const sweeps = m.patches || m.anchors ? chainSweepFlops(m.t, dims, R, chainSweepCount(m.t, dims, R, G), CP_DATA_CG_ITERATIONS) : 0;
     const stats = m.patches || m.anchors ? lastFactorFlops(R, m.s * m.geo.kernelSize) : 0;
-    return G * (stableCpFlops([m.t, m.s, ...m.geo.kernel], R, ALS.maxIter) + stats);
+    return G * (stableCpFlops([m.t, ...dims], R, ALS.maxIter) + stats + sweeps);
   },
 
   estimate(m: ConvCp4Match, ranks: readonly number[], cx: PassContext): { relError: number; dataError?: number } | Skip {
@@ -201,7 +209,8 @@ export const convCp4: LayerPass<ConvCp4Match, 'cp4'> = {
     const z = Array.from({ length: k.length + 1 }, (_, i) => derivedName(cx, n, `lr_z${i + 1}`));
     const fitNote = (f.converged ? '' : `, ALS stopped at ${f.iterations} iterations before converging`)
       + (f.whitened ? ', whitened ALS' : '')
-      + (f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches');
+      + (f.dataError === undefined ? '' : f.anchored ? ', last factor fitted to the original outputs (anchored)' : ', last factor refitted on calibration patches')
+      + (f.dataSweeps ? `, all factors refined on them (${f.dataSweeps} ALS sweeps)` : '');
     const note = sensitivityNote(f);
     const per = G > 1 ? ` per group (${G} groups)` : '';
     const doc = docString('conv-cp4', `rank ${R}${per} of ${geo.T}x${geo.S}x${k.join('x')} (weight rel. error ${f.relError.toExponential(2)}${fitNote}; ${note})`);
@@ -302,6 +311,7 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true
   }
   const f: GroupCp4 = parts.length === 1 ? parts[0]! : {
     ...stackCp4(m, parts), requested: rank, anchored: parts.some((p) => p.anchored) || undefined, whitened: parts.some((p) => p.whitened) || undefined,
+    ...(parts.some((p) => p.dataSweeps) && { dataSweeps: Math.max(...parts.map((p) => p.dataSweeps ?? 0)) }),
     biasDelta: parts.every((p) => p.biasDelta) ? Float64Array.from(parts.flatMap((p) => [...p.biasDelta!])) : undefined,
   };
   // A rough fit (no refit under the sensitivity bound: the shrink search) is never shipped.
@@ -327,13 +337,17 @@ function factorizeGroup(m: ConvCp4Match, j: number, rank: number, cx: PassContex
   const anchor = m.anchors?.[j];
   const patches = wellDetermined(m, j);
   if (!anchor && !patches) return f;
-  const h = cpNdPrefix(f.first, f.spatial, s, ks, f.rank);
   const wm = { rows: t, cols: s * m.geo.kernelSize, data: Float64Array.from(k.data) };
-  const lf = fitLastFactor(wm, h, { anchor: anchor && { patch: anchor, damp: ANCHOR_PATCH_DAMP }, patches }, cx.gemm)!;
+  const stats = { anchor: anchor && { patch: anchor, damp: ANCHOR_PATCH_DAMP }, patches };
+  // Every factor refined on the data, as far as the work bound allows (never in rough fits).
+  const sweeps = stable ? chainSweepCount(t, [s, ...ks], f.rank, m.geo.group) : 0;
+  const { first, spatial, sweeps: kept } = refineCpNdOnData(f, wm, ks, stats, { sweeps, gemm: cx.gemm });
+  const h = cpNdPrefix(first, spatial, s, ks, f.rank);
+  const lf = fitLastFactor(wm, h, stats, cx.gemm)!;
   const last = Float32Array.from(lf.last);
   const out = {
-    ...f, last, relError: cpNdError(k.data, f.first, f.spatial, last, t, s, ks, f.rank), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored,
-    sensitivity: cpNdSensitivity(f.first, f.spatial, last, t, s, ks, f.rank),
+    ...f, first, spatial, last, relError: cpNdError(k.data, first, spatial, last, t, s, ks, f.rank), dataError: lf.dataError, biasDelta: lf.biasDelta, anchored: lf.anchored,
+    sensitivity: cpNdSensitivity(first, spatial, last, t, s, ks, f.rank), ...(kept > 0 && { dataSweeps: kept }),
   };
   if (!Number.isFinite(out.relError) || !Number.isFinite(lf.dataError)) return skip('4-way CP last-factor fit on calibration patches produced non-finite values');
   return m.geo.group === 1 ? out : { ...out, dataDen: outputEnergy(wm, { anchor, gram: patches?.gram }) };

@@ -1,5 +1,5 @@
 /**
- * npm run bench:cp-als [-- --ratio=0.5 --sweeps=3 --cg=25]
+ * npm run bench:cp-als [-- --ratio=0.5 --sweeps=3 --cg=25 --method=cp|cp4]
  * Does fitting every CP factor on the data objective pay? Issue 18 asks for all factors
  * fitted by ALS on the patch statistics. Before session 22 the data-aware and anchored CP
  * fits (src/linalg/cp-conv.ts) ran CP-ALS on the Kronecker-whitened kernel (the patch
@@ -11,27 +11,39 @@
  * error after each sweep, the same error on statistics of 4 held-out inputs, and the CP's
  * sensitivity ratio (a fit on the data may drift towards cancelling terms). It paid
  * (docs/results.md), so cpConv now runs the sweeps itself, 4 of 8 CG iterations each.
+ * `--method=cp4`: the same for the 4-way CP chain (1x1 → kh×1 → 1×kw → 1x1; conv-cp4 fits
+ * it on the kernel whitened mode by mode, then its last factor), its four factors swept.
  */
 import { ALS, convCp } from '../passes/conv-cp.js';
+import { convCp4 } from '../passes/conv-cp4.js';
+import { cpNdConv, cpNdSensitivity } from '../src/linalg/cpn-conv.js';
+import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
+import { modeWhitening } from '../src/rewrite/conv-split-groups.js';
 import { fitThroughInputMap } from '../src/linalg/anchored.js';
 import { chainSensitivity, cpConv } from '../src/linalg/cp-conv.js';
-import { chainInput, cpDataSweeps } from '../src/linalg/cp-data-als.js';
+import { chainDataSweeps, chainInput, chainMap, cpDataSweeps } from '../src/linalg/cp-data-als.js';
 import { gemm } from '../src/linalg/gemm.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { table } from '../src/report/format.js';
 import { ANCHOR_PATCH_DAMP, anchoredPatches, kroneckerWhitening, MIN_ROWS_PER_DIM } from '../src/rewrite/conv-stats.js';
 import { isSkip } from '../src/rewrite/skip.js';
 import { detConvsWithStats, patchObjective } from './als-bench.js';
-import { fractionOption, intOption } from './bench-util.js';
+import { fractionOption, intOption, stringOption } from './bench-util.js';
 
 const argv = process.argv.slice(2);
 const ratio = fractionOption(argv, 'ratio', 0.5, 'bench:cp-als');
 const sweeps = intOption(argv, 'sweeps', 3, 'bench:cp-als');
 const cgIterations = intOption(argv, 'cg', 25, 'bench:cp-als');
+const method = stringOption(argv, 'method', 'cp', ['cp', 'cp4'] as const, 'bench:cp-als');
 
 const rows: string[][] = [];
 const held = new Map((await detConvsWithStats('onnx-lr-bench-cp-als-held-', 6)).map((c) => [c.layer.name, c.cx]));
 for (const { layer, cx } of await detConvsWithStats('onnx-lr-bench-cp-als-')) {
+  if (method === 'cp4') {
+    const row = cp4Row(layer, cx);
+    if (row) rows.push(row);
+    continue;
+  }
   const m = convCp.match(layer, cx);
   if (isSkip(m) || m.geo.group !== 1) continue;
   const { T, S, kernelSize: K } = m.geo;
@@ -63,5 +75,40 @@ for (const { layer, cx } of await detConvsWithStats('onnx-lr-bench-cp-als-')) {
     `${sens(fit.first, fit.depth, fit.last)} → ${sens(f, dp, a)}`, seconds.toFixed(1)]);
   process.stderr.write(`done ${layer.name}\n`);
 }
-process.stdout.write(`CP at parameter ratio ${ratio} on PP-OCRv4 det's dense k×k convs: data error of the fit, then after each ALS sweep over all three factors (${sweeps} sweeps, ${cgIterations} CG iterations per factor step); held out: the same error on statistics of 4 other inputs\n\n`);
+/** The 4-way CP as conv-cp4 fits it before its sweeps (whitened mode by mode, last factor anchored), then the sweeps over its four factors. */
+function cp4Row(layer: Parameters<typeof convCp4.match>[0], cx: Parameters<typeof convCp4.match>[1]): string[] | undefined {
+  const m = convCp4.match(layer, cx);
+  if (isSkip(m) || m.geo.group !== 1 || m.geo.spatial !== 2) return undefined;
+  const { T, S } = m.geo;
+  const [kh, kw] = m.geo.kernel as [number, number];
+  const D = S * kh * kw;
+  const dims = [S, kh, kw];
+  const R = Math.max(1, Math.min(Math.round((ratio * T * D) / (T + S + kh + kw)), Math.floor((T * D) / Math.max(T, S, kh, kw))));
+  const patch = anchoredPatches(cx, layer.name, m.geo)![0]!;
+  const wl = modeWhitening(m, 0);
+  const shape = [T, S, kh, kw];
+  const raw = cpNdConv({ data: wl ? Float32Array.from(whitenModes(m.w, shape, wl)) : m.w, shape }, R, { rng: cx.rng, maxIter: 50, tol: 1e-5 });
+  if (!(raw.relError >= 0)) { process.stderr.write(`skipped ${layer.name}: CP-4 fit failed\n`); return undefined; }
+  const R2 = raw.rank;
+  const unwhite = (v: Float32Array, n: number, l: Matrix | undefined): Float64Array => Float64Array.from(l ? unwhitenMode(v, R2, n, 1, l) : v);
+  const modes = [unwhite(raw.first, S, wl?.[0]), unwhite(raw.spatial[0]!, kh, wl?.[1]), unwhite(raw.spatial[1]!, kw, wl?.[2])];
+  const { w, cHat, wx, error } = patchObjective(m.w, T, D, patch);
+  const heldError = patchObjective(m.w, T, D, anchoredPatches(held.get(layer.name)!, layer.name, m.geo)![0]!).error;
+  const lastFit = (h: Matrix): Matrix => fitThroughInputMap(w, h, patch.gramHat, patch.cross, ANCHOR_PATCH_DAMP);
+  const start = { modes, last: Float64Array.from(lastFit(chainMap(modes, R2, dims)).data) };
+  const wHat = (f: { modes: Float64Array[]; last: Float64Array }): Matrix => gemm({ rows: T, cols: R2, data: f.last }, chainMap(f.modes, R2, dims));
+  const errors = [error(wHat(start))];
+  const t0 = performance.now();
+  const out = chainDataSweeps(start, T, dims, { cHat, y: wx }, lastFit, { sweeps, cgIterations, onSweep: (f) => errors.push(error(wHat(f))) });
+  const seconds = (performance.now() - t0) / 1000;
+  const sens = (f: { modes: Float64Array[]; last: Float64Array }): string => cpNdSensitivity(f.modes[0]!, f.modes.slice(1), f.last, T, S, [kh, kw], R2).ratio.toFixed(2);
+  const last = errors[errors.length - 1]!;
+  process.stderr.write(`done ${layer.name}\n`);
+  return [layer.name, `${T}x${S}x${kh}x${kw}`, String(R2), errors[0]!.toFixed(4), errors.slice(1).map((e) => e.toFixed(4)).join(' '),
+    `${((1 - last / errors[0]!) * 100).toFixed(2)}%`, `${heldError(wHat(start)).toFixed(4)} → ${heldError(wHat(out.factors)).toFixed(4)}`,
+    `${sens(start)} → ${sens(out.factors)}`, seconds.toFixed(1)];
+}
+
+const what = method === 'cp4' ? '4-way CP (first, kh×1, 1×kw and last factor)' : 'CP (all three factors)';
+process.stdout.write(`${what} at parameter ratio ${ratio} on PP-OCRv4 det's dense k×k convs: data error of the fit, then after each ALS sweep over all its factors (${sweeps} sweeps, ${cgIterations} CG iterations per factor step); held out: the same error on statistics of 4 other inputs\n\n`);
 process.stdout.write(table(['layer', 'kernel', 'rank', 'fit', 'after each sweep', 'lower by', 'held out', 'sensitivity ratio', 'ALS s'], rows) + '\n');

@@ -90,6 +90,18 @@ function numberOption(argv: readonly string[], name: string, dflt: number, tool:
   return v;
 }
 
+/** `--name=X` as one of `choices` (default when absent); exits 2 naming the option otherwise. */
+export function stringOption<T extends string>(argv: readonly string[], name: string, dflt: T, choices: readonly T[], tool: string): T {
+  const a = argv.find((x) => x.startsWith(`--${name}=`));
+  if (!a) return dflt;
+  const v = a.slice(name.length + 3) as T;
+  if (!choices.includes(v)) {
+    process.stderr.write(`${tool}: --${name} must be one of ${choices.join(', ')}, got ${v || '(nothing)'}\n`);
+    process.exit(2);
+  }
+  return v;
+}
+
 /** `--name=N` as a positive integer (default when absent); exits 2 naming the option otherwise. */
 export const intOption = (argv: readonly string[], name: string, dflt: number, tool: string): number =>
   numberOption(argv, name, dflt, tool, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');

@@ -16,10 +16,10 @@
  */
 import type { Rng } from '../util/rng.js';
 import { isRank, notARank } from './checks.js';
-import { anchoredError, dampingOf, fitThroughInputMap, meanEnergy, meanError, plusDiagonal, type AnchoredPatch } from './anchored.js';
+import { anchoredError, fitThroughInputMap, meanEnergy, meanError, type AnchoredPatch } from './anchored.js';
 import { cpAlsSync } from './cp-als.js';
-import { balanceCpTerms, chainInput, cpDataSweepCount, cpDataSweeps, CP_DATA_CG_ITERATIONS, type PatchQuadratic } from './cp-data-als.js';
-import { SENSITIVITY_LIMIT } from './cp-sensitivity.js';
+import { chainInput, cpDataSweepCount } from './cp-data-als.js';
+import { refineCpNdOnData } from './cpn-conv.js';
 import { product, type SyncGemm } from './engine.js';
 import { transpose, type Matrix } from './matrix.js';
 import { refitLastFactor } from './refit.js';
@@ -137,39 +137,15 @@ export function cpConv(kernel: { data: Float32Array; shape: readonly [number, nu
 }
 
 /**
- * The first two factors refined with the last on the data objective (cp-data-als.ts): the
- * objective the last factor's fit minimises (anchored: through X̂ to the original's outputs,
- * damped; else the patch second moment). A sweep whose CP is more degenerate than allowed
- * (sensitivity ratio past 1.1× the larger of SENSITIVITY_LIMIT and the start's) is not kept.
- * Returns the factors as the chain ships them (terms balanced, fp32).
+ * The first two factors refined with the last on the data objective (cpn-conv.ts's
+ * refinement with one kernel axis of K): the objective the last factor's fit minimises
+ * (anchored: through X̂ to the original's outputs, damped; else the patch second moment).
  */
 function refineOnData(base: CpConv, w: Matrix, T: number, S: number, K: number, opts: CpConvOptions): { first: Float32Array; depth: Float32Array; sweeps: number } {
-  const R = base.rank;
-  const D = S * K;
-  const count = opts.stable === false ? 0 : opts.dataSweeps ?? cpDataSweepCount(T, S, K, R);
-  if (count <= 0) return { first: base.first, depth: base.depth, sweeps: 0 };
-  let obj: PatchQuadratic;
-  let lastFit: (h: Matrix) => Matrix;
-  if (opts.anchor) {
-    const { patch: p, damp } = opts.anchor;
-    const delta = dampingOf(p.gramHat, D, damp);
-    obj = { cHat: { rows: D, cols: D, data: plusDiagonal(p.gramHat, D, delta) }, y: product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, opts.gemm) };
-    lastFit = (h) => fitThroughInputMap(w, h, p.gramHat, p.cross, damp, opts.gemm);
-  } else {
-    const { gram, mean } = opts.patches!;
-    const sigma: Matrix = { rows: D, cols: D, data: gram };
-    obj = { cHat: sigma, y: product(w, sigma, {}, opts.gemm) };
-    lastFit = (h) => ({ rows: T, cols: R, data: refitLastFactor(w, h, gram, mean, opts.gemm).b });
-  }
-  const h0 = chainInput(base.first, base.depth, R, S, K);
-  const start = { first: Float64Array.from(base.first), depth: Float64Array.from(base.depth), last: Float64Array.from(lastFit(h0).data) };
-  const limit = 1.1 * Math.max(SENSITIVITY_LIMIT, base.sensitivity?.ratio ?? 0);
-  const accept = (f: { first: Float64Array; depth: Float64Array; last: Float64Array }): boolean =>
-    chainSensitivity(Float32Array.from(f.first), Float32Array.from(f.depth), Float32Array.from(f.last), T, S, K, R).ratio <= limit;
-  const out = cpDataSweeps(start, T, S, K, obj, lastFit, { sweeps: count, cgIterations: CP_DATA_CG_ITERATIONS, gemm: opts.gemm, accept });
-  if (out.sweeps === 0) return { first: base.first, depth: base.depth, sweeps: 0 };
-  balanceCpTerms(out.factors, T, S, K);
-  return { first: Float32Array.from(out.factors.first), depth: Float32Array.from(out.factors.depth), sweeps: out.sweeps };
+  const sweeps = opts.stable === false ? 0 : opts.dataSweeps ?? cpDataSweepCount(T, S, K, base.rank);
+  const stats = opts.anchor ? { anchor: opts.anchor } : { patches: opts.patches };
+  const r = refineCpNdOnData({ ...base, spatial: [base.depth] }, w, [K], stats, { sweeps, gemm: opts.gemm });
+  return { first: r.first, depth: r.spatial[0]!, sweeps: r.sweeps };
 }
 
 /** W'_t = L_Sᵀ·W_t·L_K for each output t (W_t the [S, K] slice; L_K = I when absent). */

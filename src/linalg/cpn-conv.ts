@@ -11,8 +11,10 @@ import type { Rng } from '../util/rng.js';
 import { isRank, notARank } from './checks.js';
 import { cpAlsSync } from './cp-als.js';
 import { cp4Conv, cp4Kernel, cp4Prefix, cp4Sensitivity } from './cp4-conv.js';
-import { chainFactorsSensitivity, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
+import { balanceChain, chainDataSweeps, chainObjective, CP_DATA_CG_ITERATIONS } from './cp-data-als.js';
+import { chainFactorsSensitivity, SENSITIVITY_LIMIT, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 import type { SyncGemm } from './engine.js';
+import type { LastFactorStats } from './last-factor.js';
 import type { Matrix } from './matrix.js';
 
 export interface CpNdConv {
@@ -69,6 +71,34 @@ export function cpNdConv(kernel: { data: Float32Array; shape: readonly number[] 
     rank: R, first, spatial, last, relError: cpNdError(kernel.data, first, spatial, last, T!, S!, ks, R), alsError: fit.relError, converged: fit.converged, iterations: fit.iterations,
     sensitivity: cpNdSensitivity(first, spatial, last, T!, S!, ks, R), stabilized: stab?.report,
   };
+}
+
+/**
+ * The chain's input-side factors (first, then each axis's) refined with its last on the
+ * data objective its last factor is fitted on (`stats`: anchored or plain patch moments;
+ * cp-data-als.ts), up to `sweeps` sweeps; the 3-way chain (cp-conv.ts) is the one-axis case. A sweep
+ * whose CP is more degenerate than 1.1× the larger of SENSITIVITY_LIMIT and the start's
+ * sensitivity ratio is not kept. `w` is the kernel [T, S·K]; returns the factors as the
+ * chain ships them (terms balanced, fp32) and how many sweeps were kept (the caller fits
+ * the last factor on them).
+ */
+export function refineCpNdOnData(f: Pick<CpNdConv, 'rank' | 'first' | 'spatial' | 'sensitivity'>, w: Matrix, ks: readonly number[], stats: LastFactorStats, o: { sweeps: number; gemm?: SyncGemm }): { first: Float32Array; spatial: Float32Array[]; sweeps: number } {
+  const R = f.rank;
+  const T = w.rows;
+  const S = f.first.length / R;
+  const dims = [S, ...ks];
+  const unchanged = { first: f.first, spatial: f.spatial, sweeps: 0 };
+  if (o.sweeps <= 0 || R === 0) return unchanged;
+  const { obj, lastFit } = chainObjective(w, R, stats, o.gemm);
+  const modes = [Float64Array.from(f.first), ...f.spatial.map((v) => Float64Array.from(v))];
+  const start = { modes, last: Float64Array.from(lastFit(cpNdPrefix(f.first, f.spatial, S, ks, R)).data) };
+  const limit = 1.1 * Math.max(SENSITIVITY_LIMIT, f.sensitivity?.ratio ?? 0);
+  const accept = (c: { modes: Float64Array[]; last: Float64Array }): boolean => cpNdSensitivity(c.modes[0]!, c.modes.slice(1), c.last, T, S, ks, R).ratio <= limit;
+  const out = chainDataSweeps(start, T, dims, obj, lastFit, { sweeps: o.sweeps, cgIterations: CP_DATA_CG_ITERATIONS, gemm: o.gemm, accept });
+  if (out.sweeps === 0) return unchanged;
+  balanceChain(out.factors, T, dims);
+  const [first, ...spatial] = out.factors.modes.map((v) => Float32Array.from(v));
+  return { first: first!, spatial, sweeps: out.sweeps };
 }
 
 /** Sensitivity of the chain's CP: A = last [T, R], B = firstᵀ, Y_i = spatial[i]ᵀ. */

@@ -8,8 +8,11 @@ import { describe, expect, it } from 'vitest';
 import { anchoredError } from '../../src/linalg/anchored.js';
 import { cpConv } from '../../src/linalg/cp-conv.js';
 import {
-  balanceCpTerms, chainInput, cpDataSweepCount, cpDataSweeps, factorStep, lastFactorTerms, patchObjectiveValue, CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type CpChainFactors, type PatchQuadratic,
+  balanceChain, chainDataSweeps, chainInput, chainMap, chainSweepCount, cpDataSweepCount, cpDataSweeps, factorStep, lastFactorTerms, modeStep, patchObjectiveValue,
+  CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type ChainModes, type CpChainFactors, type PatchQuadratic,
 } from '../../src/linalg/cp-data-als.js';
+import { cpNdConv, cpNdPrefix, refineCpNdOnData } from '../../src/linalg/cpn-conv.js';
+import { fitLastFactor } from '../../src/linalg/last-factor.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import { randomNormal, type Matrix } from '../../src/linalg/matrix.js';
 import { householderQr } from '../../src/linalg/qr.js';
@@ -93,7 +96,7 @@ describe('CP data sweeps', () => {
     const f: CpChainFactors = { first: Float64Array.from(start.first), depth: Float64Array.from(start.depth), last: Float64Array.from(start.last) };
     for (let s = 0; s < S; s++) f.first[s] *= 50; // term 0's scale sits in F
     const before = gemm({ rows: T, cols: R, data: f.last }, chainInput(f.first, f.depth, R, S, K));
-    balanceCpTerms(f, T, S, K);
+    balanceChain({ modes: [f.first, f.depth], last: f.last }, T, [S, K]);
     const after = gemm({ rows: T, cols: R, data: f.last }, chainInput(f.first, f.depth, R, S, K));
     expect(relDiff(after.data, before.data)).toBeLessThan(1e-12);
     for (let r = 0; r < R; r++) {
@@ -147,5 +150,95 @@ describe('cpConv with the data sweeps', () => {
     expect(plain().dataError!).toBeLessThan(0.98 * plain(0).dataError!);
     // Quick fits (stable: false) never run the sweeps.
     expect(cpConv({ data, shape: [T, S, K] }, R, { rng: createRng(5), anchor, stable: false }).dataSweeps).toBeUndefined();
+  });
+});
+
+describe('chain data sweeps with more modes (the 4-way CP chain: first, kh×1, 1×kw)', () => {
+  const [T, S, kh, kw, R, n] = [5, 3, 3, 2, 3, 300];
+  const dims = [S, kh, kw];
+  const D = S * kh * kw;
+  const w = randn(T, D);
+  const p = patches(n, D);
+  const obj = moments(w, p);
+  const start: ChainModes = { modes: dims.map((d) => randn(R, d).data as Float64Array), last: randn(T, R).data as Float64Array };
+  const a: Matrix = { rows: T, cols: R, data: start.last };
+  const target = outputs(w, { rows: D, cols: D, data: Float64Array.from({ length: D * D }, (_, i) => (i % (D + 1) === 0 ? 1 : 0)) }, p);
+
+  it('the chain map is the product of the modes in patch order', () => {
+    const h = chainMap(start.modes, R, dims);
+    for (const [r, s, y, x] of [[0, 0, 0, 0], [1, 2, 1, 1], [2, 1, 2, 0]] as const) {
+      expect(h.data[r * D + (s * kh + y) * kw + x]).toBeCloseTo(start.modes[0]![r * S + s]! * start.modes[1]![r * kh + y]! * start.modes[2]![r * kw + x]!, 14);
+    }
+    // Two modes: the 3-way chain's map.
+    expect(relDiff(chainMap([start.modes[0]!, start.modes[1]!], R, [S, kh]).data, chainInput(start.modes[0]!, start.modes[1]!, R, S, kh).data)).toBe(0);
+  });
+
+  for (const m of [0, 1, 2]) {
+    it(`mode ${m}'s step is the least-squares optimum on the stacked patches`, () => {
+      const size = R * dims[m]!;
+      const design: Matrix = { rows: n * T, cols: size, data: new Float64Array(n * T * size) };
+      for (let j = 0; j < size; j++) {
+        const e = new Float64Array(size);
+        e[j] = 1;
+        const col = outputs(a, chainMap(start.modes.map((u, k) => (k === m ? e : u)), R, dims), p);
+        for (let i = 0; i < n * T; i++) design.data[i * size + j] = col[i]!;
+      }
+      const optimum = lstsq(design, target);
+      const step = modeStep(m, start, lastFactorTerms(a, obj), obj, dims, { cgIterations: 4 * size });
+      expect(relDiff(step, optimum)).toBeLessThan(1e-6);
+    });
+  }
+
+  it('sweeps lower the objective every time; balancing keeps the chain and evens out each term', () => {
+    const lastFit = (h: Matrix): Matrix => ({ rows: T, cols: R, data: refitLastFactor(w, h, obj.cHat.data as Float64Array).b });
+    const f0 = patchObjectiveValue(a, chainMap(start.modes, R, dims), obj);
+    const seen: number[] = [];
+    const out = chainDataSweeps(start, T, dims, obj, lastFit, { sweeps: 4, cgIterations: 6, onSweep: (_, f) => seen.push(f) });
+    expect(out.sweeps).toBeGreaterThan(0);
+    expect(seen[0]!).toBeLessThan(f0);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeLessThan(seen[i - 1]!);
+    const f = { modes: out.factors.modes.map((u) => Float64Array.from(u)), last: Float64Array.from(out.factors.last) };
+    f.modes[1]!.subarray(0, kh).forEach((_, i) => { f.modes[1]![i] *= 40; });
+    const before = gemm({ rows: T, cols: R, data: f.last }, chainMap(f.modes, R, dims));
+    balanceChain(f, T, dims);
+    expect(relDiff(gemm({ rows: T, cols: R, data: f.last }, chainMap(f.modes, R, dims)).data, before.data)).toBeLessThan(1e-12);
+    for (let r = 0; r < R; r++) {
+      let na = 0;
+      for (let t = 0; t < T; t++) na += f.last[t * R + r]! ** 2;
+      dims.forEach((d, m) => {
+        let nm = 0;
+        for (let i = 0; i < d; i++) nm += f.modes[m]![r * d + i]! ** 2;
+        expect(Math.sqrt(nm / na)).toBeCloseTo(1, 9);
+      });
+    }
+    // More modes cost more work: fewer sweeps fit the bound than for the 3-way chain on the same patch.
+    expect(chainSweepCount(96, [96, 3, 3], 200)).toBeLessThanOrEqual(cpDataSweepCount(96, 96, 9, 200));
+  });
+
+  it('refineCpNdOnData: a 4-way CP refined on the statistics fits them, and other inputs of the same kind, better than its last-factor refit alone', () => {
+    const [T2, S2, R2] = [8, 6, 6];
+    const D2 = S2 * 9;
+    const kernel = Float32Array.from(randn(1, T2 * D2).data);
+    const wm: Matrix = { rows: T2, cols: D2, data: Float64Array.from(kernel) };
+    const gramOf = (q: Matrix): Float64Array => gemm(q, q, { transA: true }).data.map((v) => v / q.rows) as Float64Array;
+    // One distribution (patches() draws its mixing anew on each call), split in two.
+    const all = patches(1600, D2);
+    const fitP: Matrix = { rows: 800, cols: D2, data: all.data.subarray(0, 800 * D2) as Float64Array };
+    const heldP: Matrix = { rows: 800, cols: D2, data: all.data.subarray(800 * D2) as Float64Array };
+    const patchStats = { patches: { gram: gramOf(fitP) } };
+    const f = cpNdConv({ data: kernel, shape: [T2, S2, 3, 3] }, R2, { rng: createRng(9), maxIter: 60, tol: 1e-6 });
+    const errorOn = (first: Float32Array, spatial: Float32Array[], q: Matrix): number => {
+      const h = cpNdPrefix(first, spatial, S2, [3, 3], R2);
+      const last = fitLastFactor(wm, h, patchStats)!.last;
+      return relDiff(outputs({ rows: T2, cols: R2, data: last }, h, q), outputs(wm, { rows: D2, cols: D2, data: Float64Array.from({ length: D2 * D2 }, (_, i) => (i % (D2 + 1) === 0 ? 1 : 0)) }, q));
+    };
+    const refined = refineCpNdOnData(f, wm, [3, 3], patchStats, { sweeps: 4 });
+    expect(refined.sweeps).toBeGreaterThan(0);
+    expect(errorOn(refined.first, refined.spatial, fitP)).toBeLessThan(0.98 * errorOn(f.first, f.spatial, fitP));
+    expect(errorOn(refined.first, refined.spatial, heldP)).toBeLessThan(errorOn(f.first, f.spatial, heldP));
+    // No sweeps asked: the factors come back as they were.
+    const none = refineCpNdOnData(f, wm, [3, 3], patchStats, { sweeps: 0 });
+    expect(none.sweeps).toBe(0);
+    expect(none.first).toBe(f.first);
   });
 });
