@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tty from 'node:tty';
 import { LrError } from '../errors.js';
-import { removeStaleTemps } from '../util/temp-files.js';
+import { removeStaleTemps, removeStaleWorkDirs } from '../util/temp-files.js';
 import { MAX_MEMORY_ENV, memoryLimit, showGiB, takeMaxMemory } from './max-memory.js';
 
 /** Where the worker writes the tool's messages; the supervisor passes it its stderr there. */
@@ -110,7 +110,7 @@ function residentBytes(pid: number): number | undefined {
   }
 }
 
-/** Temp files a killed worker left beside the files it was writing (optimize/convert OUT, --report). */
+/** Temp files a killed worker left beside the files it was writing (optimize/convert OUT, --report), and its working folder. */
 function removeWorkerTemps(argv: readonly string[]): void {
   const [cmd, ...rest] = argv;
   if (cmd !== 'optimize' && cmd !== 'convert') return;
@@ -121,6 +121,8 @@ function removeWorkerTemps(argv: readonly string[]): void {
   }
   // Only temps of processes no longer running go: the worker is gone, other runs are not touched.
   for (const d of dirs) removeStaleTemps(d);
+  // And its working copy in the temp folder (optimize --compute float32).
+  removeStaleWorkDirs();
 }
 
 function supervise(argv: readonly string[], limit: number, entry: string): Promise<number> {

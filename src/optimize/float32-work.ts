@@ -4,13 +4,11 @@
  * statistics, a budget's restarts from IN) reads one consistent model; OUT is verified and
  * timed against IN itself, so the report's speed-up is over the file the user has.
  */
-import { rmSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { LoadedModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
 import { computeInFloat32, computesInFloat16, float32Changes } from '../rewrite/compute-float32.js';
-import { removeOnInterrupt } from '../util/temp-files.js';
+import { makeWorkDir } from '../util/temp-files.js';
 
 export interface Float32Copy {
   /** The converted copy, to run on; undefined when IN computes in float32 already. */
@@ -25,11 +23,9 @@ export interface Float32Copy {
 export function float32Copy(loaded: LoadedModel): Float32Copy {
   if (!computesInFloat16(loaded.model)) return { note: '--compute float32: IN computes in float32 already, nothing to change', dispose: () => {} };
   const c = computeInFloat32(loaded.model);
-  const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-f32-'));
+  // An interrupted run leaves no copy behind; after a SIGKILL the supervisor, or the next run, removes it.
+  const { dir, dispose } = makeWorkDir();
   const file = path.join(dir, 'in.f32.onnx');
-  // An interrupted run leaves no copy behind (a SIGKILL does: the folder is named onnx-lr-f32-*).
-  const forget = removeOnInterrupt(dir);
-  const dispose = (): void => { rmSync(dir, { recursive: true, force: true }); forget(); };
   try {
     saveModel(loaded, file);
     return {

@@ -4,6 +4,7 @@
  * Every function takes an optional fs-like object so tests can inject failures.
  */
 import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { LrError } from '../errors.js';
 import { errCode, errText, nodeFs, writeFully, type FsLike } from './fsio.js';
@@ -77,6 +78,42 @@ export function removeStaleTemps(dir: string): string[] {
       // Only regular files: a folder or a device that happens to match the pattern is not ours.
       if (!fs.lstatSync(path.join(dir, name)).isFile()) continue;
       fs.unlinkSync(path.join(dir, name));
+      removed.push(name);
+    } catch { /* gone, or not ours to remove */ }
+  }
+  return removed;
+}
+
+/** Working folders in the temp folder: `onnx-lr-work-<pid>-XXXXXX`, the pid of the process using it. */
+const WORK_PREFIX = 'onnx-lr-work-';
+const WORK_RE = /^onnx-lr-work-(\d+)-[A-Za-z0-9]{6}$/;
+
+/**
+ * A new working folder in the temp folder (a model copy a run works on), named for this
+ * process so that once the process is gone (a SIGKILL: --max-memory, the OOM killer)
+ * removeStaleWorkDirs finds it; the stale ones of dead processes are removed first. Also
+ * removed if the process is interrupted or exits; the returned `dispose` removes it now.
+ */
+export function makeWorkDir(): { dir: string; dispose: () => void } {
+  removeStaleWorkDirs();
+  const dir = fs.mkdtempSync(path.join(tmpdir(), `${WORK_PREFIX}${process.pid}-`));
+  const forget = removeOnInterrupt(dir);
+  return { dir, dispose: () => { fs.rmSync(dir, { recursive: true, force: true }); forget(); } };
+}
+
+/** Removes the working folders (makeWorkDir) of processes no longer running; returns their names, never throws. */
+export function removeStaleWorkDirs(dir = tmpdir()): string[] {
+  let names: string[];
+  try { names = fs.readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = WORK_RE.exec(name);
+    const pid = m ? Number(m[1]) : NaN;
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    try {
+      // Only real folders: a link or a file that happens to match is not ours.
+      if (!fs.lstatSync(path.join(dir, name)).isDirectory()) continue;
+      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
       removed.push(name);
     } catch { /* gone, or not ours to remove */ }
   }

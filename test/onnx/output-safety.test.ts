@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { dataFileName, forEachTensor, loadModel, prepareSave, removeLeftovers, saveModel } from '../../src/onnx/file.js';
 import { isExternal } from '../../src/onnx/tensor.js';
-import { removeStaleTemps, TempFile } from '../../src/util/temp-files.js';
+import { removeStaleTemps, removeStaleWorkDirs, TempFile } from '../../src/util/temp-files.js';
 import { expectLrError, floatFeed, listDir, matmulAddModel, removeTmpDirs, runOrt, sha, tmpDir } from './helpers.js';
 
 afterAll(removeTmpDirs);
@@ -276,5 +276,43 @@ describe('temp files', () => {
     expect(r.status).toBe(3);
     expect(listDir(dir)).toEqual(['kept.json']);
     expect(TempFile).toBeDefined();
+  });
+});
+
+describe('working folders (a run\'s model copy in the temp folder)', () => {
+  /** A child that makes a working folder in `dir` (its TMPDIR), writes into it and waits. */
+  const worker = (dir: string) => `
+    import { writeFileSync } from 'node:fs';
+    import path from 'node:path';
+    import { makeWorkDir } from '${SRC}/util/temp-files.ts';
+    const w = makeWorkDir();
+    if (path.dirname(w.dir) !== ${JSON.stringify(dir)}) throw new Error('not in TMPDIR: ' + w.dir);
+    writeFileSync(path.join(w.dir, 'in.f32.onnx'), new Uint8Array(1000));
+    console.log('ready');
+    setInterval(() => {}, 1000);
+  `;
+  const run = (dir: string, sig: NodeJS.Signals) => new Promise<NodeJS.Signals | null>((resolve) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', worker(dir)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: dir } });
+    p.stdout.on('data', (b: Buffer) => { if (b.toString().includes('ready')) p.kill(sig); });
+    p.on('close', (_code, signal) => resolve(signal));
+  });
+
+  it('are removed on SIGTERM by the process itself; after a SIGKILL by the next cleanup, which leaves live processes\' folders and look-alike files alone', async () => {
+    const dir = tmpDir();
+    // (tsx keeps its cache in TMPDIR too.)
+    const work = (): string[] => listDir(dir).filter((f) => f.startsWith('onnx-lr-work-'));
+    expect(await run(dir, 'SIGTERM')).toBe('SIGTERM');
+    expect(work()).toEqual([]);
+    expect(await run(dir, 'SIGKILL')).toBe('SIGKILL');
+    const left = work();
+    expect(left).toHaveLength(1);
+    expect(left[0]).toMatch(/^onnx-lr-work-\d+-[A-Za-z0-9]{6}$/);
+    // A live process's folder (the parent of this test process), a file and a link with such names stay.
+    const live = `onnx-lr-work-${process.ppid}-abcdef`;
+    fs.mkdirSync(path.join(dir, live));
+    fs.writeFileSync(path.join(dir, 'onnx-lr-work-999999999-ghijkl'), 'x');
+    fs.symlinkSync(path.join(dir, live), path.join(dir, 'onnx-lr-work-999999998-mnopqr'));
+    expect(removeStaleWorkDirs(dir)).toEqual(left);
+    expect(work()).toEqual([live, 'onnx-lr-work-999999998-mnopqr', 'onnx-lr-work-999999999-ghijkl'].sort());
   });
 });
