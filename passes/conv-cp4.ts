@@ -319,14 +319,23 @@ function factorize(m: ConvCp4Match, rank: number, cx: PassContext, stable = true
   return stable ? shippable(f) : f;
 }
 
+/**
+ * Group j's CP at `rank` before any fit on the statistics: on the kernel whitened mode by
+ * mode when the match has that whitening (mapped back), else on the kernel itself.
+ */
+export function startFit(m: ConvCp4Match, j: number, rank: number, o: { rng: Rng; gemm?: SyncGemm; stable?: boolean }): CpNdConv & { whitened?: true } {
+  const k = groupKernel(m, j);
+  const wl = modeWhitening(m, j);
+  const opts = { rng: o.rng, gemm: o.gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable: o.stable };
+  return wl ? unwhitenCp(cpNdConv({ data: Float32Array.from(whitenModes(k.data, k.shape, wl)), shape: k.shape }, rank, opts), wl, k) : cpNdConv(k, rank, opts);
+}
+
 /** Group j's CP at `rank`, its last factor refitted on the group's well-determined statistics. */
 function factorizeGroup(m: ConvCp4Match, j: number, rank: number, cx: PassContext, stable: boolean): GroupCp4 | Skip {
   const k = groupKernel(m, j);
   let f: Cp4Factors;
-  const wl = modeWhitening(m, j);
   try {
-    const opts = { rng: cx.rng, gemm: cx.gemm, maxIter: ALS.maxIter, tol: ALS.tol, stable };
-    f = { ...(wl ? unwhitenCp(cpNdConv({ data: Float32Array.from(whitenModes(k.data, k.shape, wl)), shape: k.shape }, rank, opts), wl, k) : cpNdConv(k, rank, opts)), requested: rank };
+    f = { ...startFit(m, j, rank, { rng: cx.rng, gemm: cx.gemm, stable }), requested: rank };
   } catch (e) {
     return skip(`4-way CP failed: ${(e as Error).message}`);
   }

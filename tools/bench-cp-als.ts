@@ -15,10 +15,8 @@
  * it on the kernel whitened mode by mode, then its last factor), its four factors swept.
  */
 import { ALS, convCp } from '../passes/conv-cp.js';
-import { convCp4 } from '../passes/conv-cp4.js';
-import { cpNdConv, cpNdSensitivity } from '../src/linalg/cpn-conv.js';
-import { unwhitenMode, whitenModes } from '../src/linalg/mode-whitening.js';
-import { modeWhitening } from '../src/rewrite/conv-split-groups.js';
+import { convCp4, startFit } from '../passes/conv-cp4.js';
+import { cpNdSensitivity } from '../src/linalg/cpn-conv.js';
 import { fitThroughInputMap } from '../src/linalg/anchored.js';
 import { chainSensitivity, cpConv } from '../src/linalg/cp-conv.js';
 import { chainDataSweeps, chainInput, chainMap, cpDataSweeps } from '../src/linalg/cp-data-als.js';
@@ -85,13 +83,10 @@ function cp4Row(layer: Parameters<typeof convCp4.match>[0], cx: Parameters<typeo
   const dims = [S, kh, kw];
   const R = Math.max(1, Math.min(Math.round((ratio * T * D) / (T + S + kh + kw)), Math.floor((T * D) / Math.max(T, S, kh, kw))));
   const patch = anchoredPatches(cx, layer.name, m.geo)![0]!;
-  const wl = modeWhitening(m, 0);
-  const shape = [T, S, kh, kw];
-  const raw = cpNdConv({ data: wl ? Float32Array.from(whitenModes(m.w, shape, wl)) : m.w, shape }, R, { rng: cx.rng, maxIter: 50, tol: 1e-5 });
+  const raw = startFit(m, 0, R, { rng: cx.rng });
   if (!(raw.relError >= 0)) { process.stderr.write(`skipped ${layer.name}: CP-4 fit failed\n`); return undefined; }
   const R2 = raw.rank;
-  const unwhite = (v: Float32Array, n: number, l: Matrix | undefined): Float64Array => Float64Array.from(l ? unwhitenMode(v, R2, n, 1, l) : v);
-  const modes = [unwhite(raw.first, S, wl?.[0]), unwhite(raw.spatial[0]!, kh, wl?.[1]), unwhite(raw.spatial[1]!, kw, wl?.[2])];
+  const modes = [raw.first, ...raw.spatial].map((v) => Float64Array.from(v));
   const { w, cHat, wx, error } = patchObjective(m.w, T, D, patch);
   const heldError = patchObjective(m.w, T, D, anchoredPatches(held.get(layer.name)!, layer.name, m.geo)![0]!).error;
   const lastFit = (h: Matrix): Matrix => fitThroughInputMap(w, h, patch.gramHat, patch.cross, ANCHOR_PATCH_DAMP);

@@ -111,7 +111,7 @@ function residentBytes(pid: number): number | undefined {
 }
 
 /** Temp files a killed worker left beside the files it was writing (optimize/convert OUT, --report), and its working folder. */
-function removeWorkerTemps(argv: readonly string[]): void {
+function removeWorkerTemps(argv: readonly string[], pid: number | undefined): void {
   const [cmd, ...rest] = argv;
   if (cmd !== 'optimize' && cmd !== 'convert') return;
   const dirs = new Set<string>();
@@ -121,8 +121,8 @@ function removeWorkerTemps(argv: readonly string[]): void {
   }
   // Only temps of processes no longer running go: the worker is gone, other runs are not touched.
   for (const d of dirs) removeStaleTemps(d);
-  // And its working copy in the temp folder (optimize --compute float32).
-  removeStaleWorkDirs();
+  // And its working copy in the temp folder (optimize --compute float32): the worker's only.
+  if (pid !== undefined) removeStaleWorkDirs(os.tmpdir(), pid);
 }
 
 function supervise(argv: readonly string[], limit: number, entry: string): Promise<number> {
@@ -188,7 +188,7 @@ function supervise(argv: readonly string[], limit: number, entry: string): Promi
         // ORT colours its log lines: drop the colours, escape anything else.
         process.stderr.write(escapeControls(nativeOutput.replace(/\x1b\[[0-9;]*m/g, '')));
       }
-      if (signal !== null) removeWorkerTemps(commandArgv);
+      if (signal !== null) removeWorkerTemps(commandArgv, child.pid);
       finish(end.code, end.message);
     });
   });

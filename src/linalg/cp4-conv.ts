@@ -16,6 +16,7 @@ import { isRank, notARank } from './checks.js';
 import { cpAlsSync } from './cp-als.js';
 import { chainFactorsSensitivity, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 import type { SyncGemm } from './engine.js';
+import { chainMap } from './cp-data-als.js';
 import { relativeDiff, type Matrix } from './matrix.js';
 
 export interface Cp4ConvOptions {
@@ -94,12 +95,7 @@ export function cp4Error(w: ArrayLike<number>, first: ArrayLike<number>, rows: A
 
 /** The chain before its last 1x1 as a map on patches, H [R, S·kh·kw]: H[r, (s, y, x)] = first[r, s]·rows[r, y]·cols[r, x]. */
 export function cp4Prefix(first: ArrayLike<number>, rows: ArrayLike<number>, cols: ArrayLike<number>, S: number, kh: number, kw: number, R: number): Matrix {
-  const D = S * kh * kw;
-  const h = new Float64Array(R * D);
-  for (let r = 0; r < R; r++) for (let s = 0; s < S; s++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
-    h[r * D + (s * kh + y) * kw + x] = first[r * S + s]! * rows[r * kh + y]! * cols[r * kw + x]!;
-  }
-  return { rows: R, cols: D, data: h };
+  return chainMap([first, rows, cols], R, [S, kh, kw]);
 }
 
 /** The kernel [T, S, kh, kw] the chain computes: Σ_r last[t, r]·first[r, s]·rows[r, y]·cols[r, x] (the inverse for --stages). */

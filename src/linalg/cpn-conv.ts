@@ -10,8 +10,8 @@
 import type { Rng } from '../util/rng.js';
 import { isRank, notARank } from './checks.js';
 import { cpAlsSync } from './cp-als.js';
-import { cp4Conv, cp4Kernel, cp4Prefix, cp4Sensitivity } from './cp4-conv.js';
-import { balanceChain, chainDataSweeps, chainObjective, CP_DATA_CG_ITERATIONS } from './cp-data-als.js';
+import { cp4Conv, cp4Kernel, cp4Sensitivity } from './cp4-conv.js';
+import { balanceChain, chainDataSweeps, chainMap, chainObjective, CP_DATA_CG_ITERATIONS } from './cp-data-als.js';
 import { chainFactorsSensitivity, SENSITIVITY_LIMIT, stabilizeAls, type CpSensitivity, type Stabilized } from './cp-sensitivity.js';
 import type { SyncGemm } from './engine.js';
 import type { LastFactorStats } from './last-factor.js';
@@ -121,23 +121,7 @@ export function cpNdError(w: ArrayLike<number>, first: ArrayLike<number>, spatia
 
 /** The chain before its last 1x1 as a map on patches, H [R, S·K]: H[r, (s, y1…yn)] = first[r, s]·Π spatial[i][r, y_i]. */
 export function cpNdPrefix(first: ArrayLike<number>, spatial: readonly ArrayLike<number>[], S: number, ks: readonly number[], R: number): Matrix {
-  if (ks.length === 2) return cp4Prefix(first, spatial[0]!, spatial[1]!, S, ks[0]!, ks[1]!, R);
-  const K = ks.reduce((p, q) => p * q, 1);
-  const D = S * K;
-  const h = new Float64Array(R * D);
-  for (let r = 0; r < R; r++) for (let s = 0; s < S; s++) {
-    for (let p = 0; p < K; p++) {
-      let v = first[r * S + s]!;
-      let rem = p;
-      for (let a = ks.length - 1; a >= 0; a--) {
-        const ka = ks[a]!;
-        v *= spatial[a]![r * ka + (rem % ka)]!;
-        rem = Math.floor(rem / ka);
-      }
-      h[r * D + s * K + p] = v;
-    }
-  }
-  return { rows: R, cols: D, data: h };
+  return chainMap([first, ...spatial], R, [S, ...ks]);
 }
 
 /** The kernel [T, S, k…] the chain computes (the inverse for --stages). */

@@ -23,7 +23,7 @@ export interface Float32Copy {
 export function float32Copy(loaded: LoadedModel): Float32Copy {
   if (!computesInFloat16(loaded.model)) return { note: '--compute float32: IN computes in float32 already, nothing to change', dispose: () => {} };
   const c = computeInFloat32(loaded.model);
-  // An interrupted run leaves no copy behind; after a SIGKILL the supervisor, or the next run, removes it.
+  // An interrupted run leaves no copy behind; after a SIGKILL the supervisor, or the next run making one, removes it.
   const { dir, dispose } = makeWorkDir();
   const file = path.join(dir, 'in.f32.onnx');
   try {

@@ -94,7 +94,6 @@ function latencyLine(label: string, l: LatencyStats): string {
   return `${label}: original ${o.p50.toFixed(3)} ms (p10 ${o.p10.toFixed(3)}, p90 ${o.p90.toFixed(3)})  ->  optimized ${n.p50.toFixed(3)} ms (p10 ${n.p10.toFixed(3)}, p90 ${n.p90.toFixed(3)})  speed-up ${l.speedup.toFixed(2)}x  [${l.runs} runs each, ${l.threads} thread(s)]`;
 }
 
-/** How the text and HTML reports name the runtime a verification ran in (Report.verify.backend). */
 /** How an error budget's judged error relates to the calibration feeds (optimize/output-error.ts errBound). */
 export function unseenWhy(feeds: number, heldOut?: number): string {
   if (feeds < 2) return 'one calibration feed: no margin for unseen inputs';
@@ -102,6 +101,7 @@ export function unseenWhy(feeds: number, heldOut?: number): string {
   return `a 95% bound for ${what} from the spread over ${feeds} calibration feeds`;
 }
 
+/** How the text and HTML reports name the runtime a verification ran in (Report.verify.backend). */
 export function runtimeLabel(backend: string | undefined): string {
   return backend === 'ort-web-wasm' ? 'ORT-web wasm' : 'ORT-node';
 }

@@ -4,7 +4,7 @@
  * Every function takes an optional fs-like object so tests can inject failures.
  */
 import * as fs from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { LrError } from '../errors.js';
 import { errCode, errText, nodeFs, writeFully, type FsLike } from './fsio.js';
@@ -62,62 +62,82 @@ function processAlive(pid: number): boolean {
 }
 
 /**
+ * Calls `remove` on each entry of `dir` whose name `pidOf` reads the pid of a process no
+ * longer running from (never this one), when `ours` accepts its lstat; returns the names
+ * removed, never throws.
+ */
+function removeDeadEntries(dir: string, pidOf: (name: string) => number | undefined, ours: (st: fs.Stats) => boolean, remove: (p: string) => void): string[] {
+  let names: string[];
+  try { names = fs.readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = pidOf(name);
+    if (pid === undefined || !Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    try {
+      if (!ours(fs.lstatSync(path.join(dir, name)))) continue;
+      remove(path.join(dir, name));
+      removed.push(name);
+    } catch { /* gone, or not ours to remove */ }
+  }
+  return removed;
+}
+
+/**
  * Removes the temp files (and commit backups) that processes no longer running left in
  * `dir` (killed with SIGKILL, or by a power cut). Temps of live processes, including this
  * one, are kept. Returns the names removed; never throws.
  */
 export function removeStaleTemps(dir: string): string[] {
-  let names: string[];
-  try { names = fs.readdirSync(dir); } catch { return []; }
-  const removed: string[] = [];
-  for (const name of names) {
+  const pidOf = (name: string): number | undefined => {
     const m = TEMP_RE.exec(name) ?? OLD_TEMP_RE.exec(name);
-    const pid = m ? Number(m[1]) : NaN;
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
-    try {
-      // Only regular files: a folder or a device that happens to match the pattern is not ours.
-      if (!fs.lstatSync(path.join(dir, name)).isFile()) continue;
-      fs.unlinkSync(path.join(dir, name));
-      removed.push(name);
-    } catch { /* gone, or not ours to remove */ }
-  }
-  return removed;
+    return m ? Number(m[1]) : undefined;
+  };
+  // Only regular files: a folder or a device that happens to match the pattern is not ours.
+  return removeDeadEntries(dir, pidOf, (st) => st.isFile(), (p) => fs.unlinkSync(p));
 }
 
-/** Working folders in the temp folder: `onnx-lr-work-<pid>-XXXXXX`, the pid of the process using it. */
+/**
+ * Working folders in the temp folder: `onnx-lr-work-<host>-<pid>-XXXXXX`, <host> a hash of
+ * this machine's host name (a temp folder can be shared with containers or other machines,
+ * whose pids mean nothing here) and <pid> the process using it.
+ */
 const WORK_PREFIX = 'onnx-lr-work-';
-const WORK_RE = /^onnx-lr-work-(\d+)-[A-Za-z0-9]{6}$/;
+const WORK_RE = /^onnx-lr-work-([0-9a-f]{8})-(\d+)-[A-Za-z0-9]{6}$/;
+
+/** 32-bit FNV-1a of the host name, as 8 hex digits. */
+function hostTag(): string {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(hostname(), 'utf8')) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
 
 /**
  * A new working folder in the temp folder (a model copy a run works on), named for this
- * process so that once the process is gone (a SIGKILL: --max-memory, the OOM killer)
- * removeStaleWorkDirs finds it; the stale ones of dead processes are removed first. Also
- * removed if the process is interrupted or exits; the returned `dispose` removes it now.
+ * machine and process so that once the process is gone (a SIGKILL: --max-memory, the OOM
+ * killer) its supervisor, or the next run that makes one, finds it (removeStaleWorkDirs);
+ * the stale ones of dead processes are removed first. Also removed if the process is
+ * interrupted or exits; the returned `dispose` removes it now.
  */
 export function makeWorkDir(): { dir: string; dispose: () => void } {
   removeStaleWorkDirs();
-  const dir = fs.mkdtempSync(path.join(tmpdir(), `${WORK_PREFIX}${process.pid}-`));
+  const dir = fs.mkdtempSync(path.join(tmpdir(), `${WORK_PREFIX}${hostTag()}-${process.pid}-`));
   const forget = removeOnInterrupt(dir);
   return { dir, dispose: () => { fs.rmSync(dir, { recursive: true, force: true }); forget(); } };
 }
 
-/** Removes the working folders (makeWorkDir) of processes no longer running; returns their names, never throws. */
-export function removeStaleWorkDirs(dir = tmpdir()): string[] {
-  let names: string[];
-  try { names = fs.readdirSync(dir); } catch { return []; }
-  const removed: string[] = [];
-  for (const name of names) {
+/**
+ * Removes the working folders (makeWorkDir) in `dir` of processes of this machine no longer
+ * running (only `pid`'s when given), owned by this user; returns their names, never throws.
+ */
+export function removeStaleWorkDirs(dir = tmpdir(), pid?: number): string[] {
+  const host = hostTag();
+  const pidOf = (name: string): number | undefined => {
     const m = WORK_RE.exec(name);
-    const pid = m ? Number(m[1]) : NaN;
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
-    try {
-      // Only real folders: a link or a file that happens to match is not ours.
-      if (!fs.lstatSync(path.join(dir, name)).isDirectory()) continue;
-      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-      removed.push(name);
-    } catch { /* gone, or not ours to remove */ }
-  }
-  return removed;
+    return m && m[1] === host && (pid === undefined || Number(m[2]) === pid) ? Number(m[2]) : undefined;
+  };
+  const uid = process.getuid?.();
+  // Only real folders of this user: a link, a file or another user's folder is not ours.
+  return removeDeadEntries(dir, pidOf, (st) => st.isDirectory() && (uid === undefined || st.uid === uid), (p) => fs.rmSync(p, { recursive: true, force: true }));
 }
 
 /**

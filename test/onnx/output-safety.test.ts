@@ -306,13 +306,31 @@ describe('working folders (a run\'s model copy in the temp folder)', () => {
     expect(await run(dir, 'SIGKILL')).toBe('SIGKILL');
     const left = work();
     expect(left).toHaveLength(1);
-    expect(left[0]).toMatch(/^onnx-lr-work-\d+-[A-Za-z0-9]{6}$/);
-    // A live process's folder (the parent of this test process), a file and a link with such names stay.
-    const live = `onnx-lr-work-${process.ppid}-abcdef`;
+    // onnx-lr-work-<host>-<pid>-XXXXXX: <host> a hash of this machine's name.
+    const m = /^onnx-lr-work-([0-9a-f]{8})-(\d+)-[A-Za-z0-9]{6}$/.exec(left[0]!);
+    expect(m).not.toBeNull();
+    const host = m![1]!;
+    const other = host === '00000000' ? '11111111' : '00000000';
+    // Kept: a live process's folder (the parent of this test process), another machine's
+    // folder of a pid dead here, a file and a link with such names.
+    const live = `onnx-lr-work-${host}-${process.ppid}-abcdef`;
+    const foreign = `onnx-lr-work-${other}-${m![2]}-stuvwx`;
+    const file = `onnx-lr-work-${host}-999999999-ghijkl`;
+    const link = `onnx-lr-work-${host}-999999998-mnopqr`;
     fs.mkdirSync(path.join(dir, live));
-    fs.writeFileSync(path.join(dir, 'onnx-lr-work-999999999-ghijkl'), 'x');
-    fs.symlinkSync(path.join(dir, live), path.join(dir, 'onnx-lr-work-999999998-mnopqr'));
-    expect(removeStaleWorkDirs(dir)).toEqual(left);
-    expect(work()).toEqual([live, 'onnx-lr-work-999999998-mnopqr', 'onnx-lr-work-999999999-ghijkl'].sort());
+    fs.mkdirSync(path.join(dir, foreign));
+    fs.writeFileSync(path.join(dir, file), 'x');
+    fs.symlinkSync(path.join(dir, live), path.join(dir, link));
+    // Another user's folder of a dead pid stays too (made only as root, which chown needs; CI runs as root).
+    const theirs = `onnx-lr-work-${host}-999999996-tuvwxy`;
+    if (process.getuid?.() === 0) {
+      fs.mkdirSync(path.join(dir, theirs));
+      fs.chownSync(path.join(dir, theirs), 65534, 65534);
+    }
+    // Asked for another pid's only: nothing goes.
+    expect(removeStaleWorkDirs(dir, 999999997)).toEqual([]);
+    expect(removeStaleWorkDirs(dir, Number(m![2]))).toEqual(left);
+    expect(removeStaleWorkDirs(dir)).toEqual([]);
+    expect(work()).toEqual([live, foreign, file, link, ...(process.getuid?.() === 0 ? [theirs] : [])].sort());
   });
 });

@@ -8,13 +8,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { convTt, type ConvTtMatch } from '../../passes/conv-tt.js';
-import { convCp4, type ConvCp4Match } from '../../passes/conv-cp4.js';
+import { convCp4, startFit, type ConvCp4Match } from '../../passes/conv-cp4.js';
 import { cpNdConv, cpNdKernel, cpNdPrefix } from '../../src/linalg/cpn-conv.js';
 import { ModelBuilder } from '../../models/builder.js';
 import { Model } from '../../src/graph/graph.js';
 import { fitLastFactor } from '../../src/linalg/last-factor.js';
-import { unwhitenMode, whitenModes } from '../../src/linalg/mode-whitening.js';
-import { modeWhitening } from '../../src/rewrite/conv-split-groups.js';
 import { ttNdKernel, ttNdPrefix, ttNdSvd } from '../../src/linalg/tt-nd.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { isSkip, type LayerPass } from '../../src/rewrite/pass.js';
@@ -161,11 +159,10 @@ describe('conv-tt and conv-cp4: whitened fits', () => {
     if (isSkip(applied)) throw new Error(applied.skip);
     expect(model.root.nodes[0]!.docString).toMatch(/whitened ALS, last factor refitted on calibration patches, all factors refined on them \(\d ALS sweeps\)/);
     model.root.removeUnusedInitializers();
-    // The same whitened fit without the sweeps, from the library's parts (the pass's rng seed).
-    const wl = modeWhitening(m, 0)!;
-    const f = cpNdConv({ data: Float32Array.from(whitenModes(w, [T, S, 3, 3], wl)), shape: [T, S, 3, 3] }, R, { rng: context(new Model(decodeModel(bytes))).rng, maxIter: 50, tol: 1e-5 });
-    const first = unwhitenMode(f.first, R, S, 1, wl[0]!);
-    const spatial = f.spatial.map((v, a) => (wl[a + 1] ? unwhitenMode(v, R, 3, 1, wl[a + 1]!) : v));
+    // The same whitened fit without the sweeps (the pass's start, with its rng seed).
+    const f = startFit(m, 0, R, { rng: context(new Model(decodeModel(bytes))).rng });
+    expect(f.whitened).toBe(true);
+    const { first, spatial } = f;
     const wm = { rows: T, cols: S * 9, data: Float64Array.from(w) };
     const lf = fitLastFactor(wm, cpNdPrefix(first, spatial, S, [3, 3], R), { patches: { gram: m.patches!.gram[0]!, mean: m.patches!.mean?.[0] } })!;
     const held = inputs(3, 2, true);
