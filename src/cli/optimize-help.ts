@@ -68,6 +68,8 @@ allocate ranks globally, greedy on output error per saved unit):
                       e.g. top1:0.99 or top1:99%), checked in ORT; an error (L2 or
                       cosine) is judged with a margin for inputs the fits never saw: at
                       the 95% upper bound from its spread over the calibration feeds
+                      (Student's t; give three or more), for the --verify-data feeds
+                      when given (the verdict's)
   --save U            what to save: params, macs or latency. With --max-error, the unit
                       the allocation saves; latency times each candidate's chain against
                       its layer in ORT (as --layer-latency) and keeps only faster ones.
