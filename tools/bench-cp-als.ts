@@ -19,7 +19,7 @@ import { convCp4, startFit } from '../passes/conv-cp4.js';
 import { cpNdSensitivity } from '../src/linalg/cpn-conv.js';
 import { fitThroughInputMap } from '../src/linalg/anchored.js';
 import { chainSensitivity, cpConv } from '../src/linalg/cp-conv.js';
-import { chainDataSweeps, chainInput, chainMap, cpDataSweeps } from '../src/linalg/cp-data-als.js';
+import { chainDataSweeps, chainInput, chainMap } from '../src/linalg/cp-data-als.js';
 import { gemm } from '../src/linalg/gemm.js';
 import type { Matrix } from '../src/linalg/matrix.js';
 import { table } from '../src/report/format.js';
@@ -59,17 +59,18 @@ for (const { layer, cx } of await detConvsWithStats('onnx-lr-bench-cp-als-')) {
   const R2 = fit.rank;
   const wHat = (f: { first: ArrayLike<number>; depth: ArrayLike<number>; last: ArrayLike<number> }): Matrix =>
     gemm({ rows: T, cols: R2, data: Float64Array.from(f.last) }, chainInput(f.first, f.depth, R2, S, K));
+  const cp3 = (f: { modes: Float64Array[]; last: Float64Array }) => ({ first: f.modes[0]!, depth: f.modes[1]!, last: f.last });
   const errors = [error(wHat(fit))];
   const t0 = performance.now();
-  const out = cpDataSweeps({ first: Float64Array.from(fit.first), depth: Float64Array.from(fit.depth), last: Float64Array.from(fit.last) }, T, S, K, { cHat, y: wx },
-    (h) => fitThroughInputMap(w, h, patch.gramHat, patch.cross, ANCHOR_PATCH_DAMP), { sweeps, cgIterations, onSweep: (f) => errors.push(error(wHat(f))) });
-  const { first: f, depth: dp, last: a } = out.factors;
+  const out = chainDataSweeps({ modes: [Float64Array.from(fit.first), Float64Array.from(fit.depth)], last: Float64Array.from(fit.last) }, T, [S, K], { cHat, y: wx },
+    (h) => fitThroughInputMap(w, h, patch.gramHat, patch.cross, ANCHOR_PATCH_DAMP), { sweeps, cgIterations, onSweep: (f) => errors.push(error(wHat(cp3(f)))) });
+  const { first: f, depth: dp, last: a } = cp3(out.factors);
   const seconds = (performance.now() - t0) / 1000;
   const sens = (first: ArrayLike<number>, depth: ArrayLike<number>, last: ArrayLike<number>): string =>
     chainSensitivity(Float32Array.from(first), Float32Array.from(depth), Float32Array.from(last), T, S, K, fit.rank).ratio.toFixed(2);
   const last = errors[errors.length - 1]!;
   rows.push([layer.name, `${T}x${S}x${m.geo.kernel.join('x')}`, String(fit.rank), errors[0]!.toFixed(4), errors.slice(1).map((e) => e.toFixed(4)).join(' '),
-    `${((1 - last / errors[0]!) * 100).toFixed(2)}%`, `${heldError(wHat(fit)).toFixed(4)} → ${heldError(wHat(out.factors)).toFixed(4)}`,
+    `${((1 - last / errors[0]!) * 100).toFixed(2)}%`, `${heldError(wHat(fit)).toFixed(4)} → ${heldError(wHat(cp3(out.factors))).toFixed(4)}`,
     `${sens(fit.first, fit.depth, fit.last)} → ${sens(f, dp, a)}`, seconds.toFixed(1)]);
   process.stderr.write(`done ${layer.name}\n`);
 }

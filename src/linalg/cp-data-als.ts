@@ -32,29 +32,17 @@ export interface PatchQuadratic { cHat: Matrix; y: Matrix }
 /** A chain's factors: the input-side modes U_m [R, n_m] in patch order, the last A [T, R]. */
 export interface ChainModes { modes: Float64Array[]; last: Float64Array }
 
-export interface CpChainFactors {
-  /** F [R, S] */
-  first: Float64Array;
-  /** Dp [R, K] */
-  depth: Float64Array;
-  /** A [T, R] */
-  last: Float64Array;
-}
-
-/** The sweeps' bounds and hooks, on a chain's factors F (ChainModes, or a CP-3 chain's CpChainFactors). */
-export interface SweepOptions<F> {
+/** The sweeps' bounds and hooks. */
+export interface ChainSweepOptions {
   sweeps: number;
   /** CG iterations per factor step (each starts from the current factor). */
   cgIterations: number;
   gemm?: SyncGemm;
   /** A sweep's factors are kept only when this says so (e.g. a sensitivity bound). */
-  accept?: (f: F) => boolean;
+  accept?: (f: ChainModes) => boolean;
   /** After each kept sweep, with its objective value. */
-  onSweep?: (f: F, objective: number) => void;
+  onSweep?: (f: ChainModes, objective: number) => void;
 }
-
-export type CpDataAlsOptions = SweepOptions<CpChainFactors>;
-export type ChainSweepOptions = SweepOptions<ChainModes>;
 
 /** H [R, Π n_m]: H[r, (i₀, …)] = Π_m U_m[r, i_m] (row-major over the modes, as the patch). */
 export function chainMap(modes: readonly ArrayLike<number>[], R: number, dims: readonly number[]): Matrix {
@@ -123,7 +111,7 @@ export function lastFactorTerms(a: Matrix, obj: PatchQuadratic, sync?: SyncGemm)
 }
 
 /** U_m minimising f with the other factors fixed (A through its terms), by preconditioned CG from its current value. */
-export function modeStep(m: number, f: ChainModes, terms: LastFactorTerms, obj: PatchQuadratic, dims: readonly number[], o: Pick<CpDataAlsOptions, 'cgIterations' | 'gemm'>): Float64Array {
+export function modeStep(m: number, f: ChainModes, terms: LastFactorTerms, obj: PatchQuadratic, dims: readonly number[], o: Pick<ChainSweepOptions, 'cgIterations' | 'gemm'>): Float64Array {
   const { ata, aty } = terms;
   const R = ata.rows;
   const D = obj.cHat.cols;
@@ -166,11 +154,6 @@ export function modeStep(m: number, f: ChainModes, terms: LastFactorTerms, obj: 
   });
 }
 
-/** F (onFirst) or Dp of a CP-3 chain (modeStep on its two modes). */
-export function factorStep(onFirst: boolean, f: CpChainFactors, terms: LastFactorTerms, obj: PatchQuadratic, S: number, K: number, o: Pick<CpDataAlsOptions, 'cgIterations' | 'gemm'>): Float64Array {
-  return modeStep(onFirst ? 0 : 1, { modes: [f.first, f.depth], last: f.last }, terms, obj, [S, K], o);
-}
-
 /**
  * Up to `sweeps` sweeps (each U_m in turn, then A = lastFit(H)) from `start`; returns the
  * last kept factors and how many sweeps were kept. A sweep that does not lower f (no
@@ -197,16 +180,6 @@ export function chainDataSweeps(start: ChainModes, T: number, dims: readonly num
     o.onSweep?.(cur, fCur);
   }
   return { factors: cur, sweeps: kept, objective: fCur };
-}
-
-/** chainDataSweeps on a CP-3 chain's F and Dp. */
-export function cpDataSweeps(start: CpChainFactors, T: number, S: number, K: number, obj: PatchQuadratic, lastFit: (h: Matrix) => Matrix, o: CpDataAlsOptions): { factors: CpChainFactors; sweeps: number; objective: number } {
-  const cp3 = (f: ChainModes): CpChainFactors => (f.modes[0] === start.first && f.modes[1] === start.depth && f.last === start.last ? start : { first: f.modes[0]!, depth: f.modes[1]!, last: f.last });
-  const out = chainDataSweeps({ modes: [start.first, start.depth], last: start.last }, T, [S, K], obj, lastFit, {
-    sweeps: o.sweeps, cgIterations: o.cgIterations, gemm: o.gemm,
-    ...(o.accept && { accept: (f: ChainModes) => o.accept!(cp3(f)) }), ...(o.onSweep && { onSweep: (f: ChainModes, v: number) => o.onSweep!(cp3(f), v) }),
-  });
-  return { factors: cp3(out.factors), sweeps: out.sweeps, objective: out.objective };
 }
 
 /** Multiply-adds of `sweeps` sweeps at rank R on a [T, S, K] kernel (the products; CG's vector work is smaller). */

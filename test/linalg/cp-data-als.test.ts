@@ -8,8 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { anchoredError } from '../../src/linalg/anchored.js';
 import { cpConv } from '../../src/linalg/cp-conv.js';
 import {
-  balanceChain, chainDataSweeps, chainInput, chainMap, chainSweepCount, cpDataSweepCount, cpDataSweeps, factorStep, lastFactorTerms, modeStep, patchObjectiveValue,
-  CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type ChainModes, type CpChainFactors, type PatchQuadratic,
+  balanceChain, chainDataSweeps, chainInput, chainMap, chainSweepCount, cpDataSweepCount, lastFactorTerms, modeStep, patchObjectiveValue,
+  CP_DATA_MAX_FLOPS, CP_DATA_SWEEPS, type ChainModes, type PatchQuadratic,
 } from '../../src/linalg/cp-data-als.js';
 import { cpNdConv, cpNdPrefix, refineCpNdOnData } from '../../src/linalg/cpn-conv.js';
 import { fitLastFactor } from '../../src/linalg/last-factor.js';
@@ -55,7 +55,9 @@ describe('CP data sweeps', () => {
   const w = randn(T, D);
   const p = patches(n, D);
   const obj = moments(w, p);
-  const start: CpChainFactors = { first: randn(R, S).data as Float64Array, depth: randn(R, K).data as Float64Array, last: randn(T, R).data as Float64Array };
+  // The 3-way chain: modes F [R, S] and Dp [R, K].
+  const [first, depth] = [randn(R, S).data as Float64Array, randn(R, K).data as Float64Array];
+  const start: ChainModes = { modes: [first, depth], last: randn(T, R).data as Float64Array };
   const a: Matrix = { rows: T, cols: R, data: start.last };
   const target = outputs(w, { rows: D, cols: D, data: Float64Array.from({ length: D * D }, (_, i) => (i % (D + 1) === 0 ? 1 : 0)) }, p);
 
@@ -67,33 +69,33 @@ describe('CP data sweeps', () => {
       for (let j = 0; j < size; j++) {
         const e = new Float64Array(size);
         e[j] = 1;
-        const h = onFirst ? chainInput(e, start.depth, R, S, K) : chainInput(start.first, e, R, S, K);
+        const h = onFirst ? chainInput(e, depth, R, S, K) : chainInput(first, e, R, S, K);
         const col = outputs(a, h, p);
         for (let i = 0; i < n * T; i++) design.data[i * size + j] = col[i]!;
       }
       const optimum = lstsq(design, target);
-      const step = factorStep(onFirst, start, lastFactorTerms(a, obj), obj, S, K, { cgIterations: 4 * size });
+      const step = modeStep(onFirst ? 0 : 1, start, lastFactorTerms(a, obj), obj, [S, K], { cgIterations: 4 * size });
       expect(relDiff(step, optimum)).toBeLessThan(1e-6);
     });
   }
 
   it('sweeps lower the objective every time, end below the start, and keep nothing a rejecting accept refuses', () => {
     const lastFit = (h: Matrix): Matrix => ({ rows: T, cols: R, data: refitLastFactor(w, h, obj.cHat.data as Float64Array).b });
-    const f0 = patchObjectiveValue(a, chainInput(start.first, start.depth, R, S, K), obj);
+    const f0 = patchObjectiveValue(a, chainInput(first, depth, R, S, K), obj);
     const seen: number[] = [];
-    const out = cpDataSweeps(start, T, S, K, obj, lastFit, { sweeps: 5, cgIterations: 6, onSweep: (_, f) => seen.push(f) });
+    const out = chainDataSweeps(start, T, [S, K], obj, lastFit, { sweeps: 5, cgIterations: 6, onSweep: (_, f) => seen.push(f) });
     expect(out.sweeps).toBeGreaterThan(0);
     expect(seen.length).toBe(out.sweeps);
     expect(seen[0]!).toBeLessThan(f0);
     for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeLessThan(seen[i - 1]!);
     expect(out.objective).toBe(seen[seen.length - 1]);
-    const none = cpDataSweeps(start, T, S, K, obj, lastFit, { sweeps: 5, cgIterations: 6, accept: () => false });
+    const none = chainDataSweeps(start, T, [S, K], obj, lastFit, { sweeps: 5, cgIterations: 6, accept: () => false });
     expect(none.sweeps).toBe(0);
     expect(none.factors).toBe(start);
   });
 
   it('balancing spreads each term evenly over its three factors without changing the chain', () => {
-    const f: CpChainFactors = { first: Float64Array.from(start.first), depth: Float64Array.from(start.depth), last: Float64Array.from(start.last) };
+    const f = { first: Float64Array.from(first), depth: Float64Array.from(depth), last: Float64Array.from(start.last) };
     for (let s = 0; s < S; s++) f.first[s] *= 50; // term 0's scale sits in F
     const before = gemm({ rows: T, cols: R, data: f.last }, chainInput(f.first, f.depth, R, S, K));
     balanceChain({ modes: [f.first, f.depth], last: f.last }, T, [S, K]);
