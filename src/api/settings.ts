@@ -45,6 +45,8 @@ export interface OptimizeSettings {
   dataAware?: boolean;
   /** Default true (false: --no-anchor). */
   anchor?: boolean;
+  /** Default true (false: --no-activation-fit): anchored convs read by a Relu/Clip alone are refitted through it. */
+  activationFit?: boolean;
   /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
   narrowReorder?: boolean;
   /** 'float32' (--compute float32): a float16 graph made to compute in float32 first; OUT is still compared with IN. */

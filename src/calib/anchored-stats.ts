@@ -17,6 +17,7 @@ import { patchDimOf, resolveInputGeometry } from './patch-geometry.js';
 import { channelBlocks, patchBlocks, patchPairCount, rowBlocks, samplePairs, type FloatData, type SampleBlock } from './sample-blocks.js';
 import { DEFAULT_MAX_BYTES_PER_RUN, DEFAULT_MAX_PATCHES, DEFAULT_MAX_PATCH_DIM, planAccumulators, type CalibStats, type StatSpec, type StatsOptions } from './stats-plan.js';
 import { allFinite, finish, finishLayers, floatData, groupByBudget, largestFeed, newAcc, probeShapes, withOutputs, type Acc } from './stats-runs.js';
+import { finishPatchSamples, newPatchSampler, takePatchSamples, type PatchSampler, type PatchSamples } from './patch-samples.js';
 
 /** What collectAnchoredStats reads the feeds from (a CalibSet, or feeds in memory). */
 export interface FeedSource {
@@ -38,6 +39,17 @@ export interface AnchoredStatsOptions extends StatsOptions {
    * products. A layer whose counts turn out to differ is reported unavailable.
    */
   original?: ReadonlyMap<string, LayerInputStats>;
+  /**
+   * Layers (by name) whose im2col patches are also kept whole, this many rows in both
+   * models at the same pairs (calib/patch-samples.ts): in AnchoredStatsResult.patchSamples.
+   */
+  samples?: ReadonlyMap<string, number>;
+}
+
+/** collectAnchoredStats' result: the statistics and the patches kept per layer. */
+export interface AnchoredStatsResult extends CalibStats {
+  /** By layer name; a layer without (a grouped conv, no patches) is absent. */
+  patchSamples: Map<string, PatchSamples>;
 }
 
 /** Paired sums of one statistic (beside the original's Acc). */
@@ -54,7 +66,7 @@ interface PairAcc { acc: Acc; pair: PairSums; patch?: PairSums; count: number; p
  */
 export async function collectAnchoredStats(
   original: Model, current: Model, layers: readonly LayerInfo[], calib: FeedSource, opts: AnchoredStatsOptions = {},
-): Promise<Result<CalibStats>> {
+): Promise<Result<AnchoredStatsResult>> {
   const budget = opts.maxBytesPerRun ?? DEFAULT_MAX_BYTES_PER_RUN;
   if (!(budget > 0)) return err('usage', `maxBytesPerRun must be positive, got ${budget}`);
   const sessionOpts: SessionOptions = { graphOptimizationLevel: 'disabled', ...opts.session, label: 'calibration copy of the model' };
@@ -65,6 +77,11 @@ export async function collectAnchoredStats(
 
   const { unavailable, accs, layerAcc } = planAccumulators(current, layers, opts.maxPatchDim ?? DEFAULT_MAX_PATCH_DIM, newPairAcc);
   if (opts.original) for (const layer of layers) reuseOriginal(layerAcc.get(layer.name), opts.original.get(layer.name));
+  const samplers = new Map<PairAcc, PatchSampler>();
+  for (const [name, rows] of opts.samples ?? []) {
+    const p = layerAcc.get(name);
+    if (p?.acc.spec.kind === 'conv' && !p.acc.spec.scatter && !samplers.has(p)) samplers.set(p, newPatchSampler(rows, calib.batches));
+  }
 
   const probeFeed = largestFeed(calib.feeds());
   if (!probeFeed) return err('usage', 'the calibration set has no feeds');
@@ -126,8 +143,11 @@ export async function collectAnchoredStats(
         for (const [t, value] of Object.entries(got)) {
           for (const p of byTensor.get(t) ?? []) {
             if (p.acc.failed) continue;
-            const why = await accumulatePair(p, value, hat[t] ?? (unchanged.has(t) || inputNames.has(t) ? undefined : null), engine, maxPatches);
+            const that = hat[t] ?? (unchanged.has(t) || inputNames.has(t) ? undefined : null);
+            const why = await accumulatePair(p, value, that, engine, maxPatches);
             if (why) p.acc.failed = why;
+            const sampler = samplers.get(p);
+            if (!why && sampler) keepSamples(p, sampler, value, that ?? undefined);
           }
         }
         opts.onProgress?.(runs, total);
@@ -140,7 +160,25 @@ export async function collectAnchoredStats(
 
   const stats = finishLayers(layers, (name) => layerAcc.get(name), (p) => p.acc.failed ?? finishPair(p), (p) => p.acc.stats, unavailable);
   if (!opts.engine) await engine.dispose();
-  return ok({ stats, unavailable, passes: groups.length, runs, samples: 0 });
+  const patchSamples = new Map<string, PatchSamples>();
+  for (const name of opts.samples?.keys() ?? []) {
+    const p = layerAcc.get(name);
+    const s = p && !p.acc.failed ? samplers.get(p) : undefined;
+    const kept = s && finishPatchSamples(s);
+    if (kept && stats.has(name)) patchSamples.set(name, kept);
+  }
+  return ok({ stats, unavailable, passes: groups.length, runs, samples: 0, patchSamples });
+}
+
+/** Keeps a feed's patches for the sampler (a sampler that cannot take them is dropped quietly: the layer is fitted without). */
+function keepSamples(p: PairAcc, s: PatchSampler, t: HostTensor, that: HostTensor | undefined): void {
+  const geo = p.acc.geoCache.get(t.dims.join('x'));
+  const x = floatData(t);
+  const xh = that ? floatData(that) : undefined;
+  if (!geo || typeof geo === 'string' || !x || (that && !xh)) { s.n = 0; s.failed = true; return; }
+  if (s.failed) return;
+  const why = takePatchSamples(s, geo.patches, x, xh);
+  if (why) { s.n = 0; s.failed = true; }
 }
 
 /** The accumulator of paired statistics (original and compressed model) for one spec. */

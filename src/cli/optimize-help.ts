@@ -95,6 +95,10 @@ Calibration data (data-aware decomposition is on when --calib is given):
                       topological waves to what the original computes from what the
                       already compressed layers feed them (anchored fits add a bias to
                       layers that had none)
+  --no-activation-fit keep anchored convs read by a Relu or Clip alone on the linear
+                      fit: by default they are refitted through the activation (the
+                      entries it clamps need not be exact), and the refit is kept when
+                      its error after the activation is lower on patches held back
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
   --input NAME:FILE   a .npy value for an input (repeatable)

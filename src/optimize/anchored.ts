@@ -33,13 +33,17 @@ import { findLayers, type LayerInfo } from '../graph/layers.js';
 import type { ShapeMap } from '../graph/shapes.js';
 import type { GemmEngine } from '../linalg/engine.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
-import { isSkip, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
+import type { Checkpoint } from '../graph/graph.js';
+import type { NodeProto } from '../onnx/schema.js';
+import { isSkip, type FactoredLayer, type LayerInputStats, type PassContext } from '../rewrite/pass.js';
 import { createRng } from '../util/rng.js';
 import type { Feeds } from '../verify/tensor.js';
 import { collectAnchoredStats } from '../calib/anchored-stats.js';
 import { ANCHOR_ROWS_PER_DIM, shrinkAnchor, shrinkageOf } from '../calib/anchor-shrink.js';
+import { sampleRowsFor, type PatchSamples } from '../calib/patch-samples.js';
 import { passByName } from '../../passes/dispatch.js';
 import { bind } from '../rewrite/registry.js';
+import { chainPatchMap, convPatchMap, flatActivationOf, refitThroughActivation, type FlatRegion, type PatchMap } from './flat-refit.js';
 import { cleanUp, optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
@@ -69,6 +73,11 @@ export interface AnchorInputs {
    * before the run pays for every wave (budget-run.ts).
    */
   lastWaveOnly?: boolean;
+  /**
+   * Refit convs whose output only a Relu or Clip reads through that activation
+   * (optimize/flat-refit.ts); default true. False: every fit is the linear one.
+   */
+  throughActivations?: boolean;
 }
 
 export interface AnchoredOutcome {
@@ -167,14 +176,20 @@ export async function optimizeAnchored(
       return (e as Error).message;
     }
   };
-  /** Anchored when `stats` has the layer, else (or when that fails) the independent fit. */
-  const rewrite = (layer: LayerInfo, stats: ReadonlyMap<string, LayerInputStats> | undefined, why: string | undefined): void => {
+  /** Anchored when `stats` has the layer, else (or when that fails) the independent fit; through its activation when `samples` are given. */
+  const rewrite = (layer: LayerInfo, stats: ReadonlyMap<string, LayerInputStats> | undefined, why: string | undefined, samples?: PatchSamples): void => {
     const rec = byName.get(layer.name)!;
     const t0 = performance.now();
+    const cp = layer.graph.checkpoint();
+    const original = layer.node;
+    const noteBefore = rec.note;
     let failed = stats?.has(layer.name) ? apply(layer, { ...base, stats }) : why ?? 'no paired statistics';
     if (failed !== undefined) {
       fallback.push(`${layer.name} (${failed})`);
       failed = apply(layer, independent);
+    } else if (samples && flat.has(layer.name)) {
+      const outcome = throughActivation(layer, original, stats!.get(layer.name)!, samples, flat.get(layer.name)!, cp, noteBefore);
+      if (outcome.kept) refitted++;
     }
     rec.ms = Math.round((rec.ms + performance.now() - t0) * 10) / 10;
     if (failed !== undefined) {
@@ -186,6 +201,52 @@ export async function optimizeAnchored(
       delete rec.dataError;
     }
   };
+
+  // Convs read by a Relu/Clip alone, found before any rewrite (a chain keeps the conv's output name).
+  const flat = new Map<string, FlatRegion>();
+  if (inp.throughActivations !== false && !inp.lastWaveOnly) {
+    for (const l of todo) {
+      const r = flatActivationOf(l);
+      if (r) flat.set(l.name, r);
+    }
+  }
+  let refitted = 0;
+  const throughActivation = (
+    layer: LayerInfo, node: NodeProto, st: LayerInputStats, samples: PatchSamples, region: FlatRegion, cp: Checkpoint, noteBefore: string | undefined,
+  ): { kept: boolean } => {
+    const rec = byName.get(layer.name)!;
+    const orig = originalMaps.get(layer.name);
+    const pass = passByName(rec.pass!);
+    if (!orig || !pass) return { kept: false };
+    const factored = (): FactoredLayer => ({ name: layer.name, original: node, weightInput: layer.weightInput, weightDims: layer.weightShape, nodes: rec.nodes ?? [] });
+    const hooks = {
+      apply: (next: LayerInputStats): string | undefined => {
+        rec.note = noteBefore;
+        return apply(layer, { ...base, stats: new Map([[layer.name, next]]) });
+      },
+      current: (): PatchMap | string => chainPatchMap(model, factored(), pass, orig, run.external),
+      rollback: (): void => layer.graph.rollback(cp),
+    };
+    let out: { kept: boolean; note: string; dataError?: number };
+    try {
+      out = refitThroughActivation(st, samples, orig, region, hooks, base.gemm);
+    } catch (e) {
+      // Whatever failed in the refit, the layer gets its linear fit back.
+      hooks.rollback();
+      const again = hooks.apply(st);
+      if (again) throw new Error(`${layer.name}: the linear fit could not be applied again after the refit failed: ${again}`);
+      out = { kept: false, note: `fit through the activation failed (${(e as Error).message})` };
+    }
+    rec.note = rec.note ? `${rec.note}; ${out.note}` : out.note;
+    if (out.kept && out.dataError !== undefined) rec.dataError = out.dataError;
+    return out;
+  };
+  const originalMaps = new Map<string, PatchMap>();
+  for (const l of todo) {
+    if (!flat.has(l.name)) continue;
+    const m = convPatchMap(l, run.external);
+    if (m) originalMaps.set(l.name, m); else flat.delete(l.name);
+  }
 
   const feedSource = { feeds: () => inp.feeds, batches: inp.feeds.length };
   const kappa = inp.rowsPerDim ?? ANCHOR_ROWS_PER_DIM;
@@ -204,6 +265,7 @@ export async function optimizeAnchored(
       // The original's Σ x·xᵀ is in the run's statistics already (same feeds and samples).
       original: inp.otherFeeds ? undefined : run.stats,
       onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),
+      samples: new Map(layers.filter((l) => flat.has(l.name)).map((l) => [l.name, sampleRowsFor(originalMaps.get(l.name)!.w.cols)])),
     });
     if (!st.ok) throw st.error;
     runs += st.value.runs;
@@ -216,7 +278,7 @@ export async function optimizeAnchored(
     for (const layer of layers) {
       // A Gather's statistics are lookup counts of its indices, which no upstream rewrite changes: the run's own.
       if (layer.op === 'Gather') rewrite(layer, run.stats, undefined);
-      else rewrite(layer, shrunk, st.value.unavailable.get(layer.name));
+      else rewrite(layer, shrunk, st.value.unavailable.get(layer.name), st.value.patchSamples.get(layer.name));
     }
   }
   // Layers inside subgraphs: no paired statistics can be collected for them.
@@ -233,6 +295,7 @@ export async function optimizeAnchored(
   notes.push(`anchored fitting: ${anchored} layer(s) fitted to the original model's outputs in ${count} wave(s) (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
   const lean = todo.filter((l) => leaning.has(l.name)).length;
   if (lean > 0) notes.push(`anchored fitting: ${lean} layer(s) have few calibration rows per input dimension, so their fits lean toward the original's inputs (more calibration data helps them)`);
+  if (flat.size > 0) notes.push(`anchored fitting: ${refitted} of ${flat.size} conv(s) read by a Relu/Clip alone fitted through it (lower error after the activation on held-back patches; the others keep the linear fit)`);
   if (fallback.length > 0) notes.push(`anchored fitting: ${fallback.length} layer(s) fitted independently instead: ${fallback.join('; ')}`);
   return { records, notes, waves: count };
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -6,6 +6,9 @@ import type { Report } from '../../src/report/report.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
 import { calibFile } from '../helpers/calib.js';
+import { ModelBuilder } from '../../models/builder.js';
+import { encodeModel } from '../../src/onnx/codec.js';
+import { createRng } from '../../src/util/rng.js';
 
 describe('--calib fits anchored unless --no-anchor', () => {
   it('cls at rank ratio 0.5: same decisions, anchored only by default', async () => {
@@ -26,5 +29,35 @@ describe('--calib fits anchored unless --no-anchor', () => {
     expect(decisions(anchored)).toEqual(decisions(independent));
     // The fits differ: anchored layers report errors against the compressed model's inputs.
     expect(anchored.layers.map((l) => l.dataError)).not.toEqual(independent.layers.map((l) => l.dataError));
+  });
+});
+
+describe('--calib refits convs read by a Relu through it unless --no-activation-fit', () => {
+  it('a 3x3 conv + Relu at rank ratio 0.5: same decisions, the refit only by default, and the notes say so', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-activation-fit-cli-'));
+    const rng = createRng(9);
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [1, 16, 16, 16]);
+    const w = Float32Array.from({ length: 32 * 16 * 9 }, () => rng.normal() / 12);
+    b.output(b.node('Relu', [b.node('Conv', [x, b.init('w', [32, 16, 3, 3], w), b.init('b', [32], new Float32Array(32).fill(-0.5))], { pads: [1, 1, 1, 1] }, { name: 'conv' })]));
+    const model = path.join(dir, 'm.onnx');
+    writeFileSync(model, encodeModel(b.build()));
+    const calib = calibFile(dir, [6, 16, 16, 16], 4);
+    const run = async (...extra: string[]): Promise<Report> => {
+      const r = await runCli('optimize', model, path.join(dir, 'o.onnx'), '--method', 'tucker2', '--rank-ratio', '0.5', '--min-params', '0',
+        '--calib', calib, '--no-verify', '--no-latency', '--json', ...extra);
+      expect(r.code, r.err).toBe(0);
+      return JSON.parse(r.out) as Report;
+    };
+    const through = await run();
+    const linear = await run('--no-activation-fit');
+    const decisions = (r: Report): string[] => r.layers.map((l) => `${l.name}:${l.pass ?? '-'}:${l.skipped ? '-' : l.ranks!.join(',')}`);
+    expect(decisions(through)).toEqual(['conv:conv-tucker2:' + linear.layers[0]!.ranks!.join(',')]);
+    expect(decisions(through)).toEqual(decisions(linear));
+    expect(through.notes).toContain('anchored fitting: 1 of 1 conv(s) read by a Relu/Clip alone fitted through it (lower error after the activation on held-back patches; the others keep the linear fit)');
+    expect(through.layers[0]!.note).toMatch(/fitted through the Relu \(post-Relu error on \d+ held-back patches [\d.e+-]+ → [\d.e+-]+\)/);
+    expect(linear.notes.join('\n')).not.toMatch(/Relu/);
+    expect(linear.layers[0]!.note ?? '').not.toMatch(/Relu/);
+    expect(through.layers[0]!.dataError).not.toEqual(linear.layers[0]!.dataError);
   });
 });

@@ -9,11 +9,9 @@ import {
 } from '../../src/linalg/anchored.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import { randomNormal, transpose, type Matrix } from '../../src/linalg/matrix.js';
-import { householderQr } from '../../src/linalg/qr.js';
 import { svd } from '../../src/linalg/svd.js';
-import { solveUpperLeft } from '../../src/linalg/triangular.js';
 import { createRng } from '../../src/util/rng.js';
-import { relDiff } from './helpers.js';
+import { reducedRankLs, relDiff } from './helpers.js';
 
 const rng = createRng(2024);
 const randn = (r: number, c: number): Matrix => randomNormal(r, c, rng.normal);
@@ -35,18 +33,6 @@ function stack(a: Matrix, t: Matrix, b: Matrix, scale: number): { a: Matrix; t: 
   return { a: sa, t: st };
 }
 
-/**
- * Reduced-rank regression min ‖T − A·B‖ over B [d, t] of rank r, the textbook route: OLS by
- * Householder QR (B₀ = R⁻¹·Qᵀ·T), then project B₀ onto the top r right singular vectors of
- * the fitted values A·B₀.
- */
-function reducedRankLs(a: Matrix, t: Matrix, r: number): Matrix {
-  const { q, r: rr } = householderQr(a);
-  const b0 = solveUpperLeft(rr, gemm(q, t, { transA: true }));
-  const v = svd(gemm(a, b0)).vt; // [k, t]
-  const vr: Matrix = { rows: r, cols: t.cols, data: v.data.slice(0, r * t.cols) };
-  return gemm(gemm(b0, vr, { transB: true }), vr);
-}
 
 describe('anchored rank-r fit (asymmetric reconstruction)', () => {
   // Layer 1: x ↦ h = tanh(W1·x), compressed to rank 3 (a plain truncation); layer 2: h ↦ W2·h.

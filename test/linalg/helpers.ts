@@ -2,6 +2,8 @@
 import { gemm } from '../../src/linalg/gemm.js';
 import { householderQr } from '../../src/linalg/qr.js';
 import { randomNormal, scaleCols, type Matrix } from '../../src/linalg/matrix.js';
+import { svd } from '../../src/linalg/svd.js';
+import { solveUpperLeft } from '../../src/linalg/triangular.js';
 import type { Rng } from '../../src/util/rng.js';
 
 /** Random m×k matrix with orthonormal columns. */
@@ -32,4 +34,17 @@ export function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** A reconstructed from a thin SVD. */
 export function reconstruct(res: { u: Matrix; s: Float64Array; vt: Matrix }): Matrix {
   return gemm(scaleCols(res.u, res.s), res.vt);
+}
+
+/**
+ * min ‖T − A·B‖ over B of rank r (A full column rank), by another route than the library's
+ * fits: least squares by Householder QR (B₀ = R⁻¹·Qᵀ·T), then B₀ projected onto the top r
+ * right singular vectors of the fitted values A·B₀.
+ */
+export function reducedRankLs(a: Matrix, t: Matrix, r: number): Matrix {
+  const { q, r: rr } = householderQr(a);
+  const b0 = solveUpperLeft(rr, gemm(q, t, { transA: true }));
+  const v = svd(gemm(a, b0)).vt;
+  const vr: Matrix = { rows: r, cols: t.cols, data: v.data.slice(0, r * t.cols) };
+  return gemm(gemm(b0, vr, { transB: true }), vr);
 }

@@ -15,9 +15,6 @@ import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import type { Matrix } from '../../src/linalg/matrix.js';
-import { householderQr } from '../../src/linalg/qr.js';
-import { svd } from '../../src/linalg/svd.js';
-import { solveUpperLeft } from '../../src/linalg/triangular.js';
 import { createOrtGemmEngine } from '../../src/linalg/ort-gemm.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
@@ -30,6 +27,7 @@ import { ANCHOR_DAMP } from '../../src/rewrite/svd-pair.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 import { REAL } from '../helpers/models.js';
+import { reducedRankLs } from '../linalg/helpers.js';
 
 function feedsOf(name: string, dims: number[], n: number, seed: number, shift = 0): Feeds[] {
   const r = createRng(seed);
@@ -87,14 +85,6 @@ function planOf(layers: [string, string, number[]][]): PlanFile {
 
 const toMatrix = (rows: number, cols: number, data: ArrayLike<number>): Matrix => ({ rows, cols, data: Float64Array.from(data) });
 
-/** min ‖T − A·B‖ over B of rank r, by QR least squares and the SVD of the fitted values. */
-function reducedRankLs(a: Matrix, t: Matrix, r: number): Matrix {
-  const { q, r: rr } = householderQr(a);
-  const b0 = solveUpperLeft(rr, gemm(q, t, { transA: true }));
-  const vt = svd(gemm(a, b0)).vt;
-  const vr: Matrix = { rows: r, cols: t.cols, data: vt.data.slice(0, r * t.cols) };
-  return gemm(gemm(b0, vr, { transB: true }), vr);
-}
 
 describe('anchored fitting: two MatMul layers with a nonlinearity between them', () => {
   const ROWS = 24;
