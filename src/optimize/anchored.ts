@@ -75,7 +75,9 @@ export interface AnchorInputs {
   lastWaveOnly?: boolean;
   /**
    * Refit convs whose output only a Relu or Clip reads through that activation
-   * (optimize/flat-refit.ts); default true. False: every fit is the linear one.
+   * (optimize/flat-refit.ts); default false (every fit is the linear one): on ISNet's 44
+   * heaviest convs it lowered the held-out error 9% but took the anchored fit from 12 to
+   * 27 minutes.
    */
   throughActivations?: boolean;
 }
@@ -204,7 +206,7 @@ export async function optimizeAnchored(
 
   // Convs read by a Relu/Clip alone, found before any rewrite (a chain keeps the conv's output name).
   const flat = new Map<string, FlatRegion>();
-  if (inp.throughActivations !== false && !inp.lastWaveOnly) {
+  if (inp.throughActivations === true && !inp.lastWaveOnly) {
     for (const l of todo) {
       const r = flatActivationOf(l);
       if (r) flat.set(l.name, r);

@@ -80,7 +80,7 @@ export interface PipelineConfig {
    * compressed model feeds it. Default on; false fits every layer independently (as before).
    */
   anchor?: boolean;
-  /** Anchored convs read by a Relu/Clip alone refitted through it (optimize/flat-refit.ts); default true. */
+  /** Anchored convs read by a Relu/Clip alone refitted through it (optimize/flat-refit.ts); default false. */
   activationFit?: boolean;
   /**
    * Time the original with its narrow conv outputs reordered out of ORT's blocked layout

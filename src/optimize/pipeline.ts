@@ -162,7 +162,7 @@ export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: Shap
   let statsEngine: GemmEngine | undefined;
   if (collectStats && cfg.anchor !== false) {
     statsEngine = createOrtGemmEngine();
-    anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress, throughActivations: cfg.activationFit !== false };
+    anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress, throughActivations: cfg.activationFit === true };
   }
   const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }) };
   return { data, collectStats, anchor, run, notes, statsEngine };

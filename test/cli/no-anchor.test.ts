@@ -32,8 +32,8 @@ describe('--calib fits anchored unless --no-anchor', () => {
   });
 });
 
-describe('--calib refits convs read by a Relu through it unless --no-activation-fit', () => {
-  it('a 3x3 conv + Relu at rank ratio 0.5: same decisions, the refit only by default, and the notes say so', async () => {
+describe('--activation-fit refits anchored convs read by a Relu through it', () => {
+  it('a 3x3 conv + Relu at rank ratio 0.5: same decisions, the refit only with the flag, and the notes say so', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-activation-fit-cli-'));
     const rng = createRng(9);
     const b = new ModelBuilder({ opset: 13 });
@@ -49,8 +49,8 @@ describe('--calib refits convs read by a Relu through it unless --no-activation-
       expect(r.code, r.err).toBe(0);
       return JSON.parse(r.out) as Report;
     };
-    const through = await run();
-    const linear = await run('--no-activation-fit');
+    const through = await run('--activation-fit');
+    const linear = await run();
     const decisions = (r: Report): string[] => r.layers.map((l) => `${l.name}:${l.pass ?? '-'}:${l.skipped ? '-' : l.ranks!.join(',')}`);
     expect(decisions(through)).toEqual(['conv:conv-tucker2:' + linear.layers[0]!.ranks!.join(',')]);
     expect(decisions(through)).toEqual(decisions(linear));
