@@ -175,10 +175,8 @@ function keepSamples(p: PairAcc, s: PatchSampler, t: HostTensor, that: HostTenso
   const geo = p.acc.geoCache.get(t.dims.join('x'));
   const x = floatData(t);
   const xh = that ? floatData(that) : undefined;
-  if (!geo || typeof geo === 'string' || !x || (that && !xh)) { s.n = 0; s.failed = true; return; }
   if (s.failed) return;
-  const why = takePatchSamples(s, geo.patches, x, xh);
-  if (why) { s.n = 0; s.failed = true; }
+  if (!geo || typeof geo === 'string' || !x || (that && !xh) || takePatchSamples(s, geo.patches, x, xh)) s.failed = true;
 }
 
 /** The accumulator of paired statistics (original and compressed model) for one spec. */

@@ -60,39 +60,35 @@ export function flatLoss(y: ArrayLike<number>, m: ArrayLike<number>, r: FlatRegi
   return { num, den };
 }
 
-/** Sample moments of a fit's input x̂ and target z (rows are samples). */
-export interface SampleMoments {
-  n: number;
-  /** E[x̂] [D]. */
-  meanHat: Float64Array;
-  /** Cov(x̂) [D, D]. */
-  covHat: Float64Array;
-  /** E[z] [O]. */
-  targetMean: Float64Array;
-  /** Cov(z, x̂) [O, D]. */
-  targetCov: Float64Array;
+/** Column means of samples a [n, k] (rows are samples). */
+function columnMeans(a: Matrix): Float64Array {
+  const out = new Float64Array(a.cols);
+  for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) out[j] += a.data[i * a.cols + j]!;
+  return out.map((v) => v / a.rows);
 }
 
-/** Means and covariances of samples x̂ [n, D] and z [n, O]. */
-export function sampleMoments(xHat: Matrix, z: Matrix, sync?: SyncGemm): SampleMoments {
-  const n = xHat.rows;
-  if (z.rows !== n || n < 1) throw new Error(`sampleMoments: ${n} input rows, ${z.rows} target rows`);
-  const colMean = (a: Matrix): Float64Array => {
-    const out = new Float64Array(a.cols);
-    for (let i = 0; i < n; i++) for (let j = 0; j < a.cols; j++) out[j] += a.data[i * a.cols + j]!;
-    return out.map((v) => v / n);
-  };
-  const meanHat = colMean(xHat);
-  const targetMean = colMean(z);
-  const D = xHat.cols;
+/** E[x] [D] and Cov(x) [D, D] of samples x [n, D]. */
+export function sampleCovariance(x: Matrix, sync?: SyncGemm): { mean: Float64Array; cov: Float64Array } {
+  const n = x.rows;
+  const D = x.cols;
+  const mean = columnMeans(x);
+  const xx = product(x, x, { transA: true }, sync).data;
+  const cov = new Float64Array(D * D);
+  for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) cov[i * D + j] = xx[i * D + j]! / n - mean[i]! * mean[j]!;
+  return { mean, cov };
+}
+
+/** E[z] [O] and Cov(z, x) [O, D] of paired samples z [n, O] and x [n, D], given E[x]. */
+export function crossCovariance(z: Matrix, x: Matrix, xMean: ArrayLike<number>, sync?: SyncGemm): { mean: Float64Array; cov: Float64Array } {
+  const n = x.rows;
+  if (z.rows !== n || n < 1) throw new Error(`crossCovariance: ${n} input rows, ${z.rows} target rows`);
   const O = z.cols;
-  const xx = product(xHat, xHat, { transA: true }, sync).data;
-  const zx = product(z, xHat, { transA: true }, sync).data;
-  const covHat = new Float64Array(D * D);
-  for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) covHat[i * D + j] = xx[i * D + j]! / n - meanHat[i]! * meanHat[j]!;
-  const targetCov = new Float64Array(O * D);
-  for (let i = 0; i < O; i++) for (let j = 0; j < D; j++) targetCov[i * D + j] = zx[i * D + j]! / n - targetMean[i]! * meanHat[j]!;
-  return { n, meanHat, covHat, targetMean, targetCov };
+  const D = x.cols;
+  const mean = columnMeans(z);
+  const zx = product(z, x, { transA: true }, sync).data;
+  const cov = new Float64Array(O * D);
+  for (let i = 0; i < O; i++) for (let j = 0; j < D; j++) cov[i * D + j] = zx[i * D + j]! / n - mean[i]! * xMean[j]!;
+  return { mean, cov };
 }
 
 /** Lifts through a weight W [O, D] of full row rank: from output space into its input space. */

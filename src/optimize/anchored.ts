@@ -182,15 +182,17 @@ export async function optimizeAnchored(
   const rewrite = (layer: LayerInfo, stats: ReadonlyMap<string, LayerInputStats> | undefined, why: string | undefined, samples?: PatchSamples): void => {
     const rec = byName.get(layer.name)!;
     const t0 = performance.now();
-    const cp = layer.graph.checkpoint();
+    // Only a layer refitted through its activation needs the state to return to.
+    const refit = samples && flat.has(layer.name);
+    const cp = refit ? layer.graph.checkpoint() : undefined;
     const original = layer.node;
     const noteBefore = rec.note;
     let failed = stats?.has(layer.name) ? apply(layer, { ...base, stats }) : why ?? 'no paired statistics';
     if (failed !== undefined) {
       fallback.push(`${layer.name} (${failed})`);
       failed = apply(layer, independent);
-    } else if (samples && flat.has(layer.name)) {
-      const outcome = throughActivation(layer, original, stats!.get(layer.name)!, samples, flat.get(layer.name)!, cp, noteBefore);
+    } else if (refit) {
+      const outcome = throughActivation(layer, original, stats!.get(layer.name)!, samples!, flat.get(layer.name)!, cp!, noteBefore);
       if (outcome.kept) refitted++;
     }
     rec.ms = Math.round((rec.ms + performance.now() - t0) * 10) / 10;

@@ -23,7 +23,7 @@ import type { Model } from '../graph/graph.js';
 import { constantOrCastFed, type LayerInfo } from '../graph/layers.js';
 import { anchoredError, centered } from '../linalg/anchored.js';
 import { product, type SyncGemm } from '../linalg/engine.js';
-import { flatLoss, flatTargets, rowSpaceLift, sampleMoments, type FlatRegion } from '../linalg/flat-target.js';
+import { crossCovariance, flatLoss, flatTargets, rowSpaceLift, sampleCovariance, type FlatRegion } from '../linalg/flat-target.js';
 import type { Matrix } from '../linalg/matrix.js';
 import { readTensorFloat, type ExternalBytes } from '../onnx/tensor.js';
 import type { PatchSamples } from '../calib/patch-samples.js';
@@ -142,11 +142,9 @@ function responses(p: Matrix, f: PatchMap, sync?: SyncGemm): Float64Array {
   return y;
 }
 
-/** The post-activation error of `cur` against `orig` on the given sample rows (relative). */
-function postActivationError(s: PatchSamples, rows: Int32Array, orig: PatchMap, cur: PatchMap, region: FlatRegion, sync?: SyncGemm): number {
-  const y = responses(rowsOf(s.x, s.dim, rows), orig, sync);
-  const m = responses(rowsOf(s.xHat, s.dim, rows), cur, sync);
-  const { num, den } = flatLoss(y, m, region);
+/** The post-activation error (relative) of `cur` on inputs `pHat` against the original's responses `y`. */
+function postActivationError(y: Float64Array, pHat: Matrix, cur: PatchMap, region: FlatRegion, sync?: SyncGemm): number {
+  const { num, den } = flatLoss(y, responses(pHat, cur, sync), region);
   return den > 0 ? Math.sqrt(num / den) : 0;
 }
 
@@ -223,22 +221,17 @@ export function flatRefitStats(
   const tLin = product(orig.w, { rows: D, cols: D, data: centered(mo.cross, n, D, mo.meanHat, mu) }, { transB: true }, sync).data;
   const pHat = rowsOf(s.xHat, D, rows);
   const y = responses(rowsOf(s.x, D, rows), orig, sync);
-  // x̂'s sample moments do not depend on the target: taken once (the target's below).
-  const hat = sampleMoments(pHat, { rows: rows.length, cols: 1, data: new Float64Array(rows.length) }, sync);
-  const muHatNew = mix(mo.meanHat, hat.meanHat);
-  const gramHat = raw(mix(centered(mo.gramHat, n, D, mo.meanHat, mo.meanHat), hat.covHat), muHatNew, muHatNew);
+  // x̂'s sample moments do not depend on the target: taken once (the target's at each call).
+  const hat = sampleCovariance(pHat, sync);
+  const muHatNew = mix(mo.meanHat, hat.mean);
+  const gramHat = raw(mix(centered(mo.gramHat, n, D, mo.meanHat, mo.meanHat), hat.cov), muHatNew, muHatNew);
   const lift = rowSpaceLift(orig.w, sync);
   const wMu = product(orig.w, { rows: D, cols: 1, data: Float64Array.from(mu) }, {}, sync).data;
   return {
     alpha,
     at: (cur: PatchMap) => {
       const z = flatTargets(y, responses(pHat, cur, sync), region);
-      // Cov(z, x̂) and E[z] on the samples.
-      const zMean = new Float64Array(O);
-      for (let i = 0; i < rows.length; i++) for (let o = 0; o < O; o++) zMean[o] += z[i * O + o]! / rows.length;
-      const zc = Float64Array.from(z, (v, i) => v - zMean[i % O]!);
-      const zx = product({ rows: rows.length, cols: O, data: zc }, pHat, { transA: true }, sync).data;
-      const tCov = Float64Array.from(zx, (v) => v / rows.length);
+      const { mean: zMean, cov: tCov } = crossCovariance({ rows: rows.length, cols: O, data: z }, pHat, hat.mean, sync);
       const xMixed = lift.matrix({ rows: O, cols: D, data: mix(tLin, tCov) });
       // E'[W·x] = α·W·μ + (1 − α)·(E_s[z] − b): μ moves by the lift of the difference.
       const shift = Float64Array.from(wMu, (v, i) => (1 - alpha) * (zMean[i]! - orig.b[i]! - v));
@@ -299,7 +292,10 @@ export function refitThroughActivation(
   if (s.n < MIN_SAMPLES) return { note: `fit through the ${what} skipped (${s.n} patch sample(s), fewer than ${MIN_SAMPLES})`, kept: false };
   let cur = hooks.current();
   if (typeof cur === 'string') return { note: `fit through the ${what} skipped (${cur})`, kept: false };
-  const before = postActivationError(s, held, orig, cur, region, sync);
+  // The held-back patches and the original's responses to them, read once for both judgements.
+  const heldHat = rowsOf(s.xHat, s.dim, held);
+  const heldY = responses(rowsOf(s.x, s.dim, held), orig, sync);
+  const before = postActivationError(heldY, heldHat, cur, region, sync);
   const objective = flatRefitStats(st, s, fit, orig, region, sync);
   if (typeof objective === 'string') return { note: `fit through the ${what} skipped (${objective})`, kept: false };
   for (let k = 0; k < refits; k++) {
@@ -310,7 +306,7 @@ export function refitThroughActivation(
     cur = hooks.current();
     if (typeof cur === 'string') return restore(cur);
   }
-  const after = postActivationError(s, held, orig, cur, region, sync);
+  const after = postActivationError(heldY, heldHat, cur, region, sync);
   const figures = `post-${what} error on ${held.length} held-back patches ${before.toExponential(2)} → ${after.toExponential(2)}`;
   if (!(after < before)) return restore(figures);
   return { note: `fitted through the ${what} (${figures})`, kept: true, dataError: anchoredPatchError(st, orig, cur, sync) };

@@ -5,7 +5,7 @@
  * must beat the linear fit after the activation, on the rows fitted and on others.
  */
 import { describe, expect, it } from 'vitest';
-import { clampTo, flatLoss, flatTargets, rowSpaceLift, sampleMoments, type FlatRegion } from '../../src/linalg/flat-target.js';
+import { clampTo, crossCovariance, flatLoss, flatTargets, rowSpaceLift, sampleCovariance, type FlatRegion } from '../../src/linalg/flat-target.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import type { Matrix } from '../../src/linalg/matrix.js';
 import { householderQr } from '../../src/linalg/qr.js';
@@ -51,7 +51,9 @@ describe('sample moments', () => {
     const O = 4;
     const x: Matrix = { rows: n, cols: D, data: randn(n * D) };
     const z: Matrix = { rows: n, cols: O, data: randn(n * O) };
-    const s = sampleMoments(x, z);
+    const cx = sampleCovariance(x);
+    const cz = crossCovariance(z, x, cx.mean);
+    const s = { meanHat: cx.mean, covHat: cx.cov, targetMean: cz.mean, targetCov: cz.cov };
     const mean = (a: Matrix, j: number) => Array.from({ length: n }, (_, i) => a.data[i * a.cols + j]!).reduce((p, v) => p + v, 0) / n;
     for (let j = 0; j < D; j++) expect(s.meanHat[j]).toBeCloseTo(mean(x, j), 12);
     for (let o = 0; o < O; o++) expect(s.targetMean[o]).toBeCloseTo(mean(z, o), 12);

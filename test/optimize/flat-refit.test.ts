@@ -13,7 +13,7 @@ import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { centered } from '../../src/linalg/anchored.js';
 import { gemm } from '../../src/linalg/gemm.js';
-import { flatTargets, sampleMoments } from '../../src/linalg/flat-target.js';
+import { crossCovariance, flatTargets, sampleCovariance } from '../../src/linalg/flat-target.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { optimizeAnchored } from '../../src/optimize/anchored.js';
 import { flatActivationOf, flatRefitStats, linearWeight, refitThroughActivation, type PatchMap } from '../../src/optimize/flat-refit.js';
@@ -104,7 +104,10 @@ describe('the statistics of a refit through a Relu', () => {
     // The target and its sample moments, computed here.
     const resp = (a: Float32Array, f: PatchMap) => Float64Array.from(gemm({ rows: n, cols: D, data: a }, f.w, { transB: true }).data, (v, i) => v + f.b[i % O]!);
     const z = flatTargets(resp(samples.x, w), resp(samples.xHat, cur), { lo: 0 });
-    const sm = sampleMoments({ rows: n, cols: D, data: Float64Array.from(samples.xHat) }, { rows: n, cols: O, data: z });
+    const xs = { rows: n, cols: D, data: Float64Array.from(samples.xHat) };
+    const cx = sampleCovariance(xs);
+    const cz = crossCovariance({ rows: n, cols: O, data: z }, xs, cx.mean);
+    const sm = { meanHat: cx.mean, covHat: cx.cov, targetMean: cz.mean, targetCov: cz.cov };
     const C = (s: LayerInputStats) => centered(s.patchGram!, N, D, s.patchMean, s.patchMean);
     const xc = (s: LayerInputStats) => centered(s.anchor!.patchCross!, N, D, s.anchor!.patchMean, s.patchMean);
     const cHat = (s: LayerInputStats) => centered(s.anchor!.patchGram!, N, D, s.anchor!.patchMean, s.anchor!.patchMean);
