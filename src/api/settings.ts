@@ -45,7 +45,7 @@ export interface OptimizeSettings {
   dataAware?: boolean;
   /** Default true (false: --no-anchor). */
   anchor?: boolean;
-  /** Default false (true: --activation-fit): anchored convs read by a Relu/Clip alone are refitted through it. */
+  /** Default false (true: --activation-fit): convs read by a Relu/Clip alone are refitted through it (anchored fits, or independent ones with anchor false); needs calibration data. */
   activationFit?: boolean;
   /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
   narrowReorder?: boolean;

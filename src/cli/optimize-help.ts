@@ -95,11 +95,12 @@ Calibration data (data-aware decomposition is on when --calib is given):
                       topological waves to what the original computes from what the
                       already compressed layers feed them (anchored fits add a bias to
                       layers that had none)
-  --activation-fit    refit anchored convs read by a Relu or Clip alone through the
-                      activation (the entries it clamps need not be exact), kept when
-                      its error after the activation is lower on patches held back;
-                      slower (ISNet's 44 heaviest convs: 12 → 27 min, held-out error
-                      9% lower than the linear anchored fit)
+  --activation-fit    refit convs read by a Relu or Clip alone through the activation
+                      (the entries it clamps need not be exact), kept when its error
+                      after the activation is lower on patches held back; the anchored
+                      fits, or with --no-anchor the independent ones; slower (ISNet's
+                      44 heaviest convs: 12 → 27 min, held-out error 9% lower than the
+                      linear anchored fit)
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
   --input NAME:FILE   a .npy value for an input (repeatable)

@@ -43,7 +43,7 @@ import { ANCHOR_ROWS_PER_DIM, shrinkAnchor, shrinkageOf } from '../calib/anchor-
 import { sampleRowsFor, type PatchSamples } from '../calib/patch-samples.js';
 import { passByName } from '../../passes/dispatch.js';
 import { bind } from '../rewrite/registry.js';
-import { chainPatchMap, convPatchMap, flatActivationOf, refitThroughActivation, type FlatRegion, type PatchMap } from './flat-refit.js';
+import { chainPatchMap, convPatchMap, flatActivationOf, refitThroughActivation, type Activation, type PatchMap } from './flat-refit.js';
 import { cleanUp, optimizeModel, type OptimizeOptions, type RunContext } from './driver.js';
 import type { LayerRecord, PlanFile } from './plan.js';
 
@@ -80,6 +80,13 @@ export interface AnchorInputs {
    * 27 minutes.
    */
   throughActivations?: boolean;
+  /**
+   * No anchoring (--no-anchor): every layer keeps its independent fit on the run's
+   * statistics, and only the convs refitted through their activation need a pass, of the
+   * original model alone (x̂ = x), for their patch samples. For throughActivations without
+   * anchoring.
+   */
+  independent?: boolean;
 }
 
 export interface AnchoredOutcome {
@@ -87,6 +94,8 @@ export interface AnchoredOutcome {
   notes: string[];
   /** Waves the layers were put in (after merging). */
   waves: number;
+  /** Layers refitted through their activation (kept refits). */
+  refitted: number;
 }
 
 /**
@@ -153,7 +162,8 @@ export async function optimizeAnchored(
     return r && !r.skipped && r.pass && r.ranks;
   });
   const macs = all.every((l) => l.macs !== undefined) ? all.reduce((a, l) => a + l.macs!, 0) : undefined;
-  const waves = anchorWaves(model, todo, inp.maxWaves ?? maxWavesFor(macs, inp.feeds.length));
+  // Without anchoring one pass of the original serves every refit: x̂ = x for all layers.
+  const waves = anchorWaves(model, todo, inp.independent ? 1 : inp.maxWaves ?? maxWavesFor(macs, inp.feeds.length));
   const count = Math.max(0, ...waves.values());
   const base = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), gemm: run.gemm };
   const independent: PassContext = { ...base, stats: run.stats };
@@ -187,13 +197,15 @@ export async function optimizeAnchored(
     const cp = refit ? layer.graph.checkpoint() : undefined;
     const original = layer.node;
     const noteBefore = rec.note;
-    let failed = stats?.has(layer.name) ? apply(layer, { ...base, stats }) : why ?? 'no paired statistics';
-    if (failed !== undefined) {
+    // Without anchoring the linear fit is the independent one, whatever the refit does.
+    let failed = inp.independent ? apply(layer, independent) : stats?.has(layer.name) ? apply(layer, { ...base, stats }) : why ?? 'no paired statistics';
+    if (failed !== undefined && !inp.independent) {
       fallback.push(`${layer.name} (${failed})`);
       failed = apply(layer, independent);
-    } else if (refit) {
+    } else if (failed === undefined && refit && stats?.has(layer.name)) {
       const outcome = throughActivation(layer, original, stats!.get(layer.name)!, samples!, flat.get(layer.name)!, cp!, noteBefore);
       if (outcome.kept) refitted++;
+      if (!outcome.skipped) tried++;
     }
     rec.ms = Math.round((rec.ms + performance.now() - t0) * 10) / 10;
     if (failed !== undefined) {
@@ -207,7 +219,7 @@ export async function optimizeAnchored(
   };
 
   // Convs read by a Relu/Clip alone, found before any rewrite (a chain keeps the conv's output name).
-  const flat = new Map<string, FlatRegion>();
+  const flat = new Map<string, Activation>();
   if (inp.throughActivations === true && !inp.lastWaveOnly) {
     for (const l of todo) {
       const r = flatActivationOf(l);
@@ -215,29 +227,34 @@ export async function optimizeAnchored(
     }
   }
   let refitted = 0;
+  let tried = 0;
   const throughActivation = (
-    layer: LayerInfo, node: NodeProto, st: LayerInputStats, samples: PatchSamples, region: FlatRegion, cp: Checkpoint, noteBefore: string | undefined,
-  ): { kept: boolean } => {
+    layer: LayerInfo, node: NodeProto, st: LayerInputStats, samples: PatchSamples, region: Activation, cp: Checkpoint, noteBefore: string | undefined,
+  ): { kept: boolean; skipped?: boolean } => {
     const rec = byName.get(layer.name)!;
     const orig = originalMaps.get(layer.name);
     const pass = passByName(rec.pass!);
-    if (!orig || !pass) return { kept: false };
+    if (!orig || !pass) return { kept: false, skipped: true };
     const factored = (): FactoredLayer => ({ name: layer.name, original: node, weightInput: layer.weightInput, weightDims: layer.weightShape, nodes: rec.nodes ?? [] });
     const hooks = {
       apply: (next: LayerInputStats): string | undefined => {
         rec.note = noteBefore;
         return apply(layer, { ...base, stats: new Map([[layer.name, next]]) });
       },
+      applyLinear: (): string | undefined => {
+        rec.note = noteBefore;
+        return apply(layer, inp.independent ? independent : { ...base, stats: new Map([[layer.name, st]]) });
+      },
       current: (): PatchMap | string => chainPatchMap(model, factored(), pass, orig, run.external),
       rollback: (): void => layer.graph.rollback(cp),
     };
-    let out: { kept: boolean; note: string; dataError?: number };
+    let out: { kept: boolean; skipped?: boolean; note: string; dataError?: number };
     try {
       out = refitThroughActivation(st, samples, orig, region, hooks, base.gemm);
     } catch (e) {
       // Whatever failed in the refit, the layer gets its linear fit back.
       hooks.rollback();
-      const again = hooks.apply(st);
+      const again = hooks.applyLinear();
       if (again) throw new Error(`${layer.name}: the linear fit could not be applied again after the refit failed: ${again}`);
       out = { kept: false, note: `fit through the activation failed (${(e as Error).message})` };
     }
@@ -256,19 +273,25 @@ export async function optimizeAnchored(
   const kappa = inp.rowsPerDim ?? ANCHOR_ROWS_PER_DIM;
   const leaning = new Set<string>();
   for (let w = 1; w <= count; w++) {
-    const layers = todo.filter((l) => waves.get(l) === w);
+    let layers = todo.filter((l) => waves.get(l) === w);
     if (inp.lastWaveOnly && w < count) {
       for (const layer of layers) rewrite(layer, run.stats, undefined);
       continue;
     }
-    inp.onStage?.(`anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
+    if (inp.independent) {
+      // Only the refits need the pass (for their patch samples); every other layer is fitted as without it.
+      for (const layer of layers.filter((l) => !flat.has(l.name))) rewrite(layer, run.stats, undefined);
+      layers = layers.filter((l) => flat.has(l.name));
+      if (layers.length === 0) continue;
+    }
+    inp.onStage?.(inp.independent ? `fits through the activation: patch samples of ${layers.length} conv(s)` : `anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
     const st = await collectAnchoredStats(original, model, layers, feedSource, {
       external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes, ...(inp.threads && { session: { intraOpNumThreads: inp.threads, spinning: false } }),
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
       // The original's Σ x·xᵀ is in the run's statistics already (same feeds and samples).
       original: inp.otherFeeds ? undefined : run.stats,
-      onProgress: (done, total) => inp.onProgress?.(done, total, `anchored statistics, wave ${w}/${count}`),
+      onProgress: (done, total) => inp.onProgress?.(done, total, inp.independent ? 'patch samples' : `anchored statistics, wave ${w}/${count}`),
       samples: new Map(layers.filter((l) => flat.has(l.name)).map((l) => [l.name, sampleRowsFor(originalMaps.get(l.name)!.w.cols)])),
     });
     if (!st.ok) throw st.error;
@@ -293,13 +316,20 @@ export async function optimizeAnchored(
     const last = todo.filter((l) => waves.get(l) === count);
     const failed = last.filter((l) => fallback.some((f) => f.startsWith(`${l.name} (`))).length;
     notes.push(`anchored fitting (probe): the last of ${count} wave(s), ${last.length - failed} layer(s), fitted anchored, the other ${todo.length - last.length} independently (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
-    return { records, notes, waves: count };
+    return { records, notes, waves: count, refitted };
+  }
+  const untried = (): string => (tried < flat.size ? `; ${flat.size - tried} not tried (too few patch samples, e.g. convs on pooled vectors, or no statistics: their notes say)` : '');
+  if (inp.independent) {
+    notes.push(flat.size === 0
+      ? 'fits through the activation: no conv to rewrite is read by a Relu or Clip alone (every layer keeps its independent fit)'
+      : `fits through the activation: ${refitted} of ${flat.size} conv(s) read by a Relu/Clip alone refitted through it (lower error after the activation on held-back patches)${untried()}, every other layer keeps its independent fit (patch samples of the original model on ${inp.feeds.length} calibration feed(s))`);
+    return { records, notes, waves: count, refitted };
   }
   const anchored = todo.length - fallback.length;
   notes.push(`anchored fitting: ${anchored} layer(s) fitted to the original model's outputs in ${count} wave(s) (${runs} model runs on ${inp.feeds.length} calibration feed(s))`);
   const lean = todo.filter((l) => leaning.has(l.name)).length;
   if (lean > 0) notes.push(`anchored fitting: ${lean} layer(s) have few calibration rows per input dimension, so their fits lean toward the original's inputs (more calibration data helps them)`);
-  if (flat.size > 0) notes.push(`anchored fitting: ${refitted} of ${flat.size} conv(s) read by a Relu/Clip alone fitted through it (lower error after the activation on held-back patches; the others keep the linear fit)`);
+  if (flat.size > 0) notes.push(`anchored fitting: ${refitted} of ${flat.size} conv(s) read by a Relu/Clip alone fitted through it (lower error after the activation on held-back patches; the others keep the linear fit)${untried()}`);
   if (fallback.length > 0) notes.push(`anchored fitting: ${fallback.length} layer(s) fitted independently instead: ${fallback.join('; ')}`);
-  return { records, notes, waves: count };
+  return { records, notes, waves: count, refitted };
 }

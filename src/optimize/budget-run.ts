@@ -192,18 +192,26 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     // only the one kept is fitted anchored (a model's anchored waves cost a run each).
     const deferAnchor = inp.anchor !== undefined && search;
     /** Applies `plan` to the model as it stands and measures it on the calibration feeds. */
-    const applyAndMeasure = async (plan: ReturnType<typeof planFromAllocation>, anchored: boolean | 'probe', fitFeeds?: AnchorInputs['feeds']) => {
+    /** `anchored`: 'probe' the last wave only, 'through' the independent fits refitted through their activations. */
+    const applyAndMeasure = async (plan: ReturnType<typeof planFromAllocation>, anchored: boolean | 'probe' | 'through', fitFeeds?: AnchorInputs['feeds']) => {
       const run: RunContext = { ...inp.run, external: job.loaded.external, stats };
-      cfg.onStage?.(anchored === 'probe' ? 'probing the anchored fit on the last layers' : anchored && deferAnchor ? 'fitting the kept allocation anchored' : 'decomposing at the allocated ranks');
+      const through = anchored === 'through' || (anchored === true && inp.anchor!.independent === true);
+      cfg.onStage?.(anchored === 'probe' ? 'probing the anchored fit on the last layers'
+        : anchored && deferAnchor ? (through ? 'refitting the kept allocation through its activations' : 'fitting the kept allocation anchored')
+        : 'decomposing at the allocated ranks');
       let recs: typeof records;
       let fitNotes: string[] = [];
       let waves = 0;
+      let refitted = 0;
       if (anchored) {
-        const anchor: AnchorInputs = { ...inp.anchor!, external: job.loaded.external, ...(fitFeeds && { feeds: fitFeeds, otherFeeds: true }), ...(anchored === 'probe' && { lastWaveOnly: true }) };
+        const anchor: AnchorInputs = {
+          ...inp.anchor!, external: job.loaded.external, ...(fitFeeds && { feeds: fitFeeds, otherFeeds: true }), ...(anchored === 'probe' && { lastWaveOnly: true }), ...(through && { independent: true }),
+        };
         const r = await timePhase(job.timings, 'factorization', () => optimizeAnchored(job.model, shapes, opts, anchor, plan, run));
         recs = r.records;
         fitNotes = r.notes;
         waves = r.waves;
+        refitted = r.refitted;
       } else {
         recs = await timePhase(job.timings, 'factorization', () => optimizeModel(job.model, shapes, opts, plan, run));
       }
@@ -215,7 +223,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       if (top1 !== undefined && got.ok && top === undefined) {
         throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
       }
-      return { recs, fitNotes, err2, bound, top, waves, outs: got.ok ? pickOutputs(got.value, cfg.outputs) : undefined };
+      return { recs, fitNotes, err2, bound, top, waves, refitted, outs: got.ok ? pickOutputs(got.value, cfg.outputs) : undefined };
     };
     // An error budget is checked in ORT after the rewrite; errors do not add exactly, so
     // the allocation is redone with another budget until the measured error fits
@@ -309,7 +317,10 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           // upstream error is there to compensate). When that does no better on the feed
           // left out, anchoring every wave is not paid for (ISNet: 8 of 21 minutes, and the
           // full anchored fit lost on the left-out photo in three runs of four).
-          const probe = check !== undefined && met ? await applyAndMeasure(plan, 'probe', fitFeeds) : undefined;
+          // (Without anchoring, only the fits through the activations differ: one pass, no probe.)
+          const independent = inp.anchor!.independent === true;
+          const what = independent ? 'the fit through the activations' : 'the anchored fit';
+          const probe = check !== undefined && met && !independent ? await applyAndMeasure(plan, 'probe', fitFeeds) : undefined;
           const probeCheck = probe ? onCheck(probe.outs) : NaN;
           const probeLost = probe !== undefined && !(probeCheck < iCheck);
           if (probe && !probeLost && probe.waves > 1) restart();
@@ -317,22 +328,46 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           const aMet = a !== undefined && (top1 !== undefined ? (a.top ?? 0) >= top1 : a.bound <= budget.err2);
           const aCheck = a ? onCheck(a.outs) : NaN;
           const wins = check === undefined || aCheck < iCheck;
+          const info = budgetInfo;
+          /** Makes fit `x` (the model as it stands) the run's result. */
+          const adopt = (x: NonNullable<typeof a>, xMet: boolean, note: string | undefined): void => {
+            ({ recs: records, err2: measured, bound, top: agreement } = x);
+            anchorNotes = [...anchorNotes, ...x.fitNotes, ...(note ? [note] : [])];
+            met = xMet;
+            info.achieved = top1 !== undefined ? agreement ?? 0 : Math.sqrt(measured);
+            info.measuredError = Math.sqrt(measured);
+            if (info.unseenError !== undefined) info.unseenError = Math.sqrt(bound);
+            info.met = alloc.met && met;
+          };
+          const leftOut = (label: string, xCheck: number): string | undefined => (check === undefined ? undefined
+            : `${label}: fitted on ${check} of ${n} calibration feeds; on the one left out, rel. L2 ${Math.sqrt(xCheck).toPrecision(3)} against ${Math.sqrt(iCheck).toPrecision(3)} for the independent fit`);
+          anchorNotes = [];
           if (a && ((aMet && wins) || !met)) {
-            ({ recs: records, fitNotes: anchorNotes, err2: measured, bound, top: agreement } = a);
-            met = aMet;
-            budgetInfo.achieved = top1 !== undefined ? agreement ?? 0 : Math.sqrt(measured);
-            budgetInfo.measuredError = Math.sqrt(measured);
-            if (budgetInfo.unseenError !== undefined) budgetInfo.unseenError = Math.sqrt(bound);
-            budgetInfo.met = alloc.met && met;
-            if (check !== undefined) anchorNotes.push(`anchored fitting: fitted on ${check} of ${n} calibration feeds; on the one left out, rel. L2 ${Math.sqrt(aCheck).toPrecision(3)} against ${Math.sqrt(iCheck).toPrecision(3)} for the independent fit`);
+            adopt(a, aMet, leftOut(independent ? 'fits through the activation' : 'anchored fitting', aCheck));
           } else {
-            restart();
-            records = (await applyAndMeasure(plan, false)).recs;
-            anchorNotes = [probeLost
+            // No conv refitted: the fit was the independent one, and its notes say why.
+            const lost = independent && a?.refitted === 0 ? a.fitNotes : [probeLost
               ? `anchored fitting: only the last of ${probe!.waves} wave(s) fitted anchored (a probe, on ${check} of ${n} calibration feeds) did no better on the one left out (rel. L2 ${Math.sqrt(probeCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): the other waves were not fitted anchored, every layer keeps its independent fit`
               : !aMet
-              ? `the anchored fit of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(a!.err2).toPrecision(3)}, ${Math.sqrt(a!.bound).toPrecision(3)} with the margin for unseen inputs): every layer keeps its independent fit`
-              : `the anchored fit of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(aCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`];
+              ? `${what} of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(a!.err2).toPrecision(3)}, ${Math.sqrt(a!.bound).toPrecision(3)} with the margin for unseen inputs): every layer keeps its independent fit`
+              : `${what} of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(aCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`];
+            // --activation-fit when anchoring lost: the independent fits, refitted through their activations.
+            let t: typeof a;
+            if (!independent && inp.anchor!.throughActivations === true && met) {
+              restart();
+              t = await applyAndMeasure(plan, 'through', fitFeeds);
+            }
+            const tMet = t !== undefined && (top1 !== undefined ? (t.top ?? 0) >= top1 : t.bound <= budget.err2);
+            const tCheck = t ? onCheck(t.outs) : NaN;
+            if (t && t.refitted > 0 && tMet && (check === undefined || tCheck < iCheck)) {
+              anchorNotes = lost.map((x) => x.replace(/every layer keeps its independent fit$/, 'the independent fits were refitted through their activations instead'));
+              adopt(t, tMet, leftOut('fits through the activation', tCheck));
+            } else {
+              restart();
+              records = (await applyAndMeasure(plan, false)).recs;
+              anchorNotes = [...lost, ...!t ? [] : t.refitted === 0 ? t.fitNotes
+                : [`the fit through the activations of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(tCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}), or missed the budget: every layer keeps its independent fit`]];
+            }
           }
         }
         if (search && !met) {

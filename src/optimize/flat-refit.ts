@@ -32,6 +32,9 @@ import { isSkip, type FactoredLayer, type LayerInputStats } from '../rewrite/pas
 
 export type { FlatRegion };
 
+/** The flat region of the activation after a conv, and which op it is (for the notes). */
+export interface Activation extends FlatRegion { op: 'Relu' | 'Clip' }
+
 /** Refits through the activation per layer (the first fit's predictions, then the refit's). */
 export const FLAT_REFITS = 2;
 
@@ -58,7 +61,7 @@ function boundInput(layer: LayerInfo, name: string | undefined): number | undefi
  * The clamping activation a main-graph, ungrouped Conv feeds alone (its output read by one
  * Relu, or one Clip with constant bounds, and not a graph output), or undefined.
  */
-export function flatActivationOf(layer: LayerInfo): FlatRegion | undefined {
+export function flatActivationOf(layer: LayerInfo): Activation | undefined {
   if (layer.op !== 'Conv' || layer.subgraphDepth !== 0 || attrInt(layer.node, 'group', 1) !== 1) return undefined;
   const out = layer.node.output[0];
   const g = layer.graph;
@@ -67,7 +70,7 @@ export function flatActivationOf(layer: LayerInfo): FlatRegion | undefined {
   if (readers.length !== 1) return undefined;
   const a = readers[0]!;
   if ((a.domain ?? '') !== '' || a.input[0] !== out || a.input.slice(1).includes(out)) return undefined;
-  if (a.opType === 'Relu') return { lo: 0 };
+  if (a.opType === 'Relu') return { op: 'Relu', lo: 0 };
   if (a.opType !== 'Clip') return undefined;
   let lo: number | undefined;
   let hi: number | undefined;
@@ -85,7 +88,7 @@ export function flatActivationOf(layer: LayerInfo): FlatRegion | undefined {
   }
   if (lo === undefined && hi === undefined) return undefined;
   if (lo !== undefined && hi !== undefined && !(lo < hi)) return undefined;
-  return { lo, hi };
+  return { op: 'Clip', lo, hi };
 }
 
 /** A conv as a matrix map of its patches: y = W·p + b, W [O, D]. */
@@ -258,6 +261,8 @@ export function anchoredPatchError(st: LayerInputStats, orig: PatchMap, cur: Pat
 export interface RefitHooks {
   /** Rewrites the layer with these statistics (from the state before any rewrite of it); a reason when it could not. */
   apply(stats: LayerInputStats): string | undefined;
+  /** Rewrites the layer with its linear fit again (from the state before any rewrite of it); a reason when it could not. */
+  applyLinear(): string | undefined;
   /** The weight and bias the layer's chain now computes (y = Ŵ·p̂ + b̂). */
   current(): PatchMap | string;
   /** Undoes the layer's rewrite. */
@@ -269,6 +274,8 @@ export interface RefitOutcome {
   note: string;
   /** Whether the refit was kept (else the graph holds the linear fit again). */
   kept: boolean;
+  /** Not tried at all (too few samples, no statistics to refit on): the linear fit was never undone. */
+  skipped?: boolean;
   /** The kept fit's linear anchored error on the moments, when the refit was kept. */
   dataError?: number;
 }
@@ -279,25 +286,25 @@ export interface RefitOutcome {
  * held-back samples is lower than the linear fit's; else the linear fit is applied again.
  */
 export function refitThroughActivation(
-  st: LayerInputStats, s: PatchSamples, orig: PatchMap, region: FlatRegion, hooks: RefitHooks, sync?: SyncGemm, refits = FLAT_REFITS,
+  st: LayerInputStats, s: PatchSamples, orig: PatchMap, region: FlatRegion & { op?: string }, hooks: RefitHooks, sync?: SyncGemm, refits = FLAT_REFITS,
 ): RefitOutcome {
   const { fit, held } = splitRows(s.n);
-  const what = region.hi === undefined ? 'Relu' : 'Clip';
+  const what = region.op ?? (region.hi === undefined ? 'Relu' : 'Clip');
   const restore = (why: string): RefitOutcome => {
     hooks.rollback();
-    const again = hooks.apply(st);
+    const again = hooks.applyLinear();
     if (again) throw new Error(`the linear fit could not be applied again: ${again}`);
     return { note: `fit through the ${what} not kept (${why})`, kept: false };
   };
-  if (s.n < MIN_SAMPLES) return { note: `fit through the ${what} skipped (${s.n} patch sample(s), fewer than ${MIN_SAMPLES})`, kept: false };
+  if (s.n < MIN_SAMPLES) return { note: `fit through the ${what} skipped (${s.n} patch sample(s), fewer than ${MIN_SAMPLES})`, kept: false, skipped: true };
   let cur = hooks.current();
-  if (typeof cur === 'string') return { note: `fit through the ${what} skipped (${cur})`, kept: false };
+  if (typeof cur === 'string') return { note: `fit through the ${what} skipped (${cur})`, kept: false, skipped: true };
   // The held-back patches and the original's responses to them, read once for both judgements.
   const heldHat = rowsOf(s.xHat, s.dim, held);
   const heldY = responses(rowsOf(s.x, s.dim, held), orig, sync);
   const before = postActivationError(heldY, heldHat, cur, region, sync);
   const objective = flatRefitStats(st, s, fit, orig, region, sync);
-  if (typeof objective === 'string') return { note: `fit through the ${what} skipped (${objective})`, kept: false };
+  if (typeof objective === 'string') return { note: `fit through the ${what} skipped (${objective})`, kept: false, skipped: true };
   for (let k = 0; k < refits; k++) {
     const next = objective.at(cur);
     hooks.rollback();

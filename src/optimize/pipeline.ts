@@ -160,10 +160,15 @@ export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: Shap
   // Anchored fitting needs the paired statistics of both models on the calibration feeds.
   let anchor: AnchorInputs | undefined;
   let statsEngine: GemmEngine | undefined;
-  if (collectStats && cfg.anchor !== false) {
+  // With --no-anchor, --activation-fit still needs them: the original's patch samples for the refits (x̂ = x).
+  if (collectStats && (cfg.anchor !== false || cfg.activationFit === true)) {
     statsEngine = createOrtGemmEngine();
-    anchor = { feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress, throughActivations: cfg.activationFit === true };
+    anchor = {
+      feeds: data.calib!.feeds, external: job.loaded.external, engine: statsEngine, threads: cfg.workThreads, onStage: cfg.onStage, onProgress: cfg.onProgress,
+      throughActivations: cfg.activationFit === true, independent: cfg.anchor === false,
+    };
   }
+  if (cfg.activationFit === true && !collectStats) notes.push('--activation-fit: no calibration statistics (it needs --calib, without --no-data-aware), so every fit is the linear one');
   const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }) };
   return { data, collectStats, anchor, run, notes, statsEngine };
 }

@@ -59,5 +59,19 @@ describe('--activation-fit refits anchored convs read by a Relu through it', () 
     expect(linear.notes.join('\n')).not.toMatch(/Relu/);
     expect(linear.layers[0]!.note ?? '').not.toMatch(/Relu/);
     expect(through.layers[0]!.dataError).not.toEqual(linear.layers[0]!.dataError);
+    // Without anchoring: the independent fit, refitted through the Relu.
+    const plain = await run('--no-anchor');
+    const indepThrough = await run('--no-anchor', '--activation-fit');
+    expect(decisions(indepThrough)).toEqual(decisions(linear));
+    expect(indepThrough.notes.filter((n) => /^(anchored fitting|fits through)/.test(n))).toEqual([
+      'fits through the activation: 1 of 1 conv(s) read by a Relu/Clip alone refitted through it (lower error after the activation on held-back patches), every other layer keeps its independent fit (patch samples of the original model on 6 calibration feed(s))',
+    ]);
+    expect(indepThrough.layers[0]!.note).toMatch(/fitted through the Relu/);
+    expect(plain.notes.join('\n')).not.toMatch(/Relu|anchored fitting/);
+    expect(indepThrough.layers[0]!.dataError).not.toEqual(plain.layers[0]!.dataError);
+    // Without calibration data there is nothing to refit on, and the report says so.
+    const r = await runCli('optimize', model, path.join(dir, 'o.onnx'), '--method', 'tucker2', '--rank-ratio', '0.5', '--min-params', '0', '--no-verify', '--no-latency', '--json', '--activation-fit');
+    expect(r.code, r.err).toBe(0);
+    expect((JSON.parse(r.out) as Report).notes).toContain('--activation-fit: no calibration statistics (it needs --calib, without --no-data-aware), so every fit is the linear one');
   });
 });

@@ -74,10 +74,29 @@ describe('error budgets with --calib', () => {
     }
   });
 
+  it('--no-anchor --activation-fit: the kept allocation is refitted through its activations (no probe) without the last feed, kept only when it does better there', async () => {
+    const out = path.join(dir, 'through.onnx');
+    vi.mocked(optimizeAnchored).mockClear();
+    const { report } = await run(out, '--max-error', '0.2', '--save', 'params', '--no-anchor', '--activation-fit');
+    expect(report.budget!.met, report.budget!.why).toBe(true);
+    const calls = vi.mocked(optimizeAnchored).mock.calls;
+    expect(calls).toHaveLength(1);
+    expect(calls[0]![3]).toMatchObject({ independent: true, throughActivations: true });
+    expect(calls[0]![3].lastWaveOnly).toBeUndefined();
+    expect(calls[0]![3].feeds).toHaveLength(1);
+    const kept = report.notes.find((n) => n.startsWith('fits through the activation: fitted on 1 of 2 calibration feeds'));
+    const dropped = report.notes.find((n) => /^the fit through the activations of the kept allocation, fitted on 1 of 2 calibration feeds, did no better/.test(n));
+    // None of the kept allocation's convs refitted: the fit was the independent one, and the note says so.
+    const none = report.notes.find((n) => /^fits through the activation: (0 of \d+ conv\(s\)|no conv to rewrite)/.test(n));
+    expect([kept, dropped, none].filter(Boolean), report.notes.join('\n')).toHaveLength(1);
+    expect(report.notes.some((n) => /anchored/.test(n))).toBe(false);
+    expect(same(out, await independentOf(report, 'through'))).toBe(!kept);
+  });
+
   it('a probe no better on the left-out feed stops there: no wave is fitted anchored, the written model is the independent fit', async () => {
     // A stand-in probe that is the independent fit itself: equal on the left-out feed, so anchoring stops.
     vi.mocked(optimizeAnchored).mockClear();
-    vi.mocked(optimizeAnchored).mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3 }));
+    vi.mocked(optimizeAnchored).mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3, refitted: 0 }));
     const out = path.join(dir, 'same-probe.onnx');
     const { report } = await run(out, '--max-error', '0.2', '--save', 'params');
     expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(1);
@@ -86,13 +105,42 @@ describe('error budgets with --calib', () => {
     expect(same(out, await independentOf(report, 'same-probe'))).toBe(true);
   });
 
+  it('--activation-fit when the probe lost: the independent fits refitted through their activations, kept only when they do better on the left-out feed', async () => {
+    const probeLoses = async (...[model, shapes, opts, , plan, run]: Parameters<typeof optimizeAnchored>) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3, refitted: 0 });
+    // Real refits: cls's convs read by a Relu alone are on pooled vectors (too few samples), so none is refitted.
+    vi.mocked(optimizeAnchored).mockClear();
+    vi.mocked(optimizeAnchored).mockImplementationOnce(probeLoses);
+    const out = path.join(dir, 'probe-lost-through.onnx');
+    const { report } = await run(out, '--max-error', '0.2', '--save', 'params', '--activation-fit');
+    const calls = vi.mocked(optimizeAnchored).mock.calls;
+    expect(calls).toHaveLength(2);
+    expect(calls[1]![3]).toMatchObject({ independent: true, throughActivations: true });
+    expect(calls[1]![3].feeds).toHaveLength(1);
+    expect(report.notes.find((n) => /a probe, on 1 of 2 calibration feeds\) did no better .*every layer keeps its independent fit$/.test(n)), report.notes.join('\n')).toBeDefined();
+    expect(report.notes.find((n) => /^fits through the activation: 0 of \d+ conv\(s\)/.test(n)), report.notes.join('\n')).toBeDefined();
+    expect(same(out, await independentOf(report, 'probe-lost-through'))).toBe(true);
+    // A stand-in refit that wins on the left-out feed (it leaves the model as it was: no error anywhere) is adopted.
+    vi.mocked(optimizeAnchored).mockClear();
+    vi.mocked(optimizeAnchored)
+      .mockImplementationOnce(probeLoses)
+      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, r) => ({ records: optimizeModel(model, shapes, { ...opts, decideOnly: true }, plan, r), notes: ['(stand-in refit)'], waves: 1, refitted: 1 }));
+    const won = path.join(dir, 'probe-lost-through-won.onnx');
+    const w = await run(won, '--max-error', '0.2', '--save', 'params', '--activation-fit');
+    expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(2);
+    expect(w.report.notes).toContainEqual(expect.stringMatching(/a probe, on 1 of 2 calibration feeds\) did no better .*the independent fits were refitted through their activations instead$/));
+    expect(w.report.notes).toContain('(stand-in refit)');
+    expect(w.report.notes).toContainEqual(expect.stringMatching(/^fits through the activation: fitted on 1 of 2 calibration feeds; on the one left out, rel\. L2 0\.00+ against [\d.]+ for the independent fit$/));
+    expect(w.report.budget!.measuredError).toBe(0);
+    expect(same(won, await independentOf(report, 'probe-lost-through-won'))).toBe(false);
+  });
+
   it('an anchored fit no better on the left-out feed is dropped: the written model is the independent fit', async () => {
     // A stand-in probe that wins (it leaves the model as it was: no error on any feed), then a
     // stand-in full fit that is the independent fit itself: equal on the left-out feed, so not kept.
     vi.mocked(optimizeAnchored).mockClear();
     vi.mocked(optimizeAnchored)
-      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, { ...opts, decideOnly: true }, plan, run), notes: [], waves: 3 }))
-      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3 }));
+      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, { ...opts, decideOnly: true }, plan, run), notes: [], waves: 3, refitted: 0 }))
+      .mockImplementationOnce(async (model, shapes, opts, _inp, plan, run) => ({ records: optimizeModel(model, shapes, opts, plan, run), notes: [], waves: 3, refitted: 0 }));
     const out = path.join(dir, 'same-fit.onnx');
     const { report } = await run(out, '--max-error', '0.2', '--save', 'params');
     expect(vi.mocked(optimizeAnchored)).toHaveBeenCalledTimes(2);

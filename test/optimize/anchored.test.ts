@@ -285,6 +285,23 @@ describe('the probe: only the last wave anchored', () => {
     expect(ga.node.some((nd) => /anchored/.test(nd.docString ?? ''))).toBe(true);
     expect(anch.notes).toEqual([expect.stringMatching(/^anchored fitting \(probe\): the last of 3 wave\(s\), 1 layer\(s\), fitted anchored, the other 2 independently/)]);
   });
+
+  it('without anchoring, fits through the activation: one run of the original, every layer not refitted is the independent fit byte for byte', async () => {
+    const plan = planOf([['conv1', 'conv-tucker2', [4, 4]], ['pw', 'conv1x1-svd', [4]], ['conv3', 'conv-tucker2', [4, 4]]]);
+    const opts: OptimizeOptions = { method: 'auto', policy: { kind: 'fixed', rank: 4 }, minParams: 0, seed: 0, plan };
+    const { indep, anch } = await bothWays(bytes, feedsOf('x', [1, S, 6, 6], 8, 3, 0.3), opts, undefined, { independent: true, throughActivations: true });
+    const [gi, ga] = [decodeModel(indep.bytes).graph!, decodeModel(anch.bytes).graph!];
+    const weightsOf = (g: typeof gi, prefix: string) => g.initializer.filter((t) => t.name!.startsWith(prefix)).map((t) => [t.name, [...readTensorFloat(t)]]);
+    // conv3 is a graph output (no activation after it); conv1 and pw feed a Relu alone.
+    expect(weightsOf(ga, 'conv3').length).toBeGreaterThan(0);
+    expect(weightsOf(ga, 'conv3')).toEqual(weightsOf(gi, 'conv3'));
+    const refitted = anch.records.filter((r) => /fitted through the Relu/.test(r.note ?? '')).map((r) => r.name);
+    expect(refitted).toEqual(['conv1', 'pw']);
+    for (const name of refitted) expect(weightsOf(ga, name)).not.toEqual(weightsOf(gi, name));
+    expect(anch.records.map((r) => r.ranks)).toEqual(indep.records.map((r) => r.ranks));
+    expect(ga.node.some((nd) => /anchored/.test(nd.docString ?? '') && !refitted.some((n) => nd.name!.startsWith(n)))).toBe(false);
+    expect(anch.notes).toEqual([expect.stringMatching(new RegExp(`^fits through the activation: 2 of 2 conv\\(s\\) read by a Relu/Clip alone refitted through it .*\\(patch samples of the original model on 8 calibration feed\\(s\\)\\)$`))]);
+  });
 });
 
 describe('anchored fitting on the real PP-OCRv4 models, at equal ranks (held-out inputs, ORT)', () => {
