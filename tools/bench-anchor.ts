@@ -13,8 +13,9 @@
  *   and a relative error of it says nothing.
  * - isnet (never in the default set: about 25 minutes): three photos to calibrate and
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
- * A third arm, anchored with `--activation-fit`, shows what the refit through each
- * Relu/Clip (optimize/flat-refit.ts) adds to the linear anchored fit.
+ * Two more arms, anchored with `--activation-fit` and `--no-anchor --activation-fit`, show
+ * what the refit through each Relu/Clip (optimize/flat-refit.ts) adds to the linear
+ * anchored and independent fits.
  * The tool's time of each arm is printed too (the anchored arm pays the waves).
  * --oracle adds two arms fitted on the held-out inputs themselves (calibration set = test
  * set, same plan): what anchoring gains when its statistics are exactly those it is judged
@@ -72,6 +73,8 @@ interface Row {
   model: string; layers: number; independent: number; anchored: number; ratio: number; independent_s: number; anchored_s: number; notes: string[];
   /** Anchored with --activation-fit: refitted through each Relu/Clip. */
   through: number; through_s: number;
+  /** --no-anchor --activation-fit: the independent fits refitted through each Relu/Clip. */
+  indepThrough: number; indepThrough_s: number;
   /** --oracle: both fits on the held-out inputs themselves. */
   oracle?: { independent: number; anchored: number; ratio: number };
 }
@@ -96,6 +99,7 @@ for (const name of models) {
   const indep = await arm(['--no-anchor']);
   const anch = await arm([]);
   const thr = await arm(['--activation-fit']);
+  const ithr = await arm(['--no-anchor', '--activation-fit']);
   let fitOnHeld: Row['oracle'];
   if (oracle) {
     const [i, a] = [await arm(['--no-anchor'], st.held), await arm([], st.held)];
@@ -103,19 +107,20 @@ for (const name of models) {
   }
   rows.push({
     model: name, layers: anch.report.layers.filter((l) => !l.skipped).length,
-    independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s, through: thr.rel, through_s: thr.s,
-    notes: thr.report.notes.filter((n) => n.startsWith('anchored fitting')), oracle: fitOnHeld,
+    independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s, through: thr.rel, through_s: thr.s, indepThrough: ithr.rel, indepThrough_s: ithr.s,
+    notes: [...thr.report.notes, ...ithr.report.notes].filter((n) => /^(anchored fitting|fits through)/.test(n)), oracle: fitOnHeld,
   });
   const row = rows[rows.length - 1]!;
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
-  else process.stderr.write(`done ${name} (${(indep.s + anch.s + thr.s).toFixed(0)} s)\n`);
+  else process.stderr.write(`done ${name} (${(indep.s + anch.s + thr.s + ithr.s).toFixed(0)} s)\n`);
 }
 if (!json) {
   process.stdout.write('Held-out output rel. L2 at equal ranks (one plan), anchored vs independent fit (target ratio ≤ 0.7)\n\n');
   const oracleCols = oracle ? ['fitted on held out: indep', 'anchored', 'ratio'] : [];
-  process.stdout.write(table(['model', 'layers', 'independent', 'anchored', 'ratio', '--activation-fit', 'tool s indep / anch / act', ...oracleCols], rows.map((r) => [
+  process.stdout.write(table(['model', 'layers', 'independent', 'anchored', 'ratio', '--activation-fit', '--no-anchor --activation-fit', 'tool s indep / anch / act / indep act', ...oracleCols], rows.map((r) => [
     r.model, String(r.layers), r.independent.toPrecision(3), r.anchored.toPrecision(3), `${r.ratio.toFixed(3)}×`, `${r.through.toPrecision(3)} (${(r.through / r.independent).toFixed(3)}×)`,
-    `${r.independent_s.toFixed(0)} / ${r.anchored_s.toFixed(0)} / ${r.through_s.toFixed(0)}`,
+    `${r.indepThrough.toPrecision(3)} (${(r.indepThrough / r.independent).toFixed(3)}×)`,
+    `${r.independent_s.toFixed(0)} / ${r.anchored_s.toFixed(0)} / ${r.through_s.toFixed(0)} / ${r.indepThrough_s.toFixed(0)}`,
     ...r.oracle ? [r.oracle.independent.toPrecision(3), r.oracle.anchored.toPrecision(3), `${r.oracle.ratio.toFixed(3)}×`] : [],
   ])) + '\n\n');
   for (const r of rows) for (const n of r.notes) process.stdout.write(`${r.model}: ${n}\n`);

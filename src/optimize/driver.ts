@@ -165,7 +165,11 @@ export function optimizeModel(
     const decision = planned?.get(layer.name);
     // A plan is applied exactly; the filters only explain layers it does not mention.
     const filtered = filteredOut.get(layer);
-    if (planned && (!decision || decision.skipped)) return done(decision?.reason ?? filtered ?? 'not in the plan');
+    if (planned && (!decision || decision.skipped)) {
+      // What was compared before the plan dropped it (e.g. auto's rivals, then the latency screen) stays on record.
+      if (decision?.note) rec.note = decision.note;
+      return done(decision?.reason ?? filtered ?? 'not in the plan');
+    }
     if (!planned && filtered) return done(filtered);
     const routed = decision ? passByName(decision.pass!) : passesFor(layer, opts.method);
     if (routed === undefined) return done(`unknown pass ${decision?.pass}`);
