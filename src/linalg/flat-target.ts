@@ -69,13 +69,8 @@ function columnMeans(a: Matrix): Float64Array {
 
 /** E[x] [D] and Cov(x) [D, D] of samples x [n, D]. */
 export function sampleCovariance(x: Matrix, sync?: SyncGemm): { mean: Float64Array; cov: Float64Array } {
-  const n = x.rows;
-  const D = x.cols;
-  const mean = columnMeans(x);
-  const xx = product(x, x, { transA: true }, sync).data;
-  const cov = new Float64Array(D * D);
-  for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) cov[i * D + j] = xx[i * D + j]! / n - mean[i]! * mean[j]!;
-  return { mean, cov };
+  // Cov(x, x): the cross covariance of x with itself.
+  return crossCovariance(x, x, columnMeans(x), sync);
 }
 
 /** E[z] [O] and Cov(z, x) [O, D] of paired samples z [n, O] and x [n, D], given E[x]. */

@@ -325,9 +325,13 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           const probeLost = probe !== undefined && !(probeCheck < iCheck);
           if (probe && !probeLost && probe.waves > 1) restart();
           const a = probeLost ? undefined : probe && probe.waves <= 1 ? probe : await applyAndMeasure(plan, true, fitFeeds);
-          const aMet = a !== undefined && (top1 !== undefined ? (a.top ?? 0) >= top1 : a.bound <= budget.err2);
+          /** Whether fit `x` meets the budget on the calibration inputs (with the margin for unseen ones). */
+          const meets = (x: { top?: number; bound: number } | undefined): boolean => x !== undefined && (top1 !== undefined ? (x.top ?? 0) >= top1 : x.bound <= budget.err2);
+          const aMet = meets(a);
           const aCheck = a ? onCheck(a.outs) : NaN;
-          const wins = check === undefined || aCheck < iCheck;
+          /** Whether a fit with this error on the feed left out does better there than the independent fit. */
+          const beats = (xCheck: number): boolean => check === undefined || xCheck < iCheck;
+          const wins = beats(aCheck);
           const info = budgetInfo;
           /** Makes fit `x` (the model as it stands) the run's result. */
           const adopt = (x: NonNullable<typeof a>, xMet: boolean, note: string | undefined): void => {
@@ -341,6 +345,10 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           };
           const leftOut = (label: string, xCheck: number): string | undefined => (check === undefined ? undefined
             : `${label}: fitted on ${check} of ${n} calibration feeds; on the one left out, rel. L2 ${Math.sqrt(xCheck).toPrecision(3)} against ${Math.sqrt(iCheck).toPrecision(3)} for the independent fit`);
+          /** Why fit `x` (named `what`) was not kept: it missed the budget, or did no better on the feed left out. */
+          const notKept = (what: string, x: NonNullable<typeof a>, xCheck: number): string => (!meets(x)
+            ? `${what} of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(x.err2).toPrecision(3)}, ${Math.sqrt(x.bound).toPrecision(3)} with the margin for unseen inputs): every layer keeps its independent fit`
+            : `${what} of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(xCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`);
           anchorNotes = [];
           if (a && ((aMet && wins) || !met)) {
             adopt(a, aMet, leftOut(independent ? 'fits through the activation' : 'anchored fitting', aCheck));
@@ -348,25 +356,22 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
             // No conv refitted: the fit was the independent one, and its notes say why.
             const lost = independent && a?.refitted === 0 ? a.fitNotes : [probeLost
               ? `anchored fitting: only the last of ${probe!.waves} wave(s) fitted anchored (a probe, on ${check} of ${n} calibration feeds) did no better on the one left out (rel. L2 ${Math.sqrt(probeCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): the other waves were not fitted anchored, every layer keeps its independent fit`
-              : !aMet
-              ? `${what} of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(a!.err2).toPrecision(3)}, ${Math.sqrt(a!.bound).toPrecision(3)} with the margin for unseen inputs): every layer keeps its independent fit`
-              : `${what} of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(aCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`];
+              : notKept(what, a!, aCheck)];
             // --activation-fit when anchoring lost: the independent fits, refitted through their activations.
             let t: typeof a;
             if (!independent && inp.anchor!.throughActivations === true && met) {
               restart();
               t = await applyAndMeasure(plan, 'through', fitFeeds);
             }
-            const tMet = t !== undefined && (top1 !== undefined ? (t.top ?? 0) >= top1 : t.bound <= budget.err2);
+            const tMet = meets(t);
             const tCheck = t ? onCheck(t.outs) : NaN;
-            if (t && t.refitted > 0 && tMet && (check === undefined || tCheck < iCheck)) {
+            if (t && t.refitted > 0 && tMet && beats(tCheck)) {
               anchorNotes = lost.map((x) => x.replace(/every layer keeps its independent fit$/, 'the independent fits were refitted through their activations instead'));
               adopt(t, tMet, leftOut('fits through the activation', tCheck));
             } else {
               restart();
               records = (await applyAndMeasure(plan, false)).recs;
-              anchorNotes = [...lost, ...!t ? [] : t.refitted === 0 ? t.fitNotes
-                : [`the fit through the activations of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(tCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}), or missed the budget: every layer keeps its independent fit`]];
+              anchorNotes = [...lost, ...!t ? [] : t.refitted === 0 ? t.fitNotes : [notKept('the fit through the activations', t, tCheck)]];
             }
           }
         }
