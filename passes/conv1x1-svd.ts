@@ -24,7 +24,7 @@ import { castAware } from '../src/rewrite/cast-weights.js';
 import { composeConv } from '../src/rewrite/conv-compose.js';
 import { dataNote, docString } from '../src/rewrite/emit.js';
 import { derivedName, isSkip, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { outputScaleOf, SvdCache, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 import { correctedBias } from './conv-tucker2.js';
 
 export interface Conv1x1Match extends MatchBase {
@@ -55,7 +55,7 @@ export const conv1x1Svd: LayerPass<Conv1x1Match, 'svd'> = castAware({
     if (isSkip(data)) return data;
     const w = fromArray(geo.T, geo.S, data);
     // Per pixel y = W·x: the input channels are W's columns.
-    const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S, { center: true });
+    const whiten = whiteningFor(cx.stats?.get(layer.name), 'cols', geo.S, { center: true, outputScale: outputScaleOf(cx, layer.name, geo.T) });
     return { layer, node: n, graph: layer.graph, dataType, geo, svd: new SvdCache(w, 0, whiten, cx.gemm) };
   },
 

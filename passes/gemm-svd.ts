@@ -18,7 +18,7 @@ import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
 import { dataNote, docString, emitProduct, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { constantBias, outputScaleOf, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 
 export interface GemmMatch extends MatchBase {
   /** true: B is the constant (Y = X·W); false: A is (Y = W·X). */
@@ -67,7 +67,7 @@ export const gemmSvd: LayerPass<GemmMatch, 'svd'> = castAware({
         if (c && (weightRight ? c.dims[c.dims.length - 1] === outDim : c.dims.length === 2 && c.dims[1] === 1)) bias = c;
       }
     }
-    const whiten = whiteningFor(stats, weightRight ? 'rows' : 'cols', weightRight ? w.rows : w.cols, { center: bias !== undefined });
+    const whiten = whiteningFor(stats, weightRight ? 'rows' : 'cols', weightRight ? w.rows : w.cols, { center: bias !== undefined, outputScale: outputScaleOf(cx, layer.name, outDim) });
     return {
       layer, node: n, graph: layer.graph, dataType,
       weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm), transA, transB, alpha, beta, bias,

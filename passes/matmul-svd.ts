@@ -21,7 +21,7 @@ import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
 import { dataNote, docString, FLOAT_TYPES } from '../src/rewrite/emit.js';
 import { derivedName, skip, type Applied, type LayerPass, type MatchBase, type PassContext, type Skip } from '../src/rewrite/pass.js';
-import { constantBias, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
+import { constantBias, outputScaleOf, pairProduct, SvdCache, svdPairCost, svdPairFactors, svdPairRank, whiteningFor } from '../src/rewrite/svd-pair.js';
 import type { NodeProto } from '../src/onnx/schema.js';
 
 export interface MatMulMatch extends MatchBase {
@@ -63,7 +63,7 @@ export const matmulSvd: LayerPass<MatMulMatch, 'svd'> = castAware({
     const stats = cx.stats?.get(layer.name);
     // Only anchored fits correct a bias, and only along N (weight on the right).
     const biasAdd = stats?.anchor && weightRight ? biasAddOf(layer, layer.graph, cols, cx) : undefined;
-    const whiten = whiteningFor(stats, weightRight ? 'rows' : 'cols', weightRight ? rows : cols, { center: biasAdd !== undefined });
+    const whiten = whiteningFor(stats, weightRight ? 'rows' : 'cols', weightRight ? rows : cols, { center: biasAdd !== undefined, outputScale: outputScaleOf(cx, layer.name, weightRight ? cols : rows) });
     return { layer, node: layer.node, graph: layer.graph, dataType, weightRight, svd: new SvdCache(w, 0, whiten, cx.gemm), biasAdd };
   },
 

@@ -1,5 +1,5 @@
 /**
- * npm run bench:anchor [-- --models=rec,det,isnet] [-- --json]
+ * npm run bench:anchor [-- --models=rec,rec-logits,det,isnet] [-- --json]
  * Anchored against independent fits at equal ranks (issue 18's target: held-out output
  * error ≤ 0.7× of the independent data-aware fit). Per model, `onnx-lr plan` fixes every
  * layer's pass and ranks from its calibration data; `optimize --plan` then writes that
@@ -10,12 +10,15 @@
  *   at the policies of test/optimize/anchored.test.ts (rec every layer at rank ratio 0.5,
  *   det its 10 heaviest at 0.8). det is judged on its logits (a copy whose output is the
  *   final Sigmoid's input): on inputs without text its probability map is ~1e-8 everywhere
- *   and a relative error of it says nothing.
+ *   and a relative error of it says nothing. rec-logits is rec judged the same way (the
+ *   final Softmax's input), beside rec as shipped.
  * - isnet (never in the default set: about 25 minutes): three photos to calibrate and
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
  * Two more arms, anchored with `--activation-fit` and `--no-anchor --activation-fit`, show
  * what the refit through each Relu/Clip (optimize/flat-refit.ts) adds to the linear
- * anchored and independent fits.
+ * anchored and independent fits; a fifth, anchored with `--output-aware`, what weighting
+ * the SVD pairs' outputs by the measured sensitivity of the judged output adds
+ * (optimize/output-sensitivity.ts).
  * The tool's time of each arm is printed too (the anchored arm pays the waves).
  * --oracle adds two arms fitted on the held-out inputs themselves (calibration set = test
  * set, same plan): what anchoring gains when its statistics are exactly those it is judged
@@ -35,7 +38,7 @@ import { logitsModel, randomNpy } from './bench-data.js';
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const oracle = argv.includes('--oracle');
-const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') ?? ['rec', 'det'];
+const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') ?? ['rec', 'rec-logits', 'det'];
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-anchor-'));
 
 
@@ -50,7 +53,11 @@ function setupOf(name: string): Setup {
       calib: photos.calib, held: photos.held,
     };
   }
-  if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, det, isnet`);
+  if (name === 'rec-logits') {
+    const rec = setupOf('rec');
+    return { ...rec, model: logitsModel(rec.model, path.join(dir, 'rec-softmax-input.onnx')) };
+  }
+  if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, rec-logits, det, isnet`);
   const shape = REAL_MODELS[name].shapes[0]!;
   const dims = shape.split(':')[1]!.split('x').map(Number);
   const policy = name === 'rec' ? ['--rank-ratio', '0.5', '--min-params', '0'] : ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'];
@@ -75,6 +82,8 @@ interface Row {
   through: number; through_s: number;
   /** --no-anchor --activation-fit: the independent fits refitted through each Relu/Clip. */
   indepThrough: number; indepThrough_s: number;
+  /** Anchored with --output-aware: SVD pairs weighted by the measured output sensitivity. */
+  aware: number; aware_s: number;
   /** --oracle: both fits on the held-out inputs themselves. */
   oracle?: { independent: number; anchored: number; ratio: number };
 }
@@ -100,6 +109,7 @@ for (const name of models) {
   const anch = await arm([]);
   const thr = await arm(['--activation-fit']);
   const ithr = await arm(['--no-anchor', '--activation-fit']);
+  const aw = await arm(['--output-aware']);
   let fitOnHeld: Row['oracle'];
   if (oracle) {
     const [i, a] = [await arm(['--no-anchor'], st.held), await arm([], st.held)];
@@ -108,19 +118,21 @@ for (const name of models) {
   rows.push({
     model: name, layers: anch.report.layers.filter((l) => !l.skipped).length,
     independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s, through: thr.rel, through_s: thr.s, indepThrough: ithr.rel, indepThrough_s: ithr.s,
-    notes: [...thr.report.notes, ...ithr.report.notes].filter((n) => /^(anchored fitting|fits through)/.test(n)), oracle: fitOnHeld,
+    aware: aw.rel, aware_s: aw.s,
+    notes: [...thr.report.notes, ...ithr.report.notes, ...aw.report.notes].filter((n) => /^(anchored fitting|fits through|--output-aware)/.test(n)), oracle: fitOnHeld,
   });
   const row = rows[rows.length - 1]!;
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
-  else process.stderr.write(`done ${name} (${(indep.s + anch.s + thr.s + ithr.s).toFixed(0)} s)\n`);
+  else process.stderr.write(`done ${name} (${(indep.s + anch.s + thr.s + ithr.s + aw.s).toFixed(0)} s)\n`);
 }
 if (!json) {
   process.stdout.write('Held-out output rel. L2 at equal ranks (one plan), anchored vs independent fit (target ratio ≤ 0.7)\n\n');
   const oracleCols = oracle ? ['fitted on held out: indep', 'anchored', 'ratio'] : [];
-  process.stdout.write(table(['model', 'layers', 'independent', 'anchored', 'ratio', '--activation-fit', '--no-anchor --activation-fit', 'tool s indep / anch / act / indep act', ...oracleCols], rows.map((r) => [
+  process.stdout.write(table(['model', 'layers', 'independent', 'anchored', 'ratio', '--activation-fit', '--no-anchor --activation-fit', '--output-aware', 'tool s indep / anch / act / indep act / aware', ...oracleCols], rows.map((r) => [
     r.model, String(r.layers), r.independent.toPrecision(3), r.anchored.toPrecision(3), `${r.ratio.toFixed(3)}×`, `${r.through.toPrecision(3)} (${(r.through / r.independent).toFixed(3)}×)`,
     `${r.indepThrough.toPrecision(3)} (${(r.indepThrough / r.independent).toFixed(3)}×)`,
-    `${r.independent_s.toFixed(0)} / ${r.anchored_s.toFixed(0)} / ${r.through_s.toFixed(0)} / ${r.indepThrough_s.toFixed(0)}`,
+    `${r.aware.toPrecision(3)} (${(r.aware / r.independent).toFixed(3)}×)`,
+    `${r.independent_s.toFixed(0)} / ${r.anchored_s.toFixed(0)} / ${r.through_s.toFixed(0)} / ${r.indepThrough_s.toFixed(0)} / ${r.aware_s.toFixed(0)}`,
     ...r.oracle ? [r.oracle.independent.toPrecision(3), r.oracle.anchored.toPrecision(3), `${r.oracle.ratio.toFixed(3)}×`] : [],
   ])) + '\n\n');
   for (const r of rows) for (const n of r.notes) process.stdout.write(`${r.model}: ${n}\n`);

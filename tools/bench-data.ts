@@ -96,15 +96,16 @@ export async function layerInputs(
 export const PPOCR_NORM = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /**
- * A copy of `file` whose outputs produced by a Sigmoid are that Sigmoid's input (the
- * logits): PP-OCR det's probability map is ~0 wherever there is no text, and a relative
- * error of it says little.
+ * A copy of `file` whose outputs produced by a Sigmoid or Softmax are that node's input
+ * (the logits): PP-OCR det's probability map is ~0 wherever there is no text, and on
+ * random inputs rec's 6625-way softmax is near one-hot, so a relative error of either
+ * says little about the layers before it.
  */
 export function logitsModel(file: string, out: string): string {
   const m = decodeModel(new Uint8Array(readFileSync(file)));
   const g = m.graph!;
   g.output = g.output.map((o) => {
-    const sig = g.node.find((n) => n.opType === 'Sigmoid' && n.output[0] === o.name);
+    const sig = g.node.find((n) => (n.opType === 'Sigmoid' || n.opType === 'Softmax') && n.output[0] === o.name);
     return sig ? { ...o, name: sig.input[0]! } : o;
   });
   writeFileSync(out, encodeModel(m));

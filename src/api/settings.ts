@@ -47,6 +47,8 @@ export interface OptimizeSettings {
   anchor?: boolean;
   /** Default false (true: --activation-fit): convs read by a Relu/Clip alone are refitted through it (anchored fits, or independent ones with anchor false); needs calibration data. */
   activationFit?: boolean;
+  /** Default false (true: --output-aware): SVD-pair layers weight each output channel by how much the judged outputs move with it (measured in ORT); needs calibration data. */
+  outputAware?: boolean;
   /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
   narrowReorder?: boolean;
   /** 'float32' (--compute float32): a float16 graph made to compute in float32 first; OUT is still compared with IN. */

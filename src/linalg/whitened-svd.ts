@@ -7,6 +7,11 @@
  * columns side (Y = W·X): A = W·L_x, L = U_r·Σ_r^½, R = Σ_r^½·V_rᵀ·L_x⁻¹. Anchored (`cross`
  * given): A = W·(X + δI)ᵀ·L̂⁻ᵀ in the y = W·x orientation (transposed for the rows side),
  * with Ĉ + δI = L̂·L̂ᵀ (anchored.ts). δ = damp·mean(diag G). Without whitening A = W.
+ * Output weights (`outputScale` s, s² = how much the model's outputs move per unit of each
+ * output channel, calib/output-sensitivity.ts): the objective is Σᵢ sᵢ²‖yᵢ − ŷᵢ‖², whose
+ * rank-r optimum is the truncated SVD of diag(s)·A with diag(s)⁻¹ undone on the output
+ * side of the factors (the row-weighted SVD of row-weights.ts on whichever side the
+ * outputs are).
  * Pure numerics: rewrite/svd-pair.ts and tucker2-conv.ts call these.
  */
 import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, whitenedTarget } from './anchored.js';
@@ -27,6 +32,8 @@ export interface PairWhitening {
   damp?: number;
   /** Anchored fit: X = E[x̂·xᵀ]. */
   cross?: Float64Array;
+  /** s per output (W's rows on the 'cols' side, its columns on the 'rows' side): Σᵢ sᵢ²‖yᵢ − ŷᵢ‖² is minimised. */
+  outputScale?: Float64Array;
 }
 
 /** The statistics with what an anchored fit's reported error and bias correction need. */
@@ -50,6 +57,8 @@ export interface WhitenedMatrix {
   lx?: Matrix;
   /** Ridge added to the Gram matrix to make it definite (0 when it was). */
   ridge: number;
+  /** The output weights A carries (pairFromSvd divides them out again). */
+  outputScale?: Float64Array;
 }
 
 /** G + λ·mean(diag G)·I: a copy of the Gram matrix, pulled toward isotropy (G itself when λ is 0). */
@@ -59,6 +68,18 @@ export function damped(gram: Float64Array, k: number, lambda: number): Float64Ar
 
 /** A for W and its whitening (W itself without one). */
 export function whitenedMatrix(w: Matrix, wh: PairWhitening | undefined, sync?: SyncGemm): WhitenedMatrix {
+  const t = inputWhitened(w, wh, sync);
+  const s = wh?.outputScale;
+  if (!s) return t;
+  const outputs = wh!.side === 'cols' ? w.rows : w.cols;
+  if (s.length !== outputs) throw new Error(`output weights have ${s.length} entries, expected ${outputs}`);
+  const a = { rows: t.a.rows, cols: t.a.cols, data: Float64Array.from(t.a.data) };
+  // y = W·x (cols side): outputs are A's rows; Y = X·W (rows side): its columns.
+  for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) a.data[i * a.cols + j] *= wh!.side === 'cols' ? s[i]! : s[j]!;
+  return { ...t, a, outputScale: s };
+}
+
+function inputWhitened(w: Matrix, wh: PairWhitening | undefined, sync?: SyncGemm): WhitenedMatrix {
   if (!wh) return { a: w, ridge: 0 };
   const k = wh.side === 'rows' ? w.rows : w.cols;
   if (wh.gram.length !== k * k) throw new Error(`whitening Gram matrix has ${wh.gram.length} entries, expected ${k}x${k}`);
@@ -73,9 +94,11 @@ export function whitenedMatrix(w: Matrix, wh: PairWhitening | undefined, sync?: 
 
 /**
  * L [m, r] and R [r, n] (fp32, row-major) from an SVD of A holding at least r singular
- * values, with the whitening on `side` undone by `lx`.
+ * values, with the whitening on `side` undone by `lx` and the output weights by `outputScale`.
  */
-export function pairFromSvd(f: SvdResult, r: number, m: number, n: number, side?: PairWhitening['side'], lx?: Matrix): { left: Float32Array; right: Float32Array } {
+export function pairFromSvd(
+  f: SvdResult, r: number, m: number, n: number, side?: PairWhitening['side'], lx?: Matrix, outputScale?: Float64Array,
+): { left: Float32Array; right: Float32Array } {
   let us: Matrix = { rows: m, cols: r, data: new Float64Array(m * r) };
   let sv: Matrix = { rows: r, cols: n, data: new Float64Array(r * n) };
   const ucols = f.u.cols;
@@ -87,6 +110,8 @@ export function pairFromSvd(f: SvdResult, r: number, m: number, n: number, side?
   // Undo the whitening on the input side: L = L_x⁻ᵀ·U_rΣ^½, or R = Σ^½V_rᵀ·L_x⁻¹.
   if (side === 'rows') us = solveUpperLeft(transpose(lx!), us);
   if (side === 'cols') sv = transpose(solveUpperLeft(transpose(lx!), transpose(sv)));
+  if (outputScale && side === 'cols') for (let i = 0; i < m; i++) for (let k = 0; k < r; k++) us.data[i * r + k] /= outputScale[i]!;
+  if (outputScale && side === 'rows') for (let k = 0; k < r; k++) for (let j = 0; j < n; j++) sv.data[k * n + j] /= outputScale[j]!;
   return { left: Float32Array.from(us.data), right: Float32Array.from(sv.data) };
 }
 
@@ -170,6 +195,12 @@ export function whitenedPairErrors(
   w: Matrix, wh: PairStatistics, a: Matrix, f: SvdResult, left: Float32Array, right: Float32Array, r: number, sync?: SyncGemm,
 ): { dataError: number; biasDelta?: Float64Array } {
   if (wh.cross) return anchoredPairErrors(w, wh, left, right, r, sync);
+  // Weighted, the spectrum gives the weighted error: the plain one is measured from the factors.
+  if (wh.outputScale) {
+    const k = wh.side === 'rows' ? w.rows : w.cols;
+    const g = damped(wh.gram, k, wh.damp ?? 0);
+    return anchoredPairErrors(w, { ...wh, gram: g, cross: g, reference: g }, left, right, r, sync);
+  }
   let kept = 0;
   let total = 0;
   for (let i = 0; i < a.data.length; i++) total += a.data[i]! ** 2;

@@ -165,7 +165,7 @@ export async function optimizeAnchored(
   // Without anchoring one pass of the original serves every refit: x̂ = x for all layers.
   const waves = anchorWaves(model, todo, inp.independent ? 1 : inp.maxWaves ?? maxWavesFor(macs, inp.feeds.length));
   const count = Math.max(0, ...waves.values());
-  const base = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), gemm: run.gemm };
+  const base = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), gemm: run.gemm, outputSensitivity: run.outputSensitivity };
   const independent: PassContext = { ...base, stats: run.stats };
   const fallback: string[] = [];
   let runs = 0;

@@ -33,6 +33,8 @@ export interface RunContext {
   external?: ExternalReader;
   /** Where the factorizations' large products run (src/linalg/ort-gemm-sync.ts); default JS. */
   gemm?: SyncGemm;
+  /** --output-aware: each layer's output-channel sensitivities (PassContext.outputSensitivity). */
+  outputSensitivity?: ReadonlyMap<string, Float64Array>;
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Data-aware factorizations kept for the run's later fits at the same ranks (rewrite/fit-cache.ts). */
   fits?: FitCache;
@@ -150,7 +152,7 @@ export function optimizeModel(
   // Nodes holding a constant weight that no layer is (Einsum, 3-D Gather tables, a positional table added…): reported with why, before any rewrite adds nodes.
   const others = findOtherWeights(model, layers, new Set(quantized.map((q) => q.name)));
   const planned = plan ? new Map(plan.layers.map((l) => [l.name, l])) : undefined;
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, ...(opts.saves && { saves: opts.saves }), ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: run.external, shared: new Map(), stats: run.stats, gemm: run.gemm, fits: run.fits, outputSensitivity: run.outputSensitivity, ...(opts.saves && { saves: opts.saves }), ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
   const filteredOut = filterReasons(layers, opts);
   const records: LayerRecord[] = [];
   layers.forEach((layer, i) => {

@@ -82,6 +82,8 @@ export interface PipelineConfig {
   anchor?: boolean;
   /** Anchored convs read by a Relu/Clip alone refitted through it (optimize/flat-refit.ts); default false. */
   activationFit?: boolean;
+  /** SVD pairs' fits weighted per output channel by the judged outputs' measured sensitivity (optimize/output-sensitivity.ts); default false. */
+  outputAware?: boolean;
   /**
    * Time the original with its narrow conv outputs reordered out of ORT's blocked layout
    * (optimize/narrow-reorder.ts) and give OUT the same when faster. Only when latency is

@@ -22,6 +22,7 @@ import { createSession, type ModelSource, type ValueInfo } from '../verify/sessi
 import type { HostTensor } from '../verify/tensor.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
+import { isSvdPairLayer, measureOutputSensitivity } from './output-sensitivity.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
@@ -126,9 +127,21 @@ function statisticsOf(job: Job, cfg: PipelineConfig, shapes: ShapeMap, calib: Ca
   if (!collect || !cfg.dataAware) return undefined;
   return (stage) => {
     cfg.onStage?.(stage);
-    const names = eligibleLayers(job.model, shapes, job.opts).map((l) => l.name);
+    const names = statisticsLayers(job, cfg, shapes);
     return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes, cfg.workThreads));
   };
+}
+
+/**
+ * The layers a run may rewrite: those a plan applied as it stands rewrites (the filters
+ * only explain the layers it leaves out, driver.ts, so a plan's small layers are fitted on
+ * data too), else those the filters leave. A budget's plan is a cache of measurements:
+ * the filters decide there.
+ */
+function statisticsLayers(job: Job, cfg: PipelineConfig, shapes: ShapeMap): string[] {
+  const plan = cfg.budget ? undefined : job.opts.plan;
+  if (!plan) return eligibleLayers(job.model, shapes, job.opts).map((l) => l.name);
+  return plan.layers.filter((l) => !l.skipped).map((l) => l.name);
 }
 
 /** What the rewrite works from (prepareRewrite). */
@@ -169,7 +182,17 @@ export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: Shap
     };
   }
   if (cfg.activationFit === true && !collectStats) notes.push('--activation-fit: no calibration statistics (it needs --calib, without --no-data-aware), so every fit is the linear one');
-  const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }) };
+  let outputSensitivity: RunContext['outputSensitivity'];
+  if (cfg.outputAware === true && stats && data.calib) {
+    cfg.onStage?.('measuring output sensitivities');
+    const layers = findLayers(job.model, shapes).filter((l) => stats.has(l.name) && isSvdPairLayer(l));
+    const m = await timed(job.timings, 'outputSensitivity', () => measureOutputSensitivity(job.model, shapes, layers, data.calib!.feeds, {
+      outputs: cfg.outputs, threads: cfg.workThreads, seed: job.opts.seed, onProgress: cfg.onProgress,
+    }));
+    outputSensitivity = m.sensitivity;
+    notes.push(...m.notes);
+  } else if (cfg.outputAware === true) notes.push('--output-aware: no calibration statistics (it needs --calib, without --no-data-aware), so no fit is weighted');
+  const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }), ...(outputSensitivity && { outputSensitivity }) };
   return { data, collectStats, anchor, run, notes, statsEngine };
 }
 

@@ -30,6 +30,11 @@ export interface PassContext {
   stats?: ReadonlyMap<string, LayerInputStats>;
   /** Where the factorizations' large products run (e.g. ORT in a worker); default the JS kernel. */
   gemm?: SyncGemm;
+  /**
+   * --output-aware: per layer name, how much the judged outputs move per unit of each of
+   * the layer's output channels (calib/output-sensitivity.ts); SVD pairs weight their fit by it.
+   */
+  outputSensitivity?: ReadonlyMap<string, Float64Array>;
   /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */
   shared: Map<string, { names: string[]; relError: number; dataError?: number }>;
   /** Data-aware factorizations of the run, reused at the same ranks and statistics (fit-cache.ts). */

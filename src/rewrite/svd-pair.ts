@@ -24,6 +24,7 @@ import type { SyncGemm } from '../linalg/engine.js';
 import { isRank } from '../linalg/checks.js';
 import type { Matrix } from '../linalg/matrix.js';
 import { svdBreakEvenRank } from '../linalg/rank.js';
+import { rowScales } from '../linalg/row-weights.js';
 import { truncatedSvdSync } from '../linalg/rsvd.js';
 import type { SvdResult } from '../linalg/svd.js';
 import {
@@ -35,7 +36,7 @@ import type { Graph } from '../graph/graph.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { readTensorFloat } from '../onnx/tensor.js';
 import { FLOAT_TYPES } from './emit.js';
-import type { ChainFactor, Cost, LayerInputStats, Skip } from './pass.js';
+import type { ChainFactor, Cost, LayerInputStats, PassContext, Skip } from './pass.js';
 import { skip } from './pass.js';
 import { chooseSvdRank, type RankPolicy, type SvdSpectrum } from './rank-policy.js';
 
@@ -53,18 +54,31 @@ export type Whitening = PairStatistics;
  * statistics the fit is anchored; `center` (the layer has a bias that can take the mean
  * error) fits the covariances and returns the bias correction.
  */
-export function whiteningFor(stats: LayerInputStats | undefined, side: Whitening['side'], dim: number, opts: { center?: boolean } = {}): Whitening | undefined {
+export function whiteningFor(
+  stats: LayerInputStats | undefined, side: Whitening['side'], dim: number, opts: { center?: boolean; outputScale?: Float64Array } = {},
+): Whitening | undefined {
   if (!stats || stats.dim !== dim || stats.gram.length !== dim * dim || stats.count === 0) return undefined;
   const an = stats.anchor;
-  if (!an || an.gram.length !== dim * dim || an.cross.length !== dim * dim) return { side, gram: stats.gram, damp: WHITEN_DAMP };
+  const weights = opts.outputScale && { outputScale: opts.outputScale };
+  if (!an || an.gram.length !== dim * dim || an.cross.length !== dim * dim) return { side, gram: stats.gram, damp: WHITEN_DAMP, ...weights };
   const n = stats.count;
   const means = opts.center && stats.mean?.length === dim && an.mean.length === dim ? { x: stats.mean, xHat: an.mean } : undefined;
   return {
-    side, damp: ANCHOR_DAMP, means,
+    side, damp: ANCHOR_DAMP, means, ...weights,
     gram: centered(an.gram, n, dim, means?.xHat, means?.xHat),
     cross: centered(an.cross, n, dim, means?.xHat, means?.x),
     reference: centered(stats.gram, n, dim, means?.x, means?.x),
   };
+}
+
+/**
+ * The output weights of a layer with `outputs` outputs (--output-aware: each output's
+ * measured sensitivity, calib/output-sensitivity.ts) as scales √(h/mean(h) + floor), or
+ * undefined when it has none of that length.
+ */
+export function outputScaleOf(cx: Pick<PassContext, 'outputSensitivity'>, layer: string, outputs: number): Float64Array | undefined {
+  const h = cx.outputSensitivity?.get(layer);
+  return h && h.length === outputs ? rowScales(h) : undefined;
 }
 
 /**
@@ -94,8 +108,9 @@ export class SvdCache {
   readonly lx?: Matrix;
   /** Ridge added to the Gram matrix to make it definite (0 when it was). */
   readonly ridge: number;
+  readonly outputScale?: Float64Array;
   constructor(readonly w: Matrix, private readonly seed: number, readonly whiten?: Whitening, readonly sync?: SyncGemm) {
-    ({ a: this.a, lx: this.lx, ridge: this.ridge } = whitenedMatrix(w, whiten, sync));
+    ({ a: this.a, lx: this.lx, ridge: this.ridge, outputScale: this.outputScale } = whitenedMatrix(w, whiten, sync));
   }
 
   /** Top-k factorization; exact for moderate sizes, randomized (seeded) for large ones. */
@@ -138,7 +153,7 @@ export function svdPairCost(m: number, n: number, r: number): { before: Cost; af
 export function svdPairFactors(cache: SvdCache, r: number): { left: Float32Array; right: Float32Array; relError: number; dataError?: number; biasDelta?: Float64Array } {
   const { rows: m, cols: n } = cache.w;
   const f = cache.factors(r);
-  const { left, right } = pairFromSvd(f, r, m, n, cache.whiten?.side, cache.lx);
+  const { left, right } = pairFromSvd(f, r, m, n, cache.whiten?.side, cache.lx, cache.outputScale);
   const relError = reconstructionError(cache.w, left, right, r, cache.sync);
   if (!cache.whiten) return { left, right, relError };
   return { left, right, relError, ...whitenedPairErrors(cache.w, cache.whiten, cache.a, f, left, right, r, cache.sync) };

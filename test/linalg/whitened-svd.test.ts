@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { isRank, notARank } from '../../src/linalg/checks.js';
 import { gemm } from '../../src/linalg/gemm.js';
 import type { Matrix } from '../../src/linalg/matrix.js';
+import { eigSym } from '../../src/linalg/eig-sym.js';
 import { svd } from '../../src/linalg/svd.js';
 import { truncate, truncatedSvdSync } from '../../src/linalg/rsvd.js';
 import {
@@ -102,5 +103,57 @@ describe('whitened SVD pair (linalg, shared by svd-pair.ts and tucker2-conv.ts)'
     expect([1, 7].map(isRank)).toEqual([true, true]);
     expect([0, -1, 2.5, Number.NaN, Infinity].map(isRank)).toEqual([false, false, false, false, false]);
     expect(notARank(0)).toBe('rank 0 is not a positive integer');
+  });
+});
+
+describe('output weights (--output-aware): the weighted objective Σᵢ sᵢ²‖yᵢ − ŷᵢ‖²', () => {
+  const r = 3;
+  const scale = Float64Array.from({ length: 8 }, (_, i) => (i < 3 ? 5 : 0.2) * (1 + 0.1 * i));
+  const gramOf = (k: number): Float64Array => {
+    const x = randn(40, k);
+    return gemm(x, x, { transA: true }).data as Float64Array;
+  };
+  /** tr(S·E·G·Eᵀ·S) with E [outputs, inputs] = W − Ŵ in the y = W·x orientation. */
+  const weighted = (e: Matrix, g: Float64Array, s?: Float64Array): number => {
+    const eg = gemm(e, { rows: e.cols, cols: e.cols, data: g });
+    let t = 0;
+    for (let i = 0; i < e.rows; i++) for (let j = 0; j < e.cols; j++) t += (s ? s[i]! ** 2 : 1) * eg.data[i * e.cols + j]! * e.data[i * e.cols + j]!;
+    return t;
+  };
+  const transposed = (a: Matrix): Matrix => ({ rows: a.cols, cols: a.rows, data: Float64Array.from({ length: a.data.length }, (_, k) => a.data[(k % a.rows) * a.cols + Math.floor(k / a.rows)]!) });
+
+  for (const side of ['cols', 'rows'] as const) {
+    it(`${side} side: reaches the Eckart–Young bound of S·W·G·Wᵀ·S (its eigenvalues, another route) and beats the unweighted fit on it`, () => {
+      // y = W·x with W [8 outputs, 6 inputs]; on the rows side the stored weight is Wᵀ [6, 8] (Y = X·Wᵀ).
+      const wy = randn(8, 6);
+      const g = gramOf(6);
+      const stored = side === 'cols' ? wy : transposed(wy);
+      const fit = (s?: Float64Array): Matrix => {
+        const t = whitenedMatrix(stored, { side, gram: g, ...(s && { outputScale: s }) });
+        const f = truncatedSvdSync(t.a, r, { seed: 0 });
+        const p = pairFromSvd(f, r, stored.rows, stored.cols, side, t.lx, t.outputScale);
+        const ws = pair(p.left, p.right, stored.rows, r, stored.cols);
+        return side === 'cols' ? ws : transposed(ws);
+      };
+      const wWeighted = fit(scale);
+      const wPlain = fit();
+      // S·W·G·Wᵀ·S: its eigenvalues beyond r are the least weighted error any rank-r Ŵ can have.
+      const swg = gemm(gemm(wy, { rows: 6, cols: 6, data: g }), wy, { transB: true });
+      const m = { rows: 8, cols: 8, data: swg.data.map((v, k) => v * scale[Math.floor(k / 8)]! * scale[k % 8]!) };
+      const bound = Array.from(eigSym(m).values).slice(r).reduce((a, v) => a + Math.max(0, v), 0);
+      const got = weighted(minus(wy, wWeighted), g, scale);
+      expect(Math.abs(got - bound) / bound).toBeLessThan(1e-5);
+      expect(weighted(minus(wy, wPlain), g, scale)).toBeGreaterThan(1.5 * got);
+      // The reported data error is the plain one, from the factors: ‖(W − Ŵ)·x‖ / ‖W·x‖.
+      const t = whitenedMatrix(stored, { side, gram: g, outputScale: scale });
+      const f = truncatedSvdSync(t.a, r, { seed: 0 });
+      const p = pairFromSvd(f, r, stored.rows, stored.cols, side, t.lx, t.outputScale);
+      const { dataError } = whitenedPairErrors(stored, { side, gram: g, outputScale: scale }, t.a, f, p.left, p.right, r);
+      expect(dataError).toBeCloseTo(Math.sqrt(weighted(minus(wy, wWeighted), g) / weighted(wy, g)), 6);
+    });
+  }
+
+  it('refuses weights of the wrong length', () => {
+    expect(() => whitenedMatrix(randn(8, 6), { side: 'cols', gram: gramOf(6), outputScale: new Float64Array(6) })).toThrow(/output weights have 6 entries, expected 8/);
   });
 });

@@ -18,6 +18,7 @@ import { calibFile } from '../helpers/calib.js';
 import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { machineNchwcBlock } from '../../src/verify/cpu-block.js';
+import { DEFAULT_MIN_PARAMS } from '../../src/optimize/driver.js';
 
 async function optimizeJson(...argv: string[]): Promise<{ code: number; report: Report; err: string }> {
   let out = '';
@@ -100,6 +101,22 @@ describe('statistics only for the layers a run may rewrite', () => {
       '--min-params', '4096', '--calib', calibFile(dir, [2, 3, 48, 192], 3), '--no-verify',
     );
     expect(report.notes).toContain(`data-aware decomposition: input statistics for ${eligible.length} layer(s)`);
+  });
+
+  it('a plan applied as it stands: statistics for exactly the layers it rewrites, the small ones too', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-plan-stats-'));
+    const common = [REAL.cls, path.join(dir, 'o.onnx'), '--shape', 'x:1x3x48x192', '--no-verify', '--no-latency'];
+    // The plan takes layers below the default --min-params (4096); the run applying it keeps the default filters.
+    const planFile = path.join(dir, 'plan.json');
+    const plain = await optimizeJson(...common, '--rank-ratio', '0.5', '--min-params', '0', '--report', planFile);
+    const planned = plain.report.layers.filter((l) => !l.skipped);
+    expect(planned.some((l) => l.paramsBefore < DEFAULT_MIN_PARAMS)).toBe(true);
+    const { report } = await optimizeJson(...common, '--plan', planFile, '--calib', calibFile(dir, [2, 3, 48, 192], 3), '--no-anchor');
+    expect(report.notes).toContain(`data-aware decomposition: input statistics for ${planned.length} layer(s)`);
+    const rewritten = report.layers.filter((l) => !l.skipped);
+    expect(rewritten.map((l) => l.name)).toEqual(planned.map((l) => l.name));
+    // Each fit was whitened by its statistics (before, the small ones were fitted on the weights alone).
+    for (const l of rewritten) expect(l.dataError, l.name).toBeDefined();
   });
 
   it('cls with --heaviest 5 and a budget: statistics, sensitivity and rewrites only for the 5 layers with the most MACs', async () => {

@@ -1,0 +1,152 @@
+/**
+ * --output-aware (src/optimize/output-sensitivity.ts): each output channel's sensitivity,
+ * measured in ORT by finite differences, against its value computed by hand on linear
+ * tails; and the weighted fit end to end, at the ranks of a plan.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ModelBuilder } from '../../models/builder.js';
+import { main } from '../../src/cli/main.js';
+import { Model } from '../../src/graph/graph.js';
+import { findLayers } from '../../src/graph/layers.js';
+import { learnShapes } from '../../src/graph/shapes.js';
+import { encodeModel } from '../../src/onnx/codec.js';
+import { isSvdPairLayer, measureOutputSensitivity, outputChannelAxis } from '../../src/optimize/output-sensitivity.js';
+import type { Report } from '../../src/report/report.js';
+import { createRng } from '../../src/util/rng.js';
+import type { Feeds } from '../../src/verify/tensor.js';
+import { calibFile } from '../helpers/calib.js';
+
+const rng = createRng(5);
+const randw = (n: number): number[] => Array.from({ length: n }, () => rng.normal());
+
+/** x [1, 4, 3, 3] → 1x1 conv c1 (6 outputs) → 1x1 conv c2 (V [2, 6]) → Identity → y. */
+function twoConvs(v: number[]) {
+  const b = new ModelBuilder();
+  const x = b.input('x', [1, 4, 3, 3]);
+  const w1 = randw(24);
+  const z = b.node('Conv', [x, b.init('w1', [6, 4, 1, 1], w1)], {}, { name: 'c1' });
+  b.output(b.node('Identity', [b.node('Conv', [z, b.init('v', [2, 6, 1, 1], v)], {}, { name: 'c2' })]));
+  return { model: new Model(b.build()), w1 };
+}
+
+const feed = (seed: number): Feeds => {
+  const r = createRng(seed);
+  return { x: { type: 'float32', dims: [1, 4, 3, 3], data: Float32Array.from({ length: 36 }, () => r.normal()) } };
+};
+
+/** y = V·W1·x per position (no biases): ‖y‖². */
+function outputEnergy(w1: number[], v: number[], x: Float32Array): number {
+  let e = 0;
+  for (let p = 0; p < 9; p++) {
+    const z = Array.from({ length: 6 }, (_, c) => w1.slice(c * 4, c * 4 + 4).reduce((a, w, k) => a + w * x[k * 9 + p]!, 0));
+    for (let o = 0; o < 2; o++) e += z.reduce((a, zc, c) => a + v[o * 6 + c]! * zc, 0) ** 2;
+  }
+  return e;
+}
+
+describe('output sensitivities measured in ORT', () => {
+  it('a linear pointwise tail: h_c = positions·‖V[:, c]‖² / ‖y‖², averaged over the feeds; a column of zeros gives 0', async () => {
+    const v = randw(12);
+    v[3] = 0; v[9] = 0; // channel 3 is never read
+    const { model, w1 } = twoConvs(v);
+    const layers = findLayers(model).filter((l) => l.name === 'c1');
+    const feeds = [feed(1), feed(2)];
+    const { sensitivity, notes } = await measureOutputSensitivity(model, undefined, layers, feeds);
+    const h = sensitivity.get('c1')!;
+    expect(h).toHaveLength(6);
+    const energy = feeds.map((f) => outputEnergy(w1, v, f.x!.data as Float32Array));
+    for (let c = 0; c < 6; c++) {
+      const colNorm = v[c]! ** 2 + v[6 + c]! ** 2;
+      const want = energy.reduce((a, e) => a + (9 * colNorm) / e, 0) / feeds.length;
+      if (c === 3) expect(h[c]).toBe(0);
+      else expect(Math.abs(h[c]! - want) / want).toBeLessThan(1e-3);
+    }
+    expect(notes).toEqual(['--output-aware: output sensitivities of 1 layer(s) measured (12 probe runs on 2 calibration feed(s))']);
+  });
+
+  it('through a Relu: a channel that is never positive moves nothing', async () => {
+    const b = new ModelBuilder();
+    const x = b.input('x', [1, 4, 3, 3]);
+    // Channel 0's bias keeps it below zero on any N(0,1) input of this size.
+    const bias = [-1000, 0, 0, 0, 0, 0];
+    const z = b.node('Conv', [x, b.init('w1', [6, 4, 1, 1], randw(24)), b.init('b1', [6], bias)], {}, { name: 'c1' });
+    b.output(b.node('Conv', [b.node('Relu', [z]), b.init('v', [2, 6, 1, 1], randw(12))], {}, { name: 'c2' }));
+    const model = new Model(b.build());
+    const { sensitivity, notes } = await measureOutputSensitivity(model, undefined, findLayers(model), [feed(3)]);
+    const h = sensitivity.get('c1')!;
+    expect(h[0]).toBe(0);
+    expect(Math.min(...h.slice(1))).toBeGreaterThan(0);
+    // c2's output is the graph output: each channel moves it alike, so it is not measured.
+    expect(sensitivity.has('c2')).toBe(false);
+    expect(notes).toContain('--output-aware: 1 layer(s) whose output is a graph output weighted evenly');
+  });
+
+  it('within the work bound: fewer feeds first, then the layers with the costliest probes left out, with a note', async () => {
+    const { model } = twoConvs(randw(12));
+    const learned = await learnShapes(model.proto);
+    if (!learned.ok) throw learned.error;
+    const layers = findLayers(model, learned.value.shapes);
+    const macs = layers.map((l) => l.macs!);
+    expect(macs).toEqual([6 * 4 * 9, 2 * 6 * 9]);
+    // c1's 6 probes each run c1's downstream part (c1 and c2 counted), c2's 2 probes c2's.
+    const oneFeed = await measureOutputSensitivity(model, undefined, layers, [feed(1), feed(2)], { maxMacs: 6 * (macs[0]! + macs[1]!) + 2 * macs[1]! });
+    expect(oneFeed.notes.at(-1)).toMatch(/on 1 calibration feed\(s\)/);
+    expect([...oneFeed.sensitivity.keys()].sort()).toEqual(['c1', 'c2']);
+    const cheapest = await measureOutputSensitivity(model, undefined, layers, [feed(1)], { maxMacs: 2 * macs[1]! });
+    expect([...cheapest.sensitivity.keys()]).toEqual(['c2']);
+    expect(cheapest.notes).toContain('--output-aware: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+2 multiply-adds)');
+  });
+
+  it('which layers and axes: 1x1 ungrouped convs, Gemms and 2-D MatMuls, on the axis their outputs make', () => {
+    const b = new ModelBuilder();
+    const x = b.input('x', [1, 4, 3, 3]);
+    const k = b.node('Conv', [x, b.init('k', [4, 4, 3, 3], randw(144))], { pads: [1, 1, 1, 1] }, { name: 'k3' });
+    const p = b.node('Conv', [k, b.init('p', [4, 4, 1, 1], randw(16))], {}, { name: 'pw' });
+    const f = b.node('Reshape', [p, b.initInt64('shape', [2], [1, 36])]);
+    const m = b.node('MatMul', [f, b.init('m', [36, 5], randw(180))], {}, { name: 'mm' });
+    b.output(b.node('Gemm', [m, b.init('g', [5, 3], randw(15))], {}, { name: 'gm' }));
+    const ls = findLayers(new Model(b.build()));
+    const by = (n: string) => ls.find((l) => l.name === n)!;
+    expect(['k3', 'pw', 'mm', 'gm'].map((n) => isSvdPairLayer(by(n)))).toEqual([false, true, true, true]);
+    expect(['pw', 'mm', 'gm'].map((n) => outputChannelAxis(by(n)))).toEqual([1, -1, 1]);
+  });
+});
+
+describe('optimize --output-aware at the ranks of a plan', () => {
+  it('a layer whose outputs the next one reads unevenly: lower held-out output error than the unweighted fit, with its note', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-oaware-'));
+    const b = new ModelBuilder();
+    const x = b.input('x', [1, 8, 6, 6]);
+    const z = b.node('Conv', [x, b.init('w1', [8, 8, 1, 1], randw(64))], {}, { name: 'c1' });
+    // The next conv reads channels 0–3 strongly and 4–7 barely.
+    const v = randw(32).map((w, i) => w * (i % 8 < 4 ? 10 : 0.05));
+    b.output(b.node('Conv', [z, b.init('v', [4, 8, 1, 1], v)], {}, { name: 'c2' }));
+    const file = path.join(dir, 'm.onnx');
+    writeFileSync(file, encodeModel(b.build()));
+    const plan = path.join(dir, 'plan.json');
+    writeFileSync(plan, JSON.stringify({ layers: [{ name: 'c1', pass: 'conv1x1-svd', ranks: [3] }] }));
+    const calib = calibFile(mkdtempSync(path.join(dir, 'c-')), [4, 8, 6, 6], 11);
+    const held = calibFile(mkdtempSync(path.join(dir, 'h-')), [4, 8, 6, 6], 12);
+    const run = async (...extra: string[]): Promise<Report> => {
+      let out = '';
+      let err = '';
+      const code = await main(['optimize', file, path.join(dir, 'o.onnx'), '--plan', plan, '--calib', calib, '--verify-data', held, '--no-latency', '--json', '--no-anchor', ...extra], { out: (t) => { out += t; }, err: (t) => { err += t; } });
+      if (code === 2) throw new Error(err);
+      return JSON.parse(out) as Report;
+    };
+    const rel = (r: Report): number => r.verify!.outputs[0]!.relL2;
+    const plain = await run();
+    const aware = await run('--output-aware');
+    expect(aware.layers.find((l) => l.name === 'c1')!.ranks).toEqual([3]);
+    expect(rel(aware)).toBeLessThan(0.5 * rel(plain));
+    expect(aware.notes).toContain('--output-aware: output sensitivities of 1 layer(s) measured (16 probe runs on 2 calibration feed(s))');
+    expect(plain.notes.some((n) => n.includes('--output-aware'))).toBe(false);
+    // Without calibration data there is nothing to weight with, and the run says so.
+    let out = '';
+    await main(['optimize', file, path.join(dir, 'n.onnx'), '--plan', plan, '--no-latency', '--no-verify', '--json', '--output-aware'], { out: (t) => { out += t; }, err: () => {} });
+    expect((JSON.parse(out) as Report).notes).toContain('--output-aware: no calibration statistics (it needs --calib, without --no-data-aware), so no fit is weighted');
+  });
+});
