@@ -13,8 +13,8 @@
  * where each position reaches outputs of its own (a pointwise linear tail) they are zero, so
  * h_c is then exact. Outputs count relative to their size, as their rel. L2 is judged.
  * One probe per channel and feed, each a run of the part downstream of the layer
- * (submodel.ts) fed with tensors captured once from the original: bounded by a work budget
- * (multiply-adds of the probes' runs), not by time.
+ * (submodel.ts) fed with tensors captured from a run of the original: bounded by a work
+ * budget (multiply-adds of the probes' runs), not by time.
  */
 import { attrInt } from '../graph/attrs.js';
 import type { LayerInfo } from '../graph/layers.js';
@@ -145,19 +145,16 @@ export async function measureOutputSensitivity(
   const use = feeds.slice(0, nFeeds);
   const run = probes.filter((p) => affordable.has(p));
   if (run.length === 0) return { sensitivity, notes };
-  // One run of the original exposing every part's boundary and the layers' outputs.
-  const extra = [...new Set(run.flatMap((p) => [...p.part.boundary, p.layer.node.output[0]!]))];
-  const cap = await runAll({ bytes: encodeModel(captureModel(model.proto, extra)) }, use, opts.threads ?? 1);
-  if (!cap.ok) {
-    notes.push(`--output-aware: no layer probed (the original failed to run: ${cap.error.message})`);
-    return { sensitivity, notes };
-  }
   const rng = createRng(opts.seed ?? 0);
   const before = new Set(g.proto.node);
   const totalProbes = run.reduce((a, p) => a + p.channels * use.length, 0);
   let done = 0;
   const failed: string[] = [];
   for (const p of run) {
+    // A run of the original exposing this part's boundary and the layer's output (one
+    // layer's at a time: on large inputs all of them at once could exhaust memory).
+    const cap = await runAll({ bytes: encodeModel(captureModel(model.proto, [...p.part.boundary, p.layer.node.output[0]!])) }, use, opts.threads ?? 1);
+    if (!cap.ok) { failed.push(`${p.layer.name} (${cap.error.message})`); continue; }
     let k = 0;
     const h = await probeLayer(model, p, before, use, cap.value, judged, rng, opts.threads ?? 1, () => {
       k++;
