@@ -24,6 +24,7 @@ export interface ErrorAttempt {
 }
 
 export interface SearchLimits {
+  /** Attempts once one has held; while none has, twice as many (a budget missed is worse than a search that takes longer). */
   maxAttempts: number;
   /** Bisection stops when failing/holding budgets are this close (ratio). */
   closeRatio: number;
@@ -44,7 +45,7 @@ export function nextErrorBudget(mode: 'err2' | 'top1', target: number, attempts:
   if (!last) return { next: target };
   const held = attempts.filter((a) => a.met);
   const best = held.reduce<ErrorAttempt | undefined>((b, a) => (!b || a.err2 > b.err2 ? a : b), undefined);
-  if (attempts.length >= limits.maxAttempts) return { done: true, best };
+  if (attempts.length >= (best ? 1 : 2) * limits.maxAttempts) return { done: true, best };
   const failed = attempts.filter((a) => !a.met);
   // Infinity while nothing has failed.
   const lowestFail = Math.min(...failed.map((a) => a.err2));
