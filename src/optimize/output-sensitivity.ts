@@ -77,6 +77,19 @@ function partMacs(part: Downstream, byNode: ReadonlyMap<NodeProto, LayerInfo>): 
   return m;
 }
 
+/** How many times the learned shapes' elements a feed holds (a batch of samples in one feed), at least 1. */
+export function feedScale(feed: Feeds, shapes: ReadonlyMap<string, readonly number[]> | undefined): number {
+  let fed = 0;
+  let learned = 0;
+  for (const [name, t] of Object.entries(feed)) {
+    const dims = shapes?.get(name);
+    if (!dims) continue;
+    fed += t.data.length;
+    learned += dims.reduce((a, b) => a * b, 1);
+  }
+  return learned > 0 ? Math.max(1, fed / learned) : 1;
+}
+
 /** Σ_o ‖a_o − b_o‖² / ‖b_o‖² over the judged outputs (absolute where b_o is zero). */
 function relativeMove(a: Record<string, HostTensor>, b: Record<string, HostTensor>, outputs: readonly string[]): number {
   let total = 0;
@@ -129,8 +142,10 @@ export async function measureOutputSensitivity(
   if (other > 0) notes.push(`--output-aware: ${other} layer(s) not probed (inside subgraphs, or not a Conv, Gemm or 2-D MatMul)`);
   if (probes.length === 0 || feeds.length === 0) return { sensitivity, notes };
   // The work bound: fewer feeds first, then the layers with the costliest probes left out.
+  // Layer MACs are at the learned shapes; a feed holding a batch of several samples costs more.
   const budget = opts.maxMacs ?? OUTPUT_SENSITIVITY_MACS;
-  const cost = (p: Probe): number => p.channels * Math.max(p.macs, 1);
+  const scale = feedScale(feeds[0]!, shapes);
+  const cost = (p: Probe): number => p.channels * Math.max(p.macs, 1) * scale;
   let nFeeds = Math.min(MAX_FEEDS, feeds.length);
   while (nFeeds > 1 && probes.reduce((a, p) => a + nFeeds * cost(p), 0) > budget) nFeeds--;
   const affordable = new Set<Probe>();

@@ -13,7 +13,7 @@ import { Model } from '../../src/graph/graph.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { learnShapes } from '../../src/graph/shapes.js';
 import { encodeModel } from '../../src/onnx/codec.js';
-import { isSvdPairLayer, measureOutputSensitivity, outputChannelAxis } from '../../src/optimize/output-sensitivity.js';
+import { feedScale, isSvdPairLayer, measureOutputSensitivity, outputChannelAxis } from '../../src/optimize/output-sensitivity.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds } from '../../src/verify/tensor.js';
@@ -25,7 +25,7 @@ const randw = (n: number): number[] => Array.from({ length: n }, () => rng.norma
 /** x [1, 4, 3, 3] → 1x1 conv c1 (6 outputs) → 1x1 conv c2 (V [2, 6]) → Identity → y. */
 function twoConvs(v: number[]) {
   const b = new ModelBuilder();
-  const x = b.input('x', [1, 4, 3, 3]);
+  const x = b.input('x', ['N', 4, 3, 3]);
   const w1 = randw(24);
   const z = b.node('Conv', [x, b.init('w1', [6, 4, 1, 1], w1)], {}, { name: 'c1' });
   b.output(b.node('Identity', [b.node('Conv', [z, b.init('v', [2, 6, 1, 1], v)], {}, { name: 'c2' })]));
@@ -98,6 +98,14 @@ describe('output sensitivities measured in ORT', () => {
     const cheapest = await measureOutputSensitivity(model, undefined, layers, [feed(1)], { maxMacs: 2 * macs[1]! });
     expect([...cheapest.sensitivity.keys()]).toEqual(['c2']);
     expect(cheapest.notes).toContain('--output-aware: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+2 multiply-adds)');
+    // A feed holding a batch of 2 samples costs twice the learned shapes' MACs: the bound that took both layers on one feed takes c2 alone.
+    const two = feed(1).x!;
+    const batched = { x: { type: 'float32' as const, dims: [2, 4, 3, 3], data: Float32Array.from([...two.data as Float32Array, ...two.data as Float32Array]) } };
+    expect(feedScale(batched, learned.value.shapes)).toBe(2);
+    const bound = 6 * (macs[0]! + macs[1]!) + 2 * macs[1]!;
+    const onBatch = await measureOutputSensitivity(model, learned.value.shapes, layers, [batched], { maxMacs: bound });
+    expect([...onBatch.sensitivity.keys()]).toEqual(['c2']);
+    expect(onBatch.notes).toContain('--output-aware: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+3 multiply-adds)');
   });
 
   it('which layers and axes: 1x1 ungrouped convs, Gemms and 2-D MatMuls, on the axis their outputs make', () => {
