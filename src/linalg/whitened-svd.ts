@@ -8,7 +8,7 @@
  * given): A = W·(X + δI)ᵀ·L̂⁻ᵀ in the y = W·x orientation (transposed for the rows side),
  * with Ĉ + δI = L̂·L̂ᵀ (anchored.ts). δ = damp·mean(diag G). Without whitening A = W.
  * Output weights (`outputScale` s, s² = how much the model's outputs move per unit of each
- * output channel, calib/output-sensitivity.ts): the objective is Σᵢ sᵢ²‖yᵢ − ŷᵢ‖², whose
+ * output channel, optimize/output-sensitivity.ts): the objective is Σᵢ sᵢ²‖yᵢ − ŷᵢ‖², whose
  * rank-r optimum is the truncated SVD of diag(s)·A with diag(s)⁻¹ undone on the output
  * side of the factors (the row-weighted SVD of row-weights.ts on whichever side the
  * outputs are).

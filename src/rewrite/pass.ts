@@ -32,7 +32,7 @@ export interface PassContext {
   gemm?: SyncGemm;
   /**
    * --output-aware: per layer name, how much the judged outputs move per unit of each of
-   * the layer's output channels (calib/output-sensitivity.ts); SVD pairs weight their fit by it.
+   * the layer's output channels (optimize/output-sensitivity.ts); SVD pairs weight their fit by it.
    */
   outputSensitivity?: ReadonlyMap<string, Float64Array>;
   /** Factor initializers already made for a shared weight, keyed by weight name + pass + ranks. */

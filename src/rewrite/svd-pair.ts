@@ -73,7 +73,7 @@ export function whiteningFor(
 
 /**
  * The output weights of a layer with `outputs` outputs (--output-aware: each output's
- * measured sensitivity, calib/output-sensitivity.ts) as scales √(h/mean(h) + floor), or
+ * measured sensitivity, optimize/output-sensitivity.ts) as scales √(h/mean(h) + floor), or
  * undefined when it has none of that length.
  */
 export function outputScaleOf(cx: Pick<PassContext, 'outputSensitivity'>, layer: string, outputs: number): Float64Array | undefined {
