@@ -7,23 +7,26 @@
  * makes the fit spend its rank where the outputs are sensitive (SVD pairs:
  * linalg/whitened-svd.ts outputScale, √(h/mean h + floor) as row-weights.ts).
  *
- * Measured by finite differences in ORT, without gradients: z_c += ε·s with s a Rademacher
- * sign per position, h_c = Σ_o ‖y_o(z + ε·s·e_c) − y_o(z)‖² / (ε²·‖y_o(z)‖²), averaged over
- * feeds. Over s the cross terms between positions vanish in expectation (Hutchinson), and
- * where each position reaches outputs of its own (a pointwise linear tail) they are zero, so
- * h_c is then exact. Outputs count relative to their size, as their rel. L2 is judged.
+ * Estimated first from backward runs (output-gradients.ts: one run serves every layer whose
+ * downstream operators all have a vector-Jacobian product), else measured by finite
+ * differences in ORT: z_c += ε·s with s a Rademacher sign per position,
+ * h_c = Σ_o ‖y_o(z + ε·s·e_c) − y_o(z)‖² / (ε²·‖y_o(z)‖²), averaged over feeds. Over s the
+ * cross terms between positions vanish in expectation (Hutchinson), and where each
+ * position reaches outputs of its own (a pointwise linear tail) they are zero, so h_c is
+ * then exact. Outputs count relative to their size, as their rel. L2 is judged.
  * One probe per channel and feed, each a run of the part downstream of the layer
  * (submodel.ts) fed with tensors captured from a run of the original: bounded by a work
- * budget (multiply-adds of the probes' runs), not by time.
+ * budget (multiply-adds of the runs, backward ones included), not by time.
  */
 import { attrInt } from '../graph/attrs.js';
-import type { LayerInfo } from '../graph/layers.js';
+import { findLayers, type LayerInfo } from '../graph/layers.js';
 import type { Model } from '../graph/graph.js';
 import { encodeModel } from '../onnx/codec.js';
 import type { NodeProto } from '../onnx/schema.js';
 import { createRng, type Rng } from '../util/rng.js';
 import { createSession } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { gradientSensitivity } from './output-gradients.js';
 import { runAll } from './output-error.js';
 import { captureModel, downstreamOf, subModel, type Downstream } from './submodel.js';
 
@@ -41,6 +44,8 @@ export interface OutputSensitivityOptions {
   /** Work bound in multiply-adds of the probes' runs (OUTPUT_SENSITIVITY_MACS). */
   maxMacs?: number;
   seed?: number;
+  /** 'probes': finite differences only (default: gradients where every downstream operator has a product). */
+  method?: 'auto' | 'probes';
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -68,9 +73,17 @@ export function isSvdPairLayer(layer: Pick<LayerInfo, 'op' | 'weightShape' | 'no
   return layer.op === 'Gemm' || (layer.op === 'MatMul' && layer.weightShape.length === 2);
 }
 
+/**
+ * A layer whose fit takes output weights: the SVD pairs', and Tucker-2's on any conv that
+ * is not depthwise (its output side). CP's factors do not use them yet.
+ */
+export function takesOutputWeights(layer: Pick<LayerInfo, 'op' | 'weightShape' | 'node'>): boolean {
+  return isSvdPairLayer(layer) || (layer.op === 'Conv' && (layer.weightShape[1] ?? 1) > 1);
+}
+
 interface Probe { layer: LayerInfo; axis: number; part: Downstream; channels: number; macs: number }
 
-/** Multiply-adds of the layers in a downstream part (the others are not counted: cheap next to them). */
+/** Multiply-adds of the weighted layers in a downstream part (the other operators are cheap next to them). */
 function partMacs(part: Downstream, byNode: ReadonlyMap<NodeProto, LayerInfo>): number {
   let m = 0;
   for (const n of part.nodes) m += byNode.get(n)?.macs ?? 0;
@@ -120,36 +133,61 @@ export async function measureOutputSensitivity(
   const notes: string[] = [];
   const sensitivity = new Map<string, Float64Array>();
   const g = model.root;
-  const byNode = new Map(layers.map((l) => [l.node, l]));
+  // Every weighted layer prices the runs, not only the ones probed.
+  const all = findLayers(model, shapes as Map<string, number[]> | undefined).filter((l) => l.graph === g);
+  const byNode = new Map(all.map((l) => [l.node, l]));
+  for (const l of layers) byNode.set(l.node, l);
   const judged = opts.outputs ?? g.proto.output.map((o) => o.name ?? '');
-  const probes: Probe[] = [];
+  const budget = opts.maxMacs ?? OUTPUT_SENSITIVITY_MACS;
+  const scale = feeds.length > 0 ? feedScale(feeds[0]!, shapes) : 1;
+  const candidates: { layer: LayerInfo; axis: number; judgedOutput: boolean; part: Downstream }[] = [];
   let other = 0;
-  let graphOutputs = 0;
   for (const layer of layers) {
     const axis = outputChannelAxis(layer);
     const z = layer.node.output[0];
     if (axis === undefined || layer.graph !== g || !z) { other++; continue; }
-    const dims = shapes?.get(z);
-    // An output that is itself judged moves it equally on every channel: even weights, nothing to measure.
-    if (g.proto.output.some((o) => o.name === z)) { graphOutputs++; continue; }
     const part = downstreamOf(g, layer.node);
-    if (!part.outputs.some((o) => judged.includes(o))) continue;
+    const judgedOutput = judged.includes(z);
+    if (!judgedOutput && !part.outputs.some((o) => judged.includes(o))) continue;
+    candidates.push({ layer, axis, judgedOutput, part });
+  }
+  if (other > 0) notes.push(`--output-aware: ${other} layer(s) not probed (inside subgraphs, or not a Conv, Gemm or 2-D MatMul)`);
+  if (candidates.length === 0 || feeds.length === 0) return { sensitivity, notes };
+  let spent = 0;
+  if ((opts.method ?? 'auto') === 'auto') {
+    // A backward run costs about twice the forward one: three forward runs in all.
+    const runCost = 3 * Math.max(1, [...byNode.values()].reduce((a, l) => a + (l.graph === g ? l.macs ?? 0 : 0), 0)) * scale;
+    const gs = await gradientSensitivity(model, candidates.map((c) => ({ name: c.layer.name, value: c.layer.node.output[0]!, axis: c.axis })), feeds, judged, {
+      threads: opts.threads, seed: opts.seed, maxFeeds: MAX_FEEDS, runCost, maxMacs: budget, onProgress: opts.onProgress,
+    });
+    for (const [name, h] of gs.sensitivity) sensitivity.set(name, h);
+    spent += gs.runs * runCost;
+    if (gs.sensitivity.size > 0) notes.push(`--output-aware: output sensitivities of ${gs.sensitivity.size} layer(s) from gradients (${gs.runs} backward run(s) on ${gs.feeds} calibration feed(s))`);
+    const left = candidates.filter((c) => !gs.sensitivity.has(c.layer.name));
+    if (left.length > 0) {
+      const why = gs.failure ?? gs.uncovered.get(left[0]!.layer.name) ?? 'no gradient reaches them';
+      notes.push(`--output-aware: ${left.length} layer(s) without an exact gradient, measured by finite differences (${why})`);
+    }
+  }
+  const probes: Probe[] = [];
+  let graphOutputs = 0;
+  for (const c of candidates) {
+    if (sensitivity.has(c.layer.name)) continue;
+    // An output that is itself judged moves it equally on every channel: even weights, nothing to measure.
+    if (c.judgedOutput || g.proto.output.some((o) => o.name === c.layer.node.output[0])) { graphOutputs++; continue; }
+    const dims = shapes?.get(c.layer.node.output[0]!);
     // For the work bound; the probes count the channels the captured output has.
-    const channels = dims?.at(axis) ?? (layer.op === 'Conv' ? layer.weightShape[0]! : Math.max(...layer.weightShape));
-    probes.push({ layer, axis, part, channels, macs: partMacs(part, byNode) });
+    const channels = dims?.at(c.axis) ?? (c.layer.op === 'Conv' ? c.layer.weightShape[0]! : Math.max(...c.layer.weightShape));
+    probes.push({ layer: c.layer, axis: c.axis, part: c.part, channels, macs: partMacs(c.part, byNode) });
   }
   if (graphOutputs > 0) notes.push(`--output-aware: ${graphOutputs} layer(s) whose output is a graph output weighted evenly`);
-  if (other > 0) notes.push(`--output-aware: ${other} layer(s) not probed (inside subgraphs, or not a Conv, Gemm or 2-D MatMul)`);
-  if (probes.length === 0 || feeds.length === 0) return { sensitivity, notes };
+  if (probes.length === 0) return { sensitivity, notes };
   // The work bound: fewer feeds first, then the layers with the costliest probes left out.
   // Layer MACs are at the learned shapes; a feed holding a batch of several samples costs more.
-  const budget = opts.maxMacs ?? OUTPUT_SENSITIVITY_MACS;
-  const scale = feedScale(feeds[0]!, shapes);
   const cost = (p: Probe): number => p.channels * Math.max(p.macs, 1) * scale;
   let nFeeds = Math.min(MAX_FEEDS, feeds.length);
-  while (nFeeds > 1 && probes.reduce((a, p) => a + nFeeds * cost(p), 0) > budget) nFeeds--;
+  while (nFeeds > 1 && spent + probes.reduce((a, p) => a + nFeeds * cost(p), 0) > budget) nFeeds--;
   const affordable = new Set<Probe>();
-  let spent = 0;
   for (const p of [...probes].sort((a, b) => cost(a) - cost(b))) {
     if (spent + nFeeds * cost(p) > budget) break;
     spent += nFeeds * cost(p);
@@ -180,7 +218,7 @@ export async function measureOutputSensitivity(
     else sensitivity.set(p.layer.name, h);
   }
   if (failed.length > 0) notes.push(`--output-aware: not probed: ${failed.join(', ')}`);
-  notes.push(`--output-aware: output sensitivities of ${sensitivity.size} layer(s) measured (${done} probe runs on ${use.length} calibration feed(s))`);
+  notes.push(`--output-aware: output sensitivities of ${run.length - failed.length} layer(s) measured by finite differences (${done} probe runs on ${use.length} calibration feed(s))`);
   return { sensitivity, notes };
 }
 
