@@ -16,8 +16,7 @@
  * calibration statistics a whitened first factor and a least-squares last factor; anchored
  * (statistics with an `anchor`, src/optimize/anchored.ts) core and last factor fitted to the
  * original model's outputs given the partly compressed model's inputs. The output mean
- * error goes into the bias. With --output-aware the output side weights each output
- * channel by the model's sensitivity to it (outputScale).
+ * error goes into the bias.
  */
 import type { Graph } from '../src/graph/graph.js';
 import { constantOrCastFed, type LayerInfo } from '../src/graph/layers.js';
@@ -28,7 +27,7 @@ import {
 import { isRank, notARank } from '../src/linalg/checks.js';
 import { createTucker2Shared, tucker2Conv, type Tucker2Conv, type Tucker2Shared } from '../src/linalg/tucker2-conv.js';
 import { castAware } from '../src/rewrite/cast-weights.js';
-import { outputScaleOf, WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
+import { WHITEN_DAMP, type Whitening } from '../src/rewrite/svd-pair.js';
 import { makeFloatTensor, readTensorFloat } from '../src/onnx/tensor.js';
 import {
   allFinite, convLayerGeometry, finiteWeight, chainConvAttrs, convCost, convNode, groupKernels, isDepthwise, isPointwise, placementAttrs,
@@ -234,7 +233,6 @@ function factorizeTucker2(m: ConvTucker2Match, ranks: readonly number[], cx: Pas
     channel: m.channelGram?.map((gram) => ({ gram, damp: WHITEN_DAMP })),
     patches: m.patches,
     anchor: m.anchor && { ...m.anchor, patchDamp: ANCHOR_PATCH_DAMP },
-    outputScale: aware ? outputScaleOf(cx, m.layer.name, geo.T) : undefined,
   }));
   if (!Number.isFinite(f.relError)) return skip('factorization produced non-finite values');
   m.fitted = { key, ...f };

@@ -49,13 +49,6 @@ export interface Tucker2ConvOptions {
    * another kernel or statistics replace what it holds.
    */
   shared?: Tucker2Shared;
-  /**
-   * Output weights [T] (--output-aware; s² = how much the model's outputs move per unit of
-   * each output channel): the output side minimises Σ_c s_c²‖y_c − ŷ_c‖². Per output row
-   * the error is separable, so the weights only move the shared subspace U_T (and the
-   * core): fit on diag(s)·(…), then the last factor's rows divided by s.
-   */
-  outputScale?: Float64Array;
 }
 
 /**
@@ -78,7 +71,6 @@ interface SharedWork {
   patches?: readonly Float64Array[];
   anchor?: readonly AnchoredPatch[];
   patchDamp?: number;
-  outputScale?: Float64Array;
   groups: GroupWork[];
 }
 
@@ -117,8 +109,8 @@ export function tucker2Conv(kernel: ConvKernel, ranks: readonly [number, number]
   }
   const groups = groupData(kernel);
   const work = sharedWork(opts, kernel);
-  if (opts.anchor) return anchoredTucker2(kernel, groups, r1, r2, opts.anchor, opts.gemm, work, opts.outputScale);
-  if (opts.channel) return refitted(kernel, groups, whitenedTucker2(kernel, groups, r1, r2, opts.channel, opts.gemm, work, !opts.patches, opts.outputScale), opts.patches, opts.gemm, work);
+  if (opts.anchor) return anchoredTucker2(kernel, groups, r1, r2, opts.anchor, opts.gemm, work);
+  if (opts.channel) return refitted(kernel, groups, whitenedTucker2(kernel, groups, r1, r2, opts.channel, opts.gemm, work, !opts.patches), opts.patches, opts.gemm, work);
   const f = hooiTucker2(kernel, groups, r1, r2, opts);
   return Number.isFinite(f.relError) ? refitted(kernel, groups, f, opts.patches, opts.gemm, work) : f;
 }
@@ -132,13 +124,11 @@ function sharedWork(opts: Tucker2ConvOptions, kernel: ConvKernel): SharedWork {
   const old = opts.shared?.work;
   const same = <X>(a: readonly X[] | undefined, b: readonly X[] | undefined, eq: (x: X, y: X) => boolean): boolean =>
     a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => eq(x, b[i]!)));
-  const scale = opts.outputScale;
   if (old && old.kernel === kernel.data && old.groups.length === kernel.groups && old.patchDamp === patchDamp
-    && same(old.outputScale && [...old.outputScale], scale && [...scale], (x, y) => x === y)
     && same(old.whiten, whiten, (x, y) => x.gram === y.gram && x.cross === y.cross && (x.damp ?? 0) === (y.damp ?? 0))
     && same(old.patches, patches, (x, y) => x === y)
     && same(old.anchor, anchor, (x, y) => x.gramHat === y.gramHat && x.cross === y.cross && x.mean === y.mean && x.meanHat === y.meanHat)) return old;
-  const work: SharedWork = { kernel: kernel.data, whiten, patches, anchor, patchDamp, outputScale: scale, groups: Array.from({ length: kernel.groups }, () => ({})) };
+  const work: SharedWork = { kernel: kernel.data, whiten, patches, anchor, patchDamp, groups: Array.from({ length: kernel.groups }, () => ({})) };
   if (opts.shared) opts.shared.work = work;
   return work;
 }
@@ -213,7 +203,7 @@ function refitted(
  */
 function whitenedTucker2(
   kernel: ConvKernel, groups: Float64Array[], r1In: number, r2In: number, whiten: readonly ChannelWhitening[], sync: SyncGemm | undefined,
-  work: SharedWork, withError: boolean, outputScale?: Float64Array,
+  work: SharedWork, withError: boolean,
 ): Tucker2Conv {
   const [T, s, K] = kernel.shape;
   const G = kernel.groups;
@@ -235,14 +225,12 @@ function whitenedTucker2(
       const qt = new Float64Array(t * r1 * K);
       for (let b = 0; b < r1; b++) for (let i = 0; i < t; i++) for (let k = 0; k < K; k++) qt[(i * r1 + b) * K + k] = sv.right[b * t * K + i * K + k]!;
       // U_T [t, ≥ r2]: the wide Q_(T)'s left singular vectors, from its small Gram matrix (as HOOI does).
-      // With output weights, the output side is fitted to diag(s)·Q_(T) (unscaled in `last` below).
-      if (outputScale) for (let i = 0; i < t; i++) for (let k = 0; k < r1 * K; k++) qt[i * r1 * K + k] *= outputScale[j * t + i]!;
       const q: Matrix = { rows: t, cols: r1 * K, data: qt };
       gw.atRank = { r1, first: a, q, ut: t <= r1 * K ? runSync(leftVectorsByGram(q), sync) : svd(q, sync).u };
     }
     const { first: a, q, ut } = gw.atRank;
     first.set(a, j * r1 * s);
-    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = ut.data[i * ut.cols + c]! / (outputScale?.[j * t + i] ?? 1);
+    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = ut.data[i * ut.cols + c]!;
     // core = U_Tᵀ·Q_(T) [r2, r1·K]
     const g = product(ut.cols === r2 ? ut : sliceCols(ut, 0, r2), q, { transA: true }, sync);
     core.set(Float32Array.from(g.data), j * r2 * r1 * K);
@@ -257,9 +245,9 @@ function whitenedTucker2(
  */
 function anchoredTucker2(
   kernel: ConvKernel, groups: Float64Array[], r1In: number, r2In: number, an: NonNullable<Tucker2ConvOptions['anchor']>, sync: SyncGemm | undefined,
-  work: SharedWork, outputScale?: Float64Array,
+  work: SharedWork,
 ): Tucker2Conv {
-  const base = whitenedTucker2(kernel, groups, r1In, r2In, an.channel, sync, work, !an.patch, outputScale);
+  const base = whitenedTucker2(kernel, groups, r1In, r2In, an.channel, sync, work, !an.patch);
   if (!an.patch) return base;
   const [T, s, K] = kernel.shape;
   const t = T / kernel.groups;
@@ -282,12 +270,9 @@ function anchoredTucker2(
     const gw = work.groups[j]!;
     gw.target ??= product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, sync);
     const r = applyFirst(a, gw.target, K, sync);
-    // Output weights: the regression of diag(s)·target, its output factor's rows unscaled after.
-    const sc = (i: number): number => outputScale?.[j * t + i] ?? 1;
-    if (outputScale) for (let i = 0; i < t; i++) for (let k = 0; k < r.cols; k++) r.data[i * r.cols + k] *= sc(i);
     const fit = reducedRankFromMoments(z, r, r2, 0, sync);
     const rr = fit.b.cols;
-    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = c < rr ? fit.b.data[i * rr + c]! / sc(i) : 0;
+    for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = c < rr ? fit.b.data[i * rr + c]! : 0;
     for (let c = 0; c < rr; c++) core.set(Float32Array.from(fit.g.data.subarray(c * r1 * K, (c + 1) * r1 * K)), (j * r2 + c) * r1 * K);
     // The chain as fitted (fp32), against the original on the statistics.
     const h = coreTimesFirst(s, K, core, first, j, r1, r2, sync);

@@ -73,14 +73,6 @@ export function isSvdPairLayer(layer: Pick<LayerInfo, 'op' | 'weightShape' | 'no
   return layer.op === 'Gemm' || (layer.op === 'MatMul' && layer.weightShape.length === 2);
 }
 
-/**
- * A layer whose fit takes output weights: the SVD pairs', and Tucker-2's on any conv that
- * is not depthwise (its output side). CP's factors do not use them yet.
- */
-export function takesOutputWeights(layer: Pick<LayerInfo, 'op' | 'weightShape' | 'node'>): boolean {
-  return isSvdPairLayer(layer) || (layer.op === 'Conv' && (layer.weightShape[1] ?? 1) > 1);
-}
-
 interface Probe { layer: LayerInfo; axis: number; part: Downstream; channels: number; macs: number }
 
 /** Multiply-adds of the weighted layers in a downstream part (the other operators are cheap next to them). */

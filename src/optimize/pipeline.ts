@@ -22,7 +22,7 @@ import { createSession, type ModelSource, type ValueInfo } from '../verify/sessi
 import type { HostTensor } from '../verify/tensor.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
-import { measureOutputSensitivity, takesOutputWeights } from './output-sensitivity.js';
+import { isSvdPairLayer, measureOutputSensitivity } from './output-sensitivity.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
@@ -185,7 +185,7 @@ export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: Shap
   let outputSensitivity: RunContext['outputSensitivity'];
   if (cfg.outputAware === true && stats && data.calib) {
     cfg.onStage?.('measuring output sensitivities');
-    const layers = findLayers(job.model, shapes).filter((l) => stats.has(l.name) && takesOutputWeights(l));
+    const layers = findLayers(job.model, shapes).filter((l) => stats.has(l.name) && isSvdPairLayer(l));
     const m = await timed(job.timings, 'outputSensitivity', () => measureOutputSensitivity(job.model, shapes, layers, data.calib!.feeds, {
       outputs: cfg.outputs, threads: cfg.workThreads, seed: job.opts.seed, onProgress: cfg.onProgress,
     }));

@@ -179,61 +179,6 @@ describe('tucker2Conv (Tucker-2 of a conv kernel as chain weights)', () => {
   });
 });
 
-describe('tucker2Conv with output weights (--output-aware)', () => {
-  const rng = createRng(31);
-  const [T, s, K] = [12, 8, 3];
-  const D = s * K;
-  const kernel: ConvKernel = { data: Float32Array.from(randomNormal(1, T * s * K, rng.normal).data), shape: [T, s, K], groups: 1 };
-  const pm = patchMoments(1, D, 300, rng);
-  const ch = new Float64Array(s * s);
-  for (let a = 0; a < s; a++) for (let b = 0; b < s; b++) for (let k = 0; k < K; k++) ch[a * s + b] += pm.gram[0]![(a * K + k) * D + b * K + k]!;
-  const kinds: [string, Tucker2ConvOptions][] = [
-    ['channel whitening and patch refit', { channel: [{ gram: ch, damp: 0.03 }], patches: pm }],
-    ['anchored', { anchor: { channel: [{ gram: ch, cross: ch, damp: 0.03 }], patch: [{ gram: pm.gram[0]!, gramHat: pm.gram[0]!, cross: pm.gram[0]!, mean: pm.mean[0]!, meanHat: pm.mean[0]! }], patchDamp: 0.01 } }],
-  ];
-  /** Σ_c w_c·E‖(W − Ŵ)_c·p‖² on the patch moments. */
-  const weightedError = (wHat: ArrayLike<number>, w: ArrayLike<number>): number => {
-    let e = 0;
-    for (let o = 0; o < T; o++) for (let x = 0; x < D; x++) for (let y = 0; y < D; y++) {
-      e += w[o]! * (kernel.data[o * D + x]! - wHat[o * D + x]!) * (kernel.data[o * D + y]! - wHat[o * D + y]!) * pm.gram[0]![x * D + y]!;
-    }
-    return e;
-  };
-  // The model reads channels 0–5 strongly and 6–11 barely.
-  const scale = Float64Array.from({ length: T }, (_, c) => (c < 6 ? 3 : 0.1));
-  const weights = scale.map((v) => v * v);
-
-  it.each(kinds)('%s: the weighted fit spends its rank on the heavy channels (weighted error < 0.5× the plain fit\'s), the plain fit stays best unweighted', (_, opts) => {
-    const plain = tucker2Conv(kernel, [4, 5], opts);
-    const aware = tucker2Conv(kernel, [4, 5], { ...opts, outputScale: scale });
-    const [wp, wa] = [chainKernel(kernel, plain), chainKernel(kernel, aware)];
-    expect(weightedError(wa, weights)).toBeLessThan(0.5 * weightedError(wp, weights));
-    const ones = new Float64Array(T).fill(1);
-    expect(weightedError(wp, ones)).toBeLessThan(weightedError(wa, ones));
-  });
-
-  it.each(kinds)('%s: even weights give the plain fit (the scale cancels)', (_, opts) => {
-    const plain = tucker2Conv(kernel, [4, 5], opts);
-    const even = tucker2Conv(kernel, [4, 5], { ...opts, outputScale: new Float64Array(T).fill(2.5) });
-    expect(relDiff(chainKernel(kernel, even), chainKernel(kernel, plain))).toBeLessThan(1e-5);
-  });
-
-  it('work made with other output weights is replaced, never used', () => {
-    const shared = createTucker2Shared();
-    const opts = kinds[0]![1];
-    tucker2Conv(kernel, [4, 5], { ...opts, shared, outputScale: scale });
-    const first = shared.work;
-    const plain = tucker2Conv(kernel, [4, 5], { ...opts, shared });
-    expect(shared.work).not.toBe(first);
-    expect(plain).toEqual(tucker2Conv(kernel, [4, 5], opts));
-    // The same weights in another array keep the work.
-    tucker2Conv(kernel, [4, 5], { ...opts, shared, outputScale: Float64Array.from(scale) });
-    const again = shared.work;
-    tucker2Conv(kernel, [4, 5], { ...opts, shared, outputScale: Float64Array.from(scale) });
-    expect(shared.work).toBe(again);
-  });
-});
-
 describe('tucker2Conv fits of one layer at several ranks, sharing their rank-independent work', () => {
   // Per group s = 72 input channels and t·K = 90: the whitened unfolding [72, 90] takes the
   // randomized SVD below rank 26 and the exact one from 26 on (whitened-svd.ts), so the
