@@ -204,6 +204,37 @@ const batchNorm: Rule = (cx) => {
   return [cx.e.mul(cx.gOut[0]!, shaped)];
 };
 
+/**
+ * Normalisation over `axes` (x̂ = (x − μ)/σ, σ = √(var + ε), y = γ·x̂ + β), recomputed from x:
+ * dx = (ĝ − mean ĝ − x̂·mean(ĝ·x̂))/σ with ĝ = γ·g, the means over `axes`.
+ */
+function normalized(cx: RuleContext, x: string, g: string, axes: readonly number[], eps: number, gamma: string): string {
+  const e = cx.e;
+  const centred = e.one('Sub', [x, e.reduce('ReduceMean', x, axes, true)]);
+  const sigma = e.one('Sqrt', [e.one('Add', [e.reduce('ReduceMean', e.mul(centred, centred), axes, true), e.f32([eps])])]);
+  const xh = e.one('Div', [centred, sigma]);
+  const gh = e.mul(g, gamma);
+  const inner = e.one('Sub', [e.one('Sub', [gh, e.reduce('ReduceMean', gh, axes, true)]), e.mul(xh, e.reduce('ReduceMean', e.mul(gh, xh), axes, true))]);
+  return e.one('Div', [inner, sigma]);
+}
+
+const layerNorm: Rule = (cx) => {
+  if (cx.want.slice(1).some((w) => w)) return 'its scale or bias depends on the differentiated values';
+  if (cx.node.output.slice(1).some((o) => o)) return 'its mean or inverse deviation is read';
+  const rank = dimsOf(cx, cx.node.input[0]).length;
+  const axis = norm(attrInt(cx.node, 'axis', -1), rank);
+  const axes = Array.from({ length: rank - axis }, (_, i) => axis + i);
+  return [normalized(cx, cx.node.input[0]!, cx.gOut[0]!, axes, attrFloat(cx.node, 'epsilon', 1e-5), cx.node.input[1]!)];
+};
+
+const instanceNorm: Rule = (cx) => {
+  if (cx.want.slice(1).some((w) => w)) return 'its scale or bias depends on the differentiated values';
+  const x = dimsOf(cx, cx.node.input[0]);
+  const axes = Array.from({ length: x.length - 2 }, (_, i) => 2 + i);
+  const gamma = cx.e.reshape(cx.node.input[1]!, [x[1]!, ...new Array<number>(x.length - 2).fill(1)]);
+  return [normalized(cx, cx.node.input[0]!, cx.gOut[0]!, axes, attrFloat(cx.node, 'epsilon', 1e-5), gamma)];
+};
+
 const softmax: Rule = (cx) => {
   const y = cx.node.output[0]!;
   const rank = dimsOf(cx, y).length;
@@ -465,6 +496,8 @@ export const ADJOINT_RULES: Readonly<Record<string, Rule>> = {
   Conv: conv,
   ConvTranspose: convTranspose,
   BatchNormalization: batchNorm,
+  LayerNormalization: layerNorm,
+  InstanceNormalization: instanceNorm,
   Softmax: softmax,
   ReduceMean: reduceRule(true),
   ReduceSum: reduceRule(false),
