@@ -17,8 +17,9 @@
  * Two more arms, anchored with `--activation-fit` and `--no-anchor --activation-fit`, show
  * what the refit through each Relu/Clip (optimize/flat-refit.ts) adds to the linear
  * anchored and independent fits; a fifth, anchored with `--output-aware`, what weighting
- * the SVD pairs' outputs by the measured sensitivity of the judged output adds
- * (optimize/output-sensitivity.ts).
+ * the SVD pairs' outputs by the sensitivity of the judged output adds
+ * (optimize/output-sensitivity.ts; on by default with --calib, so the other arms and the
+ * plan run with --no-output-aware).
  * The tool's time of each arm is printed too (the anchored arm pays the waves).
  * --oracle adds two arms fitted on the held-out inputs themselves (calibration set = test
  * set, same plan): what anchoring gains when its statistics are exactly those it is judged
@@ -92,7 +93,7 @@ for (const name of models) {
   const st = setupOf(name);
   const planFile = path.join(dir, `${name}.plan.json`);
   // Passes and ranks are decided before any anchored fit: the plan needs no anchored waves.
-  const p = await cli(['plan', st.model, ...st.common, ...st.policy, '--calib', st.calib, '--no-anchor']);
+  const p = await cli(['plan', st.model, ...st.common, ...st.policy, '--calib', st.calib, '--no-anchor', '--no-output-aware']);
   if (p.code !== 0) throw new Error(`${name}: plan failed: ${p.err}`);
   writeFileSync(planFile, p.out);
   const arm = async (extra: string[], calib = st.calib): Promise<{ rel: number; s: number; report: Report }> => {
@@ -102,24 +103,25 @@ for (const name of models) {
     const outs = report.verify?.outputs.filter((o) => o.checked !== false) ?? [];
     if (outs.length === 0) throw new Error(`${name}: no verified output`);
     const rel = Math.max(...outs.map((o) => o.relL2));
-    if (!json) process.stderr.write(`${name} ${extra.join(' ') || '(anchored)'}${calib === st.calib ? '' : ' fitted on held out'}: rel. L2 ${rel.toPrecision(4)} in ${r.s.toFixed(0)} s\n`);
+    if (!json) process.stderr.write(`${name} ${extra.filter((e) => e !== '--no-output-aware').join(' ') || '(anchored)'}${calib === st.calib ? '' : ' fitted on held out'}: rel. L2 ${rel.toPrecision(4)} in ${r.s.toFixed(0)} s\n`);
     return { rel, s: r.s, report };
   };
-  const indep = await arm(['--no-anchor']);
-  const anch = await arm([]);
-  const thr = await arm(['--activation-fit']);
-  const ithr = await arm(['--no-anchor', '--activation-fit']);
+  // Output weights are on by default with --calib: the other arms turn them off.
+  const indep = await arm(['--no-anchor', '--no-output-aware']);
+  const anch = await arm(['--no-output-aware']);
+  const thr = await arm(['--activation-fit', '--no-output-aware']);
+  const ithr = await arm(['--no-anchor', '--activation-fit', '--no-output-aware']);
   const aw = await arm(['--output-aware']);
   let fitOnHeld: Row['oracle'];
   if (oracle) {
-    const [i, a] = [await arm(['--no-anchor'], st.held), await arm([], st.held)];
+    const [i, a] = [await arm(['--no-anchor', '--no-output-aware'], st.held), await arm(['--no-output-aware'], st.held)];
     fitOnHeld = { independent: i.rel, anchored: a.rel, ratio: a.rel / i.rel };
   }
   rows.push({
     model: name, layers: anch.report.layers.filter((l) => !l.skipped).length,
     independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s, through: thr.rel, through_s: thr.s, indepThrough: ithr.rel, indepThrough_s: ithr.s,
     aware: aw.rel, aware_s: aw.s,
-    notes: [...thr.report.notes, ...ithr.report.notes, ...aw.report.notes].filter((n) => /^(anchored fitting|fits through|--output-aware)/.test(n)), oracle: fitOnHeld,
+    notes: [...thr.report.notes, ...ithr.report.notes, ...aw.report.notes].filter((n) => /^(anchored fitting|fits through|output weights)/.test(n)), oracle: fitOnHeld,
   });
   const row = rows[rows.length - 1]!;
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);

@@ -47,7 +47,12 @@ export interface OptimizeSettings {
   anchor?: boolean;
   /** Default false (true: --activation-fit): convs read by a Relu/Clip alone are refitted through it (anchored fits, or independent ones with anchor false); needs calibration data. */
   activationFit?: boolean;
-  /** Default false (true: --output-aware): SVD-pair layers weight each output channel by how much the judged outputs move with it (measured in ORT); needs calibration data. */
+  /**
+   * With calibration data, SVD-pair layers weight each output channel by how much the
+   * judged outputs move with it. Default: from gradients (backward runs in ORT), layers
+   * they cannot reach unweighted; true (--output-aware): those measured by finite
+   * differences too (slower); false (--no-output-aware): no weights.
+   */
   outputAware?: boolean;
   /** Default true (false: --no-narrow-reorder): narrow conv outputs reordered out of ORT's blocked layout when that is measured faster. */
   narrowReorder?: boolean;

@@ -101,12 +101,14 @@ Calibration data (data-aware decomposition is on when --calib is given):
                       fits, or with --no-anchor the independent ones; slower (ISNet's
                       44 heaviest convs: 12 → 27 min, held-out error 9% lower than the
                       linear anchored fit)
-  --output-aware      weight each output channel of 1x1 convs, Gemms and MatMuls by
-                      how much the judged outputs move with it, so their rank goes
-                      where the outputs are sensitive: from a few backward runs in ORT
-                      (gradients built from ONNX operators), else by one run per
-                      channel of the layer's downstream part, within a work bound
-                      (PP-OCRv4 rec: seconds)
+  --no-output-aware   fit without output weights. By default, with calibration data,
+                      each output channel of 1x1 convs, Gemms and MatMuls is weighted
+                      by how much the judged outputs move with it, so their rank goes
+                      where the outputs are sensitive; measured from a few backward runs
+                      in ORT (gradients built from ONNX operators; PP-OCRv4 rec: seconds)
+  --output-aware      also weight the layers those gradients cannot reach (behind an
+                      operator without a product), by one run per channel of the
+                      layer's downstream part, within a work bound (slower: minutes)
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
   --input NAME:FILE   a .npy value for an input (repeatable)

@@ -33,7 +33,7 @@ export { OPTIMIZE_HELP, PLAN_HELP };
 const COMMON: Options = {
   'target-params': { type: 'string' }, 'target-macs': { type: 'string' }, 'target-latency': { type: 'string' }, 'max-error': { type: 'string' }, save: { type: 'string' },
   calib: { type: 'string' }, 'calib-samples': { type: 'string' }, resize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' },
-  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, 'no-anchor': { type: 'boolean' }, 'activation-fit': { type: 'boolean' }, 'output-aware': { type: 'boolean' }, 'no-narrow-reorder': { type: 'boolean' }, compute: { type: 'string' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' }, 'measure-all-rungs': { type: 'boolean' }, 'all-methods': { type: 'boolean' }, 'compare-limit': { type: 'string' },
+  layout: { type: 'string' }, 'no-data-aware': { type: 'boolean' }, 'no-anchor': { type: 'boolean' }, 'activation-fit': { type: 'boolean' }, 'output-aware': { type: 'boolean' }, 'no-output-aware': { type: 'boolean' }, 'no-narrow-reorder': { type: 'boolean' }, compute: { type: 'string' }, plan: { type: 'string' }, 'layer-latency': { type: 'boolean' }, 'measure-all-rungs': { type: 'boolean' }, 'all-methods': { type: 'boolean' }, 'compare-limit': { type: 'string' },
   stages: { type: 'string' },
   method: { type: 'string' }, energy: { type: 'string' }, 'rank-ratio': { type: 'string' }, vbmf: { type: 'boolean' },
   rank: { type: 'string' }, align: { type: 'string' }, exclude: { type: 'string' }, 'min-params': { type: 'string' },
@@ -57,6 +57,14 @@ function outputNames(p: Parsed): string[] | undefined {
   return [...new Set(names)];
 }
 
+/** --output-aware (also finite differences), --no-output-aware (off), or neither (the default: gradients). */
+function outputAwareOf(p: Parsed): boolean | undefined {
+  const on = flag(p, 'output-aware');
+  const off = flag(p, 'no-output-aware');
+  if (on && off) throw new LrError('usage', '--output-aware and --no-output-aware contradict each other');
+  return on ? true : off ? false : undefined;
+}
+
 /** The options as typed settings (src/api/settings.ts): the defaults and the checks across options are src/api/config.ts's. */
 /** Default --work-threads at most (ORT's intra-op scaling flattens past a few threads on one model run). */
 const MAX_WORK_THREADS = 8;
@@ -73,7 +81,7 @@ function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides,
     targetParams: num(p, 'target-params', { min: 0, max: 1 }), targetMacs: num(p, 'target-macs', { min: 0, max: 1 }),
     targetLatency: num(p, 'target-latency', { min: 0, max: 1 }), maxError: str(p, 'max-error'),
     save: str(p, 'save') as OptimizeSettings['save'], stages: num(p, 'stages', { min: 1, max: 10, integer: true }), outputs: outputNames(p),
-    layerLatency: flag(p, 'layer-latency'), measureAllRungs: flag(p, 'measure-all-rungs'), allMethods: flag(p, 'all-methods'), compareLimit: num(p, 'compare-limit', { min: 0 }), dataAware: !flag(p, 'no-data-aware'), anchor: !flag(p, 'no-anchor'), activationFit: flag(p, 'activation-fit'), outputAware: flag(p, 'output-aware'), narrowReorder: !flag(p, 'no-narrow-reorder'), compute: str(p, 'compute') as OptimizeSettings['compute'],
+    layerLatency: flag(p, 'layer-latency'), measureAllRungs: flag(p, 'measure-all-rungs'), allMethods: flag(p, 'all-methods'), compareLimit: num(p, 'compare-limit', { min: 0 }), dataAware: !flag(p, 'no-data-aware'), anchor: !flag(p, 'no-anchor'), activationFit: flag(p, 'activation-fit'), outputAware: outputAwareOf(p), narrowReorder: !flag(p, 'no-narrow-reorder'), compute: str(p, 'compute') as OptimizeSettings['compute'],
     shapes, values, verifyData: str(p, 'verify-data'),
     verify: !flag(p, 'no-verify'), latency: !flag(p, 'no-latency'), minCosine: num(p, 'min-cosine', { min: -1, max: 1 }),
     atol: num(p, 'atol', { min: 0 }), rtol: num(p, 'rtol', { min: 0 }), threads: num(p, 'threads', { min: 1, max: 256, integer: true }),

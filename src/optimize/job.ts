@@ -82,8 +82,13 @@ export interface PipelineConfig {
   anchor?: boolean;
   /** Anchored convs read by a Relu/Clip alone refitted through it (optimize/flat-refit.ts); default false. */
   activationFit?: boolean;
-  /** SVD pairs' fits weighted per output channel by the judged outputs' measured sensitivity (optimize/output-sensitivity.ts); default false. */
-  outputAware?: boolean;
+  /**
+   * SVD pairs' fits weighted per output channel by the judged outputs' sensitivity
+   * (optimize/output-sensitivity.ts), with calibration statistics: 'gradients' (the
+   * default) from backward runs only, the layers they cannot reach unweighted; true also
+   * measures those by finite differences; false weights nothing.
+   */
+  outputAware?: boolean | 'gradients';
   /**
    * Time the original with its narrow conv outputs reordered out of ORT's blocked layout
    * (optimize/narrow-reorder.ts) and give OUT the same when faster. Only when latency is

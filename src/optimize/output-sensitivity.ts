@@ -44,8 +44,11 @@ export interface OutputSensitivityOptions {
   /** Work bound in multiply-adds of the probes' runs (OUTPUT_SENSITIVITY_MACS). */
   maxMacs?: number;
   seed?: number;
-  /** 'probes': finite differences only (default: gradients where every downstream operator has a product). */
-  method?: 'auto' | 'probes';
+  /**
+   * 'auto' (default): gradients where every downstream operator has a product, finite
+   * differences for the rest; 'gradients': the rest unweighted; 'probes': finite differences only.
+   */
+  method?: 'auto' | 'gradients' | 'probes';
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -143,10 +146,11 @@ export async function measureOutputSensitivity(
     if (!judgedOutput && !part.outputs.some((o) => judged.includes(o))) continue;
     candidates.push({ layer, axis, judgedOutput, part });
   }
-  if (other > 0) notes.push(`--output-aware: ${other} layer(s) not probed (inside subgraphs, or not a Conv, Gemm or 2-D MatMul)`);
+  if (other > 0) notes.push(`output weights: ${other} layer(s) not probed (inside subgraphs, or not a Conv, Gemm or 2-D MatMul)`);
   if (candidates.length === 0 || feeds.length === 0) return { sensitivity, notes };
   let spent = 0;
-  if ((opts.method ?? 'auto') === 'auto') {
+  const method = opts.method ?? 'auto';
+  if (method !== 'probes') {
     // A backward run costs about twice the forward one: three forward runs in all.
     const runCost = 3 * Math.max(1, [...byNode.values()].reduce((a, l) => a + (l.graph === g ? l.macs ?? 0 : 0), 0)) * scale;
     const gs = await gradientSensitivity(model, candidates.map((c) => ({ name: c.layer.name, value: c.layer.node.output[0]!, axis: c.axis })), feeds, judged, {
@@ -154,11 +158,15 @@ export async function measureOutputSensitivity(
     });
     for (const [name, h] of gs.sensitivity) sensitivity.set(name, h);
     spent += gs.runs * runCost;
-    if (gs.sensitivity.size > 0) notes.push(`--output-aware: output sensitivities of ${gs.sensitivity.size} layer(s) from gradients (${gs.runs} backward run(s) on ${gs.feeds} calibration feed(s))`);
+    if (gs.sensitivity.size > 0) notes.push(`output weights: sensitivities of ${gs.sensitivity.size} layer(s) from gradients (${gs.runs} backward run(s) on ${gs.feeds} calibration feed(s))`);
     const left = candidates.filter((c) => !gs.sensitivity.has(c.layer.name));
     if (left.length > 0) {
       const why = gs.failure ?? gs.uncovered.get(left[0]!.layer.name) ?? 'no gradient reaches them';
-      notes.push(`--output-aware: ${left.length} layer(s) without an exact gradient, measured by finite differences (${why})`);
+      if (method === 'gradients') {
+        notes.push(`output weights: ${left.length} layer(s) without an exact gradient fitted unweighted (${why}; --output-aware measures them by finite differences)`);
+        return { sensitivity, notes };
+      }
+      notes.push(`output weights: ${left.length} layer(s) without an exact gradient, measured by finite differences (${why})`);
     }
   }
   const probes: Probe[] = [];
@@ -172,7 +180,7 @@ export async function measureOutputSensitivity(
     const channels = dims?.at(c.axis) ?? (c.layer.op === 'Conv' ? c.layer.weightShape[0]! : Math.max(...c.layer.weightShape));
     probes.push({ layer: c.layer, axis: c.axis, part: c.part, channels, macs: partMacs(c.part, byNode) });
   }
-  if (graphOutputs > 0) notes.push(`--output-aware: ${graphOutputs} layer(s) whose output is a graph output weighted evenly`);
+  if (graphOutputs > 0) notes.push(`output weights: ${graphOutputs} layer(s) whose output is a graph output weighted evenly`);
   if (probes.length === 0) return { sensitivity, notes };
   // The work bound: fewer feeds first, then the layers with the costliest probes left out.
   // Layer MACs are at the learned shapes; a feed holding a batch of several samples costs more.
@@ -186,7 +194,7 @@ export async function measureOutputSensitivity(
     affordable.add(p);
   }
   const dropped = probes.length - affordable.size;
-  if (dropped > 0) notes.push(`--output-aware: ${dropped} layer(s) with the costliest probes not probed (beyond the work bound of ${budget.toExponential(1)} multiply-adds)`);
+  if (dropped > 0) notes.push(`output weights: ${dropped} layer(s) with the costliest probes not probed (beyond the work bound of ${budget.toExponential(1)} multiply-adds)`);
   const use = feeds.slice(0, nFeeds);
   const run = probes.filter((p) => affordable.has(p));
   if (run.length === 0) return { sensitivity, notes };
@@ -209,8 +217,8 @@ export async function measureOutputSensitivity(
     if (typeof h === 'string') failed.push(`${p.layer.name} (${h})`);
     else sensitivity.set(p.layer.name, h);
   }
-  if (failed.length > 0) notes.push(`--output-aware: not probed: ${failed.join(', ')}`);
-  notes.push(`--output-aware: output sensitivities of ${run.length - failed.length} layer(s) measured by finite differences (${done} probe runs on ${use.length} calibration feed(s))`);
+  if (failed.length > 0) notes.push(`output weights: not probed: ${failed.join(', ')}`);
+  notes.push(`output weights: sensitivities of ${run.length - failed.length} layer(s) measured by finite differences (${done} probe runs on ${use.length} calibration feed(s))`);
   return { sensitivity, notes };
 }
 

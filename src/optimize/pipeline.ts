@@ -183,13 +183,15 @@ export async function prepareRewrite(job: Job, cfg: PipelineConfig, shapes: Shap
   }
   if (cfg.activationFit === true && !collectStats) notes.push('--activation-fit: no calibration statistics (it needs --calib, without --no-data-aware), so every fit is the linear one');
   let outputSensitivity: RunContext['outputSensitivity'];
-  if (cfg.outputAware === true && stats && data.calib) {
+  // Weights from gradients by default whenever there are statistics; --output-aware adds the
+  // finite-difference probes for layers the gradients cannot reach.
+  if (cfg.outputAware !== false && stats && data.calib) {
     cfg.onStage?.('measuring output sensitivities');
     const layers = findLayers(job.model, shapes).filter((l) => stats.has(l.name) && isSvdPairLayer(l));
     const m = await timed(job.timings, 'outputSensitivity', () => measureOutputSensitivity(job.model, shapes, layers, data.calib!.feeds, {
-      outputs: cfg.outputs, threads: cfg.workThreads, seed: job.opts.seed, onProgress: cfg.onProgress,
+      outputs: cfg.outputs, threads: cfg.workThreads, seed: job.opts.seed, onProgress: cfg.onProgress, method: cfg.outputAware === true ? 'auto' : 'gradients',
     }));
-    outputSensitivity = m.sensitivity;
+    if (m.sensitivity.size > 0) outputSensitivity = m.sensitivity;
     notes.push(...m.notes);
   } else if (cfg.outputAware === true) notes.push('--output-aware: no calibration statistics (it needs --calib, without --no-data-aware), so no fit is weighted');
   const run: RunContext = { ...o.run, stats, ...(stats && { fits: createFitCache() }), ...(outputSensitivity && { outputSensitivity }) };

@@ -65,7 +65,7 @@ describe('output sensitivities measured in ORT', () => {
       if (c === 3) expect(h[c]).toBe(0);
       else expect(Math.abs(h[c]! - want(c)) / want(c)).toBeLessThan(1e-3);
     }
-    expect(probed.notes).toEqual(['--output-aware: output sensitivities of 1 layer(s) measured by finite differences (12 probe runs on 2 calibration feed(s))']);
+    expect(probed.notes).toEqual(['output weights: sensitivities of 1 layer(s) measured by finite differences (12 probe runs on 2 calibration feed(s))']);
     // Gradients: an unbiased estimate from random cotangents (9 positions per channel, 29
     // draws per feed: relative s.d. about 6%), and exactly 0 for the channel never read.
     const grads = await measureOutputSensitivity(model, undefined, layers, feeds);
@@ -74,7 +74,7 @@ describe('output sensitivities measured in ORT', () => {
       if (c === 3) expect(hg[c]).toBe(0);
       else expect(Math.abs(hg[c]! - want(c)) / want(c)).toBeLessThan(0.25);
     }
-    expect(grads.notes).toEqual(['--output-aware: output sensitivities of 1 layer(s) from gradients (58 backward run(s) on 2 calibration feed(s))']);
+    expect(grads.notes).toEqual(['output weights: sensitivities of 1 layer(s) from gradients (58 backward run(s) on 2 calibration feed(s))']);
   });
 
   it('through a Relu: a channel that is never positive moves nothing', async () => {
@@ -91,7 +91,7 @@ describe('output sensitivities measured in ORT', () => {
     expect(Math.min(...h.slice(1))).toBeGreaterThan(0);
     // c2's output is the graph output: each channel moves it alike, so it is not measured.
     expect(sensitivity.has('c2')).toBe(false);
-    expect(notes).toContain('--output-aware: 1 layer(s) whose output is a graph output weighted evenly');
+    expect(notes).toContain('output weights: 1 layer(s) whose output is a graph output weighted evenly');
     // From gradients: the Relu's mask gives channel 0 exactly 0; a graph output's gradient is
     // the cotangent itself, ±1/‖y‖ at each of its 9 positions, so each channel's h is 9/‖y‖².
     const fromGrads = await measureOutputSensitivity(model, undefined, findLayers(model), [feed(3)]);
@@ -117,7 +117,7 @@ describe('output sensitivities measured in ORT', () => {
     expect([...oneFeed.sensitivity.keys()].sort()).toEqual(['c1', 'c2']);
     const cheapest = await measureOutputSensitivity(model, undefined, layers, [feed(1)], { maxMacs: 2 * macs[1]!, method: 'probes' });
     expect([...cheapest.sensitivity.keys()]).toEqual(['c2']);
-    expect(cheapest.notes).toContain('--output-aware: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+2 multiply-adds)');
+    expect(cheapest.notes).toContain('output weights: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+2 multiply-adds)');
     // A feed holding a batch of 2 samples costs twice the learned shapes' MACs: the bound that took both layers on one feed takes c2 alone.
     const two = feed(1).x!;
     const batched = { x: { type: 'float32' as const, dims: [2, 4, 3, 3], data: Float32Array.from([...two.data as Float32Array, ...two.data as Float32Array]) } };
@@ -125,7 +125,7 @@ describe('output sensitivities measured in ORT', () => {
     const bound = 6 * (macs[0]! + macs[1]!) + 2 * macs[1]!;
     const onBatch = await measureOutputSensitivity(model, learned.value.shapes, layers, [batched], { maxMacs: bound, method: 'probes' });
     expect([...onBatch.sensitivity.keys()]).toEqual(['c2']);
-    expect(onBatch.notes).toContain('--output-aware: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+3 multiply-adds)');
+    expect(onBatch.notes).toContain('output weights: 1 layer(s) with the costliest probes not probed (beyond the work bound of 2.2e+3 multiply-adds)');
   });
 
   it('which layers and axes: 1x1 ungrouped convs, Gemms and 2-D MatMuls, on the axis their outputs make', () => {
@@ -143,8 +143,8 @@ describe('output sensitivities measured in ORT', () => {
   });
 });
 
-describe('optimize --output-aware at the ranks of a plan', () => {
-  it('a layer whose outputs the next one reads unevenly: lower held-out output error than the unweighted fit, with its note', async () => {
+describe('output weights in optimize, at the ranks of a plan', () => {
+  it('a layer whose outputs the next one reads unevenly: by default (with --calib) lower held-out output error than the unweighted fit of --no-output-aware, with its note', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-oaware-'));
     const b = new ModelBuilder();
     const x = b.input('x', [1, 8, 6, 6]);
@@ -166,12 +166,15 @@ describe('optimize --output-aware at the ranks of a plan', () => {
       return JSON.parse(out) as Report;
     };
     const rel = (r: Report): number => r.verify!.outputs[0]!.relL2;
-    const plain = await run();
-    const aware = await run('--output-aware');
+    const plain = await run('--no-output-aware');
+    const aware = await run();
     expect(aware.layers.find((l) => l.name === 'c1')!.ranks).toEqual([3]);
     expect(rel(aware)).toBeLessThan(0.5 * rel(plain));
-    expect(aware.notes).toContain('--output-aware: output sensitivities of 1 layer(s) from gradients (16 backward run(s) on 2 calibration feed(s))');
-    expect(plain.notes.some((n) => n.includes('--output-aware'))).toBe(false);
+    expect(aware.notes).toContain('output weights: sensitivities of 1 layer(s) from gradients (16 backward run(s) on 2 calibration feed(s))');
+    expect(plain.notes.some((n) => n.includes('output weights'))).toBe(false);
+    // --output-aware measures the same gradients here (every layer is reached): the same fit.
+    expect(rel(await run('--output-aware'))).toBe(rel(aware));
+    await expect(run('--output-aware', '--no-output-aware')).rejects.toThrow('--output-aware and --no-output-aware contradict each other');
     // Without calibration data there is nothing to weight with, and the run says so.
     let out = '';
     await main(['optimize', file, path.join(dir, 'n.onnx'), '--plan', plan, '--no-latency', '--no-verify', '--json', '--output-aware'], { out: (t) => { out += t; }, err: () => {} });

@@ -33,9 +33,15 @@ describe('output sensitivities from gradients', () => {
     const layers = findLayers(model).filter((l) => l.name !== 'c3');
     const { sensitivity, notes } = await measureOutputSensitivity(model, undefined, layers, [feed(1)]);
     expect([...sensitivity.keys()].sort()).toEqual(['c1', 'c2']);
-    expect(notes[0]).toMatch(/^--output-aware: output sensitivities of 1 layer\(s\) from gradients \(\d+ backward run\(s\) on 1 calibration feed\(s\)\)$/);
-    expect(notes[1]).toMatch(/^--output-aware: 1 layer\(s\) without an exact gradient, measured by finite differences \(no gradient through LRN at /);
-    expect(notes.at(-1)).toBe('--output-aware: output sensitivities of 1 layer(s) measured by finite differences (6 probe runs on 1 calibration feed(s))');
+    expect(notes[0]).toMatch(/^output weights: sensitivities of 1 layer\(s\) from gradients \(\d+ backward run\(s\) on 1 calibration feed\(s\)\)$/);
+    expect(notes[1]).toMatch(/^output weights: 1 layer\(s\) without an exact gradient, measured by finite differences \(no gradient through LRN at /);
+    expect(notes.at(-1)).toBe('output weights: sensitivities of 1 layer(s) measured by finite differences (6 probe runs on 1 calibration feed(s))');
+    // The default (gradients only): c1 stays unweighted, and the note says how to measure it.
+    const grads = await measureOutputSensitivity(model, undefined, layers, [feed(1)], { method: 'gradients' });
+    expect([...grads.sensitivity.keys()]).toEqual(['c2']);
+    expect(grads.sensitivity.get('c2')).toEqual(sensitivity.get('c2'));
+    expect(grads.notes[1]).toMatch(/^output weights: 1 layer\(s\) without an exact gradient fitted unweighted \(no gradient through LRN at .*; --output-aware measures them by finite differences\)$/);
+    expect(grads.notes).toHaveLength(2);
   });
 
   it('a layer whose output is judged and also read downstream: h_c = positions·(1/‖y₁‖² + ‖V[:, c]‖²/‖y₂‖²) on a linear tail', async () => {
@@ -74,7 +80,7 @@ describe('output sensitivities from gradients', () => {
     const model = new Model(b.build());
     const { sensitivity, notes } = await measureOutputSensitivity(model, undefined, findLayers(model), [feed(7, [2, 4, 5, 5])]);
     expect([...sensitivity.keys()].sort()).toEqual(['c1', 'mm']);
-    expect(notes).toEqual([expect.stringMatching(/^--output-aware: output sensitivities of 2 layer\(s\) from gradients \(\d+ backward run\(s\) on 1 calibration feed\(s\)\)$/)]);
+    expect(notes).toEqual([expect.stringMatching(/^output weights: sensitivities of 2 layer\(s\) from gradients \(\d+ backward run\(s\) on 1 calibration feed\(s\)\)$/)]);
     expect(sensitivity.get('c1')).toHaveLength(4);
     expect(sensitivity.get('mm')).toHaveLength(100);
   });
