@@ -150,7 +150,8 @@ export function buildAdjoint(model: ModelProto, g: Graph, opts: AdjointOptions):
     node.input.forEach((v, j) => { if (want[j] && r[j] !== undefined) add(v, r[j] as string); });
   }
   for (const t of opts.targets) {
-    if (!need.has(t) || !opts.float32.has(t)) continue;
+    if (!opts.float32.has(t)) { uncovered.set(t, 'its output is not float32 (a float16 model computes in float32 with --compute float32)'); continue; }
+    if (!need.has(t)) continue;
     const down = forwardClosure(g, [t], opts.float32);
     const stop = [...blocked].find(([n]) => n.output.some((o) => down.has(o)) || n.input.some((v) => down.has(v)));
     if (stop) { uncovered.set(t, `${stop[1]} at ${stop[0].name || stop[0].opType}`); continue; }

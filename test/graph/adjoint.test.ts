@@ -173,6 +173,16 @@ describe('where the backward graph stops', () => {
     expect([...adj.gradients.keys()]).toEqual([c2]);
   });
 
+  it('a target that is not float32 gets no gradient, with the reason', () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [1, 2]);
+    b.output(b.node('Relu', [x]));
+    const proto = b.build();
+    const adj = buildAdjoint(proto, new Model(proto).root, { targets: ['x'], outputs: [proto.graph!.output[0]!.name!], dims: new Map([['x', [1, 2]]]), float32: new Set() });
+    expect(adj.uncovered.get('x')).toMatch(/^its output is not float32/);
+    expect(adj.gradients.size).toBe(0);
+  });
+
   it('a model below opset 9 gets no gradients, with the reason', () => {
     const b = new ModelBuilder({ opset: 8 });
     const x = b.input('x', [1, 2]);
