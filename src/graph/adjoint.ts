@@ -81,9 +81,7 @@ function backwardClosure(g: Graph, outputs: readonly string[]): Set<string> {
 export function buildAdjoint(model: ModelProto, g: Graph, opts: AdjointOptions): Adjoint {
   const opset = model.opsetImport.find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx')?.version ?? 1;
   const taken = new Set<string>();
-  for (const n of g.proto.node) for (const v of [...n.input, ...n.output]) taken.add(v);
-  for (const v of [...g.proto.input, ...g.proto.output]) if (v.name) taken.add(v.name);
-  for (const t of g.proto.initializer) if (t.name) taken.add(t.name);
+  g.collectNames(taken);
   const e = new AdjointEmitter(opset, taken);
   const cotangents = new Map<string, string>();
   const gradients = new Map<string, string>();
@@ -136,8 +134,8 @@ export function buildAdjoint(model: ModelProto, g: Graph, opts: AdjointOptions):
     if (gOut.every((x) => x === undefined)) continue;
     const want = node.input.map((v) => !!v && relevant(v));
     if (!want.some((w) => w)) continue;
-    const op = node.opType ?? "";
-    const rule = ((node.domain ?? "") === "" || node.domain === "ai.onnx") && Object.hasOwn(ADJOINT_RULES, op) ? ADJOINT_RULES[op] : undefined;
+    const op = node.opType ?? '';
+    const rule = ((node.domain ?? '') === '' || node.domain === 'ai.onnx') && Object.hasOwn(ADJOINT_RULES, op) ? ADJOINT_RULES[op] : undefined;
     if (!rule) { blocked.set(node, `no gradient through ${node.opType}`); continue; }
     const cx: RuleContext = { e, node, gOut, want, dims, constant: (v) => constantOf(g, v) };
     let r: (string | undefined)[] | string;

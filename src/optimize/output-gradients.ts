@@ -10,7 +10,8 @@ import type { Model } from '../graph/graph.js';
 import { buildAdjoint } from '../graph/adjoint.js';
 import { AdjointEmitter } from '../graph/adjoint-emit.js';
 import { encodeModel } from '../onnx/codec.js';
-import { newValueInfo, type ModelProto, type NodeProto } from '../onnx/schema.js';
+import type { ModelProto, NodeProto } from '../onnx/schema.js';
+import { withOutputs } from '../calib/stats-runs.js';
 import { createRng } from '../util/rng.js';
 import { createSession } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
@@ -71,11 +72,8 @@ async function shapesAndTypes(model: Model, values: readonly string[], feed: Fee
   const e = new AdjointEmitter(model.opsetVersion('') ?? 1, taken);
   const probes = values.map((v) => ({ v, shape: e.one('Shape', [v]), first: e.slice(e.reshape(v, [-1]), [0], [1], [0]) }));
   const outs = probes.flatMap((p) => [p.shape, p.first]);
-  const copy: ModelProto = {
-    ...proto,
-    graph: { ...proto.graph!, node: [...proto.graph!.node, ...e.nodes], initializer: [...proto.graph!.initializer, ...e.initializers], output: outs.map((name) => newValueInfo({ name })) },
-  };
-  const r = await runAll({ bytes: encodeModel(copy) }, [feed], threads);
+  const withConstants: ModelProto = { ...proto, graph: { ...proto.graph!, initializer: [...proto.graph!.initializer, ...e.initializers] } };
+  const r = await runAll({ bytes: withOutputs(withConstants, outs, e.nodes, undefined) }, [feed], threads);
   if (!r.ok) return r.error.message;
   const got = r.value[0]!;
   const dims = new Map<string, readonly number[]>();
