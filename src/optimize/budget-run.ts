@@ -23,7 +23,7 @@ import { allocate, budgetLabel, eligibleLayers, measureAll, planFromAllocation }
 import { optimizeModel, type RunContext } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt, type NextBudget } from './error-search.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
-import { errBound, outputErr2, pickOutputs, runAll, top1OverLastAxis } from './output-error.js';
+import { errBound, outputErr2, pickOutputs, runAll, spreadUnits, top1OverLastAxis } from './output-error.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import type { CalibrationSource, Job, PipelineConfig } from './job.js';
 import { optimizeAnchored, type AnchorInputs } from './anchored.js';
@@ -54,8 +54,9 @@ export interface BudgetInputs {
   run: RunContext;
   /** Apply each allocation with anchored fitting (optimize/anchored.ts); sensitivity trials stay independent. */
   anchor?: AnchorInputs;
-  /** How many held-out feeds OUT will be verified on (--verify-data): an error budget is judged for them (output-error.ts errBound). */
+  /** How many held-out feeds OUT will be verified on (--verify-data), and the samples they hold: an error budget is judged for them (output-error.ts errBound). */
   heldOutFeeds?: number;
+  heldOutSamples?: number;
 }
 
 type BudgetInfo = NonNullable<Report['budget']>;
@@ -99,6 +100,8 @@ export function sensitivityFeeds(macsPerInput: number | undefined): number {
 
 export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInputs): Promise<BudgetOutcome> {
   const { budget, shapes, before, calib, reference } = inp;
+  // What an error budget's margin for unseen inputs is estimated over (output-error.ts errBound).
+  const spread = spreadUnits(reference, shapes);
   const opts = job.opts;
   const stages = cfg.stages ?? 1;
   const unit = budget.kind === 'error' ? cfg.budgetUnit ?? 'params' : budget.kind;
@@ -166,7 +169,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     cfg.onStage?.(stages > 1 ? `stage ${stage}/${stages}: measuring layer sensitivity` : 'measuring layer sensitivity');
     const sens = await timePhase(job.timings, 'sensitivity', () => measureAll(job.model, shapes, {
       method: opts.method, align, exclude: opts.exclude, minParams: opts.minParams, heaviest: opts.heaviest, heaviestShare: opts.heaviestShare, seed: opts.seed,
-      external: job.loaded.external, stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.run.gemm, fits: inp.run.fits,
+      external: job.loaded.external, stats, sensitivity: stage === 1 ? opts.plan?.sensitivity : undefined, gemm: inp.run.gemm, fits: inp.run.fits, outputSensitivity: inp.run.outputSensitivity,
       feeds: calib.feeds.slice(0, sensFeeds), reference: stageRef.slice(0, sensFeeds),
       totals: { params: before.params, macs: before.macs },
       layerLatency: timed ? { threads: cfg.verify.threads, shapes } : undefined,
@@ -218,7 +221,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       const got = await timePhase(job.timings, 'allocation', () => runAll({ bytes: encodeModel(job.loaded.model) }, calib.feeds, cfg.workThreads));
       const err2 = got.ok ? outputErr2(reference, got.value) : Infinity;
       // An error budget is judged with a margin for unseen inputs (output-error.ts errBound).
-      const bound = got.ok ? errBound(reference, got.value, { newFeeds: inp.heldOutFeeds }) : Infinity;
+      const bound = got.ok ? errBound(reference, got.value, { newFeeds: inp.heldOutFeeds, newSamples: inp.heldOutSamples, learned: shapes }) : Infinity;
       const top = got.ok && top1 !== undefined ? top1OverLastAxis(reference, got.value) : undefined;
       if (top1 !== undefined && got.ok && top === undefined) {
         throw new LrError('usage', '--max-error top1:P needs an output whose last axis holds class scores (last dim above 1)');
@@ -250,7 +253,10 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
         kind: budget.kind, target: top1 ?? (budget.kind === 'error' ? Math.sqrt(budget.err2) : budget.fraction),
         achieved: top1 !== undefined ? agreement ?? 0 : budget.kind === 'error' ? Math.sqrt(measured) : alloc.after / Math.max(alloc.before, 1),
         predictedError: Math.sqrt(baseErr2 + alloc.predictedErr2), measuredError: Math.sqrt(measured), met: alloc.met && met, why: alloc.why,
-        ...(budget.kind === 'error' && top1 === undefined && { unseenError: Math.sqrt(bound), feeds: calib.feeds.length, ...(inp.heldOutFeeds && { heldOutFeeds: inp.heldOutFeeds }) }),
+        ...(budget.kind === 'error' && top1 === undefined && {
+          unseenError: Math.sqrt(bound), feeds: calib.feeds.length, ...(spread.samples && { samples: spread.units }),
+          ...(inp.heldOutFeeds && { heldOutFeeds: inp.heldOutFeeds, ...(spread.samples && inp.heldOutSamples && { heldOutSamples: inp.heldOutSamples }) }),
+        }),
         attempts: attempts.length,
         unit: top1 !== undefined ? `top-1 agreement on calibration inputs, saving ${unit}`
           : budget.kind === 'error' ? `output rel. L2 on calibration inputs, saving ${unit}`

@@ -36,6 +36,8 @@ export interface BudgetedOptions extends LayerFilter {
   gemm?: SyncGemm;
   /** The run's data-aware factorizations, reused by its allocations (rewrite/fit-cache.ts). */
   fits?: FitCache;
+  /** Output-channel sensitivities (PassContext.outputSensitivity): trials fit as the final fit will, and weigh their layer's own error. */
+  outputSensitivity?: ReadonlyMap<string, Float64Array>;
   /**
    * Run every candidate rung in ORT instead of one per layer with the rest predicted from
    * the layer's own error (predict-sensitivity.ts).
@@ -85,7 +87,7 @@ export async function measureAll(model: Model, shapes: ShapeMap | undefined, opt
 
 function measureLayers(model: Model, layers: readonly LayerInfo[], opts: BudgetedOptions): Promise<LayerSensitivity[]> {
   for (const g of model.allGraphs()) g.topoSort();
-  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits, ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
+  const cx: PassContext = { model, rng: createRng(opts.seed), external: opts.external, shared: new Map(), stats: opts.stats, gemm: opts.gemm, fits: opts.fits, outputSensitivity: opts.outputSensitivity, ...(opts.compareWork !== undefined && { compareWork: opts.compareWork }) };
   return measureSensitivity(model, layers, {
     method: opts.method, align: opts.align, feeds: opts.feeds, reference: opts.reference, cx, onProgress: opts.onProgress,
     totals: opts.totals, minShare: SENSITIVITY_MIN_SHARE,

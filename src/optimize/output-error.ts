@@ -83,28 +83,84 @@ export function unseenZ(n: number): number {
 }
 
 /**
- * An upper bound on worstErr2 for inputs like the calibration feeds but not among them:
- * per output, the ratio R = Σ a_k / Σ b_k over feeds k (a: ‖Δy‖², b: ‖y‖²) plus `z`
+ * How many samples one output tensor holds along its axis 0: its dims at the learned shapes
+ * (`learned`, at batch 1) with axis 0 grown to the feed's batch, else 1 (an output without a
+ * batch axis, or shapes not learned at batch 1).
+ */
+export function samplesIn(t: HostTensor, learned: readonly number[] | undefined): number {
+  const d0 = t.dims[0];
+  if (!learned || learned[0] !== 1 || d0 === undefined || d0 < 2 || t.dims.length !== learned.length) return 1;
+  for (let i = 1; i < learned.length; i++) if (t.dims[i] !== learned[i]) return 1;
+  return d0;
+}
+
+/** Per unit (a sample, or a whole feed where its outputs cannot be split): Σ‖Δy‖² and Σ‖y‖² of output `name`. */
+function unitEnergies(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[], name: string, learned: ReadonlyMap<string, readonly number[]> | undefined): { a: number[]; b: number[] } {
+  const a: number[] = [];
+  const b: number[] = [];
+  ref.forEach((r, k) => {
+    const t = r[name];
+    if (!t) return;
+    const g = got[k]?.[name];
+    const x = asNumbers(t);
+    const y: ArrayLike<number> = g ? asNumbers(g) : [];
+    const units = samplesIn(t, learned?.get(name));
+    const len = x.length / units;
+    for (let u = 0; u < units; u++) {
+      let num = 0;
+      let den = 0;
+      for (let i = u * len; i < (u + 1) * len; i++) {
+        const d = x[i]! - (y[i] ?? NaN);
+        num += Number.isFinite(d) ? d * d : Infinity;
+        den += x[i]! * x[i]!;
+      }
+      a.push(num);
+      b.push(den);
+    }
+  });
+  return { a, b };
+}
+
+/** The units errBound estimates the spread over: calibration samples when every judged output splits along its batch axis, else feeds. */
+export function spreadUnits(ref: readonly Record<string, HostTensor>[], learned: ReadonlyMap<string, readonly number[]> | undefined): { units: number; samples: boolean } {
+  const names = Object.keys(ref[0] ?? {});
+  const per = names.map((name) => ref.reduce((n, r) => n + (r[name] ? samplesIn(r[name]!, learned?.get(name)) : 0), 0));
+  const units = per.length > 0 ? Math.min(...per) : ref.length;
+  return { units, samples: units > ref.length };
+}
+
+/**
+ * An upper bound on worstErr2 for inputs like the calibration inputs but not among them:
+ * per output, the ratio R = Σ a_k / Σ b_k over units k (a: ‖Δy‖², b: ‖y‖²) plus `z`
  * standard errors of that ratio estimate, var R ≈ Σ (a_k − R·b_k)² / (n·(n − 1)·b̄²);
- * the worst output's. A budget met on the feeds alone is met on them by construction
- * (the fits and the allocation were chosen on them): on ISNet with three photos the
- * errors per photo ranged over 0.11–0.17 rel. L2 and three other photos came out about 1.3×
- * worse than the three. With one feed there is no spread to estimate: R itself.
+ * the worst output's. A budget met on the calibration inputs alone is met on them by
+ * construction (the fits and the allocation were chosen on them): on ISNet with three
+ * photos the errors per photo ranged over 0.11–0.17 rel. L2 and three other photos came
+ * out about 1.3× worse than the three. With one unit there is no spread to estimate: R itself.
+ *
+ * The units are the samples: a feed holding a batch of them (a model with a free batch
+ * axis gets up to 8 per run) is split along the output's axis 0 where `learned` (the
+ * shapes at batch 1) shows that axis is the batch (samplesIn); otherwise the feeds. Per
+ * feed, eight samples in one run made one unit and no margin at all: PP-OCRv4 rec
+ * calibrated on 8 samples then held out at 1.6× its calibration error, unguarded.
  *
  * That bounds the error to expect on such inputs. When the inputs the result will be
- * judged on are known to be `newFeeds` others (a verification on held-out data), the bound
- * is for the ratio over those instead: it scatters around the expectation too, so the
- * variance is var R·(1 + n/m) (m = newFeeds; a 95% prediction bound, not a confidence one).
+ * judged on are known (a verification on held-out data: `newFeeds` feeds holding
+ * `newSamples` samples), the bound is for the ratio over those instead: it scatters around
+ * the expectation too, so the variance is var R·(1 + n/m), m the held-out units (a 95%
+ * prediction bound, not a confidence one).
  */
-export function errBound(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[], o: { z?: number; newFeeds?: number } = {}): number {
-  const n = ref.length;
-  const z = o.z ?? unseenZ(n);
-  const spread = o.newFeeds && o.newFeeds > 0 ? Math.sqrt(1 + n / o.newFeeds) : 1;
-  const per = ref.map((r, k) => ({ a: diffEnergy([r], [got[k] ?? {}]), b: referenceEnergy([r]) }));
+export function errBound(
+  ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[],
+  o: { z?: number; newFeeds?: number; newSamples?: number; learned?: ReadonlyMap<string, readonly number[]> } = {},
+): number {
   let worst = 0;
   for (const name of Object.keys(ref[0] ?? {})) {
-    const a = per.map((p) => p.a.get(name) ?? 0);
-    const b = per.map((p) => p.b.get(name) ?? 0);
+    const { a, b } = unitEnergies(ref, got, name, o.learned);
+    const n = a.length;
+    const z = o.z ?? unseenZ(n);
+    const m = n > ref.length ? o.newSamples : o.newFeeds;
+    const spread = m && m > 0 ? Math.sqrt(1 + n / m) : 1;
     const A = a.reduce((x, y) => x + y, 0);
     const B = b.reduce((x, y) => x + y, 0);
     const r = err2Ratio(A, B);
@@ -127,6 +183,38 @@ export function outputErr2(ref: readonly Record<string, HostTensor>[], got: read
   return worstErr2(diffEnergy(ref, got), referenceEnergy(ref));
 }
 
+/**
+ * outputErr2 with each element weighted by its channel's `w` (the index along `axis`,
+ * negative from the end): Σ w_c·(got − ref)² / Σ w_c·ref², worst output over all feeds.
+ * Undefined when an output's channel count is not w's length.
+ */
+export function channelWeightedErr2(ref: readonly Record<string, HostTensor>[], got: readonly Record<string, HostTensor>[], w: ArrayLike<number>, axis: number): number | undefined {
+  const num = new Map<string, number>();
+  const den = new Map<string, number>();
+  for (const [k, r] of ref.entries()) {
+    for (const [name, t] of Object.entries(r)) {
+      const ax = axis < 0 ? t.dims.length + axis : axis;
+      const g = got[k]?.[name];
+      if (ax < 0 || ax >= t.dims.length || t.dims[ax] !== w.length || !g || g.dims.join() !== t.dims.join()) return undefined;
+      // Elements of one channel come in runs of `inner`, channels cycle every w.length runs.
+      let inner = 1;
+      for (let d = ax + 1; d < t.dims.length; d++) inner *= t.dims[d]!;
+      const x = asNumbers(t);
+      const y = asNumbers(g);
+      let n = num.get(name) ?? 0;
+      let e = den.get(name) ?? 0;
+      for (let i = 0; i < x.length; i++) {
+        const wc = w[Math.floor(i / inner) % w.length]!;
+        const d = x[i]! - y[i]!;
+        n += Number.isFinite(d) ? wc * d * d : Infinity;
+        e += wc * x[i]! * x[i]!;
+      }
+      num.set(name, n);
+      den.set(name, e);
+    }
+  }
+  return worstErr2(num, den);
+}
 /**
  * Top-1 agreement over the last axis: every output whose last dim is above 1 is read as
  * rows of class scores; the worst output's share of rows whose argmax agrees, over all

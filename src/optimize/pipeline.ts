@@ -22,7 +22,7 @@ import { createSession, type ModelSource, type ValueInfo } from '../verify/sessi
 import type { HostTensor } from '../verify/tensor.js';
 import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
-import { isSvdPairLayer, measureOutputSensitivity } from './output-sensitivity.js';
+import { feedScale, isSvdPairLayer, measureOutputSensitivity } from './output-sensitivity.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
 import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
@@ -220,6 +220,7 @@ async function rewrite(job: Job, cfg: PipelineConfig, inp: RewriteInputs): Promi
     const r = await runBudgeted(job, cfg, {
       budget: cfg.budget, shapes, before, calib: inp.data.calib!, reference: inp.data.reference!, collectStats: inp.collectStats, anchor: inp.anchor, run: inp.run,
       heldOutFeeds: inp.data.heldOut?.feeds.length,
+      heldOutSamples: inp.data.heldOut && Math.round(inp.data.heldOut.feeds.reduce((n, f) => n + feedScale(f, shapes), 0)),
     });
     return { records: r.records, notes: r.notes, budget: r.budgetInfo, sensitivity: r.sensitivity };
   }

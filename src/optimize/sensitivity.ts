@@ -38,7 +38,9 @@ import type { ModelProto, NodeProto } from '../onnx/schema.js';
 import { firstRungs, needsMoreRungs, predictErr2, type Rung } from './predict-sensitivity.js';
 import { layerModel } from './layer-error.js';
 import { withRewrite } from './trial.js';
-import { diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
+import { channelWeightedErr2, diffEnergy, outputErr2, referenceEnergy, runAll, worstErr2 } from './output-error.js';
+import { outputChannelAxis } from './output-sensitivity.js';
+import { rowScales } from '../linalg/row-weights.js';
 import { COMPARE_WORK } from '../rewrite/challenge.js';
 
 export type { Candidate, LayerSensitivity };
@@ -171,6 +173,19 @@ function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<
 }
 
 /** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */
+/**
+ * A layer's output-channel weights for its own error, from its output sensitivities
+ * (PassContext.outputSensitivity, h_c/mean(h) + floor as the fits weigh them): to first
+ * order the weighted error is the model's, so the gain from layer to model error that the
+ * prediction assumes is nearer constant across rungs. Undefined without sensitivities.
+ */
+function layerWeights(cx: PassContext, layer: LayerInfo): { w: Float64Array; axis: number } | undefined {
+  const h = cx.outputSensitivity?.get(layer.name);
+  const axis = outputChannelAxis(layer);
+  const s = h && axis !== undefined ? rowScales(h) : undefined;
+  return s && axis !== undefined ? { w: s.map((x) => x * x), axis } : undefined;
+}
+
 async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProto[], feeds: readonly Feeds[], cap: Capture, threads: number): Promise<Outputs | undefined> {
   if (layer.graph !== model.root) return undefined;
   const out = layer.node.output[0];
@@ -315,6 +330,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
     // A weight stored fp16/bf16 runs through its Cast, as in the model (the chain's factors do too).
     const alone = layer.cast ? [layer.cast.node, layer.node] : [layer.node];
     const own = cap && (pickList.length > 0 || rivals.length > 0) ? await runLayer(model, layer, alone, opts.feeds, cap, threads) : undefined;
+    const weights = layerWeights(opts.cx, layer);
     const measure = (before: ReadonlySet<NodeProto>): Promise<Result<Outputs>> => runRewritten(model, layer, before, opts.feeds, cap, threads);
     const errOf = (outs: Outputs): number => worstErr2(diffEnergy(opts.reference, outs), refEnergy);
     // Each candidate is factorized and its layer's own error measured; without latency, the
@@ -333,7 +349,7 @@ export async function measureSensitivity(model: Model, layers: readonly LayerInf
         if (opts.latency && key && !timings.has(key)) chain = chainModel(model, layer, nodes, opts.latency.shapes, opts.latency.external);
         if (own && cap) {
           const got = await runLayer(model, layer, nodes, opts.feeds, cap, threads);
-          if (got) layerErr2 = outputErr2(own, got);
+          if (got) layerErr2 = (weights && channelWeightedErr2(own, got, weights.w, weights.axis)) ?? outputErr2(own, got);
         }
         return runModel ? measure(before) : ok(undefined);
       });

@@ -105,7 +105,7 @@ function allocation(r: Report, rewritten: readonly LayerRecord[]): string {
   const b = r.budget;
   if (b) {
     out += `<p>budget: ${esc(b.kind)} target ${esc(b.target.toPrecision(3))}, achieved ${esc(b.achieved.toPrecision(3))} (${esc(b.unit)}): ${b.met ? '<span class="pass">met</span>' : '<span class="fail">not met</span>'}; ` +
-      `output rel. error on calibration inputs: predicted ${esc(b.predictedError.toPrecision(3))}, measured ${esc(b.measuredError.toPrecision(3))}${b.unseenError === undefined ? '' : `, judged at ${esc(b.unseenError.toPrecision(3))} (${esc(unseenWhy(b.feeds ?? 0, b.heldOutFeeds))})`}${b.attempts > 1 ? `; ${b.attempts} allocations` : ''}</p>`;
+      `output rel. error on calibration inputs: predicted ${esc(b.predictedError.toPrecision(3))}, measured ${esc(b.measuredError.toPrecision(3))}${b.unseenError === undefined ? '' : `, judged at ${esc(b.unseenError.toPrecision(3))} (${esc(unseenWhy(b))})`}${b.attempts > 1 ? `; ${b.attempts} allocations` : ''}</p>`;
     if (!b.met && b.why) out += `<p class="note">why: ${esc(b.why)}</p>`;
     if (b.stages && b.stages.length > 0) {
       out += htmlTable(['stage', 'target', 'kept', 'layers', 'measured error', 'top-1'], b.stages.map((s) => {

@@ -40,8 +40,10 @@ export interface Report {
      * Error budgets: the upper bound on the output error for inputs not among the `feeds`
      * calibration feeds that the budget was judged by (optimize/output-error.ts errBound);
      * with `heldOutFeeds`, for the pooled error over that many held-out feeds (--verify-data).
+     * `samples` (and `heldOutSamples`): the spread was over the samples those feeds hold,
+     * each feed's outputs split along their batch axis.
      */
-    unseenError?: number; feeds?: number; heldOutFeeds?: number;
+    unseenError?: number; feeds?: number; heldOutFeeds?: number; samples?: number; heldOutSamples?: number;
     /** Multi-stage runs: where each stage ended (fraction of the unit kept, measured error). */
     stages?: { stage: number; target: number; params?: number; macs?: number; latency?: number; measuredError: number; top1?: number; layers: number }[];
   };
@@ -95,9 +97,14 @@ function latencyLine(label: string, l: LatencyStats): string {
 }
 
 /** How an error budget's judged error relates to the calibration feeds (optimize/output-error.ts errBound). */
-export function unseenWhy(feeds: number, heldOut?: number): string {
+export function unseenWhy(b: Pick<NonNullable<Report['budget']>, 'feeds' | 'heldOutFeeds' | 'samples' | 'heldOutSamples'>): string {
+  const feeds = b.feeds ?? 0;
+  if (b.samples !== undefined) {
+    const what = b.heldOutFeeds ? `the ${b.heldOutSamples ?? b.heldOutFeeds} held-out ${b.heldOutSamples ? 'sample(s)' : 'feed(s)'} verified` : 'unseen inputs';
+    return `a 95% bound for ${what} from the spread over ${b.samples} calibration samples in ${feeds} feed(s)`;
+  }
   if (feeds < 2) return 'one calibration feed: no margin for unseen inputs';
-  const what = heldOut ? `the ${heldOut} held-out feed(s) verified` : 'unseen inputs';
+  const what = b.heldOutFeeds ? `the ${b.heldOutFeeds} held-out feed(s) verified` : 'unseen inputs';
   return `a 95% bound for ${what} from the spread over ${feeds} calibration feeds`;
 }
 
@@ -152,7 +159,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
     const b = r.budget;
     L.push(`budget: ${b.kind} target ${b.target.toPrecision(3)}, achieved ${b.achieved.toPrecision(3)} (${b.unit}) — ${b.met ? 'met' : 'NOT met'}` +
       `; output rel. error on calibration inputs: predicted ${b.predictedError.toPrecision(3)}, measured ${b.measuredError.toPrecision(3)}` +
-      (b.unseenError === undefined ? '' : `, judged at ${b.unseenError.toPrecision(3)} (${unseenWhy(b.feeds ?? 0, b.heldOutFeeds)})`) +
+      (b.unseenError === undefined ? '' : `, judged at ${b.unseenError.toPrecision(3)} (${unseenWhy(b)})`) +
       (b.attempts > 1 ? `; ${b.attempts} allocations` : ''));
     if (!b.met && b.why) L.push(`  why: ${b.why}`);
     for (const st of b.stages ?? []) {

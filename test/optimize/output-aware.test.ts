@@ -143,17 +143,22 @@ describe('output sensitivities measured in ORT', () => {
   });
 });
 
+/** x [1, 8, 6, 6] → 1x1 conv c1 (8 outputs) → 1x1 conv c2, which reads channels 0–3 strongly and 4–7 barely; written to a new temp dir. */
+function unevenReader(tag: string): { dir: string; file: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), tag));
+  const b = new ModelBuilder();
+  const x = b.input('x', [1, 8, 6, 6]);
+  const z = b.node('Conv', [x, b.init('w1', [8, 8, 1, 1], randw(64))], {}, { name: 'c1' });
+  const v = randw(32).map((w, i) => w * (i % 8 < 4 ? 10 : 0.05));
+  b.output(b.node('Conv', [z, b.init('v', [4, 8, 1, 1], v)], {}, { name: 'c2' }));
+  const file = path.join(dir, 'm.onnx');
+  writeFileSync(file, encodeModel(b.build()));
+  return { dir, file };
+}
+
 describe('output weights in optimize, at the ranks of a plan', () => {
   it('a layer whose outputs the next one reads unevenly: by default (with --calib) lower held-out output error than the unweighted fit of --no-output-aware, with its note', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-oaware-'));
-    const b = new ModelBuilder();
-    const x = b.input('x', [1, 8, 6, 6]);
-    const z = b.node('Conv', [x, b.init('w1', [8, 8, 1, 1], randw(64))], {}, { name: 'c1' });
-    // The next conv reads channels 0–3 strongly and 4–7 barely.
-    const v = randw(32).map((w, i) => w * (i % 8 < 4 ? 10 : 0.05));
-    b.output(b.node('Conv', [z, b.init('v', [4, 8, 1, 1], v)], {}, { name: 'c2' }));
-    const file = path.join(dir, 'm.onnx');
-    writeFileSync(file, encodeModel(b.build()));
+    const { dir, file } = unevenReader('onnx-lr-oaware-');
     const plan = path.join(dir, 'plan.json');
     writeFileSync(plan, JSON.stringify({ layers: [{ name: 'c1', pass: 'conv1x1-svd', ranks: [3] }] }));
     const calib = calibFile(mkdtempSync(path.join(dir, 'c-')), [4, 8, 6, 6], 11);
@@ -179,5 +184,25 @@ describe('output weights in optimize, at the ranks of a plan', () => {
     let out = '';
     await main(['optimize', file, path.join(dir, 'n.onnx'), '--plan', plan, '--no-latency', '--no-verify', '--json', '--output-aware'], { out: (t) => { out += t; }, err: () => {} });
     expect((JSON.parse(out) as Report).notes).toContain('--output-aware: no calibration statistics (it needs --calib, without --no-data-aware), so no fit is weighted');
+  });
+});
+
+describe('output weights in a budget', () => {
+  it('the sensitivity trials fit as the final fit does: the kept rung\'s measured error is the final model\'s', async () => {
+    const { dir, file } = unevenReader('onnx-lr-oabudget-');
+    // Two calibration feeds: the trials run on both, as the final measurement does.
+    const calib = calibFile(mkdtempSync(path.join(dir, 'c-')), [2, 8, 6, 6], 11);
+    let out = '';
+    let err = '';
+    const code = await main(['optimize', file, path.join(dir, 'o.onnx'), '--calib', calib, '--max-error', '0.3', '--exclude', 'c2', '--min-params', '0',
+      '--measure-all-rungs', '--save', 'params', '--no-anchor', '--no-latency', '--no-verify', '--json'], { out: (t) => { out += t; }, err: (t) => { err += t; } });
+    if (code === 2) throw new Error(err);
+    const r = JSON.parse(out) as Report;
+    const kept = r.layers.find((l) => l.name === 'c1')!;
+    expect(kept.ranks?.length).toBe(1);
+    const rung = r.sensitivity!.find((s) => s.name === 'c1')!.candidates.find((c) => c.ranks.join() === kept.ranks!.join())!;
+    expect(r.notes.some((n) => n.startsWith('output weights: sensitivities of'))).toBe(true);
+    // Unweighted trials (before) measured this rung at several times the weighted fit's error.
+    expect(Math.abs(Math.sqrt(rung.outErr2) / r.budget!.measuredError - 1)).toBeLessThan(1e-4);
   });
 });

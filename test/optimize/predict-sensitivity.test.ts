@@ -17,9 +17,10 @@ import { householderQr } from '../../src/linalg/qr.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { firstRungs, GAIN_SPREAD, gainSpread, needsMoreRungs, predictErr2 } from '../../src/optimize/predict-sensitivity.js';
 import { measureSensitivity, type PredictedCandidate } from '../../src/optimize/sensitivity.js';
-import { runAll } from '../../src/optimize/output-error.js';
+import { channelWeightedErr2, runAll } from '../../src/optimize/output-error.js';
+import { measureOutputSensitivity } from '../../src/optimize/output-sensitivity.js';
 import { createRng } from '../../src/util/rng.js';
-import type { Feeds } from '../../src/verify/tensor.js';
+import type { Feeds, HostTensor } from '../../src/verify/tensor.js';
 
 describe('the gain model', () => {
   it('scales one measured rung by the layer error (one gain for every rung)', () => {
@@ -177,4 +178,65 @@ describe('a budget on a real model with predicted rungs', () => {
     }
     expect(predicted).toBeGreaterThan(layers.length);
   }, 240_000);
+});
+
+describe('a layer error weighted by output sensitivities', () => {
+  it('weighs each element by its channel along the axis, over every feed', () => {
+    const t = (data: number[]): HostTensor => ({ type: 'float32', dims: [1, 2, 3], data: Float32Array.from(data) });
+    // Channels on axis 1 (rows of 3); the error sits in channel 1 only.
+    const ref = [{ y: t([1, 1, 1, 2, 2, 2]) }];
+    const got = [{ y: t([1, 1, 1, 2, 2, 3]) }];
+    expect(channelWeightedErr2(ref, got, [1, 1], 1)).toBeCloseTo(1 / 15, 12);
+    expect(channelWeightedErr2(ref, got, [3, 1], 1)).toBeCloseTo(1 / (3 * 3 + 12), 12);
+    expect(channelWeightedErr2(ref, got, [1, 0], 1)).toBe(0);
+    // On the last axis the channels cycle every element.
+    expect(channelWeightedErr2(ref, got, [1, 2, 4], -1)).toBeCloseTo(4 / (1 + 2 + 4 + 4 + 8 + 16), 12);
+    // Two feeds pool numerator and denominator.
+    expect(channelWeightedErr2([...ref, ...ref], [...got, ...ref], [1, 1], 1)).toBeCloseTo(1 / 30, 12);
+    // A channel count that does not match says so.
+    expect(channelWeightedErr2(ref, got, [1, 1, 1], 1)).toBeUndefined();
+  });
+
+  /**
+   * y = (x·W1)·diag(s)·Q with s spanning 1000× and Q orthogonal: the model's error of a
+   * truncated W1 is Σ_c s_c²‖ΔW1[:,c]‖² / Σ_c s_c²‖W1[:,c]‖² exactly, and the gradients'
+   * h_c ∝ s_c² exactly (a linear tail), so the weighted layer error is the model's up to
+   * the weights' floor; unweighted, the gain from layer to model error changes by rung.
+   */
+  it('predicts every rung of a layer read unevenly by the rest of the model; unweighted it does not', async () => {
+    const n = 16;
+    const m = 24;
+    const sigma = Array.from({ length: n }, (_, k) => 0.8 ** k);
+    const u = orthogonal(n, 1);
+    const v = orthogonal(m, 2);
+    const q = orthogonal(m, 3);
+    const s = Array.from({ length: m }, (_, c) => 10 ** (-3 * c / (m - 1) / 2));
+    const w1 = new Float32Array(n * m);
+    for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) sigma.forEach((sk, k) => { w1[i * m + j] += u[i * n + k]! * sk * v[j * m + k]!; });
+    const mix = Float32Array.from({ length: m * m }, (_, k) => s[Math.floor(k / m)]! * q[k]!);
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [n, n]);
+    const h = b.node('MatMul', [x, b.init('w1', [n, m], w1)], {}, { name: 'mm1' });
+    b.output(b.node('MatMul', [h, b.init('mix', [m, m], mix)], {}, { name: 'mix' }));
+    const bytes = encodeModel(b.build());
+    const identity: Feeds[] = [{ x: { type: 'float32', dims: [n, n], data: Float32Array.from({ length: n * n }, (_, k) => (k % (n + 1) === 0 ? 1 : 0)) } }];
+    const ref = await runAll({ bytes }, identity);
+    if (!ref.ok) throw ref.error;
+    const model = new Model(decodeModel(bytes));
+    const layers = findLayers(model).filter((l) => l.name === 'mm1');
+    const hs = await measureOutputSensitivity(model, undefined, layers, identity, { method: 'gradients', seed: 1 });
+    expect(hs.sensitivity.get('mm1')?.length).toBe(m);
+    const spread = async (outputSensitivity?: Map<string, Float64Array>): Promise<number> => {
+      const cx = { model, rng: createRng(7), shared: new Map(), ...(outputSensitivity && { outputSensitivity }) };
+      const [r] = await measureSensitivity(model, layers, { method: 'auto', feeds: identity, reference: ref.value, cx, allRungs: true });
+      const cands = r!.candidates as PredictedCandidate[];
+      expect(cands.length).toBeGreaterThanOrEqual(3);
+      return Math.max(...cands.map((c) => Math.abs(Math.log(c.predictedErr2! / c.outErr2))));
+    };
+    const weighted = await spread(hs.sensitivity);
+    const plain = await spread();
+    // Measured: 1.003 weighted, 1.22 unweighted (the worst rung's predicted over measured).
+    expect(Math.exp(weighted)).toBeLessThan(1.02);
+    expect(Math.exp(plain)).toBeGreaterThan(1.15);
+  });
 });

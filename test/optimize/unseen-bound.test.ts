@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { encodeModel } from '../../src/onnx/codec.js';
-import { errBound, outputErr2, unseenZ } from '../../src/optimize/output-error.js';
+import { errBound, outputErr2, samplesIn, spreadUnits, unseenZ } from '../../src/optimize/output-error.js';
 import { renderReport, type Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import type { HostTensor } from '../../src/verify/tensor.js';
@@ -48,6 +48,27 @@ describe('errBound', () => {
     // A prediction bound for m other feeds: the spread counts again for them, √(1 + n/m).
     expect(errBound(ref, got, { newFeeds: 3 })).toBeCloseTo(r + unseenZ(3) * se * Math.SQRT2, 12);
     expect(errBound(ref, got, { newFeeds: 1 })).toBeCloseTo(r + unseenZ(3) * se * 2, 12);
+  });
+
+  it('splits a feed holding a batch into its samples where the learned shapes show axis 0 is the batch', () => {
+    const rows = (dims: number[], ...v: number[]): HostTensor => ({ type: 'float32', dims, data: Float32Array.from(v) });
+    // The three feeds of the test above as one feed of three samples, y [3, 2] (learned [1, 2]).
+    const ref = [{ y: rows([3, 2], 3, 4, 0, 5, 6, 8) }];
+    const got = [{ y: rows([3, 2], 3, 5, 2, 5, 6, 9) }];
+    const apart = errBound([{ y: t(3, 4) }, { y: t(0, 5) }, { y: t(6, 8) }], [{ y: t(3, 5) }, { y: t(2, 5) }, { y: t(6, 9) }]);
+    const learned = new Map([['y', [1, 2]]]);
+    expect(errBound(ref, got, { learned })).toBeCloseTo(apart, 12);
+    expect(spreadUnits(ref, learned)).toEqual({ units: 3, samples: true });
+    // Held out: m counts samples when the calibration was split, feeds otherwise.
+    expect(errBound(ref, got, { learned, newFeeds: 1, newSamples: 3 })).toBeCloseTo(
+      errBound([{ y: t(3, 4) }, { y: t(0, 5) }, { y: t(6, 8) }], [{ y: t(3, 5) }, { y: t(2, 5) }, { y: t(6, 9) }], { newFeeds: 3 }), 12);
+    // Not split (one unit, no margin): no learned shape, one learned at another batch, or other trailing dims.
+    for (const l of [undefined, new Map([['y', [3, 2]]]), new Map([['y', [1, 6]]])]) {
+      expect(errBound(ref, got, { learned: l })).toBeCloseTo(outputErr2(ref, got), 12);
+      expect(spreadUnits(ref, l)).toEqual({ units: 1, samples: false });
+    }
+    expect(samplesIn(ref[0]!.y!, [1, 2])).toBe(3);
+    expect(samplesIn(ref[0]!.y!, [1, 2, 1])).toBe(1);
   });
 
   it('takes the worst output, and a non-finite error is infinite', () => {
@@ -92,7 +113,10 @@ describe('an error budget with several calibration feeds', () => {
     expect(r.code, r.err).toBe(0);
     const rep = JSON.parse(r.out) as Report;
     const b = rep.budget!;
+    // 32 rows in 4 runs of 8: the spread is over the 32 samples (each run's output split along its batch axis).
     expect(b.feeds).toBe(4);
+    expect(b.samples).toBe(32);
+    expect(b.heldOutSamples).toBe(16); // --verify-samples: 16 by default
     expect(b.met).toBe(true);
     // The rewrite happened, and was judged at its bound, not at the calibration error alone.
     expect(rep.layers.find((l) => l.name === 'mm')!.paramsAfter).toBeLessThan(64 * 64);
@@ -102,12 +126,12 @@ describe('an error budget with several calibration feeds', () => {
     expect(rep.verify!.outputs[0]!.relL2).toBeLessThanOrEqual(0.1);
     // The held-out feeds verification ran.
     expect(b.heldOutFeeds).toBe(rep.verify!.runs);
-    expect(renderReport(rep)).toContain(`judged at ${b.unseenError!.toPrecision(3)} (a 95% bound for the ${b.heldOutFeeds} held-out feed(s) verified from the spread over 4 calibration feeds)`);
+    expect(renderReport(rep)).toContain(`judged at ${b.unseenError!.toPrecision(3)} (a 95% bound for the 16 held-out sample(s) verified from the spread over 32 calibration samples in 4 feed(s))`);
     // Without --verify-data the bound is for the error to expect on unseen inputs.
     const r2 = await runCli('optimize', m, path.join(dir, 'o2.onnx'), '--max-error', '0.1', '--min-params', '0', '--no-latency', '--calib', path.join(dir, 'calib.npy'), '--json');
     expect(r2.code, r2.err).toBe(0);
     const rep2 = JSON.parse(r2.out) as Report;
     expect(rep2.budget!.heldOutFeeds).toBeUndefined();
-    expect(renderReport(rep2)).toContain(`judged at ${rep2.budget!.unseenError!.toPrecision(3)} (a 95% bound for unseen inputs from the spread over 4 calibration feeds)`);
+    expect(renderReport(rep2)).toContain(`judged at ${rep2.budget!.unseenError!.toPrecision(3)} (a 95% bound for unseen inputs from the spread over 32 calibration samples in 4 feed(s))`);
   });
 });
