@@ -215,6 +215,7 @@ export function channelWeightedErr2(ref: readonly Record<string, HostTensor>[], 
   }
   return worstErr2(num, den);
 }
+
 /**
  * Top-1 agreement over the last axis: every output whose last dim is above 1 is read as
  * rows of class scores; the worst output's share of rows whose argmax agrees, over all

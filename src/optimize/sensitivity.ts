@@ -172,7 +172,6 @@ function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<
   return pass;
 }
 
-/** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */
 /**
  * A layer's output-channel weights for its own error, from its output sensitivities
  * (PassContext.outputSensitivity, h_c/mean(h) + floor as the fits weigh them): to first
@@ -186,6 +185,7 @@ function layerWeights(cx: PassContext, layer: LayerInfo): { w: Float64Array; axi
   return s && axis !== undefined ? { w: s.map((x) => x * x), axis } : undefined;
 }
 
+/** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */
 async function runLayer(model: Model, layer: LayerInfo, nodes: readonly NodeProto[], feeds: readonly Feeds[], cap: Capture, threads: number): Promise<Outputs | undefined> {
   if (layer.graph !== model.root) return undefined;
   const out = layer.node.output[0];
