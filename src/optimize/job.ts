@@ -127,7 +127,12 @@ export interface PipelineConfig {
   onLoaded?: (loaded: LoadedModel) => void;
 }
 
-export interface VerificationData { feeds: readonly Feeds[]; description: string }
+export interface VerificationData {
+  feeds: readonly Feeds[];
+  description: string;
+  /** The shapes learned at batch 1, so a feed holding several samples reports its worst one (VerifyOptions.learned). */
+  learned?: ReadonlyMap<string, readonly number[]>;
+}
 
 export interface PipelineResult {
   report: Report;

@@ -7,7 +7,7 @@ import { ok, type Result } from '../errors.js';
 import { studentTQuantile } from '../linalg/student-t.js';
 import { top1Agreement } from '../verify/compare.js';
 import { createSession, type ModelSource } from '../verify/session.js';
-import { toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
+import { samplesIn, toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
 
 /** Float data is read as it is; other types are widened (int64 and half need converting). */
 const asNumbers = (t: HostTensor): ArrayLike<number> => (t.type === 'float32' || t.type === 'float64' ? (t.data as Float32Array | Float64Array) : toNumbers(t));
@@ -80,18 +80,6 @@ export const UNSEEN_P = 0.95;
  */
 export function unseenZ(n: number): number {
   return n < 2 ? 0 : studentTQuantile(UNSEEN_P, n - 1);
-}
-
-/**
- * How many samples one output tensor holds along its axis 0: its dims at the learned shapes
- * (`learned`, at batch 1) with axis 0 grown to the feed's batch, else 1 (an output without a
- * batch axis, or shapes not learned at batch 1).
- */
-export function samplesIn(t: HostTensor, learned: readonly number[] | undefined): number {
-  const d0 = t.dims[0];
-  if (!learned || learned[0] !== 1 || d0 === undefined || d0 < 2 || t.dims.length !== learned.length) return 1;
-  for (let i = 1; i < learned.length; i++) if (t.dims[i] !== learned[i]) return 1;
-  return d0;
 }
 
 /** Per unit (a sample, or a whole feed where its outputs cannot be split): Σ‖Δy‖² and Σ‖y‖² of output `name`. */

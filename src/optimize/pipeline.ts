@@ -340,7 +340,7 @@ async function runJob(job: Job, inPath: string, outPath: string | undefined, cfg
     // Factorization is over: free the GEMM workers' ORT instances before two models are loaded.
     await gemm?.dispose();
     await statsEngine?.dispose();
-    const written = await writeAndVerify(job, cfg, outPath, data.heldOut, factors);
+    const written = await writeAndVerify(job, cfg, outPath, data.heldOut && { ...data.heldOut, learned: learned.shapes }, factors);
     // A latency budget is judged on OUT's measured latency; the others stand as allocated.
     const budget = cfg.budget && rewritten.budget && written.latency ? settleLatencyBudget(rewritten.budget, cfg.budget, written.latency) : rewritten.budget;
     return { report: buildReport({ ...parts, budget, written, seconds: seconds() }), pass: written.pass, sensitivity: rewritten.sensitivity };

@@ -85,7 +85,7 @@ export async function writeAndVerify(job: Job, cfg: PipelineConfig & CommandLine
 async function writeOnce(job: Job, cfg: PipelineConfig & CommandLine, outPath: string, heldOut: VerificationData | undefined, mayFail: boolean): Promise<{ written: Written } | { failed: VerifyStats }> {
   const notes: string[] = [];
   const verifyOpts = {
-    seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds, outputs: cfg.outputs,
+    seed: cfg.opts.seed, shapes: cfg.shapes, inputs: cfg.values, minCosine: cfg.verify.minCosine, threads: cfg.verify.threads, feeds: heldOut?.feeds, learned: heldOut?.learned, outputs: cfg.outputs,
     // Without --atol/--rtol only the cosine decides: a lossy rewrite never meets 1e-5.
     atol: cfg.verify.atol ?? Infinity, rtol: cfg.verify.rtol ?? 0,
   };

@@ -222,7 +222,7 @@ function verification(r: Report): string {
     v.outputs.map((o) => [
       o.name, sci(o.maxAbs), sci(o.meanAbs), sci(o.relL2), cos4(o.cosine), o.top1 === undefined ? '' : o.top1.toFixed(3),
       o.checked === false ? 'not checked' : o.pass ? 'ok' : 'FAIL',
-      o.worstFeed ? `#${o.worstFeed.index + 1} of ${v.runs}` : '', o.worstFeed ? cos4(o.worstFeed.cosine) : '', o.worstFeed ? sci(o.worstFeed.relL2) : '',
+      o.worstFeed ? `#${o.worstFeed.index + 1} of ${o.worstFeed.of ?? v.runs}${o.worstFeed.samples ? ' samples' : ''}` : '', o.worstFeed ? cos4(o.worstFeed.cosine) : '', o.worstFeed ? sci(o.worstFeed.relL2) : '',
     ]),
     ['name', 'r', 'r', 'r', 'r', 'r', 'l'],
   );

@@ -183,7 +183,7 @@ export function renderReport(r: Report, opts: { allLayers?: boolean } = {}): str
     for (const o of v.outputs) {
       if (o.checked === false || !o.worstFeed) continue;
       const w = o.worstFeed;
-      L.push(`  ${o.name}: worst of the ${v.runs} inputs is #${w.index + 1}, cosine ${cos4(w.cosine)}, rel L2 ${sci(w.relL2)}`);
+      L.push(`  ${o.name}: worst of the ${w.of ?? v.runs} ${w.samples ? 'samples' : 'inputs'} is #${w.index + 1}, cosine ${cos4(w.cosine)}, rel L2 ${sci(w.relL2)}`);
     }
   }
   if (r.latency) { L.push(''); L.push(latencyLine('latency ORT-node', r.latency)); }

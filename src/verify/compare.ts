@@ -37,8 +37,12 @@ export interface OutputStats {
   reasons: string[];
   /** False when --outputs left this output out of the check (its figures are for information). */
   checked?: boolean;
-  /** With several feeds, the one this output agrees worst on (by cosine); the verdict stays on all of them. */
-  worstFeed?: { index: number; cosine: number; relL2: number };
+  /**
+   * With several feeds, the one this output agrees worst on (by cosine); the verdict stays on
+   * all of them. `samples`: feeds holding batches were split into their samples (`of` of
+   * them; VerifyOptions.learned), and `index` counts samples.
+   */
+  worstFeed?: { index: number; cosine: number; relL2: number; samples?: true; of?: number };
 }
 
 const fmt = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)).toString() : String(x));

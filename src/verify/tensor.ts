@@ -126,3 +126,16 @@ const INT_RANGE: Record<Exclude<ElemType, FloatType>, [number, number]> = {
   int32: [-(2 ** 31), 2 ** 31 - 1], uint32: [0, 2 ** 32 - 1],
   int64: [-(2 ** 63), 2 ** 63], uint64: [0, 2 ** 64], bool: [0, 1],
 };
+
+/**
+ * How many samples one output tensor holds along its axis 0: its dims at the learned shapes
+ * (`learned`, at batch 1) with axis 0 grown to the feed's batch, else 1 (an output without a
+ * batch axis, or shapes not learned at batch 1). A feed of several calibration or held-out
+ * samples is one run; budgets and verification count its samples.
+ */
+export function samplesIn(t: HostTensor, learned: readonly number[] | undefined): number {
+  const d0 = t.dims[0];
+  if (!learned || learned[0] !== 1 || d0 === undefined || d0 < 2 || t.dims.length !== learned.length) return 1;
+  for (let i = 1; i < learned.length; i++) if (t.dims[i] !== learned[i]) return 1;
+  return d0;
+}

@@ -10,7 +10,7 @@ import { err, ok, type LrError, type Result } from '../errors.js';
 import { compareOutput, DEFAULT_TOLERANCES, type OutputStats, type Tolerances } from './compare.js';
 import { buildFeeds, type DefaultedDim, type DefaultFeedsHook, type FeedPlan, type ShapeOverrides, type ValueOverrides } from './inputs.js';
 import { createSession, type Backend, type ModelSource, type OptLevel, type Session, type ValueInfo } from './session.js';
-import { toNumbers, type Feeds, type HostTensor } from './tensor.js';
+import { samplesIn, toNumbers, type Feeds, type HostTensor } from './tensor.js';
 
 export interface VerifyOptions extends Partial<Tolerances> {
   /** Seed of the random feeds; default 0. */
@@ -29,6 +29,8 @@ export interface VerifyOptions extends Partial<Tolerances> {
   outputs?: readonly string[];
   graphOptimizationLevel?: OptLevel;
   backend?: Backend;
+  /** The shapes learned at batch 1: feeds holding batches of samples report their worst sample (tensor.ts samplesIn). */
+  learned?: ReadonlyMap<string, readonly number[]>;
 }
 
 export interface VerifyStats {
@@ -220,7 +222,8 @@ function compareOutputs(
       s.pass = true;
       s.reasons = [];
     }
-    if (a.length > 1) s.worstFeed = worstFeed(name, ra, rb, a, tol);
+    const units = a.map((t) => samplesIn(t, opts.learned?.get(name)));
+    if (units.reduce((x, y) => x + y, 0) > 1) s.worstFeed = worstFeed(name, ra, rb, a, units, tol);
     outputs.push(s);
     reasons.push(...s.reasons);
   }
@@ -229,18 +232,24 @@ function compareOutputs(
 
 /**
  * Pooled figures can hide one input the model handles much worse: the feed with the lowest
- * cosine, from each feed's slice of the concatenated outputs (`perFeed` gives their sizes).
+ * cosine, from each feed's slice of the concatenated outputs (`perFeed` gives their sizes),
+ * or the sample, each feed's slice cut in `units[k]` along axis 0.
  */
-function worstFeed(name: string, ra: Float64Array, rb: Float64Array, perFeed: readonly HostTensor[], tol: Tolerances): OutputStats['worstFeed'] {
+function worstFeed(name: string, ra: Float64Array, rb: Float64Array, perFeed: readonly HostTensor[], units: readonly number[], tol: Tolerances): OutputStats['worstFeed'] {
   let worst: OutputStats['worstFeed'];
+  const split = units.some((u) => u > 1);
   let off = 0;
-  perFeed.forEach((t, index) => {
-    const end = off + t.data.length;
-    const { cosine, relL2 } = compareOutput(name, ra.subarray(off, end), rb.subarray(off, end), t.dims, tol);
-    if (!worst || cosine < worst.cosine || Number.isNaN(cosine)) worst = { index, cosine, relL2 };
-    off = end;
+  let index = 0;
+  perFeed.forEach((t, k) => {
+    const u = units[k]!;
+    const len = t.data.length / u;
+    const dims = u > 1 ? [1, ...t.dims.slice(1)] : t.dims;
+    for (let j = 0; j < u; j++, index++, off += len) {
+      const { cosine, relL2 } = compareOutput(name, ra.subarray(off, off + len), rb.subarray(off, off + len), dims, tol);
+      if (!worst || cosine < worst.cosine || Number.isNaN(cosine)) worst = { index, cosine, relL2 };
+    }
   });
-  return worst;
+  return worst && split ? { ...worst, samples: true, of: index } : worst;
 }
 
 function pickTolerances(o: VerifyOptions): Partial<Tolerances> {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { writeNpy } from '../../src/io/npy.js';
-import type { Report } from '../../src/report/report.js';
+import { renderReport, type Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import { nonProgress, runCli } from '../helpers/cli.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
@@ -63,10 +63,14 @@ describe('--verify-data', () => {
     expect(report.inputs).toContain(`held out: 4 samples from ${file}`);
     const cos = await cosineOn(REAL.cls, out, data, 4);
     expect(report.verify!.outputs[0]!.cosine).toBeCloseTo(cos, 5);
-    // cls's batch dim is free: the four samples go in as one batch, so there is no single
-    // input to name as the worst (the per-sample case is the next test).
+    // cls's batch dim is free: the four samples go in as one batch (one run), and the
+    // sample it agrees worst on is named from that batch's output, split along its batch axis.
     expect(report.verify!.runs).toBe(1);
-    expect(report.verify!.outputs[0]!.worstFeed).toBeUndefined();
+    const each = await Promise.all([0, 1, 2, 3].map((k) => cosineOn(REAL.cls, out, data, 1, k)));
+    const w = report.verify!.outputs[0]!.worstFeed!;
+    expect(w).toMatchObject({ samples: true, of: 4, index: each.indexOf(Math.min(...each)) });
+    expect(w.cosine).toBeCloseTo(Math.min(...each), 5);
+    expect(renderReport(report)).toContain(`worst of the 4 samples is #${w.index + 1}`);
     // And not what seeded random inputs give.
     const rnd = JSON.parse((await runCli('optimize', REAL.cls, path.join(dir, 'r.onnx'), '--shape', 'x:1x3x48x192', '--rank-ratio', '0.3', '--min-params', '0', '--no-latency', '--json')).out) as Report;
     expect(rnd.inputs).toBe('seeded random inputs');

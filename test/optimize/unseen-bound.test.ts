@@ -10,10 +10,10 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { writeNpy } from '../../src/io/npy.js';
 import { encodeModel } from '../../src/onnx/codec.js';
-import { errBound, outputErr2, samplesIn, spreadUnits, unseenZ } from '../../src/optimize/output-error.js';
+import { errBound, outputErr2, spreadUnits, unseenZ } from '../../src/optimize/output-error.js';
 import { renderReport, type Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
-import type { HostTensor } from '../../src/verify/tensor.js';
+import { samplesIn, type HostTensor } from '../../src/verify/tensor.js';
 import { runCli } from '../helpers/cli.js';
 import { decayingWeight } from '../helpers/kernels.js';
 
