@@ -7,7 +7,7 @@ import { ok, type Result } from '../errors.js';
 import { studentTQuantile } from '../linalg/student-t.js';
 import { top1Agreement } from '../verify/compare.js';
 import { createSession, type ModelSource } from '../verify/session.js';
-import { samplesIn, toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
+import { samplesIn, sampleSlices, toNumbers, type Feeds, type HostTensor } from '../verify/tensor.js';
 
 /** Float data is read as it is; other types are widened (int64 and half need converting). */
 const asNumbers = (t: HostTensor): ArrayLike<number> => (t.type === 'float32' || t.type === 'float64' ? (t.data as Float32Array | Float64Array) : toNumbers(t));
@@ -89,22 +89,14 @@ function unitEnergies(ref: readonly Record<string, HostTensor>[], got: readonly 
   ref.forEach((r, k) => {
     const t = r[name];
     if (!t) return;
-    const g = got[k]?.[name];
-    const x = asNumbers(t);
-    const y: ArrayLike<number> = g ? asNumbers(g) : [];
     const units = samplesIn(t, learned?.get(name));
-    const len = x.length / units;
-    for (let u = 0; u < units; u++) {
-      let num = 0;
-      let den = 0;
-      for (let i = u * len; i < (u + 1) * len; i++) {
-        const d = x[i]! - (y[i] ?? NaN);
-        num += Number.isFinite(d) ? d * d : Infinity;
-        den += x[i]! * x[i]!;
-      }
-      a.push(num);
-      b.push(den);
-    }
+    const g = got[k]?.[name];
+    // A missing or mis-sized output counts as infinitely wrong, as in diffEnergy.
+    const gs = g && g.data.length === t.data.length ? sampleSlices(g, units) : undefined;
+    sampleSlices(t, units).forEach((s, u) => {
+      a.push(addSquaredDiff(0, s, gs?.[u]));
+      b.push(referenceEnergy([{ [name]: s }]).get(name)!);
+    });
   });
   return { a, b };
 }

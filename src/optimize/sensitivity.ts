@@ -181,8 +181,9 @@ function passOrReason(layer: LayerInfo, opts: SensitivityOptions): LayerRewrite<
 function layerWeights(cx: PassContext, layer: LayerInfo): { w: Float64Array; axis: number } | undefined {
   const h = cx.outputSensitivity?.get(layer.name);
   const axis = outputChannelAxis(layer);
-  const s = h && axis !== undefined ? rowScales(h) : undefined;
-  return s && axis !== undefined ? { w: s.map((x) => x * x), axis } : undefined;
+  if (!h || axis === undefined) return undefined;
+  const s = rowScales(h);
+  return s && { w: s.map((x) => x * x), axis };
 }
 
 /** The outputs of `nodes` (the layer, or the chain that replaced it) alone on the captured inputs; undefined when they cannot be cut out or run. */

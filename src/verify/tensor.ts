@@ -139,3 +139,11 @@ export function samplesIn(t: HostTensor, learned: readonly number[] | undefined)
   for (let i = 1; i < learned.length; i++) if (t.dims[i] !== learned[i]) return 1;
   return d0;
 }
+
+/** `t` cut into `units` equal slices along axis 0 (samplesIn's count), each a view of its data. */
+export function sampleSlices(t: HostTensor, units: number): HostTensor[] {
+  if (units <= 1) return [t];
+  const len = t.data.length / units;
+  const dims = [1, ...t.dims.slice(1)];
+  return Array.from({ length: units }, (_, u) => ({ type: t.type, dims, data: t.data.subarray(u * len, (u + 1) * len) as HostData }));
+}
