@@ -13,7 +13,7 @@
 import type { Candidate, LayerRecord, LayerSensitivity } from './records.js';
 import { bytes, human, ratio } from './format.js';
 import { groupSkipReasons } from './kinds.js';
-import { narrowReorderLine, roomLine, runtimeLabel, TIMING_PHASES, unseenWhy, type Report } from './report.js';
+import { narrowReorderLine, outputsText, roomLine, runtimeLabel, TIMING_PHASES, unseenWhy, type Report } from './report.js';
 import { energyKept, type LayerSpectra, type Spectrum } from './spectra.js';
 import { barChart, esc, fmt, lineChart, type Series } from './svg.js';
 
@@ -80,7 +80,7 @@ function beforeAfter(r: Report): string {
   let out = htmlTable(['', 'before', 'after', 'ratio'], rows, ['l']);
   for (const [label, l] of [['ORT-node', r.latency], ['ORT-web (wasm)', r.latencyWeb]] as const) {
     if (!l) continue;
-    out += `<p class="note">latency ${esc(label)}: original p10 ${l.originalMs.p10.toFixed(3)} / p50 ${l.originalMs.p50.toFixed(3)} / p90 ${l.originalMs.p90.toFixed(3)} ms, optimized p10 ${l.optimizedMs.p10.toFixed(3)} / p50 ${l.optimizedMs.p50.toFixed(3)} / p90 ${l.optimizedMs.p90.toFixed(3)} ms: speed-up ${l.speedup.toFixed(2)}x (${l.runs} runs each, ${l.threads} thread(s))</p>`;
+    out += `<p class="note">latency ${esc(label)}: original p10 ${l.originalMs.p10.toFixed(3)} / p50 ${l.originalMs.p50.toFixed(3)} / p90 ${l.originalMs.p90.toFixed(3)} ms, optimized p10 ${l.optimizedMs.p10.toFixed(3)} / p50 ${l.optimizedMs.p50.toFixed(3)} / p90 ${l.optimizedMs.p90.toFixed(3)} ms: speed-up ${l.speedup.toFixed(2)}x (${l.runs} runs each, ${l.threads} thread(s), ${esc(outputsText(l))})</p>`;
   }
   if (r.room) out += `<p class="note">${esc(roomLine(r.room))}</p>`;
   if (r.narrowReorder) out += `<p class="note">${esc(narrowReorderLine(r.narrowReorder))}</p>`;

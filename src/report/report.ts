@@ -93,7 +93,12 @@ const sci = (x: number | undefined): string => (x === undefined || !Number.isFin
 function latencyLine(label: string, l: LatencyStats): string {
   const o = l.originalMs;
   const n = l.optimizedMs;
-  return `${label}: original ${o.p50.toFixed(3)} ms (p10 ${o.p10.toFixed(3)}, p90 ${o.p90.toFixed(3)})  ->  optimized ${n.p50.toFixed(3)} ms (p10 ${n.p10.toFixed(3)}, p90 ${n.p90.toFixed(3)})  speed-up ${l.speedup.toFixed(2)}x  [${l.runs} runs each, ${l.threads} thread(s)]`;
+  return `${label}: original ${o.p50.toFixed(3)} ms (p10 ${o.p10.toFixed(3)}, p90 ${o.p90.toFixed(3)})  ->  optimized ${n.p50.toFixed(3)} ms (p10 ${n.p10.toFixed(3)}, p90 ${n.p90.toFixed(3)})  speed-up ${l.speedup.toFixed(2)}x  [${l.runs} runs each, ${l.threads} thread(s), ${outputsText(l)}]`;
+}
+
+/** How the timed runs treated the outputs (verify/kept-outputs.ts). */
+export function outputsText(l: Pick<LatencyStats, 'outputsKept'>): string {
+  return l.outputsKept ? 'outputs kept in ORT, not copied out' : 'outputs copied out to JS (a model with external data)';
 }
 
 /** How an error budget's judged error relates to the calibration feeds (optimize/output-error.ts errBound). */

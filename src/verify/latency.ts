@@ -15,6 +15,7 @@ import { err, ok, type Result } from '../errors.js';
 import { buildFeeds, type ShapeOverrides, type ValueOverrides } from './inputs.js';
 import { createSession, firstLine, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
 import type { Feeds } from './tensor.js';
+import { keptInsideBoth } from './kept-outputs.js';
 
 export interface LatencyOptions {
   /** intraOpNumThreads (node backend); default 1. */
@@ -59,19 +60,26 @@ export interface LatencyStats {
   runs: number;
   backend: Backend;
   threads: number;
+  /**
+   * Whether both models were timed with their outputs kept inside ORT (kept-outputs.ts: the
+   * copy of each output into JS, the same for both, not timed); false when a model has
+   * external data and loads from its path only.
+   */
+  outputsKept: boolean;
 }
 
 export async function measureLatency(original: ModelSource, optimized: ModelSource, opts: LatencyOptions = {}): Promise<Result<LatencyStats>> {
   const backend = opts.backend ?? 'node';
   const threads = opts.threads ?? 1;
   const so = { backend, intraOpNumThreads: threads, graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all' } as const;
-  const a = await createSession(original, { ...so, label: 'original' });
+  const kept = keptInsideBoth(original, optimized);
+  const a = await createSession(kept?.[0] ?? original, { ...so, label: 'original' });
   if (!a.ok) return a;
-  const b = await createSession(optimized, { ...so, label: 'optimized' });
+  const b = await createSession(kept?.[1] ?? optimized, { ...so, label: 'optimized' });
   if (!b.ok) { await a.value.release(); return b; }
   try {
     const r = await timePair(a.value, b.value, opts);
-    return r.ok ? ok({ ...r.value, backend, threads }) : r;
+    return r.ok ? ok({ ...r.value, backend, threads, outputsKept: kept !== undefined }) : r;
   } finally {
     await a.value.release();
     await b.value.release();

@@ -20,7 +20,7 @@ vi.mock('../../src/verify/latency.js', async (importOriginal) => {
 
 const pct = (p50: number, spread = 0.01): LatencyStats['originalMs'] => ({ p10: p50 * (1 - spread), p50, p90: p50 * (1 + spread) });
 const stats = (a: number, o: number, spread = 0.01): LatencyStats =>
-  ({ originalMs: pct(a, spread), optimizedMs: pct(o, spread), speedup: a / o, runs: 25, backend: 'node', threads: 1 });
+  ({ originalMs: pct(a, spread), optimizedMs: pct(o, spread), speedup: a / o, runs: 25, backend: 'node', threads: 1, outputsKept: true });
 
 describe('slowerWarning', () => {
   it('warns only when the optimized model is clearly slower', () => {

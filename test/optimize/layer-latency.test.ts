@@ -1,12 +1,14 @@
 import * as ort from 'onnxruntime-node';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { convTucker2 } from '../../passes/conv-tucker2.js';
 import { Model } from '../../src/graph/graph.js';
 import { shapesFor } from '../../src/graph/layer-shapes.js';
 import { findLayers } from '../../src/graph/layers.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import { loadModel } from '../../src/onnx/file.js';
-import { nodesModel, singleLayerModel, timeRewrite } from '../../src/optimize/layer-latency.js';
+import { nodesModel, singleLayerModel, timeChains, timeRewrite } from '../../src/optimize/layer-latency.js';
+import { decodeModel } from '../../src/onnx/codec.js';
+import { createSession } from '../../src/verify/session.js';
 import { isSkip } from '../../src/rewrite/pass.js';
 import { ModelBuilder } from '../../models/builder.js';
 import { DataType } from '../../src/onnx/schema.js';
@@ -14,6 +16,12 @@ import { createRng } from '../../src/util/rng.js';
 import { REAL } from '../helpers/models.js';
 import { randomFeed, relL2, runModel } from '../helpers/ort.js';
 import type { Feeds } from '../../src/verify/tensor.js';
+
+// The sessions timeChains opens, to see which models it times (the real ORT sessions still run).
+vi.mock('../../src/verify/session.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/verify/session.js')>();
+  return { ...m, createSession: vi.fn(m.createSession) };
+});
 
 describe('per-layer latency models', () => {
   // det keeps its weights in Constant nodes: the layer's weight must be found through
@@ -85,5 +93,28 @@ describe('per-layer latency models of layers with integer inputs', () => {
     expect(one.graph!.input.find((i) => i.name === 'ids')!.type!.tensorType!.elemType).toBe(DataType.INT64);
     const t = await timeRewrite(model, layer, [layer.node], shapes, { threads: 1 });
     expect(t.ok, t.ok ? '' : t.error.message).toBe(true);
+  });
+});
+
+describe('timed layer models keep their output inside ORT', () => {
+  // Returned, a 64-channel output at 512² costs a fresh JS buffer each run, more than the conv (verify/kept-outputs.ts).
+  it('timeChains times the layer and its chains with their outputs kept inside', async () => {
+    const loaded = loadModel(REAL.cls);
+    const model = new Model(loaded.model);
+    const { shapes } = await shapesFor(loaded, model, { x: [1, 3, 48, 192] }, {});
+    const layer = findLayers(model, shapes).find((l) => l.op === 'Conv' && l.weightShape[2] === 3 && l.weightShape[1] > 1)!;
+    const one = singleLayerModel(model, layer, shapes);
+    if (typeof one === 'string') throw new Error(one);
+    const created = vi.mocked(createSession);
+    created.mockClear();
+    const t = await timeChains(model, layer, [one, one], shapes, { threads: 1 });
+    if (!t.ok) throw t.error;
+    expect(created).toHaveBeenCalledTimes(3);
+    for (const [src] of created.mock.calls) {
+      const g = decodeModel((src as { bytes: Uint8Array }).bytes).graph!;
+      expect(g.output).toHaveLength(1);
+      expect(g.node.at(-1)!.opType).toBe('Slice');
+      expect(g.node.at(-2)!.input).toEqual([layer.node.output[0]]);
+    }
   });
 });
