@@ -42,6 +42,8 @@ export function keptInside(m: ModelProto): ModelProto {
   const bounds = opset >= 10 ? ['starts', 'ends', 'axes'].map((k) => fresh(`timing_slice_${k}`)) : [];
   [0, 1, 1].forEach((v, i) => { if (bounds[i]) init.push(newTensor({ name: bounds[i], dims: [1], dataType: DataType.INT64, int64Data: BigInt64Array.of(BigInt(v)) })); });
   const outputs = g.output.map((o) => {
+    // A sequence, map or optional output is returned as it is (Flatten takes tensors only).
+    if (o.type && !o.type.tensorType) return o;
     const out = o.name ?? '';
     const flat = fresh(`${out}_flat`);
     const first = fresh(`${out}_first`);
@@ -72,6 +74,8 @@ function keptCopy(src: ModelSource): Uint8Array | undefined {
 /**
  * Both models with their outputs kept inside, or undefined when either cannot be (a model
  * with external data loads from its path only): then both are timed as they are, alike.
+ * (A copy ORT then refuses, e.g. an integer output at an opset whose Flatten takes floats
+ * only, is the caller's to fall back from.)
  */
 export function keptInsideBoth(a: ModelSource, b: ModelSource): [ModelSource, ModelSource] | undefined {
   const x = keptCopy(a);

@@ -63,7 +63,7 @@ export interface LatencyStats {
   /**
    * Whether both models were timed with their outputs kept inside ORT (kept-outputs.ts: the
    * copy of each output into JS, the same for both, not timed); false when a model has
-   * external data and loads from its path only.
+   * external data and loads from its path only, or ORT refused a copy.
    */
   outputsKept: boolean;
 }
@@ -72,17 +72,26 @@ export async function measureLatency(original: ModelSource, optimized: ModelSour
   const backend = opts.backend ?? 'node';
   const threads = opts.threads ?? 1;
   const so = { backend, intraOpNumThreads: threads, graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all' } as const;
+  const open = async (a: ModelSource, b: ModelSource): Promise<Result<[Session, Session]>> => {
+    const x = await createSession(a, { ...so, label: 'original' });
+    if (!x.ok) return x;
+    const y = await createSession(b, { ...so, label: 'optimized' });
+    if (!y.ok) { await x.value.release(); return y; }
+    return ok([x.value, y.value]);
+  };
   const kept = keptInsideBoth(original, optimized);
-  const a = await createSession(kept?.[0] ?? original, { ...so, label: 'original' });
-  if (!a.ok) return a;
-  const b = await createSession(kept?.[1] ?? optimized, { ...so, label: 'optimized' });
-  if (!b.ok) { await a.value.release(); return b; }
+  let pair = kept ? await open(kept[0], kept[1]) : undefined;
+  // A copy ORT refuses (the models themselves may load): both are timed as they are.
+  const outputsKept = pair?.ok === true;
+  if (!pair?.ok) pair = await open(original, optimized);
+  if (!pair.ok) return pair;
+  const [a, b] = pair.value;
   try {
-    const r = await timePair(a.value, b.value, opts);
-    return r.ok ? ok({ ...r.value, backend, threads, outputsKept: kept !== undefined }) : r;
+    const r = await timePair(a, b, opts);
+    return r.ok ? ok({ ...r.value, backend, threads, outputsKept }) : r;
   } finally {
-    await a.value.release();
-    await b.value.release();
+    await a.release();
+    await b.release();
   }
 }
 

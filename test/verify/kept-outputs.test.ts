@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
+import { DataType, newValueInfo } from '../../src/onnx/schema.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { loadModel, saveModel } from '../../src/onnx/file.js';
 import { keptInside } from '../../src/verify/kept-outputs.js';
@@ -55,7 +56,40 @@ describe('keptInside: timed models keep their outputs inside ORT', () => {
   }
 });
 
+/** Writes `m` to a fresh folder; returns its path. */
+function written(m: ReturnType<ModelBuilder['build']>, name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-lr-kept-'));
+  dirs.push(dir);
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, encodeModel(m));
+  return file;
+}
+
 describe('measureLatency times the models with their outputs kept inside', () => {
+  it('a sequence output is left as it is (Flatten takes tensors), the tensor output beside it is cut', () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [2, 3]);
+    const y = b.node('Relu', [x], {}, { name: 'r' });
+    b.output(y);
+    b.graph.output.push(newValueInfo({ name: b.node('SequenceConstruct', [y, x], {}, { name: 'seq' }), type: { sequenceType: { elemType: { tensorType: { elemType: DataType.FLOAT } } } } }));
+    const kept = keptInside(b.build());
+    expect(kept.graph!.output.map((o) => o.name)).toEqual(['r_out0_first', 'seq_out0']);
+    expect(kept.graph!.node.filter((n) => n.opType === 'Flatten').map((n) => n.input[0])).toEqual(['r_out0']);
+  });
+
+  it('a copy ORT refuses (an int64 output where Flatten-1 takes floats only) falls back to timing both as they are', async () => {
+    const b = new ModelBuilder({ opset: 7 });
+    b.output(b.node('ArgMax', [b.input('x', [2, 5])], { axis: 1 }, { name: 'am' }), [2, 1], DataType.INT64);
+    const file = written(b.build(), 'argmax.onnx');
+    const created = vi.mocked(createSession);
+    created.mockClear();
+    const r = await measureLatency({ path: file }, { path: file }, { minRuns: 3, minSeconds: 0 });
+    if (!r.ok) throw r.error;
+    expect(r.value.outputsKept).toBe(false);
+    expect(created.mock.calls.at(-2)![0]).toEqual({ path: file });
+    expect(created.mock.calls.at(-1)![0]).toEqual({ path: file });
+  });
+
   it('the sessions it opens return one element per output, and the stats say so', async () => {
     const created = vi.mocked(createSession);
     created.mockClear();
