@@ -98,7 +98,7 @@ function latencyLine(label: string, l: LatencyStats): string {
 
 /** How the timed runs treated the outputs (verify/kept-outputs.ts). */
 export function outputsText(l: Pick<LatencyStats, 'outputsKept'>): string {
-  return l.outputsKept ? 'outputs kept in ORT, not copied out' : 'outputs copied out to JS (external data, or outputs ORT would not cut)';
+  return l.outputsKept ? 'outputs kept in ORT, not copied out' : 'outputs copied out to JS (a model over 512 MiB or with external data, or outputs ORT would not cut)';
 }
 
 /** How an error budget's judged error relates to the calibration feeds (optimize/output-error.ts errBound). */

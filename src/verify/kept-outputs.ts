@@ -17,8 +17,12 @@ import { forEachTensor } from '../onnx/walk.js';
 import { AttributeType, DataType, newAttribute, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
 import type { ModelSource } from './session.js';
 
-/** ORT cannot parse a protobuf over 2 GiB from memory. */
-const MAX_PROTO_BYTES = 2 ** 31 - 1;
+/**
+ * Largest model copied to keep its outputs inside. The copy is decoded and encoded in
+ * memory beside ORT's own (a 2 GiB model would need several GiB more while timed), and a
+ * model that large spends its time computing, not copying outputs out.
+ */
+export const MAX_KEPT_BYTES = 512 * 2 ** 20;
 
 // verify/ sits below graph/ (graph/attrs.ts has these helpers): built here from the schema.
 const intAttr = (name: string, v: number) => newAttribute({ name, type: AttributeType.INT, i: BigInt(v) });
@@ -56,29 +60,29 @@ export function keptInside(m: ModelProto): ModelProto {
   return { ...m, graph: { ...g, node: [...g.node, ...nodes], initializer: [...g.initializer, ...init], output: outputs } };
 }
 
-/** A source's model with its outputs kept inside (keptInside), or undefined when it cannot be loaded from memory (over 2 GiB, external data, not decodable). */
-function keptCopy(src: ModelSource): Uint8Array | undefined {
+/** A source's model with its outputs kept inside (keptInside), or undefined when it is over MAX_KEPT_BYTES, has external data or cannot be decoded. */
+function keptCopy(src: ModelSource, maxBytes: number): Uint8Array | undefined {
   try {
-    if ('path' in src && statSync(src.path).size > MAX_PROTO_BYTES) return undefined;
+    if (('path' in src ? statSync(src.path).size : src.bytes.length) > maxBytes) return undefined;
     const model = decodeModel('path' in src ? readFileSync(src.path) : src.bytes);
     let external = false;
     forEachTensor(model, (t) => { if (isExternal(t)) external = true; });
     if (external) return undefined;
-    const bytes = encodeModel(keptInside(model));
-    return bytes.length > MAX_PROTO_BYTES ? undefined : bytes;
+    return encodeModel(keptInside(model));
   } catch {
     return undefined;
   }
 }
 
 /**
- * Both models with their outputs kept inside, or undefined when either cannot be (a model
- * with external data loads from its path only): then both are timed as they are, alike.
+ * Both models with their outputs kept inside, or undefined when either cannot be (over
+ * MAX_KEPT_BYTES, or with external data, which loads from its path only): then both are
+ * timed as they are, alike.
  * (A copy ORT then refuses, e.g. an integer output at an opset whose Flatten takes floats
  * only, is the caller's to fall back from.)
  */
-export function keptInsideBoth(a: ModelSource, b: ModelSource): [ModelSource, ModelSource] | undefined {
-  const x = keptCopy(a);
-  const y = x && keptCopy(b);
+export function keptInsideBoth(a: ModelSource, b: ModelSource, maxBytes = MAX_KEPT_BYTES): [ModelSource, ModelSource] | undefined {
+  const x = keptCopy(a, maxBytes);
+  const y = x && keptCopy(b, maxBytes);
   return x && y ? [{ bytes: x }, { bytes: y }] : undefined;
 }

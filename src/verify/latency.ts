@@ -62,8 +62,8 @@ export interface LatencyStats {
   threads: number;
   /**
    * Whether both models were timed with their outputs kept inside ORT (kept-outputs.ts: the
-   * copy of each output into JS, the same for both, not timed); false when a model has
-   * external data and loads from its path only, or ORT refused a copy.
+   * copy of each output into JS, the same for both, not timed); false when a model is over
+   * 512 MiB or has external data (kept-outputs.ts MAX_KEPT_BYTES), or ORT refused a copy.
    */
   outputsKept: boolean;
 }

@@ -33,6 +33,6 @@ describe('the latency line says how outputs were treated while timed', () => {
   it('kept in ORT, or copied out when they could not be kept', () => {
     const line = (kept: boolean) => renderReport({ ...withCosine(0.995, 0.99), latency: latency(kept) }).split('\n').find((l) => l.startsWith('latency ORT-node:'))!;
     expect(line(true)).toMatch(/speed-up 2\.00x {2}\[12 runs each, 1 thread\(s\), outputs kept in ORT, not copied out\]$/);
-    expect(line(false)).toMatch(/\[12 runs each, 1 thread\(s\), outputs copied out to JS \(external data, or outputs ORT would not cut\)\]$/);
+    expect(line(false)).toMatch(/\[12 runs each, 1 thread\(s\), outputs copied out to JS \(a model over 512 MiB or with external data, or outputs ORT would not cut\)\]$/);
   });
 });
