@@ -13,10 +13,9 @@ import { encodeModel } from '../onnx/codec.js';
 import type { ExternalBytes } from '../onnx/tensor.js';
 import { tensorRawBytes } from '../onnx/tensor.js';
 import { DataType, newGraph, newModel, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
-import { keptInside } from '../verify/kept-outputs.js';
+import { keptInside, openTimed } from '../verify/kept-outputs.js';
 import { buildFeeds } from '../verify/inputs.js';
 import { timeSessions } from '../verify/latency.js';
-import { createSession, type Session } from '../verify/session.js';
 import type { Feeds } from '../verify/tensor.js';
 
 /**
@@ -154,18 +153,13 @@ export async function timeChains(
   const one = singleLayerModel(model, layer, shapes, opts.external);
   if (typeof one === 'string') return err('unsupported', one);
   const so = { intraOpNumThreads: opts.threads, graphOptimizationLevel: 'all' as const };
-  const sessions: Session[] = [];
-  let allKept = true;
+  // Outputs kept inside ORT (verify/kept-outputs.ts): at 512² copying them out cost more
+  // than the conv. When ORT refuses a copy, every model of the loop is timed as it is.
+  const models = [one, ...chains];
+  const opened = await openTimed(models.map((m) => ({ bytes: encodeModel(keptInside(m)) })), () => models.map((m) => ({ bytes: encodeModel(m) })), so);
+  if (!opened.ok) return opened;
+  const sessions = opened.value.sessions;
   try {
-    for (const m of [one, ...chains]) {
-      // Outputs kept inside ORT (verify/kept-outputs.ts): at 512² copying them out cost more
-      // than the conv. A copy ORT refuses is timed as it is (every model of the loop alike).
-      let s = allKept ? await createSession({ bytes: encodeModel(keptInside(m)) }, so) : undefined;
-      if (s && !s.ok && sessions.length === 0) { allKept = false; s = undefined; }
-      s ??= await createSession({ bytes: encodeModel(m) }, so);
-      if (!s.ok) return s;
-      sessions.push(s.value);
-    }
     const key = JSON.stringify(sessions[0]!.inputs.map((i) => [i.name, i.type, i.shape]));
     let feeds = opts.inputs?.get(key);
     if (!feeds) {

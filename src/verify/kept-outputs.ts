@@ -15,7 +15,8 @@ import { decodeModel, encodeModel } from '../onnx/codec.js';
 import { isExternal } from '../onnx/tensor.js';
 import { forEachTensor } from '../onnx/walk.js';
 import { AttributeType, DataType, newAttribute, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
-import type { ModelSource } from './session.js';
+import { ok, type Result } from '../errors.js';
+import { createSession, type ModelSource, type Session, type SessionOptions } from './session.js';
 
 /**
  * Largest model copied to keep its outputs inside. The copy is decoded and encoded in
@@ -75,14 +76,43 @@ function keptCopy(src: ModelSource, maxBytes: number): Uint8Array | undefined {
 }
 
 /**
- * Both models with their outputs kept inside, or undefined when either cannot be (over
- * MAX_KEPT_BYTES, or with external data, which loads from its path only): then both are
+ * The sources with their outputs kept inside, or undefined when any cannot be (over
+ * MAX_KEPT_BYTES, or with external data, which loads from its path only): then all are
  * timed as they are, alike.
- * (A copy ORT then refuses, e.g. an integer output at an opset whose Flatten takes floats
- * only, is the caller's to fall back from.)
  */
-export function keptInsideBoth(a: ModelSource, b: ModelSource, maxBytes = MAX_KEPT_BYTES): [ModelSource, ModelSource] | undefined {
-  const x = keptCopy(a, maxBytes);
-  const y = x && keptCopy(b, maxBytes);
-  return x && y ? [{ bytes: x }, { bytes: y }] : undefined;
+export function keptInsideAll(sources: readonly ModelSource[], maxBytes = MAX_KEPT_BYTES): ModelSource[] | undefined {
+  const out: ModelSource[] = [];
+  for (const src of sources) {
+    const bytes = keptCopy(src, maxBytes);
+    if (!bytes) return undefined;
+    out.push({ bytes });
+  }
+  return out;
+}
+
+/**
+ * Sessions of models to time side by side: of `kept` (the models with their outputs kept
+ * inside) when ORT loads every one of them, else of `plain()` (the models as they are), all
+ * alike: ORT refuses some copies, e.g. an integer output at an opset whose Flatten takes
+ * floats only. `outputsKept` says which. `labels` name the sessions in errors.
+ */
+export async function openTimed(
+  kept: readonly ModelSource[] | undefined, plain: () => readonly ModelSource[], opts: SessionOptions, labels: readonly (string | undefined)[] = [],
+): Promise<Result<{ sessions: Session[]; outputsKept: boolean }>> {
+  const open = async (sources: readonly ModelSource[]): Promise<Result<Session[]>> => {
+    const sessions: Session[] = [];
+    for (const [i, src] of sources.entries()) {
+      const s = await createSession(src, { ...opts, ...(labels[i] !== undefined && { label: labels[i] }) });
+      if (!s.ok) {
+        for (const x of sessions) await x.release();
+        return s;
+      }
+      sessions.push(s.value);
+    }
+    return ok(sessions);
+  };
+  const k = kept ? await open(kept) : undefined;
+  if (k?.ok) return ok({ sessions: k.value, outputsKept: true });
+  const p = await open(plain());
+  return p.ok ? ok({ sessions: p.value, outputsKept: false }) : p;
 }

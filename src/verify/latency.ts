@@ -13,9 +13,9 @@
  */
 import { err, ok, type Result } from '../errors.js';
 import { buildFeeds, type ShapeOverrides, type ValueOverrides } from './inputs.js';
-import { createSession, firstLine, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
+import { firstLine, type Backend, type ModelSource, type OptLevel, type Session } from './session.js';
 import type { Feeds } from './tensor.js';
-import { keptInsideBoth } from './kept-outputs.js';
+import { keptInsideAll, openTimed } from './kept-outputs.js';
 
 export interface LatencyOptions {
   /** intraOpNumThreads (node backend); default 1. */
@@ -72,20 +72,11 @@ export async function measureLatency(original: ModelSource, optimized: ModelSour
   const backend = opts.backend ?? 'node';
   const threads = opts.threads ?? 1;
   const so = { backend, intraOpNumThreads: threads, graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all' } as const;
-  const open = async (a: ModelSource, b: ModelSource): Promise<Result<[Session, Session]>> => {
-    const x = await createSession(a, { ...so, label: 'original' });
-    if (!x.ok) return x;
-    const y = await createSession(b, { ...so, label: 'optimized' });
-    if (!y.ok) { await x.value.release(); return y; }
-    return ok([x.value, y.value]);
-  };
-  const kept = keptInsideBoth(original, optimized);
-  let pair = kept ? await open(kept[0], kept[1]) : undefined;
-  // A copy ORT refuses (the models themselves may load): both are timed as they are.
-  const outputsKept = pair?.ok === true;
-  if (!pair?.ok) pair = await open(original, optimized);
-  if (!pair.ok) return pair;
-  const [a, b] = pair.value;
+  const plain = [original, optimized];
+  const opened = await openTimed(keptInsideAll(plain), () => plain, so, ['original', 'optimized']);
+  if (!opened.ok) return opened;
+  const { sessions, outputsKept } = opened.value;
+  const [a, b] = sessions as [Session, Session];
   try {
     const r = await timePair(a, b, opts);
     return r.ok ? ok({ ...r.value, backend, threads, outputsKept }) : r;

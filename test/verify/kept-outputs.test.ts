@@ -6,7 +6,7 @@ import { ModelBuilder } from '../../models/builder.js';
 import { DataType, newValueInfo } from '../../src/onnx/schema.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { loadModel, saveModel } from '../../src/onnx/file.js';
-import { keptInside, keptInsideBoth, MAX_KEPT_BYTES } from '../../src/verify/kept-outputs.js';
+import { keptInside, keptInsideAll, MAX_KEPT_BYTES } from '../../src/verify/kept-outputs.js';
 import { measureLatency } from '../../src/verify/latency.js';
 import { createSession } from '../../src/verify/session.js';
 import { randomFeed, runModel } from '../helpers/ort.js';
@@ -80,9 +80,9 @@ describe('measureLatency times the models with their outputs kept inside', () =>
   it('a model over the size bound is not copied (its copy would be decoded and encoded in memory beside ORT\'s): both are timed as they are', () => {
     const size = fs.statSync(CLS).size;
     expect(MAX_KEPT_BYTES).toBe(512 * 2 ** 20);
-    expect(keptInsideBoth({ path: CLS }, { path: CLS }, size)).toHaveLength(2);
-    expect(keptInsideBoth({ path: CLS }, { path: CLS }, size - 1)).toBeUndefined();
-    expect(keptInsideBoth({ path: CLS }, { bytes: fs.readFileSync(CLS) }, size - 1)).toBeUndefined();
+    expect(keptInsideAll([{ path: CLS }, { path: CLS }], size)).toHaveLength(2);
+    expect(keptInsideAll([{ path: CLS }, { path: CLS }], size - 1)).toBeUndefined();
+    expect(keptInsideAll([{ path: CLS }, { bytes: fs.readFileSync(CLS) }], size - 1)).toBeUndefined();
   });
 
   it('a copy ORT refuses (an int64 output where Flatten-1 takes floats only) falls back to timing both as they are', async () => {
