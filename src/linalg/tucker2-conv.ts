@@ -18,9 +18,9 @@
  * Fits of one kernel at several ranks can share their rank-independent work (`shared`).
  */
 import type { Rng } from '../util/rng.js';
-import { anchoredError, dampingOf, meanEnergy, meanError, plusDiagonal, reducedRankFromMoments, type AnchoredPatch } from './anchored.js';
+import { dampingOf, meanEnergy, meanError, reducedRankFromMoments, type AnchoredPatch } from './anchored.js';
 import { product, runSync, type SyncGemm } from './engine.js';
-import { sliceCols, transpose, type Matrix } from './matrix.js';
+import { sliceCols, type Matrix } from './matrix.js';
 import { outputEnergy, refitLastFactorGiven, type PatchMoments } from './refit.js';
 import { leftVectorsByGram, svd } from './svd.js';
 import { tucker2Sync } from './tucker2.js';
@@ -57,7 +57,7 @@ export interface Tucker2ConvOptions {
  * whitened mode-S unfolding with its Cholesky factor and, once a rank takes the exact path,
  * its full SVD (whitened-svd.ts: WhitenedSvdWork); the output side at the last r1 (its
  * U_T serves every r2); tr(W·Σ·Wᵀ) of the refit on the patch moments; the anchored fit's
- * W·(X + δI)ᵀ. Up to about 3·s·t·K·8 bytes per group (60 MB for a 512x512x3x3 conv), so
+ * W·Xᵀ. Up to about 3·s·t·K·8 bytes per group (60 MB for a 512x512x3x3 conv), so
  * the caller holds it only while it fits the layer (conv-tucker2.ts: on its match).
  */
 export interface Tucker2Shared { work?: SharedWork }
@@ -80,8 +80,8 @@ interface GroupWork {
   atRank?: { r1: number; first: Float32Array; q: Matrix; ut: Matrix };
   /** tr(W·Σ·Wᵀ) on the group's patch moments. */
   energy?: number;
-  /** Anchored: W·(X + δI)ᵀ [t, D]. */
-  target?: Matrix;
+  /** Anchored: W·Xᵀ [t, D], tr(W·C·Wᵀ) on the centered C, and ‖W·E[p]‖². */
+  anchored?: { crossTarget: Matrix; energy: number; meanEnergy: number };
 }
 
 export interface Tucker2Conv {
@@ -242,6 +242,13 @@ function whitenedTucker2(
  * Anchored Tucker-2 (see the header): the first factor from the anchored channel fit, then
  * core and last factor by reduced-rank regression on the anchored patch covariances (when
  * given; else the output side as in whitenedTucker2), and the bias correction.
+ *
+ * Everything that depends on the ranks runs in the space Ã maps into (r1·K wide), never
+ * on D×D (D = s·K, 4608 for 512 channels at 3x3): with the chain Ŵ = P·Ã (P = B·G from
+ * the stored fp32 factors) and Z₀ = Ã·Ĉ·Ãᵀ, R₀ = W·Xᵀ·Ãᵀ,
+ *   E‖W·p − Ŵ·p̂‖² = tr(W·C·Wᵀ) − 2·⟨P, R₀⟩ + ⟨P·Z₀, P⟩,
+ * and the damped moments the fit takes are Z₀ + δ·(A·Aᵀ ⊗ I_K) and R₀ + δ·W·Ãᵀ.
+ * tr(W·C·Wᵀ) and W·Xᵀ are the layer's, computed once.
  */
 function anchoredTucker2(
   kernel: ConvKernel, groups: Float64Array[], r1In: number, r2In: number, an: NonNullable<Tucker2ConvOptions['anchor']>, sync: SyncGemm | undefined,
@@ -253,7 +260,8 @@ function anchoredTucker2(
   const t = T / kernel.groups;
   const D = s * K;
   const { r1, r2, first } = base;
-  const core = new Float32Array(kernel.groups * r2 * r1 * K);
+  const q = r1 * K;
+  const core = new Float32Array(kernel.groups * r2 * q);
   const last = new Float32Array(T * r2);
   const biasDelta = new Float64Array(T);
   let num = 0;
@@ -262,24 +270,43 @@ function anchoredTucker2(
     const p = an.patch![j]!;
     const a: Matrix = { rows: r1, cols: s, data: Float64Array.from(first.subarray(j * r1 * s, (j + 1) * r1 * s)) };
     const w: Matrix = { rows: t, cols: D, data: Float64Array.from(data) };
-    const delta = dampingOf(p.gramHat, D, an.patchDamp);
-    const cHat: Matrix = { rows: D, cols: D, data: plusDiagonal(p.gramHat, D, delta) };
-    // Z = Ã·Ĉ·Ãᵀ (Ĉ symmetric: Ĉ·Ãᵀ = (Ã·Ĉ)ᵀ), R = W·Xᵀ·Ãᵀ.
-    const z = applyFirst(a, transpose(applyFirst(a, cHat, K, sync)), K, sync);
-    // W·(X + δI)ᵀ does not depend on the ranks: once per layer.
     const gw = work.groups[j]!;
-    gw.target ??= product(w, { rows: D, cols: D, data: plusDiagonal(p.cross, D, delta) }, { transB: true }, sync);
-    const r = applyFirst(a, gw.target, K, sync);
+    gw.anchored ??= {
+      crossTarget: product(w, { rows: D, cols: D, data: p.cross }, { transB: true }, sync),
+      energy: outputEnergy(w, p.gram, sync),
+      meanEnergy: meanEnergy(w, p.mean),
+    };
+    const delta = dampingOf(p.gramHat, D, an.patchDamp);
+    // Z₀ = Ã·Ĉ·Ãᵀ: Ĉ's rows are (c, k), so A [r1, s] times Ĉ read as [s, K·D] is Ã·Ĉ with
+    // rows (b, k) [q, D]; Ĉ symmetric, so applying Ã to its columns finishes Z₀.
+    const ac = product(a, { rows: s, cols: K * D, data: p.gramHat }, {}, sync);
+    const z0 = applyFirst(a, { rows: q, cols: D, data: ac.data }, K, sync);
+    const r0 = applyFirst(a, gw.anchored.crossTarget, K, sync);
+    const z = { rows: q, cols: q, data: Float64Array.from(z0.data) };
+    const r = { rows: t, cols: q, data: Float64Array.from(r0.data) };
+    if (delta !== 0) {
+      const aat = product(a, a, { transB: true }, sync);
+      for (let b = 0; b < r1; b++) for (let b2 = 0; b2 < r1; b2++) for (let k = 0; k < K; k++) z.data[(b * K + k) * q + b2 * K + k] += delta * aat.data[b * r1 + b2]!;
+      const wa = applyFirst(a, w, K, sync).data;
+      for (let i = 0; i < r.data.length; i++) r.data[i] += delta * wa[i]!;
+    }
     const fit = reducedRankFromMoments(z, r, r2, 0, sync);
     const rr = fit.b.cols;
     for (let i = 0; i < t; i++) for (let c = 0; c < r2; c++) last[(j * t + i) * r2 + c] = c < rr ? fit.b.data[i * rr + c]! : 0;
-    for (let c = 0; c < rr; c++) core.set(Float32Array.from(fit.g.data.subarray(c * r1 * K, (c + 1) * r1 * K)), (j * r2 + c) * r1 * K);
-    // The chain as fitted (fp32), against the original on the statistics.
-    const h = coreTimesFirst(s, K, core, first, j, r1, r2, sync);
-    const wHat = product({ rows: t, cols: r2, data: Float64Array.from(last.subarray(j * t * r2, (j + 1) * t * r2)) }, { rows: r2, cols: D, data: h }, {}, sync);
-    const e = anchoredError(w, wHat, p, sync);
-    num += e.num;
-    den += e.den + meanEnergy(w, p.mean);
+    for (let c = 0; c < rr; c++) core.set(Float32Array.from(fit.g.data.subarray(c * q, (c + 1) * q)), (j * r2 + c) * q);
+    // The chain as stored (fp32), against the original on the statistics: P = B·G.
+    const lastJ: Matrix = { rows: t, cols: r2, data: Float64Array.from(last.subarray(j * t * r2, (j + 1) * t * r2)) };
+    const pm = product(lastJ, { rows: r2, cols: q, data: Float64Array.from(core.subarray(j * r2 * q, (j + 1) * r2 * q)) }, {}, sync);
+    const pz = product(pm, z0, {}, sync).data;
+    let cross = 0;
+    let quad = 0;
+    for (let i = 0; i < pm.data.length; i++) {
+      cross += pm.data[i]! * r0.data[i]!;
+      quad += pz[i]! * pm.data[i]!;
+    }
+    num += Math.max(0, gw.anchored.energy - 2 * cross + quad);
+    den += gw.anchored.energy + gw.anchored.meanEnergy;
+    const wHat = product(lastJ, { rows: r2, cols: D, data: coreTimesFirst(s, K, core, first, j, r1, r2, sync) }, {}, sync);
     biasDelta.set(meanError(w, wHat, p.mean, p.meanHat), j * t);
   });
   const relError = tucker2Error(kernel, first, core, last, r1, r2, sync);

@@ -272,26 +272,27 @@ export async function optimizeAnchored(
   const feedSource = { feeds: () => inp.feeds, batches: inp.feeds.length };
   const kappa = inp.rowsPerDim ?? ANCHOR_ROWS_PER_DIM;
   const leaning = new Set<string>();
+  // The layers of wave w fitted on statistics it collects (the others take the run's, at once).
+  const collected = (w: number): LayerInfo[] => {
+    const layers = todo.filter((l) => waves.get(l) === w);
+    if (inp.lastWaveOnly && w < count) return [];
+    return inp.independent ? layers.filter((l) => flat.has(l.name)) : layers;
+  };
+  // Progress counts those layers across all waves (a wave's statistics and fits as its layers' share), so the estimate covers what is left of the phase.
+  const total = Array.from({ length: count }, (_, i) => collected(i + 1).length).reduce((a, b) => a + b, 0);
+  let done = 0;
+  if (total > 0) inp.onStage?.(inp.independent ? `fits through the activation: patch samples of ${total} conv(s)` : `anchored fitting: ${total} layer(s) in ${count} wave(s)`);
   for (let w = 1; w <= count; w++) {
-    let layers = todo.filter((l) => waves.get(l) === w);
-    if (inp.lastWaveOnly && w < count) {
-      for (const layer of layers) rewrite(layer, run.stats, undefined);
-      continue;
-    }
-    if (inp.independent) {
-      // Only the refits need the pass (for their patch samples); every other layer is fitted as without it.
-      for (const layer of layers.filter((l) => !flat.has(l.name))) rewrite(layer, run.stats, undefined);
-      layers = layers.filter((l) => flat.has(l.name));
-      if (layers.length === 0) continue;
-    }
-    inp.onStage?.(inp.independent ? `fits through the activation: patch samples of ${layers.length} conv(s)` : `anchored fitting: wave ${w}/${count} (${layers.length} layer(s))`);
+    const layers = collected(w);
+    for (const layer of todo.filter((l) => waves.get(l) === w && !layers.includes(l))) rewrite(layer, run.stats, undefined);
+    if (layers.length === 0) continue;
+    inp.onProgress?.(done, total, `wave ${w}/${count}: ${inp.independent ? 'patch samples' : 'statistics'} of ${layers.length} layer(s)`);
     const st = await collectAnchoredStats(original, model, layers, feedSource, {
       external: inp.external, engine: inp.engine, maxBytesPerRun: inp.maxBytesPerRun, knownShapes: shapes, ...(inp.threads && { session: { intraOpNumThreads: inp.threads, spinning: false } }),
       // Nothing is rewritten upstream of the first wave: the original's run serves both.
       unchanged: w === 1 ? 'all' : undefined,
       // The original's Σ x·xᵀ is in the run's statistics already (same feeds and samples).
       original: inp.otherFeeds ? undefined : run.stats,
-      onProgress: (done, total) => inp.onProgress?.(done, total, inp.independent ? 'patch samples' : `anchored statistics, wave ${w}/${count}`),
       samples: new Map(layers.filter((l) => flat.has(l.name)).map((l) => [l.name, sampleRowsFor(originalMaps.get(l.name)!.w.cols)])),
     });
     if (!st.ok) throw st.error;
@@ -303,11 +304,13 @@ export async function optimizeAnchored(
       return [name, shrinkAnchor(s, k)];
     }));
     for (const layer of layers) {
+      inp.onProgress?.(done++, total, `wave ${w}/${count}: ${layer.name}`);
       // A Gather's statistics are lookup counts of its indices, which no upstream rewrite changes: the run's own.
       if (layer.op === 'Gather') rewrite(layer, run.stats, undefined);
       else rewrite(layer, shrunk, st.value.unavailable.get(layer.name), st.value.patchSamples.get(layer.name));
     }
   }
+  if (total > 0) inp.onProgress?.(total, total, '');
   // Layers inside subgraphs: no paired statistics can be collected for them.
   for (const layer of todo.filter((l) => !waves.has(l))) rewrite(layer, undefined, 'inside a subgraph');
   cleanUp(model);

@@ -29,6 +29,24 @@ describe('synchronous ORT gemm (worker thread)', () => {
     }
   });
 
+  it('passes operands of growing and shrinking sizes and mixed types through its reused stage; results are copies', () => {
+    const rng = createRng(72);
+    const kept: { copy: Float64Array; returned: Float64Array }[] = [];
+    for (const [m, k, n, f32] of [[60, 50, 40, false], [5, 7, 3, false], [90, 80, 70, true], [8, 9, 10, true], [120, 30, 110, false]] as const) {
+      const a = randomNormal(m, k, rng.normal);
+      const b = randomNormal(k, n, rng.normal);
+      // One fp32 operand and one fp64: the product is fp64, as in the JS gemm.
+      const c = sync.matmulSync(f32 ? asFloat32(a) : a, b);
+      const ref = gemm(f32 ? asFloat32(a) : a, b);
+      expect(c.data).toBeInstanceOf(Float64Array);
+      expect(diffNorm(c, ref) / frobeniusNorm(ref)).toBeLessThan(1e-14);
+      kept.push({ copy: Float64Array.from(c.data), returned: c.data as Float64Array });
+    }
+    // Later products did not write into earlier results.
+    for (const { copy, returned } of kept) expect(returned).toEqual(copy);
+    expect(sync.fallbacks).toBe(0);
+  });
+
   it('Tucker-2, CP-ALS and the truncated SVD give the JS results with their products in ORT', () => {
     const rng = createRng(71);
     const kernel = { data: Float64Array.from({ length: 40 * 36 * 9 }, () => rng.normal()), shape: [40, 36, 3, 3] };

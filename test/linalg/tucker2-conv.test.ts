@@ -177,6 +177,60 @@ describe('tucker2Conv (Tucker-2 of a conv kernel as chain weights)', () => {
     const refit = tucker2Conv(kernel, [3, 4], { channel: [{ gram: ch, damp: 0 }], patches: { gram: [cov] } });
     expect(centeredError(wHat)).toBeLessThanOrEqual(centeredError(chainKernel(kernel, refit)) * (1 + 1e-6));
   });
+
+  it('anchored with compressed inputs that differ, damped, in two groups: its data error and bias are the per-sample ones', () => {
+    const rng = createRng(10);
+    const [G, t, s, K] = [2, 7, 5, 4];
+    const [T, D, n] = [G * t, s * K, 400];
+    const kernel: ConvKernel = { data: Float32Array.from(randomNormal(1, T * s * K, rng.normal).data), shape: [T, s, K], groups: G };
+    // Per group: patches p of the original model and p̂ = p·M + noise + shift of the compressed one.
+    const samples = Array.from({ length: G }, () => {
+      const mix = randomNormal(D, D, rng.normal).data;
+      const p: Float64Array[] = [];
+      const pHat: Float64Array[] = [];
+      for (let i = 0; i < n; i++) {
+        const x = Float64Array.from(randomNormal(1, D, rng.normal).data, (v, a) => v * (a < D / 3 ? 1 : 0.1) + 0.3);
+        p.push(x);
+        pHat.push(Float64Array.from(x, (_, a) => { let v = 0.2 + 0.05 * rng.normal(); for (let b = 0; b < D; b++) v += (a === b ? 0.9 : 0.05 * mix[a * D + b]!) * x[b]!; return v; }));
+      }
+      return { p, pHat };
+    });
+    const meanOf = (xs: Float64Array[]) => Float64Array.from({ length: D }, (_, a) => xs.reduce((acc, x) => acc + x[a]!, 0) / n);
+    const cov = (u: Float64Array[], mu: Float64Array, v: Float64Array[], mv: Float64Array) => {
+      const out = new Float64Array(D * D);
+      for (let i = 0; i < n; i++) for (let a = 0; a < D; a++) for (let b = 0; b < D; b++) out[a * D + b] += ((u[i]![a]! - mu[a]!) * (v[i]![b]! - mv[b]!)) / n;
+      return out;
+    };
+    const patch = samples.map(({ p, pHat }) => {
+      const mean = meanOf(p);
+      const meanHat = meanOf(pHat);
+      return { gram: cov(p, mean, p, mean), gramHat: cov(pHat, meanHat, pHat, meanHat), cross: cov(pHat, meanHat, p, mean), mean, meanHat };
+    });
+    const channelOf = (g: Float64Array) => {
+      const ch = new Float64Array(s * s);
+      for (let a = 0; a < s; a++) for (let b = 0; b < s; b++) for (let k = 0; k < K; k++) ch[a * s + b] += g[(a * K + k) * D + b * K + k]!;
+      return ch;
+    };
+    const channel = patch.map((m) => ({ gram: channelOf(m.gramHat), cross: channelOf(m.cross), damp: 0.05 }));
+    const f = tucker2Conv(kernel, [3, 4], { anchor: { channel, patch, patchDamp: 0.05 } });
+    const wHat = chainKernel(kernel, f);
+    // E‖W·p − (Ŵ·p̂ + bias correction)‖² / E‖W·p‖², summed over the samples: the bias correction
+    // makes the output means agree, so the error is the centered one the fit reports.
+    let num = 0;
+    let den = 0;
+    for (let j = 0; j < G; j++) for (let i = 0; i < n; i++) for (let o = j * t; o < (j + 1) * t; o++) {
+      let y = 0;
+      let yHat = f.biasDelta![o]!;
+      for (let x = 0; x < D; x++) {
+        y += kernel.data[o * D + x]! * samples[j]!.p[i]![x]!;
+        yHat += wHat[o * D + x]! * samples[j]!.pHat[i]![x]!;
+      }
+      num += (y - yHat) ** 2;
+      den += y * y;
+    }
+    expect(f.dataError!).toBeGreaterThan(0.01);
+    expect(f.dataError!).toBeCloseTo(Math.sqrt(num / den), 6);
+  });
 });
 
 describe('tucker2Conv fits of one layer at several ranks, sharing their rank-independent work', () => {
