@@ -25,11 +25,11 @@ export function anchoredShrinkage(rows: number, dim: number, kappa = ANCHOR_ROWS
   return rows / (rows + kappa * dim);
 }
 
-/** α·a + (1 − α)·b elementwise (a new array; `a` itself when α = 1). */
-export function mix(a: Float64Array, b: Float64Array, alpha: number): Float64Array {
+/** α·a + (1 − α)·b elementwise (a new array, or `a` overwritten with `inPlace`; `a` itself when α = 1). */
+export function mix(a: Float64Array, b: Float64Array, alpha: number, inPlace = false): Float64Array {
   if (a.length !== b.length) throw new Error(`mix: lengths ${a.length} and ${b.length} differ`);
   if (alpha === 1) return a;
-  const out = new Float64Array(a.length);
+  const out = inPlace ? a : new Float64Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = alpha * a[i]! + (1 - alpha) * b[i]!;
   return out;
 }
@@ -47,18 +47,24 @@ export function shrinkageOf(st: LayerInputStats, kappa = ANCHOR_ROWS_PER_DIM): S
 
 /**
  * A copy of `st` whose anchor holds the mixture's sums (see the header); the original's
- * own fields are shared, read-only. Without an anchor, `st` itself.
+ * own fields are shared, read-only. Without an anchor, `st` itself. With `inPlace` the
+ * anchor's arrays are overwritten instead of copied: for sums the caller owns and reads no
+ * more (a wave's fresh statistics; at 512 channels 3x3 each patch sum is 170 MB, and
+ * fresh memory costs more to touch than the mixing).
  */
-export function shrinkAnchor(st: LayerInputStats, s: Shrinkage): LayerInputStats {
+export function shrinkAnchor(st: LayerInputStats, s: Shrinkage, inPlace = false): LayerInputStats {
   const an = st.anchor;
   // x̂ = x (nothing compressed upstream: the anchor shares the original's arrays): nothing to mix.
   if (!an || an.gram === st.gram || (s.alpha === 1 && s.patchAlpha === 1)) return st;
+  // Arrays of the anchor that alias each other would be mixed twice: copies then.
+  const arrays = [an.gram, an.cross, an.mean, an.patchGram, an.patchCross, an.patchMean].filter((a) => a !== undefined);
+  inPlace &&= new Set(arrays).size === arrays.length;
   const mean = st.mean ?? new Float64Array(an.mean.length);
-  const anchor: AnchorStats = { gram: mix(an.gram, st.gram, s.alpha), cross: mix(an.cross, st.gram, s.alpha), mean: mix(an.mean, mean, s.alpha) };
+  const anchor: AnchorStats = { gram: mix(an.gram, st.gram, s.alpha, inPlace), cross: mix(an.cross, st.gram, s.alpha, inPlace), mean: mix(an.mean, mean, s.alpha, inPlace) };
   if (an.patchGram && an.patchCross && an.patchMean && st.patchGram && st.patchMean) {
-    anchor.patchGram = mix(an.patchGram, st.patchGram, s.patchAlpha);
-    anchor.patchCross = mix(an.patchCross, st.patchGram, s.patchAlpha);
-    anchor.patchMean = mix(an.patchMean, st.patchMean, s.patchAlpha);
+    anchor.patchGram = mix(an.patchGram, st.patchGram, s.patchAlpha, inPlace);
+    anchor.patchCross = mix(an.patchCross, st.patchGram, s.patchAlpha, inPlace);
+    anchor.patchMean = mix(an.patchMean, st.patchMean, s.patchAlpha, inPlace);
   }
   return { ...st, anchor };
 }

@@ -301,7 +301,7 @@ export async function optimizeAnchored(
     const shrunk = new Map([...st.value.stats].map(([name, s]) => {
       const k = shrinkageOf(s, kappa);
       if (s.anchor && s.anchor.gram !== s.gram && Math.min(k.alpha, k.patchAlpha) < 0.5) leaning.add(name);
-      return [name, shrinkAnchor(s, k)];
+      return [name, shrinkAnchor(s, k, true)]; // the wave's own sums, read no more
     }));
     for (const layer of layers) {
       inp.onProgress?.(done++, total, `wave ${w}/${count}: ${layer.name}`);

@@ -108,6 +108,31 @@ describe('shrinkAnchor', () => {
     expect(s.anchor!.cross[3]).toBeCloseTo(0.25 * st.anchor!.cross[3]! + 0.75 * st.gram[3]!, 9);
   });
 
+  it('in place: the same mixture written into the anchor\'s own arrays; aliased arrays are copied instead', () => {
+    const pg = sumOf(x, x);
+    const own = (): LayerInputStats => ({
+      ...st, patchDim: d, patchCount: n, patchGram: pg, patchMean: colMean(x),
+      anchor: { gram: sumOf(xHat, xHat), cross: sumOf(xHat, x), mean: colMean(xHat), patchGram: sumOf(xHat, xHat), patchCross: sumOf(xHat, x), patchMean: colMean(xHat) },
+    });
+    const k = { alpha: 0.3, patchAlpha: 0.6 };
+    const copied = shrinkAnchor(own(), k);
+    const mine = own();
+    const before = { ...mine.anchor! };
+    const inPlace = shrinkAnchor(mine, k, true);
+    for (const f of ['gram', 'cross', 'mean', 'patchGram', 'patchCross', 'patchMean'] as const) {
+      expect(inPlace.anchor![f], f).toBe(before[f]); // the same array, overwritten
+      expect(inPlace.anchor![f], f).toEqual(copied.anchor![f]);
+    }
+    expect(mine.gram).toEqual(sumOf(x, x)); // the original's side is read only
+    expect(pg).toEqual(sumOf(x, x));
+    // Patch sums aliased to each other would be mixed twice in place: copied instead.
+    const shared = sumOf(xHat, xHat);
+    const aliased: LayerInputStats = { ...own(), anchor: { ...own().anchor!, patchGram: shared, patchCross: shared } };
+    const got = shrinkAnchor(aliased, k, true);
+    expect(shared).toEqual(sumOf(xHat, xHat));
+    expect(got.anchor!.patchCross).toEqual(mix(sumOf(xHat, xHat), pg, 0.6));
+  });
+
   it('weights vectors and patches by their own rows per dimension', () => {
     const conv: LayerInputStats = { kind: 'conv', dim: 4, count: 640, gram: new Float64Array(16), patchDim: 36, patchCount: 576 };
     const k = shrinkageOf(conv, 8);
