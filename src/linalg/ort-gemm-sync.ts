@@ -13,7 +13,8 @@
  * refuses tensors on shared memory, so the worker copies into private buffers it also
  * keeps). Sent by structured clone instead, each D×D fp64 operand landed in fresh memory
  * whose first touch cost more than the product: 4608×4608×128 took 1.4 s against ORT's
- * 0.06 s (AMD EPYC, 2 cores).
+ * 0.06 s (AMD EPYC, 2 cores). The price: both stay at the largest product's size until
+ * dispose() (ISNet's 512-channel 3x3 convs: W·Xᵀ with X 4608² fp64, ~400 MB in all).
  *
  * The worker is plain JavaScript evaluated from a string (it must run without the
  * TypeScript toolchain) and loads onnxruntime-node from the path this module resolves.
@@ -190,6 +191,7 @@ export async function createSyncOrtGemm(options: SyncOrtGemmOptions = {}): Promi
     async dispose() {
       if (disposed) return;
       disposed = true;
+      stage = new SharedArrayBuffer(0); // the worker's copies go with it
       close();
       worker.ref(); // the wait for its exit keeps the process alive
       // A worker that never finishes its product (a hung ORT) is stopped after all, late.
