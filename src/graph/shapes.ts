@@ -87,29 +87,26 @@ export async function learnShapes(
   const byShape = values.length > 0 ? shapeProbe(model, values) : undefined;
   if (byShape) {
     const r = await runProbe(byShape.probe, opts);
-    if (r.ok) {
-      const { out, plan } = r.value;
-      const shapes = declaredShapes(model);
-      for (const [name, t] of Object.entries(out)) {
-        const value = byShape.valueOf.get(name);
-        if (value === undefined) shapes.set(name, [...t.dims]);
-        else shapes.set(value, Array.from(t.data as ArrayLike<number | bigint>, Number));
-      }
-      for (const [name, dims] of Object.entries(plan.dims)) shapes.set(name, dims);
-      return ok({ shapes, defaulted: plan.defaulted, inputDims: plan.dims });
-    }
+    if (r.ok) return ok(learned(model, r.value, byShape.valueOf));
     // A usage error (a --shape that names no input) stands; anything else: fetch the values.
     if (r.error.kind === 'usage') return r;
   }
   // A shallow copy: only the output list differs, the (possibly large) tensors are shared.
   const probe: ModelProto = { ...model, graph: { ...g, output: [...g.output, ...values.map((name) => newValueInfo({ name }))] } };
   const r = await runProbe(probe, opts);
-  if (!r.ok) return r;
-  const { out, plan } = r.value;
+  return r.ok ? ok(learned(model, r.value, new Map())) : r;
+}
+
+/** The declared shapes with a probe run's on top: each output's dims, or for a Shape output (`valueOf`) its value's. */
+function learned(model: ModelProto, run: { out: Record<string, HostTensor>; plan: FeedPlan }, valueOf: ReadonlyMap<string, string>): LearnedShapes {
   const shapes = declaredShapes(model);
-  for (const [name, t] of Object.entries(out)) shapes.set(name, [...t.dims]);
-  for (const [name, dims] of Object.entries(plan.dims)) shapes.set(name, dims);
-  return ok({ shapes, defaulted: plan.defaulted, inputDims: plan.dims });
+  for (const [name, t] of Object.entries(run.out)) {
+    const value = valueOf.get(name);
+    if (value === undefined) shapes.set(name, [...t.dims]);
+    else shapes.set(value, Array.from(t.data as ArrayLike<number | bigint>, Number));
+  }
+  for (const [name, dims] of Object.entries(run.plan.dims)) shapes.set(name, dims);
+  return { shapes, defaulted: run.plan.defaulted, inputDims: run.plan.dims };
 }
 
 /**

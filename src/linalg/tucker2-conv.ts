@@ -282,9 +282,12 @@ function anchoredTucker2(
     const ac = product(a, { rows: s, cols: K * D, data: p.gramHat }, {}, sync);
     const z0 = applyFirst(a, { rows: q, cols: D, data: ac.data }, K, sync);
     const r0 = applyFirst(a, gw.anchored.crossTarget, K, sync);
-    const z = { rows: q, cols: q, data: Float64Array.from(z0.data) };
-    const r = { rows: t, cols: q, data: Float64Array.from(r0.data) };
+    // Z₀ and R₀ stay for the error: the damped moments are copies.
+    let z = z0;
+    let r = r0;
     if (delta !== 0) {
+      z = { rows: q, cols: q, data: Float64Array.from(z0.data) };
+      r = { rows: t, cols: q, data: Float64Array.from(r0.data) };
       const aat = product(a, a, { transB: true }, sync);
       for (let b = 0; b < r1; b++) for (let b2 = 0; b2 < r1; b2++) for (let k = 0; k < K; k++) z.data[(b * K + k) * q + b2 * K + k] += delta * aat.data[b * r1 + b2]!;
       const wa = applyFirst(a, w, K, sync).data;

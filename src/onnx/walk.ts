@@ -3,6 +3,7 @@
  * sparse tensors, functions, training info), driven by the schema's field table.
  */
 import { SCHEMA, type MessageName, type ModelProto, type TensorProto } from './schema.js';
+import { isExternal } from './tensor.js';
 
 /** Where a tensor sits: a graph initializer (may be stored externally) or anywhere else. */
 export type TensorSite = 'initializer' | 'other';
@@ -46,4 +47,11 @@ export function mapTensors(model: ModelProto, fn: (t: TensorProto, site: TensorS
 
 export function forEachTensor(model: ModelProto, fn: (t: TensorProto, site: TensorSite) => void): void {
   mapTensors(model, (t, site) => { fn(t, site); return t; });
+}
+
+/** Whether any tensor of the model keeps its payload in external data. */
+export function hasExternalData(model: ModelProto): boolean {
+  let ext = false;
+  forEachTensor(model, (t) => { if (isExternal(t)) ext = true; });
+  return ext;
 }

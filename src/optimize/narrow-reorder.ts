@@ -8,8 +8,7 @@
 import { Model } from '../graph/graph.js';
 import { encodeModel } from '../onnx/codec.js';
 import type { ModelProto } from '../onnx/schema.js';
-import { isExternal } from '../onnx/tensor.js';
-import { forEachTensor } from '../onnx/walk.js';
+import { hasExternalData } from '../onnx/walk.js';
 import type { Report } from '../report/report.js';
 import { insertLayoutBarriers, narrowSites, type NarrowSite } from '../rewrite/narrow-layout.js';
 import { measureLatency, type LatencyOptions } from '../verify/latency.js';
@@ -55,10 +54,4 @@ function withBarriers(proto: ModelProto, sites: readonly NarrowSite[]): ModelPro
   const copy: ModelProto = { ...proto, graph: { ...g, node: g.node.map((n) => ({ ...n })), initializer: [...g.initializer], input: [...g.input] } };
   insertLayoutBarriers(new Model(copy), sites);
   return copy;
-}
-
-function hasExternalData(proto: ModelProto): boolean {
-  let ext = false;
-  forEachTensor(proto, (t) => { if (isExternal(t)) ext = true; });
-  return ext;
 }

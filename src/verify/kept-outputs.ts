@@ -12,8 +12,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
-import { isExternal } from '../onnx/tensor.js';
-import { forEachTensor } from '../onnx/walk.js';
+import { hasExternalData } from '../onnx/walk.js';
 import { AttributeType, DataType, newAttribute, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
 import { ok, type Result } from '../errors.js';
 import { createSession, type ModelSource, type Session, type SessionOptions } from './session.js';
@@ -66,9 +65,7 @@ function keptCopy(src: ModelSource, maxBytes: number): Uint8Array | undefined {
   try {
     if (('path' in src ? statSync(src.path).size : src.bytes.length) > maxBytes) return undefined;
     const model = decodeModel('path' in src ? readFileSync(src.path) : src.bytes);
-    let external = false;
-    forEachTensor(model, (t) => { if (isExternal(t)) external = true; });
-    if (external) return undefined;
+    if (hasExternalData(model)) return undefined;
     return encodeModel(keptInside(model));
   } catch {
     return undefined;
