@@ -19,6 +19,7 @@ import * as tty from 'node:tty';
 import { LrError } from '../errors.js';
 import { removeStaleTemps, removeStaleWorkDirs } from '../util/temp-files.js';
 import { MAX_MEMORY_ENV, memoryLimit, showGiB, takeMaxMemory } from './max-memory.js';
+import { withHugePages } from '../util/huge-pages.js';
 
 /** Where the worker writes the tool's messages; the supervisor passes it its stderr there. */
 export interface TextSink {
@@ -132,7 +133,8 @@ function supervise(argv: readonly string[], limit: number, entry: string): Promi
     try {
       child = fork(entry, [...argv], {
         execArgv: process.execArgv,
-        env: { ...process.env, [WORKER_ENV]: String(MESSAGES_FD) },
+        // Huge pages for the worker's large allocations: fresh memory is much of a run's time where page faults are dear (util/huge-pages.ts).
+        env: { ...withHugePages(process.env), [WORKER_ENV]: String(MESSAGES_FD) },
         // fd 2: caught native output; fd 3: the user's stderr, for the tool's messages.
         stdio: ['inherit', 'inherit', 'pipe', 2, 'ipc'],
       });
