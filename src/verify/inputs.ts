@@ -42,6 +42,11 @@ export interface FeedOptions {
   /** Fixed values used in every feed (cast to the input's type when lossless). */
   values?: ValueOverrides;
   defaultFeedsFor?: DefaultFeedsHook;
+  /**
+   * Draw only this many values per random input and repeat them (for timing inputs, whose
+   * values do not change the time: drawing 2^26 normals took about a second).
+   */
+  period?: number;
 }
 
 export interface FeedPlan {
@@ -79,20 +84,23 @@ export function buildFeeds(inputs: readonly ValueInfo[], opts: FeedOptions = {})
       const d = dims[input.name]!;
       const rng = streams[i]!;
       const fixed = values[input.name] ?? opts.defaultFeedsFor?.(input, d, rng);
-      feed[input.name] = fixed ?? randomTensor(input, d, rng);
+      feed[input.name] = fixed ?? randomTensor(input, d, rng, opts.period);
     });
     feeds.push(feed);
   }
   return ok({ feeds, dims, defaulted });
 }
 
-function randomTensor(input: ValueInfo, dims: readonly number[], rng: Rng): HostTensor {
+function randomTensor(input: ValueInfo, dims: readonly number[], rng: Rng, period?: number): HostTensor {
   if (!isElemType(input.type)) throw new Error(`unreachable: ${input.type}`);
   const n = elementCount(dims);
   const v = new Float64Array(n);
-  if (isFloatType(input.type)) for (let j = 0; j < n; j++) v[j] = rng.normal();
-  else if (input.type === 'bool') for (let j = 0; j < n; j++) v[j] = rng.next() < 0.5 ? 1 : 0;
-  else for (let j = 0; j < n; j++) v[j] = rng.int(4);
+  const drawn = period !== undefined && period >= 1 ? Math.min(n, Math.floor(period)) : n;
+  if (isFloatType(input.type)) for (let j = 0; j < drawn; j++) v[j] = rng.normal();
+  else if (input.type === 'bool') for (let j = 0; j < drawn; j++) v[j] = rng.next() < 0.5 ? 1 : 0;
+  else for (let j = 0; j < drawn; j++) v[j] = rng.int(4);
+  // The rest repeats the values drawn, doubling the copied span each time.
+  for (let have = drawn; have > 0 && have < n; have *= 2) v.copyWithin(have, 0, Math.min(have, n - have));
   return fromNumbers(input.type, dims, v);
 }
 

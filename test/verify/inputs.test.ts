@@ -58,6 +58,22 @@ describe('buildFeeds', () => {
     expect(toNumbers(f.h!).every((v) => Number.isFinite(v) && Math.abs(v) < 6)).toBe(true);
   });
 
+  it('with a period, draws that many values per input and repeats them (the draw starts as without one)', () => {
+    const full = unwrap(buildFeeds(MIXED, { seed: 3 })).feeds[0]!;
+    const tiled = unwrap(buildFeeds(MIXED, { seed: 3, period: 7 })).feeds[0]!;
+    for (const name of ['x', 'ids', 'mask']) {
+      const a = toNumbers(full[name]!);
+      const b = toNumbers(tiled[name]!);
+      expect(b.length).toBe(a.length);
+      expect(b.slice(0, 7)).toEqual(a.slice(0, 7));
+      expect(b.every((v, j) => v === b[j % 7])).toBe(true);
+    }
+    // The draw differs past the period without one (it is random there, not repeated).
+    expect(toNumbers(full.x!).slice(7, 14)).not.toEqual(toNumbers(full.x!).slice(0, 7));
+    // A period past the size is no period.
+    expect(unwrap(buildFeeds(MIXED, { seed: 3, period: 1e6 })).feeds).toEqual(unwrap(buildFeeds(MIXED, { seed: 3 })).feeds);
+  });
+
   it('overriding one input leaves the random data of the others unchanged', () => {
     const plain = unwrap(buildFeeds(SILERO, { seed: 3, shapes: { input: [1, 512] } })).feeds[0]!;
     const sr = fromNumbers('int64', [], [16000]);
