@@ -24,7 +24,9 @@ Usage:
 Every command also takes --max-memory GIB: the work runs in a child process that is
 stopped with a clear error past that much memory (default: 85% of the machine's, or
 $${MAX_MEMORY_ENV}); a crash of ONNX Runtime on a malformed model is reported the same
-way (exit 2).
+way (exit 2). With glibc (Linux) that process starts with huge pages for large
+allocations (glibc.malloc.hugetlb=1 added to $GLIBC_TUNABLES; a value of your own is kept,
+0 turns it off): touching fresh memory is much of a long run where page faults are dear.
 
 Run 'onnx-lr COMMAND --help' for a command's options.`;
 
