@@ -1,11 +1,10 @@
 import { defineConfig } from 'vitest/config';
-import { TUNABLES_ENV, withHugePages } from './src/util/huge-pages.js';
+import { hugePageTunables, TUNABLES_ENV } from './src/util/huge-pages.js';
 
 // The test processes (forked from this one, so set before they start) get glibc's huge
 // pages as the CLI's worker does (src/util/huge-pages.ts): fresh memory is much of the ORT
 // runs' time where page faults are dear.
-const tunables = withHugePages(process.env)[TUNABLES_ENV];
-if (tunables !== undefined) process.env[TUNABLES_ENV] = tunables;
+process.env[TUNABLES_ENV] = hugePageTunables(process.env[TUNABLES_ENV]);
 
 export default defineConfig({
   test: {

@@ -17,10 +17,13 @@
 export const TUNABLES_ENV = 'GLIBC_TUNABLES';
 const HUGETLB = 'glibc.malloc.hugetlb';
 
+/** A GLIBC_TUNABLES value with glibc's huge-page tunable added (`given` as it is when it sets that tunable already). */
+export function hugePageTunables(given: string | undefined): string {
+  const pairs = (given ?? '').split(':').filter((p) => p !== '');
+  return pairs.some((p) => p.split('=')[0] === HUGETLB) ? given! : [...pairs, `${HUGETLB}=1`].join(':');
+}
+
 /** `env` with glibc's huge-page tunable added to GLIBC_TUNABLES (a copy; a setting already there is kept). */
 export function withHugePages(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const given = env[TUNABLES_ENV] ?? '';
-  const pairs = given.split(':').filter((p) => p !== '');
-  if (pairs.some((p) => p.split('=')[0] === HUGETLB)) return { ...env };
-  return { ...env, [TUNABLES_ENV]: [...pairs, `${HUGETLB}=1`].join(':') };
+  return { ...env, [TUNABLES_ENV]: hugePageTunables(env[TUNABLES_ENV]) };
 }
