@@ -24,6 +24,7 @@ import { optimizeModel, type RunContext } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt, type NextBudget } from './error-search.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
 import { errBound, outputErr2, pickOutputs, runAll, spreadUnits, top1OverLastAxis } from './output-error.js';
+import { leanFactor, leftOutSplit } from './left-out.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
 import type { CalibrationSource, Job, PipelineConfig } from './job.js';
 import { optimizeAnchored, type AnchorInputs } from './anchored.js';
@@ -310,14 +311,28 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
         if (deferAnchor) {
           // The kept allocation, fitted anchored. Its error on the feeds it was fitted on
           // flatters it (ISNet, three photos: 0.097 there, 0.144 on new ones, where the
-          // independent fit went 0.107 → 0.122), so it is fitted without the last feed and
-          // kept only when it does better there than the independent fit, which saw that
-          // feed (and when it meets the budget the independent fit met).
-          const n = calib.feeds.length;
-          const check = n >= 2 ? n - 1 : undefined;
-          const fitFeeds = check === undefined ? undefined : calib.feeds.slice(0, check);
-          const onCheck = (outs: ReturnType<typeof pickOutputs> | undefined): number => (check === undefined || !outs ? NaN : outputErr2([reference[check]!], [outs[check]!]));
+          // independent fit went 0.107 → 0.122), so it is fitted without the last feed (or,
+          // with one feed of several samples, its last quarter: left-out.ts) and kept only
+          // when it does better there than the independent fit, which saw that part, and
+          // meets the budget with its margin widened by how much more it leans toward what
+          // it saw.
+          const split = leftOutSplit(calib.feeds, reference, shapes);
+          const fitFeeds = split?.fitFeeds;
+          type Outs = ReturnType<typeof pickOutputs> | undefined;
+          const onCheck = (outs: Outs): number => (!split || !outs ? NaN : outputErr2(split.leftOut(reference), split.leftOut(outs)));
+          const onFitted = (outs: Outs): number => (!split || !outs ? NaN : outputErr2(split.fitted(reference), split.fitted(outs)));
           const iCheck = onCheck(independentOuts);
+          const iFitted = onFitted(independentOuts);
+          /**
+           * Fit `x` (fitted on the split's first part) with its margin for unseen inputs widened
+           * by how much more it leans toward that part than the independent fit (left-out.ts).
+           */
+          const widening = (lean: number): string => `the margin for unseen inputs widened ${Math.sqrt(lean).toPrecision(3)}× (rel. L2)`;
+          const widened = <X extends { bound: number; outs: Outs }>(x: X | undefined): (X & { lean: number }) | undefined => {
+            if (!x) return undefined;
+            const lean = leanFactor({ fitted: onFitted(x.outs), leftOut: onCheck(x.outs) }, { fitted: iFitted, leftOut: iCheck });
+            return { ...x, bound: x.bound * lean, lean };
+          };
           restart();
           // A probe first: only the last wave anchored (one statistics pass, where the most
           // upstream error is there to compensate). When that does no better on the feed
@@ -326,48 +341,51 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           // (Without anchoring, only the fits through the activations differ: one pass, no probe.)
           const independent = inp.anchor!.independent === true;
           const what = independent ? 'the fit through the activations' : 'the anchored fit';
-          const probe = check !== undefined && met && !independent ? await applyAndMeasure(plan, 'probe', fitFeeds) : undefined;
+          const probe = split && met && !independent ? await applyAndMeasure(plan, 'probe', fitFeeds) : undefined;
           const probeCheck = probe ? onCheck(probe.outs) : NaN;
           const probeLost = probe !== undefined && !(probeCheck < iCheck);
           if (probe && !probeLost && probe.waves > 1) restart();
-          const a = probeLost ? undefined : probe && probe.waves <= 1 ? probe : await applyAndMeasure(plan, true, fitFeeds);
+          const a = widened(probeLost ? undefined : probe && probe.waves <= 1 ? probe : await applyAndMeasure(plan, true, fitFeeds));
           /** Whether fit `x` meets the budget on the calibration inputs (with the margin for unseen ones). */
           const meets = (x: { top?: number; bound: number } | undefined): boolean => x !== undefined && (top1 !== undefined ? (x.top ?? 0) >= top1 : x.bound <= budget.err2);
           const aMet = meets(a);
           const aCheck = a ? onCheck(a.outs) : NaN;
           /** Whether a fit with this error on the feed left out does better there than the independent fit. */
-          const beats = (xCheck: number): boolean => check === undefined || xCheck < iCheck;
+          const beats = (xCheck: number): boolean => !split || xCheck < iCheck;
           const wins = beats(aCheck);
           const info = budgetInfo;
           /** Makes fit `x` (the model as it stands) the run's result. */
           const adopt = (x: NonNullable<typeof a>, xMet: boolean, note: string | undefined): void => {
             ({ recs: records, err2: measured, bound, top: agreement } = x);
-            anchorNotes = [...anchorNotes, ...x.fitNotes, ...(note ? [note] : [])];
+            const lean = x.lean > 1 && top1 === undefined
+              ? [`${widening(x.lean)}: on the ${split!.unit} left out, this fit did that much worse against the independent fit than on those it was fitted on`]
+              : [];
+            anchorNotes = [...anchorNotes, ...x.fitNotes, ...(note ? [note] : []), ...lean];
             met = xMet;
             info.achieved = top1 !== undefined ? agreement ?? 0 : Math.sqrt(measured);
             info.measuredError = Math.sqrt(measured);
             if (info.unseenError !== undefined) info.unseenError = Math.sqrt(bound);
             info.met = alloc.met && met;
           };
-          const leftOut = (label: string, xCheck: number): string | undefined => (check === undefined ? undefined
-            : `${label}: fitted on ${check} of ${n} calibration feeds; on the one left out, rel. L2 ${Math.sqrt(xCheck).toPrecision(3)} against ${Math.sqrt(iCheck).toPrecision(3)} for the independent fit`);
+          const leftOut = (label: string, xCheck: number): string | undefined => (!split ? undefined
+            : `${label}: fitted on ${split.label}; on the rest, rel. L2 ${Math.sqrt(xCheck).toPrecision(3)} against ${Math.sqrt(iCheck).toPrecision(3)} for the independent fit`);
           /** Why fit `x` (named `what`) was not kept: it missed the budget, or did no better on the feed left out. */
           const notKept = (what: string, x: NonNullable<typeof a>, xCheck: number): string => (!meets(x)
-            ? `${what} of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(x.err2).toPrecision(3)}, ${Math.sqrt(x.bound).toPrecision(3)} with the margin for unseen inputs): every layer keeps its independent fit`
-            : `${what} of the kept allocation, fitted on ${check} of ${n} calibration feeds, did no better on the one left out (rel. L2 ${Math.sqrt(xCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`);
+            ? `${what} of the kept allocation missed the budget on the calibration inputs (rel. L2 ${Math.sqrt(x.err2).toPrecision(3)}, ${Math.sqrt(x.bound).toPrecision(3)} with the margin for unseen inputs${x.lean > 1 ? `; ${widening(x.lean)} for how much more it leans toward the ${split!.unit} it was fitted on than the independent fit` : ''}): every layer keeps its independent fit`
+            : `${what} of the kept allocation, fitted on ${split!.label}, did no better on the rest (rel. L2 ${Math.sqrt(xCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): every layer keeps its independent fit`);
           anchorNotes = [];
           if (a && ((aMet && wins) || !met)) {
             adopt(a, aMet, leftOut(independent ? 'fits through the activation' : 'anchored fitting', aCheck));
           } else {
             // No conv refitted: the fit was the independent one, and its notes say why.
             const lost = independent && a?.refitted === 0 ? a.fitNotes : [probeLost
-              ? `anchored fitting: only the last of ${probe!.waves} wave(s) fitted anchored (a probe, on ${check} of ${n} calibration feeds) did no better on the one left out (rel. L2 ${Math.sqrt(probeCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): the other waves were not fitted anchored, every layer keeps its independent fit`
+              ? `anchored fitting: only the last of ${probe!.waves} wave(s) fitted anchored (a probe, on ${split!.label}) did no better on the rest (rel. L2 ${Math.sqrt(probeCheck).toPrecision(3)}) than the independent fit (${Math.sqrt(iCheck).toPrecision(3)}): the other waves were not fitted anchored, every layer keeps its independent fit`
               : notKept(what, a!, aCheck)];
             // --activation-fit when anchoring lost: the independent fits, refitted through their activations.
             let t: typeof a;
             if (!independent && inp.anchor!.throughActivations === true && met) {
               restart();
-              t = await applyAndMeasure(plan, 'through', fitFeeds);
+              t = widened(await applyAndMeasure(plan, 'through', fitFeeds));
             }
             const tMet = meets(t);
             const tCheck = t ? onCheck(t.outs) : NaN;
