@@ -4,7 +4,7 @@
  * feeds the last feed is left out; with one feed holding a batch of samples (a model with
  * a free batch axis gets up to 8 per run) the last quarter of its samples. Without that
  * split, eight samples in one feed had no check at all: PP-OCRv4 rec's anchored fit came
- * out 1.4–1.8× worse on new samples than on its own, the independent fit 1.2–1.3×, and one
+ * out 1.2–1.8× worse on new samples than on its own, the independent fit 1.2–1.3×, and one
  * run in six failed its held-out verification while its budget was met with room.
  */
 import type { Feeds, HostData, HostTensor } from '../verify/tensor.js';
