@@ -325,13 +325,15 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           const iFitted = onFitted(independentOuts);
           /**
            * Fit `x` (fitted on the split's first part) with its margin for unseen inputs widened
-           * by how much more it leans toward that part than the independent fit (left-out.ts).
+           * by how much more it leans toward that part than the independent fit (left-out.ts),
+           * with its error on the part left out (`check`).
            */
           const widening = (lean: number): string => `the margin for unseen inputs widened ${Math.sqrt(lean).toPrecision(3)}× (rel. L2)`;
-          const widened = <X extends { bound: number; outs: Outs }>(x: X | undefined): (X & { lean: number }) | undefined => {
+          const widened = <X extends { bound: number; outs: Outs }>(x: X | undefined): (X & { lean: number; check: number }) | undefined => {
             if (!x) return undefined;
-            const lean = leanFactor({ fitted: onFitted(x.outs), leftOut: onCheck(x.outs) }, { fitted: iFitted, leftOut: iCheck });
-            return { ...x, bound: x.bound * lean, lean };
+            const check = onCheck(x.outs);
+            const lean = leanFactor({ fitted: onFitted(x.outs), leftOut: check }, { fitted: iFitted, leftOut: iCheck });
+            return { ...x, bound: x.bound * lean, lean, check };
           };
           restart();
           // A probe first: only the last wave anchored (one statistics pass, where the most
@@ -349,7 +351,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           /** Whether fit `x` meets the budget on the calibration inputs (with the margin for unseen ones). */
           const meets = (x: { top?: number; bound: number } | undefined): boolean => x !== undefined && (top1 !== undefined ? (x.top ?? 0) >= top1 : x.bound <= budget.err2);
           const aMet = meets(a);
-          const aCheck = a ? onCheck(a.outs) : NaN;
+          const aCheck = a?.check ?? NaN;
           /** Whether a fit with this error on the feed left out does better there than the independent fit. */
           const beats = (xCheck: number): boolean => !split || xCheck < iCheck;
           const wins = beats(aCheck);
@@ -388,7 +390,7 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
               t = widened(await applyAndMeasure(plan, 'through', fitFeeds));
             }
             const tMet = meets(t);
-            const tCheck = t ? onCheck(t.outs) : NaN;
+            const tCheck = t?.check ?? NaN;
             if (t && t.refitted > 0 && tMet && beats(tCheck)) {
               anchorNotes = lost.map((x) => x.replace(/every layer keeps its independent fit$/, 'the independent fits were refitted through their activations instead'));
               adopt(t, tMet, leftOut('fits through the activation', tCheck));

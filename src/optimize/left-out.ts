@@ -26,10 +26,8 @@ export interface LeftOut {
 }
 
 /** The first `n` samples along axis 0 of an input of `batch` samples (a view of its data). */
-function headOf(t: HostTensor, batch: number, n: number): HostTensor | undefined {
-  const d = t.data as HostData & { subarray?: (a: number, b: number) => HostData };
-  if (typeof d.subarray !== 'function' || t.data.length % batch !== 0) return undefined;
-  return { type: t.type, dims: [n, ...t.dims.slice(1)], data: d.subarray(0, (t.data.length / batch) * n) };
+function headOf(t: HostTensor, batch: number, n: number): HostTensor {
+  return { type: t.type, dims: [n, ...t.dims.slice(1)], data: t.data.subarray(0, (t.data.length / batch) * n) as HostData };
 }
 
 /**
@@ -54,12 +52,7 @@ export function leftOutSplit(feeds: readonly Feeds[], reference: Outputs, learne
   const names = Object.keys(ref);
   if (names.length === 0 || !names.every((name) => samplesIn(ref[name]!, learned?.get(name)) === batch)) return undefined;
   const kept = batch - Math.max(1, Math.floor(batch / 4));
-  const head: Feeds = {};
-  for (const [name, t] of Object.entries(feed)) {
-    const h = headOf(t, batch, kept);
-    if (!h) return undefined;
-    head[name] = h;
-  }
+  const head: Feeds = Object.fromEntries(Object.entries(feed).map(([name, t]) => [name, headOf(t, batch, kept)]));
   /** Samples [from, to) of the first feed's outputs, one record each. */
   const samples = (outs: Outputs, from: number, to: number): Record<string, HostTensor>[] => {
     const o = outs[0];
