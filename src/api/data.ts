@@ -12,6 +12,7 @@ import { findLayers } from '../graph/layers.js';
 import { createOrtGemmEngine } from '../linalg/ort-gemm.js';
 import { DEFAULT_MAX_INPUT_BYTES, limitText, showBytes } from '../util/bounds.js';
 import type { ShapeOverrides, ValueOverrides } from '../verify/inputs.js';
+import type { Feeds } from '../verify/tensor.js';
 import { checkNumber } from './check.js';
 import type { RunHooks } from './config.js';
 import { DEFAULT_VERIFY_SAMPLES } from './defaults.js';
@@ -56,7 +57,7 @@ export function calibrationSource(set: CalibSet, description = describeCalibrati
   return {
     feeds: [...set.feeds()],
     description,
-    collectStats: async (loaded, names, onProgress, knownShapes, threads) => {
+    collectStats: async (loaded, names, onProgress, knownShapes, threads, only) => {
       const model = new Model(loaded.model);
       const wanted = new Set(names);
       const layers = findLayers(model).filter((l) => wanted.has(l.name));
@@ -64,13 +65,22 @@ export function calibrationSource(set: CalibSet, description = describeCalibrati
       // products run in ORT's GEMM, which makes high-resolution convs affordable.
       const engine = createOrtGemmEngine();
       try {
-        const r = await collectStats(model, layers, set, { external: loaded.external, engine, onProgress, knownShapes, ...(threads && { session: { intraOpNumThreads: threads, spinning: false } }) });
+        const r = await collectStats(model, layers, only ? partOf(set, only) : set, { external: loaded.external, engine, onProgress, knownShapes, ...(threads && { session: { intraOpNumThreads: threads, spinning: false } }) });
         if (!r.ok) throw r.error;
         return r.value.stats;
       } finally {
         await engine.dispose();
       }
     },
+  };
+}
+
+/** `set` restricted to `feeds` (some of its own), for statistics over a part of it. */
+function partOf(set: CalibSet, feeds: readonly Feeds[]): CalibSet {
+  const samples = feeds.reduce((n, f) => n + Math.max(...Object.values(f).map((t) => t.dims[0] ?? 1), 1), 0);
+  return {
+    source: set.source, samples, batches: feeds.length, batchSize: set.batchSize, calibrated: set.calibrated, fixed: set.fixed, random: set.random, notes: set.notes,
+    *feeds() { yield* feeds; },
   };
 }
 

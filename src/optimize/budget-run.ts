@@ -10,7 +10,6 @@ import type { ShapeMap } from '../graph/shapes.js';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
 import { loadModel, type LoadedModel } from '../onnx/file.js';
 import type { Report } from '../report/report.js';
-import type { LayerInputStats } from '../rewrite/pass.js';
 import { machineNchwcBlock } from '../verify/cpu-block.js';
 import { measureLatency } from '../verify/latency.js';
 import type { HostTensor } from '../verify/tensor.js';
@@ -24,9 +23,10 @@ import { optimizeModel, type RunContext } from './driver.js';
 import { nextErrorBudget, type ErrorAttempt, type NextBudget } from './error-search.js';
 import type { Candidate, LayerSensitivity } from './sensitivity.js';
 import { errBound, outputErr2, pickOutputs, runAll, spreadUnits, top1OverLastAxis } from './output-error.js';
-import { leanFactor, leftOutSplit } from './left-out.js';
+import { errorsOn, leanFactor, leftOutSplit } from './left-out.js';
+import { fitOnPart } from './part-fit.js';
 import { carryOver, errorsAgainstOriginal, mergeStage, snapshotLayers, stageBudget } from './stages.js';
-import type { CalibrationSource, Job, PipelineConfig } from './job.js';
+import type { CalibrationSource, CollectStats, Job, PipelineConfig } from './job.js';
 import { optimizeAnchored, type AnchorInputs } from './anchored.js';
 import { timed as timePhase } from './timings.js';
 
@@ -50,7 +50,7 @@ export interface BudgetInputs {
   /** The original model's outputs on the calibration feeds. */
   reference: Record<string, HostTensor>[];
   /** Fresh statistics on the model as it stands, when data-aware. */
-  collectStats?: (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
+  collectStats?: CollectStats;
   /** The runtime handles (the external reader is the job's, reread when the model is reloaded). */
   run: RunContext;
   /** Apply each allocation with anchored fitting (optimize/anchored.ts); sensitivity trials stay independent. */
@@ -98,6 +98,8 @@ export const SENSITIVITY_MACS = 5e10;
 export function sensitivityFeeds(macsPerInput: number | undefined): number {
   return macsPerInput !== undefined && macsPerInput > SENSITIVITY_MACS ? 1 : 2;
 }
+
+const widening = (lean: number): string => `the margin for unseen inputs widened ${Math.sqrt(lean).toPrecision(3)}× (rel. L2)`;
 
 export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInputs): Promise<BudgetOutcome> {
   const { budget, shapes, before, calib, reference } = inp;
@@ -195,10 +197,17 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
     // An error search allocates up to four or five times: each is fitted independently and
     // only the one kept is fitted anchored (a model's anchored waves cost a run each).
     const deferAnchor = inp.anchor !== undefined && search;
+    // The part of the calibration data a fit may leave out, to see how it does on inputs it did not see (left-out.ts).
+    const split = search ? leftOutSplit(calib.feeds, reference, shapes) : undefined;
+    // Where the independent fits' own lean widens the margin for unseen inputs (not for top-1 budgets: no margin there).
+    const leanSplit = split && top1 === undefined && stats && inp.collectStats ? split : undefined;
+    /** Squared-error factor of the independent fits' lean (leanFactor), once measured. */
+    let independentLean: number | undefined;
     /** Applies `plan` to the model as it stands and measures it on the calibration feeds. */
     /** `anchored`: 'probe' the last wave only, 'through' the independent fits refitted through their activations. */
-    const applyAndMeasure = async (plan: ReturnType<typeof planFromAllocation>, anchored: boolean | 'probe' | 'through', fitFeeds?: AnchorInputs['feeds']) => {
-      const run: RunContext = { ...inp.run, external: job.loaded.external, stats };
+    /** `withStats`: an independent fit on these statistics instead of the run's. */
+    const applyAndMeasure = async (plan: ReturnType<typeof planFromAllocation>, anchored: boolean | 'probe' | 'through', fitFeeds?: AnchorInputs['feeds'], withStats?: typeof stats) => {
+      const run: RunContext = { ...inp.run, external: job.loaded.external, stats: withStats ?? stats };
       const through = anchored === 'through' || (anchored === true && inp.anchor!.independent === true);
       cfg.onStage?.(anchored === 'probe' ? 'probing the anchored fit on the last layers'
         : anchored && deferAnchor ? (through ? 'refitting the kept allocation through its activations' : 'fitting the kept allocation anchored')
@@ -238,12 +247,37 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
       pending = undefined;
       // The allocation is applied as a plan, handed over as a value: opts.plan stays the user's.
       const plan = planFromAllocation(job.inPath, budgetLabel(budget), sens, alloc);
+      // The independent fits' own lean, measured on the first allocation: fitted on the
+      // part of the data the anchored fit sees (part-fit.ts), before the fit on all of it.
+      let partOuts: ReturnType<typeof pickOutputs> | undefined;
+      if (leanSplit && independentLean === undefined) {
+        let touched = false;
+        partOuts = await fitOnPart(plan, leanSplit, {
+          collect: (layers, feeds) => inp.collectStats!(`measuring how the independent fits lean toward the calibration data (statistics of ${leanSplit.label})`, { layers, feeds }),
+          apply: async (partStats) => {
+            touched = true;
+            return (await applyAndMeasure(plan, false, undefined, partStats)).outs;
+          },
+        });
+        if (touched) restart();
+        // Measured once: when it could not be (no layer, or the part's fit did not run), no widening.
+        independentLean = 1;
+      }
       const applied = await applyAndMeasure(plan, inp.anchor !== undefined && !deferAnchor);
       const independentOuts = applied.outs;
+      if (partOuts && leanSplit) {
+        const part = errorsOn(leanSplit, reference, partOuts);
+        const all = errorsOn(leanSplit, reference, independentOuts);
+        independentLean = leanFactor(part, all);
+        const rest = `the first allocation fitted on ${leanSplit.label} alone did rel. L2 ${Math.sqrt(part.leftOut).toPrecision(3)} on the rest (${Math.sqrt(all.leftOut).toPrecision(3)} fitted on all) and ${Math.sqrt(part.fitted).toPrecision(3)} on those it saw (${Math.sqrt(all.fitted).toPrecision(3)})`;
+        notes.push(independentLean > 1
+          ? `independent fits: ${widening(independentLean)}, for how much more a fit leans toward the ${leanSplit.unit} it saw: ${rest}`
+          : `independent fits: no lean toward the ${leanSplit.unit} they saw, the margin for unseen inputs is not widened: ${rest}`);
+      }
       records = applied.recs;
       anchorNotes = applied.fitNotes;
       let measured = applied.err2;
-      let bound = applied.bound;
+      let bound = applied.bound * (independentLean ?? 1);
       let agreement = applied.top;
       let met = budget.kind !== 'error' ? alloc.met : top1 !== undefined ? (agreement ?? 0) >= top1 : bound <= budget.err2;
       const choices = [...alloc.choices].map(([k, c]) => `${k}:${c.pass}:${c.ranks.join('x')}`).join('|');
@@ -316,24 +350,22 @@ export async function runBudgeted(job: Job, cfg: PipelineConfig, inp: BudgetInpu
           // when it does better there than the independent fit, which saw that part, and
           // meets the budget with its margin widened by how much more it leans toward what
           // it saw.
-          const split = leftOutSplit(calib.feeds, reference, shapes);
           const fitFeeds = split?.fitFeeds;
           type Outs = ReturnType<typeof pickOutputs> | undefined;
-          const onCheck = (outs: Outs): number => (!split || !outs ? NaN : outputErr2(split.leftOut(reference), split.leftOut(outs)));
-          const onFitted = (outs: Outs): number => (!split || !outs ? NaN : outputErr2(split.fitted(reference), split.fitted(outs)));
-          const iCheck = onCheck(independentOuts);
-          const iFitted = onFitted(independentOuts);
+          const onSplit = (outs: Outs): { fitted: number; leftOut: number } => (split ? errorsOn(split, reference, outs) : { fitted: NaN, leftOut: NaN });
+          const onCheck = (outs: Outs): number => onSplit(outs).leftOut;
+          const iErrors = onSplit(independentOuts);
+          const iCheck = iErrors.leftOut;
           /**
            * Fit `x` (fitted on the split's first part) with its margin for unseen inputs widened
            * by how much more it leans toward that part than the independent fit (left-out.ts),
            * with its error on the part left out (`check`).
            */
-          const widening = (lean: number): string => `the margin for unseen inputs widened ${Math.sqrt(lean).toPrecision(3)}× (rel. L2)`;
           const widened = <X extends { bound: number; outs: Outs }>(x: X | undefined): (X & { lean: number; check: number }) | undefined => {
             if (!x) return undefined;
-            const check = onCheck(x.outs);
-            const lean = leanFactor({ fitted: onFitted(x.outs), leftOut: check }, { fitted: iFitted, leftOut: iCheck });
-            return { ...x, bound: x.bound * lean, lean, check };
+            const errs = onSplit(x.outs);
+            const lean = leanFactor(errs, iErrors);
+            return { ...x, bound: x.bound * lean, lean, check: errs.leftOut };
           };
           restart();
           // A probe first: only the last wave anchored (one statistics pass, where the most

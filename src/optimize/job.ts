@@ -41,6 +41,9 @@ export interface Job {
   timings: Timings;
 }
 
+/** Statistics of the layers a run may rewrite over the calibration feeds; `part`: of these layers over these feeds only. */
+export type CollectStats = (stage: string, part?: { layers: readonly string[]; feeds: readonly Feeds[] }) => Promise<ReadonlyMap<string, LayerInputStats>>;
+
 export interface CalibrationSource {
   /** Feeds for the model's inputs (batches). */
   feeds: readonly Feeds[];
@@ -53,6 +56,8 @@ export interface CalibrationSource {
     knownShapes?: ReadonlyMap<string, readonly number[]>,
     /** Intra-op threads of the statistics runs (default 1). */
     threads?: number,
+    /** Only these feeds (a part of `feeds`, budget-run.ts: the independent fit's lean); default all. */
+    only?: readonly Feeds[],
   ) => Promise<ReadonlyMap<string, LayerInputStats>>;
 }
 

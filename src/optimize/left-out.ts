@@ -9,6 +9,7 @@
  */
 import type { Feeds, HostData, HostTensor } from '../verify/tensor.js';
 import { samplesIn, sampleSlices } from '../verify/tensor.js';
+import { outputErr2 } from './output-error.js';
 
 type Outputs = readonly Record<string, HostTensor>[];
 
@@ -77,4 +78,10 @@ export function leftOutSplit(feeds: readonly Feeds[], reference: Outputs, learne
 export function leanFactor(fit: { fitted: number; leftOut: number }, independent: { fitted: number; leftOut: number }): number {
   const r = (fit.leftOut / independent.leftOut) / (fit.fitted / independent.fitted);
   return Number.isFinite(r) && r > 1 ? r : 1;
+}
+
+/** The squared output errors (output-error.ts outputErr2) of `outs` against `reference` on the part fitted and on the part left out; NaN without outputs. */
+export function errorsOn(split: LeftOut, reference: Outputs, outs: Outputs | undefined): { fitted: number; leftOut: number } {
+  if (!outs) return { fitted: NaN, leftOut: NaN };
+  return { fitted: outputErr2(split.fitted(reference), split.fitted(outs)), leftOut: outputErr2(split.leftOut(reference), split.leftOut(outs)) };
 }

@@ -16,7 +16,6 @@ import { loadModel, modelInputs } from '../onnx/file.js';
 import { buildReport } from '../report/build.js';
 import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 import type { Report } from '../report/report.js';
-import type { LayerInputStats } from '../rewrite/pass.js';
 import { buildFeeds } from '../verify/inputs.js';
 import { createSession, type ModelSource, type ValueInfo } from '../verify/session.js';
 import type { HostTensor } from '../verify/tensor.js';
@@ -24,7 +23,7 @@ import { shapesFor } from '../graph/layer-shapes.js';
 import { budgetLabel, eligibleLayers } from './budgeted.js';
 import { feedScale, isSvdPairLayer, measureOutputSensitivity } from './output-sensitivity.js';
 import { runBudgeted, settleLatencyBudget } from './budget-run.js';
-import type { CalibrationSource, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
+import type { CalibrationSource, CollectStats, Job, PipelineConfig, PipelineResult, VerificationData } from './job.js';
 import { writeAndVerify } from './write-verify.js';
 import { factorStorage, weightsNote } from '../rewrite/quantize-factors.js';
 import { computesInFloat16, FLOAT16_NOTE } from '../rewrite/compute-float32.js';
@@ -115,7 +114,6 @@ async function readData(source: ModelSource, cfg: PipelineConfig, verifying: boo
   return { heldOut, calib, reference: pickOutputs(ref.value, cfg.outputs) };
 }
 
-export type CollectStats = (stage: string) => Promise<ReadonlyMap<string, LayerInputStats>>;
 
 /**
  * Data-aware runs measure the input statistics of every layer that may be rewritten (not
@@ -125,10 +123,10 @@ export type CollectStats = (stage: string) => Promise<ReadonlyMap<string, LayerI
 function statisticsOf(job: Job, cfg: PipelineConfig, shapes: ShapeMap, calib: CalibrationSource | undefined): CollectStats | undefined {
   const collect = calib?.collectStats;
   if (!collect || !cfg.dataAware) return undefined;
-  return (stage) => {
+  return (stage, part) => {
     cfg.onStage?.(stage);
-    const names = statisticsLayers(job, cfg, shapes);
-    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes, cfg.workThreads));
+    const names = part?.layers ?? statisticsLayers(job, cfg, shapes);
+    return timed(job.timings, 'statistics', () => collect(job.loaded, names, (done, total) => cfg.onProgress?.(done, total, 'calibration run'), shapes, cfg.workThreads, part?.feeds));
   };
 }
 
