@@ -6,6 +6,7 @@
  */
 import { LrError } from '../errors.js';
 import { newValueInfo, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/schema.js';
+import { freshName, namesOf } from '../onnx/names.js';
 import { subgraphsOf } from './attrs.js';
 import { deadNodes, topologicalOrder } from './node-order.js';
 
@@ -33,9 +34,7 @@ export class Model {
 
   /** A name not used anywhere in the model (values, nodes, initializers), then reserved. */
   uniqueName(base: string): string {
-    let name = base;
-    for (let i = 1; this.names.has(name); i++) name = `${base}_${i}`;
-    this.names.add(name);
+    const name = freshName(this.names, base);
     this.reserved.push(name);
     return name;
   }
@@ -266,14 +265,9 @@ export class Graph {
     }
   }
 
+  /** This graph's own names (not its subgraphs', which have their own Graph views) added to `into`. */
   collectNames(into: Set<string>): void {
-    for (const n of this.proto.node) {
-      if (n.name) into.add(n.name);
-      for (const v of n.input) if (v) into.add(v);
-      for (const v of n.output) if (v) into.add(v);
-    }
-    for (const t of this.proto.initializer) if (t.name) into.add(t.name);
-    for (const v of [...this.proto.input, ...this.proto.output, ...this.proto.valueInfo]) if (v.name) into.add(v.name);
+    namesOf(this.proto, into, false);
   }
 }
 

@@ -16,6 +16,7 @@ import { forEachTensor, MAX_PROTOBUF_BYTES, mapTensors } from '../onnx/file.js';
 import { isExternal, tensorByteSize, tensorRawBytes, type ExternalBytes } from '../onnx/tensor.js';
 import type { TensorProto } from '../onnx/schema.js';
 import { TempFile } from '../util/temp-files.js';
+import { freshName, namesOf } from '../onnx/names.js';
 import { subgraphsOf } from './attrs.js';
 
 function inlined(t: TensorProto, ext: ExternalBytes): TensorProto {
@@ -116,14 +117,10 @@ function learned(model: ModelProto, run: { out: Record<string, HostTensor>; plan
 export function shapeProbe(model: ModelProto, values: readonly string[]): { probe: ModelProto; valueOf: Map<string, string> } | undefined {
   const g = model.graph!;
   if (!model.opsetImport.some((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx')) return undefined;
-  const taken = new Set<string>([...g.input, ...g.output, ...g.valueInfo].map((v) => v.name ?? ''));
-  for (const t of g.initializer) taken.add(t.name ?? '');
-  for (const n of g.node) for (const o of n.output) taken.add(o);
+  const taken = namesOf(g);
   const valueOf = new Map<string, string>();
   const nodes = values.map((v) => {
-    let name = `${v}::shape`;
-    for (let i = 1; taken.has(name); i++) name = `${v}::shape${i}`;
-    taken.add(name);
+    const name = freshName(taken, `${v}::shape`);
     valueOf.set(name, v);
     return newNode({ opType: 'Shape', input: [v], output: [name] });
   });

@@ -22,6 +22,7 @@
 import { LrError } from '../errors.js';
 import { AttributeType, DataType, newAttribute, newNode, type GraphProto, type ModelProto, type NodeProto, type ValueInfoProto } from '../onnx/schema.js';
 import { makeFloatTensor, readTensorFloat } from '../onnx/tensor.js';
+import { freshName, namesOf } from '../onnx/names.js';
 
 /** Said of a float16 graph: on CPU runtimes computing it in float32 is faster, and low-rank chains gain more there. */
 export const FLOAT16_NOTE = 'this model computes in float16, which ONNX Runtime\'s CPU and wasm builds run in float32 behind Casts and layout reorders of their own; '
@@ -107,16 +108,8 @@ export function computeInFloat32(model: ModelProto): Float32Compute {
   const why = refusal(model);
   if (why) throw new LrError('unsupported', `cannot compute in float32: ${why}`);
   const stats: Float32Compute = { constants: 0, casts: 0, values: 0, boundaries: 0, attributes: 0 };
-  const taken = new Set<string>();
-  for (const v of [...g.input, ...g.output, ...g.valueInfo]) if (v.name) taken.add(v.name);
-  for (const t of g.initializer) if (t.name) taken.add(t.name);
-  for (const n of g.node) { for (const o of n.output) taken.add(o); if (n.name) taken.add(n.name); }
-  const fresh = (base: string): string => {
-    let name = `${base}_f32`;
-    for (let i = 1; taken.has(name); i++) name = `${base}_f32_${i}`;
-    taken.add(name);
-    return name;
-  };
+  const taken = namesOf(g);
+  const fresh = (base: string): string => freshName(taken, `${base}_f32`);
   const cast = (from: string, to: string, type: number): NodeProto =>
     newNode({ opType: 'Cast', name: fresh(`${to}_cast`), input: [from], output: [to], attribute: [newAttribute({ name: 'to', type: AttributeType.INT, i: BigInt(type) })] });
   /** Every node input reading `from` (but Casts of it, when `keepCasts`) reads `to` instead. */

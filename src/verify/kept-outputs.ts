@@ -13,6 +13,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { decodeModel, encodeModel } from '../onnx/codec.js';
 import { hasExternalData } from '../onnx/walk.js';
+import { freshName, namesOf } from '../onnx/names.js';
 import { AttributeType, DataType, newAttribute, newNode, newTensor, newValueInfo, type ModelProto, type NodeProto, type TensorProto } from '../onnx/schema.js';
 import { ok, type Result } from '../errors.js';
 import { createSession, type ModelSource, type Session, type SessionOptions } from './session.js';
@@ -32,13 +33,8 @@ const intsAttr = (name: string, v: readonly number[]) => newAttribute({ name, ty
 export function keptInside(m: ModelProto): ModelProto {
   const g = m.graph!;
   if (g.output.length === 0) return m;
-  const taken = new Set([...g.node.flatMap((n) => [...n.input, ...n.output]), ...g.initializer.map((t) => t.name), ...g.input.map((i) => i.name), ...g.output.map((o) => o.name)]);
-  const fresh = (base: string): string => {
-    let name = base;
-    for (let i = 1; taken.has(name); i++) name = `${base}_${i}`;
-    taken.add(name);
-    return name;
-  };
+  const taken = namesOf(g);
+  const fresh = (base: string): string => freshName(taken, base);
   const opset = m.opsetImport.find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx')?.version ?? 1;
   const nodes: NodeProto[] = [];
   const init: TensorProto[] = [];
