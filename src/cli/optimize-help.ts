@@ -71,8 +71,9 @@ allocate ranks globally, greedy on output error per saved unit):
                       (Student's t; give three or more), for the --verify-data feeds
                       when given (the verdict's), widened by how much better a fit
                       does on the data it saw than on a part of the calibration data
-                      left out of it (the independent fits: the first allocation fitted
-                      once more without that part; the anchored fit: fitted without it)
+                      left out of it (the independent fits: each allocation fitted
+                      once more without that part, only the first on models past 5e10
+                      MACs; the anchored fit: fitted without it)
   --save U            what to save: params, macs or latency. With --max-error, the unit
                       the allocation saves; latency times each candidate's chain against
                       its layer in ORT (as --layer-latency) and keeps only faster ones.

@@ -7,8 +7,9 @@
  * the calibration samples (output-error.ts errBound), which cannot see a fit's lean toward
  * them. PP-OCRv4 rec, 8 samples: the independent fits came out 1.16–1.26× worse (rel. L2)
  * on new samples than on their own, and the held-out error passed the judged bound in 2
- * runs of 6. budget-run.ts widens the bound by this lean (measured once, on the search's
- * first allocation: one statistics pass over the part and one fit).
+ * runs of 6. budget-run.ts widens each allocation's bound by its lean (one statistics pass
+ * over the part, and one more fit per allocation; on models whose fits take minutes, the
+ * first allocation's lean stands for all).
  */
 import type { LayerInputStats } from '../rewrite/pass.js';
 import type { HostTensor } from '../verify/tensor.js';

