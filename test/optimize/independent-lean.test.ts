@@ -44,6 +44,14 @@ async function outputsOf(model: string, feeds: Feeds[]): Promise<Float64Array[]>
   }
 }
 
+/** A budgeted run of cls on `calib` (the part fits recorded afresh): its report and the part fits' arguments. */
+async function budgetRun(out: string, calib: string, budget: string): Promise<{ report: Report; calls: Parameters<typeof fitOnPart>[] }> {
+  vi.mocked(fitOnPart).mockClear();
+  const r = await runCli('optimize', REAL.cls, out, ...common, '--calib', calib, '--max-error', budget, '--save', 'params');
+  expect(r.code, r.err).toBe(0);
+  return { report: JSON.parse(r.out) as Report, calls: vi.mocked(fitOnPart).mock.calls };
+}
+
 /** Squared relative error of `got` against `ref` over the feeds listed. */
 function err2(ref: Float64Array[], got: Float64Array[], feeds: number[]): number {
   let num = 0;
@@ -61,11 +69,7 @@ describe('error budgets: the independent fits\' lean', () => {
     // 16 seeded samples (two feeds of 8), and a file of their first 8 (the same draws of the same seed).
     const all = calibFile(dir, [16, ...SAMPLE], 11);
     const part = calibFile(partDir, [8, ...SAMPLE], 11);
-    vi.mocked(fitOnPart).mockClear();
-    const r = await runCli('optimize', REAL.cls, path.join(dir, 'budget.onnx'), ...common, '--calib', all, '--max-error', '0.2', '--save', 'params');
-    expect(r.code, r.err).toBe(0);
-    const report = JSON.parse(r.out) as Report;
-    const calls = vi.mocked(fitOnPart).mock.calls;
+    const { report, calls } = await budgetRun(path.join(dir, 'budget.onnx'), all, '0.2');
     // One part fit per allocation the search measured, the last one the kept allocation.
     expect(calls).toHaveLength(report.budget!.attempts);
     for (const c of calls) expect(c[1].label).toBe('1 of 2 calibration feeds');
@@ -119,11 +123,7 @@ describe('error budgets: the independent fits\' lean', () => {
   it('one feed of 8 samples: the part fitted is its first 6', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-lean-one-'));
     const one = calibFile(dir, [8, ...SAMPLE], 12);
-    vi.mocked(fitOnPart).mockClear();
-    const r = await runCli('optimize', REAL.cls, path.join(dir, 'one.onnx'), ...common, '--calib', one, '--max-error', '0.2', '--save', 'params');
-    expect(r.code, r.err).toBe(0);
-    const report = JSON.parse(r.out) as Report;
-    const calls = vi.mocked(fitOnPart).mock.calls;
+    const { report, calls } = await budgetRun(path.join(dir, 'one.onnx'), one, '0.2');
     expect(calls).toHaveLength(report.budget!.attempts);
     for (const [, split] of calls) {
       expect(split.label).toBe('6 of 8 calibration samples');
@@ -135,10 +135,8 @@ describe('error budgets: the independent fits\' lean', () => {
   it('a top-1 budget has no margin to widen: nothing is measured', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-lean-top1-'));
     const calib = calibFile(dir, [16, ...SAMPLE], 13);
-    vi.mocked(fitOnPart).mockClear();
-    const r = await runCli('optimize', REAL.cls, path.join(dir, 'top1.onnx'), ...common, '--calib', calib, '--max-error', 'top1:0.9', '--save', 'params');
-    expect(r.code, r.err).toBe(0);
-    expect(vi.mocked(fitOnPart)).not.toHaveBeenCalled();
-    expect((JSON.parse(r.out) as Report).notes.some((n) => n.startsWith('independent fits: '))).toBe(false);
+    const { report, calls } = await budgetRun(path.join(dir, 'top1.onnx'), calib, 'top1:0.9');
+    expect(calls).toHaveLength(0);
+    expect(report.notes.some((n) => n.startsWith('independent fits: '))).toBe(false);
   });
 });
