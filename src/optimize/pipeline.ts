@@ -114,7 +114,6 @@ async function readData(source: ModelSource, cfg: PipelineConfig, verifying: boo
   return { heldOut, calib, reference: pickOutputs(ref.value, cfg.outputs) };
 }
 
-
 /**
  * Data-aware runs measure the input statistics of every layer that may be rewritten (not
  * the excluded or too small ones) on the model as it stands: a budget's later stages call
