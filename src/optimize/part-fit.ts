@@ -9,7 +9,9 @@
  * on new samples than on their own, and the held-out error passed the judged bound in 2
  * runs of 6. budget-run.ts widens each allocation's bound by its lean (one statistics pass
  * over the part, and one more fit per allocation; on models whose fits take minutes, the
- * first allocation's lean stands for all).
+ * first allocation's lean stands for all). The output weights the fits use
+ * (output-sensitivity.ts) stay those measured on all the data, so the part's fit leans a
+ * little less than one made from the part alone would.
  */
 import type { LayerInputStats } from '../rewrite/pass.js';
 import type { HostTensor } from '../verify/tensor.js';
