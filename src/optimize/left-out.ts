@@ -1,6 +1,7 @@
 /**
  * A part of the calibration data left out of a fit, to see how the fit does on inputs it
- * did not see (budget-run.ts: the anchored fit of the kept allocation). With several
+ * did not see (budget-run.ts: the anchored fit of the kept allocation, and each
+ * allocation's independent fit once more, part-fit.ts). With several
  * feeds the last feed is left out; with one feed holding a batch of samples (a model with
  * a free batch axis gets up to 8 per run) the last quarter of its samples. Without that
  * split, eight samples in one feed had no check at all: PP-OCRv4 rec's anchored fit came
@@ -70,8 +71,9 @@ export function leftOutSplit(feeds: readonly Feeds[], reference: Outputs, learne
 /**
  * How much more a fit leans toward the data it saw than the independent fit does, as a
  * factor on squared errors: (its error ÷ the independent fit's) on the part left out over
- * the same ratio on the part fitted (the independent fit saw both parts, so its own lean
- * is not in this; at least 1). A fit that does relatively better on the data it saw than on
+ * the same ratio on the part fitted (the independent fit on all the data saw both parts
+ * and leans toward them alike, so this is the fit's whole lean; at least 1). A fit that
+ * does relatively better on the data it saw than on
  * new data will do so on other new inputs too: its margin for unseen inputs is widened by
  * this factor. 1 when any error is missing or zero.
  */
