@@ -1,5 +1,5 @@
 /**
- * npm run bench:anchor [-- --models=rec,rec-logits,det,isnet] [-- --json]
+ * npm run bench:anchor [-- --models=rec,rec-logits,det,isnet] [-- --arms=anchored,refine,…] [-- --json]
  * Anchored against independent fits at equal ranks (issue 18's target: held-out output
  * error ≤ 0.7× of the independent data-aware fit). Per model, `onnx-lr plan` fixes every
  * layer's pass and ranks from its calibration data; `optimize --plan` then writes that
@@ -14,12 +14,17 @@
  *   final Softmax's input), beside rec as shipped.
  * - isnet (never in the default set: about 25 minutes): three photos to calibrate and
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
+ * --arms=anchored,activation-fit,independent-activation-fit,output-aware,refine,independent-refine
+ * picks arms (the independent one always runs); --refine-steps=N
+ * (default 30) sets the refine arms' steps.
  * Two more arms, anchored with `--activation-fit` and `--no-anchor --activation-fit`, show
  * what the refit through each Relu/Clip (optimize/flat-refit.ts) adds to the linear
  * anchored and independent fits; a fifth, anchored with `--output-aware`, what weighting
  * the SVD pairs' outputs by the sensitivity of the judged output adds
  * (optimize/output-sensitivity.ts; on by default with --calib, so the other arms and the
  * plan run with --no-output-aware).
+ * Two more, `--refine N` on the default fit and on the independent one, what refitting every
+ * new factor to the original's outputs by gradients adds (optimize/refine.ts).
  * The tool's time of each arm is printed too (the anchored arm pays the waves).
  * --oracle adds two arms fitted on the held-out inputs themselves (calibration set = test
  * set, same plan): what anchoring gains when its statistics are exactly those it is judged
@@ -77,14 +82,29 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
   return { code, out, err, s: (performance.now() - t0) / 1000 };
 }
 
+const steps = argv.find((a) => a.startsWith('--refine-steps='))?.slice(15) ?? '30';
+/**
+ * Each arm's flags. Output weights are on by default with --calib: the arms that are not
+ * about them turn them off; the refine arms add --refine to the default fit (anchored,
+ * output weights) and to the independent one.
+ */
+const ARMS: Record<string, { label: string; flags: string[] }> = {
+  independent: { label: 'independent', flags: ['--no-anchor', '--no-output-aware'] },
+  anchored: { label: 'anchored', flags: ['--no-output-aware'] },
+  'activation-fit': { label: '--activation-fit', flags: ['--activation-fit', '--no-output-aware'] },
+  'independent-activation-fit': { label: '--no-anchor --activation-fit', flags: ['--no-anchor', '--activation-fit', '--no-output-aware'] },
+  'output-aware': { label: '--output-aware', flags: ['--output-aware'] },
+  refine: { label: `--refine ${steps}`, flags: ['--refine', steps] },
+  'independent-refine': { label: `--no-anchor --refine ${steps}`, flags: ['--no-anchor', '--no-output-aware', '--refine', steps] },
+};
+const picked = argv.find((a) => a.startsWith('--arms='))?.slice(7).split(',');
+const unknown = picked?.filter((p) => !Object.hasOwn(ARMS, p)) ?? [];
+if (unknown.length > 0) throw new Error(`--arms: ${unknown.join(', ')} is not one of ${Object.keys(ARMS).join(', ')}`);
+const armNames = Object.keys(ARMS).filter((a) => a === 'independent' || !picked || picked.includes(a));
+
+interface Arm { rel: number; ratio: number; s: number }
 interface Row {
-  model: string; layers: number; independent: number; anchored: number; ratio: number; independent_s: number; anchored_s: number; notes: string[];
-  /** Anchored with --activation-fit: refitted through each Relu/Clip. */
-  through: number; through_s: number;
-  /** --no-anchor --activation-fit: the independent fits refitted through each Relu/Clip. */
-  indepThrough: number; indepThrough_s: number;
-  /** Anchored with --output-aware: SVD pairs weighted by the measured output sensitivity. */
-  aware: number; aware_s: number;
+  model: string; layers: number; arms: Record<string, Arm>; notes: string[];
   /** --oracle: both fits on the held-out inputs themselves. */
   oracle?: { independent: number; anchored: number; ratio: number };
 }
@@ -96,45 +116,40 @@ for (const name of models) {
   const p = await cli(['plan', st.model, ...st.common, ...st.policy, '--calib', st.calib, '--no-anchor', '--no-output-aware']);
   if (p.code !== 0) throw new Error(`${name}: plan failed: ${p.err}`);
   writeFileSync(planFile, p.out);
-  const arm = async (extra: string[], calib = st.calib): Promise<{ rel: number; s: number; report: Report }> => {
+  const arm = async (label: string, extra: string[], calib = st.calib): Promise<{ rel: number; s: number; report: Report }> => {
     const r = await cli(['optimize', st.model, path.join(dir, `${name}.onnx`), ...st.common, '--calib', calib, '--verify-data', st.held, '--plan', planFile, '--json', '--no-latency', ...extra]);
     if (r.code === 2) throw new Error(`${name}: optimize failed: ${r.err}`);
     const report = JSON.parse(r.out) as Report;
     const outs = report.verify?.outputs.filter((o) => o.checked !== false) ?? [];
     if (outs.length === 0) throw new Error(`${name}: no verified output`);
     const rel = Math.max(...outs.map((o) => o.relL2));
-    if (!json) process.stderr.write(`${name} ${extra.filter((e) => e !== '--no-output-aware').join(' ') || '(anchored)'}${calib === st.calib ? '' : ' fitted on held out'}: rel. L2 ${rel.toPrecision(4)} in ${r.s.toFixed(0)} s\n`);
+    if (!json) process.stderr.write(`${name} ${label}${calib === st.calib ? '' : ' fitted on held out'}: rel. L2 ${rel.toPrecision(4)} in ${r.s.toFixed(0)} s\n`);
     return { rel, s: r.s, report };
   };
-  // Output weights are on by default with --calib: the other arms turn them off.
-  const indep = await arm(['--no-anchor', '--no-output-aware']);
-  const anch = await arm(['--no-output-aware']);
-  const thr = await arm(['--activation-fit', '--no-output-aware']);
-  const ithr = await arm(['--no-anchor', '--activation-fit', '--no-output-aware']);
-  const aw = await arm(['--output-aware']);
+  const arms: Record<string, Arm> = {};
+  const notes: string[] = [];
+  let layers = 0;
+  for (const a of armNames) {
+    const r = await arm(ARMS[a]!.label, ARMS[a]!.flags);
+    arms[a] = { rel: r.rel, ratio: r.rel / (arms.independent?.rel ?? r.rel), s: r.s };
+    layers = r.report.layers.filter((l) => !l.skipped).length;
+    notes.push(...r.report.notes.filter((n) => /^(anchored fitting|fits through|output weights|--refine)/.test(n)).map((n) => `${ARMS[a]!.label}: ${n}`));
+  }
   let fitOnHeld: Row['oracle'];
   if (oracle) {
-    const [i, a] = [await arm(['--no-anchor', '--no-output-aware'], st.held), await arm(['--no-output-aware'], st.held)];
+    const [i, a] = [await arm('independent', ARMS.independent!.flags, st.held), await arm('anchored', ARMS.anchored!.flags, st.held)];
     fitOnHeld = { independent: i.rel, anchored: a.rel, ratio: a.rel / i.rel };
   }
-  rows.push({
-    model: name, layers: anch.report.layers.filter((l) => !l.skipped).length,
-    independent: indep.rel, anchored: anch.rel, ratio: anch.rel / indep.rel, independent_s: indep.s, anchored_s: anch.s, through: thr.rel, through_s: thr.s, indepThrough: ithr.rel, indepThrough_s: ithr.s,
-    aware: aw.rel, aware_s: aw.s,
-    notes: [...thr.report.notes, ...ithr.report.notes, ...aw.report.notes].filter((n) => /^(anchored fitting|fits through|output weights)/.test(n)), oracle: fitOnHeld,
-  });
-  const row = rows[rows.length - 1]!;
-  if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
-  else process.stderr.write(`done ${name} (${(indep.s + anch.s + thr.s + ithr.s + aw.s).toFixed(0)} s)\n`);
+  rows.push({ model: name, layers, arms, notes, oracle: fitOnHeld });
+  if (json) process.stdout.write(`${JSON.stringify(rows[rows.length - 1])}\n`);
+  else process.stderr.write(`done ${name} (${Object.values(arms).reduce((t, a) => t + a.s, 0).toFixed(0)} s)\n`);
 }
 if (!json) {
-  process.stdout.write('Held-out output rel. L2 at equal ranks (one plan), anchored vs independent fit (target ratio ≤ 0.7)\n\n');
+  process.stdout.write('Held-out output rel. L2 at equal ranks (one plan), each fit against the independent one (target ratio ≤ 0.7); tool seconds\n\n');
   const oracleCols = oracle ? ['fitted on held out: indep', 'anchored', 'ratio'] : [];
-  process.stdout.write(table(['model', 'layers', 'independent', 'anchored', 'ratio', '--activation-fit', '--no-anchor --activation-fit', '--output-aware', 'tool s indep / anch / act / indep act / aware', ...oracleCols], rows.map((r) => [
-    r.model, String(r.layers), r.independent.toPrecision(3), r.anchored.toPrecision(3), `${r.ratio.toFixed(3)}×`, `${r.through.toPrecision(3)} (${(r.through / r.independent).toFixed(3)}×)`,
-    `${r.indepThrough.toPrecision(3)} (${(r.indepThrough / r.independent).toFixed(3)}×)`,
-    `${r.aware.toPrecision(3)} (${(r.aware / r.independent).toFixed(3)}×)`,
-    `${r.independent_s.toFixed(0)} / ${r.anchored_s.toFixed(0)} / ${r.through_s.toFixed(0)} / ${r.indepThrough_s.toFixed(0)} / ${r.aware_s.toFixed(0)}`,
+  process.stdout.write(table(['model', 'layers', ...armNames.map((a) => ARMS[a]!.label), ...oracleCols], rows.map((r) => [
+    r.model, String(r.layers),
+    ...armNames.map((a) => { const x = r.arms[a]!; return a === 'independent' ? `${x.rel.toPrecision(3)} (${x.s.toFixed(0)} s)` : `${x.rel.toPrecision(3)}, ${x.ratio.toFixed(3)}× (${x.s.toFixed(0)} s)`; }),
     ...r.oracle ? [r.oracle.independent.toPrecision(3), r.oracle.anchored.toPrecision(3), `${r.oracle.ratio.toFixed(3)}×`] : [],
   ])) + '\n\n');
   for (const r of rows) for (const n of r.notes) process.stdout.write(`${r.model}: ${n}\n`);

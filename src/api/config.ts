@@ -141,7 +141,7 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
   if (opts.heaviestShare !== undefined && saves === 'params') opts = { ...opts, heaviestShare: undefined };
   opts = { ...opts, saves };
   return {
-    opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, activationFit: s.activationFit === true, outputAware: s.outputAware ?? 'gradients', narrowReorder: s.narrowReorder !== false, computeFloat32: computeOf(s.compute), outputs: outputsOf(s.outputs),
+    opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, activationFit: s.activationFit === true, refine: checkNumber('refine', s.refine, { min: 0, max: 100000, integer: true }) ?? 0, outputAware: s.outputAware ?? 'gradients', narrowReorder: s.narrowReorder !== false, computeFloat32: computeOf(s.compute), outputs: outputsOf(s.outputs),
     budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: s.measureAllRungs === true, allMethods: s.allMethods === true,
     workThreads: checkNumber('work-threads', s.workThreads, { min: 1, max: 256, integer: true }) ?? 1,
     calibration: hooks.calibration,

@@ -47,6 +47,8 @@ export interface OptimizeSettings {
   anchor?: boolean;
   /** Default false (true: --activation-fit): convs read by a Relu/Clip alone are refitted through it (anchored fits, or independent ones with anchor false); needs calibration data. */
   activationFit?: boolean;
+  /** Steps of a refit of every new factor to the original's outputs on the calibration data (--refine; default 0: none; optimize/refine.ts). */
+  refine?: number;
   /**
    * With calibration data, SVD-pair layers weight each output channel by how much the
    * judged outputs move with it. Default: from gradients (backward runs in ORT), layers

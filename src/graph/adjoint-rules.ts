@@ -93,7 +93,7 @@ function intsFrom(cx: RuleContext, attr: string, input: number): number[] | unde
 const norm = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis);
 
 /** Explicit [begin…, end…] pads of a Conv-like node at concrete sizes, or a reason. */
-function convPads(node: NodeProto, x: readonly number[], y: readonly number[], k: readonly number[], s: readonly number[], d: readonly number[]): number[] | string {
+export function convPads(node: NodeProto, x: readonly number[], y: readonly number[], k: readonly number[], s: readonly number[], d: readonly number[]): number[] | string {
   const n = k.length;
   const auto = attrString(node, 'auto_pad') ?? 'NOTSET';
   if (auto === 'NOTSET') return attrInts(node, 'pads') ?? new Array<number>(2 * n).fill(0);

@@ -17,6 +17,7 @@ import { ADJOINT_RULES, type RuleContext } from './adjoint-rules.js';
 import { resolveConstant } from './constants.js';
 import type { Graph } from './graph.js';
 import { topologicalOrder } from './node-order.js';
+import { emitWeightGradient, type WeightGradient } from './weight-gradients.js';
 
 /** The lowest opset whose forms the rules emit (Where, Expand, Scatter, broadcasting comparisons). */
 export const ADJOINT_MIN_OPSET = 9;
@@ -40,6 +41,12 @@ export interface AdjointOptions {
    * instead of g itself: what a sensitivity needs, without copying gradients out.
    */
   perChannel?: ReadonlyMap<string, number>;
+  /**
+   * Targets (outputs of Conv, MatMul or Gemm nodes) whose gradient is reported for the
+   * producing node's weight and bias instead (weight-gradients.ts): the node's input must
+   * be in `dims` too.
+   */
+  weights?: ReadonlySet<string>;
 }
 
 export interface Adjoint {
@@ -50,6 +57,8 @@ export interface Adjoint {
   gradients: Map<string, string>;
   /** Target → why its gradient is incomplete (a node downstream has no product). */
   uncovered: Map<string, string>;
+  /** Target in `weights` → the outputs holding its node's weight (and bias) gradient. */
+  weightGradients: Map<string, WeightGradient>;
 }
 
 /** Forward closure over float32 values from `seeds`. */
@@ -86,14 +95,16 @@ export function buildAdjoint(model: ModelProto, g: Graph, opts: AdjointOptions):
   const cotangents = new Map<string, string>();
   const gradients = new Map<string, string>();
   const uncovered = new Map<string, string>();
+  const weightGradients = new Map<string, WeightGradient>();
   const finish = (): Adjoint => {
-    const outputs = [...gradients.values()].map((name) => newValueInfo({ name }));
+    const outputs = [...gradients.values(), ...[...weightGradients.values()].flatMap((w) => (w.bias ? [w.weight, w.bias] : [w.weight]))]
+      .map((name) => newValueInfo({ name }));
     const inputs = [...cotangents.entries()].map(([o, name]) => newValueInfo({
       name, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: (opts.dims.get(o) ?? []).map((d) => ({ dimValue: d })) } } },
     }));
     return {
       model: { ...model, graph: { ...g.proto, node: [...g.proto.node, ...e.nodes], initializer: [...g.proto.initializer, ...e.initializers], input: [...g.proto.input, ...inputs], output: outputs, valueInfo: [] } },
-      cotangents, gradients, uncovered,
+      cotangents, gradients, uncovered, weightGradients,
     };
   };
   if (opset < ADJOINT_MIN_OPSET) {
@@ -155,6 +166,13 @@ export function buildAdjoint(model: ModelProto, g: Graph, opts: AdjointOptions):
     if (stop) { uncovered.set(t, `${stop[1]} at ${stop[0].name || stop[0].opType}`); continue; }
     const s = summed(t);
     if (!s) continue;
+    if (opts.weights?.has(t)) {
+      const node = g.producer(t);
+      const w = node ? emitWeightGradient(e, node, s, dims) : 'it is not a node output';
+      if (typeof w === 'string') uncovered.set(t, w);
+      else weightGradients.set(t, w);
+      continue;
+    }
     const axis = opts.perChannel?.get(t);
     const rank = opts.dims.get(t)?.length;
     if (axis !== undefined && rank !== undefined) {

@@ -87,6 +87,8 @@ export interface PipelineConfig {
   anchor?: boolean;
   /** Anchored convs read by a Relu/Clip alone refitted through it (optimize/flat-refit.ts); default false. */
   activationFit?: boolean;
+  /** Steps of the refit of every new factor to the original's judged outputs (optimize/refine.ts); 0 or undefined: none. */
+  refine?: number;
   /**
    * SVD pairs' fits weighted per output channel by the judged outputs' sensitivity
    * (optimize/output-sensitivity.ts), with calibration statistics: 'gradients' (the

@@ -42,7 +42,7 @@ const POSITIONS_WANTED = 256;
 const MAX_DRAWS = 32;
 
 /** Nodes reading a value that depends on a target: their inputs and outputs are the shapes the rules need. */
-function valuesToCapture(model: Model, targets: readonly string[]): string[] {
+export function valuesToCapture(model: Model, targets: readonly string[]): string[] {
   const g = model.root;
   const seen = new Set<string>(targets);
   const queue = [...targets];
@@ -86,6 +86,20 @@ async function shapesAndTypes(model: Model, values: readonly string[], feed: Fee
 }
 
 /**
+ * Concrete dims of `values` and of the feed's inputs at `feed`, and which of them are
+ * float32 (the only values carrying gradients): what buildAdjoint needs.
+ */
+export async function adjointShapes(model: Model, values: readonly string[], feed: Feeds, threads: number): Promise<{ dims: Map<string, readonly number[]>; float32: Set<string> } | string> {
+  const inputs = new Set(Object.keys(feed));
+  const seen = await shapesAndTypes(model, values.filter((v) => !inputs.has(v)), feed, threads);
+  if (typeof seen === 'string') return seen;
+  const { dims } = seen;
+  const float32 = new Set<string>([...seen.types].filter(([, t]) => t === 'float32').map(([v]) => v));
+  for (const [k, t] of Object.entries(feed)) { dims.set(k, t.dims); if (t.type === 'float32') float32.add(k); }
+  return { dims, float32 };
+}
+
+/**
  * h per channel for each target that a gradient reaches exactly, from `draws` backward
  * runs per feed (fewer when `runCost` × runs would pass `maxMacs`, at least one).
  */
@@ -101,12 +115,9 @@ export async function gradientSensitivity(
   if (targets.length === 0 || feeds.length === 0) return none('nothing to measure');
   const first = feeds[0]!;
   const sameDims = (f: Feeds): boolean => Object.entries(first).every(([k, t]) => f[k]?.dims.join() === t.dims.join());
-  const inputs = new Set(Object.keys(first));
-  const seen = await shapesAndTypes(model, valuesToCapture(model, targets.map((t) => t.value)).filter((v) => !inputs.has(v)), first, opts.threads ?? 1);
+  const seen = await adjointShapes(model, valuesToCapture(model, targets.map((t) => t.value)), first, opts.threads ?? 1);
   if (typeof seen === 'string') return none(seen);
-  const { dims } = seen;
-  const float32 = new Set<string>([...seen.types].filter(([, t]) => t === 'float32').map(([v]) => v));
-  for (const [k, t] of Object.entries(first)) { dims.set(k, t.dims); if (t.type === 'float32') float32.add(k); }
+  const { dims, float32 } = seen;
   const byValue = new Map(targets.map((t) => [t.value, t]));
   const perChannel = new Map(targets.map((t) => [t.value, t.axis]));
   const adj = buildAdjoint(model.proto, model.root, { targets: targets.map((t) => t.value), outputs: judged, dims, float32, relative: true, perChannel });

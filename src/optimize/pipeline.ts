@@ -45,6 +45,7 @@ import { machineNchwcBlock } from '../verify/cpu-block.js';
 import { insertLayoutBarriers } from '../rewrite/narrow-layout.js';
 import { checkNarrowReorder } from './narrow-reorder.js';
 import { float32Copy, type Float32Copy } from './float32-work.js';
+import { refineFactors } from './refine.js';
 import type { ModelSide } from '../report/report.js';
 
 export type { CalibrationSource, PipelineConfig, PipelineResult, VerificationData };
@@ -241,6 +242,23 @@ async function rewrite(job: Job, cfg: PipelineConfig, inp: RewriteInputs): Promi
   return { records, notes };
 }
 
+/** --refine: the new factors moved toward the original's judged outputs on the calibration feeds; its notes. */
+async function refineStage(job: Job, cfg: PipelineConfig, data: RunData, original: ReadonlySet<string>, shapes: ShapeMap): Promise<string[]> {
+  if (!data.calib || !data.reference) return ['--refine: nothing refined: it needs calibration data (--calib, without --no-data-aware)'];
+  cfg.onStage?.('refining the factors on the calibration inputs');
+  const r = await timed(job.timings, 'refine', () => refineFactors(job.model, original, data.calib!.feeds, data.reference!, {
+    steps: cfg.refine!, threads: cfg.workThreads, external: job.loaded.external, onProgress: cfg.onProgress, learned: shapes,
+  }));
+  if (r.tensors === 0) return r.notes;
+  const f = (x: number): string => x.toPrecision(3);
+  const left = r.leftOut ? `, on the part left out ${f(r.leftOut.before)} → ${f(r.leftOut.after)}` : '';
+  return [
+    `--refine: ${r.tensors} factor tensor(s) of ${r.nodes} node(s) refitted to the original's outputs on ${r.fitted}: rel. L2 there ${f(r.before)} → ${f(r.after)}${left} (kept evaluation ${r.bestStep} of ${r.steps})`,
+    ...r.notes,
+    ...cfg.budget && r.bestStep > 0 ? ['--refine: the budget\'s measured and judged errors are those of the fit before the refit; the verification judges OUT as refitted'] : [],
+  ];
+}
+
 /** With `outPath` undefined nothing is written or verified (the plan command). */
 export async function runOptimize(inPath: string, outPath: string | undefined, cfg: PipelineConfig): Promise<PipelineResult> {
   const t0 = performance.now();
@@ -313,8 +331,12 @@ async function runJob(job: Job, inPath: string, outPath: string | undefined, cfg
       })
       : undefined;
     const { data, collectStats, anchor, run } = prepared;
+    // The original's weights by name (a budgeted run may reload the model): --refine moves only the new ones.
+    const originalWeights = new Set(job.model.root.proto.initializer.map((t) => t.name ?? ''));
     const rewritten = await rewrite(job, cfg, { learned, data, collectStats, anchor, run });
     notes.push(...rewritten.notes);
+    // The plan command writes no model: nothing to refine.
+    if (cfg.refine && outPath !== undefined) notes.push(...await refineStage(job, cfg, data, originalWeights, learned.shapes));
     if (narrow?.report.kept) insertLayoutBarriers(job.model, narrow.sites);
     if (gemm?.fallbacks) notes.push(`${gemm.fallbacks} product(s) ran in JS after ORT's GEMM failed or did not answer (same result, slower)`);
     // --weights: the new factors stored as fp16 or int8; the verification then judges OUT as usual.

@@ -82,7 +82,7 @@ export interface Report {
   };
 }
 
-export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'outputSensitivity', 'sensitivity', 'allocation', 'screen', 'factorization', 'write', 'verification', 'latency', 'latencyWeb', 'narrowReorder'] as const;
+export const TIMING_PHASES = ['shapes', 'profile', 'statistics', 'outputSensitivity', 'sensitivity', 'allocation', 'screen', 'factorization', 'refine', 'write', 'verification', 'latency', 'latencyWeb', 'narrowReorder'] as const;
 export type TimingPhase = typeof TIMING_PHASES[number];
 
 const f3 = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '?' : x.toFixed(3));

@@ -14,6 +14,7 @@ describe('leftOutSplit', () => {
     expect(s.fitFeeds).toEqual(feeds.slice(0, 2));
     expect(s.fitted(outs)).toEqual(outs.slice(0, 2));
     expect(s.leftOut(outs)).toEqual([outs[2]]);
+    expect(s.fitBatches(outs)).toEqual(outs.slice(0, 2));
     expect(s.label).toBe('2 of 3 calibration feeds');
   });
 
@@ -37,6 +38,11 @@ describe('leftOutSplit', () => {
     expect(left[0]!.y!.dims).toEqual([1, 5]);
     expect(Array.from(left[0]!.y!.data as Float32Array)).toEqual([30, 31, 32, 33, 34]);
     expect(Array.from(fitted[5]!.y!.data as Float32Array)).toEqual([25, 26, 27, 28, 29]);
+    // The part fitted as its one feed gives it (--refine fits that feed): the first 6 samples in a batch.
+    const batches = s.fitBatches([{ y }])!;
+    expect(batches).toHaveLength(1);
+    expect(batches[0]!.y!.dims).toEqual([6, 5]);
+    expect(Array.from(batches[0]!.y!.data as Float32Array)).toEqual(Array.from({ length: 30 }, (_, i) => i));
   });
 
   it('one sample at least is left out of a small batch', () => {
