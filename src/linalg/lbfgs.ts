@@ -23,12 +23,6 @@ export interface LbfgsOptions {
   firstDecrease?: number;
   /** Called after every evaluation with its count and the best loss so far. */
   onEvaluation?: (count: number, best: number) => void;
-  /**
-   * Called at the start and at each point the line search accepts (not at trials it
-   * rejects), with the evaluations spent so far: where a caller judges iterates by
-   * another measure (refine.ts: the error on data left out of the fit).
-   */
-  onIterate?: (x: Float64Array, loss: number, count: number) => void | Promise<void>;
 }
 
 export interface LbfgsResult {
@@ -53,7 +47,6 @@ export async function lbfgsMinimize(f: (x: Float64Array) => Promise<Evaluation |
   let cur = first;
   const best = { x: x.slice(), loss: first.loss, at: 0 };
   o.onEvaluation?.(count, best.loss);
-  await o.onIterate?.(x, first.loss, count);
   const ss: Float64Array[] = [];
   const ys: Float64Array[] = [];
   const rho: number[] = [];
@@ -92,7 +85,6 @@ export async function lbfgsMinimize(f: (x: Float64Array) => Promise<Evaluation |
     }
     x = xNext;
     cur = next;
-    await o.onIterate?.(x, cur.loss, count);
   }
   return { x: best.x, loss: best.loss, start: first.loss, evaluations: count, bestAt: best.at };
 }

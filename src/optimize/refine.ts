@@ -14,8 +14,8 @@
  *
  * With few samples the fit leans toward them, so a part of the calibration data is left out
  * of the fit (left-out.ts: the last feed, or one feed's last quarter of samples) and the
- * weights kept are those of the iterate (a point the line search accepted) with the lowest
- * error there: the start when no step helps there. Without such a part, the lowest loss.
+ * weights kept are those of the evaluation with the lowest error there: the start when no
+ * step helps there. Without such a part, the lowest loss on the data fitted.
  */
 import type { Model } from '../graph/graph.js';
 import { buildAdjoint } from '../graph/adjoint.js';
@@ -159,7 +159,8 @@ export async function refineFactors(
   let count = 0;
   let best = { score: Infinity, at: 0, x: new Float64Array(0), loss: NaN, leftOut: NaN };
   let start = { loss: NaN, leftOut: NaN };
-  // One evaluation: the loss and its gradient summed over the feeds fitted, at the weights x.
+  // One evaluation: the loss and its gradient summed over the feeds fitted, at the weights x;
+  // the weights kept are those with the lowest error on the part left out (else the lowest loss).
   const evaluate = async (x: Float64Array): Promise<Evaluation | undefined> => {
     list.forEach((p, k) => { for (let j = 0; j < p.w.length; j++) p.w[j] = x[offsets[k]! + j]!; });
     const grad = new Float64Array(size);
@@ -174,24 +175,19 @@ export async function refineFactors(
         for (const out of p.grads) { const d = r.value[out]!.data as Float32Array; for (let j = 0; j < d.length; j++) grad[offsets[k]! + j] += d[j]!; }
       });
     }
+    const leftOut = held ? await leftOutErr() : undefined;
+    if (held && leftOut === undefined) return undefined;
+    const score = leftOut ?? loss;
+    if (count === 0) start = { loss, leftOut: leftOut ?? NaN };
+    if (Number.isFinite(score) && score < best.score) best = { score, at: count, x: x.slice(), loss, leftOut: leftOut ?? NaN };
     opts.onProgress?.(count, opts.steps, 'refine step');
     count++;
     return { loss, grad };
   };
-  // Each accepted iterate (not the line search's rejected trials, whose error on the part
-  // left out would only be noise to pick from) is judged on the part left out, else by its loss.
-  const judge = async (x: Float64Array, loss: number, at: number): Promise<void> => {
-    list.forEach((p, k) => { for (let j = 0; j < p.w.length; j++) p.w[j] = x[offsets[k]! + j]!; });
-    const leftOut = held ? await leftOutErr() : undefined;
-    if (held && leftOut === undefined) return;
-    const score = leftOut ?? loss;
-    if (at === 1) start = { loss, leftOut: leftOut ?? NaN };
-    if (Number.isFinite(score) && score < best.score) best = { score, at: at - 1, x: x.slice(), loss, leftOut: leftOut ?? NaN };
-  };
   const x0 = new Float64Array(size);
   list.forEach((p, k) => x0.set(p.w, offsets[k]!));
   try {
-    await lbfgsMinimize(evaluate, x0, { evaluations: opts.steps + 1, onIterate: judge });
+    await lbfgsMinimize(evaluate, x0, { evaluations: opts.steps + 1 });
   } finally {
     await s.value.release();
     if (forward?.ok) await forward.value.release();
