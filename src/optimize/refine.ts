@@ -26,6 +26,7 @@ import { DataType, newNode, newValueInfo, type GraphProto, type ModelProto, type
 import { makeFloatTensor, readTensorFloat, type ExternalBytes } from '../onnx/tensor.js';
 import { createSession } from '../verify/session.js';
 import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { attrInt } from '../graph/attrs.js';
 import { lbfgsMinimize, type Evaluation } from '../linalg/lbfgs.js';
 import { errorsOn, leftOutSplit } from './left-out.js';
 import { adjointShapes, valuesToCapture } from './output-gradients.js';
@@ -58,7 +59,10 @@ export interface RefineResult {
 }
 
 interface Param {
+  /** The value the factor nodes read, fed at each run. */
   name: string;
+  /** The initializer holding it: `name` itself, or a float16 one read through a Cast (--compute float32). */
+  source: { init: string; dataType: number };
   dims: number[];
   w: Float32Array;
   /** The backward model's outputs holding its gradient (one per node that reads it). */
@@ -67,11 +71,23 @@ interface Param {
 
 const WEIGHTED = new Set(['Conv', 'MatMul', 'Gemm']);
 
-/** Nodes whose weight (a float32 initializer) is new: the factors a rewrite made. */
+/**
+ * The new initializer behind a float32 value: the value itself, or a float16 initializer
+ * a Cast to float reads (a float16 model's factors in a --compute float32 run).
+ */
+function newSource(g: Model['root'], v: string, original: ReadonlySet<string>): Param['source'] | undefined {
+  const t = g.initializer(v);
+  if (t) return t.dataType === DataType.FLOAT && !original.has(v) ? { init: v, dataType: DataType.FLOAT } : undefined;
+  const c = g.producer(v);
+  const from = c?.opType === 'Cast' && attrInt(c, 'to') === DataType.FLOAT ? c.input[0] : undefined;
+  const h = from ? g.initializer(from) : undefined;
+  return h?.dataType === DataType.FLOAT16 && !original.has(from!) ? { init: from!, dataType: DataType.FLOAT16 } : undefined;
+}
+
+/** Nodes whose weight is new (newSource): the factors a rewrite made. */
 export function factorNodes(model: Model, original: ReadonlySet<string>): NodeProto[] {
   const g = model.root;
-  return g.nodes.filter((n) => WEIGHTED.has(n.opType ?? '') && (n.domain ?? '') === '' && !!n.output[0] && !!n.input[1]
-    && !original.has(n.input[1]) && g.initializer(n.input[1])?.dataType === DataType.FLOAT);
+  return g.nodes.filter((n) => WEIGHTED.has(n.opType ?? '') && (n.domain ?? '') === '' && !!n.output[0] && !!n.input[1] && !!newSource(g, n.input[1], original));
 }
 
 const sq = (x: ArrayLike<number>): number => { let s = 0; for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!; return s; };
@@ -88,7 +104,7 @@ export async function refineFactors(
   const g = model.root;
   const nodes = factorNodes(model, original);
   const none = (why: string): RefineResult => ({ tensors: 0, nodes: 0, feeds: 0, steps: 0, bestStep: 0, fitted: '', before: NaN, after: NaN, notes: [...notes, `--refine: nothing refined: ${why}`] });
-  if (nodes.length === 0) return none('no rewritten layer has factors of its own');
+  if (nodes.length === 0) return none('no rewritten layer has float32 factors of its own (a float16 model is refitted with --compute float32)');
   if (feeds.length === 0 || reference.length !== feeds.length) return none('no calibration outputs');
   const sameDims = (f: Feeds): boolean => Object.entries(feeds[0]!).every(([k, t]) => f[k]?.dims.join() === t.dims.join());
   const use = feeds.map((f, i) => (sameDims(f) ? i : -1)).filter((i) => i >= 0);
@@ -103,8 +119,8 @@ export async function refineFactors(
   const first = fit.feeds[0]!;
   const judged = Object.keys(useRef[0]!);
   const targets = nodes.map((n) => n.output[0]!);
-  // The factors' inputs too: their weight gradients read them.
-  const capture = [...new Set([...valuesToCapture(model, targets), ...nodes.map((n) => n.input[0]!)])].filter((v) => !g.initializer(v));
+  // The factors' inputs and weights too: their weight gradients read them (a weight read through a Cast has no initializer's dims).
+  const capture = [...new Set([...valuesToCapture(model, targets), ...nodes.flatMap((n) => n.input.slice(0, 3))])].filter((v) => v && !g.initializer(v));
   const seen = await adjointShapes(model, capture, first, opts.threads ?? 1);
   if (typeof seen === 'string') return none(`the shapes run failed (${seen})`);
   const { dims, float32 } = seen;
@@ -114,18 +130,19 @@ export async function refineFactors(
     notes.push(`--refine: ${adj.uncovered.size} of ${targets.length} factor node(s) kept as fitted (no exact gradient; ${g.producer(t)?.name || t}: ${why})`);
   }
   const params = new Map<string, Param>();
-  const addParam = (name: string, grad: string): void => {
+  const addParam = (name: string, source: Param['source'], grad: string): void => {
     const p = params.get(name);
     if (p) { p.grads.push(grad); return; }
-    const t = g.initializer(name)!;
-    params.set(name, { name, dims: t.dims.map(Number), w: readTensorFloat(t, opts.external), grads: [grad] });
+    const t = g.initializer(source.init)!;
+    params.set(name, { name, source, dims: t.dims.map(Number), w: readTensorFloat(t, opts.external), grads: [grad] });
   };
   let refined = 0;
   for (const [t, wg] of adj.weightGradients) {
     const node = g.producer(t)!;
-    addParam(node.input[1]!, wg.weight);
+    addParam(node.input[1]!, newSource(g, node.input[1]!, original)!, wg.weight);
     const b = node.input[2];
-    if (wg.bias && b && !original.has(b) && g.initializer(b)?.dataType === DataType.FLOAT) addParam(b, wg.bias);
+    const bs = b ? newSource(g, b, original) : undefined;
+    if (wg.bias && bs) addParam(b!, bs, wg.bias);
     refined++;
   }
   if (params.size === 0) return none('no factor node has an exact gradient');
@@ -197,7 +214,7 @@ export async function refineFactors(
   }
   if (best.score === Infinity) return none(`the first backward run failed${failed === undefined ? '' : ` (${failed})`}`);
   if (failed !== undefined) notes.push(`--refine: a run failed (${failed}); the best weights before it are kept`);
-  list.forEach((p, k) => replaceInitializer(model, p.name, p.dims, Float32Array.from(best.x.subarray(offsets[k]!, offsets[k]! + p.w.length))));
+  list.forEach((p, k) => replaceInitializer(model, p.source, p.dims, Float32Array.from(best.x.subarray(offsets[k]!, offsets[k]! + p.w.length))));
   const n = norms.size;
   return {
     tensors: params.size, nodes: refined, feeds: fit.feeds.length, steps: count - 1, bestStep: best.at, fitted: held?.label ?? `${useFeeds.length} calibration feed(s)`,
@@ -206,13 +223,18 @@ export async function refineFactors(
   };
 }
 
-/** `g` with the parameters as plain inputs (ORT-node ignores a feed for an initializer listed as an input) and `extra` inputs. */
+/**
+ * `g` with the parameters as plain inputs (ORT-node ignores a feed for an initializer
+ * listed as an input; a float16 one's Cast goes, its float32 value is fed) and `extra` inputs.
+ */
 function fedParams(g: GraphProto, params: readonly Param[], extra: ValueInfoProto[], drop: ReadonlySet<string> = new Set()): GraphProto {
   const fed = new Set(params.map((p) => p.name));
+  const inits = new Set(params.map((p) => p.source.init));
   return {
     ...g,
-    input: [...g.input.filter((i) => !fed.has(i.name ?? '') && !drop.has(i.name ?? '')), ...extra, ...params.map((p) => floatInput(p.name, p.dims))],
-    initializer: g.initializer.filter((t) => !fed.has(t.name ?? '')),
+    input: [...g.input.filter((i) => !fed.has(i.name ?? '') && !inits.has(i.name ?? '') && !drop.has(i.name ?? '')), ...extra, ...params.map((p) => floatInput(p.name, p.dims))],
+    initializer: g.initializer.filter((t) => !inits.has(t.name ?? '')),
+    node: g.node.filter((n) => !n.output.some((o) => fed.has(o))),
   };
 }
 
@@ -241,14 +263,14 @@ function trainingModel(adj: ModelProto, cotangents: ReadonlyMap<string, string>,
   const fed = fedParams(g, params, added, new Set(cotangents.values()));
   const model: ModelProto = {
     ...adj,
-    graph: { ...fed, node: [...g.node, ...e.nodes], initializer: [...fed.initializer, ...e.initializers], output: [...g.output, ...[...losses.values()].map((name) => newValueInfo({ name }))] },
+    graph: { ...fed, node: [...fed.node, ...e.nodes], initializer: [...fed.initializer, ...e.initializers], output: [...g.output, ...[...losses.values()].map((name) => newValueInfo({ name }))] },
   };
   return { model, refs, losses };
 }
 
-function replaceInitializer(model: Model, name: string, dims: readonly number[], data: Float32Array): void {
+function replaceInitializer(model: Model, source: Param['source'], dims: readonly number[], data: Float32Array): void {
   const g = model.root;
-  const i = g.proto.initializer.findIndex((t) => t.name === name);
-  g.proto.initializer[i] = makeFloatTensor(name, dims, data);
+  const i = g.proto.initializer.findIndex((t) => t.name === source.init);
+  g.proto.initializer[i] = makeFloatTensor(source.init, dims, data, source.dataType);
   g.invalidate();
 }

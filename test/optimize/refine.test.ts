@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
 import { readNpy, writeNpy } from '../../src/io/npy.js';
 import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
-import type { ModelProto } from '../../src/onnx/schema.js';
+import { DataType, type ModelProto } from '../../src/onnx/schema.js';
 import type { Report } from '../../src/report/report.js';
 import { createRng } from '../../src/util/rng.js';
 import { createSession } from '../../src/verify/session.js';
@@ -20,6 +20,7 @@ import { toNumbers } from '../../src/verify/tensor.js';
 import { calibFile } from '../helpers/calib.js';
 import { runCli } from '../helpers/cli.js';
 import { REAL } from '../helpers/models.js';
+import { fp16ConvModel } from '../helpers/fp16-model.js';
 import { writeFileSync } from 'node:fs';
 
 const SAMPLE = [3, 48, 192];
@@ -169,6 +170,25 @@ describe('--refine', () => {
     expect(Number(m![2])).toBeLessThan(Number(m![1]));
     const ref = await outputs(model, calib);
     expect(relL2(ref, await outputs(path.join(dir, 'r.onnx'), calib))).toBeCloseTo(Number(m![2]), 3);
+  });
+
+  it('a float16 model with --compute float32: its float16 factors, read through Casts, are refitted and stay float16', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-refine-half-'));
+    const model = path.join(dir, 'half.onnx');
+    writeFileSync(model, encodeModel(fp16ConvModel(true)));
+    const calib = samples('half', 16, [4, 8, 8], 6);
+    const common = ['--compute', 'float32', '--rank-ratio', '0.5', '--min-params', '0', '--calib', calib, '--outputs', 'cast_8_out0', '--no-verify', '--json', '--no-anchor'];
+    const [plain, refined] = [path.join(dir, 'plain.onnx'), path.join(dir, 'refined.onnx')];
+    expect((await runCli('optimize', model, plain, ...common)).code).toBe(0);
+    const r = await runCli('optimize', model, refined, ...common, '--refine', '10');
+    expect(r.code, r.err).toBe(0);
+    const note = refineNote(JSON.parse(r.out) as Report)!;
+    expect(note).toMatch(/^--refine: \d+ factor tensor\(s\) of \d+ node\(s\) refitted .* \(kept evaluation [1-9]\d* of 10\)$/);
+    const m = moved(plain, refined);
+    expect(m.length).toBeGreaterThan(0);
+    const inits = decodeModel(new Uint8Array(readFileSync(refined))).graph!.initializer;
+    for (const k of m) expect(inits.find((t) => t.name === k)!.dataType, k).toBe(DataType.FLOAT16);
+    expect(m).not.toContain('w');
   });
 
   it('says it needs calibration data and leaves the model as without it; a step count that is not a whole number is refused', async () => {
