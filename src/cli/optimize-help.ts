@@ -114,12 +114,13 @@ Calibration data (data-aware decomposition is on when --calib is given):
                       operator without a product), by one run per channel of the
                       layer's downstream part, within a work bound (slower: minutes)
   --refine N          after the layer-wise fits, refit every new factor to the
-                      original's judged outputs by N steps of L-BFGS on gradients from
-                      backward runs in ORT (each step runs the model forward and back
-                      on the calibration data). A part of the data is left out (the
-                      last feed, or a feed's last quarter of samples) and the step best
-                      there is kept, the fit as it was when none helps. Needs --calib;
-                      a layer behind an operator without a product keeps its fit
+                      original's judged outputs by N evaluations of L-BFGS, gradients
+                      from backward runs in ORT (each evaluation runs the model forward
+                      and back on the calibration data). A part of the data is left out
+                      (the last feed, or a feed's last quarter of samples) and the
+                      evaluation best there is kept, the fit as it was when none
+                      helps. Needs --calib (and a float16 model --compute float32); a
+                      layer behind an operator without a product keeps its fit
 Shapes and inputs:
   --shape NAME:DIMS   concrete dims for a dynamic input, e.g. x:1x3x640x640 (repeatable)
   --input NAME:FILE   a .npy value for an input (repeatable)
