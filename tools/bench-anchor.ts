@@ -12,7 +12,8 @@
  *   final Sigmoid's input): on inputs without text its probability map is ~1e-8 everywhere
  *   and a relative error of it says nothing. rec-logits is rec judged the same way (the
  *   final Softmax's input), beside rec as shipped.
- * - isnet (never in the default set: about 25 minutes): three photos to calibrate and
+ * - isnet (never in the default set: about 25 minutes; computed in float32, where its
+ *   float16 graph carries gradients for --refine): three photos to calibrate and
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
  * --arms=anchored,activation-fit,independent-activation-fit,output-aware,refine,independent-refine
  * picks arms (the independent one always runs); --refine-steps=N
@@ -55,7 +56,7 @@ function setupOf(name: string): Setup {
   if (name === 'isnet') {
     const photos = ensurePhotos();
     return {
-      model: ensureIsnet(), policy: ['--rank-ratio', '0.5', '--heaviest', '44'], common: [...ISNET_IMAGE_ARGS, '--outputs', 'output'],
+      model: ensureIsnet(), policy: ['--rank-ratio', '0.5', '--heaviest', '44'], common: [...ISNET_IMAGE_ARGS, '--outputs', 'output', '--compute', 'float32'],
       calib: photos.calib, held: photos.held,
     };
   }
