@@ -93,8 +93,9 @@ function gemmWeight(e: AdjointEmitter, node: NodeProto, g: string, yd: readonly 
   };
   // op(A)ᵀ·g, or its transpose gᵀ·op(A) when B is stored transposed.
   const weight = transB ? gemm(g, a!, [intAttr('transA', 1), intAttr('transB', transA)]) : gemm(a!, g, [intAttr('transA', 1 - transA)]);
+  // Only a C of one row ([M] or [1, M]): a column [M, 1] with as many rows sums the other way.
   const rows = cd ? cd.reduce((p, q) => p * q, 1) : 0;
-  if (!c || !cd || rows !== yd[1]) return { weight };
+  if (!c || !cd || rows !== yd[1] || cd[cd.length - 1] !== yd[1]) return { weight };
   const summed = e.reduce('ReduceSum', g, [0], false);
   return { weight, bias: e.reshape(beta === 1 ? summed : e.mul(summed, e.f32([beta])), cd) };
 }

@@ -94,4 +94,16 @@ describe('weight gradients in ORT against central differences', () => {
       await checkWeights(proto, [2, 3, 5], [m, g1, g2], proto.graph!.output[0]!.name!);
     }
   });
+
+  it('a Gemm whose C is a column [M, 1] with as many rows as columns: its weight gradient, no bias gradient (it sums the other way)', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [4, 3]);
+    const y = b.node('Gemm', [x, b.init('w', [3, 4], randn(12, 0.5)), b.init('c', [4, 1], randn(4))]);
+    b.output(b.node('Tanh', [y]));
+    const proto = b.build();
+    await checkWeights(proto, [4, 3], [y], proto.graph!.output[0]!.name!);
+    const dims = new Map<string, readonly number[]>([['x', [4, 3]], [y, [4, 4]], [proto.graph!.output[0]!.name!, [4, 4]]]);
+    const adj = buildAdjoint(proto, new Model(proto).root, { targets: [y], outputs: [proto.graph!.output[0]!.name!], dims, float32: new Set(dims.keys()), weights: new Set([y]) });
+    expect(adj.weightGradients.get(y)!.bias).toBeUndefined();
+  });
 });
