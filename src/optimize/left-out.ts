@@ -21,6 +21,8 @@ export interface LeftOut {
   fitted(outs: Outputs): Record<string, HostTensor>[];
   /** The outputs on the part left out. */
   leftOut(outs: Outputs): Record<string, HostTensor>[];
+  /** The feeds (by index) whose outputs `leftOut` reads: the others may be left unrun. */
+  leftOutFeeds: number[];
   /** The outputs on the part fitted as the fit feeds give them: one record per fit feed, batched. */
   fitBatches(outs: Outputs): Record<string, HostTensor>[];
   /** What was fitted on, for notes: "2 of 3 calibration feeds", "6 of 8 calibration samples". */
@@ -43,7 +45,7 @@ export function leftOutSplit(feeds: readonly Feeds[], reference: Outputs, learne
   const n = feeds.length;
   if (n >= 2) {
     return {
-      fitFeeds: feeds.slice(0, n - 1), fitted: (outs) => outs.slice(0, n - 1), leftOut: (outs) => outs.slice(n - 1, n), fitBatches: (outs) => outs.slice(0, n - 1),
+      fitFeeds: feeds.slice(0, n - 1), fitted: (outs) => outs.slice(0, n - 1), leftOut: (outs) => outs.slice(n - 1, n), leftOutFeeds: [n - 1], fitBatches: (outs) => outs.slice(0, n - 1),
       label: `${n - 1} of ${n} calibration feeds`, unit: 'calibration feeds',
     };
   }
@@ -65,7 +67,7 @@ export function leftOutSplit(feeds: readonly Feeds[], reference: Outputs, learne
     return Array.from({ length: to - from }, (_, i) => Object.fromEntries(sliced.map(([name, s]) => [name, s[from + i]!])));
   };
   return {
-    fitFeeds: [head], fitted: (outs) => samples(outs, 0, kept), leftOut: (outs) => samples(outs, kept, batch),
+    fitFeeds: [head], fitted: (outs) => samples(outs, 0, kept), leftOut: (outs) => samples(outs, kept, batch), leftOutFeeds: [0],
     // Every output's samples are along its first axis (samplesIn above).
     fitBatches: (outs) => (outs[0] ? [Object.fromEntries(names.map((name) => [name, headOf(outs[0]![name]!, batch, kept)]))] : []),
     label: `${kept} of ${batch} calibration samples`, unit: 'calibration samples',

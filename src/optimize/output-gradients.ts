@@ -14,7 +14,7 @@ import type { ModelProto, NodeProto } from '../onnx/schema.js';
 import { withOutputs } from '../calib/stats-runs.js';
 import { createRng } from '../util/rng.js';
 import { createSession } from '../verify/session.js';
-import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { sameFeedDims, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { runAll } from './output-error.js';
 
 export interface GradientTarget {
@@ -114,7 +114,6 @@ export async function gradientSensitivity(
   const none = (failure: string): GradientSensitivity => ({ sensitivity, uncovered, runs: 0, feeds: 0, failure });
   if (targets.length === 0 || feeds.length === 0) return none('nothing to measure');
   const first = feeds[0]!;
-  const sameDims = (f: Feeds): boolean => Object.entries(first).every(([k, t]) => f[k]?.dims.join() === t.dims.join());
   const seen = await adjointShapes(model, valuesToCapture(model, targets.map((t) => t.value)), first, opts.threads ?? 1);
   if (typeof seen === 'string') return none(seen);
   const { dims, float32 } = seen;
@@ -132,7 +131,7 @@ export async function gradientSensitivity(
     fewest = Math.min(fewest, d.reduce((x, y) => x * y, 1) / Math.max(1, d[a]!));
   }
   let draws = Math.min(MAX_DRAWS, Math.max(2, Math.ceil(POSITIONS_WANTED / Math.max(1, fewest))));
-  let use = feeds.filter(sameDims).slice(0, opts.maxFeeds ?? 2);
+  let use = feeds.filter((f) => sameFeedDims(first, f)).slice(0, opts.maxFeeds ?? 2);
   const cost = opts.runCost ?? 0;
   const bound = opts.maxMacs ?? Infinity;
   while (use.length > 1 && use.length * draws * cost > bound) use = use.slice(0, -1);

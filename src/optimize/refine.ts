@@ -25,11 +25,12 @@ import { namesOf } from '../onnx/names.js';
 import { DataType, newNode, newValueInfo, type GraphProto, type ModelProto, type NodeProto, type ValueInfoProto } from '../onnx/schema.js';
 import { makeFloatTensor, readTensorFloat, type ExternalBytes } from '../onnx/tensor.js';
 import { createSession } from '../verify/session.js';
-import type { Feeds, HostTensor } from '../verify/tensor.js';
+import { sameFeedDims, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { attrInt } from '../graph/attrs.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../onnx/half.js';
 import { lbfgsMinimize, type Evaluation } from '../linalg/lbfgs.js';
-import { errorsOn, leftOutSplit } from './left-out.js';
+import { leftOutSplit } from './left-out.js';
+import { outputErr2 } from './output-error.js';
 import { adjointShapes, valuesToCapture } from './output-gradients.js';
 
 export interface RefineOptions {
@@ -107,8 +108,7 @@ export async function refineFactors(
   const none = (why: string): RefineResult => ({ tensors: 0, nodes: 0, feeds: 0, steps: 0, bestStep: 0, fitted: '', before: NaN, after: NaN, notes: [...notes, `--refine: nothing refined: ${why}`] });
   if (nodes.length === 0) return none('no rewritten layer has float32 factors of its own (a float16 model is refitted with --compute float32)');
   if (feeds.length === 0 || reference.length !== feeds.length) return none('no calibration outputs');
-  const sameDims = (f: Feeds): boolean => Object.entries(feeds[0]!).every(([k, t]) => f[k]?.dims.join() === t.dims.join());
-  const use = feeds.map((f, i) => (sameDims(f) ? i : -1)).filter((i) => i >= 0);
+  const use = feeds.map((f, i) => (sameFeedDims(feeds[0]!, f) ? i : -1)).filter((i) => i >= 0);
   if (use.length < feeds.length) notes.push(`--refine: ${feeds.length - use.length} calibration feed(s) of other dims than the first left out`);
   const useFeeds = use.map((i) => feeds[i]!);
   const useRef = use.map((i) => reference[i]!);
@@ -174,13 +174,14 @@ export async function refineFactors(
   /** The error on the part left out at the current weights (squared rel. L2, worst output). */
   const leftOutErr = async (): Promise<number | undefined> => {
     if (!held || !forward?.ok) return undefined;
-    const outs: Record<string, HostTensor>[] = [];
-    for (const f of useFeeds) {
-      const r = await forward.value.run(withParams(f), judged);
+    // Only the feeds the part left out is in: the fitted ones were just scored by the backward runs.
+    const outs: Record<string, HostTensor>[] = useFeeds.map(() => ({}));
+    for (const i of held.leftOutFeeds) {
+      const r = await forward.value.run(withParams(useFeeds[i]!), judged);
       if (!r.ok) { failed = r.error.message; return undefined; }
-      outs.push(r.value);
+      outs[i] = r.value;
     }
-    return errorsOn(held, useRef, outs).leftOut;
+    return outputErr2(held.leftOut(useRef), held.leftOut(outs));
   };
   let count = 0;
   let best = { score: Infinity, at: 0, x: new Float64Array(0), loss: NaN, leftOut: NaN };

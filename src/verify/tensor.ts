@@ -140,6 +140,11 @@ export function samplesIn(t: HostTensor, learned: readonly number[] | undefined)
   return d0;
 }
 
+/** Whether feed `f` has every input of `first` at the same dims (a graph built for one set of dims serves it). */
+export function sameFeedDims(first: Feeds, f: Feeds): boolean {
+  return Object.entries(first).every(([k, t]) => f[k]?.dims.join() === t.dims.join());
+}
+
 /** `t` cut into `units` equal slices along axis 0 (samplesIn's count), each a view of its data. */
 export function sampleSlices(t: HostTensor, units: number): HostTensor[] {
   if (units <= 1) return [t];

@@ -15,6 +15,7 @@ describe('leftOutSplit', () => {
     expect(s.fitted(outs)).toEqual(outs.slice(0, 2));
     expect(s.leftOut(outs)).toEqual([outs[2]]);
     expect(s.fitBatches(outs)).toEqual(outs.slice(0, 2));
+    expect(s.leftOutFeeds).toEqual([2]);
     expect(s.label).toBe('2 of 3 calibration feeds');
   });
 
@@ -34,6 +35,7 @@ describe('leftOutSplit', () => {
     const left = s.leftOut([{ y }]);
     expect(fitted).toHaveLength(6);
     expect(left).toHaveLength(2);
+    expect(s.leftOutFeeds).toEqual([0]);
     // Sample 6 of y: elements 30..34.
     expect(left[0]!.y!.dims).toEqual([1, 5]);
     expect(Array.from(left[0]!.y!.data as Float32Array)).toEqual([30, 31, 32, 33, 34]);
