@@ -2,8 +2,8 @@
  * The worker's memory limit: `--max-memory GIB` (any command, taken out of argv before the
  * command sees it), else $ONNX_LR_MAX_MEMORY, else a share of the machine's memory.
  */
-import * as os from 'node:os';
 import { LrError } from '../errors.js';
+import { availableMemory } from '../util/memory.js';
 
 export const MAX_MEMORY_ENV = 'ONNX_LR_MAX_MEMORY';
 /** Share of the machine's memory (or of the cgroup's limit) the worker may use by default. */
@@ -41,13 +41,6 @@ export function takeMaxMemory(argv: readonly string[]): { argv: string[]; gib?: 
     }
   }
   return value === undefined ? { argv: rest } : { argv: rest, gib: value };
-}
-
-/** The machine's memory, or the cgroup's limit when it is lower (containers). */
-function availableMemory(): number {
-  const total = os.totalmem();
-  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
-  return constrained !== undefined && constrained > 0 && constrained < total ? constrained : total;
 }
 
 /** The worker's memory limit in bytes: --max-memory, else $ONNX_LR_MAX_MEMORY, else 85% of memory. */

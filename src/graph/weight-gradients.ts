@@ -9,6 +9,9 @@
  *       whose kernel is g: stride d, dilation s, the same leading pads; its output is the
  *       kernel's extent or more (the strided forward may leave rows unread), sliced to it.
  *     ∂b = Σ over every axis but the channel of g.
+ *   ConvTranspose y = x∗ᵀW, the adjoint of the Conv u ↦ u∗W of the same placement
+ *   (⟨x∗ᵀW, g⟩ = ⟨x, g∗W⟩, adjoint-rules.ts): ∂W is that Conv's weight gradient with g as
+ *     its input and x as its output's gradient; ∂b as for a Conv.
  *   MatMul y = x·W (W 2-D): ∂W = x₂ᵀ·g₂, both flattened to rows.
  *   Gemm y = α·op(A)·op(B) + β·C: ∂op(B) = α·op(A)ᵀ·g (transposed back when transB);
  *     ∂C = β·Σ_rows g for a C of one row.
@@ -16,7 +19,7 @@
 import type { NodeProto } from '../onnx/schema.js';
 import type { AdjointEmitter } from './adjoint-emit.js';
 import { convPads } from './adjoint-rules.js';
-import { attrFloat, attrInt, attrInts, floatAttr, intAttr, intsAttr } from './attrs.js';
+import { attrFloat, attrInt, attrInts, attrString, floatAttr, intAttr, intsAttr } from './attrs.js';
 
 export interface WeightGradient {
   /** Value holding ∂L/∂W, the weight's own shape. */
@@ -38,7 +41,17 @@ export function emitWeightGradient(e: AdjointEmitter, node: NodeProto, g: string
   const wd = w ? dims(w) : undefined;
   if (!x || !w || !xd || !yd || !wd) return 'no shapes for its input, output or weight';
   switch (node.opType) {
-    case 'Conv': return convWeight(e, node, g, xd, yd, wd, b);
+    case 'Conv': {
+      const pads = convPads(node, xd.slice(2), yd.slice(2), wd.slice(2), strides(node, wd), dilations(node, wd));
+      if (typeof pads === 'string') return pads;
+      return convWeight(e, node, { input: x, inDims: xd, grad: g, outDims: yd }, wd, pads, b && biasGradient(e, g, wd));
+    }
+    case 'ConvTranspose': {
+      if ((attrString(node, 'auto_pad') ?? 'NOTSET') !== 'NOTSET' || attrInts(node, 'output_shape')) return 'its output size is set by auto_pad or output_shape';
+      const n = wd.length - 2;
+      const pads = attrInts(node, 'pads') ?? new Array<number>(2 * n).fill(0);
+      return convWeight(e, node, { input: g, inDims: yd, grad: x, outDims: xd }, wd, pads, b && biasGradient(e, g, wd));
+    }
     case 'MatMul': {
       if (wd.length !== 2 || xd.length < 2) return 'a MatMul whose weight is not its second, 2-D operand';
       const x2 = e.reshape(x, [-1, wd[0]!]);
@@ -50,13 +63,23 @@ export function emitWeightGradient(e: AdjointEmitter, node: NodeProto, g: string
   }
 }
 
-function convWeight(e: AdjointEmitter, node: NodeProto, g: string, xd: readonly number[], yd: readonly number[], wd: readonly number[], bias: string | undefined): WeightGradient | string {
+const strides = (node: NodeProto, wd: readonly number[]): number[] => attrInts(node, 'strides') ?? new Array<number>(wd.length - 2).fill(1);
+const dilations = (node: NodeProto, wd: readonly number[]): number[] => attrInts(node, 'dilations') ?? new Array<number>(wd.length - 2).fill(1);
+/** ∂b of a Conv or ConvTranspose: its output's gradient summed over every axis but the channel. */
+const biasGradient = (e: AdjointEmitter, g: string, wd: readonly number[]): string => e.reduce('ReduceSum', g, [0, ...range(wd.length - 2).map((i) => i + 2)], false);
+
+/**
+ * ∂W of the Conv reading `input` (dims `inDims`) whose output's gradient is `grad` (dims
+ * `outDims`), with `node`'s strides, dilations and group and the given pads.
+ */
+function convWeight(
+  e: AdjointEmitter, node: NodeProto, { input, inDims: xd, grad: g, outDims: yd }: { input: string; inDims: readonly number[]; grad: string; outDims: readonly number[] },
+  wd: readonly number[], pads: readonly number[], bias: string | undefined,
+): WeightGradient {
   const n = wd.length - 2;
   const k = wd.slice(2);
-  const s = attrInts(node, 'strides') ?? new Array<number>(n).fill(1);
-  const d = attrInts(node, 'dilations') ?? new Array<number>(n).fill(1);
-  const pads = convPads(node, xd.slice(2), yd.slice(2), k, s, d);
-  if (typeof pads === 'string') return pads;
+  const s = strides(node, wd);
+  const d = dilations(node, wd);
   const groups = attrInt(node, 'group', 1);
   const [batch, cin] = [xd[0]!, xd[1]!];
   const cout = yd[1]!;
@@ -66,7 +89,7 @@ function convWeight(e: AdjointEmitter, node: NodeProto, g: string, xd: readonly 
   const spOut = yd.slice(2);
   const spatial = range(n).map((i) => i + 3);
   // x → [ci, G·N, …]: batch = the in-group channel, channels = (group, sample).
-  const xs = e.reshape(e.one('Transpose', [e.reshape(node.input[0]!, [batch, groups, ci, ...sp])], [intsAttr('perm', [2, 1, 0, ...spatial])]), [ci, groups * batch, ...sp]);
+  const xs = e.reshape(e.one('Transpose', [e.reshape(input, [batch, groups, ci, ...sp])], [intsAttr('perm', [2, 1, 0, ...spatial])]), [ci, groups * batch, ...sp]);
   // g → [G·co, N, …]: one kernel per output channel, its channels the samples.
   const gs = e.reshape(e.one('Transpose', [e.reshape(g, [batch, groups, co, ...spOut])], [intsAttr('perm', [1, 2, 0, ...spatial])]), [cout, batch, ...spOut]);
   const full = e.one('Conv', [xs, gs], [
@@ -76,7 +99,7 @@ function convWeight(e: AdjointEmitter, node: NodeProto, g: string, xd: readonly 
   const extent = range(n).map((i) => Math.floor((sp[i]! + pads[i]! + pads[n + i]! - s[i]! * (spOut[i]! - 1) - 1) / d[i]!) + 1);
   const cut = extent.some((v, i) => v !== k[i]) ? e.slice(full, new Array<number>(n).fill(0), k, range(n).map((i) => i + 2)) : full;
   const weight = e.one('Transpose', [cut], [intsAttr('perm', [1, 0, ...range(n).map((i) => i + 2)])]);
-  return { weight, ...(bias && { bias: e.reduce('ReduceSum', g, [0, ...range(n).map((i) => i + 2)], false) }) };
+  return { weight, ...(bias && { bias }) };
 }
 
 function gemmWeight(e: AdjointEmitter, node: NodeProto, g: string, yd: readonly number[], cd: readonly number[] | undefined): WeightGradient {

@@ -4,7 +4,7 @@
  * Before: each layer's factors fitted to that layer's own output (independent or anchored
  *   least squares), so what a layer leaves wrong is never weighed against what later layers
  *   and the nonlinearities between them make of it.
- * After: every new factor (a Conv, MatMul or Gemm weight the original does not have, and
+ * After: every new factor (a Conv, ConvTranspose, MatMul or Gemm weight the original does not have, and
  *   its bias) moved by L-BFGS (linalg/lbfgs.ts), from the least-squares fit, to lower
  *     L = Σ_o Σ_f ‖ŷ_{f,o} − y_{f,o}‖² / Σ_f ‖y_{f,o}‖²
  *   on the calibration feeds (y: the original's judged outputs, ŷ: the rewritten model's).
@@ -29,6 +29,7 @@ import { sameFeedDims, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { attrInt } from '../graph/attrs.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../onnx/half.js';
 import { lbfgsMinimize, type Evaluation } from '../linalg/lbfgs.js';
+import { availableMemory } from '../util/memory.js';
 import { leftOutSplit } from './left-out.js';
 import { outputErr2 } from './output-error.js';
 import { adjointShapes, valuesToCapture } from './output-gradients.js';
@@ -40,6 +41,8 @@ export interface RefineOptions {
   /** Shapes at batch 1 (layer-shapes.ts), to tell samples in a batched output. */
   learned?: ReadonlyMap<string, readonly number[]>;
   onProgress?: (done: number, total: number, what: string) => void;
+  /** Bytes the optimizer's float64 copies of the factors may take (default: a quarter of the machine's memory). */
+  memoryBytes?: number;
 }
 
 export interface RefineResult {
@@ -71,7 +74,19 @@ interface Param {
   grads: string[];
 }
 
-const WEIGHTED = new Set(['Conv', 'MatMul', 'Gemm']);
+const WEIGHTED = new Set(['Conv', 'ConvTranspose', 'MatMul', 'Gemm']);
+/** L-BFGS history pairs: the default, and the fewest worth running. */
+const HISTORY = 10;
+const MIN_HISTORY = 2;
+/** Float64 copies of the factor vector besides the history's 2 per pair (lbfgs.ts: x, trial, best, gradients, direction; here x0, best, the gradient summed). */
+const OTHER_COPIES = 8;
+const MEMORY_SHARE = 0.25;
+
+/** The longest history (≤ HISTORY, ≥ MIN_HISTORY) whose copies of `size` float64s fit in `bytes`; undefined when even the shortest does not. */
+export function historyFor(size: number, bytes: number): number | undefined {
+  for (let m = HISTORY; m >= MIN_HISTORY; m--) if ((2 * m + OTHER_COPIES) * 8 * size <= bytes) return m;
+  return undefined;
+}
 
 /**
  * The new initializer behind a float32 value: the value itself, or a float16 initializer
@@ -156,6 +171,13 @@ export async function refineFactors(
   if (shared > 0) notes.push(`--refine: ${shared} factor weight(s) read by a node without an exact gradient kept as fitted`);
   if (params.size === 0) return none('no factor node has an exact gradient');
   const list = [...params.values()];
+  const weights = list.reduce((t, p) => t + p.w.length, 0);
+  // Each L-BFGS pair is two float64 copies of every factor weight: a shorter history where they would not fit.
+  const allowed = opts.memoryBytes ?? MEMORY_SHARE * availableMemory();
+  const history = historyFor(weights, allowed);
+  const gib = (b: number): string => `${(b / 2 ** 30).toPrecision(2)} GiB`;
+  if (history === undefined) return none(`its ${weights} factor weights would need ${gib((2 * MIN_HISTORY + OTHER_COPIES) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed (a quarter of this machine's memory)`);
+  if (history < HISTORY) notes.push(`--refine: L-BFGS keeps ${history} steps of history, not ${HISTORY}, so that its state of ${weights} factor weights stays within ${gib(allowed)}`);
   // Σ_f ‖y_o‖² over the feeds fitted, for the outputs a gradient reaches (float32): each counts relative to its size.
   const norms = new Map([...adj.cotangents.keys()].map((o) => [o, fit.ref.reduce((s, r) => s + sq(r[o]!.data as Float32Array), 0) || 1]));
   const train = trainingModel(adj.model, adj.cotangents, list, dims, model.opsetVersion('') ?? 1);
@@ -221,7 +243,7 @@ export async function refineFactors(
   const x0 = new Float64Array(size);
   list.forEach((p, k) => x0.set(p.w, offsets[k]!));
   try {
-    await lbfgsMinimize(evaluate, x0, { evaluations: opts.steps + 1 });
+    await lbfgsMinimize(evaluate, x0, { evaluations: opts.steps + 1, memory: history });
   } finally {
     await s.value.release();
     if (forward?.ok) await forward.value.release();

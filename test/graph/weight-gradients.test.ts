@@ -1,6 +1,6 @@
 /**
  * Weight gradients in the backward graph (src/graph/weight-gradients.ts): for every Conv,
- * MatMul and Gemm form the refit meets, ⟨∂W, U⟩ computed in ORT must equal
+ * ConvTranspose, MatMul and Gemm form the refit meets, ⟨∂W, U⟩ computed in ORT must equal
  * d/dε ⟨v, y(W + εU)⟩ measured by central differences of forward runs in ORT with the
  * weight moved, for random v and U; the same for biases.
  */
@@ -78,6 +78,18 @@ describe('weight gradients in ORT against central differences', () => {
     b.output(b.node('Sigmoid', [c4]));
     const proto = b.build();
     await checkWeights(proto, [2, 4, 10, 9], [c1, c2, c3, c4], proto.graph!.output[0]!.name!);
+  });
+
+  it('ConvTransposes: strided with output_padding and a bias, grouped and dilated with uneven pads, 1-D', async () => {
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', [2, 4, 5, 6]);
+    const t1 = b.node('ConvTranspose', [x, b.init('v1', [4, 6, 3, 3], randn(216, 0.3)), b.init('d1', [6], randn(6))], { strides: [2, 2], pads: [1, 0, 1, 1], output_padding: [1, 0] });
+    const t2 = b.node('ConvTranspose', [b.node('Tanh', [t1]), b.init('v2', [6, 2, 2, 3], randn(72, 0.3))], { group: 3, dilations: [2, 1], pads: [0, 1, 1, 0] });
+    const flat = b.node('Reshape', [t2, b.initInt64('sh', [3], [2, 6, -1])]);
+    const t3 = b.node('ConvTranspose', [flat, b.init('v3', [6, 3, 2], randn(36, 0.3)), b.init('d3', [3], randn(3))], { strides: [3] });
+    b.output(b.node('Sigmoid', [t3]));
+    const proto = b.build();
+    await checkWeights(proto, [2, 4, 5, 6], [t1, t2, t3], proto.graph!.output[0]!.name!);
   });
 
   it('MatMul on a 3-D input, Gemm with transA and transB and a bias of one row, Gemm in opset 9 (C required)', async () => {

@@ -1,7 +1,8 @@
 /**
  * refineFactors (src/optimize/refine.ts) called directly on a model whose "new" weights
  * are named: a weight read by a node without an exact gradient stays as it was (its
- * gradient would be a part of it), the others move and lower the loss in ORT.
+ * gradient would be a part of it), the others move and lower the loss in ORT; the
+ * optimizer's state is kept within the memory allowed (a shorter history, else no refit).
  */
 import { describe, expect, it } from 'vitest';
 import { ModelBuilder } from '../../models/builder.js';
@@ -9,7 +10,7 @@ import { Model } from '../../src/graph/graph.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
 import { runAll } from '../../src/optimize/output-error.js';
-import { refineFactors } from '../../src/optimize/refine.js';
+import { historyFor, refineFactors } from '../../src/optimize/refine.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds } from '../../src/verify/tensor.js';
 
@@ -45,5 +46,39 @@ describe('refineFactors', () => {
     expect(r.fitted).toBe('1 of 2 calibration feeds');
     expect(r.after).toBeLessThan(0.9 * r.before);
     expect(r.leftOut!.after).toBeLessThan(r.leftOut!.before);
+  });
+
+  it('keeps L-BFGS within the memory allowed: a shorter history that still lowers the loss, or no refit at all, said in a note', async () => {
+    const rng = createRng(5);
+    const randn = (n: number, s: number): number[] => Array.from({ length: n }, () => s * rng.normal());
+    const make = (w1: number[], w2: number[]) => {
+      const b = new ModelBuilder({ opset: 13 });
+      const x = b.input('x', [32, 8]);
+      b.output(b.node('MatMul', [b.node('Tanh', [b.node('MatMul', [x, b.init('w1', [8, 6], w1)])]), b.init('w2', [6, 5], w2)]));
+      return b.build();
+    };
+    const [w1, w2] = [randn(48, 0.5), randn(30, 0.5)];
+    const target = make(w1, w2);
+    const start = make(w1.map((v) => v + 0.2 * rng.normal()), w2.map((v) => v + 0.2 * rng.normal()));
+    const feeds: Feeds[] = [0, 1].map(() => ({ x: { type: 'float32', dims: [32, 8], data: Float32Array.from(randn(256, 1)) } }));
+    const ref = await runAll({ bytes: encodeModel(target) }, feeds);
+    if (!ref.ok) throw ref.error;
+    const out = target.graph!.output[0]!.name!;
+    const reference = ref.value.map((o) => ({ [out]: o[out]! }));
+    const size = 48 + 30;
+    // Room for (2·4 + 8) copies of 78 float64s: a history of 4.
+    expect(historyFor(size, 16 * 8 * size)).toBe(4);
+    expect(historyFor(size, 28 * 8 * size)).toBe(10);
+    const short = new Model(structuredClone(start));
+    const r = await refineFactors(short, new Set(['x']), feeds, reference, { steps: 20, memoryBytes: 16 * 8 * size });
+    expect(r.notes.join('\n')).toMatch(/L-BFGS keeps 4 steps of history, not 10, so that its state of 78 factor weights stays within/);
+    expect(r.tensors).toBe(2);
+    expect(r.after).toBeLessThan(0.7 * r.before);
+    // Below 2 pairs' worth: nothing moves, and the note says how much it would have needed.
+    const none = new Model(structuredClone(start));
+    const n = await refineFactors(none, new Set(['x']), feeds, reference, { steps: 20, memoryBytes: 11 * 8 * size });
+    expect(n.tensors).toBe(0);
+    expect(n.notes.join('\n')).toMatch(/nothing refined: its 78 factor weights would need .* GiB of optimizer state, more than the .* GiB allowed/);
+    for (const w of ['w1', 'w2']) expect(Array.from(readTensorFloat(none.root.initializer(w)!))).toEqual(Array.from(readTensorFloat(new Model(start).root.initializer(w)!)));
   });
 });

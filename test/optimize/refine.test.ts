@@ -142,6 +142,35 @@ describe('--refine', () => {
     for (const k of m) expect(['w1', 'b1', 'w2', 'b2', 'w3']).not.toContain(k);
   });
 
+  it('a ConvTranspose layer\'s factors are refitted too (its core is a ConvTranspose): the note counts them and the error falls', async () => {
+    const rng = createRng(31);
+    const randn = (n: number, sd: number): number[] => Array.from({ length: n }, () => sd * rng.normal());
+    const b = new ModelBuilder({ opset: 13 });
+    const x = b.input('x', ['n', 32, 6, 6]);
+    const t = b.node('ConvTranspose', [x, b.init('wt', [32, 32, 3, 3], randn(9216, 0.1)), b.init('bt', [32], randn(32, 0.1))], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1] }, { name: 't1' });
+    b.output(b.node('Conv', [b.node('Relu', [t]), b.init('wc', [8, 32, 1, 1], randn(256, 0.3))], {}, { name: 'c1' }));
+    const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-refine-convt-'));
+    const model = path.join(dir, 'm.onnx');
+    writeFileSync(model, encodeModel(b.build()));
+    const calib = samples('convt', 32, [32, 6, 6], 7);
+    const common = ['--shape', 'x:1x32x6x6', '--min-params', '0', '--rank-ratio', '0.5', '--method', 'tucker2', '--calib', calib, '--no-verify', '--json'];
+    const [plain, refined] = [path.join(dir, 'plain.onnx'), path.join(dir, 'refined.onnx')];
+    expect((await runCli('optimize', model, plain, ...common)).code).toBe(0);
+    const r = await runCli('optimize', model, refined, ...common, '--refine', '15');
+    expect(r.code, r.err).toBe(0);
+    const report = JSON.parse(r.out) as Report;
+    expect(report.layers.find((l) => l.name === 't1')?.method).toBe('tucker2');
+    const notes = report.notes.filter((n) => n.startsWith('--refine')).join('\n');
+    expect(notes).not.toMatch(/kept as fitted/);
+    const n = await checkNote(refineNote(report)!, { original: model, plain, refined, calib, fitted: [0, 24], leftOut: [24, 32], label: '3 of 4 calibration feeds' });
+    expect(n.after).toBeLessThan(n.before);
+    // The ConvTranspose core's weight is among the tensors moved.
+    const out = decodeModel(new Uint8Array(readFileSync(refined))).graph!;
+    const core = out.node.filter((v) => v.opType === 'ConvTranspose').map((v) => v.input[1]!);
+    expect(core).toHaveLength(1);
+    expect(moved(plain, refined)).toContain(core[0]);
+  });
+
   it('PP-OCR cls: its figures are the written models\' in ORT, and a refit no step of which helps on the part left out keeps the fit as it was', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-refine-cls-'));
     const calib = samples('cls', 16, SAMPLE, 3);
