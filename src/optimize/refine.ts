@@ -176,7 +176,7 @@ export async function refineFactors(
   const allowed = opts.memoryBytes ?? MEMORY_SHARE * availableMemory();
   const history = historyFor(weights, allowed);
   const gib = (b: number): string => `${(b / 2 ** 30).toPrecision(2)} GiB`;
-  if (history === undefined) return none(`its ${weights} factor weights would need ${gib((2 * MIN_HISTORY + OTHER_COPIES) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed (a quarter of this machine's memory)`);
+  if (history === undefined) return none(`its ${weights} factor weights would need ${gib((2 * MIN_HISTORY + OTHER_COPIES) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed${opts.memoryBytes === undefined ? ' (a quarter of this machine\'s memory)' : ''}`);
   if (history < HISTORY) notes.push(`--refine: L-BFGS keeps ${history} steps of history, not ${HISTORY}, so that its state of ${weights} factor weights stays within ${gib(allowed)}`);
   // Σ_f ‖y_o‖² over the feeds fitted, for the outputs a gradient reaches (float32): each counts relative to its size.
   const norms = new Map([...adj.cotangents.keys()].map((o) => [o, fit.ref.reduce((s, r) => s + sq(r[o]!.data as Float32Array), 0) || 1]));
