@@ -144,6 +144,7 @@ export function pipelineConfig(s: OptimizeSettings, command: Command, hooks: Run
     opts, budget, stages, shapes: s.shapes ?? {}, values: s.values ?? {}, dataAware: s.dataAware !== false, anchor: s.anchor !== false, activationFit: s.activationFit === true, refine: checkNumber('refine', s.refine, { min: 0, max: 100000, integer: true }) ?? 0, outputAware: s.outputAware ?? 'gradients', narrowReorder: s.narrowReorder !== false, computeFloat32: computeOf(s.compute), outputs: outputsOf(s.outputs),
     budgetUnit, layerLatency, latencyScreen, defaults, measureAllRungs: s.measureAllRungs === true, allMethods: s.allMethods === true,
     workThreads: checkNumber('work-threads', s.workThreads, { min: 1, max: 256, integer: true }) ?? 1,
+    maxMemoryBytes: checkNumber('max-memory', s.maxMemoryBytes, { min: 1 }),
     calibration: hooks.calibration,
     verify: {
       enabled: verifying, minCosine: verdictCosine(s, budget),

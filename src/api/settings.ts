@@ -90,6 +90,8 @@ export interface OptimizeSettings {
   threads?: number;
   /** ORT threads of the runs that only compute values (statistics, errors), not of timings; default 1. */
   workThreads?: number;
+  /** Bytes the run may use (the CLI: --max-memory, else 85% of the machine's memory); --refine holds its optimizer's state to a quarter of it. Default: the machine's memory. */
+  maxMemoryBytes?: number;
   /** Also time both models in onnxruntime-web (an optional peer dependency). */
   benchWeb?: boolean;
   /** Allow the output to be the input file. */

@@ -8,7 +8,7 @@ import { convert, CONVERT_HELP } from './convert.js';
 import { inspect, INSPECT_HELP } from './inspect.js';
 import { optimize, OPTIMIZE_HELP, plan, PLAN_HELP } from './optimize.js';
 import { escaping, stdio, type Io } from './io.js';
-import { MAX_MEMORY_ENV, takeMaxMemory } from './max-memory.js';
+import { MAX_MEMORY_ENV, memoryLimit, takeMaxMemory } from './max-memory.js';
 import { TOOL_NAME, TOOL_VERSION } from '../report/version.js';
 
 export { stdio, type Io };
@@ -46,8 +46,9 @@ export async function main(argv: readonly string[], rawIo: Io = stdio()): Promis
         return 0;
       case 'inspect': return await inspect(rest, io.out);
       case 'convert': return await convert(rest, io.out);
-      case 'optimize': return await optimize(rest, io);
-      case 'plan': return await plan(rest, io);
+      // The limit the supervisor holds the worker to: --refine sizes its state by it.
+      case 'optimize': return await optimize(rest, io, memoryLimit(argv, process.env));
+      case 'plan': return await plan(rest, io, memoryLimit(argv, process.env));
       default:
         io.err(`onnx-lr: unknown command "${cmd}" (commands: inspect, optimize, plan, convert; see onnx-lr --help)`);
         return 2;

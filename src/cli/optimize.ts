@@ -69,7 +69,7 @@ function outputAwareOf(p: Parsed): boolean | undefined {
 /** Default --work-threads at most (ORT's intra-op scaling flattens past a few threads on one model run). */
 const MAX_WORK_THREADS = 8;
 
-function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress): OptimizeSettings {
+function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides, shown: Progress, maxMemoryBytes: number | undefined): OptimizeSettings {
   const planPath = str(p, 'plan');
   return {
     method: str(p, 'method') as MethodChoice | undefined, exclude: str(p, 'exclude'),
@@ -88,6 +88,7 @@ function settingsFrom(p: Parsed, shapes: ShapeOverrides, values: ValueOverrides,
     // Runs that only compute values (statistics, errors) use the machine: their time is
     // most of a budgeted run, and no figure depends on it (timings keep --threads).
     workThreads: num(p, 'work-threads', { min: 1, max: 256, integer: true }) ?? Math.min(availableParallelism(), MAX_WORK_THREADS),
+    maxMemoryBytes,
     benchWeb: flag(p, 'bench-web'), force: flag(p, 'force'), externalData: flag(p, 'external-data'), weights: str(p, 'weights') as OptimizeSettings['weights'],
     onProgress: (done, total, layer) => shown.layer(done, total, layer),
     onStage: (stage) => shown.stage(stage),
@@ -100,9 +101,9 @@ function progressOn(io: Io, json: boolean): Progress {
 }
 
 /** The run's configuration, through the library's resolution of settings (one set of defaults). */
-function configFrom(p: Parsed, command: Command, shown: Progress, onLoaded?: PipelineConfig['onLoaded']): PipelineConfig {
+function configFrom(p: Parsed, command: Command, shown: Progress, maxMemoryBytes: number | undefined, onLoaded?: PipelineConfig['onLoaded']): PipelineConfig {
   const { shapes, values } = feedOverrides(strs(p, 'shape'), strs(p, 'input'), maxInputBytes(p));
-  const settings = settingsFrom(p, shapes, values, shown);
+  const settings = settingsFrom(p, shapes, values, shown, maxMemoryBytes);
   const seed = settings.seed ?? DEFAULT_SEED;
   return pipelineConfig(settings, command, { ...dataHooks(dataSettingsFrom(p), shapes, values, seed), onLoaded });
 }
@@ -143,7 +144,8 @@ function checkWritableFolders(files: readonly { path: string; label: string }[])
   }
 }
 
-export async function optimize(argv: readonly string[], io: Io): Promise<number> {
+/** `maxMemoryBytes`: the worker's memory limit (--max-memory, taken out of argv by main). */
+export async function optimize(argv: readonly string[], io: Io, maxMemoryBytes?: number): Promise<number> {
   const p = parse(argv, { ...COMMON, ...OPTIMIZE_ONLY }, 'optimize');
   if (flag(p, 'help')) { io.out(OPTIMIZE_HELP); return 0; }
   const [inPath, outPath] = expectPositionals(p, 2, 'optimize', 'IN OUT');
@@ -157,7 +159,7 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   const shown = progressOn(io, flag(p, 'json'));
   // Before the long run (and without reading IN twice): OUT and the report may not replace
   // IN, a file IN reads, or each other.
-  const cfg = configFrom(p, 'optimize', shown, (loaded) => checkOutputs([
+  const cfg = configFrom(p, 'optimize', shown, maxMemoryBytes, (loaded) => checkOutputs([
     { path: outPath, label: 'OUT', mayReplace: 'model' },
     ...sideFiles,
   ], modelInputs(loaded), { force: flag(p, 'force') }));
@@ -191,12 +193,12 @@ export async function optimize(argv: readonly string[], io: Io): Promise<number>
   return pass ? 0 : 1;
 }
 
-export async function plan(argv: readonly string[], io: Io): Promise<number> {
+export async function plan(argv: readonly string[], io: Io, maxMemoryBytes?: number): Promise<number> {
   const p = parse(argv, COMMON, 'plan');
   if (flag(p, 'help')) { io.out(PLAN_HELP); return 0; }
   const [inPath] = expectPositionals(p, 1, 'plan', 'IN');
   const shown = progressOn(io, false);
-  const cfg = configFrom(p, 'plan', shown);
+  const cfg = configFrom(p, 'plan', shown, maxMemoryBytes);
   const result = await runOptimize(inPath, undefined, cfg);
   shown.end();
   const planFile = planFileOf(inPath, result);

@@ -70,6 +70,8 @@ export interface PipelineConfig {
    * references); timings use verify.threads, the deployment's. Default 1.
    */
   workThreads?: number;
+  /** Bytes the run may use (the worker's limit); default the machine's memory. */
+  maxMemoryBytes?: number;
   /** For error budgets: what to save. */
   budgetUnit?: 'params' | 'macs' | 'latency';
   shapes: ShapeOverrides;

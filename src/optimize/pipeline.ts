@@ -247,7 +247,7 @@ async function refineStage(job: Job, cfg: PipelineConfig, data: RunData, origina
   if (!data.calib || !data.reference) return ['--refine: nothing refined: it needs calibration data (--calib, without --no-data-aware)'];
   cfg.onStage?.('refining the factors on the calibration inputs');
   const r = await timed(job.timings, 'refine', () => refineFactors(job.model, original, data.calib!.feeds, data.reference!, {
-    steps: cfg.refine!, threads: cfg.workThreads, external: job.loaded.external, onProgress: cfg.onProgress, learned: shapes,
+    steps: cfg.refine!, threads: cfg.workThreads, external: job.loaded.external, onProgress: cfg.onProgress, learned: shapes, memoryLimit: cfg.maxMemoryBytes,
   }));
   if (r.tensors === 0) return r.notes;
   const f = (x: number): string => x.toPrecision(3);

@@ -41,8 +41,8 @@ export interface RefineOptions {
   /** Shapes at batch 1 (layer-shapes.ts), to tell samples in a batched output. */
   learned?: ReadonlyMap<string, readonly number[]>;
   onProgress?: (done: number, total: number, what: string) => void;
-  /** Bytes the optimizer's float64 copies of the factors may take (default: a quarter of the machine's memory). */
-  memoryBytes?: number;
+  /** Bytes the run may use (default: the machine's memory): the optimizer's state is held to a quarter of it. */
+  memoryLimit?: number;
 }
 
 export interface RefineResult {
@@ -78,13 +78,18 @@ const WEIGHTED = new Set(['Conv', 'ConvTranspose', 'MatMul', 'Gemm']);
 /** L-BFGS history pairs: the default, and the fewest worth running. */
 const HISTORY = 10;
 const MIN_HISTORY = 2;
-/** Float64 copies of the factor vector besides the history's 2 per pair (lbfgs.ts: x, trial, best, gradients, direction; here x0, best, the gradient summed). */
-const OTHER_COPIES = 8;
+/**
+ * Float64 copies of the factor vector at the peak, m steps of history: m + 1 pairs (a new
+ * pair joins before the oldest goes, lbfgs.ts), x, the trial, the direction, both
+ * gradients and the best there; x0 and the best here; and about one more in float32
+ * (the weights fed, ORT's gradient outputs).
+ */
+export const peakCopies = (m: number): number => 2 * (m + 1) + 9;
 const MEMORY_SHARE = 0.25;
 
 /** The longest history (≤ HISTORY, ≥ MIN_HISTORY) whose copies of `size` float64s fit in `bytes`; undefined when even the shortest does not. */
 export function historyFor(size: number, bytes: number): number | undefined {
-  for (let m = HISTORY; m >= MIN_HISTORY; m--) if ((2 * m + OTHER_COPIES) * 8 * size <= bytes) return m;
+  for (let m = HISTORY; m >= MIN_HISTORY; m--) if (peakCopies(m) * 8 * size <= bytes) return m;
   return undefined;
 }
 
@@ -173,10 +178,10 @@ export async function refineFactors(
   const list = [...params.values()];
   const weights = list.reduce((t, p) => t + p.w.length, 0);
   // Each L-BFGS pair is two float64 copies of every factor weight: a shorter history where they would not fit.
-  const allowed = opts.memoryBytes ?? MEMORY_SHARE * availableMemory();
+  const allowed = MEMORY_SHARE * (opts.memoryLimit ?? availableMemory());
   const history = historyFor(weights, allowed);
   const gib = (b: number): string => `${(b / 2 ** 30).toPrecision(2)} GiB`;
-  if (history === undefined) return none(`its ${weights} factor weights would need ${gib((2 * MIN_HISTORY + OTHER_COPIES) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed${opts.memoryBytes === undefined ? ' (a quarter of this machine\'s memory)' : ''}`);
+  if (history === undefined) return none(`its ${weights} factor weights would need ${gib(peakCopies(MIN_HISTORY) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed (a quarter of the memory the run may use)`);
   if (history < HISTORY) notes.push(`--refine: L-BFGS keeps ${history} steps of history, not ${HISTORY}, so that its state of ${weights} factor weights stays within ${gib(allowed)}`);
   // Σ_f ‖y_o‖² over the feeds fitted, for the outputs a gradient reaches (float32): each counts relative to its size.
   const norms = new Map([...adj.cotangents.keys()].map((o) => [o, fit.ref.reduce((s, r) => s + sq(r[o]!.data as Float32Array), 0) || 1]));

@@ -10,7 +10,7 @@ import { Model } from '../../src/graph/graph.js';
 import { encodeModel } from '../../src/onnx/codec.js';
 import { readTensorFloat } from '../../src/onnx/tensor.js';
 import { runAll } from '../../src/optimize/output-error.js';
-import { historyFor, refineFactors } from '../../src/optimize/refine.js';
+import { historyFor, peakCopies, refineFactors } from '../../src/optimize/refine.js';
 import { createRng } from '../../src/util/rng.js';
 import type { Feeds } from '../../src/verify/tensor.js';
 
@@ -66,17 +66,18 @@ describe('refineFactors', () => {
     const out = target.graph!.output[0]!.name!;
     const reference = ref.value.map((o) => ({ [out]: o[out]! }));
     const size = 48 + 30;
-    // Room for (2·4 + 8) copies of 78 float64s: a history of 4.
-    expect(historyFor(size, 16 * 8 * size)).toBe(4);
-    expect(historyFor(size, 28 * 8 * size)).toBe(10);
+    // Room for the peak of a history of 4 (5 pairs and 9 more copies of 78 float64s): 4; of 10: 10.
+    expect(peakCopies(4)).toBe(19);
+    expect(historyFor(size, 19 * 8 * size)).toBe(4);
+    expect(historyFor(size, 31 * 8 * size)).toBe(10);
     const short = new Model(structuredClone(start));
-    const r = await refineFactors(short, new Set(['x']), feeds, reference, { steps: 20, memoryBytes: 16 * 8 * size });
+    const r = await refineFactors(short, new Set(['x']), feeds, reference, { steps: 20, memoryLimit: 4 * 19 * 8 * size });
     expect(r.notes.join('\n')).toMatch(/L-BFGS keeps 4 steps of history, not 10, so that its state of 78 factor weights stays within/);
     expect(r.tensors).toBe(2);
     expect(r.after).toBeLessThan(0.7 * r.before);
-    // Below 2 pairs' worth: nothing moves, and the note says how much it would have needed.
+    // Below a history of 2's peak (15 copies): nothing moves, and the note says how much it would have needed.
     const none = new Model(structuredClone(start));
-    const n = await refineFactors(none, new Set(['x']), feeds, reference, { steps: 20, memoryBytes: 11 * 8 * size });
+    const n = await refineFactors(none, new Set(['x']), feeds, reference, { steps: 20, memoryLimit: 4 * 14 * 8 * size });
     expect(n.tensors).toBe(0);
     expect(n.notes.join('\n')).toMatch(/nothing refined: its 78 factor weights would need .* GiB of optimizer state, more than the .* GiB allowed/);
     for (const w of ['w1', 'w2']) expect(Array.from(readTensorFloat(none.root.initializer(w)!))).toEqual(Array.from(readTensorFloat(new Model(start).root.initializer(w)!)));

@@ -201,6 +201,19 @@ describe('--refine', () => {
     expect(relL2(ref, await outputs(path.join(dir, 'r.onnx'), calib))).toBeCloseTo(Number(m![2]), 3);
   });
 
+  it('--max-memory bounds the optimizer\'s state: a limit too small for it leaves the fit as it was, with the reason', async () => {
+    const { dir, model } = threeConvs();
+    const calib = samples('mem', 16, [8, 10, 10], 9);
+    const args = ['--shape', 'x:1x8x10x10', '--min-params', '0', '--rank-ratio', '0.5', '--calib', calib, '--no-verify', '--json', '--refine', '3'];
+    const r = await runCli('optimize', model, path.join(dir, 'r.onnx'), ...args, '--max-memory', '0.00001');
+    expect(r.code, r.err).toBe(0);
+    const notes = (JSON.parse(r.out) as Report).notes.filter((n) => n.startsWith('--refine')).join('\n');
+    expect(notes).toMatch(/nothing refined: its \d+ factor weights would need .* GiB of optimizer state, more than the .* GiB allowed \(a quarter of the memory the run may use\)/);
+    const plain = await runCli('optimize', model, path.join(dir, 'p.onnx'), ...args.slice(0, -2));
+    expect(plain.code, plain.err).toBe(0);
+    expect(moved(path.join(dir, 'p.onnx'), path.join(dir, 'r.onnx'))).toEqual([]);
+  });
+
   it('a float16 model with --compute float32: its float16 factors, read through Casts, are refitted and stay float16', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-refine-half-'));
     const model = path.join(dir, 'half.onnx');
