@@ -51,4 +51,3 @@ export function memoryLimit(argv: readonly string[], env: NodeJS.ProcessEnv): nu
   return g !== undefined ? g * GIB : Math.floor(availableMemory() * DEFAULT_MEMORY_SHARE);
 }
 
-export const showGiB = (bytes: number): string => `${Number((bytes / GIB).toFixed(2))} GiB`;

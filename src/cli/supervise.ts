@@ -18,7 +18,8 @@ import * as path from 'node:path';
 import * as tty from 'node:tty';
 import { LrError } from '../errors.js';
 import { removeStaleTemps, removeStaleWorkDirs } from '../util/temp-files.js';
-import { MAX_MEMORY_ENV, memoryLimit, showGiB, takeMaxMemory } from './max-memory.js';
+import { MAX_MEMORY_ENV, memoryLimit, takeMaxMemory } from './max-memory.js';
+import { showGiB } from '../util/memory.js';
 import { withHugePages } from '../util/huge-pages.js';
 
 /** Where the worker writes the tool's messages; the supervisor passes it its stderr there. */

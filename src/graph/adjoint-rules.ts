@@ -109,6 +109,12 @@ export function convPads(node: NodeProto, x: readonly number[], y: readonly numb
   return [...begin, ...end];
 }
 
+/** A ConvTranspose's pads over `n` spatial axes, or why its output size is not theirs to set. */
+export function convTransposePads(node: NodeProto, n: number): number[] | string {
+  if ((attrString(node, 'auto_pad') ?? 'NOTSET') !== 'NOTSET' || attrInts(node, 'output_shape')) return 'its output size is set by auto_pad or output_shape';
+  return attrInts(node, 'pads') ?? new Array<number>(2 * n).fill(0);
+}
+
 /** Input and output dims, spatial rank, kernel, strides and dilations of a Conv or ConvTranspose. */
 function convPlacement(cx: RuleContext) {
   const x = dimsOf(cx, cx.node.input[0]);
@@ -140,9 +146,9 @@ const conv: Rule = (cx) => {
 
 const convTranspose: Rule = (cx) => {
   if (cx.want[1] || cx.want[2]) return 'its weight depends on the differentiated values';
-  if ((attrString(cx.node, 'auto_pad') ?? 'NOTSET') !== 'NOTSET' || attrInts(cx.node, 'output_shape')) return 'its output size is set by auto_pad or output_shape';
   const { x, y, n, k, s, d } = convPlacement(cx);
-  const pads = attrInts(cx.node, 'pads') ?? new Array<number>(2 * n).fill(0);
+  const pads = convTransposePads(cx.node, n);
+  if (typeof pads === 'string') return pads;
   for (let i = 0; i < n; i++) {
     const back = Math.floor((y[2 + i]! + pads[i]! + pads[n + i]! - ((k[i]! - 1) * d[i]! + 1)) / s[i]!) + 1;
     if (back !== x[2 + i]) return `no Conv restores its input size on axis ${2 + i}`;

@@ -18,8 +18,8 @@
  */
 import type { NodeProto } from '../onnx/schema.js';
 import type { AdjointEmitter } from './adjoint-emit.js';
-import { convPads } from './adjoint-rules.js';
-import { attrFloat, attrInt, attrInts, attrString, floatAttr, intAttr, intsAttr } from './attrs.js';
+import { convPads, convTransposePads } from './adjoint-rules.js';
+import { attrFloat, attrInt, attrInts, floatAttr, intAttr, intsAttr } from './attrs.js';
 
 export interface WeightGradient {
   /** Value holding ∂L/∂W, the weight's own shape. */
@@ -47,9 +47,8 @@ export function emitWeightGradient(e: AdjointEmitter, node: NodeProto, g: string
       return convWeight(e, node, { input: x, inDims: xd, grad: g, outDims: yd }, wd, pads, b && biasGradient(e, g, wd));
     }
     case 'ConvTranspose': {
-      if ((attrString(node, 'auto_pad') ?? 'NOTSET') !== 'NOTSET' || attrInts(node, 'output_shape')) return 'its output size is set by auto_pad or output_shape';
-      const n = wd.length - 2;
-      const pads = attrInts(node, 'pads') ?? new Array<number>(2 * n).fill(0);
+      const pads = convTransposePads(node, wd.length - 2);
+      if (typeof pads === 'string') return pads;
       return convWeight(e, node, { input: g, inDims: yd, grad: x, outDims: xd }, wd, pads, b && biasGradient(e, g, wd));
     }
     case 'MatMul': {

@@ -29,7 +29,7 @@ import { sameFeedDims, type Feeds, type HostTensor } from '../verify/tensor.js';
 import { attrInt } from '../graph/attrs.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../onnx/half.js';
 import { lbfgsMinimize, type Evaluation } from '../linalg/lbfgs.js';
-import { availableMemory } from '../util/memory.js';
+import { availableMemory, showGiB } from '../util/memory.js';
 import { leftOutSplit } from './left-out.js';
 import { outputErr2 } from './output-error.js';
 import { adjointShapes, valuesToCapture } from './output-gradients.js';
@@ -180,9 +180,8 @@ export async function refineFactors(
   // Each L-BFGS pair is two float64 copies of every factor weight: a shorter history where they would not fit.
   const allowed = MEMORY_SHARE * (opts.memoryLimit ?? availableMemory());
   const history = historyFor(weights, allowed);
-  const gib = (b: number): string => `${(b / 2 ** 30).toPrecision(2)} GiB`;
-  if (history === undefined) return none(`its ${weights} factor weights would need ${gib(peakCopies(MIN_HISTORY) * 8 * weights)} of optimizer state, more than the ${gib(allowed)} allowed (a quarter of the memory the run may use)`);
-  if (history < HISTORY) notes.push(`--refine: L-BFGS keeps ${history} steps of history, not ${HISTORY}, so that its state of ${weights} factor weights stays within ${gib(allowed)}`);
+  if (history === undefined) return none(`its ${weights} factor weights would need ${showGiB(peakCopies(MIN_HISTORY) * 8 * weights)} of optimizer state, more than the ${showGiB(allowed)} allowed (a quarter of the memory the run may use)`);
+  if (history < HISTORY) notes.push(`--refine: L-BFGS keeps ${history} steps of history, not ${HISTORY}, so that its state of ${weights} factor weights stays within ${showGiB(allowed)}`);
   // Σ_f ‖y_o‖² over the feeds fitted, for the outputs a gradient reaches (float32): each counts relative to its size.
   const norms = new Map([...adj.cotangents.keys()].map((o) => [o, fit.ref.reduce((s, r) => s + sq(r[o]!.data as Float32Array), 0) || 1]));
   const train = trainingModel(adj.model, adj.cotangents, list, dims, model.opsetVersion('') ?? 1);
