@@ -1,5 +1,5 @@
 /**
- * npm run bench:anchor [-- --models=rec,rec-logits,det,isnet] [-- --arms=anchored,refine,…] [-- --json]
+ * npm run bench:anchor [-- --models=rec,rec-logits,det,rec-text,det-text,isnet,…] [-- --arms=anchored,refine,…] [-- --json]
  * Anchored against independent fits at equal ranks (issue 18's target: held-out output
  * error ≤ 0.7× of the independent data-aware fit). Per model, `onnx-lr plan` fixes every
  * layer's pass and ranks from its calibration data; `optimize --plan` then writes that
@@ -12,9 +12,18 @@
  *   final Sigmoid's input): on inputs without text its probability map is ~1e-8 everywhere
  *   and a relative error of it says nothing. rec-logits is rec judged the same way (the
  *   final Softmax's input), beside rec as shipped.
+ * - rec-text, rec-text-logits, det-text: the same models on rendered text
+ *   (tools/text-lines.ts; Chromium): rec on 64 one-line crops to calibrate
+ *   (--text-calib=N) and 32 held out, det on 16 pages of 8 lines (--text-pages=N) and 8
+ *   held out, normalised as PaddleOCR does, det judged on its probability map as shipped.
+ *   Noise is not what an OCR model sees: on text, rec's softmax is a confident reading
+ *   and det's map marks the lines, so their errors mean misread and missed text.
  * - isnet (never in the default set: about 25 minutes; computed in float32, where its
  *   float16 graph carries gradients for --refine): three photos to calibrate and
  *   three held out (tools/photos.ts), its 44 heaviest convs at rank ratio 0.5.
+ *   isnet-more calibrates on those three and N Debian test photos (--more-photos=N,
+ *   default 8; apt-get download), held out as isnet.
+ * --policy="--rank-ratio 0.8 …" plans every model with these flags instead of its own.
  * --arms=anchored,activation-fit,independent-activation-fit,output-aware,refine,independent-refine
  * picks arms (the independent one always runs); --refine-steps=N
  * (default 30) sets the refine arms' steps.
@@ -36,7 +45,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REAL_MODELS, realModelArgs } from '../models/real.js';
 import { ensureIsnet, ISNET_IMAGE_ARGS } from './isnet-model.js';
-import { ensurePhotos } from './photos.js';
+import { ensureMorePhotos, ensurePhotos } from './photos.js';
+import { ensureTextImages } from './text-lines.js';
 import { main } from '../src/cli/main.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
@@ -47,24 +57,48 @@ const json = argv.includes('--json');
 const oracle = argv.includes('--oracle');
 const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') ?? ['rec', 'rec-logits', 'det'];
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-anchor-'));
+/** rec-text: rendered lines to calibrate on and to hold out (tools/text-lines.ts, seeds 1 and 2). */
+const TEXT_CALIB = Number(argv.find((a) => a.startsWith('--text-calib='))?.slice(13) ?? 64);
+const TEXT_HELD = 32;
+/** det-text: rendered pages to calibrate on (8 held out, seed 4). */
+const TEXT_PAGES = Number(argv.find((a) => a.startsWith('--text-pages='))?.slice(13) ?? 16);
+/** --policy="--rank-ratio 0.8 --heaviest 10": the plan's flags instead of each model's own. */
+const policyArg = argv.find((a) => a.startsWith('--policy='))?.slice(9);
+/** isnet-more: this many Debian photos (tools/photos.ts) beside the three calibration photos. */
+const MORE_PHOTOS = Number(argv.find((a) => a.startsWith('--more-photos='))?.slice(14) ?? 8);
 
 
 /** `calib`, `held`: the calibration and held-out data (a folder of photos or a .npy file). */
 interface Setup { model: string; policy: string[]; common: string[]; calib: string; held: string }
 
-function setupOf(name: string): Setup {
-  if (name === 'isnet') {
-    const photos = ensurePhotos();
+async function setupOf(name: string): Promise<Setup> {
+  if (name === 'rec-text' || name === 'rec-text-logits') {
+    const rec = await setupOf(name === 'rec-text' ? 'rec' : 'rec-logits');
+    // PaddleOCR's recogniser input: (pixel/255 − 0.5)/0.5.
+    return { ...rec, common: [...rec.common, '--mean', '0.5,0.5,0.5', '--std', '0.5,0.5,0.5', '--calib-samples', String(TEXT_CALIB)], calib: await ensureTextImages({ seed: 1, count: TEXT_CALIB, width: 320, height: 48 }), held: await ensureTextImages({ seed: 2, count: TEXT_HELD, width: 320, height: 48 }) };
+  }
+  if (name === 'det-text') {
+    // PaddleOCR's detector input: ImageNet's normalisation; pages of 8 lines at the bench shape.
+    const page = { width: 320, height: 320, lines: 8 };
+    const det = await setupOf('det');
+    return {
+      // On pages of text its probability map means something: judged as shipped.
+      ...det, model: REAL_MODELS.det.path, common: [...det.common, '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--calib-samples', String(TEXT_PAGES)],
+      calib: await ensureTextImages({ seed: 3, count: TEXT_PAGES, ...page }), held: await ensureTextImages({ seed: 4, count: 8, ...page }),
+    };
+  }
+  if (name === 'isnet' || name === 'isnet-more') {
+    const photos = name === 'isnet' ? ensurePhotos() : ensureMorePhotos(MORE_PHOTOS);
     return {
       model: ensureIsnet(), policy: ['--rank-ratio', '0.5', '--heaviest', '44'], common: [...ISNET_IMAGE_ARGS, '--outputs', 'output', '--compute', 'float32'],
       calib: photos.calib, held: photos.held,
     };
   }
   if (name === 'rec-logits') {
-    const rec = setupOf('rec');
+    const rec = await setupOf('rec');
     return { ...rec, model: logitsModel(rec.model, path.join(dir, 'rec-softmax-input.onnx')) };
   }
-  if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, rec-logits, det, isnet`);
+  if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, rec-logits, rec-text, rec-text-logits, det, det-text, isnet, isnet-more`);
   const shape = REAL_MODELS[name].shapes[0]!;
   const dims = shape.split(':')[1]!.split('x').map(Number);
   const policy = name === 'rec' ? ['--rank-ratio', '0.5', '--min-params', '0'] : ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'];
@@ -111,7 +145,8 @@ interface Row {
 }
 const rows: Row[] = [];
 for (const name of models) {
-  const st = setupOf(name);
+  const st = await setupOf(name);
+  if (policyArg !== undefined) st.policy = policyArg.split(' ').filter(Boolean);
   const planFile = path.join(dir, `${name}.plan.json`);
   // Passes and ranks are decided before any anchored fit: the plan needs no anchored waves.
   const p = await cli(['plan', st.model, ...st.common, ...st.policy, '--calib', st.calib, '--no-anchor', '--no-output-aware']);

@@ -7,15 +7,15 @@
  * CI=true, where .ci/run installs it and its absence fails.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { serveFolder, type StaticServer } from './static-server.js';
+import { CHROMIUM, haveChromium, launchChromium } from '../../tools/chromium.js';
 
-export const CHROMIUM = process.env.ONNX_LR_CHROMIUM ?? '/usr/bin/chromium';
-export const haveChromium = existsSync(CHROMIUM);
+export { CHROMIUM, haveChromium, launchChromium };
+
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /** Builds the page (vite.web.config.ts) into `outDir`, as `npm run build:web` builds dist-web/. */
@@ -39,14 +39,6 @@ export function chromiumOrSkip(testFile: string): boolean {
     });
   });
   return haveChromium;
-}
-
-/** Chromium as every page test runs it: headless, no GPU, no background traffic. */
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
 }
 
 export interface OpenedPage {
