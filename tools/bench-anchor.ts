@@ -51,39 +51,45 @@ import { main } from '../src/cli/main.js';
 import { table } from '../src/report/format.js';
 import type { Report } from '../src/report/report.js';
 import { logitsModel, randomNpy } from './bench-data.js';
+import { intOption } from './bench-util.js';
 
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const oracle = argv.includes('--oracle');
 const models = argv.find((a) => a.startsWith('--models='))?.slice(9).split(',') ?? ['rec', 'rec-logits', 'det'];
 const dir = mkdtempSync(path.join(tmpdir(), 'onnx-lr-bench-anchor-'));
+const TOOL = 'bench:anchor';
 /** rec-text: rendered lines to calibrate on and to hold out (tools/text-lines.ts, seeds 1 and 2). */
-const TEXT_CALIB = Number(argv.find((a) => a.startsWith('--text-calib='))?.slice(13) ?? 64);
+const TEXT_CALIB = intOption(argv, 'text-calib', 64, TOOL);
 const TEXT_HELD = 32;
 /** det-text: rendered pages to calibrate on (8 held out, seed 4). */
-const TEXT_PAGES = Number(argv.find((a) => a.startsWith('--text-pages='))?.slice(13) ?? 16);
+const TEXT_PAGES = intOption(argv, 'text-pages', 16, TOOL);
 /** --policy="--rank-ratio 0.8 --heaviest 10": the plan's flags instead of each model's own. */
 const policyArg = argv.find((a) => a.startsWith('--policy='))?.slice(9);
 /** isnet-more: this many Debian photos (tools/photos.ts) beside the three calibration photos. */
-const MORE_PHOTOS = Number(argv.find((a) => a.startsWith('--more-photos='))?.slice(14) ?? 8);
-
+const MORE_PHOTOS = intOption(argv, 'more-photos', 8, TOOL);
+/** The plans of the OCR models, on noise and on rendered text alike. */
+const OCR_POLICY = { rec: ['--rank-ratio', '0.5', '--min-params', '0'], det: ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'] };
 
 /** `calib`, `held`: the calibration and held-out data (a folder of photos or a .npy file). */
 interface Setup { model: string; policy: string[]; common: string[]; calib: string; held: string }
 
 async function setupOf(name: string): Promise<Setup> {
   if (name === 'rec-text' || name === 'rec-text-logits') {
-    const rec = await setupOf(name === 'rec-text' ? 'rec' : 'rec-logits');
-    // PaddleOCR's recogniser input: (pixel/255 − 0.5)/0.5.
-    return { ...rec, common: [...rec.common, '--mean', '0.5,0.5,0.5', '--std', '0.5,0.5,0.5', '--calib-samples', String(TEXT_CALIB)], calib: await ensureTextImages({ seed: 1, count: TEXT_CALIB, width: 320, height: 48 }), held: await ensureTextImages({ seed: 2, count: TEXT_HELD, width: 320, height: 48 }) };
+    const model = name === 'rec-text' ? REAL_MODELS.rec.path : logitsModel(REAL_MODELS.rec.path, path.join(dir, 'rec-softmax-input.onnx'));
+    const line = { width: 320, height: 48 };
+    return {
+      // PaddleOCR's recogniser input: (pixel/255 − 0.5)/0.5.
+      model, policy: OCR_POLICY.rec, common: [...realModelArgs('rec', dir), '--mean', '0.5,0.5,0.5', '--std', '0.5,0.5,0.5', '--calib-samples', String(TEXT_CALIB)],
+      calib: await ensureTextImages({ seed: 1, count: TEXT_CALIB, ...line }), held: await ensureTextImages({ seed: 2, count: TEXT_HELD, ...line }),
+    };
   }
   if (name === 'det-text') {
     // PaddleOCR's detector input: ImageNet's normalisation; pages of 8 lines at the bench shape.
     const page = { width: 320, height: 320, lines: 8 };
-    const det = await setupOf('det');
     return {
       // On pages of text its probability map means something: judged as shipped.
-      ...det, model: REAL_MODELS.det.path, common: [...det.common, '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--calib-samples', String(TEXT_PAGES)],
+      model: REAL_MODELS.det.path, policy: OCR_POLICY.det, common: [...realModelArgs('det', dir), '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--calib-samples', String(TEXT_PAGES)],
       calib: await ensureTextImages({ seed: 3, count: TEXT_PAGES, ...page }), held: await ensureTextImages({ seed: 4, count: 8, ...page }),
     };
   }
@@ -101,9 +107,8 @@ async function setupOf(name: string): Promise<Setup> {
   if (name !== 'rec' && name !== 'det') throw new Error(`--models: ${name} is not one of rec, rec-logits, rec-text, rec-text-logits, det, det-text, isnet, isnet-more`);
   const shape = REAL_MODELS[name].shapes[0]!;
   const dims = shape.split(':')[1]!.split('x').map(Number);
-  const policy = name === 'rec' ? ['--rank-ratio', '0.5', '--min-params', '0'] : ['--rank-ratio', '0.8', '--heaviest', '10', '--min-params', '0'];
   return {
-    model: name === 'det' ? logitsModel(REAL_MODELS.det.path, path.join(dir, 'det-logits.onnx')) : REAL_MODELS[name].path, policy, common: realModelArgs(name, dir),
+    model: name === 'det' ? logitsModel(REAL_MODELS.det.path, path.join(dir, 'det-logits.onnx')) : REAL_MODELS[name].path, policy: OCR_POLICY[name], common: realModelArgs(name, dir),
     calib: randomNpy(dir, `${name}-calib.npy`, [name === 'rec' ? 8 : 4, ...dims.slice(1)], 5),
     held: randomNpy(dir, `${name}-held.npy`, [4, ...dims.slice(1)], 77),
   };

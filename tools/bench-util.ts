@@ -4,7 +4,7 @@
  * swapped every other round so neither side always runs right after the other) and
  * reported as a median with its spread (min–max), never as one run.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { cpuFlags, readCpuinfo } from '../src/verify/cpu-block.js';
 
@@ -123,4 +123,17 @@ export function machineLine(): string {
   let ort = '?';
   try { ort = (JSON.parse(readFileSync(new URL('../node_modules/onnxruntime-node/package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { /* not installed */ }
   return `${cpus()[0]?.model ?? '?'} (${isa}), ${cpus().length} cores, onnxruntime-node ${ort} (MLAS; the fits' GEMMs run in it too, no BLAS)`;
+}
+
+/**
+ * Makes the cache folder `dir` by `fill` in `dir`.tmp and renames it into place, so an
+ * interrupted run leaves no half folder that a later run would take for a whole one.
+ */
+export function makeFolder(dir: string, fill: (tmp: string) => void): void {
+  const tmp = `${dir}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  fill(tmp);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
 }

@@ -6,9 +6,10 @@
  * data only, never a dependency of the tool.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../models/real.js';
+import { makeFolder } from './bench-util.js';
 
 const PACKAGE = '@vladmandic/face-api@1.7.15';
 const PHOTOS = [1, 2, 3, 4, 5, 6].map((k) => `sample${k}.jpg`);
@@ -68,16 +69,12 @@ export function ensureMorePhotos(extra: number, cache = path.join(ROOT, 'node_mo
     execFileSync('apt-get', ['download', pkg], { cwd: debs, stdio: ['ignore', 'ignore', 'inherit'] });
     const deb = readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
     if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${debs}`);
-    execFileSync('dpkg-deb', ['-x', path.join(debs, deb), `${root}.tmp`]);
-    renameSync(`${root}.tmp`, root);
+    makeFolder(root, (tmp) => execFileSync('dpkg-deb', ['-x', path.join(debs, deb), tmp]));
     rmSync(path.join(debs, deb));
   }
-  const tmp = `${dir}.tmp`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  for (const f of readdirSync(calib)) copyFileSync(path.join(calib, f), path.join(tmp, `a-${f}`));
-  picked.forEach(({ pkg, f }, k) => copyFileSync(path.join(debs, pkg, f), path.join(tmp, `b-${String(k).padStart(2, '0')}-${path.basename(f)}`)));
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
+  makeFolder(dir, (tmp) => {
+    for (const f of readdirSync(calib)) copyFileSync(path.join(calib, f), path.join(tmp, `a-${f}`));
+    picked.forEach(({ pkg, f }, k) => copyFileSync(path.join(debs, pkg, f), path.join(tmp, `b-${String(k).padStart(2, '0')}-${path.basename(f)}`)));
+  });
   return { calib: dir, held };
 }

@@ -1,17 +1,17 @@
 /**
- * Rendered text lines: real-looking inputs for PP-OCR rec's benches. N(0,1) noise is not
- * what a recogniser sees (its softmax on noise is a flat guess), and npm ships no text-line
- * crops. Headless Chromium (Debian's, as the page's tests use it) draws each line on a 2-D
- * canvas: words from a fixed list, numbers, dates and prices, in the fonts installed
+ * Rendered text: real-looking inputs for the benches of PP-OCR rec (one-line crops) and
+ * det (pages of lines). N(0,1) noise is not what they see (rec's softmax on noise is a flat
+ * guess, det's map is empty), and npm ships no text images. Headless Chromium (Debian's,
+ * as the page's tests use it) draws each image on a 2-D canvas: words from a fixed list, numbers, dates and prices, in the fonts installed
  * (DejaVu, Liberation), with random sizes, weights, colours, backgrounds, slants and blur,
  * all from one seed, so a folder is the same on every machine with the same fonts.
  * Bench data only, cached next to ISNet (node_modules/.cache/onnx-lr/text-lines/).
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { makeFolder } from './bench-util.js';
 import { CHROMIUM, haveChromium, launchChromium } from './chromium.js';
 import { ROOT } from '../models/real.js';
-
 
 const WORDS = (
   'the of and to in is was for on that with as by at from his her they this have had are not but be or which one all were ' +
@@ -139,12 +139,6 @@ export async function ensureTextImages(t: TextImages, cache = path.join(ROOT, 'n
   if (existsSync(dir) && readdirSync(dir).length === count) return dir;
   process.stderr.write(`rendering ${count} images of text (seed ${seed}) in Chromium…\n`);
   const images = await renderTextImages(t);
-  // Written beside and renamed, so an interrupted run leaves no half folder behind.
-  const tmp = `${dir}.tmp`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  images.forEach(({ png }, i) => writeFileSync(path.join(tmp, `line-${String(i).padStart(4, '0')}.png`), png));
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
+  makeFolder(dir, (tmp) => images.forEach(({ png }, i) => writeFileSync(path.join(tmp, `line-${String(i).padStart(4, '0')}.png`), png)));
   return dir;
 }
